@@ -1,0 +1,532 @@
+//! The `file` connector: a watched directory of CSV and JSON-lines drops.
+//!
+//! ```toml
+//! [sources.connector]
+//! type = "file"
+//! dir = "/srv/drops/env"
+//! encoding = "gbk"            # utf-8 | gbk | gb18030 | auto
+//! key_columns = ["监测点编号", "采样时间"]
+//! ```
+//!
+//! Each file is processed once, identified by the SHA-256 of its content:
+//! rows are published in chunks, each chunk together with a checkpoint that
+//! records how far into the file it got; when the file is done it is moved to
+//! `processed/` (or to `failed/` with a `<name>.reason.txt` when it cannot be
+//! read at all). A file dropped again with the same content is not ingested
+//! twice. Files are picked up only when complete: writers should write to a
+//! temporary name (dot-prefixed or ending in `.tmp`/`.part`) and rename.
+//!
+//! Lines whose bytes are not valid in the declared encoding, and JSON lines
+//! that do not parse, are published as unparsable records (raw bytes and the
+//! reason, with file and line) so that they reach quarantine; the rest of the
+//! file goes through.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use encoding_rs::{Encoding, GB18030, GBK, UTF_8};
+use lianqin_bus::Envelope;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::{ConnectorError, RunStats, Source, SourceContext};
+
+/// Text encoding of CSV drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEncoding {
+    /// UTF-8 (a BOM is skipped).
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    /// GBK (Windows code page 936), common in departmental exports.
+    Gbk,
+    /// GB18030.
+    Gb18030,
+    /// UTF-8 when the whole file is valid UTF-8, otherwise GB18030.
+    #[default]
+    Auto,
+}
+
+/// File formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// By extension: `.csv`, `.jsonl` / `.ndjson`.
+    #[default]
+    Auto,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Configuration of a `file` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The drop directory.
+    pub dir: PathBuf,
+    /// Format (default: by extension).
+    #[serde(default)]
+    pub format: FileFormat,
+    /// Encoding of CSV files (JSON lines are always UTF-8). Default `auto`.
+    #[serde(default)]
+    pub encoding: TextEncoding,
+    /// CSV delimiter (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    /// Columns / fields forming the record key, joined with `|`.
+    pub key_columns: Vec<String>,
+    /// Column / field with the record's change time, if any.
+    #[serde(default)]
+    pub updated_field: Option<String>,
+    /// Where finished files go (default `<dir>/processed`).
+    #[serde(default)]
+    pub processed_dir: Option<PathBuf>,
+    /// Where unreadable files go (default `<dir>/failed`).
+    #[serde(default)]
+    pub failed_dir: Option<PathBuf>,
+    /// Rows per publish (default 5 000).
+    #[serde(default = "default_chunk")]
+    pub chunk_rows: usize,
+}
+
+fn comma() -> char {
+    ','
+}
+fn default_chunk() -> usize {
+    5000
+}
+
+impl FileConfig {
+    /// Checks the config.
+    pub fn validate(&self, source_id: &str) -> Result<(), ConnectorError> {
+        let bad = |detail: String| ConnectorError::Config { source_id: source_id.into(), detail };
+        if self.key_columns.is_empty() {
+            return Err(bad("`key_columns` must name at least one column".into()));
+        }
+        if self.chunk_rows == 0 {
+            return Err(bad("`chunk_rows` must be >= 1".into()));
+        }
+        if !self.delimiter.is_ascii() {
+            return Err(bad(format!("`delimiter` must be one ASCII character, got {:?}", self.delimiter)));
+        }
+        Ok(())
+    }
+
+    fn processed(&self) -> PathBuf {
+        self.processed_dir.clone().unwrap_or_else(|| self.dir.join("processed"))
+    }
+    fn failed(&self) -> PathBuf {
+        self.failed_dir.clone().unwrap_or_else(|| self.dir.join("failed"))
+    }
+}
+
+/// Checkpoint of a file source: per content hash, rows done and whether the
+/// file is finished.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileCheckpoint {
+    /// content hash → progress.
+    pub files: BTreeMap<String, FileProgress>,
+}
+
+/// Progress through one file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileProgress {
+    /// File name when first seen.
+    pub name: String,
+    /// Records already published.
+    pub published: u64,
+    /// All records published.
+    pub done: bool,
+}
+
+/// A running `file` source.
+#[derive(Debug)]
+pub struct FileSource {
+    id: String,
+    department: String,
+    cfg: FileConfig,
+}
+
+impl FileSource {
+    /// Builds the source.
+    pub fn new(id: &str, department: &str, cfg: FileConfig) -> Self {
+        FileSource { id: id.into(), department: department.into(), cfg }
+    }
+
+    fn io(&self, path: &Path, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Io { source_id: self.id.clone(), path: path.display().to_string(), detail: e.to_string() }
+    }
+
+    fn list(&self) -> Result<Vec<PathBuf>, ConnectorError> {
+        let rd = match std::fs::read_dir(&self.cfg.dir) {
+            Ok(rd) => rd,
+            Err(e) => return Err(self.io(&self.cfg.dir, format!("cannot read drop directory: {e}"))),
+        };
+        let mut files = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| self.io(&self.cfg.dir, e))?;
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !p.is_file() || name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") {
+                continue;
+            }
+            if self.format_of(&p).is_some() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn format_of(&self, p: &Path) -> Option<FileFormat> {
+        let ext = p.extension()?.to_string_lossy().to_lowercase();
+        match (self.cfg.format, ext.as_str()) {
+            (FileFormat::Csv, _) | (FileFormat::Auto, "csv") => Some(FileFormat::Csv),
+            (FileFormat::Jsonl, _) | (FileFormat::Auto, "jsonl" | "ndjson") => Some(FileFormat::Jsonl),
+            _ => None,
+        }
+    }
+
+    fn move_to(&self, path: &Path, dir: &Path, reason: Option<&str>) -> Result<(), ConnectorError> {
+        std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+        let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let mut target = dir.join(&name);
+        if target.exists() {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+            target = dir.join(format!("{}.{stamp}", name.to_string_lossy()));
+        }
+        if let Some(r) = reason {
+            let rp = dir.join(format!("{}.reason.txt", target.file_name().unwrap_or_default().to_string_lossy()));
+            std::fs::write(&rp, r).map_err(|e| self.io(&rp, e))?;
+        }
+        std::fs::rename(path, &target).map_err(|e| self.io(path, e))
+    }
+
+    /// Parses one file into envelopes (in file order).
+    fn parse(&self, path: &Path, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        match self.format_of(path) {
+            Some(FileFormat::Jsonl) => Ok(self.parse_jsonl(&name, bytes)),
+            Some(FileFormat::Csv) => self.parse_csv(&name, bytes),
+            _ => Err(format!("{name}: unknown format")),
+        }
+    }
+
+    fn key_of(&self, obj: &Map<String, Value>) -> String {
+        let mut parts = Vec::with_capacity(self.cfg.key_columns.len());
+        for k in &self.cfg.key_columns {
+            match obj.get(k) {
+                Some(Value::String(s)) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
+                Some(Value::Number(n)) => parts.push(n.to_string()),
+                _ => return String::new(),
+            }
+        }
+        parts.join("|")
+    }
+
+    fn record(&self, obj: Map<String, Value>, locator: String) -> Envelope {
+        let key = self.key_of(&obj);
+        let updated = self
+            .cfg
+            .updated_field
+            .as_ref()
+            .and_then(|f| obj.get(f))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        Envelope::upsert(&self.id, &self.department, key, Value::Object(obj), updated).with_locator(locator)
+    }
+
+    fn parse_jsonl(&self, name: &str, bytes: &[u8]) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let loc = format!("{name}:{}", i + 1);
+            match std::str::from_utf8(line) {
+                Err(e) => out.push(
+                    Envelope::unparsable(&self.id, &self.department, "", hex::encode(line), format!("{loc}: not UTF-8: {e}"))
+                        .with_locator(loc),
+                ),
+                Ok(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Object(o)) => out.push(self.record(o, loc)),
+                    Ok(other) => out.push(
+                        Envelope::unparsable(
+                            &self.id,
+                            &self.department,
+                            "",
+                            text.to_string(),
+                            format!("{loc}: expected a JSON object, got {}", json_kind(&other)),
+                        )
+                        .with_locator(loc),
+                    ),
+                    Err(e) => out.push(
+                        Envelope::unparsable(&self.id, &self.department, "", text.to_string(), format!("{loc}: bad JSON: {e}"))
+                            .with_locator(loc),
+                    ),
+                },
+            }
+        }
+        out
+    }
+
+    fn parse_csv(&self, name: &str, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let enc: &'static Encoding = match self.cfg.encoding {
+            TextEncoding::Utf8 => UTF_8,
+            TextEncoding::Gbk => GBK,
+            TextEncoding::Gb18030 => GB18030,
+            TextEncoding::Auto => {
+                if std::str::from_utf8(bytes).is_ok() { UTF_8 } else { GB18030 }
+            }
+        };
+        // Decode line by line so one bad line cannot poison the file. In GBK
+        // and GB18030 the byte 0x0A only ever means a line feed.
+        let mut out = Vec::new();
+        let mut good = String::with_capacity(bytes.len());
+        let mut line_map: Vec<usize> = Vec::new(); // decoded line index -> physical line
+        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let (text, had_errors) = enc.decode_without_bom_handling(raw);
+            if had_errors {
+                let loc = format!("{name}:{}", i + 1);
+                let bad_at = first_bad_byte(enc, raw);
+                out.push((
+                    i + 1,
+                    Envelope::unparsable(
+                        &self.id,
+                        &self.department,
+                        "",
+                        hex::encode(raw),
+                        format!("{loc}: bytes not valid {} at byte {bad_at} (raw line kept as hex)", enc.name()),
+                    )
+                    .with_locator(loc),
+                ));
+                continue;
+            }
+            if i == 0 && text.trim().is_empty() {
+                return Err(format!("{name}: empty header line"));
+            }
+            good.push_str(&text);
+            good.push('\n');
+            line_map.push(i + 1);
+        }
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(self.cfg.delimiter as u8)
+            .flexible(true)
+            .from_reader(good.as_bytes());
+        let headers: Vec<String> = rdr
+            .headers()
+            .map_err(|e| format!("{name}: header row: {e}"))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        for k in &self.cfg.key_columns {
+            if !headers.contains(k) {
+                return Err(format!("{name}: key column `{k}` not in header {headers:?}"));
+            }
+        }
+        for rec in rdr.records() {
+            let physical = |pos: Option<&csv::Position>| {
+                pos.map(|p| line_map.get(p.line() as usize - 1).copied().unwrap_or(p.line() as usize)).unwrap_or(0)
+            };
+            match rec {
+                Ok(r) => {
+                    let line = physical(r.position());
+                    if r.iter().all(|f| f.trim().is_empty()) {
+                        continue;
+                    }
+                    let loc = format!("{name}:{line}");
+                    if r.len() != headers.len() {
+                        let raw: Vec<&str> = r.iter().collect();
+                        out.push((
+                            line,
+                            Envelope::unparsable(
+                                &self.id,
+                                &self.department,
+                                "",
+                                raw.join(","),
+                                format!("{loc}: {} fields, header has {}", r.len(), headers.len()),
+                            )
+                            .with_locator(loc),
+                        ));
+                        continue;
+                    }
+                    let mut obj = Map::new();
+                    for (h, v) in headers.iter().zip(r.iter()) {
+                        obj.insert(h.clone(), Value::String(v.trim().to_string()));
+                    }
+                    out.push((line, self.record(obj, loc)));
+                }
+                Err(e) => {
+                    let line = physical(e.position());
+                    let loc = format!("{name}:{line}");
+                    out.push((
+                        line,
+                        Envelope::unparsable(&self.id, &self.department, "", String::new(), format!("{loc}: {e}"))
+                            .with_locator(loc),
+                    ));
+                }
+            }
+        }
+        out.sort_by_key(|(line, _)| *line);
+        Ok(out.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+fn first_bad_byte(enc: &'static Encoding, raw: &[u8]) -> usize {
+    // Find the shortest prefix that fails to decode.
+    let mut decoder = enc.new_decoder_without_bom_handling();
+    let mut buf = String::with_capacity(raw.len() * 2);
+    for (i, b) in raw.iter().enumerate() {
+        let (res, _read) = decoder.decode_to_string_without_replacement(std::slice::from_ref(b), &mut buf, false);
+        if let encoding_rs::DecoderResult::Malformed(_, _) = res {
+            return i;
+        }
+        if buf.capacity() - buf.len() < 8 {
+            buf.reserve(64);
+        }
+    }
+    raw.len()
+}
+
+#[async_trait::async_trait]
+impl Source for FileSource {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
+        let span = info_span!("sync", source = %self.id, kind = "file");
+        async move {
+            let mut cp: FileCheckpoint = match ctx.checkpoint(&self.id).await? {
+                Some(v) => serde_json::from_value(v).map_err(|e| ConnectorError::Config {
+                    source_id: self.id.clone(),
+                    detail: format!("stored checkpoint unreadable: {e}"),
+                })?,
+                None => FileCheckpoint::default(),
+            };
+            let mut stats = RunStats::default();
+            for path in self.list()? {
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(source = %self.id, path = %path.display(), "cannot read file: {e}");
+                        continue;
+                    }
+                };
+                let hash = hex::encode(Sha256::digest(&bytes));
+                let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+                let progress = cp.files.get(&hash).cloned().unwrap_or(FileProgress { name: name.clone(), ..Default::default() });
+                if progress.done {
+                    info!(source = %self.id, file = %name, "already ingested (same content); moving to processed");
+                    self.move_to(&path, &self.cfg.processed(), None)?;
+                    continue;
+                }
+                let records = match self.parse(&path, &bytes) {
+                    Ok(r) => r,
+                    Err(reason) => {
+                        warn!(source = %self.id, file = %name, "file rejected: {reason}");
+                        self.move_to(&path, &self.cfg.failed(), Some(&reason))?;
+                        continue;
+                    }
+                };
+                let total = records.len() as u64;
+                let mut published = progress.published.min(total);
+                while published < total {
+                    let end = (published as usize + self.cfg.chunk_rows).min(records.len());
+                    let chunk = &records[published as usize..end];
+                    let done = end as u64 == total;
+                    cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published: end as u64, done });
+                    let value = serde_json::to_value(&cp).unwrap_or(Value::Null);
+                    ctx.publish(&self.id, chunk, value).await?;
+                    stats.records += chunk.len() as u64;
+                    stats.unparsable += chunk.iter().filter(|e| e.error.is_some()).count() as u64;
+                    published = end as u64;
+                }
+                if total == 0 {
+                    cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published: 0, done: true });
+                    let value = serde_json::to_value(&cp).unwrap_or(Value::Null);
+                    ctx.publish(&self.id, &[], value).await?;
+                }
+                stats.units += 1;
+                info!(source = %self.id, file = %name, records = total, "file ingested");
+                self.move_to(&path, &self.cfg.processed(), None)?;
+            }
+            Ok(stats)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(enc: TextEncoding) -> FileSource {
+        FileSource::new(
+            "env",
+            "ecology",
+            FileConfig {
+                dir: PathBuf::from("/nonexistent"),
+                format: FileFormat::Auto,
+                encoding: enc,
+                delimiter: ',',
+                key_columns: vec!["编号".into()],
+                updated_field: None,
+                processed_dir: None,
+                failed_dir: None,
+                chunk_rows: 2,
+            },
+        )
+    }
+
+    #[test]
+    fn gbk_csv_with_a_bad_line() {
+        let text = "编号,名称\r\nA1,太湖\r\nA2,东苕溪\r\n";
+        let (gbk, _, _) = GBK.encode(text);
+        let mut bytes = gbk.into_owned();
+        bytes.extend_from_slice(b"A3,\x81\x20bad\r\n"); // 0x81 0x20: not a GBK pair
+        bytes.extend_from_slice(&GBK.encode("A4,西苕溪\r\n").0);
+        let recs = src(TextEncoding::Gbk).parse(Path::new("w.csv"), &bytes).unwrap();
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[0].key, "A1");
+        assert_eq!(recs[1].payload["名称"], "东苕溪");
+        assert!(recs[2].error.as_ref().unwrap().contains("w.csv:4"), "{:?}", recs[2].error);
+        assert_eq!(recs[3].key, "A4");
+        // auto detects GB18030 for non-UTF-8 input.
+        let recs = src(TextEncoding::Auto).parse(Path::new("w.csv"), &bytes).unwrap();
+        assert_eq!(recs[0].payload["名称"], "太湖");
+    }
+
+    #[test]
+    fn jsonl_bad_line_kept() {
+        let s = src(TextEncoding::Utf8);
+        let mut cfg = s.cfg.clone();
+        cfg.key_columns = vec!["id".into()];
+        let s = FileSource::new("c", "ecology", cfg);
+        let recs = s.parse(Path::new("c.jsonl"), b"{\"id\":\"1\"}\n{oops\n[1]\n{\"x\":2}\n").unwrap();
+        assert_eq!(recs.len(), 4);
+        assert_eq!(recs[0].key, "1");
+        assert!(recs[1].error.as_ref().unwrap().contains("c.jsonl:2: bad JSON"));
+        assert!(recs[2].error.as_ref().unwrap().contains("expected a JSON object"));
+        assert_eq!(recs[3].key, "", "missing key stays empty for the pipeline to quarantine");
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,245 @@
+//! The hub's TOML configuration (`lianqin run --config FILE`).
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), and every error names the
+//! file, the line and the key. See `lianqin.example.toml` for every option.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use lianqin_connectors::ConnectorConfig;
+use serde::Deserialize;
+
+use crate::PipelineError;
+
+/// Which bus implementation to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// Embedded durable store under the data dir (no services needed).
+    #[default]
+    Embedded,
+    /// Apache Kafka (`[bus.kafka]`).
+    Kafka,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `embedded` (default) or `kafka`.
+    #[serde(default)]
+    pub kind: BusKind,
+    /// Prefix of every topic name (default `lianqin.`).
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Partitions of each raw topic (default 1 embedded; Kafka uses its own setting).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Kafka settings when `kind = "kafka"`.
+    #[cfg(feature = "kafka")]
+    #[serde(default)]
+    pub kafka: Option<lianqin_bus::kafka::KafkaBusConfig>,
+}
+
+fn default_prefix() -> String {
+    "lianqin.".into()
+}
+fn default_partitions() -> u32 {
+    1
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Embedded,
+            topic_prefix: default_prefix(),
+            partitions: default_partitions(),
+            #[cfg(feature = "kafka")]
+            kafka: None,
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Consumer group of the pipeline workers (default `lianqin-pipeline`).
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Most records per micro-batch (default 50 000).
+    #[serde(default = "default_batch")]
+    pub batch_max_records: usize,
+    /// How long a worker waits for records when idle, ms (default 200).
+    #[serde(default = "default_wait")]
+    pub batch_wait_ms: u64,
+}
+
+fn default_group() -> String {
+    "lianqin-pipeline".into()
+}
+fn default_batch() -> usize {
+    50_000
+}
+fn default_wait() -> u64 {
+    200
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { group: default_group(), batch_max_records: default_batch(), batch_wait_ms: default_wait() }
+    }
+}
+
+/// One `[[sources]]` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Source id: lower-case letters, digits and `_` (names the raw topic and table).
+    pub id: String,
+    /// Owning department (code table `department`).
+    pub department: String,
+    /// Mapping: a file path (relative to the config file) or a built-in name.
+    pub mapping: String,
+    /// Seconds between sync passes (schedule sync, §7.3.2). Default 10.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Set false to keep the block but not run it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The connector.
+    pub connector: ConnectorConfig,
+}
+
+fn default_interval() -> u64 {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Data directory (all state); `--data-dir` overrides it.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Node name recorded in audit entries (default: host name or `hub`).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Bus.
+    #[serde(default)]
+    pub bus: BusConfig,
+    /// Pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Sources.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Directory the config came from (mapping paths are relative to it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl HubConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<HubConfig, PipelineError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PipelineError::Config(format!("{}: cannot read: {e}", path.display())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        HubConfig::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<HubConfig, PipelineError> {
+        let mut cfg: HubConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(" line {}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                .unwrap_or_default();
+            PipelineError::Config(format!("{origin}{line}: {}", e.message()))
+        })?;
+        cfg.base_dir = base.to_path_buf();
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), PipelineError> {
+        let departments: BTreeSet<String> = crate::schema::Catalog::builtin()?
+            .codes
+            .get("department")
+            .map(|t| t.codes.iter().map(|c| c.code.clone()).collect())
+            .unwrap_or_default();
+        let mut ids = BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = format!("{origin}: sources[{i}] (id = {:?})", s.id);
+            if s.id.is_empty() || !s.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                return Err(PipelineError::Config(format!("{at}: `id` must be lower-case letters, digits and _")));
+            }
+            if !ids.insert(s.id.clone()) {
+                return Err(PipelineError::Config(format!("{at}: duplicate source id")));
+            }
+            if !departments.contains(&s.department) {
+                return Err(PipelineError::Config(format!(
+                    "{at}: `department` = {:?} is not in code table department ({})",
+                    s.department,
+                    departments.iter().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if s.interval_secs == 0 {
+                return Err(PipelineError::Config(format!("{at}: `interval_secs` must be >= 1")));
+            }
+            s.connector.validate(&s.id).map_err(|e| PipelineError::Config(format!("{origin}: {e}")))?;
+        }
+        if self.bus.partitions == 0 {
+            return Err(PipelineError::Config(format!("{origin}: [bus] partitions must be >= 1")));
+        }
+        if self.pipeline.batch_max_records == 0 {
+            return Err(PipelineError::Config(format!("{origin}: [pipeline] batch_max_records must be >= 1")));
+        }
+        #[cfg(feature = "kafka")]
+        if self.bus.kind == BusKind::Kafka && self.bus.kafka.is_none() {
+            return Err(PipelineError::Config(format!("{origin}: [bus] kind = \"kafka\" needs a [bus.kafka] table")));
+        }
+        Ok(())
+    }
+
+    /// Enabled sources.
+    pub fn enabled_sources(&self) -> impl Iterator<Item = &SourceConfig> {
+        self.sources.iter().filter(|s| s.enabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_line() {
+        let text = "[pipeline]\ngroup = \"g\"\nbatch_size = 3\n";
+        let e = HubConfig::parse(text, "hub.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("hub.toml line 3"), "{e}");
+        assert!(e.contains("batch_size"), "{e}");
+    }
+
+    #[test]
+    fn bad_department_and_ids() {
+        let text = r#"
+[[sources]]
+id = "a"
+department = "nope"
+mapping = "police_110"
+[sources.connector]
+type = "file"
+dir = "/tmp"
+key_columns = ["k"]
+"#;
+        let e = HubConfig::parse(text, "h.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("department"), "{e}");
+        let ok = text.replace("nope", "police");
+        assert!(HubConfig::parse(&ok, "h.toml", Path::new(".")).is_ok());
+        let bad_id = ok.replace("id = \"a\"", "id = \"A-1\"");
+        assert!(HubConfig::parse(&bad_id, "h.toml", Path::new(".")).is_err());
+    }
+}

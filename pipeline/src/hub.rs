@@ -1,0 +1,522 @@
+//! The hub runtime: sources publish to the bus; a pipeline worker consumes
+//! micro-batches, normalizes them and commits them to the libraries.
+//!
+//! ## Delivery guarantee (bus → libraries): exactly-once
+//! A micro-batch of one source is committed library by library, then to the
+//! source's raw table, each commit carrying the next bus offset of every
+//! partition it covers (see [`crate::library`]). On start, consumption
+//! resumes from the raw table's offsets; any library that committed further
+//! skips the records it already holds. Records re-fetched by a connector
+//! (same key, same content hash, same op) are kept in the raw table but do
+//! not create library rows, so replays leave the libraries unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use lianqin_bus::{Bus, BusRecord, EmbeddedBus, OffsetLookup, raw_topic};
+use lianqin_connectors::{RunStats, Source, SourceContext};
+use tokio::sync::{Mutex, watch};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::PipelineError;
+use crate::config::{BusKind, HubConfig};
+use crate::library::{LibraryStore, raw_table};
+use crate::mapping::Mapping;
+use crate::normalize::Normalizer;
+use crate::schema::{Catalog, LIBRARIES};
+
+/// Figures of one `process` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Records read from the bus.
+    pub read: u64,
+    /// Records skipped as repeats (same key, hash and op as the last version).
+    pub repeats: u64,
+    /// Records that produced library rows.
+    pub accepted: u64,
+    /// Records quarantined.
+    pub quarantined: u64,
+    /// Micro-batches committed.
+    pub batches: u64,
+}
+
+impl ProcessStats {
+    fn add(&mut self, o: &ProcessStats) {
+        self.read += o.read;
+        self.repeats += o.repeats;
+        self.accepted += o.accepted;
+        self.quarantined += o.quarantined;
+        self.batches += o.batches;
+    }
+}
+
+struct SourceRuntime {
+    id: String,
+    topic: String,
+    normalizer: Normalizer,
+}
+
+/// A configured hub over one data dir.
+pub struct Hub {
+    cfg: HubConfig,
+    data_dir: PathBuf,
+    bus: Arc<dyn Bus>,
+    store: Arc<LibraryStore>,
+    catalog: Arc<Catalog>,
+    sources: BTreeMap<String, SourceRuntime>,
+    by_topic: HashMap<String, String>,
+    /// (source, key) → "hash/op" of the newest version in the libraries.
+    last_version: Mutex<HashMap<(String, String), String>>,
+    last_ingest: Mutex<i64>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("data_dir", &self.data_dir).field("bus", &self.bus.kind()).finish()
+    }
+}
+
+/// Opens the bus selected by the config.
+pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, PipelineError> {
+    match cfg.bus.kind {
+        BusKind::Embedded => Ok(Arc::new(EmbeddedBus::open(&data_dir.join("bus")).map_err(PipelineError::Bus)?)),
+        #[cfg(feature = "kafka")]
+        BusKind::Kafka => {
+            let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
+            let bus = lianqin_bus::kafka::KafkaBus::connect(k, data_dir).await.map_err(PipelineError::Bus)?;
+            Ok(Arc::new(bus))
+        }
+        #[cfg(not(feature = "kafka"))]
+        BusKind::Kafka => Err(PipelineError::Config("this build has no Kafka support (feature `kafka`)".into())),
+    }
+}
+
+impl Hub {
+    /// Opens the data dir, the bus and the libraries; checks every mapping.
+    pub async fn open(cfg: HubConfig, data_dir: &Path) -> Result<Hub, PipelineError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| PipelineError::Config(format!("data dir {}: {e}", data_dir.display())))?;
+        let bus = open_bus(&cfg, data_dir).await?;
+        Hub::open_with_bus(cfg, data_dir, bus).await
+    }
+
+    /// Like [`Hub::open`] with a given bus.
+    pub async fn open_with_bus(cfg: HubConfig, data_dir: &Path, bus: Arc<dyn Bus>) -> Result<Hub, PipelineError> {
+        let catalog = Catalog::builtin()?;
+        let store = Arc::new(LibraryStore::open(data_dir, Arc::clone(&catalog)).await?);
+        let mut sources = BTreeMap::new();
+        let mut by_topic = HashMap::new();
+        for s in cfg.enabled_sources() {
+            let mapping = Arc::new(Mapping::load(&s.mapping, &cfg.base_dir)?);
+            let normalizer = Normalizer::new(Arc::clone(&catalog), mapping, &s.id)
+                .await
+                .map_err(|e| PipelineError::Config(format!("source `{}`: {e}", s.id)))?;
+            let topic = raw_topic(&cfg.bus.topic_prefix, &s.id);
+            bus.ensure_topic(&topic, cfg.bus.partitions).await.map_err(PipelineError::Bus)?;
+            store.ensure_raw(&s.id).await?;
+            by_topic.insert(topic.clone(), s.id.clone());
+            sources.insert(s.id.clone(), SourceRuntime { id: s.id.clone(), topic, normalizer });
+        }
+        let hub = Hub {
+            cfg,
+            data_dir: data_dir.to_path_buf(),
+            bus,
+            store,
+            catalog,
+            sources,
+            by_topic,
+            last_version: Mutex::new(HashMap::new()),
+            last_ingest: Mutex::new(0),
+        };
+        hub.load_versions().await?;
+        Ok(hub)
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        Arc::clone(&self.bus)
+    }
+
+    /// The library store.
+    pub fn store(&self) -> Arc<LibraryStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The schema catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    /// Rebuilds the repeat-detection index from the raw tables.
+    async fn load_versions(&self) -> Result<(), PipelineError> {
+        if self.sources.is_empty() {
+            return Ok(());
+        }
+        let engine = crate::query::QueryEngine::new(&self.store, &self.catalog).await?;
+        let mut map = self.last_version.lock().await;
+        for id in self.sources.keys() {
+            let t = raw_table(id);
+            // Newest accepted version per key (records quarantined or
+            // unparsable are not versions).
+            let sql = format!(
+                "SELECT source_key, last_value(content_hash || '/' || op ORDER BY ingested_at, bus_offset) AS v \
+                 FROM {t} WHERE error IS NULL AND source_key <> '' GROUP BY source_key"
+            );
+            for b in engine.sql(&sql).await? {
+                let (Some(k), Some(v)) = (
+                    b.column(0).as_any().downcast_ref::<StringArray>(),
+                    b.column(1).as_any().downcast_ref::<StringArray>(),
+                ) else {
+                    continue;
+                };
+                for i in 0..b.num_rows() {
+                    if k.is_valid(i) && v.is_valid(i) {
+                        map.insert((id.clone(), k.value(i).to_string()), v.value(i).to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the runtime sources (connectors) from the config.
+    pub fn build_sources(&self) -> Result<Vec<(Box<dyn Source>, SourceContext, Duration)>, PipelineError> {
+        let mut out = Vec::new();
+        for s in self.cfg.enabled_sources() {
+            let src = s.connector.build(&s.id, &s.department).map_err(|e| PipelineError::Config(e.to_string()))?;
+            let ctx = SourceContext { bus: Arc::clone(&self.bus), topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id) };
+            out.push((src, ctx, Duration::from_secs(s.interval_secs)));
+        }
+        Ok(out)
+    }
+
+    /// Runs one sync pass of every source. A failing source is reported and
+    /// does not stop the others.
+    pub async fn sync_sources_once(&self) -> BTreeMap<String, Result<RunStats, String>> {
+        let mut out = BTreeMap::new();
+        let built = match self.build_sources() {
+            Ok(b) => b,
+            Err(e) => {
+                out.insert("*".into(), Err(e.to_string()));
+                return out;
+            }
+        };
+        for (mut src, ctx, _) in built {
+            let id = src.id().to_string();
+            let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                warn!(source = %id, "sync failed: {e}");
+            }
+            out.insert(id, r);
+        }
+        out
+    }
+
+    async fn make_lookup(&self) -> Result<OffsetLookup, PipelineError> {
+        let mut known: HashMap<(String, u32), u64> = HashMap::new();
+        for s in self.sources.values() {
+            let table = raw_table(&s.id);
+            let parts = self.bus.end_offsets(&s.topic).await.map(|v| v.len() as u32).unwrap_or(self.cfg.bus.partitions);
+            for p in 0..parts {
+                if let Some(o) = self.store.position(&table, &s.topic, p).await? {
+                    known.insert((s.topic.clone(), p), o);
+                }
+            }
+        }
+        Ok(Arc::new(move |t: &str, p: u32| known.get(&(t.to_string(), p)).copied()))
+    }
+
+    /// Consumes everything on the bus now and commits it to the libraries;
+    /// returns when caught up (no record arrived within the batch wait).
+    pub async fn process_available(&self) -> Result<ProcessStats, PipelineError> {
+        let topics: Vec<String> = self.sources.values().map(|s| s.topic.clone()).collect();
+        if topics.is_empty() {
+            return Ok(ProcessStats::default());
+        }
+        let lookup = self.make_lookup().await?;
+        let mut consumer =
+            self.bus.consumer(&self.cfg.pipeline.group, &topics, lookup).await.map_err(PipelineError::Bus)?;
+        let mut total = ProcessStats::default();
+        loop {
+            let batch = consumer
+                .poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms))
+                .await
+                .map_err(PipelineError::Bus)?;
+            if batch.is_empty() {
+                break;
+            }
+            let (stats, positions) = self.commit_batch(batch).await?;
+            total.add(&stats);
+            if let Err(e) = consumer.commit(&positions).await {
+                warn!("group offset commit (informational) failed: {e}");
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs the worker until `shutdown` turns true.
+    pub async fn run_worker(&self, mut shutdown: watch::Receiver<bool>) -> Result<ProcessStats, PipelineError> {
+        let topics: Vec<String> = self.sources.values().map(|s| s.topic.clone()).collect();
+        let lookup = self.make_lookup().await?;
+        let mut consumer =
+            self.bus.consumer(&self.cfg.pipeline.group, &topics, lookup).await.map_err(PipelineError::Bus)?;
+        let mut total = ProcessStats::default();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(total);
+            }
+            let poll = consumer.poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
+            let batch = tokio::select! {
+                r = poll => r.map_err(PipelineError::Bus)?,
+                _ = shutdown.changed() => return Ok(total),
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            match self.commit_batch(batch).await {
+                Ok((stats, positions)) => {
+                    total.add(&stats);
+                    if let Err(e) = consumer.commit(&positions).await {
+                        warn!("group offset commit (informational) failed: {e}");
+                    }
+                }
+                Err(e) => {
+                    // Nothing of the failed part is acknowledged; rebuild the
+                    // consumer from the committed positions and retry.
+                    error!("batch failed, retrying from the last commit: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let lookup = self.make_lookup().await?;
+                    consumer = self
+                        .bus
+                        .consumer(&self.cfg.pipeline.group, &topics, lookup)
+                        .await
+                        .map_err(PipelineError::Bus)?;
+                }
+            }
+        }
+    }
+
+    async fn next_ingest_time(&self) -> i64 {
+        let mut last = self.last_ingest.lock().await;
+        let now = chrono::Utc::now().timestamp_micros();
+        *last = if now > *last { now } else { *last + 1 };
+        *last
+    }
+
+    /// Commits one polled batch (possibly several sources). Returns stats and
+    /// the positions (next offsets) it covered.
+    async fn commit_batch(&self, batch: Vec<BusRecord>) -> Result<(ProcessStats, Vec<(String, u32, u64)>), PipelineError> {
+        let mut by_source: BTreeMap<String, Vec<BusRecord>> = BTreeMap::new();
+        let mut positions: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for r in batch {
+            let next = r.offset + 1;
+            let e = positions.entry((r.topic.clone(), r.partition)).or_insert(next);
+            *e = (*e).max(next);
+            match self.by_topic.get(&r.topic) {
+                Some(id) => by_source.entry(id.clone()).or_default().push(r),
+                None => warn!(topic = %r.topic, "record from a topic with no source; ignored"),
+            }
+        }
+        let mut stats = ProcessStats::default();
+        for (id, recs) in by_source {
+            let s = self.commit_source(&id, recs).await?;
+            stats.add(&s);
+        }
+        Ok((stats, positions.into_iter().map(|((t, p), o)| (t, p, o)).collect()))
+    }
+
+    async fn commit_source(&self, id: &str, recs: Vec<BusRecord>) -> Result<ProcessStats, PipelineError> {
+        let src = self.sources.get(id).ok_or_else(|| PipelineError::Internal(format!("unknown source {id}")))?;
+        let batch_id = format!("{}@{}", recs.first().map(|r| r.offset).unwrap_or(0), recs.first().map(|r| r.partition).unwrap_or(0));
+        let span = info_span!("batch", source = %id, batch = %batch_id, records = recs.len());
+        async move {
+            let started = Instant::now();
+            let raw_name = raw_table(id);
+            if self.bus.kind() == "kafka" {
+                // Other workers may have committed this partition since we
+                // last looked: reload before comparing positions.
+                self.store.refresh().await?;
+            }
+            // Positions per (table, partition), to skip what a table holds.
+            let mut parts: Vec<u32> = recs.iter().map(|r| r.partition).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            let mut table_pos: HashMap<(String, u32), u64> = HashMap::new();
+            for t in LIBRARIES.iter().map(|s| s.to_string()).chain([raw_name.clone()]) {
+                for p in &parts {
+                    let pos = self.store.position(&t, &src.topic, *p).await?.unwrap_or(0);
+                    table_pos.insert((t.clone(), *p), pos);
+                }
+            }
+            let raw_pos = |p: u32| table_pos.get(&(raw_name.clone(), p)).copied().unwrap_or(0);
+            // Records the raw table already holds were fully committed.
+            let recs: Vec<BusRecord> = recs.into_iter().filter(|r| r.offset >= raw_pos(r.partition)).collect();
+            let mut stats = ProcessStats { read: recs.len() as u64, batches: 1, ..Default::default() };
+            if recs.is_empty() {
+                return Ok(stats);
+            }
+            // Repeats: same key, hash and op as the newest version.
+            let mut fresh: Vec<&BusRecord> = Vec::with_capacity(recs.len());
+            {
+                let mut lv = self.last_version.lock().await;
+                for r in &recs {
+                    let e = &r.envelope;
+                    if e.error.is_some() || e.key.is_empty() {
+                        fresh.push(r);
+                        continue;
+                    }
+                    let v = format!("{}/{}", e.hash, e.op.as_str());
+                    let k = (id.to_string(), e.key.clone());
+                    if lv.get(&k) == Some(&v) {
+                        stats.repeats += 1;
+                    } else {
+                        fresh.push(r);
+                    }
+                }
+                drop(lv);
+            }
+            let ingested_at = self.next_ingest_time().await;
+            let norm = src.normalizer.normalize(&fresh, ingested_at).await?;
+            stats.accepted = norm.accepted as u64;
+            stats.quarantined = norm.quarantined as u64;
+            let mut covered: BTreeMap<u32, u64> = BTreeMap::new();
+            for r in &recs {
+                let e = covered.entry(r.partition).or_insert(0);
+                *e = (*e).max(r.offset + 1);
+            }
+            let positions: Vec<(String, u32, u64)> =
+                covered.iter().map(|(p, o)| (src.topic.clone(), *p, *o)).collect();
+            // Libraries first, raw table last.
+            for lib in LIBRARIES {
+                let Some(batch) = norm.libraries.get(lib) else { continue };
+                let batch = skip_committed(batch, |p| table_pos.get(&(lib.to_string(), p)).copied().unwrap_or(0))?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                self.store.append(lib, vec![batch], &positions).await?;
+            }
+            if let Some(raw) = &norm.raw {
+                self.store.append(&raw_name, vec![raw.clone()], &positions).await?;
+            }
+            // Only now is the batch durable: remember the new versions.
+            {
+                let mut lv = self.last_version.lock().await;
+                let accepted = accepted_keys(&norm);
+                for r in &fresh {
+                    let e = &r.envelope;
+                    if e.error.is_none() && !e.key.is_empty() && accepted.contains(&r.offset_key()) {
+                        lv.insert((id.to_string(), e.key.clone()), format!("{}/{}", e.hash, e.op.as_str()));
+                    }
+                }
+            }
+            info!(
+                read = stats.read,
+                repeats = stats.repeats,
+                accepted = stats.accepted,
+                quarantined = stats.quarantined,
+                ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
+            Ok(stats)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs the hub until `shutdown`: every source on its schedule and the
+    /// worker. Source failures are logged and retried on the next tick.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let mut tasks = Vec::new();
+        for (mut src, ctx, every) in self.build_sources()? {
+            let mut stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = src.id().to_string();
+                loop {
+                    match src.sync_once(&ctx).await {
+                        Ok(s) if s.records > 0 => info!(source = %id, records = s.records, retries = s.retries, "sync pass done"),
+                        Ok(_) => {}
+                        Err(e) => warn!(source = %id, "sync failed (will retry next tick): {e}"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => break,
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            }));
+        }
+        let worker = self.run_worker(shutdown).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        worker.map(|_| ())
+    }
+
+    /// Data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+}
+
+trait OffsetKey {
+    fn offset_key(&self) -> (u32, u64);
+}
+impl OffsetKey for BusRecord {
+    fn offset_key(&self) -> (u32, u64) {
+        (self.partition, self.offset)
+    }
+}
+
+/// (partition, offset) of records that were accepted (not quarantined).
+fn accepted_keys(norm: &crate::normalize::Normalized) -> std::collections::HashSet<(u32, u64)> {
+    let mut quarantined = std::collections::HashSet::new();
+    if let Some(q) = norm.libraries.get("quarantine") {
+        if let (Some(p), Some(o)) = (col_i64(q, "bus_partition"), col_i64(q, "bus_offset")) {
+            for i in 0..q.num_rows() {
+                quarantined.insert((p.value(i) as u32, o.value(i) as u64));
+            }
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    if let Some(raw) = &norm.raw {
+        if let (Some(p), Some(o)) = (col_i64(raw, "bus_partition"), col_i64(raw, "bus_offset")) {
+            for i in 0..raw.num_rows() {
+                let k = (p.value(i) as u32, o.value(i) as u64);
+                if !quarantined.contains(&k) {
+                    out.insert(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn col_i64<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> {
+    b.column_by_name(name)?.as_any().downcast_ref::<Int64Array>()
+}
+
+/// Drops rows whose bus position is below the table's committed position.
+fn skip_committed(batch: &RecordBatch, pos: impl Fn(u32) -> u64) -> Result<RecordBatch, PipelineError> {
+    let (Some(p), Some(o)) = (col_i64(batch, "bus_partition"), col_i64(batch, "bus_offset")) else {
+        return Ok(batch.clone());
+    };
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(o.value(i) as u64 >= pos(p.value(i) as u32)))
+        .collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    filter_record_batch(batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))
+}

@@ -1,0 +1,199 @@
+//! The shared libraries on disk: Delta Lake tables under `<data-dir>/lake/`.
+//!
+//! | table directory | SQL names |
+//! |---|---|
+//! | `lake/element` | `element_history` (every version), `element` (current) |
+//! | `lake/matter` | `matter_history`, `matter` |
+//! | `lake/matter_event` | `matter_event_history`, `matter_event` |
+//! | `lake/quarantine` | `quarantine` |
+//! | `lake/raw_<source>` | `raw_<source>` (every record as received) |
+//!
+//! Tables are append-only: an update is a new version of the row, a delete
+//! is a tombstone row (`deleted = true`), and nothing is ever vacuumed away
+//! (§7.4.3). The current view of a library is computed over its history.
+//!
+//! ## Exactly-once commits
+//! Every commit carries, as Delta application transactions, the next bus
+//! offset of each partition it covers (`app_id = lianqin:<topic>:<partition>`,
+//! the kafka-delta-ingest pattern). Per batch the library tables are
+//! committed first and the source's raw table last; the raw table's
+//! transaction is where consumption resumes, and a library table skips
+//! records below its own transaction version, so a crash between two
+//! commits neither loses nor doubles a row.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use tokio::sync::Mutex;
+
+use crate::PipelineError;
+use crate::schema::{Catalog, LIBRARIES};
+
+/// Application-transaction id for a bus partition.
+pub fn txn_app_id(topic: &str, partition: u32) -> String {
+    format!("lianqin:{topic}:{partition}")
+}
+
+/// The Delta tables of one data dir.
+pub struct LibraryStore {
+    root: PathBuf,
+    catalog: Arc<Catalog>,
+    tables: Mutex<BTreeMap<String, DeltaTable>>,
+}
+
+impl std::fmt::Debug for LibraryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibraryStore").field("root", &self.root).finish()
+    }
+}
+
+fn delta_err(table: &str, e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Library(format!("table `{table}`: {e}"))
+}
+
+impl LibraryStore {
+    /// Opens the store under `<data_dir>/lake`, creating the library tables.
+    pub async fn open(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
+        let root = data_dir.join("lake");
+        std::fs::create_dir_all(&root).map_err(|e| PipelineError::Library(format!("{}: {e}", root.display())))?;
+        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()) };
+        for lib in LIBRARIES {
+            let schema = store.catalog.arrow_schema(lib)?;
+            store.ensure(lib, schema).await?;
+        }
+        Ok(store)
+    }
+
+    /// Directory of a table.
+    pub fn table_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The `lake` directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn url(&self, name: &str) -> Result<url::Url, PipelineError> {
+        let dir = self.table_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| delta_err(name, e))?;
+        let dir = dir.canonicalize().map_err(|e| delta_err(name, e))?;
+        url::Url::from_directory_path(&dir).map_err(|_| delta_err(name, format!("bad path {}", dir.display())))
+    }
+
+    /// Creates a table with `schema` if it does not exist, and loads it.
+    pub async fn ensure(&self, name: &str, schema: SchemaRef) -> Result<(), PipelineError> {
+        let mut tables = self.tables.lock().await;
+        if tables.contains_key(name) {
+            return Ok(());
+        }
+        let url = self.url(name)?;
+        let table = DeltaTable::try_from_url(url).await.map_err(|e| delta_err(name, e))?;
+        let table = if table.version().is_none() {
+            // Creating with an empty batch writes the schema and no files.
+            table
+                .write(vec![RecordBatch::new_empty(schema)])
+                .with_save_mode(SaveMode::Append)
+                .with_table_name(name)
+                .await
+                .map_err(|e| delta_err(name, e))?
+        } else {
+            table
+        };
+        tables.insert(name.to_string(), table);
+        Ok(())
+    }
+
+    /// Ensures the raw table of a source exists.
+    pub async fn ensure_raw(&self, source: &str) -> Result<(), PipelineError> {
+        self.ensure(&raw_table(source), Catalog::raw_schema()).await
+    }
+
+    /// Appends rows in one commit that records `positions` (topic,
+    /// partition, next offset) as application transactions.
+    pub async fn append(
+        &self,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        positions: &[(String, u32, u64)],
+    ) -> Result<(), PipelineError> {
+        let mut tables = self.tables.lock().await;
+        let table = tables
+            .remove(name)
+            .ok_or_else(|| delta_err(name, "not opened"))?;
+        let txns: Vec<Transaction> = positions
+            .iter()
+            .map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64))
+            .collect();
+        let props = CommitProperties::default().with_application_transactions(txns);
+        let backup = table.clone();
+        let res = table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
+            .await;
+        match res {
+            Ok(t) => {
+                tables.insert(name.to_string(), t);
+                Ok(())
+            }
+            Err(e) => {
+                tables.insert(name.to_string(), backup);
+                Err(delta_err(name, e))
+            }
+        }
+    }
+
+    /// The next offset recorded for a partition in a table (None = never).
+    pub async fn position(&self, name: &str, topic: &str, partition: u32) -> Result<Option<u64>, PipelineError> {
+        let tables = self.tables.lock().await;
+        let Some(table) = tables.get(name) else { return Ok(None) };
+        let Ok(state) = table.snapshot() else { return Ok(None) };
+        let v = state
+            .transaction_version(table.log_store().as_ref(), txn_app_id(topic, partition))
+            .await
+            .map_err(|e| delta_err(name, e))?;
+        Ok(v.map(|v| v.max(0) as u64))
+    }
+
+    /// Reloads every table from disk (for readers while a hub writes).
+    pub async fn refresh(&self) -> Result<(), PipelineError> {
+        let mut tables = self.tables.lock().await;
+        for (name, t) in tables.iter_mut() {
+            t.update_state().await.map_err(|e| delta_err(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Names of the raw tables present on disk.
+    pub fn raw_tables_on_disk(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with("raw_") && e.path().join("_delta_log").is_dir() {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The loaded Delta table (a clone of the handle) for queries.
+    pub async fn table(&self, name: &str) -> Option<DeltaTable> {
+        self.tables.lock().await.get(name).cloned()
+    }
+}
+
+/// The raw table name of a source.
+pub fn raw_table(source: &str) -> String {
+    format!("raw_{source}")
+}

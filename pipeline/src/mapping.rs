@@ -1,0 +1,482 @@
+//! Source mappings: how one source's raw records become library rows.
+//!
+//! A mapping is a TOML file in `schemas/mappings/` (see the README there):
+//! the raw fields to read, with their types, and one SQL query per output
+//! library, run by DataFusion over the micro-batch table `raw`.
+//!
+//! ```toml
+//! name = "police_110"
+//! version = "3"
+//! key_field = "jjdbh"
+//! [fields]
+//! jjdbh = { type = "utf8", required = true }
+//! jd = "float64"
+//! [[outputs]]
+//! library = "matter"
+//! sql = "SELECT _row, '110:' || jjdbh AS matter_id, ... FROM raw"
+//! ```
+//!
+//! Besides the declared fields, `raw` has `_row` (the record's index in the
+//! batch; every output must select it so rows can be traced back),
+//! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
+//! `_payload` (the whole record as JSON text) and `_flags` (JSON array of
+//! type problems found while reading fields with `on_error = "flag"`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use lianqin_bus::Envelope;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::PipelineError;
+use crate::schema::ColumnType;
+use crate::time::parse_time_utc_micros;
+
+/// What to do when a field's value has the wrong type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The record goes to quarantine (default).
+    #[default]
+    Quarantine,
+    /// The field becomes null and the record carries a flag.
+    Flag,
+}
+
+/// One raw field read from the record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSpec {
+    /// `name = "float64"`.
+    Short(ColumnType),
+    /// `name = { type = "float64", required = true, on_error = "flag", path = "/a/b" }`.
+    Full {
+        /// Type.
+        #[serde(rename = "type")]
+        ty: ColumnType,
+        /// Missing or null sends the record to quarantine.
+        #[serde(default)]
+        required: bool,
+        /// Wrong-type handling.
+        #[serde(default)]
+        on_error: OnError,
+        /// JSON pointer when the field is nested (default: top-level by name).
+        #[serde(default)]
+        path: Option<String>,
+    },
+}
+
+impl FieldSpec {
+    fn ty(&self) -> ColumnType {
+        match self {
+            FieldSpec::Short(t) | FieldSpec::Full { ty: t, .. } => *t,
+        }
+    }
+    fn required(&self) -> bool {
+        matches!(self, FieldSpec::Full { required: true, .. })
+    }
+    fn on_error(&self) -> OnError {
+        match self {
+            FieldSpec::Short(_) => OnError::Quarantine,
+            FieldSpec::Full { on_error, .. } => *on_error,
+        }
+    }
+    fn path(&self) -> Option<&str> {
+        match self {
+            FieldSpec::Full { path: Some(p), .. } => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// One output: a SQL query producing rows of a library.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Target library (`element`, `matter`, `matter_event`).
+    pub library: String,
+    /// The query over `raw`.
+    pub sql: String,
+}
+
+/// A mapping file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Mapping name.
+    pub name: String,
+    /// Version; recorded on every row as `mapping_version`.
+    pub version: String,
+    /// What it maps.
+    #[serde(default)]
+    pub description: String,
+    /// The field holding the record key (for error messages).
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// Raw fields, in a stable order.
+    pub fields: BTreeMap<String, FieldSpec>,
+    /// Outputs.
+    pub outputs: Vec<OutputSpec>,
+    /// Where it was loaded from.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// Mappings shipped in `schemas/mappings/` (compiled in).
+pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
+    ("police_110", include_str!("../../schemas/mappings/police_110.toml")),
+    ("hotline_12345", include_str!("../../schemas/mappings/hotline_12345.toml")),
+    ("market_enterprise", include_str!("../../schemas/mappings/market_enterprise.toml")),
+    ("law_enforcement_case", include_str!("../../schemas/mappings/law_enforcement_case.toml")),
+    ("env_water_quality", include_str!("../../schemas/mappings/env_water_quality.toml")),
+    ("env_complaint", include_str!("../../schemas/mappings/env_complaint.toml")),
+];
+
+impl Mapping {
+    /// Parses mapping text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Mapping, PipelineError> {
+        let mut m: Mapping =
+            toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
+        m.origin = origin.to_string();
+        if m.outputs.is_empty() {
+            return Err(PipelineError::Config(format!("mapping {origin}: no [[outputs]]")));
+        }
+        for name in m.fields.keys() {
+            if name.starts_with('_') {
+                return Err(PipelineError::Config(format!(
+                    "mapping {origin}: field `{name}`: names starting with '_' are reserved"
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Loads a mapping: a path (relative to `base`) when such a file
+    /// exists, otherwise a built-in mapping by name.
+    pub fn load(reference: &str, base: &Path) -> Result<Mapping, PipelineError> {
+        let p: PathBuf = if Path::new(reference).is_absolute() { reference.into() } else { base.join(reference) };
+        if p.is_file() {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| PipelineError::Config(format!("mapping {}: {e}", p.display())))?;
+            return Mapping::parse(&text, &p.display().to_string());
+        }
+        let stem = Path::new(reference).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        for (name, text) in BUILTIN_MAPPINGS {
+            if *name == reference || *name == stem {
+                return Mapping::parse(text, &format!("builtin:{name}"));
+            }
+        }
+        Err(PipelineError::Config(format!(
+            "mapping `{reference}`: no file {} and no built-in mapping of that name (built-in: {})",
+            p.display(),
+            BUILTIN_MAPPINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// `name@version`.
+    pub fn version_tag(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// Arrow schema of the `raw` micro-batch table.
+    pub fn raw_schema(&self) -> SchemaRef {
+        let mut fields = vec![
+            Field::new("_row", DataType::Int64, false),
+            Field::new("_key", DataType::Utf8, true),
+            Field::new("_op", DataType::Utf8, true),
+            Field::new("_source_time", DataType::Utf8, true),
+            Field::new("_department", DataType::Utf8, true),
+            Field::new("_payload", DataType::Utf8, true),
+            Field::new("_flags", DataType::Utf8, true),
+        ];
+        for (name, spec) in &self.fields {
+            fields.push(Field::new(name, spec.ty().arrow(), true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// A record that could not be read, with its reason.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Index of the envelope in the batch.
+    pub index: usize,
+    /// The field at fault, if one.
+    pub field: Option<String>,
+    /// Reason (names source, key and field).
+    pub reason: String,
+}
+
+/// Null sentinels departments send for "no value" (domain.md §9.3).
+fn is_null_sentinel(s: &str) -> bool {
+    matches!(s.trim(), "" | "无" | "/" | "-" | "暂无" | "NULL" | "null" | "N/A")
+}
+
+enum Conv {
+    Null,
+    Utf8(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Ts(i64),
+}
+
+fn convert(v: &Value, ty: ColumnType) -> Result<Conv, String> {
+    match (ty, v) {
+        (_, Value::Null) => Ok(Conv::Null),
+        (ColumnType::Utf8, Value::String(s)) => Ok(if is_null_sentinel(s) { Conv::Null } else { Conv::Utf8(s.clone()) }),
+        (ColumnType::Utf8, Value::Number(n)) => Ok(Conv::Utf8(n.to_string())),
+        (ColumnType::Utf8, Value::Bool(b)) => Ok(Conv::Utf8(b.to_string())),
+        (ColumnType::Utf8, other) => Ok(Conv::Utf8(other.to_string())),
+        (ColumnType::Int64, Value::Number(n)) => {
+            n.as_i64().map(Conv::Int).ok_or_else(|| format!("expected an integer, got {n}"))
+        }
+        (ColumnType::Int64, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
+        (ColumnType::Int64, Value::String(s)) => {
+            s.trim().parse::<i64>().map(Conv::Int).map_err(|_| format!("expected an integer, got {s:?}"))
+        }
+        (ColumnType::Float64, Value::Number(n)) => {
+            n.as_f64().map(Conv::Float).ok_or_else(|| format!("expected a number, got {n}"))
+        }
+        (ColumnType::Float64, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
+        (ColumnType::Float64, Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Conv::Float(f)),
+            _ => Err(format!("expected a number, got {s:?}")),
+        },
+        (ColumnType::Bool, Value::Bool(b)) => Ok(Conv::Bool(*b)),
+        (ColumnType::Bool, Value::Number(n)) => Ok(Conv::Bool(n.as_f64().unwrap_or(0.0) != 0.0)),
+        (ColumnType::Bool, Value::String(s)) => match s.trim() {
+            "1" | "true" | "TRUE" | "是" | "Y" | "y" => Ok(Conv::Bool(true)),
+            "0" | "false" | "FALSE" | "否" | "N" | "n" => Ok(Conv::Bool(false)),
+            t if is_null_sentinel(t) => Ok(Conv::Null),
+            _ => Err(format!("expected a boolean, got {s:?}")),
+        },
+        (ColumnType::Timestamp, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
+        (ColumnType::Timestamp, Value::String(s)) => parse_time_utc_micros(s).map(Conv::Ts),
+        (ColumnType::Timestamp, Value::Number(n)) => match n.as_i64() {
+            // Epoch milliseconds, as gateways send.
+            Some(ms) => Ok(Conv::Ts(ms * 1000)),
+            None => Err(format!("expected a time, got {n}")),
+        },
+        (t, other) => Err(format!("expected {}, got {}", t.name(), kind_of(other))),
+    }
+}
+
+fn kind_of(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("text {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+enum ColBuilder {
+    Utf8(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+impl ColBuilder {
+    fn new(ty: ColumnType, cap: usize) -> Self {
+        match ty {
+            ColumnType::Utf8 => ColBuilder::Utf8(StringBuilder::with_capacity(cap, cap * 16)),
+            ColumnType::Int64 => ColBuilder::Int(Int64Builder::with_capacity(cap)),
+            ColumnType::Float64 => ColBuilder::Float(Float64Builder::with_capacity(cap)),
+            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(cap)),
+            ColumnType::Timestamp => ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC")),
+        }
+    }
+    fn push(&mut self, c: Conv) {
+        match (self, c) {
+            (ColBuilder::Utf8(b), Conv::Utf8(s)) => b.append_value(s),
+            (ColBuilder::Int(b), Conv::Int(i)) => b.append_value(i),
+            (ColBuilder::Float(b), Conv::Float(f)) => b.append_value(f),
+            (ColBuilder::Bool(b), Conv::Bool(v)) => b.append_value(v),
+            (ColBuilder::Ts(b), Conv::Ts(t)) => b.append_value(t),
+            (ColBuilder::Utf8(b), _) => b.append_null(),
+            (ColBuilder::Int(b), _) => b.append_null(),
+            (ColBuilder::Float(b), _) => b.append_null(),
+            (ColBuilder::Bool(b), _) => b.append_null(),
+            (ColBuilder::Ts(b), _) => b.append_null(),
+        }
+    }
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColBuilder::Utf8(mut b) => Arc::new(b.finish()),
+            ColBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColBuilder::Float(mut b) => Arc::new(b.finish()),
+            ColBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColBuilder::Ts(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Reads envelopes into the typed `raw` batch. Returns the batch (one row
+/// per accepted envelope; `_row` is the envelope's index) and the rejected
+/// envelopes with reasons.
+pub fn build_raw_batch(
+    mapping: &Mapping,
+    source: &str,
+    envelopes: &[&Envelope],
+    indices: &[usize],
+) -> Result<(RecordBatch, Vec<Rejection>), PipelineError> {
+    let n = envelopes.len();
+    let mut row = Int64Builder::with_capacity(n);
+    let mut key = StringBuilder::with_capacity(n, n * 16);
+    let mut op = StringBuilder::with_capacity(n, n * 6);
+    let mut st = StringBuilder::with_capacity(n, n * 20);
+    let mut dept = StringBuilder::with_capacity(n, n * 8);
+    let mut payload = StringBuilder::with_capacity(n, n * 256);
+    let mut flags = StringBuilder::with_capacity(n, n * 4);
+    let specs: Vec<(&String, &FieldSpec)> = mapping.fields.iter().collect();
+    let mut cols: Vec<ColBuilder> = specs.iter().map(|(_, s)| ColBuilder::new(s.ty(), n)).collect();
+    let mut rejections = Vec::new();
+    let key_field = mapping.key_field.as_deref().unwrap_or("key");
+    let mut convs: Vec<Conv> = Vec::with_capacity(specs.len());
+    'records: for (env, &index) in envelopes.iter().zip(indices) {
+        let who = format!("source `{source}` record `{}`", if env.key.is_empty() { "?" } else { &env.key });
+        let where_ = env.locator.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+        if let Some(err) = &env.error {
+            rejections.push(Rejection { index, field: None, reason: format!("{who}: unparsable: {err}") });
+            continue;
+        }
+        let Value::Object(obj) = &env.payload else {
+            rejections.push(Rejection {
+                index,
+                field: None,
+                reason: format!("{who}{where_}: record is {}, not a JSON object", kind_of(&env.payload)),
+            });
+            continue;
+        };
+        if env.key.trim().is_empty() {
+            rejections.push(Rejection {
+                index,
+                field: Some(key_field.to_string()),
+                reason: format!("{who}{where_}: missing key field `{key_field}`"),
+            });
+            continue;
+        }
+        convs.clear();
+        let mut row_flags: Vec<String> = Vec::new();
+        for (name, spec) in &specs {
+            let v = match spec.path() {
+                Some(p) => env.payload.pointer(p),
+                None => obj.get(name.as_str()),
+            };
+            let conv = match v {
+                None => Conv::Null,
+                Some(v) => match convert(v, spec.ty()) {
+                    Ok(c) => c,
+                    Err(why) => match spec.on_error() {
+                        OnError::Quarantine => {
+                            rejections.push(Rejection {
+                                index,
+                                field: Some(name.to_string()),
+                                reason: format!("{who}{where_}: field `{name}`: {why}"),
+                            });
+                            continue 'records;
+                        }
+                        OnError::Flag => {
+                            row_flags.push(format!("type.{name}"));
+                            Conv::Null
+                        }
+                    },
+                },
+            };
+            if spec.required() && matches!(conv, Conv::Null) {
+                rejections.push(Rejection {
+                    index,
+                    field: Some(name.to_string()),
+                    reason: format!("{who}{where_}: required field `{name}` is missing or empty"),
+                });
+                continue 'records;
+            }
+            convs.push(conv);
+        }
+        row.append_value(index as i64);
+        key.append_value(&env.key);
+        op.append_value(env.op.as_str());
+        st.append_option(env.source_time.as_deref());
+        dept.append_value(&env.department);
+        payload.append_value(env.payload.to_string());
+        if row_flags.is_empty() {
+            flags.append_null();
+        } else {
+            flags.append_value(serde_json::to_string(&row_flags).unwrap_or_default());
+        }
+        for (b, c) in cols.iter_mut().zip(convs.drain(..)) {
+            b.push(c);
+        }
+    }
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(row.finish()),
+        Arc::new(key.finish()),
+        Arc::new(op.finish()),
+        Arc::new(st.finish()),
+        Arc::new(dept.finish()),
+        Arc::new(payload.finish()),
+        Arc::new(flags.finish()),
+    ];
+    arrays.extend(cols.into_iter().map(ColBuilder::finish));
+    let batch = RecordBatch::try_new(mapping.raw_schema(), arrays)
+        .map_err(|e| PipelineError::Internal(format!("raw batch for {source}: {e}")))?;
+    Ok((batch, rejections))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_and_rejections() {
+        let m = Mapping::parse(
+            r#"
+name = "t"
+version = "1"
+key_field = "id"
+[fields]
+id = { type = "utf8", required = true }
+x = "float64"
+y = { type = "float64", on_error = "flag" }
+t = "timestamp"
+[[outputs]]
+library = "matter"
+sql = "SELECT _row FROM raw"
+"#,
+            "test",
+        )
+        .unwrap();
+        let e = |k: &str, v: Value| Envelope::upsert("s", "police", k, v, None);
+        let envs = [
+            e("1", serde_json::json!({"id": "1", "x": "3.5", "y": "未检出", "t": "2025-03-15 10:30:00"})),
+            e("2", serde_json::json!({"id": "2", "x": "东经120度"})),
+            e("", serde_json::json!({"x": 1})),
+            e("4", serde_json::json!({"id": "无"})),
+            e("5", serde_json::json!([1, 2])),
+        ];
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        let idx: Vec<usize> = (0..envs.len()).collect();
+        let (b, rej) = build_raw_batch(&m, "s", &refs, &idx).unwrap();
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(rej.len(), 4);
+        assert!(rej[0].reason.contains("field `x`") && rej[0].reason.contains("东经120度"), "{}", rej[0].reason);
+        assert!(rej[1].reason.contains("missing key field `id`"));
+        assert!(rej[2].reason.contains("required field `id`"));
+        assert!(rej[3].reason.contains("not a JSON object"));
+        let flags = b.column_by_name("_flags").unwrap();
+        let flags = flags.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        assert_eq!(flags.value(0), r#"["type.y"]"#);
+    }
+}

@@ -1,0 +1,453 @@
+//! Normalization: a micro-batch of raw envelopes → library rows, in
+//! DataFusion SQL.
+//!
+//! For each source the mapping's SQL runs over the batch table `raw`.
+//! Every output row is then validated against its library schema (required
+//! columns, code tables, types). A record with any failing row goes to the
+//! `quarantine` library with the reason and its raw record — all of its
+//! rows are held back, so a record is never half-applied — and the rest of
+//! the batch goes through. Provenance (source, key, department, fetched-at,
+//! content hash, mapping version, bus position) is attached by the pipeline,
+//! never by the mapping.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::prelude::SessionContext;
+use lianqin_bus::BusRecord;
+
+use crate::PipelineError;
+use crate::mapping::{Mapping, Rejection, build_raw_batch};
+use crate::schema::{Catalog, ColumnType};
+
+/// The result of normalizing one batch of one source.
+#[derive(Debug, Default)]
+pub struct Normalized {
+    /// Rows per library (`element`, `matter`, `matter_event`, `quarantine`).
+    pub libraries: BTreeMap<String, RecordBatch>,
+    /// Rows for the source's raw table (every record of the batch).
+    pub raw: Option<RecordBatch>,
+    /// Records accepted.
+    pub accepted: usize,
+    /// Records quarantined.
+    pub quarantined: usize,
+}
+
+/// Runs a source's mapping over batches.
+pub struct Normalizer {
+    catalog: Arc<Catalog>,
+    mapping: Arc<Mapping>,
+    source: String,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for Normalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normalizer").field("source", &self.source).field("mapping", &self.mapping.origin).finish()
+    }
+}
+
+impl Normalizer {
+    /// Builds a normalizer and checks the mapping: every output query must
+    /// plan over an empty `raw`, select `_row`, and produce only columns of
+    /// its library with castable types. Errors name the mapping and output.
+    pub async fn new(catalog: Arc<Catalog>, mapping: Arc<Mapping>, source: &str) -> Result<Self, PipelineError> {
+        let ctx = SessionContext::new();
+        crate::udf::register(&ctx, &catalog);
+        let n = Normalizer { catalog, mapping, source: source.to_string(), ctx };
+        n.check().await?;
+        Ok(n)
+    }
+
+    async fn check(&self) -> Result<(), PipelineError> {
+        let empty = RecordBatch::new_empty(self.mapping.raw_schema());
+        self.register_raw(empty)?;
+        for (i, out) in self.mapping.outputs.iter().enumerate() {
+            let whr = format!("mapping {} output #{} ({})", self.mapping.origin, i + 1, out.library);
+            if out.library == "quarantine" {
+                return Err(PipelineError::Config(format!("{whr}: `quarantine` is written by the pipeline only")));
+            }
+            let lib = self.catalog.library(&out.library).map_err(|e| PipelineError::Config(format!("{whr}: {e}")))?;
+            let df = self.ctx.sql(&out.sql).await.map_err(|e| PipelineError::Config(format!("{whr}: SQL: {e}")))?;
+            let schema = df.schema();
+            if schema.field_with_unqualified_name("_row").is_err() {
+                return Err(PipelineError::Config(format!("{whr}: the query must select `_row`")));
+            }
+            for f in schema.fields() {
+                if f.name() == "_row" {
+                    continue;
+                }
+                let Some(col) = lib.column(f.name()) else {
+                    return Err(PipelineError::Config(format!(
+                        "{whr}: column `{}` is not in library `{}` (columns: {})",
+                        f.name(),
+                        lib.table,
+                        lib.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                };
+                if !arrow::compute::can_cast_types(f.data_type(), &col.ty.arrow()) {
+                    return Err(PipelineError::Config(format!(
+                        "{whr}: column `{}` is {} but the library wants {}",
+                        f.name(),
+                        f.data_type(),
+                        col.ty.name()
+                    )));
+                }
+            }
+            for c in &lib.columns {
+                if c.required && schema.field_with_unqualified_name(&c.name).is_err() {
+                    return Err(PipelineError::Config(format!("{whr}: required column `{}` is not selected", c.name)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn register_raw(&self, batch: RecordBatch) -> Result<(), PipelineError> {
+        let _ = self.ctx.deregister_table("raw");
+        self.ctx
+            .register_batch("raw", batch)
+            .map(|_| ())
+            .map_err(|e| PipelineError::Internal(format!("register raw: {e}")))
+    }
+
+    /// Normalizes records (all of this normalizer's source). `ingested_at`
+    /// is stamped on every row (UTC micros).
+    pub async fn normalize(&self, records: &[&BusRecord], ingested_at: i64) -> Result<Normalized, PipelineError> {
+        let envs: Vec<&lianqin_bus::Envelope> = records.iter().map(|r| &r.envelope).collect();
+        let indices: Vec<usize> = (0..records.len()).collect();
+        let (raw, mut rejections) = build_raw_batch(&self.mapping, &self.source, &envs, &indices)?;
+        let mut outputs: Vec<(String, RecordBatch)> = Vec::new();
+        if raw.num_rows() > 0 {
+            self.register_raw(raw.clone())?;
+            for (i, out) in self.mapping.outputs.iter().enumerate() {
+                let df = self.ctx.sql(&out.sql).await.map_err(|e| {
+                    PipelineError::Mapping(format!("mapping {} output #{}: {e}", self.mapping.origin, i + 1))
+                })?;
+                let batches = df.collect().await.map_err(|e| {
+                    PipelineError::Mapping(format!("mapping {} output #{}: {e}", self.mapping.origin, i + 1))
+                })?;
+                let schema: SchemaRef = match batches.first() {
+                    Some(b) => b.schema(),
+                    None => continue,
+                };
+                let b = concat_batches(&schema, &batches).map_err(|e| PipelineError::Internal(e.to_string()))?;
+                outputs.push((out.library.clone(), b));
+            }
+        }
+        // Validate and cast each output; collect failing records.
+        let mut shaped: Vec<(String, RecordBatch, Vec<i64>)> = Vec::new();
+        for (lib, b) in outputs {
+            let (batch, rows, bad) = self.shape(&lib, &b, records)?;
+            rejections.extend(bad);
+            shaped.push((lib, batch, rows));
+        }
+        let bad_rows: BTreeSet<usize> = rejections.iter().map(|r| r.index).collect();
+        let mut out = Normalized { quarantined: bad_rows.len(), accepted: 0, ..Default::default() };
+        let raw_flags = flags_by_row(&raw);
+        for (lib, batch, rows) in shaped {
+            let keep: BooleanArray = rows.iter().map(|r| Some(!bad_rows.contains(&(*r as usize)))).collect();
+            let batch = filter_record_batch(&batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))?;
+            let rows: Vec<i64> = rows.into_iter().filter(|r| !bad_rows.contains(&(*r as usize))).collect();
+            let full = self.with_provenance(&lib, &batch, &rows, records, ingested_at, &raw_flags)?;
+            let entry = out.libraries.remove(&lib);
+            let merged = match entry {
+                Some(prev) => concat_batches(&prev.schema(), &[prev, full]).map_err(|e| PipelineError::Internal(e.to_string()))?,
+                None => full,
+            };
+            out.libraries.insert(lib, merged);
+        }
+        out.accepted = records.len() - bad_rows.len();
+        // One quarantine row per rejected record (first reason wins).
+        let mut first: BTreeMap<usize, &Rejection> = BTreeMap::new();
+        for r in &rejections {
+            first.entry(r.index).or_insert(r);
+        }
+        if !first.is_empty() {
+            out.libraries.insert("quarantine".into(), self.quarantine_batch(&first, records, ingested_at)?);
+        }
+        out.raw = Some(raw_batch(records, ingested_at)?);
+        Ok(out)
+    }
+
+    /// Casts an output to the library's columns (in schema order), validates
+    /// required/code columns. Returns the library-column batch, `_row`s, and
+    /// rejections.
+    fn shape(
+        &self,
+        lib_name: &str,
+        b: &RecordBatch,
+        records: &[&BusRecord],
+    ) -> Result<(RecordBatch, Vec<i64>, Vec<Rejection>), PipelineError> {
+        let lib = self.catalog.library(lib_name)?;
+        let rows_col = b
+            .column_by_name("_row")
+            .and_then(|c| cast(c, &DataType::Int64).ok())
+            .ok_or_else(|| PipelineError::Mapping(format!("mapping {}: output lacks `_row`", self.mapping.origin)))?;
+        let rows = rows_col.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let rows: Vec<i64> = rows.iter().map(|r| r.unwrap_or(-1)).collect();
+        let n = b.num_rows();
+        let mut rejections = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(lib.columns.len());
+        let mut fields = Vec::with_capacity(lib.columns.len());
+        for c in &lib.columns {
+            let target = c.ty.arrow();
+            let arr: ArrayRef = match b.column_by_name(&c.name) {
+                Some(a) => {
+                    let casted = cast(a, &target).map_err(|e| {
+                        PipelineError::Mapping(format!("mapping {} column {}: {e}", self.mapping.origin, c.name))
+                    })?;
+                    for i in 0..n {
+                        if a.is_valid(i) && casted.is_null(i) {
+                            rejections.push(self.reject(records, rows[i], &c.name, format!(
+                                "library `{lib_name}` column `{}`: value cannot be read as {}",
+                                c.name,
+                                c.ty.name()
+                            )));
+                        }
+                    }
+                    casted
+                }
+                None => arrow::array::new_null_array(&target, n),
+            };
+            if c.required {
+                for i in 0..n {
+                    if arr.is_null(i) {
+                        rejections.push(self.reject(records, rows[i], &c.name, format!(
+                            "library `{lib_name}` column `{}` ({}) is required but empty",
+                            c.name, c.zh
+                        )));
+                    }
+                }
+            }
+            if let (Some(code), ColumnType::Utf8) = (&c.codes, c.ty) {
+                let table = &self.catalog.codes[code];
+                if let Some(s) = arr.as_any().downcast_ref::<StringArray>() {
+                    for i in 0..n {
+                        if s.is_valid(i) && !table.contains(s.value(i)) {
+                            rejections.push(self.reject(records, rows[i], &c.name, format!(
+                                "library `{lib_name}` column `{}`: {:?} is not in code table `{code}` ({})",
+                                c.name,
+                                s.value(i),
+                                table.zh
+                            )));
+                        }
+                    }
+                }
+            }
+            fields.push(arrow::datatypes::Field::new(&c.name, target, true));
+            arrays.push(arr);
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let batch = RecordBatch::try_new(schema, arrays).map_err(|e| PipelineError::Internal(e.to_string()))?;
+        Ok((batch, rows, rejections))
+    }
+
+    fn reject(&self, records: &[&BusRecord], row: i64, field: &str, why: String) -> Rejection {
+        let index = row.max(0) as usize;
+        let key = records.get(index).map(|r| r.envelope.key.as_str()).unwrap_or("?");
+        Rejection {
+            index,
+            field: Some(field.to_string()),
+            reason: format!("source `{}` record `{key}`: {why}", self.source),
+        }
+    }
+
+    fn with_provenance(
+        &self,
+        lib_name: &str,
+        batch: &RecordBatch,
+        rows: &[i64],
+        records: &[&BusRecord],
+        ingested_at: i64,
+        raw_flags: &BTreeMap<i64, Vec<String>>,
+    ) -> Result<RecordBatch, PipelineError> {
+        let schema = self.catalog.arrow_schema(lib_name)?;
+        let lib = self.catalog.library(lib_name)?;
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (i, c) in lib.columns.iter().enumerate() {
+            let col = batch.column(i);
+            if c.name == "flags" && !raw_flags.is_empty() {
+                arrays.push(merge_flags(col, rows, raw_flags));
+            } else {
+                arrays.push(Arc::clone(col));
+            }
+        }
+        let tag = self.mapping.version_tag();
+        let recs: Vec<&BusRecord> = rows.iter().map(|r| records[*r as usize]).collect();
+        arrays.extend(provenance_arrays(&recs, &tag, ingested_at));
+        RecordBatch::try_new(schema, arrays).map_err(|e| PipelineError::Internal(format!("library {lib_name}: {e}")))
+    }
+
+    fn quarantine_batch(
+        &self,
+        first: &BTreeMap<usize, &Rejection>,
+        records: &[&BusRecord],
+        ingested_at: i64,
+    ) -> Result<RecordBatch, PipelineError> {
+        let schema = self.catalog.arrow_schema("quarantine")?;
+        let n = first.len();
+        let mut id = StringBuilder::with_capacity(n, n * 24);
+        let mut reason = StringBuilder::with_capacity(n, n * 64);
+        let mut field = StringBuilder::with_capacity(n, n * 8);
+        let mut raw = StringBuilder::with_capacity(n, n * 128);
+        let mut loc = StringBuilder::with_capacity(n, n * 32);
+        let mut recs = Vec::with_capacity(n);
+        for (idx, r) in first {
+            let rec = records[*idx];
+            id.append_value(format!("{}/{}/{}", rec.topic, rec.partition, rec.offset));
+            reason.append_value(&r.reason);
+            field.append_option(r.field.as_deref());
+            match &rec.envelope.payload {
+                serde_json::Value::String(s) => raw.append_value(s),
+                v => raw.append_value(v.to_string()),
+            }
+            loc.append_option(rec.envelope.locator.as_deref());
+            recs.push(rec);
+        }
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(field.finish()),
+            Arc::new(raw.finish()),
+            Arc::new(loc.finish()),
+        ];
+        arrays.extend(provenance_arrays(&recs, &self.mapping.version_tag(), ingested_at));
+        RecordBatch::try_new(schema, arrays).map_err(|e| PipelineError::Internal(format!("quarantine: {e}")))
+    }
+}
+
+fn flags_by_row(raw: &RecordBatch) -> BTreeMap<i64, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let (Some(rows), Some(flags)) = (raw.column_by_name("_row"), raw.column_by_name("_flags")) else { return out };
+    let (Some(rows), Some(flags)) =
+        (rows.as_any().downcast_ref::<Int64Array>(), flags.as_any().downcast_ref::<StringArray>())
+    else {
+        return out;
+    };
+    for i in 0..raw.num_rows() {
+        if flags.is_valid(i) {
+            let v: Vec<String> = serde_json::from_str(flags.value(i)).unwrap_or_default();
+            out.insert(rows.value(i), v);
+        }
+    }
+    out
+}
+
+fn merge_flags(col: &ArrayRef, rows: &[i64], raw_flags: &BTreeMap<i64, Vec<String>>) -> ArrayRef {
+    let s = col.as_any().downcast_ref::<StringArray>();
+    let mut b = StringBuilder::new();
+    for (i, r) in rows.iter().enumerate() {
+        let mut v: Vec<String> = match s {
+            Some(s) if s.is_valid(i) => serde_json::from_str(s.value(i)).unwrap_or_else(|_| vec![s.value(i).to_string()]),
+            _ => Vec::new(),
+        };
+        if let Some(extra) = raw_flags.get(r) {
+            v.extend(extra.iter().cloned());
+        }
+        if v.is_empty() { b.append_null() } else { b.append_value(serde_json::to_string(&v).unwrap_or_default()) }
+    }
+    Arc::new(b.finish())
+}
+
+/// Provenance columns (schemas/libraries/provenance.toml order) + `row_seq`.
+fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64) -> Vec<ArrayRef> {
+    let n = recs.len();
+    let mut source = StringBuilder::with_capacity(n, n * 12);
+    let mut key = StringBuilder::with_capacity(n, n * 16);
+    let mut dept = StringBuilder::with_capacity(n, n * 8);
+    let mut fetched = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut hash = StringBuilder::with_capacity(n, n * 64);
+    let mut tag = StringBuilder::with_capacity(n, n * 16);
+    let mut ing = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut topic = StringBuilder::with_capacity(n, n * 16);
+    let mut part = Int64Builder::with_capacity(n);
+    let mut off = Int64Builder::with_capacity(n);
+    let mut seq = Int64Builder::with_capacity(n);
+    for (i, r) in recs.iter().enumerate() {
+        let e = &r.envelope;
+        source.append_value(&e.source);
+        key.append_value(&e.key);
+        dept.append_value(&e.department);
+        fetched.append_value(e.fetched_at.timestamp_micros());
+        hash.append_value(&e.hash);
+        tag.append_value(mapping_tag);
+        ing.append_value(ingested_at);
+        topic.append_value(&r.topic);
+        part.append_value(i64::from(r.partition));
+        off.append_value(r.offset as i64);
+        seq.append_value(i as i64);
+    }
+    vec![
+        Arc::new(source.finish()),
+        Arc::new(key.finish()),
+        Arc::new(dept.finish()),
+        Arc::new(fetched.finish()),
+        Arc::new(hash.finish()),
+        Arc::new(tag.finish()),
+        Arc::new(ing.finish()),
+        Arc::new(topic.finish()),
+        Arc::new(part.finish()),
+        Arc::new(off.finish()),
+        Arc::new(seq.finish()),
+    ]
+}
+
+/// Rows for a source's raw table: every record as received.
+pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch, PipelineError> {
+    let n = records.len();
+    let mut key = StringBuilder::with_capacity(n, n * 16);
+    let mut op = StringBuilder::with_capacity(n, n * 6);
+    let mut payload = StringBuilder::with_capacity(n, n * 256);
+    let mut st = StringBuilder::with_capacity(n, n * 20);
+    let mut err = StringBuilder::new();
+    let mut loc = StringBuilder::new();
+    let mut dept = StringBuilder::with_capacity(n, n * 8);
+    let mut fetched = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut hash = StringBuilder::with_capacity(n, n * 64);
+    let mut ing = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut topic = StringBuilder::with_capacity(n, n * 16);
+    let mut part = Int64Builder::with_capacity(n);
+    let mut off = Int64Builder::with_capacity(n);
+    for r in records {
+        let e = &r.envelope;
+        key.append_value(&e.key);
+        op.append_value(e.op.as_str());
+        match &e.payload {
+            serde_json::Value::String(s) if e.error.is_some() => payload.append_value(s),
+            v => payload.append_value(v.to_string()),
+        }
+        st.append_option(e.source_time.as_deref());
+        err.append_option(e.error.as_deref());
+        loc.append_option(e.locator.as_deref());
+        dept.append_value(&e.department);
+        fetched.append_value(e.fetched_at.timestamp_micros());
+        hash.append_value(&e.hash);
+        ing.append_value(ingested_at);
+        topic.append_value(&r.topic);
+        part.append_value(i64::from(r.partition));
+        off.append_value(r.offset as i64);
+    }
+    let arrays: Vec<ArrayRef> = vec![
+        Arc::new(key.finish()),
+        Arc::new(op.finish()),
+        Arc::new(payload.finish()),
+        Arc::new(st.finish()),
+        Arc::new(err.finish()),
+        Arc::new(loc.finish()),
+        Arc::new(dept.finish()),
+        Arc::new(fetched.finish()),
+        Arc::new(hash.finish()),
+        Arc::new(ing.finish()),
+        Arc::new(topic.finish()),
+        Arc::new(part.finish()),
+        Arc::new(off.finish()),
+    ];
+    RecordBatch::try_new(Catalog::raw_schema(), arrays).map_err(|e| PipelineError::Internal(format!("raw: {e}")))
+}

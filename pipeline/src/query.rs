@@ -1,0 +1,200 @@
+//! Analyst SQL over the libraries (DataFusion over the Delta tables).
+//!
+//! Table names:
+//! * `element`, `matter`, `matter_event` — the current state: per id, each
+//!   column's newest non-null value across every department that reported
+//!   it, hiding ids whose newest version is a tombstone; plus `sources`
+//!   (the source ids that contributed) and `versions`.
+//! * `element_history`, `matter_history`, `matter_event_history` — every
+//!   version ever stored (§7.4.3).
+//! * `quarantine` — records that could not be normalized, with reasons.
+//! * `raw_<source>` — every record of a source as received.
+//! * `codes` — all code tables (`code_table`, `code`, `zh`, `en`).
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+
+use crate::PipelineError;
+use crate::library::LibraryStore;
+use crate::schema::Catalog;
+
+/// Output formats of `lianqin sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row.
+    Json,
+}
+
+/// A query session over one data dir.
+pub struct QueryEngine {
+    ctx: SessionContext,
+    tables: Vec<String>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("tables", &self.tables).finish()
+    }
+}
+
+/// SQL of the current-state view of a library.
+pub fn current_view_sql(catalog: &Catalog, library: &str) -> Result<String, PipelineError> {
+    let lib = catalog.library(library)?;
+    let order = "ORDER BY ingested_at, row_seq";
+    let mut cols = Vec::new();
+    for c in lib.all_columns(&catalog.provenance) {
+        if c.name == lib.key {
+            continue;
+        }
+        if c.name == "deleted" {
+            cols.push(format!("last_value(deleted {order}) AS deleted"));
+        } else {
+            cols.push(format!(
+                "last_value(\"{n}\" {order}) FILTER (WHERE \"{n}\" IS NOT NULL) AS \"{n}\"",
+                n = c.name
+            ));
+        }
+    }
+    cols.push("array_to_string(array_agg(DISTINCT source_id), ',') AS sources".to_string());
+    cols.push("count(*) AS versions".to_string());
+    let deleted_filter = if lib.column("deleted").is_some() { "WHERE NOT deleted" } else { "" };
+    Ok(format!(
+        "SELECT * FROM (SELECT \"{key}\", {cols} FROM {library}_history GROUP BY \"{key}\") {deleted_filter}",
+        key = lib.key,
+        cols = cols.join(", "),
+    ))
+}
+
+impl QueryEngine {
+    /// Opens a session over the store's tables.
+    pub async fn new(store: &LibraryStore, catalog: &Catalog) -> Result<Self, PipelineError> {
+        let ctx = SessionContext::new();
+        crate::udf::register(&ctx, catalog);
+        let mut tables = Vec::new();
+        let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
+        names.extend(store.raw_tables_on_disk());
+        for name in names {
+            if store.table(&name).await.is_none() {
+                if let Some(src) = name.strip_prefix("raw_") {
+                    store.ensure_raw(src).await?;
+                }
+            }
+            let Some(table) = store.table(&name).await else { continue };
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            let sql_name = if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
+            ctx.register_table(sql_name.as_str(), provider)
+                .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
+            tables.push(sql_name);
+        }
+        for lib in ["element", "matter", "matter_event"] {
+            let sql = format!("CREATE VIEW {lib} AS {}", current_view_sql(catalog, lib)?);
+            ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("view {lib}: {e}")))?;
+            tables.push(lib.to_string());
+        }
+        ctx.register_batch("codes", codes_batch(catalog)?)
+            .map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
+        tables.push("codes".into());
+        tables.sort();
+        Ok(QueryEngine { ctx, tables })
+    }
+
+    /// Table and view names.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    /// The DataFusion session (for embedding).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one statement and collects the result.
+    pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, PipelineError> {
+        let df = self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?;
+        df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
+    }
+
+    /// Runs a query returning one integer (e.g. `SELECT count(*) ...`).
+    pub async fn scalar_i64(&self, query: &str) -> Result<i64, PipelineError> {
+        let batches = self.sql(query).await?;
+        let b = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| PipelineError::Query(format!("no rows from {query}")))?;
+        let col = arrow::compute::cast(b.column(0), &DataType::Int64).map_err(|e| PipelineError::Query(e.to_string()))?;
+        let a = col
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or_else(|| PipelineError::Query("not an integer".into()))?;
+        Ok(if a.is_null(0) { 0 } else { a.value(0) })
+    }
+}
+
+fn codes_batch(catalog: &Catalog) -> Result<RecordBatch, PipelineError> {
+    let mut t = StringBuilder::new();
+    let mut c = StringBuilder::new();
+    let mut zh = StringBuilder::new();
+    let mut en = StringBuilder::new();
+    for table in catalog.codes.values() {
+        for code in &table.codes {
+            t.append_value(&table.name);
+            c.append_value(&code.code);
+            zh.append_value(&code.zh);
+            en.append_value(&code.en);
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code_table", DataType::Utf8, false),
+        Field::new("code", DataType::Utf8, false),
+        Field::new("zh", DataType::Utf8, false),
+        Field::new("en", DataType::Utf8, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(t.finish()), Arc::new(c.finish()), Arc::new(zh.finish()), Arc::new(en.finish())],
+    )
+    .map_err(|e| PipelineError::Internal(e.to_string()))
+}
+
+/// Formats batches for the terminal / files.
+pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, PipelineError> {
+    match format {
+        OutputFormat::Table => datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .map(|d| d.to_string())
+            .map_err(|e| PipelineError::Query(e.to_string())),
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(|e| PipelineError::Query(e.to_string()))?;
+                }
+            }
+            Ok(String::from_utf8_lossy(&buf).to_string())
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(|e| PipelineError::Query(e.to_string()))?;
+                }
+                w.finish().map_err(|e| PipelineError::Query(e.to_string()))?;
+            }
+            Ok(String::from_utf8_lossy(&buf).to_string())
+        }
+    }
+}

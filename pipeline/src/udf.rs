@@ -1,0 +1,291 @@
+//! SQL functions available in mappings and analyst queries.
+//!
+//! | function | returns | what |
+//! |---|---|---|
+//! | `code_of(table, text)` | text | code of a code-table entry given its code, Chinese or English label; NULL if none |
+//! | `check(kind, value)` | text | the rule a value breaks (`uscc.check_digit`, …) or NULL; kinds `uscc`, `citizen_id`, `plate`, `phone`, `division` |
+//! | `flags(a, b, …)` | text | JSON array of the non-null arguments, NULL when all are NULL |
+//! | `nfkc(text)` | text | NFKC: full-width → half-width, trimmed |
+//! | `wgs84_lon(lon, lat, crs)` / `wgs84_lat(…)` | float | coordinates converted from `crs` (WGS-84, GCJ-02, BD-09, CGCS2000) to WGS-84 |
+//! | `division_from_point(lon, lat)` | text | Huzhou district/county code for a WGS-84 point (approximate) |
+//! | `division_from_address(text)` | text | district/county code from an address |
+//! | `add_working_days(ts, n)` | timestamp | `n` working days after `ts`'s date (counted from the next day, official calendar with 调休), same time of day; NULL for a year not yet published |
+//! | `water_class(code1, v1, code2, v2, …)` | text | GB 3838-2002 class (`I`…`V`, `劣V`) from HJ 212 factor codes and values |
+//! | `water_worse(class, target)` | boolean | true when `class` is worse than the target class |
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float64Array, Float64Builder, Int64Array, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+use chrono::{DateTime, Datelike, Utc};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use lianqin_domain::geo::Crs;
+
+use crate::schema::Catalog;
+use crate::time::beijing;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    CodeOf,
+    Check,
+    Flags,
+    Nfkc,
+    Wgs84Lon,
+    Wgs84Lat,
+    DivisionFromPoint,
+    DivisionFromAddress,
+    AddWorkingDays,
+    WaterClass,
+    WaterWorse,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LianqinUdf {
+    name: &'static str,
+    kind: Kind,
+    signature: Signature,
+    /// code table → (label or code → code), for `code_of`.
+    codes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl ScalarUDFImpl for LianqinUdf {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match self.kind {
+            Kind::Wgs84Lon | Kind::Wgs84Lat => DataType::Float64,
+            Kind::AddWorkingDays => ts_type(),
+            Kind::WaterWorse => DataType::Boolean,
+            _ => DataType::Utf8,
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arity = |want: usize| -> Result<()> {
+            if arrays.len() != want {
+                return Err(DataFusionError::Plan(format!("{} takes {want} arguments, got {}", self.name, arrays.len())));
+            }
+            Ok(())
+        };
+        let out: ArrayRef = match self.kind {
+            Kind::CodeOf => {
+                arity(2)?;
+                let (t, v) = (utf8(&arrays[0])?, utf8(&arrays[1])?);
+                let mut b = StringBuilder::with_capacity(n, n * 8);
+                for i in 0..n {
+                    let code = (t.is_valid(i) && v.is_valid(i))
+                        .then(|| self.codes.get(t.value(i)).and_then(|m| m.get(v.value(i).trim())))
+                        .flatten();
+                    b.append_option(code);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Check => {
+                arity(2)?;
+                let (k, v) = (utf8(&arrays[0])?, utf8(&arrays[1])?);
+                let mut b = StringBuilder::with_capacity(n, n * 8);
+                for i in 0..n {
+                    if k.is_valid(i) && v.is_valid(i) {
+                        b.append_option(lianqin_domain::check_field(k.value(i), v.value(i)).map(|x| x.rule));
+                    } else {
+                        b.append_null();
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Flags => {
+                let cols: Vec<StringArray> = arrays.iter().map(utf8).collect::<Result<_>>()?;
+                let mut b = StringBuilder::with_capacity(n, n * 8);
+                for i in 0..n {
+                    let v: Vec<&str> =
+                        cols.iter().filter(|c| c.is_valid(i) && !c.value(i).is_empty()).map(|c| c.value(i)).collect();
+                    if v.is_empty() {
+                        b.append_null();
+                    } else {
+                        b.append_value(serde_json::to_string(&v).unwrap_or_default());
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Nfkc => {
+                arity(1)?;
+                let s = utf8(&arrays[0])?;
+                let mut b = StringBuilder::with_capacity(n, n * 16);
+                for i in 0..n {
+                    b.append_option(s.is_valid(i).then(|| lianqin_domain::normalize_text(s.value(i))));
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Wgs84Lon | Kind::Wgs84Lat => {
+                arity(3)?;
+                let (lon, lat, crs) = (f64s(&arrays[0])?, f64s(&arrays[1])?, utf8(&arrays[2])?);
+                let mut b = Float64Builder::with_capacity(n);
+                for i in 0..n {
+                    if !(lon.is_valid(i) && lat.is_valid(i)) {
+                        b.append_null();
+                        continue;
+                    }
+                    let c: Option<Crs> = if crs.is_valid(i) { crs.value(i).parse().ok() } else { Some(Crs::Wgs84) };
+                    match c {
+                        Some(c) => {
+                            let (x, y) = lianqin_domain::to_wgs84(lon.value(i), lat.value(i), c);
+                            b.append_value(if self.kind == Kind::Wgs84Lon { x } else { y });
+                        }
+                        None => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::DivisionFromPoint => {
+                arity(2)?;
+                let (lon, lat) = (f64s(&arrays[0])?, f64s(&arrays[1])?);
+                let mut b = StringBuilder::with_capacity(n, n * 6);
+                for i in 0..n {
+                    b.append_option(
+                        (lon.is_valid(i) && lat.is_valid(i))
+                            .then(|| lianqin_domain::division_from_point(lon.value(i), lat.value(i)))
+                            .flatten(),
+                    );
+                }
+                Arc::new(b.finish())
+            }
+            Kind::DivisionFromAddress => {
+                arity(1)?;
+                let s = utf8(&arrays[0])?;
+                let mut b = StringBuilder::with_capacity(n, n * 6);
+                for i in 0..n {
+                    b.append_option(s.is_valid(i).then(|| lianqin_domain::division_from_address(s.value(i))).flatten());
+                }
+                Arc::new(b.finish())
+            }
+            Kind::AddWorkingDays => {
+                arity(2)?;
+                let ts = cast(&arrays[0], &ts_type())?;
+                let ts = ts
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| DataFusionError::Plan("add_working_days: first argument must be a timestamp".into()))?;
+                let days = cast(&arrays[1], &DataType::Int64)?;
+                let days = days.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(vec![0; n]));
+                let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                for i in 0..n {
+                    if !(ts.is_valid(i) && days.is_valid(i)) || days.value(i) < 0 {
+                        b.append_null();
+                        continue;
+                    }
+                    let Some(t) = DateTime::<Utc>::from_timestamp_micros(ts.value(i)) else {
+                        b.append_null();
+                        continue;
+                    };
+                    let local = t.with_timezone(&beijing());
+                    match lianqin_domain::add_working_days(local.date_naive(), days.value(i) as u32) {
+                        Ok(d) => {
+                            let shift = d.num_days_from_ce() - local.date_naive().num_days_from_ce();
+                            b.append_value(ts.value(i) + i64::from(shift) * 86_400_000_000);
+                        }
+                        Err(_) => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::WaterClass => {
+                if arrays.len() % 2 != 0 || arrays.is_empty() {
+                    return Err(DataFusionError::Plan("water_class takes pairs (factor code, value)".into()));
+                }
+                let codes: Vec<StringArray> = arrays.iter().step_by(2).map(utf8).collect::<Result<_>>()?;
+                let vals: Vec<Float64Array> = arrays.iter().skip(1).step_by(2).map(f64s).collect::<Result<_>>()?;
+                let mut b = StringBuilder::with_capacity(n, n * 3);
+                for i in 0..n {
+                    let readings: Vec<lianqin_domain::water::Reading> = codes
+                        .iter()
+                        .zip(&vals)
+                        .filter(|(c, v)| c.is_valid(i) && v.is_valid(i))
+                        .filter_map(|(c, v)| lianqin_domain::water::Reading::from_hj212(c.value(i), v.value(i)))
+                        .collect();
+                    b.append_option(lianqin_domain::classify(&readings).map(|c| c.as_str()));
+                }
+                Arc::new(b.finish())
+            }
+            Kind::WaterWorse => {
+                arity(2)?;
+                let (c, t) = (utf8(&arrays[0])?, utf8(&arrays[1])?);
+                let mut b = BooleanBuilder::with_capacity(n);
+                for i in 0..n {
+                    let parsed = (c.is_valid(i) && t.is_valid(i))
+                        .then(|| {
+                            let a: Option<lianqin_domain::WaterClass> = c.value(i).parse().ok();
+                            let z: Option<lianqin_domain::WaterClass> = t.value(i).parse().ok();
+                            a.zip(z)
+                        })
+                        .flatten();
+                    b.append_option(parsed.map(|(a, z)| lianqin_domain::worse_than_target(a, z)));
+                }
+                Arc::new(b.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+fn utf8(a: &ArrayRef) -> Result<StringArray> {
+    let c = cast(a, &DataType::Utf8)?;
+    c.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| DataFusionError::Plan("expected text".into()))
+}
+
+fn f64s(a: &ArrayRef) -> Result<Float64Array> {
+    let c = cast(a, &DataType::Float64)?;
+    c.as_any().downcast_ref::<Float64Array>().cloned().ok_or_else(|| DataFusionError::Plan("expected a number".into()))
+}
+
+/// Registers every Lianqin SQL function on a session.
+pub fn register(ctx: &SessionContext, catalog: &Catalog) {
+    let mut codes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for t in catalog.codes.values() {
+        let m = codes.entry(t.name.clone()).or_default();
+        for c in &t.codes {
+            m.insert(c.code.clone(), c.code.clone());
+            m.insert(c.zh.clone(), c.code.clone());
+            m.insert(c.en.clone(), c.code.clone());
+        }
+    }
+    let any = |n: usize| Signature::any(n, Volatility::Immutable);
+    let defs: Vec<(&'static str, Kind, Signature)> = vec![
+        ("code_of", Kind::CodeOf, any(2)),
+        ("check", Kind::Check, any(2)),
+        ("flags", Kind::Flags, Signature::variadic_any(Volatility::Immutable)),
+        ("nfkc", Kind::Nfkc, any(1)),
+        ("wgs84_lon", Kind::Wgs84Lon, any(3)),
+        ("wgs84_lat", Kind::Wgs84Lat, any(3)),
+        ("division_from_point", Kind::DivisionFromPoint, any(2)),
+        ("division_from_address", Kind::DivisionFromAddress, any(1)),
+        ("add_working_days", Kind::AddWorkingDays, any(2)),
+        ("water_class", Kind::WaterClass, Signature::variadic_any(Volatility::Immutable)),
+        ("water_worse", Kind::WaterWorse, any(2)),
+    ];
+    for (name, kind, signature) in defs {
+        let codes = if kind == Kind::CodeOf { codes.clone() } else { BTreeMap::new() };
+        ctx.register_udf(ScalarUDF::new_from_impl(LianqinUdf { name, kind, signature, codes }));
+    }
+}
