@@ -22,9 +22,11 @@
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config.
 //! * [`demo`] — the simulated departments and `lianqin demo`.
+//! * [`bench`] — `lianqin bench ingest`.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod hub;

@@ -71,6 +71,27 @@ impl LibraryStore {
         Ok(store)
     }
 
+    /// Opens the tables that exist under `<data_dir>/lake` for reading,
+    /// creating nothing (for `lianqin sql` and other readers while a hub
+    /// writes).
+    pub async fn open_existing(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
+        let root = data_dir.join("lake");
+        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()) };
+        let mut names: Vec<String> = LIBRARIES.iter().map(|s| s.to_string()).collect();
+        names.extend(store.raw_tables_on_disk());
+        for name in names {
+            if !store.table_dir(&name).join("_delta_log").is_dir() {
+                continue;
+            }
+            let url = store.url(&name)?;
+            let table = DeltaTable::try_from_url(url).await.map_err(|e| delta_err(&name, e))?;
+            if table.version().is_some() {
+                store.tables.lock().await.insert(name, table);
+            }
+        }
+        Ok(store)
+    }
+
     /// Directory of a table.
     pub fn table_dir(&self, name: &str) -> PathBuf {
         self.root.join(name)

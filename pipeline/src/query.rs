@@ -81,11 +81,6 @@ impl QueryEngine {
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
         for name in names {
-            if store.table(&name).await.is_none() {
-                if let Some(src) = name.strip_prefix("raw_") {
-                    store.ensure_raw(src).await?;
-                }
-            }
             let Some(table) = store.table(&name).await else { continue };
             table
                 .update_datafusion_session(&ctx.state())
@@ -100,6 +95,9 @@ impl QueryEngine {
             tables.push(sql_name);
         }
         for lib in ["element", "matter", "matter_event"] {
+            if !tables.contains(&format!("{lib}_history")) {
+                continue;
+            }
             let sql = format!("CREATE VIEW {lib} AS {}", current_view_sql(catalog, lib)?);
             ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("view {lib}: {e}")))?;
             tables.push(lib.to_string());

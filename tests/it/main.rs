@@ -1,1 +1,6 @@
+//! Lianqin end-to-end tests, linked into one test binary.
+//!
+//! Run everything (and provision the services) with `tests/run.sh`.
 
+mod e2e;
+mod crash;

@@ -567,10 +567,12 @@ pub(crate) enum Envelope {
 /// stream byte by byte or all at once gives the same answers.
 pub(crate) fn scan_envelope(buf: &[u8], max_data: usize) -> Result<Envelope, Hj212Error> {
     let len_field = buf.get(2..buf.len().min(HEADER_LEN)).unwrap_or_default();
-    if !len_field.iter().all(u8::is_ascii_digit) {
+    if let Some(bad) = len_field.iter().position(|b| !b.is_ascii_digit()) {
+        // Report up to the first non-digit only, so the message does not
+        // depend on how much of the stream has arrived.
         return Err(Hj212Error::BadLengthField {
             offset: 2,
-            found: snippet(len_field),
+            found: snippet(len_field.get(..=bad).unwrap_or_default()),
         });
     }
     if buf.len() < HEADER_LEN {
@@ -925,9 +927,8 @@ pub(crate) fn put_dedup(map: &mut BTreeMap<String, String>, key: &str, value: &s
     }
     let mut n = 2usize;
     loop {
-        let k = format!("{key}#{n}");
-        if !map.contains_key(&k) {
-            map.insert(k, value.to_string());
+        if let std::collections::btree_map::Entry::Vacant(e) = map.entry(format!("{key}#{n}")) {
+            e.insert(value.to_string());
             return;
         }
         n += 1;

@@ -22,6 +22,7 @@ use crate::error::Hj212Error;
 use crate::frame::{Frame, put_dedup, strip_dedup};
 
 /// Outcome of pushing one frame.
+#[allow(clippy::large_enum_variant)] // short-lived return value
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reassembled {
     /// A whole logical message: an unsplit frame (`packets == 1`) or the

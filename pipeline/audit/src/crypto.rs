@@ -11,7 +11,7 @@ use aes_gcm::aead::consts::U12;
 use aes_gcm::{AeadInOut, Aes256Gcm, AesGcm, KeyInit, Tag};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 use crate::error::AuditError;
 
@@ -137,8 +137,14 @@ impl fmt::Display for CryptoSuite {
 /// and the checkpoint signing key pair is derived from it.
 ///
 /// `Debug` never prints the key; the bytes are zeroed on drop.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct MasterKey([u8; 32]);
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl MasterKey {
     /// Wraps 32 raw bytes.

@@ -20,8 +20,6 @@ pub(crate) const T_CHECKPOINT: u8 = 0x30;
 
 /// Largest accepted frame body (type byte + payload).
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
-/// Bytes of framing around a body: 4-byte length before, 4-byte CRC after.
-pub(crate) const FRAME_OVERHEAD: usize = 8;
 
 /// Clear-text part of an entry payload: seq(8) time_us(8) key_id(4).
 pub(crate) const ENTRY_HDR: usize = 20;

@@ -32,7 +32,7 @@ pub(crate) struct Cursor {
 /// One raw step of the cursor.
 pub(crate) enum Step {
     /// An entry (decrypted plaintext and the frame body, e.g. for proofs).
-    Entry { seq: u64, time_us: i64, key_id: u32, body: Vec<u8>, prev: Hash, plaintext: Option<Vec<u8>> },
+    Entry { seq: u64, key_id: u32, body: Vec<u8>, prev: Hash, plaintext: Option<Vec<u8>> },
     /// No more complete entries at the moment.
     End,
 }
@@ -149,7 +149,6 @@ impl Cursor {
                     };
                     return Ok(Step::Entry {
                         seq: eh.seq,
-                        time_us: eh.time_us,
                         key_id: eh.key_id,
                         body,
                         prev,

@@ -6,7 +6,7 @@
 //! 2025); each year's dates come from that year's 国务院办公厅 notice. The
 //! tables below are domain.md §5.2 (2025, from NateScarlet/holiday-cn
 //! `2025.json`, citing gov.cn content_6986383) and §5.3 (2026, from
-//! `2026.json` and the notice of 2025-11-04) — both [V].
+//! `2026.json` and the notice of 2025-11-04) — both \[V\].
 //!
 //! Rule (domain.md §5.4): a day is a working day if it is a listed make-up
 //! working day, or if it is Monday–Friday and not a listed day off.
@@ -220,7 +220,7 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
     }
 
-    /// domain.md §5.5 [V].
+    /// domain.md §5.5 \[V\].
     #[test]
     fn plus_three_vectors() {
         assert_eq!(add_working_days(d(2025, 9, 30), 3), Ok(d(2025, 10, 11)));
@@ -249,7 +249,10 @@ mod tests {
         // 2025-10-11 is a Saturday make-up day (domain.md §5.5 note).
         assert_eq!(d(2025, 10, 11).weekday(), Weekday::Sat);
         assert_eq!(is_working_day(d(2025, 10, 11)), Ok(true));
-        assert_eq!(day_kind(d(2025, 10, 8)), Ok(DayKind::Holiday("国庆节、中秋节")));
+        assert_eq!(
+            day_kind(d(2025, 10, 8)),
+            Ok(DayKind::Holiday("国庆节、中秋节"))
+        );
         assert_eq!(day_kind(d(2026, 1, 4)), Ok(DayKind::MakeUpWorkday("元旦")));
         assert_eq!(d(2026, 1, 4).weekday(), Weekday::Sun);
         assert_eq!(is_working_day(d(2026, 2, 23)), Ok(false));
@@ -310,15 +313,24 @@ mod tests {
             assert_eq!((work, wd_off, mk), (248, weekday_off, makeup), "{year}");
             assert_eq!(wd_off - mk, 13);
         }
-        assert_eq!(working_days_between(d(2025, 1, 1), d(2025, 12, 31)), Ok(248));
+        assert_eq!(
+            working_days_between(d(2025, 1, 1), d(2025, 12, 31)),
+            Ok(248)
+        );
         // The start day itself is never examined.
-        assert_eq!(working_days_between(d(2024, 12, 31), d(2025, 12, 31)), Ok(248));
+        assert_eq!(
+            working_days_between(d(2024, 12, 31), d(2025, 12, 31)),
+            Ok(248)
+        );
     }
 
     #[test]
     fn between() {
         assert_eq!(working_days_between(d(2025, 9, 30), d(2025, 10, 11)), Ok(3));
-        assert_eq!(working_days_between(d(2025, 10, 11), d(2025, 9, 30)), Ok(-3));
+        assert_eq!(
+            working_days_between(d(2025, 10, 11), d(2025, 9, 30)),
+            Ok(-3)
+        );
         assert_eq!(working_days_between(d(2025, 3, 17), d(2025, 3, 17)), Ok(0));
         assert_eq!(
             working_days_between(d(2026, 12, 1), d(2027, 1, 5)),

@@ -79,9 +79,18 @@ fn birth(s: &str, yyyymmdd: &str) -> Result<NaiveDate, IdError> {
             format!("{s:?}: birth date {yyyymmdd} {why}"),
         )
     };
-    let y: i32 = yyyymmdd.get(0..4).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
-    let m: u32 = yyyymmdd.get(4..6).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
-    let d: u32 = yyyymmdd.get(6..8).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
+    let y: i32 = yyyymmdd
+        .get(0..4)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("unreadable"))?;
+    let m: u32 = yyyymmdd
+        .get(4..6)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("unreadable"))?;
+    let d: u32 = yyyymmdd
+        .get(6..8)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("unreadable"))?;
     let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| bad("does not exist"))?;
     if !(MIN_BIRTH_YEAR..=MAX_BIRTH_YEAR).contains(&date.year()) {
         return Err(bad("is outside 1850–2100"));
@@ -140,7 +149,11 @@ pub fn validate_citizen_id(s: &str) -> Result<CitizenId, IdError> {
         number: n.clone(),
         division: division.to_string(),
         birth_date,
-        sex: if seq_last % 2 == 1 { Sex::Male } else { Sex::Female },
+        sex: if seq_last % 2 == 1 {
+            Sex::Male
+        } else {
+            Sex::Female
+        },
     })
 }
 
@@ -219,15 +232,33 @@ mod tests {
     /// 21+27+0+25+0+8+2+9+48+0+0+9+0+5+8+8+6 = 176; 176 mod 11 = 0 → '1'.
     #[test]
     fn upgrade() {
-        assert_eq!(upgrade_15_to_18("110105491231002").unwrap(), "11010519491231002X");
-        assert_eq!(upgrade_15_to_18("330502800101123").unwrap(), "330502198001011231");
+        assert_eq!(
+            upgrade_15_to_18("110105491231002").unwrap(),
+            "11010519491231002X"
+        );
+        assert_eq!(
+            upgrade_15_to_18("330502800101123").unwrap(),
+            "330502198001011231"
+        );
         let p = parse_citizen_id("330502800101123").unwrap();
         assert_eq!(p.sex, Sex::Male);
         assert_eq!(p.division, "330502");
-        assert_eq!(upgrade_15_to_18("330502800230123").unwrap_err().rule, "citizen_id.birth_date");
-        assert_eq!(upgrade_15_to_18("33050280010112").unwrap_err().rule, "citizen_id.length");
-        assert_eq!(upgrade_15_to_18("33050280010112A").unwrap_err().rule, "citizen_id.charset");
-        assert_eq!(upgrade_15_to_18("990502800101123").unwrap_err().rule, "citizen_id.division");
+        assert_eq!(
+            upgrade_15_to_18("330502800230123").unwrap_err().rule,
+            "citizen_id.birth_date"
+        );
+        assert_eq!(
+            upgrade_15_to_18("33050280010112").unwrap_err().rule,
+            "citizen_id.length"
+        );
+        assert_eq!(
+            upgrade_15_to_18("33050280010112A").unwrap_err().rule,
+            "citizen_id.charset"
+        );
+        assert_eq!(
+            upgrade_15_to_18("990502800101123").unwrap_err().rule,
+            "citizen_id.division"
+        );
     }
 
     #[test]

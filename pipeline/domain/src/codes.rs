@@ -102,7 +102,7 @@ pub const PLATE_PROVINCES: &[(char, &str)] = &[
 ];
 
 /// Zhejiang plate authority letters (发牌机关代号). Huzhou is 浙E (all sources
-/// agree, domain.md §3.3); the others are the commonly published list [S].
+/// agree, domain.md §3.3); the others are the commonly published list \[S\].
 pub const ZHEJIANG_PLATE_CITIES: &[(char, &str)] = &[
     ('A', "杭州市"),
     ('B', "宁波市"),
@@ -228,9 +228,18 @@ mod tests {
         assert!(check_division("330502001").is_ok());
         assert!(check_division("110105").is_ok());
         assert_eq!(check_division("330501").unwrap_err().rule, "division.stale");
-        assert_eq!(check_division("330599").unwrap_err().rule, "division.unknown");
-        assert_eq!(check_division("990000").unwrap_err().rule, "division.province");
+        assert_eq!(
+            check_division("330599").unwrap_err().rule,
+            "division.unknown"
+        );
+        assert_eq!(
+            check_division("990000").unwrap_err().rule,
+            "division.province"
+        );
         assert_eq!(check_division("33050").unwrap_err().rule, "division.format");
-        assert_eq!(check_division("33O502").unwrap_err().rule, "division.format");
+        assert_eq!(
+            check_division("33O502").unwrap_err().rule,
+            "division.format"
+        );
     }
 }

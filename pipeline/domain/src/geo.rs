@@ -4,7 +4,7 @@
 //! * **WGS-84** (EPSG:4326): GPS.
 //! * **CGCS2000** (EPSG:4490): 天地图, national surveying. Treated as equal
 //!   to WGS-84 — the two frames differ by centimetres, far below the
-//!   accuracy of any source here (domain.md §4 [S]).
+//!   accuracy of any source here (domain.md §4 \[S\]).
 //! * **GCJ-02**: the mandated obfuscation used by 高德 / 腾讯. The forward
 //!   transform is the published algorithm (Krasovsky a = 6378245,
 //!   ee = 0.00669342162296594323, domain.md §4.1); there is no closed-form
@@ -28,16 +28,16 @@ use crate::error::IdError;
 /// Krasovsky 1940 semi-major axis used by GCJ-02 (domain.md §4.1).
 pub const GCJ_A: f64 = 6_378_245.0;
 /// Krasovsky 1940 first eccentricity squared.
-pub const GCJ_EE: f64 = 0.006_693_421_622_965_943_23;
+/// (Published as 0.00669342162296594323; f64 keeps 17 significant digits.)
+pub const GCJ_EE: f64 = 0.006_693_421_622_965_943;
 /// BD-09 rotation constant `π·3000/180`.
 const X_PI: f64 = PI * 3000.0 / 180.0;
 
 /// `true` if the point lies outside the GCJ-02 obfuscation box
 /// (lng 72.004–137.8347, lat 0.8293–55.8271), or is not finite.
 pub fn out_of_china(lon: f64, lat: f64) -> bool {
-    !(lon.is_finite() && lat.is_finite())
-        || !(72.004..=137.8347).contains(&lon)
-        || !(0.8293..=55.8271).contains(&lat)
+    // NaN fails both range tests, so non-finite input counts as outside.
+    !((72.004..=137.8347).contains(&lon) && (0.8293..=55.8271).contains(&lat))
 }
 
 fn transform_lat(x: f64, y: f64) -> f64 {
@@ -231,7 +231,10 @@ impl FromStr for Crs {
             .chars()
             .filter(|c| !matches!(c, '-' | '_' | ' ' | ':' | '.' | '/'))
             .collect();
-        let key = key.strip_suffix("坐标系").or_else(|| key.strip_suffix("坐标")).unwrap_or(&key);
+        let key = key
+            .strip_suffix("坐标系")
+            .or_else(|| key.strip_suffix("坐标"))
+            .unwrap_or(&key);
         Ok(match key {
             "wgs84" | "wgs1984" | "epsg4326" | "4326" | "gps" | "wgs" => Crs::Wgs84,
             "gcj02" | "gcj" | "gcj2" | "mars" | "火星" | "amap" | "gaode" | "autonavi" | "高德"
@@ -303,11 +306,60 @@ pub fn division_from_point(lon: f64, lat: f64) -> Option<&'static str> {
 /// District/county names and well-known towns (镇/街道) used by
 /// [`division_from_address`]. Town lists are the main towns of each division.
 const ADDRESS_NAMES: &[(&str, &[&str])] = &[
-    ("330502", &["吴兴", "织里", "八里店", "妙西", "埭溪", "东林", "道场"]),
-    ("330503", &["南浔", "练市", "双林", "菱湖", "善琏", "和孚", "千金", "石淙", "旧馆"]),
-    ("330521", &["德清", "武康", "新市", "乾元", "洛舍", "钟管", "禹越", "雷甸", "莫干山"]),
-    ("330522", &["长兴", "雉城", "泗安", "煤山", "李家巷", "洪桥", "林城", "虹星桥", "夹浦", "吕山"]),
-    ("330523", &["安吉", "递铺", "孝丰", "天荒坪", "梅溪", "鄣吴", "杭垓", "报福", "天子湖", "溪龙"]),
+    (
+        "330502",
+        &["吴兴", "织里", "八里店", "妙西", "埭溪", "东林", "道场"],
+    ),
+    (
+        "330503",
+        &[
+            "南浔", "练市", "双林", "菱湖", "善琏", "和孚", "千金", "石淙", "旧馆",
+        ],
+    ),
+    (
+        "330521",
+        &[
+            "德清",
+            "武康",
+            "新市",
+            "乾元",
+            "洛舍",
+            "钟管",
+            "禹越",
+            "雷甸",
+            "莫干山",
+        ],
+    ),
+    (
+        "330522",
+        &[
+            "长兴",
+            "雉城",
+            "泗安",
+            "煤山",
+            "李家巷",
+            "洪桥",
+            "林城",
+            "虹星桥",
+            "夹浦",
+            "吕山",
+        ],
+    ),
+    (
+        "330523",
+        &[
+            "安吉",
+            "递铺",
+            "孝丰",
+            "天荒坪",
+            "梅溪",
+            "鄣吴",
+            "杭垓",
+            "报福",
+            "天子湖",
+            "溪龙",
+        ],
+    ),
 ];
 
 /// Huzhou division code from a free-text address.
@@ -406,7 +458,12 @@ mod tests {
 
     #[test]
     fn outside_china_passthrough() {
-        for (lon, lat) in [(2.35, 48.85), (-74.0, 40.7), (139.69, 35.69), (f64::NAN, 30.0)] {
+        for (lon, lat) in [
+            (2.35, 48.85),
+            (-74.0, 40.7),
+            (139.69, 35.69),
+            (f64::NAN, 30.0),
+        ] {
             let (a, b) = wgs84_to_gcj02(lon, lat);
             assert!(a.to_bits() == lon.to_bits() && b.to_bits() == lat.to_bits());
             let (a, b) = gcj02_to_wgs84(lon, lat);
@@ -459,8 +516,14 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(division_from_address("浙江省湖州市吴兴区爱山街道"), Some("330502"));
-        assert_eq!(division_from_address("湖州市吴兴区安吉路 18 号"), Some("330502"));
+        assert_eq!(
+            division_from_address("浙江省湖州市吴兴区爱山街道"),
+            Some("330502")
+        );
+        assert_eq!(
+            division_from_address("湖州市吴兴区安吉路 18 号"),
+            Some("330502")
+        );
         assert_eq!(division_from_address("南浔区练市镇"), Some("330503"));
         assert_eq!(division_from_address("德清县武康街道"), Some("330521"));
         assert_eq!(division_from_address("长兴县雉城街道"), Some("330522"));

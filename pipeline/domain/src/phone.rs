@@ -112,7 +112,13 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
             '0'..='9' => digits.push(c),
             '+' if digits.is_empty() && !plus => plus = true,
             ' ' | '-' | '(' | ')' | '.' | '/' | '（' | '）' => {}
-            _ => return Err(err("phone.charset", s, format!("unexpected character {c:?}"))),
+            _ => {
+                return Err(err(
+                    "phone.charset",
+                    s,
+                    format!("unexpected character {c:?}"),
+                ));
+            }
         }
     }
     if digits.is_empty() {
@@ -198,10 +204,16 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
         };
         let area_ok = match area_len {
             2 => true,
-            _ => rest.len() >= 3 && rest.as_bytes()[0].is_ascii_digit() && rest.as_bytes()[0] >= b'3',
+            _ => {
+                rest.len() >= 3 && rest.as_bytes()[0].is_ascii_digit() && rest.as_bytes()[0] >= b'3'
+            }
         };
         if !area_ok {
-            return Err(err("phone.area_code", s, "area codes are 010, 02x or 0[3-9]xx"));
+            return Err(err(
+                "phone.area_code",
+                s,
+                "area codes are 010, 02x or 0[3-9]xx",
+            ));
         }
         let area = format!("0{}", &rest[..area_len.min(rest.len())]);
         let subscriber = rest.get(area_len..).unwrap_or("");
@@ -216,7 +228,11 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
                     && area.starts_with('0')
                     && area.bytes().all(|b| b.is_ascii_digit());
                 if !ok {
-                    return Err(err("phone.area_code", s, format!("bad default area code {area:?}")));
+                    return Err(err(
+                        "phone.area_code",
+                        s,
+                        format!("bad default area code {area:?}"),
+                    ));
                 }
                 landline(s, area, national, extension)
             }
@@ -227,11 +243,23 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
             )),
         };
     }
-    Err(err("phone.format", s, "not a mobile, landline or service number"))
+    Err(err(
+        "phone.format",
+        s,
+        "not a mobile, landline or service number",
+    ))
 }
 
-fn landline(s: &str, area: &str, subscriber: &str, extension: Option<String>) -> Result<Phone, IdError> {
-    let first_ok = subscriber.as_bytes().first().is_some_and(|b| (b'2'..=b'9').contains(b));
+fn landline(
+    s: &str,
+    area: &str,
+    subscriber: &str,
+    extension: Option<String>,
+) -> Result<Phone, IdError> {
+    let first_ok = subscriber
+        .as_bytes()
+        .first()
+        .is_some_and(|b| (b'2'..=b'9').contains(b));
     if !matches!(subscriber.len(), 7 | 8) || !first_ok {
         return Err(err(
             "phone.landline",
@@ -252,7 +280,9 @@ mod tests {
     use super::*;
 
     fn canon(s: &str) -> String {
-        normalize_phone(s).map(|p| p.number).unwrap_or_else(|e| format!("ERR {}", e.rule))
+        normalize_phone(s)
+            .map(|p| p.number)
+            .unwrap_or_else(|e| format!("ERR {}", e.rule))
     }
 
     #[test]
@@ -277,7 +307,15 @@ mod tests {
 
     #[test]
     fn landlines() {
-        for s in ["0572-2123456", "0572 2123456", "(0572)2123456", "05722123456", "+86 572 2123456", "+86-0572-2123456", "0086 572 2123456"] {
+        for s in [
+            "0572-2123456",
+            "0572 2123456",
+            "(0572)2123456",
+            "05722123456",
+            "+86 572 2123456",
+            "+86-0572-2123456",
+            "0086 572 2123456",
+        ] {
             let p = normalize_phone(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(p.number, "0572-2123456", "{s}");
             assert!(p.is_huzhou_landline());

@@ -8,7 +8,7 @@
 //!   (`浙ED12345`, `浙EDA1234`); large vehicles put it last (`浙E12345D`).
 //!   `D` = battery-electric, `F` = other new energy; since the 2022 number
 //!   range extension small vehicles also use `A B C E` (electric) and
-//!   `G H J K` (non-electric) in that position [S], which is accepted.
+//!   `G H J K` (non-electric) in that position \[S\], which is accepted.
 //! * The letters `I` and `O` are never used in serials or authority letters.
 //!
 //! Not covered (rejected as `plate.province`): embassy/consulate (`使`/`领`
@@ -56,7 +56,7 @@ impl Plate {
 pub fn normalize_plate(s: &str) -> String {
     crate::text::normalize_code(s)
         .chars()
-        .filter(|c| !matches!(c, '.' | '·' | '•' | '・' | '‧' | '-' | '_' | '\u{30FB}' | '\u{2027}'))
+        .filter(|c| !matches!(c, '.' | '·' | '•' | '・' | '‧' | '-' | '_'))
         .collect()
 }
 
@@ -80,7 +80,10 @@ pub fn validate_plate(s: &str) -> Result<Plate, IdError> {
     if chars.len() != 7 && chars.len() != 8 {
         return Err(IdError::new(
             "plate.length",
-            format!("{s:?} has {} characters after normalisation, expected 7 or 8", chars.len()),
+            format!(
+                "{s:?} has {} characters after normalisation, expected 7 or 8",
+                chars.len()
+            ),
         ));
     }
     let province = chars[0];
@@ -116,7 +119,9 @@ pub fn validate_plate(s: &str) -> Result<Plate, IdError> {
         } else {
             return Err(IdError::new(
                 "plate.new_energy",
-                format!("{s:?}: 8-character plates must be new-energy (e.g. 浙ED12345 or 浙E12345D)"),
+                format!(
+                    "{s:?}: 8-character plates must be new-energy (e.g. 浙ED12345 or 浙E12345D)"
+                ),
             ));
         }
     };

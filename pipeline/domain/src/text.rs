@@ -22,7 +22,7 @@ pub const SHANGHAI_OFFSET_SECS: i32 = 8 * 3600;
 /// The fixed UTC+08:00 offset used for all local (offset-less) times.
 pub fn shanghai() -> FixedOffset {
     // east_opt only fails for |offset| >= 24h; the fallback is unreachable.
-    FixedOffset::east_opt(SHANGHAI_OFFSET_SECS).unwrap_or_else(|| chrono::Utc.fix())
+    FixedOffset::east_opt(SHANGHAI_OFFSET_SECS).unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc))
 }
 
 fn is_invisible(c: char) -> bool {
@@ -39,7 +39,7 @@ fn is_invisible(c: char) -> bool {
 ///
 /// NFKC leaves CJK punctuation such as `。、` unchanged (domain.md §9.2).
 pub fn normalize_text(s: &str) -> String {
-    let nfkc: String = s.nfkc().filter(|c| !is_invisible(*c)).collect();
+    let nfkc: String = s.chars().filter(|c| !is_invisible(*c)).nfkc().collect();
     let mut out = String::with_capacity(nfkc.len());
     for word in nfkc.split_whitespace() {
         if !out.is_empty() {
@@ -54,9 +54,15 @@ pub fn normalize_text(s: &str) -> String {
 /// whitespace and zero-width character removed, ASCII letters upper-cased
 /// (so a trailing ID check character `x` becomes `X`, domain.md §9.2).
 pub fn normalize_code(s: &str) -> String {
-    s.nfkc()
+    // NFKC can itself produce spaces (e.g. U+1FC1 → " ̈͂") and removing them
+    // or upper-casing can leave a composable pair, so recompose at the end;
+    // this keeps the function idempotent.
+    s.chars()
         .filter(|c| !c.is_whitespace() && !is_invisible(*c))
+        .nfkc()
+        .filter(|c| !c.is_whitespace())
         .map(|c| c.to_ascii_uppercase())
+        .nfkc()
         .collect()
 }
 
@@ -69,7 +75,18 @@ pub fn is_null_sentinel(s: &str) -> bool {
     let lower = t.to_ascii_lowercase();
     matches!(
         lower.as_str(),
-        "" | "无" | "/" | "-" | "--" | "—" | "——" | "暂无" | "空" | "null" | "none" | "n/a" | "na"
+        "" | "无"
+            | "/"
+            | "-"
+            | "--"
+            | "—"
+            | "——"
+            | "暂无"
+            | "空"
+            | "null"
+            | "none"
+            | "n/a"
+            | "na"
             | "\\n"
     )
 }
@@ -85,7 +102,8 @@ fn dt_err(rule: &'static str, input: &str, why: impl std::fmt::Display) -> IdErr
 /// 1900-02-29 range and are rejected (`None`), as are non-finite values and
 /// serials past year 9999.
 pub fn from_excel_serial(serial: f64) -> Option<NaiveDateTime> {
-    if !serial.is_finite() || serial < 61.0 || serial >= 2_958_466.0 {
+    // NaN and ±inf fall outside the range.
+    if !(61.0..2_958_466.0).contains(&serial) {
         return None;
     }
     let days = serial.floor();
@@ -107,7 +125,8 @@ pub fn from_excel_serial(serial: f64) -> Option<NaiveDateTime> {
 /// | `2025/3/15 10:30`, `2025.3.15`, `2025/03/15` | local time / local midnight |
 /// | `2025年3月15日 10时30分`, `2025年3月15日10点30分20秒`, `2025年3月15日 下午3点半` | local time |
 /// | `20250315`, `202503151030`, `20250315103000`, `20250315103000123` (HJ 212 QN) | local time |
-/// | `2025-03-15T02:30:00Z`, `…+08:00`, `…+0800`, `…-05` | ISO 8601 / RFC 3339 with offset |
+/// | `2025-03-15T02:30:00Z`, `…+08:00`, `…+0800`, `…-05`, `… GMT+8`, `… UTC` | ISO 8601 / RFC 3339 with offset |
+/// | `2025-03-15 10:30:00 CST`, `… 北京时间` | explicit China Standard Time |
 /// | 13 digits, 10 digits | epoch milliseconds / epoch seconds |
 /// | 5 digits, `45731.4375` | Excel 1900-system serial, local time |
 /// | `Sat Mar 15 10:30:00 CST 2025` | Java `Date.toString()` (CST = China Standard Time) |
@@ -166,7 +185,11 @@ fn local(
         .ok_or_else(|| dt_err("datetime.invalid", input, "out of range"))
 }
 
-fn excel_local(serial: f64, input: &str, cst: FixedOffset) -> Result<DateTime<FixedOffset>, IdError> {
+fn excel_local(
+    serial: f64,
+    input: &str,
+    cst: FixedOffset,
+) -> Result<DateTime<FixedOffset>, IdError> {
     let ndt = from_excel_serial(serial)
         .ok_or_else(|| dt_err("datetime.invalid", input, "Excel serial out of range"))?;
     local(ndt, input, cst)
@@ -235,12 +258,21 @@ fn parse_all_digits(
             let field = |r: std::ops::Range<usize>| -> Option<u32> { s.get(r).and_then(num) };
             let (h, m, sec, ms) = match s.len() {
                 8 => (0, 0, 0, 0),
-                12 => (field(8..10).ok_or_else(bad)?, field(10..12).ok_or_else(bad)?, 0, 0),
+                12 => (
+                    field(8..10).ok_or_else(bad)?,
+                    field(10..12).ok_or_else(bad)?,
+                    0,
+                    0,
+                ),
                 _ => (
                     field(8..10).ok_or_else(bad)?,
                     field(10..12).ok_or_else(bad)?,
                     field(12..14).ok_or_else(bad)?,
-                    if s.len() == 17 { field(14..17).ok_or_else(bad)? } else { 0 },
+                    if s.len() == 17 {
+                        field(14..17).ok_or_else(bad)?
+                    } else {
+                        0
+                    },
                 ),
             };
             let ndt = build(input, ymd, (h, m, sec), ms * 1_000_000)?;
@@ -267,7 +299,7 @@ fn parse_offset(rest: &str, sign: i32, input: &str) -> Result<i32, IdError> {
         return Err(bad());
     }
     let (h, m): (i32, i32) = match compact.len() {
-        2 => (num(&compact).ok_or_else(bad)?, 0),
+        1 | 2 => (num(&compact).ok_or_else(bad)?, 0),
         4 => (
             num(&compact[0..2]).ok_or_else(bad)?,
             num(&compact[2..4]).ok_or_else(bad)?,
@@ -280,11 +312,7 @@ fn parse_offset(rest: &str, sign: i32, input: &str) -> Result<i32, IdError> {
     Ok(sign * (h * 3600 + m * 60))
 }
 
-fn parse_general(
-    s: &str,
-    input: &str,
-    cst: FixedOffset,
-) -> Result<DateTime<FixedOffset>, IdError> {
+fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<FixedOffset>, IdError> {
     // Half-hour and AM/PM markers.
     let mut s = s.replace("点半", "点30分").replace("时半", "时30分");
     let mut pm = false;
@@ -306,11 +334,28 @@ fn parse_general(
         s = s.replace("中午", " ");
     }
     if (am && pm) || (noon && (am || pm)) {
-        return Err(dt_err("datetime.format", input, "conflicting AM/PM markers"));
+        return Err(dt_err(
+            "datetime.format",
+            input,
+            "conflicting AM/PM markers",
+        ));
     }
-    for suffix in [" UTC", " GMT", "UTC", "GMT"] {
+    // Zone words: a bare trailing UTC/GMT means +00:00; UTC/GMT followed by
+    // an offset ("GMT+8") just introduces it; CST / 北京时间 mean +08:00.
+    for suffix in ["UTC", "GMT"] {
         if let Some(stripped) = s.strip_suffix(suffix) {
             s = format!("{}Z", stripped.trim_end());
+            break;
+        }
+    }
+    for word in ["UTC", "GMT"] {
+        s = s
+            .replace(&format!("{word}+"), "+")
+            .replace(&format!("{word}-"), "-");
+    }
+    for word in ["(北京时间)", "北京时间", "CST"] {
+        if let Some(stripped) = s.strip_suffix(word) {
+            s = stripped.trim_end().to_string();
             break;
         }
     }
@@ -339,7 +384,11 @@ fn parse_general(
         }
         if (c == '+' || c == '-') && time_started(&nums) {
             let rest: String = chars[i + 1..].iter().collect();
-            offset = Some(parse_offset(rest.trim(), if c == '+' { 1 } else { -1 }, input)?);
+            offset = Some(parse_offset(
+                rest.trim(),
+                if c == '+' { 1 } else { -1 },
+                input,
+            )?);
             break;
         }
         if c == 'Z' && time_started(&nums) {
@@ -357,13 +406,20 @@ fn parse_general(
             i += 1;
             continue;
         }
-        return Err(dt_err("datetime.format", input, format!("unexpected character {c:?}")));
+        return Err(dt_err(
+            "datetime.format",
+            input,
+            format!("unexpected character {c:?}"),
+        ));
     }
 
     let bad = |why: &str| dt_err("datetime.format", input, why.to_string());
     let first = nums.first().ok_or_else(|| bad("no digits"))?;
     let (ymd, rest): ((i32, u32, u32), &[NumTok]) = if first.digits.len() == 8 {
-        (ymd_from8(&first.digits).ok_or_else(|| bad("bad compact date"))?, &nums[1..])
+        (
+            ymd_from8(&first.digits).ok_or_else(|| bad("bad compact date"))?,
+            &nums[1..],
+        )
     } else if first.digits.len() == 4 && nums.len() >= 3 {
         let (m, d) = (&nums[1].digits, &nums[2].digits);
         if m.len() > 2 || d.len() > 2 {
@@ -462,9 +518,15 @@ mod tests {
         // domain.md §9.2 examples.
         assert_eq!(normalize_text("９１３３Ｘ"), "9133X");
         assert_eq!(normalize_text("（浙Ｅ）"), "(浙E)");
-        assert_eq!(normalize_text("\u{3000} 湖州市\u{3000}\u{3000}吴兴区 "), "湖州市 吴兴区");
+        assert_eq!(
+            normalize_text("\u{3000} 湖州市\u{3000}\u{3000}吴兴区 "),
+            "湖州市 吴兴区"
+        );
         assert_eq!(normalize_text("甲。乙、"), "甲。乙、");
-        assert_eq!(normalize_code(" 11010519491231002x\u{FEFF}"), "11010519491231002X");
+        assert_eq!(
+            normalize_code(" 11010519491231002x\u{FEFF}"),
+            "11010519491231002X"
+        );
     }
 
     #[test]
@@ -502,10 +564,17 @@ mod tests {
             // 2025-03-15T02:30:00Z = 1742005800 s.
             "1742005800000",
             "1742005800",
+            "2025-03-15 10:30:00 GMT+8",
+            "2025-03-15 02:30:00 UTC",
+            "2025-03-15 10:30:00 CST",
+            "2025年3月15日 10:30 (北京时间)",
         ] {
             assert_eq!(local_str(s), want, "{s}");
         }
-        assert_eq!(local_str("2025年3月15日 下午3点"), "2025-03-15 15:00:00.000 +08:00");
+        assert_eq!(
+            local_str("2025年3月15日 下午3点"),
+            "2025-03-15 15:00:00.000 +08:00"
+        );
         assert_eq!(local_str("2025-03-15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("2025/3/15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("20250315"), "2025-03-15 00:00:00.000 +08:00");
@@ -514,7 +583,10 @@ mod tests {
             local_str("20250315103000123"),
             "2025-03-15 10:30:00.123 +08:00"
         );
-        assert_eq!(local_str("2025-03-15 24:00"), "2025-03-16 00:00:00.000 +08:00");
+        assert_eq!(
+            local_str("2025-03-15 24:00"),
+            "2025-03-16 00:00:00.000 +08:00"
+        );
         // Excel: serial 45731 = 2025-03-15 (45658 = 2025-01-01; +73 days).
         assert_eq!(local_str("45731"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("45731.4375"), "2025-03-15 10:30:00.000 +08:00");

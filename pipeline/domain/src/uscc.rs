@@ -63,7 +63,7 @@ impl Uscc {
 
 /// Registration-department names, GB 32100-2015 Appendix A (表 A.1).
 ///
-/// `1 5 9 Y` are corroborated by several sources (domain.md §3.1 [S]); the
+/// `1 5 9 Y` are corroborated by several sources (domain.md §3.1 \[S\]); the
 /// rest follow the published appendix and its amendments (A = 中央军委改革和
 /// 编制办公室, N = 农业) and are accepted leniently.
 pub fn department_name(c: char) -> Option<&'static str> {
@@ -151,10 +151,16 @@ pub fn validate_org_code(s: &str) -> Result<String, IdError> {
     if compact.chars().count() != 9 {
         return Err(IdError::new(
             "org_code.length",
-            format!("{s:?} has {} characters, expected 9", compact.chars().count()),
+            format!(
+                "{s:?} has {} characters, expected 9",
+                compact.chars().count()
+            ),
         ));
     }
-    if !compact.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()) {
+    if !compact
+        .chars()
+        .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    {
         return Err(IdError::new(
             "org_code.charset",
             format!("{s:?}: only 0-9 and A-Z are allowed"),
@@ -200,7 +206,11 @@ pub fn validate_uscc(s: &str) -> Result<Uscc, IdError> {
             format!("{s:?} has {} characters, expected 18", chars.len()),
         ));
     }
-    if let Some((i, c)) = chars.iter().enumerate().find(|(_, c)| uscc_value(**c).is_none()) {
+    if let Some((i, c)) = chars
+        .iter()
+        .enumerate()
+        .find(|(_, c)| uscc_value(**c).is_none())
+    {
         return Err(IdError::new(
             "uscc.charset",
             format!(
@@ -267,7 +277,7 @@ pub fn validate_uscc(s: &str) -> Result<Uscc, IdError> {
 mod tests {
     use super::*;
 
-    /// domain.md §3.1 [V]: pass both the USCC and the embedded GB 11714 check.
+    /// domain.md §3.1 \[V\]: pass both the USCC and the embedded GB 11714 check.
     const GOOD: &[&str] = &[
         "91350200776049653A",
         "91440101MA5CJQ4N59",
@@ -355,6 +365,9 @@ mod tests {
         let body = "91350200776049654";
         let check = uscc_check_char(body).unwrap();
         let code = format!("{body}{check}");
-        assert_eq!(validate_uscc(&code).unwrap_err().rule, "uscc.org_code_check");
+        assert_eq!(
+            validate_uscc(&code).unwrap_err().rule,
+            "uscc.org_code_check"
+        );
     }
 }

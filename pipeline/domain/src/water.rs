@@ -400,16 +400,34 @@ mod tests {
     fn single_items_at_boundaries() {
         let b = WaterBody::River;
         // DO ≥: 7.5 6 5 3 2 (domain.md §2)
-        assert_eq!(Factor::DissolvedOxygen.class_of(7.5, b), Some(WaterClass::I));
-        assert_eq!(Factor::DissolvedOxygen.class_of(7.49, b), Some(WaterClass::II));
-        assert_eq!(Factor::DissolvedOxygen.class_of(5.0, b), Some(WaterClass::III));
-        assert_eq!(Factor::DissolvedOxygen.class_of(2.0, b), Some(WaterClass::V));
-        assert_eq!(Factor::DissolvedOxygen.class_of(1.99, b), Some(WaterClass::WorseThanV));
+        assert_eq!(
+            Factor::DissolvedOxygen.class_of(7.5, b),
+            Some(WaterClass::I)
+        );
+        assert_eq!(
+            Factor::DissolvedOxygen.class_of(7.49, b),
+            Some(WaterClass::II)
+        );
+        assert_eq!(
+            Factor::DissolvedOxygen.class_of(5.0, b),
+            Some(WaterClass::III)
+        );
+        assert_eq!(
+            Factor::DissolvedOxygen.class_of(2.0, b),
+            Some(WaterClass::V)
+        );
+        assert_eq!(
+            Factor::DissolvedOxygen.class_of(1.99, b),
+            Some(WaterClass::WorseThanV)
+        );
         // NH3-N ≤: 0.15 0.5 1.0 1.5 2.0
         assert_eq!(Factor::AmmoniaN.class_of(0.15, b), Some(WaterClass::I));
         assert_eq!(Factor::AmmoniaN.class_of(0.5, b), Some(WaterClass::II));
         assert_eq!(Factor::AmmoniaN.class_of(1.01, b), Some(WaterClass::IV));
-        assert_eq!(Factor::AmmoniaN.class_of(2.01, b), Some(WaterClass::WorseThanV));
+        assert_eq!(
+            Factor::AmmoniaN.class_of(2.01, b),
+            Some(WaterClass::WorseThanV)
+        );
         // COD: I and II share 15 → I.
         assert_eq!(Factor::Cod.class_of(15.0, b), Some(WaterClass::I));
         assert_eq!(Factor::Cod.class_of(21.5, b), Some(WaterClass::IV));
@@ -467,13 +485,22 @@ mod tests {
             assert_eq!(Factor::from_hj212_code(code), Some(*f));
         }
         assert_eq!(classify(&[]), None);
-        assert_eq!(classify(&[Reading { factor: Factor::Cod, value: f64::NAN }]), None);
+        assert_eq!(
+            classify(&[Reading {
+                factor: Factor::Cod,
+                value: f64::NAN
+            }]),
+            None
+        );
     }
 
     #[test]
     fn class_parse_and_exceedance() {
         assert_eq!("Ⅲ类".parse::<WaterClass>().unwrap(), WaterClass::III);
-        assert_eq!("劣Ⅴ类".parse::<WaterClass>().unwrap(), WaterClass::WorseThanV);
+        assert_eq!(
+            "劣Ⅴ类".parse::<WaterClass>().unwrap(),
+            WaterClass::WorseThanV
+        );
         assert_eq!("iv".parse::<WaterClass>().unwrap(), WaterClass::IV);
         assert_eq!("3".parse::<WaterClass>().unwrap(), WaterClass::III);
         assert_eq!("VI".parse::<WaterClass>().unwrap_err().rule, "water.class");
@@ -489,7 +516,12 @@ mod tests {
             None
         );
         assert_eq!(
-            exceedance_multiple(Factor::DissolvedOxygen, 1.0, WaterClass::III, WaterBody::River),
+            exceedance_multiple(
+                Factor::DissolvedOxygen,
+                1.0,
+                WaterClass::III,
+                WaterBody::River
+            ),
             None
         );
     }

@@ -50,6 +50,11 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Benchmarks (figures for BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Run SQL over the libraries; without a query, an interactive shell.
     Sql {
         /// Folder holding all state.
@@ -60,6 +65,22 @@ enum Cmd {
         format: OutputFormat,
         /// The query.
         query: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// End-to-end ingest on the embedded bus: parse, publish durably, normalize, commit.
+    Ingest {
+        /// Records to ingest.
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        /// Records per micro-batch.
+        #[arg(long, default_value_t = 50_000)]
+        batch: usize,
+        /// Folder for the run (default: a temporary folder, removed after).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -89,6 +110,13 @@ async fn main() -> Result<()> {
             };
             let text = lianqin_pipeline::demo::run_demo(&data_dir, once, cfg).await?;
             println!("{text}");
+        }
+        Cmd::Bench { what: BenchCmd::Ingest { records, batch, data_dir } } => {
+            init_tracing("warn");
+            let tmp = tempfile::tempdir()?;
+            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let report = lianqin_pipeline::bench::ingest(&dir, records, batch).await?;
+            print!("{}", report.render());
         }
         Cmd::Check { config } => {
             init_tracing("warn");
@@ -122,7 +150,7 @@ async fn main() -> Result<()> {
                 bail!("{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)", data_dir.display());
             }
             let catalog = Catalog::builtin()?;
-            let store = LibraryStore::open(&data_dir, Arc::clone(&catalog)).await?;
+            let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
             let engine = QueryEngine::new(&store, &catalog).await?;
             match query {
                 Some(q) => {

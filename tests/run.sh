@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every Lianqin test, provisioning what the tests need:
+#   * a real single-node Apache Kafka 4.x broker (KRaft, via Maven + Java 17)
+# Usage: tests/run.sh [extra cargo test args]
+# Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+echo "==> building workspace (tests and the lianqin binary)"
+cargo build --workspace --tests --bins --quiet
+
+SERVICES_STARTED=()
+cleanup() {
+  for s in "${SERVICES_STARTED[@]:-}"; do
+    [ -n "$s" ] && bash "$ROOT/tests/services/$s.sh" stop >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
+  if [ -x "$ROOT/tests/services/kafka.sh" ] || [ -f "$ROOT/tests/services/kafka.sh" ]; then
+    echo "==> starting Apache Kafka (tests/services/kafka.sh)"
+    bash "$ROOT/tests/services/kafka.sh" start
+    SERVICES_STARTED+=(kafka)
+    eval "$(bash "$ROOT/tests/services/kafka.sh" env)"
+    export LIANQIN_KAFKA_BROKERS
+    export LIANQIN_KAFKA_SCRIPT="$ROOT/tests/services/kafka.sh"
+  fi
+fi
+
+echo "==> cargo test --workspace"
+cargo test --workspace "$@"
