@@ -517,7 +517,10 @@ impl Frame {
             || self.mn.len() > 24
             || !self.mn.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            w.push(format!("MN {:?} is not 1-24 characters of [0-9A-Za-z]", self.mn));
+            w.push(format!(
+                "MN {:?} is not 1-24 characters of [0-9A-Za-z]",
+                self.mn
+            ));
         }
         if self.st.len() != 2 || !self.st.bytes().all(|b| b.is_ascii_digit()) {
             w.push(format!("ST {:?} is not 2 digits", self.st));
@@ -547,7 +550,9 @@ pub fn encode_frame(segment: &str, crc: CrcVariant) -> Result<Vec<u8>, Hj212Erro
     let len = segment.len();
     if len > MAX_DATA_LEN {
         return Err(Hj212Error::Encode {
-            reason: format!("data segment is {len} bytes, the length field allows at most {MAX_DATA_LEN}"),
+            reason: format!(
+                "data segment is {len} bytes, the length field allows at most {MAX_DATA_LEN}"
+            ),
         });
     }
     let c = crc.compute(segment.as_bytes());
@@ -589,7 +594,9 @@ pub(crate) fn scan_envelope(buf: &[u8], max_data: usize) -> Result<Envelope, Hj2
     }
     let cr_at = HEADER_LEN + declared + 4;
     let total = cr_at + 2;
-    let window = buf.get(HEADER_LEN..buf.len().min(total)).unwrap_or_default();
+    let window = buf
+        .get(HEADER_LEN..buf.len().min(total))
+        .unwrap_or_default();
     if let Some(p) = window.windows(2).position(|w| w == b"\r\n") {
         let q = HEADER_LEN + p;
         if q < cr_at {
@@ -624,10 +631,12 @@ pub(crate) fn decode_body(
             needed: seg_end,
             have: frame.len(),
         })?;
-    let crc_field = frame.get(seg_end..seg_end + 4).ok_or(Hj212Error::Truncated {
-        needed: seg_end + 4,
-        have: frame.len(),
-    })?;
+    let crc_field = frame
+        .get(seg_end..seg_end + 4)
+        .ok_or(Hj212Error::Truncated {
+            needed: seg_end + 4,
+            have: frame.len(),
+        })?;
     let got = parse_hex4(crc_field).ok_or_else(|| Hj212Error::BadCrcField {
         offset: seg_end,
         found: snippet(crc_field),
@@ -719,7 +728,8 @@ fn parse_hex4(b: &[u8]) -> Option<u16> {
 fn find_cp(seg: &str) -> Option<usize> {
     let b = seg.as_bytes();
     (0..b.len().saturating_sub(2)).find(|&i| {
-        b.get(i..i + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"CP="))
+        b.get(i..i + 3)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"CP="))
             && (i == 0 || b.get(i - 1) == Some(&b';'))
     })
 }

@@ -113,7 +113,9 @@ pub fn factor_name(code: &str) -> Option<&'static str> {
             return match code.get(..4) {
                 Some("e701") if code.len() == 6 => Some("sewage lift pump (or dosing, 2017 typo)"),
                 Some("e711") if code.len() == 6 => Some("dosing amount"),
-                Some("g119") if code.len() == 6 => Some("inlet SO2 (or desulfurisation rate, 2017 typo)"),
+                Some("g119") if code.len() == 6 => {
+                    Some("inlet SO2 (or desulfurisation rate, 2017 typo)")
+                }
                 Some("g200") if code.len() == 6 => Some("desulfurisation rate"),
                 _ => None,
             };

@@ -288,7 +288,9 @@ impl Connection {
         self.evict(&mut reasm);
         if reasm.pending() > 0 {
             let n = reasm.pending() as u64;
-            self.stats.reassembly_evicted.fetch_add(n, Ordering::Relaxed);
+            self.stats
+                .reassembly_evicted
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 

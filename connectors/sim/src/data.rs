@@ -31,8 +31,26 @@ pub(crate) const DIVISIONS: [Division; 5] = [
         name: "吴兴区",
         short: "吴兴",
         abbr: "吴",
-        towns: &["织里镇", "八里店镇", "妙西镇", "埭溪镇", "东林镇", "道场乡", "环渚街道", "滨湖街道"],
-        villages: &["义皋村", "杨溇村", "伍浦村", "许溇村", "戴山村", "妙西村", "大钱村", "潘店村"],
+        towns: &[
+            "织里镇",
+            "八里店镇",
+            "妙西镇",
+            "埭溪镇",
+            "东林镇",
+            "道场乡",
+            "环渚街道",
+            "滨湖街道",
+        ],
+        villages: &[
+            "义皋村",
+            "杨溇村",
+            "伍浦村",
+            "许溇村",
+            "戴山村",
+            "妙西村",
+            "大钱村",
+            "潘店村",
+        ],
         roads: &["人民路", "凤凰路", "青铜路", "红丰路", "环渚路", "织里大道"],
         waters: &["太湖", "东苕溪", "旄儿港", "长兜港", "大钱港"],
         hills: &["弁山", "道场山", "妙峰山"],
@@ -44,8 +62,25 @@ pub(crate) const DIVISIONS: [Division; 5] = [
         name: "南浔区",
         short: "南浔",
         abbr: "浔",
-        towns: &["南浔镇", "练市镇", "双林镇", "菱湖镇", "和孚镇", "善琏镇", "旧馆镇", "千金镇"],
-        villages: &["荻港村", "息塘村", "射中村", "沈庄漾村", "含山村", "石淙村", "横街村"],
+        towns: &[
+            "南浔镇",
+            "练市镇",
+            "双林镇",
+            "菱湖镇",
+            "和孚镇",
+            "善琏镇",
+            "旧馆镇",
+            "千金镇",
+        ],
+        villages: &[
+            "荻港村",
+            "息塘村",
+            "射中村",
+            "沈庄漾村",
+            "含山村",
+            "石淙村",
+            "横街村",
+        ],
         roads: &["向阳路", "适园路", "人瑞路", "南林路", "东大街"],
         waters: &["南浔頔塘", "京杭运河", "练市塘", "双林塘"],
         hills: &["含山"],
@@ -57,8 +92,26 @@ pub(crate) const DIVISIONS: [Division; 5] = [
         name: "德清县",
         short: "德清",
         abbr: "德",
-        towns: &["武康街道", "乾元镇", "新市镇", "洛舍镇", "钟管镇", "禹越镇", "雷甸镇", "莫干山镇", "下渚湖街道"],
-        villages: &["二都村", "新琪村", "仙潭村", "庾村", "劳岭村", "五四村", "东衡村"],
+        towns: &[
+            "武康街道",
+            "乾元镇",
+            "新市镇",
+            "洛舍镇",
+            "钟管镇",
+            "禹越镇",
+            "雷甸镇",
+            "莫干山镇",
+            "下渚湖街道",
+        ],
+        villages: &[
+            "二都村",
+            "新琪村",
+            "仙潭村",
+            "庾村",
+            "劳岭村",
+            "五四村",
+            "东衡村",
+        ],
         roads: &["武康路", "永安街", "千秋街", "北湖街", "乾元路"],
         waters: &["德清下渚湖", "东苕溪", "余英溪", "对河口水库"],
         hills: &["莫干山", "防风山"],
@@ -70,8 +123,27 @@ pub(crate) const DIVISIONS: [Division; 5] = [
         name: "长兴县",
         short: "长兴",
         abbr: "长",
-        towns: &["雉城街道", "太湖街道", "画溪街道", "洪桥镇", "李家巷镇", "夹浦镇", "林城镇", "泗安镇", "煤山镇", "水口乡"],
-        villages: &["图影村", "新塘村", "夹浦村", "八都岕村", "顾渚村", "川步村", "白岘村"],
+        towns: &[
+            "雉城街道",
+            "太湖街道",
+            "画溪街道",
+            "洪桥镇",
+            "李家巷镇",
+            "夹浦镇",
+            "林城镇",
+            "泗安镇",
+            "煤山镇",
+            "水口乡",
+        ],
+        villages: &[
+            "图影村",
+            "新塘村",
+            "夹浦村",
+            "八都岕村",
+            "顾渚村",
+            "川步村",
+            "白岘村",
+        ],
         roads: &["明珠路", "金陵路", "画溪大道", "太湖大道", "长兴大道"],
         waters: &["太湖", "长兴港", "泗安塘", "合溪港"],
         hills: &["顾渚山", "雉山", "龙山"],
@@ -83,8 +155,27 @@ pub(crate) const DIVISIONS: [Division; 5] = [
         name: "安吉县",
         short: "安吉",
         abbr: "安",
-        towns: &["递铺街道", "昌硕街道", "孝丰镇", "天荒坪镇", "梅溪镇", "鄣吴镇", "杭垓镇", "报福镇", "章村镇", "山川乡"],
-        villages: &["余村", "鲁家村", "高家堂村", "大溪村", "横溪坞村", "报福村", "上舍村"],
+        towns: &[
+            "递铺街道",
+            "昌硕街道",
+            "孝丰镇",
+            "天荒坪镇",
+            "梅溪镇",
+            "鄣吴镇",
+            "杭垓镇",
+            "报福镇",
+            "章村镇",
+            "山川乡",
+        ],
+        villages: &[
+            "余村",
+            "鲁家村",
+            "高家堂村",
+            "大溪村",
+            "横溪坞村",
+            "报福村",
+            "上舍村",
+        ],
         roads: &["递铺路", "天目路", "昌硕路", "灵芝路", "胜利路"],
         waters: &["西苕溪", "赋石水库", "老石坎水库", "浒溪"],
         hills: &["龙王山", "天荒坪", "灵峰山"],
@@ -101,7 +192,8 @@ pub(crate) const SURNAMES: &[&str] = &[
 pub(crate) const GIVEN: &[&str] = &[
     "伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明",
     "超", "秀英", "霞", "平", "刚", "桂英", "建华", "国强", "志刚", "海燕", "晓东", "立新", "春梅",
-    "雪芳", "鑫", "浩", "宇轩", "梓涵", "子豪", "欣怡", "建国", "金根", "美华", "根宝", "文杰", "佳怡",
+    "雪芳", "鑫", "浩", "宇轩", "梓涵", "子豪", "欣怡", "建国", "金根", "美华", "根宝", "文杰",
+    "佳怡",
 ];
 
 pub(crate) const BRANDS: &[&str] = &[
@@ -202,32 +294,57 @@ impl Cat {
     pub fn hotline_texts(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             Cat::IllegalFishing => (
-                &["关于{water}禁渔期有人电鱼的举报", "反映{water}{village}段非法捕捞问题"],
-                &["市民反映：近{n}天晚上{water}{village}段经常有人驾小船电鱼，破坏渔业资源，希望有关部门加强巡查。"],
+                &[
+                    "关于{water}禁渔期有人电鱼的举报",
+                    "反映{water}{village}段非法捕捞问题",
+                ],
+                &[
+                    "市民反映：近{n}天晚上{water}{village}段经常有人驾小船电鱼，破坏渔业资源，希望有关部门加强巡查。",
+                ],
             ),
             Cat::SandMining => (
                 &["关于{water}河道夜间偷采河砂的投诉"],
-                &["来电人反映{water}{village}附近每天夜里有采砂船作业，河岸已被挖塌，要求尽快查处。"],
+                &[
+                    "来电人反映{water}{village}附近每天夜里有采砂船作业，河岸已被挖塌，要求尽快查处。",
+                ],
             ),
             Cat::TreeFelling => (
-                &["反映{town}{village}山林被滥砍滥伐", "关于{hill}毛竹林被砍伐的投诉"],
+                &[
+                    "反映{town}{village}山林被滥砍滥伐",
+                    "关于{hill}毛竹林被砍伐的投诉",
+                ],
                 &["市民反映{town}{village}后山近期有人大面积砍伐林木约{n}棵，怀疑无采伐许可证。"],
             ),
             Cat::WasteDumping => (
-                &["关于{town}{road}沿线偷倒建筑垃圾的投诉", "反映{water}岸边堆放固废"],
-                &["来电人称{town}{road}附近有渣土车夜间偷倒建筑垃圾，已堆积{n}车左右，影响通行和环境。"],
+                &[
+                    "关于{town}{road}沿线偷倒建筑垃圾的投诉",
+                    "反映{water}岸边堆放固废",
+                ],
+                &[
+                    "来电人称{town}{road}附近有渣土车夜间偷倒建筑垃圾，已堆积{n}车左右，影响通行和环境。",
+                ],
             ),
             Cat::Hunting => (
                 &["关于{hill}有人设网捕鸟的举报"],
                 &["市民反映在{hill}游步道附近看到大量捕鸟网，网上有鸟类被困，请求处理。"],
             ),
             Cat::FarmlandOccupation => (
-                &["反映{village}农田被违规占用建房", "关于{town}基本农田堆放砂石的投诉"],
-                &["来电人反映{town}{village}有人在承包的农田上回填土方并建造简易厂房，面积约{n}亩。"],
+                &[
+                    "反映{village}农田被违规占用建房",
+                    "关于{town}基本农田堆放砂石的投诉",
+                ],
+                &[
+                    "来电人反映{town}{village}有人在承包的农田上回填土方并建造简易厂房，面积约{n}亩。",
+                ],
             ),
             Cat::Pollution => (
-                &["关于{water}{village}段疑似偷排污水的投诉", "反映{town}{road}附近工厂废气异味扰民"],
-                &["市民反映：{water}{village}段近{n}天河水发黑发臭，怀疑附近企业夜间偷排，希望相关部门尽快查处。"],
+                &[
+                    "关于{water}{village}段疑似偷排污水的投诉",
+                    "反映{town}{road}附近工厂废气异味扰民",
+                ],
+                &[
+                    "市民反映：{water}{village}段近{n}天河水发黑发臭，怀疑附近企业夜间偷排，希望相关部门尽快查处。",
+                ],
             ),
         }
     }
@@ -248,31 +365,208 @@ impl Cat {
 
 /// Law-enforcement violations: (violation, legal basis, min yuan, max yuan, typically a company?).
 pub(crate) const VIOLATIONS: &[(&str, &str, u64, u64, bool)] = &[
-    ("超标排放水污染物", "《中华人民共和国水污染防治法》", 100_000, 1_000_000, true),
-    ("未按规定贮存工业固体废物", "《中华人民共和国固体废物污染环境防治法》", 10_000, 500_000, true),
-    ("擅自倾倒建筑垃圾", "《城市建筑垃圾管理规定》", 5_000, 100_000, false),
-    ("未经批准擅自采砂", "《中华人民共和国水法》", 20_000, 300_000, true),
-    ("擅自改变林地用途", "《中华人民共和国森林法》", 10_000, 200_000, false),
-    ("非法占用耕地", "《中华人民共和国土地管理法》", 20_000, 400_000, false),
-    ("露天焚烧垃圾", "《中华人民共和国大气污染防治法》", 500, 20_000, false),
-    ("施工扬尘防治措施不到位", "《中华人民共和国大气污染防治法》", 10_000, 100_000, true),
-    ("夜间违规施工噪声扰民", "《中华人民共和国噪声污染防治法》", 2_000, 50_000, true),
+    (
+        "超标排放水污染物",
+        "《中华人民共和国水污染防治法》",
+        100_000,
+        1_000_000,
+        true,
+    ),
+    (
+        "未按规定贮存工业固体废物",
+        "《中华人民共和国固体废物污染环境防治法》",
+        10_000,
+        500_000,
+        true,
+    ),
+    (
+        "擅自倾倒建筑垃圾",
+        "《城市建筑垃圾管理规定》",
+        5_000,
+        100_000,
+        false,
+    ),
+    (
+        "未经批准擅自采砂",
+        "《中华人民共和国水法》",
+        20_000,
+        300_000,
+        true,
+    ),
+    (
+        "擅自改变林地用途",
+        "《中华人民共和国森林法》",
+        10_000,
+        200_000,
+        false,
+    ),
+    (
+        "非法占用耕地",
+        "《中华人民共和国土地管理法》",
+        20_000,
+        400_000,
+        false,
+    ),
+    (
+        "露天焚烧垃圾",
+        "《中华人民共和国大气污染防治法》",
+        500,
+        20_000,
+        false,
+    ),
+    (
+        "施工扬尘防治措施不到位",
+        "《中华人民共和国大气污染防治法》",
+        10_000,
+        100_000,
+        true,
+    ),
+    (
+        "夜间违规施工噪声扰民",
+        "《中华人民共和国噪声污染防治法》",
+        2_000,
+        50_000,
+        true,
+    ),
 ];
 
-/// Water-quality monitoring points: (code, name, water body, division index, WGS lng, lat, target class 2/3, is lake).
-pub(crate) const POINTS: &[(&str, &str, &str, usize, f64, f64, u8, bool)] = &[
-    ("330502WQ01", "小梅口", "太湖", 0, 120.112, 30.946, 3, true),
-    ("330502WQ02", "城北水厂取水口", "东苕溪", 0, 120.078, 30.905, 2, false),
-    ("330502WQ03", "杨家埠", "西苕溪", 0, 119.985, 30.842, 3, false),
-    ("330503WQ01", "南浔镇区", "南浔頔塘", 1, 120.421, 30.878, 3, false),
-    ("330503WQ02", "练市", "京杭运河", 1, 120.383, 30.722, 3, false),
-    ("330521WQ01", "德清大桥", "东苕溪", 2, 119.982, 30.551, 2, false),
-    ("330521WQ02", "下渚湖湖心", "德清下渚湖", 2, 119.968, 30.533, 3, true),
-    ("330522WQ01", "长兴港入湖口", "长兴港", 3, 119.951, 31.028, 3, false),
-    ("330522WQ02", "泗安", "泗安塘", 3, 119.681, 30.889, 3, false),
-    ("330522WQ03", "新塘港", "太湖", 3, 119.962, 31.071, 3, true),
-    ("330523WQ01", "荆湾", "西苕溪", 4, 119.692, 30.668, 2, false),
-    ("330523WQ02", "赋石水库坝前", "赋石水库", 4, 119.531, 30.552, 2, true),
+/// A water-quality monitoring point (CGCS2000 ≈ WGS-84 coordinates).
+#[derive(Clone, Copy)]
+pub(crate) struct Point {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub water: &'static str,
+    /// Index into [`DIVISIONS`].
+    pub division: usize,
+    pub lng: f64,
+    pub lat: f64,
+    /// GB 3838 target class (2 = Ⅱ, 3 = Ⅲ).
+    pub target: u8,
+    /// Lakes and reservoirs have the stricter total-phosphorus limits.
+    pub lake: bool,
+}
+
+pub(crate) const POINTS: &[Point] = &[
+    Point {
+        code: "330502WQ01",
+        name: "小梅口",
+        water: "太湖",
+        division: 0,
+        lng: 120.112,
+        lat: 30.946,
+        target: 3,
+        lake: true,
+    },
+    Point {
+        code: "330502WQ02",
+        name: "城北水厂取水口",
+        water: "东苕溪",
+        division: 0,
+        lng: 120.078,
+        lat: 30.905,
+        target: 2,
+        lake: false,
+    },
+    Point {
+        code: "330502WQ03",
+        name: "杨家埠",
+        water: "西苕溪",
+        division: 0,
+        lng: 119.985,
+        lat: 30.842,
+        target: 3,
+        lake: false,
+    },
+    Point {
+        code: "330503WQ01",
+        name: "南浔镇区",
+        water: "南浔頔塘",
+        division: 1,
+        lng: 120.421,
+        lat: 30.878,
+        target: 3,
+        lake: false,
+    },
+    Point {
+        code: "330503WQ02",
+        name: "练市",
+        water: "京杭运河",
+        division: 1,
+        lng: 120.383,
+        lat: 30.722,
+        target: 3,
+        lake: false,
+    },
+    Point {
+        code: "330521WQ01",
+        name: "德清大桥",
+        water: "东苕溪",
+        division: 2,
+        lng: 119.982,
+        lat: 30.551,
+        target: 2,
+        lake: false,
+    },
+    Point {
+        code: "330521WQ02",
+        name: "下渚湖湖心",
+        water: "德清下渚湖",
+        division: 2,
+        lng: 119.968,
+        lat: 30.533,
+        target: 3,
+        lake: true,
+    },
+    Point {
+        code: "330522WQ01",
+        name: "长兴港入湖口",
+        water: "长兴港",
+        division: 3,
+        lng: 119.951,
+        lat: 31.028,
+        target: 3,
+        lake: false,
+    },
+    Point {
+        code: "330522WQ02",
+        name: "泗安",
+        water: "泗安塘",
+        division: 3,
+        lng: 119.681,
+        lat: 30.889,
+        target: 3,
+        lake: false,
+    },
+    Point {
+        code: "330522WQ03",
+        name: "新塘港",
+        water: "太湖",
+        division: 3,
+        lng: 119.962,
+        lat: 31.071,
+        target: 3,
+        lake: true,
+    },
+    Point {
+        code: "330523WQ01",
+        name: "荆湾",
+        water: "西苕溪",
+        division: 4,
+        lng: 119.692,
+        lat: 30.668,
+        target: 2,
+        lake: false,
+    },
+    Point {
+        code: "330523WQ02",
+        name: "赋石水库坝前",
+        water: "赋石水库",
+        division: 4,
+        lng: 119.531,
+        lat: 30.552,
+        target: 2,
+        lake: true,
+    },
 ];
 
 /// 12369 complaint pollution types with sub-types.
@@ -314,7 +608,11 @@ pub(crate) fn person_name(rng: &mut StdRng) -> String {
 /// A mobile number 13x/15x/18x.
 pub(crate) fn phone(rng: &mut StdRng) -> String {
     let prefix = ["13", "15", "18"][rng.random_range(0..3)];
-    format!("{prefix}{}{:08}", rng.random_range(0..10u32), rng.random_range(0..100_000_000u32))
+    format!(
+        "{prefix}{}{:08}",
+        rng.random_range(0..10u32),
+        rng.random_range(0..100_000_000u32)
+    )
 }
 
 const PLATE_LETTERS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
@@ -330,10 +628,14 @@ pub(crate) fn plate(rng: &mut StdRng) -> String {
         }
         return s;
     }
-    s.push(char::from(PLATE_LETTERS[rng.random_range(0..PLATE_LETTERS.len())]));
+    s.push(char::from(
+        PLATE_LETTERS[rng.random_range(0..PLATE_LETTERS.len())],
+    ));
     for i in 0..4 {
         if i == 0 && rng.random_bool(0.3) {
-            s.push(char::from(PLATE_ALNUM[rng.random_range(10..PLATE_ALNUM.len())]));
+            s.push(char::from(
+                PLATE_ALNUM[rng.random_range(10..PLATE_ALNUM.len())],
+            ));
         } else {
             s.push(char::from(b'0' + rng.random_range(0..10u8)));
         }

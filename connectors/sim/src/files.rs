@@ -15,8 +15,18 @@ use crate::{BrokenRecord, ComplaintRow, EnvRow, SimError};
 
 /// The CSV header, in column order.
 pub(crate) const CSV_HEADER: [&str; 12] = [
-    "监测点编号", "监测点名称", "水体名称", "采样时间", "溶解氧", "高锰酸盐指数", "氨氮", "总磷", "经度", "纬度",
-    "目标水质类别", "所属区县",
+    "监测点编号",
+    "监测点名称",
+    "水体名称",
+    "采样时间",
+    "溶解氧",
+    "高锰酸盐指数",
+    "氨氮",
+    "总磷",
+    "经度",
+    "纬度",
+    "目标水质类别",
+    "所属区县",
 ];
 
 /// Bytes inserted into the monitoring-point name of the broken CSV line; 0xFF is never valid
@@ -54,8 +64,14 @@ fn gbk(text: &str) -> Result<Vec<u8>, SimError> {
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, SimError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    std::fs::write(&tmp, bytes).map_err(|source| SimError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, &path).map_err(|source| SimError::Io { path: path.clone(), source })?;
+    std::fs::write(&tmp, bytes).map_err(|source| SimError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| SimError::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -96,7 +112,14 @@ struct CsvOut {
     broken: Option<BrokenRecord>,
 }
 
-fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: usize, rows: usize, faulty: bool) -> Result<CsvOut, SimError> {
+fn build_csv(
+    rng: &mut StdRng,
+    name: &str,
+    date: NaiveDate,
+    first_global_row: usize,
+    rows: usize,
+    faulty: bool,
+) -> Result<CsvOut, SimError> {
     let mut bytes = gbk(&CSV_HEADER.join(","))?;
     bytes.extend_from_slice(b"\r\n");
     let mut line = 1;
@@ -109,12 +132,15 @@ fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: us
         if faulty && r == broken_before {
             // A line with bytes that are not GBK: valid GBK text around 0xFF 0xFE.
             let p = POINTS[0];
+            let (pcode, pname, pwater, plng, plat) = (p.code, p.name, p.water, p.lng, p.lat);
             let t = fmt_local(day_start + Duration::minutes(23 * 60 + 59));
-            let head: String = p.1.chars().take(1).collect();
-            let tail: String = p.1.chars().skip(1).collect();
-            let mut raw = gbk(&format!("{},{head}", p.0))?;
+            let head: String = pname.chars().take(1).collect();
+            let tail: String = pname.chars().skip(1).collect();
+            let mut raw = gbk(&format!("{pcode},{head}"))?;
             raw.extend_from_slice(&INVALID_GBK);
-            raw.extend_from_slice(&gbk(&format!("{tail},{},{t},6.52,3.4,0.412,0.061,{},{},Ⅲ类,吴兴区", p.2, p.4, p.5))?);
+            raw.extend_from_slice(&gbk(&format!(
+                "{tail},{pwater},{t},6.52,3.4,0.412,0.061,{plng},{plat},Ⅲ类,吴兴区"
+            ))?);
             bytes.extend_from_slice(&raw);
             bytes.extend_from_slice(b"\r\n");
             line += 1;
@@ -132,7 +158,16 @@ fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: us
         }
         let g = first_global_row + r;
         let p = POINTS[g % POINTS.len()];
-        let (code, pname, water, div, lng, lat, target, lake) = p;
+        let crate::data::Point {
+            code,
+            name: pname,
+            water,
+            division: div,
+            lng,
+            lat,
+            target,
+            lake,
+        } = p;
         let t = day_start + Duration::hours(i64::try_from(g / POINTS.len()).unwrap_or(0));
         let actual: u8 = if target == 2 {
             weighted(rng, &[(2u8, 70), (3, 22), (4, 6), (5, 2)], 2)
@@ -141,7 +176,11 @@ fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: us
         };
         let mut vals: Vec<String> = (0..4)
             .map(|param| {
-                let c = if rng.random_bool(0.5) { actual } else { rng.random_range(2..=actual) };
+                let c = if rng.random_bool(0.5) {
+                    actual
+                } else {
+                    rng.random_range(2..=actual)
+                };
                 sample(rng, param, c, lake)
             })
             .collect();
@@ -169,8 +208,20 @@ fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: us
         bytes.extend_from_slice(&gbk(&text.join(","))?);
         bytes.extend_from_slice(b"\r\n");
         line += 1;
-        let [point_code, point_name, water_body, sample_time, dissolved_oxygen, codmn, ammonia_n, total_p, lng, lat, target_class, county] =
-            fields;
+        let [
+            point_code,
+            point_name,
+            water_body,
+            sample_time,
+            dissolved_oxygen,
+            codmn,
+            ammonia_n,
+            total_p,
+            lng,
+            lat,
+            target_class,
+            county,
+        ] = fields;
         out_rows.push(EnvRow {
             file: name.to_string(),
             line,
@@ -189,7 +240,11 @@ fn build_csv(rng: &mut StdRng, name: &str, date: NaiveDate, first_global_row: us
             flag,
         });
     }
-    Ok(CsvOut { bytes, rows: out_rows, broken })
+    Ok(CsvOut {
+        bytes,
+        rows: out_rows,
+        broken,
+    })
 }
 
 fn complaint_text(sub: &str) -> &'static str {
@@ -217,7 +272,11 @@ type Target = (String, String, String, f64, f64);
 
 fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) -> Value {
     let primary = rng.random_range(0..POLLUTION_TYPES.len());
-    let weights: Vec<(usize, u32)> = POLLUTION_TYPES.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
+    let weights: Vec<(usize, u32)> = POLLUTION_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.2))
+        .collect();
     let primary = weighted(rng, &weights, primary);
     let (ptype, subs, _) = POLLUTION_TYPES[primary];
     let sub = pick(rng, subs);
@@ -228,21 +287,33 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
             types.push(other);
         }
     }
-    let report = date.and_hms_opt(7, 0, 0).unwrap_or_default() + Duration::minutes(rng.random_range(0..14 * 60));
+    let report = date.and_hms_opt(7, 0, 0).unwrap_or_default()
+        + Duration::minutes(rng.random_range(0..14 * 60));
     let updated: NaiveDateTime = report + Duration::minutes(rng.random_range(5..240));
     let linked = !targets.is_empty() && rng.random_bool(0.6);
     let (target_name, target_uscc, div_code, lng, lat) = if linked {
         let t = &targets[rng.random_range(0..targets.len())];
-        (Some(t.0.clone()), Some(t.1.clone()), t.2.clone(), t.3 + rng.random_range(-0.003..0.003), t.4 + rng.random_range(-0.003..0.003))
+        (
+            Some(t.0.clone()),
+            Some(t.1.clone()),
+            t.2.clone(),
+            t.3 + rng.random_range(-0.003..0.003),
+            t.4 + rng.random_range(-0.003..0.003),
+        )
     } else {
         let d = &DIVISIONS[rng.random_range(0..DIVISIONS.len())];
         let (lng, lat) = data::point_in(rng, d);
         (None, None, d.code.to_string(), lng, lat)
     };
-    let d = DIVISIONS.iter().find(|d| d.code == div_code).unwrap_or(&DIVISIONS[0]);
+    let d = DIVISIONS
+        .iter()
+        .find(|d| d.code == div_code)
+        .unwrap_or(&DIVISIONS[0]);
     let town = pick(rng, d.towns);
     let place = format!("湖州市{}{}{}", d.name, town, pick(rng, d.roads));
-    let who = target_name.clone().unwrap_or_else(|| "附近一家工厂".to_string());
+    let who = target_name
+        .clone()
+        .unwrap_or_else(|| "一家工厂".to_string());
     let accepted = !rng.random_bool(0.2);
     json!({
         "complaint_no": format!("HZ12369{}{:04}", date.format("%Y%m%d"), seq),
@@ -251,7 +322,7 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
         "pollution_types": types,
         "sub_type": sub,
         "industry": weighted(rng, &[("建筑业", 40), ("制造业", 30), ("住宿餐饮娱乐", 18), ("其他", 12)], "其他"),
-        "content": format!("{place}{who}{}。", complaint_text(sub)),
+        "content": format!("{place}附近{who}{}。", complaint_text(sub)),
         "address": place,
         "division": d.code,
         "target_name": target_name,
@@ -266,7 +337,11 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
 }
 
 /// Write one batch: `n_files` GBK CSV files and one complaints JSON-lines file.
-pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec<PathBuf>, SimError> {
+pub(crate) fn write_batch(
+    sh: &Shared,
+    dir: &Path,
+    n_files: usize,
+) -> Result<Vec<PathBuf>, SimError> {
     let cfg = &sh.cfg;
     let n_complaints = complaints_per_batch(cfg.env_rows_per_file);
     let (batch, first_file, first_complaint, targets) = {
@@ -283,7 +358,13 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
             .map(|r| {
                 let v = &r.value;
                 let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-                (s("name"), s("uscc"), s("division"), v["lng"].as_f64().unwrap_or(120.1), v["lat"].as_f64().unwrap_or(30.9))
+                (
+                    s("name"),
+                    s("uscc"),
+                    s("division"),
+                    v["lng"].as_f64().unwrap_or(120.1),
+                    v["lat"].as_f64().unwrap_or(30.9),
+                )
             })
             .collect();
         (b, f, c, targets)
@@ -294,7 +375,14 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
     let mut paths = Vec::with_capacity(n_files + 1);
     for i in 0..n_files {
         let name = format!("水质监测_{ymd}_{:02}.csv", first_file + i + 1);
-        let out = build_csv(&mut rng, &name, date, i * cfg.env_rows_per_file, cfg.env_rows_per_file, i == 0)?;
+        let out = build_csv(
+            &mut rng,
+            &name,
+            date,
+            i * cfg.env_rows_per_file,
+            cfg.env_rows_per_file,
+            i == 0,
+        )?;
         paths.push(write_atomically(dir, &name, &out.bytes)?);
         let mut w = sh.world_mut();
         w.env_rows.extend(out.rows);
@@ -329,7 +417,11 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
             });
         } else {
             text.push_str(&v.to_string());
-            rows.push(ComplaintRow { file: name.clone(), line, value: v });
+            rows.push(ComplaintRow {
+                file: name.clone(),
+                line,
+                value: v,
+            });
         }
         text.push('\n');
     }

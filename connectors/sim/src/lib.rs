@@ -33,6 +33,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod data;
 mod files;
 pub mod geo;
@@ -276,11 +278,18 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
 /// (`cfg.env_files` CSV files and one complaints `.jsonl`). Must be called inside a tokio runtime.
 pub async fn start(cfg: SimConfig, env_drop_dir: &Path) -> Result<Simulation, SimError> {
     validate(&cfg)?;
-    std::fs::create_dir_all(env_drop_dir)
-        .map_err(|source| SimError::Io { path: env_drop_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(env_drop_dir).map_err(|source| SimError::Io {
+        path: env_drop_dir.to_path_buf(),
+        source,
+    })?;
     let shared = Arc::new(http::Shared::new(cfg.clone()));
     let mut servers = Vec::with_capacity(4);
-    for src in [world::Src::Police110, world::Src::Hotline12345, world::Src::Market, world::Src::LawEnforcement] {
+    for src in [
+        world::Src::Police110,
+        world::Src::Hotline12345,
+        world::Src::Market,
+        world::Src::LawEnforcement,
+    ] {
         servers.push(http::spawn(Arc::clone(&shared), src).await?);
     }
     let url = |i: usize| servers.get(i).map(|s| s.url.clone()).unwrap_or_default();
@@ -326,8 +335,11 @@ impl Simulation {
     /// 12345 tickets (status) and law-enforcement cases (stage), each time the least recently
     /// updated record that is neither broken nor in its final stage. All records changed by one
     /// call get the same new `updated_at`, one simulated minute after the previous call's (and
-    /// strictly after every existing timestamp). Returns how many records changed (less than `n`
-    /// once everything is final).
+    /// strictly after every existing timestamp). A record moves at most one stage per call.
+    /// Returns how many records changed (less than `n` when fewer are eligible, 0 once
+    /// everything is final). 12345 tickets reaching
+    /// 办结 get `finish_time` and `reply`, reaching 回访 get `callback_time` and `satisfaction`;
+    /// cases reaching 处罚决定 get their `amount`. Broken records and the market register never change.
     pub fn advance(&self, n: usize) -> usize {
         self.shared.world_mut().advance(n)
     }

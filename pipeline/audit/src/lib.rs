@@ -2,7 +2,7 @@
 //!
 //! Encrypted, tamper-evident, append-only audit log for Lianqin (联勤).
 //!
-//! * Every entry ([`AuditEvent`], serialised as JSON) is encrypted with
+//! * Every entry ([`AuditEvent`], in a compact binary encoding) is encrypted with
 //!   AES-256-GCM (or SM4-GCM in the [`CryptoSuite::Gm`] suite) under a data
 //!   key; data keys rotate and are stored wrapped under a key derived from
 //!   the [`MasterKey`] (file or `LIANQIN_AUDIT_KEY`).
@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod codec;
 mod crypto;
 mod error;
 mod event;

@@ -576,6 +576,12 @@ impl AuditLog {
     /// [`AuditLog::append_durable`] when the caller must not proceed before the
     /// entry is on disk.
     pub fn append(&self, event: AuditEvent) -> Result<u64> {
+        self.append_ref(&event)
+    }
+
+    /// Like [`AuditLog::append`] but borrows the event (no move, no clone needed
+    /// when the caller reuses an event value).
+    pub fn append_ref(&self, event: &AuditEvent) -> Result<u64> {
         let seq = {
             let mut w = lock(&self.inner.w);
             append_locked(&self.inner, &mut w, event)?
@@ -594,7 +600,7 @@ impl AuditLog {
             let mut w = lock(&self.inner.w);
             let mut last = w.next_seq - 1;
             for e in events {
-                last = append_locked(&self.inner, &mut w, e)?;
+                last = append_locked(&self.inner, &mut w, &e)?;
             }
             last
         };
@@ -803,7 +809,7 @@ fn fail(w: &mut Writer, e: AuditError) -> AuditError {
     e
 }
 
-fn append_locked(s: &Shared, w: &mut Writer, mut event: AuditEvent) -> Result<u64> {
+fn append_locked(s: &Shared, w: &mut Writer, event: &AuditEvent) -> Result<u64> {
     if let Some(f) = &w.failed {
         return Err(AuditError::WriterFailed { reason: f.clone() });
     }
@@ -816,9 +822,6 @@ fn append_locked(s: &Shared, w: &mut Writer, mut event: AuditEvent) -> Result<u6
     if (rot.entries > 0 && w.key.count >= rot.entries) || rot.interval.is_some_and(|i| w.key.created.elapsed() >= i) {
         let kp = s.dir.join(KEYS_FILE);
         rotate_key(w, ring, &kp).map_err(|e| fail(w, e))?;
-    }
-    if event.node.is_empty() && !cfg.node.is_empty() {
-        event.node.clone_from(&cfg.node);
     }
     let seq = w.next_seq;
     let time_us = event.time.timestamp_micros();
@@ -833,9 +836,9 @@ fn append_locked(s: &Shared, w: &mut Writer, mut event: AuditEvent) -> Result<u6
     frame.extend_from_slice(&time_us.to_le_bytes());
     frame.extend_from_slice(&key_id.to_le_bytes());
     let pt_start = 5 + ENTRY_HDR;
-    if let Err(e) = serde_json::to_writer(&mut frame, &event) {
+    if let Err(e) = crate::codec::encode(event, &cfg.node, &mut frame) {
         w.frame = frame;
-        return Err(AuditError::Serde { seq: Some(seq), reason: e.to_string() });
+        return Err(AuditError::Serde { seq: Some(seq), reason: e });
     }
     let eh = crate::format::EntryHead { seq, time_us, key_id };
     let aad = entry_aad(&ring.log_id, &eh, &w.head);
@@ -1006,7 +1009,8 @@ pub(crate) fn read_from(path: &Path, offset: u64, out: &mut Vec<u8>) -> Result<u
         Err(e) => return Err(AuditError::io(path, "opening segment", e)),
     };
     f.seek(SeekFrom::Start(offset)).map_err(|e| AuditError::io(path, "seeking segment", e))?;
-    f.read_to_end(out).map_err(|e| AuditError::io(path, "reading segment", e))
+    // At most 1 MiB per call keeps the data hot in cache while it is hashed and decrypted.
+    f.take(1 << 20).read_to_end(out).map_err(|e| AuditError::io(path, "reading segment", e))
 }
 
 /// Opens a log read-only for reading: checks the key and header, returns the keyring.
@@ -1044,8 +1048,7 @@ pub(crate) fn decrypt_entry(
 }
 
 /// Parses a decrypted entry into a record.
-pub(crate) fn parse_record(seq: u64, pt: &[u8]) -> Result<AuditRecord> {
-    let event: AuditEvent =
-        serde_json::from_slice(pt).map_err(|e| AuditError::Serde { seq: Some(seq), reason: e.to_string() })?;
+pub(crate) fn parse_record(seq: u64, time_us: i64, pt: &[u8]) -> Result<AuditRecord> {
+    let event = crate::codec::decode(pt, time_us).map_err(|reason| AuditError::Serde { seq: Some(seq), reason })?;
     Ok(AuditRecord { seq, event })
 }

@@ -197,7 +197,7 @@ pub fn verify_export(proof: &ExportProof, trusted_public_key: &[u8]) -> Result<V
         if !c.open(&entry_nonce(eh.key_id, eh.seq), &entry_aad(&log_id, &eh, &head), &mut pt, tag) {
             return Err(bad(format!("entry seq {want_seq} fails authentication")));
         }
-        out.push(parse_record(eh.seq, &pt)?);
+        out.push(parse_record(eh.seq, eh.time_us, &pt)?);
         head = suite.chain(&head, &suite.leaf_hash(&body));
     }
     for (i, l) in proof.following_leaves.iter().enumerate() {

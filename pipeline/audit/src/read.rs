@@ -32,7 +32,7 @@ pub(crate) struct Cursor {
 /// One raw step of the cursor.
 pub(crate) enum Step {
     /// An entry (decrypted plaintext and the frame body, e.g. for proofs).
-    Entry { seq: u64, key_id: u32, body: Vec<u8>, prev: Hash, plaintext: Option<Vec<u8>> },
+    Entry { seq: u64, time_us: i64, key_id: u32, body: Vec<u8>, prev: Hash, plaintext: Option<Vec<u8>> },
     /// No more complete entries at the moment.
     End,
 }
@@ -149,6 +149,7 @@ impl Cursor {
                     };
                     return Ok(Step::Entry {
                         seq: eh.seq,
+                        time_us: eh.time_us,
                         key_id: eh.key_id,
                         body,
                         prev,
@@ -225,7 +226,7 @@ impl Iterator for Records {
                     self.done = true;
                     return None;
                 }
-                Ok(Step::Entry { seq, plaintext: Some(pt), .. }) => match parse_record(seq, &pt) {
+                Ok(Step::Entry { seq, time_us, plaintext: Some(pt), .. }) => match parse_record(seq, time_us, &pt) {
                     Ok(r) if self.filter.matches(&r) => return Some(Ok(r)),
                     Ok(_) => continue,
                     Err(e) => {
@@ -281,7 +282,7 @@ impl Tail {
             let mut want = |seq: u64, _t: i64| seq >= from;
             match self.cursor.step(&mut want)? {
                 Step::End => break,
-                Step::Entry { seq, plaintext: Some(pt), .. } => out.push(parse_record(seq, &pt)?),
+                Step::Entry { seq, time_us, plaintext: Some(pt), .. } => out.push(parse_record(seq, time_us, &pt)?),
                 Step::Entry { .. } => {}
             }
         }

@@ -312,6 +312,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
     while cp_i < cps.len() && cps[cp_i].seq == 0 {
         cp_i += 1;
     }
+    let mut seg_buf: Vec<u8> = Vec::new();
     'segs: for (si, (no, path)) in segs.iter().enumerate() {
         rep.segments += 1;
         if *no != expected_no {
@@ -327,8 +328,13 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
             break;
         }
         expected_no += 1;
-        let data = std::fs::read(path).map_err(|e| crate::AuditError::io(path, "reading segment", e))?;
-        let mut pos = match parse_frame(&data, 0) {
+        let io = |e| crate::AuditError::io(path, "reading segment", e);
+        let mut cr = Chunked::open(path, std::mem::take(&mut seg_buf)).map_err(io)?;
+        // The header frame is small; make sure it is in the buffer (or the file ends).
+        while !cr.eof && !matches!(parse_frame(&cr.buf, 0), Parsed::Frame { .. } | Parsed::BadLen) {
+            cr.rest().map_err(io)?;
+        }
+        let mut pos = match parse_frame(&cr.buf, 0) {
             Parsed::Frame { body, end, .. } => match SegmentHead::decode(body) {
                 Some(sh) if sh.log_id == ring.log_id && sh.segment == *no => {
                     if sh.first_seq != next_seq || sh.prev_hash != head {
@@ -367,8 +373,8 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                     break 'segs;
                 }
             },
-            _ if si + 1 == nsegs && is_torn_tail(&data, 0) => {
-                rep.torn_tail = Some(TornTail { file: path.clone(), offset: 0, bytes: data.len() as u64 });
+            _ if si + 1 == nsegs && is_torn_tail(&cr.buf, 0) => {
+                rep.torn_tail = Some(TornTail { file: path.clone(), offset: 0, bytes: cr.buf.len() as u64 });
                 break 'segs;
             }
             _ => {
@@ -385,14 +391,37 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
             }
         };
         let mut pt: Vec<u8> = Vec::with_capacity(4096);
-        while pos < data.len() {
-            match parse_frame(&data, pos) {
+        loop {
+            if pos == cr.buf.len() {
+                if cr.eof {
+                    break;
+                }
+                cr.more(&mut pos).map_err(io)?;
+                continue;
+            }
+            let parsed = parse_frame(&cr.buf, pos);
+            if !cr.eof {
+                match parsed {
+                    Parsed::Incomplete => {
+                        cr.more(&mut pos).map_err(io)?;
+                        continue;
+                    }
+                    Parsed::BadLen | Parsed::BadCrc { .. } => {
+                        // Decide torn-vs-damaged on the whole rest of the file.
+                        cr.rest().map_err(io)?;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let at = cr.base + pos as u64;
+            match parsed {
                 Parsed::Frame { ty: T_ENTRY, body, end } => {
                     let Some((eh, ct, tag)) = split_entry(body) else {
                         problems.push(prob(
                             ProblemKind::BadFrame,
                             path,
-                            Some(pos as u64),
+                            Some(at),
                             Some(next_seq),
                             None,
                             "entry frame too short".into(),
@@ -401,8 +430,8 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                         break 'segs;
                     };
                     if eh.seq != next_seq {
-                        let (kind, what) = classify_seq(&data, end, next_seq, eh.seq);
-                        problems.push(prob(kind, path, Some(pos as u64), Some(next_seq), None, what));
+                        let (kind, what) = classify_seq(&cr.buf, end, next_seq, eh.seq);
+                        problems.push(prob(kind, path, Some(at), Some(next_seq), None, what));
                         entry_problem = true;
                         break 'segs;
                     }
@@ -412,7 +441,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                                 problems.push(prob(
                                     ProblemKind::UnknownKey,
                                     path,
-                                    Some(pos as u64),
+                                    Some(at),
                                     Some(eh.seq),
                                     None,
                                     format!("data key {} unknown or unreadable", eh.key_id),
@@ -428,7 +457,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                                     problems.push(prob(
                                         ProblemKind::TagMismatch,
                                         path,
-                                        Some(pos as u64),
+                                        Some(at),
                                         Some(eh.seq),
                                         None,
                                         "authentication tag mismatch: entry content, seq, time or chain position altered".into(),
@@ -450,7 +479,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                             problems.push(prob(
                                 ProblemKind::ChainMismatch,
                                 path,
-                                Some(pos as u64),
+                                Some(at),
                                 Some(prev + 1),
                                 Some(cp.index),
                                 format!(
@@ -474,7 +503,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                     problems.push(prob(
                         ProblemKind::BadFrame,
                         path,
-                        Some(pos as u64),
+                        Some(at),
                         Some(next_seq),
                         None,
                         format!("unexpected frame type {ty:#04x}"),
@@ -482,18 +511,18 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                     entry_problem = true;
                     break 'segs;
                 }
-                _ if is_torn_tail(&data, pos) => {
+                _ if is_torn_tail(&cr.buf, pos) => {
                     if si + 1 == nsegs {
                         rep.torn_tail = Some(TornTail {
                             file: path.clone(),
-                            offset: pos as u64,
-                            bytes: (data.len() - pos) as u64,
+                            offset: at,
+                            bytes: (cr.buf.len() - pos) as u64,
                         });
                     } else {
                         problems.push(prob(
                             ProblemKind::TornMiddle,
                             path,
-                            Some(pos as u64),
+                            Some(at),
                             Some(next_seq),
                             None,
                             "incomplete frame at the end of a segment that is not the last".into(),
@@ -507,7 +536,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                     problems.push(prob(
                         ProblemKind::BadFrame,
                         path,
-                        Some(pos as u64),
+                        Some(at),
                         Some(next_seq),
                         None,
                         "frame length or CRC wrong (bytes altered)".into(),
@@ -520,6 +549,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                 break 'segs;
             }
         }
+        seg_buf = std::mem::take(&mut cr.buf);
     }
     if !entry_problem {
         // Checkpoints beyond the end: whole entries were removed.
@@ -579,5 +609,63 @@ fn read_opt(path: &Path) -> Result<Vec<u8>> {
         Ok(d) => Ok(d),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(crate::AuditError::io(path, "reading", e)),
+    }
+}
+
+/// Reads a segment in chunks so that hashing works on data still in cache.
+struct Chunked {
+    f: std::fs::File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Chunked {
+    fn open(path: &Path, mut buf: Vec<u8>) -> std::io::Result<Chunked> {
+        buf.clear();
+        let mut c = Chunked { f: std::fs::File::open(path)?, buf, base: 0, eof: false };
+        let mut p = 0;
+        c.more(&mut p)?;
+        Ok(c)
+    }
+
+    /// Drops the bytes before `*pos` and appends up to one chunk.
+    fn more(&mut self, pos: &mut usize) -> std::io::Result<()> {
+        use std::io::Read as _;
+        if *pos > 0 {
+            self.buf.drain(..*pos);
+            self.base += *pos as u64;
+            *pos = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + CHUNK, 0);
+        let mut got = 0;
+        while got < CHUNK {
+            match self.f.read(&mut self.buf[len + got..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(len + got);
+                    return Err(e);
+                }
+            }
+        }
+        self.buf.truncate(len + got);
+        Ok(())
+    }
+
+    /// Reads the rest of the file into the buffer.
+    fn rest(&mut self) -> std::io::Result<()> {
+        use std::io::Read as _;
+        self.f.read_to_end(&mut self.buf)?;
+        self.eof = true;
+        Ok(())
     }
 }

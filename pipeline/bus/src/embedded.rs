@@ -313,7 +313,8 @@ impl EmbeddedConsumer {
 #[async_trait::async_trait]
 impl Consumer for EmbeddedConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BusError> {
-        let notified = self.bus.notify.notified();
+        let notify = Arc::clone(&self.bus.notify);
+        let notified = notify.notified();
         let out = self.read_some(max)?;
         if !out.is_empty() {
             return Ok(out);

@@ -45,7 +45,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use redb::{Database, Durability, TableDefinition};
@@ -164,8 +164,12 @@ impl ClientContext for TracingContext {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {log_message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "{fac}: {log_message}")
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", "{fac}: {log_message}")
             }
@@ -285,10 +289,9 @@ impl KafkaBus {
             match tm.error() {
                 None => Ok(Some(tm.partitions().len() as u32)),
                 Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Ok(None),
-                Some(code) => Err(kafka_err(
-                    format!("topic `{t}`: metadata"),
-                    RDKafkaErrorCode::from(code),
-                )),
+                Some(code) => {
+                    Err(kafka_err(format!("topic `{t}`: metadata"), RDKafkaErrorCode::from(code)))
+                }
             }
         })
         .await?;
@@ -438,7 +441,11 @@ impl crate::Bus for KafkaBus {
         }
         let num = i32::try_from(partitions)
             .map_err(|_| BusError::Config(format!("topic `{topic}`: too many partitions")))?;
-        let new = NewTopic::new(topic, num, TopicReplication::Fixed(i32::from(self.cfg.replication_factor)));
+        let new = NewTopic::new(
+            topic,
+            num,
+            TopicReplication::Fixed(i32::from(self.cfg.replication_factor)),
+        );
         let opts = AdminOptions::new()
             .request_timeout(Some(self.cfg.request_timeout()))
             .operation_timeout(Some(self.cfg.request_timeout()));
@@ -457,7 +464,12 @@ impl crate::Bus for KafkaBus {
         }
         let n = self.wait_topic_visible(topic, 1).await?;
         if n != partitions {
-            tracing::warn!(topic, existing = n, requested = partitions, "kafka topic exists with a different partition count");
+            tracing::warn!(
+                topic,
+                existing = n,
+                requested = partitions,
+                "kafka topic exists with a different partition count"
+            );
         }
         Ok(())
     }
@@ -491,8 +503,9 @@ impl crate::Bus for KafkaBus {
         let tx = self.checkpoints.begin_read().map_err(|e| self.store_err(e))?;
         let t = tx.open_table(CHECKPOINTS).map_err(|e| self.store_err(e))?;
         let Some(v) = t.get(source).map_err(|e| self.store_err(e))? else { return Ok(None) };
-        let value = serde_json::from_str(v.value())
-            .map_err(|e| self.store_err(format!("checkpoint of source `{source}` is not JSON: {e}")))?;
+        let value = serde_json::from_str(v.value()).map_err(|e| {
+            self.store_err(format!("checkpoint of source `{source}` is not JSON: {e}"))
+        })?;
         Ok(Some(value))
     }
 
@@ -562,10 +575,10 @@ impl crate::Bus for KafkaBus {
         blocking(move || {
             let mut out = Vec::with_capacity(n as usize);
             for p in 0..n {
-                let (_low, high) = producer
-                    .client()
-                    .fetch_watermarks(&topic, p as i32, timeout)
-                    .map_err(|e| kafka_err(format!("topic `{topic}` partition {p}: watermarks"), e))?;
+                let (_low, high) =
+                    producer.client().fetch_watermarks(&topic, p as i32, timeout).map_err(|e| {
+                        kafka_err(format!("topic `{topic}` partition {p}: watermarks"), e)
+                    })?;
                 out.push(u64::try_from(high).unwrap_or(0));
             }
             Ok(out)
@@ -675,7 +688,8 @@ impl ConsumerContext for GroupContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(base_consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative =
+            matches!(base_consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positioned = match self.positioned(tpl) {
@@ -701,10 +715,9 @@ impl ConsumerContext for GroupContext {
                 };
                 match res {
                     Ok(()) => self.set_assigned(tpl, true, !cooperative),
-                    Err(e) => self.state.fail(format!(
-                        "consumer group `{}`: assigning {tpl:?}: {e}",
-                        self.group
-                    )),
+                    Err(e) => self
+                        .state
+                        .fail(format!("consumer group `{}`: assigning {tpl:?}: {e}", self.group)),
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -726,7 +739,11 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
         if let Err(e) = result {
             // Group offsets are informational; a failed commit is not fatal.
             tracing::debug!(group = %self.group, ?offsets, "kafka group offset commit failed: {e}");
@@ -759,12 +776,16 @@ fn poll_batch(
     let deadline = Instant::now() + wait;
     let mut out: Vec<BusRecord> = Vec::new();
     let mut generation = state.generation();
+    let mut last_err: Option<BusError> = None;
     loop {
         if out.len() >= max {
             return (out, None);
         }
-        let timeout =
-            if out.is_empty() { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+        let timeout = if out.is_empty() {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
         let item = c.poll(timeout);
         if state.generation() != generation {
             // A rebalance ran: positions were reset from the lookup, so the
@@ -778,8 +799,11 @@ fn poll_batch(
         }
         match item {
             None => {
-                if !out.is_empty() || Instant::now() >= deadline {
+                if !out.is_empty() {
                     return (out, None);
+                }
+                if Instant::now() >= deadline {
+                    return (out, last_err);
                 }
             }
             Some(Ok(m)) => {
@@ -797,14 +821,23 @@ fn poll_batch(
                     }
                 }
             }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                return (out, Some(BusError::Kafka(format!("consume (fatal): {code}"))));
+            }
             Some(Err(e)) => {
-                let err = match &e {
-                    KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => {
-                        BusError::Kafka(format!("consume: {code}"))
-                    }
-                    other => BusError::Kafka(format!("consume: {other}")),
+                // Transient (broker down, coordinator moved, ...): librdkafka
+                // keeps reconnecting. Report it only if nothing arrives before
+                // the deadline, so errors queued during an outage do not
+                // hold back records once the broker is back.
+                tracing::debug!("kafka consume error: {e}");
+                let err = match e {
+                    KafkaError::MessageConsumption(code) => format!("consume: {code}"),
+                    other => format!("consume: {other}"),
                 };
-                return (out, Some(err));
+                last_err = Some(BusError::Kafka(err));
+                if Instant::now() >= deadline {
+                    return if out.is_empty() { (out, last_err) } else { (out, None) };
+                }
             }
         }
     }
@@ -836,9 +869,7 @@ impl Consumer for KafkaConsumer {
             BusError::Kafka(format!("consumer group `{}`: poll thread: {e}", self.group))
         })?;
         match err {
-            Some(e) if records.is_empty() => {
-                Err(annotate(e, &self.group))
-            }
+            Some(e) if records.is_empty() => Err(annotate(e, &self.group)),
             Some(e) => {
                 self.pending_error = Some(annotate(e, &self.group));
                 Ok(records)

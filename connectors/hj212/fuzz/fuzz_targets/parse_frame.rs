@@ -4,11 +4,11 @@
 //! and the stream decoder (all at once and split at a data-chosen point,
 //! which must decode identically). Nothing may panic or fail to progress.
 
-use libfuzzer_sys::fuzz_target;
 use lianqin_hj212::{
     Cp, CrcVariant, Frame, FrameDecoder, MAX_DATA_LEN, build_data_ack, frame_to_json, parse_frame,
     parse_frame_strict,
 };
+use libfuzzer_sys::fuzz_target;
 
 fn decode(data: &[u8], cut: usize) -> Vec<String> {
     let mut d = FrameDecoder::new(CrcVariant::Hj212, MAX_DATA_LEN);
@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = Frame::parse_segment(&text);
     let _ = Cp::parse(&text);
 
-    let cut = data.first().map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
     assert_eq!(decode(data, 0), decode(data, cut));
 });

@@ -12,7 +12,8 @@ pub const EXAMPLES: [&str; 4] = [REAL_AIR, MINUTE_WATER, SURFACE_WATER, DATA_ACK
 /// HJ/T 212-2005 style payload (no QN, no Flag, 2005 factor codes).
 pub const SEG_2005: &str = "ST=32;CN=2011;PW=123456;MN=LD130133000015;CP=&&DataTime=20160824003817000;B01-Rtd=36.91;011-Rtd=231.0,011-Flag=N;060-Rtd=1.803,060-Flag=N&&";
 /// Flag=9: 2025 with reply.
-pub const SEG_2025: &str = "QN=20240601085857223;ST=32;CN=1011;PW=123456;MN=010000A8900016F000169DC0;Flag=9;CP=&&&&";
+pub const SEG_2025: &str =
+    "QN=20240601085857223;ST=32;CN=1011;PW=123456;MN=010000A8900016F000169DC0;Flag=9;CP=&&&&";
 
 /// (data segment, standard CRC, Modbus CRC) from domain.md §1.6.
 pub fn crc_vectors() -> Vec<(String, u16, u16)> {
