@@ -68,7 +68,9 @@ pub enum FileFormat {
 pub struct FileConfig {
     /// The drop directory.
     pub dir: PathBuf,
-    /// Format (default: by extension).
+    /// Format (default: by extension). `csv` takes `.csv`/`.txt` files and
+    /// `jsonl` takes `.jsonl`/`.ndjson`/`.json`, so two sources can share a
+    /// drop directory.
     #[serde(default)]
     pub format: FileFormat,
     /// Encoding of CSV files (JSON lines are always UTF-8). Default `auto`.
@@ -185,8 +187,10 @@ impl FileSource {
     fn format_of(&self, p: &Path) -> Option<FileFormat> {
         let ext = p.extension()?.to_string_lossy().to_lowercase();
         match (self.cfg.format, ext.as_str()) {
-            (FileFormat::Csv, _) | (FileFormat::Auto, "csv") => Some(FileFormat::Csv),
-            (FileFormat::Jsonl, _) | (FileFormat::Auto, "jsonl" | "ndjson") => Some(FileFormat::Jsonl),
+            (FileFormat::Csv | FileFormat::Auto, "csv") | (FileFormat::Csv, "txt") => Some(FileFormat::Csv),
+            (FileFormat::Jsonl | FileFormat::Auto, "jsonl" | "ndjson") | (FileFormat::Jsonl, "json") => {
+                Some(FileFormat::Jsonl)
+            }
             _ => None,
         }
     }

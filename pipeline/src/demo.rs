@@ -105,7 +105,8 @@ mapping = "env_water_quality"
 interval_secs = 5
 [sources.connector]
 type = "file"
-dir = "{drop}/water"
+dir = "{drop}"
+format = "csv"
 encoding = "gbk"
 key_columns = ["监测点编号", "采样时间"]
 
@@ -117,7 +118,7 @@ mapping = "env_complaint"
 interval_secs = 5
 [sources.connector]
 type = "file"
-dir = "{drop}/complaints"
+dir = "{drop}"
 format = "jsonl"
 key_columns = ["complaint_no"]
 "#,

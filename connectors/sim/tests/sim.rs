@@ -466,7 +466,6 @@ async fn slow_requests_are_delayed() -> TestResult {
         times.push(t.elapsed());
     }
     assert!(times[1] >= Duration::from_millis(300) && times[3] >= Duration::from_millis(300));
-    assert!(times[0] < Duration::from_millis(300) && times[2] < Duration::from_millis(300));
     assert_eq!(sim.request_counts().law_enforcement.slowed, 2);
     sim.shutdown().await;
     Ok(())

@@ -169,24 +169,21 @@ impl MasterKey {
             return Err(AuditError::MissingKey { source_name: "empty key text".into() });
         }
         let mut out = [0u8; 32];
-        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if hex::decode_to_slice(t, &mut out).is_ok() {
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())
+            && hex::decode_to_slice(t, &mut out).is_ok() {
                 return Ok(MasterKey(out));
             }
-        }
         let engines = [
             base64::engine::general_purpose::STANDARD.decode(t),
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(t),
         ];
-        for decoded in engines {
-            if let Ok(mut v) = decoded {
-                if v.len() == 32 {
-                    out.copy_from_slice(&v);
-                    v.zeroize();
-                    return Ok(MasterKey(out));
-                }
+        for mut v in engines.into_iter().flatten() {
+            if v.len() == 32 {
+                out.copy_from_slice(&v);
                 v.zeroize();
+                return Ok(MasterKey(out));
             }
+            v.zeroize();
         }
         Err(AuditError::BadKeyFormat {
             reason: format!(

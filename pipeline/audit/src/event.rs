@@ -210,16 +210,14 @@ impl AuditFilter {
         if self.from_seq.is_some_and(|s| seq < s) || self.to_seq.is_some_and(|s| seq > s) {
             return true;
         }
-        if let Some(f) = self.from {
-            if time_us < f.timestamp_micros() {
+        if let Some(f) = self.from
+            && time_us < f.timestamp_micros() {
                 return true;
             }
-        }
-        if let Some(t) = self.to {
-            if time_us >= t.timestamp_micros() {
+        if let Some(t) = self.to
+            && time_us >= t.timestamp_micros() {
                 return true;
             }
-        }
         false
     }
 
@@ -241,11 +239,10 @@ impl AuditFilter {
         if self.outcome.is_some_and(|o| o != e.outcome) {
             return false;
         }
-        if let Some(t) = &self.table {
-            if !e.tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+        if let Some(t) = &self.table
+            && !e.tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
                 return false;
             }
-        }
         if let Some(needle) = &self.text {
             let hit = e.sql.as_deref().is_some_and(|s| s.contains(needle.as_str()))
                 || e.rule.as_deref().is_some_and(|s| s.contains(needle.as_str()))

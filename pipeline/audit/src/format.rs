@@ -88,11 +88,10 @@ pub(crate) fn is_torn_tail(buf: &[u8], pos: usize) -> bool {
     }
     // A valid frame later in the remainder means a damaged frame in the middle, not a torn tail.
     for p in pos + 1..buf.len() {
-        if let Parsed::Frame { ty, .. } = parse_frame(buf, p) {
-            if matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT) {
+        if let Parsed::Frame { ty, .. } = parse_frame(buf, p)
+            && matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT) {
                 return false;
             }
-        }
     }
     true
 }
@@ -423,11 +422,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditErro
         let ent = ent.map_err(|e| AuditError::io(dir, "listing audit directory", e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(num) = name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".log")) {
-            if let Ok(n) = num.parse::<u32>() {
+        if let Some(num) = name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".log"))
+            && let Ok(n) = num.parse::<u32>() {
                 out.push((n, ent.path()));
             }
-        }
     }
     out.sort_by_key(|(n, _)| *n);
     Ok(out)

@@ -250,7 +250,10 @@ fn load_side_file(path: &Path, ty: u8, repair: bool) -> Result<(Vec<Vec<u8>>, u6
     Ok((out, cut))
 }
 
-pub(crate) fn load_keys(path: &Path, ring: &Keyring, repair: bool) -> Result<(HashMap<u32, (Cipher, Vec<u8>)>, u64)> {
+/// Unwrapped data keys by id: the cipher and the raw key bytes.
+pub(crate) type KeyMap = HashMap<u32, (Cipher, Vec<u8>)>;
+
+pub(crate) fn load_keys(path: &Path, ring: &Keyring, repair: bool) -> Result<(KeyMap, u64)> {
     let (frames, cut) = load_side_file(path, T_KEY, repair)?;
     let mut keys = HashMap::new();
     for (i, body) in frames.iter().enumerate() {
@@ -413,8 +416,8 @@ impl AuditLog {
         let (cps, cut_c) = load_checkpoints(&cps_path, true)?;
         recovery.truncated_side_bytes = cut_k + cut_c;
         let last_cp = cps.last().cloned();
-        if let Some(cp) = &last_cp {
-            if !cp.verify_signature(ring.suite, &ring.log_id, &header.public_key) {
+        if let Some(cp) = &last_cp
+            && !cp.verify_signature(ring.suite, &ring.log_id, &header.public_key) {
                 return Err(AuditError::Corrupt {
                     path: cps_path.clone(),
                     offset: 0,
@@ -422,7 +425,6 @@ impl AuditLog {
                     reason: format!("checkpoint #{} signature does not verify", cp.index),
                 });
             }
-        }
 
         // Last segment.
         let mut segs = list_segments(&dir)?;
@@ -473,8 +475,8 @@ impl AuditLog {
                 _ if cp.seq == 0 => Some(genesis),
                 _ => None,
             };
-            if let Some(h) = known {
-                if h != cp.head {
+            if let Some(h) = known
+                && h != cp.head {
                     let t = tip.as_ref().map(|t| t.seg_path.clone()).unwrap_or_else(|| dir.clone());
                     return Err(AuditError::Corrupt {
                         path: t,
@@ -483,7 +485,6 @@ impl AuditLog {
                         reason: format!("chain head at seq {} does not match signed checkpoint #{}", cp.seq, cp.index),
                     });
                 }
-            }
         }
 
         // Open files for appending.
@@ -758,11 +759,10 @@ fn close_shared(s: &Arc<Shared>) -> Result<()> {
     lock(&s.w).closed = true;
     s.stop.store(true, Ordering::SeqCst);
     s.durable_cv.notify_all();
-    if let Some(h) = lock(&s.syncer).take() {
-        if h.thread().id() != std::thread::current().id() {
+    if let Some(h) = lock(&s.syncer).take()
+        && h.thread().id() != std::thread::current().id() {
             let _ = h.join();
         }
-    }
     r
 }
 

@@ -584,14 +584,13 @@ fn classify_seq(data: &[u8], mut pos: usize, expected: u64, found: u64) -> (Prob
     for _ in 0..8 {
         match parse_frame(data, pos) {
             Parsed::Frame { ty: T_ENTRY, body, end } => {
-                if let Some((eh, _, _)) = split_entry(body) {
-                    if eh.seq == expected {
+                if let Some((eh, _, _)) = split_entry(body)
+                    && eh.seq == expected {
                         return (
                             ProblemKind::Reordered,
                             format!("expected seq {expected}, found seq {found}; seq {expected} appears later: entries reordered"),
                         );
                     }
-                }
                 pos = end;
             }
             _ => break,

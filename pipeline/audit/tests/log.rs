@@ -92,11 +92,10 @@ fn wrong_and_missing_key_give_clear_errors_without_plaintext() {
     let wrong = MasterKey::from_bytes([7; 32]);
     let errs = vec![
         AuditLog::open(t.path(), AuditConfig { master_key: wrong.clone(), ..cfg(CryptoSuite::Standard) })
-            .err()
-            .expect("open fails"),
-        verify(t.path(), &wrong).err().expect("verify fails"),
+            .expect_err("open fails"),
+        verify(t.path(), &wrong).expect_err("verify fails"),
         lianqin_audit::read(t.path(), &wrong, AuditFilter::all()).err().expect("read fails"),
-        Tail::open(t.path(), &wrong, 1).err().expect("tail fails"),
+        Tail::open(t.path(), &wrong, 1).expect_err("tail fails"),
     ];
     for e in errs {
         assert!(matches!(e, AuditError::WrongKey { .. }), "{e}");
@@ -106,13 +105,13 @@ fn wrong_and_missing_key_give_clear_errors_without_plaintext() {
         assert!(!msg.contains(&hex::encode([7u8; 32])) && !msg.contains(&hex::encode([0x42u8; 32])), "{msg}");
     }
     // Missing key: unset environment variable, missing file.
-    let e = MasterKey::from_env_var("LIANQIN_AUDIT_KEY_SURELY_UNSET_FOR_TEST").err().expect("missing");
+    let e = MasterKey::from_env_var("LIANQIN_AUDIT_KEY_SURELY_UNSET_FOR_TEST").expect_err("missing");
     assert!(matches!(e, AuditError::MissingKey { .. }), "{e}");
     assert!(e.to_string().contains("LIANQIN_AUDIT_KEY_SURELY_UNSET_FOR_TEST"));
-    let e = MasterKey::from_file(&t.path().join("no-such-key")).err().expect("missing");
+    let e = MasterKey::from_file(&t.path().join("no-such-key")).expect_err("missing");
     assert!(matches!(e, AuditError::MissingKey { .. }), "{e}");
     // Bad key text does not echo the text.
-    let e = MasterKey::parse("not-a-key-but-a-secret-zz").err().expect("bad");
+    let e = MasterKey::parse("not-a-key-but-a-secret-zz").expect_err("bad");
     assert!(!e.to_string().contains("not-a-key-but-a-secret-zz"));
     // Key from a file (hex text) works.
     let kf = t.path().join("key.hex");
@@ -354,7 +353,7 @@ fn child_writer_entry() {
     let mut i = 0u64;
     loop {
         i += 1;
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             log.append_durable(event(i)).expect("child durable");
         } else {
             log.append(event(i)).expect("child append");
@@ -423,4 +422,10 @@ fn sigkill_during_heavy_append_then_reopen_verify_continue() {
         assert_eq!(r2.last_seq, last + 1);
         assert!(r2.torn_tail.is_none());
     }
+}
+
+#[test]
+fn handle_is_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<AuditLog>();
 }

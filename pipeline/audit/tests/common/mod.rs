@@ -24,10 +24,10 @@ pub fn cfg(suite: CryptoSuite) -> AuditConfig {
 
 pub fn event(i: u64) -> AuditEvent {
     let mut e = AuditEvent::new(
-        if i % 3 == 0 { EventKind::Denial } else { EventKind::Query },
-        if i % 2 == 0 { "alice" } else { SECRET_USER },
-        if i % 5 == 0 { "forestry" } else { "ecology" },
-        if i % 3 == 0 { Outcome::Deny } else { Outcome::Allow },
+        if i.is_multiple_of(3) { EventKind::Denial } else { EventKind::Query },
+        if i.is_multiple_of(2) { "alice" } else { SECRET_USER },
+        if i.is_multiple_of(5) { "forestry" } else { "ecology" },
+        if i.is_multiple_of(3) { Outcome::Deny } else { Outcome::Allow },
     );
     e.sql = Some(format!("SELECT * FROM water_quality WHERE site = {i}"));
     e.tables = vec!["water_quality".into()];
