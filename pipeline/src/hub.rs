@@ -72,6 +72,7 @@ pub struct Hub {
     /// (source, key) → "hash/op" of the newest version in the libraries.
     last_version: Mutex<HashMap<(String, String), String>>,
     last_ingest: Mutex<i64>,
+    audit: crate::audit::Audit,
 }
 
 impl std::fmt::Debug for Hub {
@@ -121,7 +122,20 @@ impl Hub {
             by_topic.insert(topic.clone(), s.id.clone());
             sources.insert(s.id.clone(), SourceRuntime { id: s.id.clone(), topic, normalizer });
         }
+        let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
+        let audit = crate::audit::Audit::open(data_dir, "hub", &node, Duration::from_secs(10))?;
+        {
+            use lianqin_audit::{AuditEvent, EventKind, Outcome};
+            let mut ev = AuditEvent::new(EventKind::ConfigChange, "system:hub", "eco_police_office", Outcome::Success);
+            ev.detail = serde_json::json!({
+                "event": "hub_start",
+                "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>(),
+                "bus": format!("{:?}", cfg.bus.kind),
+            });
+            audit.record(ev)?;
+        }
         let hub = Hub {
+            audit,
             cfg,
             data_dir: data_dir.to_path_buf(),
             bus,
@@ -216,8 +230,13 @@ impl Hub {
             if let Err(e) = &r {
                 warn!(source = %id, "sync failed: {e}");
             }
+            let dept = self.cfg.sources.iter().find(|s| s.id == id).map(|s| s.department.clone()).unwrap_or_default();
+            if let Err(e) = self.audit.record(crate::audit::connector_run(&id, &dept, &r)) {
+                warn!("audit: {e}");
+            }
             out.insert(id, r);
         }
+        self.audit.sync();
         out
     }
 
@@ -407,6 +426,10 @@ impl Hub {
             if let Some(raw) = &norm.raw {
                 self.store.append(&raw_name, vec![raw.clone()], &positions).await?;
             }
+            // Quarantine decisions are audited (after the commit that made them).
+            if let Some(q) = norm.libraries.get("quarantine") {
+                self.audit_quarantine(id, q);
+            }
             // Only now is the batch durable: remember the new versions.
             {
                 let mut lv = self.last_version.lock().await;
@@ -432,19 +455,51 @@ impl Hub {
         .await
     }
 
+    fn audit_quarantine(&self, source: &str, q: &RecordBatch) {
+        use lianqin_audit::{AuditEvent, EventKind, Outcome};
+        let (Some(keys), Some(reasons), Some(depts)) = (
+            q.column_by_name("source_key").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            q.column_by_name("reason").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            q.column_by_name("department").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+        ) else {
+            return;
+        };
+        for i in 0..q.num_rows() {
+            let mut ev = AuditEvent::new(EventKind::Quarantine, "system:pipeline", depts.value(i), Outcome::Deny);
+            ev.tables = vec!["quarantine".into()];
+            ev.detail = serde_json::json!({"source": source, "key": keys.value(i), "reason": reasons.value(i)});
+            if let Err(e) = self.audit.record(ev) {
+                warn!("audit: {e}");
+            }
+        }
+    }
+
+    /// The hub's audit stream.
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
+    }
+
     /// Runs the hub until `shutdown`: every source on its schedule and the
     /// worker. Source failures are logged and retried on the next tick.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let mut tasks = Vec::new();
         for (mut src, ctx, every) in self.build_sources()? {
             let mut stop = shutdown.clone();
+            let audit = self.audit.clone();
+            let dept = self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
                 let id = src.id().to_string();
                 loop {
-                    match src.sync_once(&ctx).await {
+                    let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
+                    match &r {
                         Ok(s) if s.records > 0 => info!(source = %id, records = s.records, retries = s.retries, "sync pass done"),
                         Ok(_) => {}
                         Err(e) => warn!(source = %id, "sync failed (will retry next tick): {e}"),
+                    }
+                    if r.as_ref().map(|s| s.records > 0).unwrap_or(true) {
+                        if let Err(e) = audit.record(crate::audit::connector_run(&id, &dept, &r)) {
+                            warn!("audit: {e}");
+                        }
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
@@ -460,6 +515,7 @@ impl Hub {
         for t in tasks {
             let _ = t.await;
         }
+        self.audit.sync();
         worker.map(|_| ())
     }
 

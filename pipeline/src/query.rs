@@ -32,10 +32,24 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Who is querying, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Querier {
+    /// User name.
+    pub user: String,
+    /// Department code.
+    pub department: String,
+    /// Session id.
+    pub session: Option<String>,
+    /// Client address.
+    pub client_addr: Option<String>,
+}
+
 /// A query session over one data dir.
 pub struct QueryEngine {
     ctx: SessionContext,
     tables: Vec<String>,
+    audit: Option<(crate::audit::Audit, Querier)>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -106,7 +120,13 @@ impl QueryEngine {
             .map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
         tables.push("codes".into());
         tables.sort();
-        Ok(QueryEngine { ctx, tables })
+        Ok(QueryEngine { ctx, tables, audit: None })
+    }
+
+    /// Records every query of this session in the audit trail.
+    pub fn with_audit(mut self, audit: crate::audit::Audit, who: Querier) -> Self {
+        self.audit = Some((audit, who));
+        self
     }
 
     /// Table and view names.
@@ -119,10 +139,34 @@ impl QueryEngine {
         &self.ctx
     }
 
-    /// Runs one statement and collects the result.
+    /// Runs one statement and collects the result. With an audit trail
+    /// attached, the query is recorded (user, SQL, tables, rows, duration,
+    /// outcome); if the entry cannot be written the result is withheld.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, PipelineError> {
-        let df = self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?;
-        df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
+        let started = std::time::Instant::now();
+        let mut touched = Vec::new();
+        let res = async {
+            let df = self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?;
+            touched = tables_of(df.logical_plan());
+            df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
+        }
+        .await;
+        if let Some((audit, who)) = &self.audit {
+            use lianqin_audit::{AuditEvent, EventKind, Outcome};
+            let outcome = if res.is_ok() { Outcome::Success } else { Outcome::Failure };
+            let mut ev = AuditEvent::new(EventKind::Query, &who.user, &who.department, outcome);
+            ev.session = who.session.clone();
+            ev.client_addr = who.client_addr.clone();
+            ev.sql = Some(query.to_string());
+            ev.tables = touched;
+            ev.duration_ms = Some(started.elapsed().as_millis() as u64);
+            match &res {
+                Ok(b) => ev.rows = Some(b.iter().map(|b| b.num_rows() as u64).sum()),
+                Err(e) => ev.detail = serde_json::json!({ "error": e.to_string() }),
+            }
+            audit.record(ev)?;
+        }
+        res
     }
 
     /// Runs a query returning one integer (e.g. `SELECT count(*) ...`).
@@ -195,4 +239,18 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             Ok(String::from_utf8_lossy(&buf).to_string())
         }
     }
+}
+
+/// Names of the tables a plan reads (including inside subqueries and views).
+pub fn tables_of(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut out = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::TableScan(scan) = n {
+            out.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.into_iter().collect()
 }

@@ -63,8 +63,91 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Query as this user (default: the OS user); recorded in the audit trail.
+        #[arg(long = "as")]
+        as_user: Option<String>,
         /// The query.
         query: Option<String>,
+    },
+    /// Security officers' tools over the encrypted audit trail.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCmd,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditFilterArgs {
+    /// Entries at or after this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`, Beijing time).
+    #[arg(long)]
+    from: Option<String>,
+    /// Entries before this time.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only this department.
+    #[arg(long)]
+    department: Option<String>,
+    /// Only entries touching this table.
+    #[arg(long)]
+    table: Option<String>,
+    /// Only this kind (login, query, denial, flow, export, policy_change, config_change, connector_run, quarantine, audit_read).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this outcome (allow, deny, success, failure).
+    #[arg(long)]
+    decision: Option<String>,
+    /// Entries whose text contains this.
+    #[arg(long)]
+    text: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check chain, tags and signatures of every audit stream; exit 0 only when all holds.
+    Verify {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+    },
+    /// Search entries (decrypted).
+    Search {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Reader (recorded: reading the audit is audited).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+    },
+    /// Export entries as CSV or JSON lines (decrypted).
+    Export {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// `csv` or `jsonl`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Reader (recorded).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+    },
+    /// Follow new entries of the hub's stream.
+    Tail {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Keep following (like tail -f).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Stream (default `hub`).
+        #[arg(long, default_value = "hub")]
+        stream: String,
     },
 }
 
@@ -144,14 +227,27 @@ async fn main() -> Result<()> {
             });
             hub.run(rx).await?;
         }
-        Cmd::Sql { data_dir, format, query } => {
+        Cmd::Audit { what } => {
+            init_tracing("warn");
+            return audit_cmd(what);
+        }
+        Cmd::Sql { data_dir, format, query, as_user } => {
             init_tracing("warn");
             if !data_dir.join("lake").is_dir() {
                 bail!("{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)", data_dir.display());
             }
             let catalog = Catalog::builtin()?;
             let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
-            let engine = QueryEngine::new(&store, &catalog).await?;
+            let user = as_user.unwrap_or_else(os_user);
+            let audit = lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+            let who = lianqin_pipeline::query::Querier {
+                user: user.clone(),
+                department: String::new(),
+                session: Some(format!("cli-{}", std::process::id())),
+                client_addr: Some("local".into()),
+            };
+            let engine = QueryEngine::new(&store, &catalog).await?.with_audit(audit.clone(), who);
+            let _sync = SyncOnDrop(audit);
             match query {
                 Some(q) => {
                     let batches = engine.sql(&q).await?;
@@ -232,4 +328,159 @@ async fn describe(catalog: &Catalog, engine: &QueryEngine, name: &str) {
         }
         Err(e) => println!("error: {e}"),
     }
+}
+
+/// Flushes the audit stream when the command ends.
+struct SyncOnDrop(lianqin_pipeline::audit::Audit);
+impl Drop for SyncOnDrop {
+    fn drop(&mut self) {
+        self.0.sync();
+    }
+}
+
+fn os_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn parse_time(s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    match s {
+        None => Ok(None),
+        Some(t) => lianqin_pipeline::time::parse_time(t).map(Some).map_err(|e| anyhow::anyhow!("--from/--to: {e}")),
+    }
+}
+
+fn audit_filter(a: &AuditFilterArgs) -> Result<lianqin_audit::AuditFilter> {
+    use lianqin_audit::{EventKind, Outcome};
+    let kind = match a.kind.as_deref() {
+        None => None,
+        Some(k) => Some(
+            serde_json::from_value::<EventKind>(serde_json::Value::String(k.to_string()))
+                .map_err(|_| anyhow::anyhow!("--kind {k}: unknown kind"))?,
+        ),
+    };
+    let outcome = match a.decision.as_deref() {
+        None => None,
+        Some(k) => Some(
+            serde_json::from_value::<Outcome>(serde_json::Value::String(k.to_string()))
+                .map_err(|_| anyhow::anyhow!("--decision {k}: unknown outcome"))?,
+        ),
+    };
+    Ok(lianqin_audit::AuditFilter {
+        from: parse_time(&a.from)?,
+        to: parse_time(&a.to)?,
+        user: a.user.clone(),
+        department: a.department.clone(),
+        table: a.table.clone(),
+        kind,
+        outcome,
+        text: a.text.clone(),
+        ..Default::default()
+    })
+}
+
+fn record_audit_read(dir: &Path, reader: &str, what: &str, filter: &AuditFilterArgs, n: u64) -> Result<()> {
+    use lianqin_audit::{AuditEvent, EventKind, Outcome};
+    let audit = lianqin_pipeline::audit::Audit::open(dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+    let mut ev = AuditEvent::new(EventKind::AuditRead, reader, "", Outcome::Success);
+    ev.rows = Some(n);
+    ev.tables = vec!["audit".into()];
+    ev.detail = serde_json::json!({ "command": what, "filter": format!("{filter:?}") });
+    audit.record_durable(ev)?;
+    audit.sync();
+    Ok(())
+}
+
+fn audit_cmd(what: AuditCmd) -> Result<()> {
+    use lianqin_pipeline::audit::{master_key, streams};
+    match what {
+        AuditCmd::Verify { data_dir } => {
+            let key = master_key(&data_dir, false)?;
+            let all = streams(&data_dir);
+            if all.is_empty() {
+                bail!("{}: no audit streams under audit/", data_dir.display());
+            }
+            let mut bad = 0;
+            for dir in all {
+                let r = lianqin_audit::verify(&dir, &key)?;
+                let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+                if r.is_ok() {
+                    println!(
+                        "ok   {name:<12} {} entries ({} tags checked), {} segments, {} signed checkpoints, head {}",
+                        r.entries, r.decrypted, r.segments, r.checkpoints, &r.head[..r.head.len().min(16)]
+                    );
+                    if let Some(t) = &r.torn_tail {
+                        println!("     note: torn final frame after a crash: {t:?}");
+                    }
+                } else {
+                    bad += 1;
+                    println!("FAIL {name:<12} {} problem(s)", r.problems.len());
+                    if let Some(p) = &r.first_problem {
+                        println!("     first: {p}");
+                    }
+                }
+            }
+            if bad > 0 {
+                std::process::exit(1);
+            }
+        }
+        AuditCmd::Search { data_dir, filter, as_user } => {
+            let key = master_key(&data_dir, false)?;
+            let f = audit_filter(&filter)?;
+            let mut n = 0u64;
+            for dir in streams(&data_dir) {
+                for rec in lianqin_audit::read(&dir, &key, f.clone())? {
+                    let rec = rec?;
+                    n += 1;
+                    let e = &rec.event;
+                    println!(
+                        "{} #{:<6} {} {:<13} {:<8} user={} dept={} tables={:?}{}{}",
+                        e.time.with_timezone(&lianqin_pipeline::time::beijing()).format("%Y-%m-%d %H:%M:%S"),
+                        rec.seq,
+                        dir.file_name().unwrap_or_default().to_string_lossy(),
+                        e.kind.as_str(),
+                        e.outcome.as_str(),
+                        e.user,
+                        e.department,
+                        e.tables,
+                        e.sql.as_ref().map(|s| format!(" sql={s:?}")).unwrap_or_default(),
+                        if e.detail.is_null() { String::new() } else { format!(" {}", e.detail) }
+                    );
+                }
+            }
+            record_audit_read(&data_dir, &as_user.unwrap_or_else(os_user), "search", &filter, n)?;
+        }
+        AuditCmd::Export { data_dir, filter, format, as_user } => {
+            let key = master_key(&data_dir, false)?;
+            let f = audit_filter(&filter)?;
+            let fmt = match format.as_str() {
+                "csv" => lianqin_audit::ExportFormat::Csv,
+                "jsonl" | "json" => lianqin_audit::ExportFormat::JsonLines,
+                other => bail!("--format {other}: use csv or jsonl"),
+            };
+            let mut n = 0;
+            let stdout = std::io::stdout();
+            for dir in streams(&data_dir) {
+                n += lianqin_audit::export(&dir, &key, f.clone(), fmt, stdout.lock())?;
+            }
+            record_audit_read(&data_dir, &as_user.unwrap_or_else(os_user), "export", &filter, n)?;
+        }
+        AuditCmd::Tail { data_dir, follow, stream } => {
+            let key = master_key(&data_dir, false)?;
+            let dir = data_dir.join("audit").join(&stream);
+            let mut tail = lianqin_audit::Tail::open(&dir, &key, 0)?;
+            loop {
+                let recs = tail.poll(1000)?;
+                for rec in &recs {
+                    println!("{}", serde_json::to_string(&rec.event).unwrap_or_default());
+                }
+                if recs.is_empty() {
+                    if !follow {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    Ok(())
 }
