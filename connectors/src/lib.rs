@@ -22,7 +22,10 @@
 #![warn(missing_docs)]
 
 pub mod file;
+pub mod hj212;
 pub mod http;
+pub mod mqtt;
+pub mod webhook;
 mod retry;
 
 use std::sync::Arc;
@@ -90,6 +93,12 @@ pub enum ConnectorConfig {
     Http(http::HttpConfig),
     /// A directory of file drops ([`file::FileConfig`]).
     File(file::FileConfig),
+    /// An HJ 212 TCP server for monitoring devices ([`hj212::Hj212Config`]).
+    Hj212(hj212::Hj212Config),
+    /// An HTTP receiver for pushed records ([`webhook::WebhookConfig`]).
+    Webhook(webhook::WebhookConfig),
+    /// An MQTT subscriber for sensor readings ([`mqtt::MqttConfig`]).
+    Mqtt(mqtt::MqttConfig),
 }
 
 impl ConnectorConfig {
@@ -98,6 +107,9 @@ impl ConnectorConfig {
         match self {
             ConnectorConfig::Http(_) => "http",
             ConnectorConfig::File(_) => "file",
+            ConnectorConfig::Hj212(_) => "hj212",
+            ConnectorConfig::Webhook(_) => "webhook",
+            ConnectorConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -106,6 +118,9 @@ impl ConnectorConfig {
         match self {
             ConnectorConfig::Http(c) => c.validate(source_id),
             ConnectorConfig::File(c) => c.validate(source_id),
+            ConnectorConfig::Hj212(c) => c.validate(source_id),
+            ConnectorConfig::Webhook(c) => c.validate(source_id),
+            ConnectorConfig::Mqtt(c) => c.validate(source_id),
         }
     }
 
@@ -115,6 +130,9 @@ impl ConnectorConfig {
         Ok(match self {
             ConnectorConfig::Http(c) => Box::new(http::HttpSource::new(source_id, department, c.clone())?),
             ConnectorConfig::File(c) => Box::new(file::FileSource::new(source_id, department, c.clone())),
+            ConnectorConfig::Hj212(c) => Box::new(hj212::Hj212Source::new(source_id, department, c.clone())),
+            ConnectorConfig::Webhook(c) => Box::new(webhook::WebhookSource::new(source_id, department, c.clone())?),
+            ConnectorConfig::Mqtt(c) => Box::new(mqtt::MqttSource::new(source_id, department, c.clone())?),
         })
     }
 }
@@ -184,6 +202,35 @@ pub trait Source: Send {
     fn id(&self) -> &str;
     /// Runs one pass.
     async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError>;
+
+    /// True for streaming sources (servers that devices and systems push
+    /// to: HJ 212, webhooks, MQTT). The hub runs them with [`Source::run`]
+    /// instead of scheduling [`Source::sync_once`].
+    fn is_streaming(&self) -> bool {
+        false
+    }
+
+    /// Runs a streaming source until `shutdown` turns true. The default
+    /// polls `sync_once` every `every`.
+    async fn run(
+        &mut self,
+        ctx: &SourceContext,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ConnectorError> {
+        loop {
+            if let Err(e) = self.sync_once(ctx).await {
+                tracing::warn!(source = %self.id(), "sync failed (will retry next tick): {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Expands `${ENV_VAR}` references in a config string (for secrets such as

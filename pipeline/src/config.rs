@@ -73,6 +73,9 @@ pub struct PipelineConfig {
     /// How long a worker waits for records when idle, ms (default 200).
     #[serde(default = "default_wait")]
     pub batch_wait_ms: u64,
+    /// Publish library change events to `changes.<library>` topics (default true).
+    #[serde(default = "yes")]
+    pub change_feeds: bool,
 }
 
 fn default_group() -> String {
@@ -87,7 +90,12 @@ fn default_wait() -> u64 {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { group: default_group(), batch_max_records: default_batch(), batch_wait_ms: default_wait() }
+        PipelineConfig {
+            group: default_group(),
+            batch_max_records: default_batch(),
+            batch_wait_ms: default_wait(),
+            change_feeds: true,
+        }
     }
 }
 

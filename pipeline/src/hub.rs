@@ -69,10 +69,11 @@ pub struct Hub {
     catalog: Arc<Catalog>,
     sources: BTreeMap<String, SourceRuntime>,
     by_topic: HashMap<String, String>,
-    /// (source, key) → "hash/op" of the newest version in the libraries.
+    /// (source, key or `#hash`) → content hash of the newest decided version.
     last_version: Mutex<HashMap<(String, String), String>>,
     last_ingest: Mutex<i64>,
     audit: crate::audit::Audit,
+    change_feeds: bool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -88,7 +89,7 @@ pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, 
         #[cfg(feature = "kafka")]
         BusKind::Kafka => {
             let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
-            let bus = lianqin_bus::kafka::KafkaBus::connect(k, data_dir).await.map_err(PipelineError::Bus)?;
+            let bus = lianqin_bus::kafka::KafkaBus::connect(k, data_dir).map_err(PipelineError::Bus)?;
             Ok(Arc::new(bus))
         }
         #[cfg(not(feature = "kafka"))]
@@ -134,7 +135,15 @@ impl Hub {
             });
             audit.record(ev)?;
         }
+        let change_feeds = cfg.pipeline.change_feeds;
+        if change_feeds {
+            for lib in ["element", "matter", "matter_event"] {
+                let t = lianqin_bus::change_topic(&cfg.bus.topic_prefix, lib);
+                bus.ensure_topic(&t, cfg.bus.partitions).await.map_err(PipelineError::Bus)?;
+            }
+        }
         let hub = Hub {
+            change_feeds,
             audit,
             cfg,
             data_dir: data_dir.to_path_buf(),
@@ -179,18 +188,29 @@ impl Hub {
         let mut map = self.last_version.lock().await;
         for id in self.sources.keys() {
             let t = raw_table(id);
-            // Newest accepted version per key (records quarantined or
-            // unparsable are not versions).
+            // The newest decided version per key, from the raw table and
+            // from every library (a crash can leave a library commit
+            // without its raw commit). Records without a usable key are
+            // known by their content hash alone.
+            let keyed = "CASE WHEN source_key <> '' THEN source_key ELSE '#' || content_hash END";
+            let mut parts = vec![format!(
+                "SELECT CASE WHEN error IS NULL AND source_key <> '' THEN source_key ELSE '#' || content_hash END AS k, \
+                 content_hash AS h, ingested_at, bus_offset FROM {t}"
+            )];
+            for lib in ["element_history", "matter_history", "matter_event_history", "quarantine"] {
+                if engine.tables().iter().any(|n| n == lib) {
+                    parts.push(format!(
+                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset FROM {lib} WHERE source_id = '{id}'"
+                    ));
+                }
+            }
             let sql = format!(
-                "SELECT source_key, last_value(content_hash || '/' || op ORDER BY ingested_at, bus_offset) AS v \
-                 FROM {t} WHERE error IS NULL AND source_key <> '' GROUP BY source_key"
+                "SELECT k, last_value(h ORDER BY ingested_at, bus_offset) AS v FROM ({}) GROUP BY k",
+                parts.join(" UNION ALL ")
             );
             for b in engine.sql(&sql).await? {
-                let (Some(k), Some(v)) = (
-                    b.column(0).as_any().downcast_ref::<StringArray>(),
-                    b.column(1).as_any().downcast_ref::<StringArray>(),
-                ) else {
-                    continue;
+                let (Some(k), Some(v)) = (strings(b.column(0)), strings(b.column(1))) else {
+                    return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
                 };
                 for i in 0..b.num_rows() {
                     if k.is_valid(i) && v.is_valid(i) {
@@ -385,19 +405,24 @@ impl Hub {
             }
             // Repeats: same key, hash and op as the newest version.
             let mut fresh: Vec<&BusRecord> = Vec::with_capacity(recs.len());
+            let mut in_batch: HashMap<(String, String), String> = HashMap::new();
             {
-                let mut lv = self.last_version.lock().await;
+                let lv = self.last_version.lock().await;
                 for r in &recs {
                     let e = &r.envelope;
-                    if e.error.is_some() || e.key.is_empty() {
-                        fresh.push(r);
-                        continue;
-                    }
-                    let v = format!("{}/{}", e.hash, e.op.as_str());
-                    let k = (id.to_string(), e.key.clone());
-                    if lv.get(&k) == Some(&v) {
+                    let v = e.hash.clone();
+                    // Records without a usable key (bound for quarantine)
+                    // are recognized by their content alone.
+                    let k = if e.error.is_some() || e.key.is_empty() {
+                        (id.to_string(), format!("#{}", e.hash))
+                    } else {
+                        (id.to_string(), e.key.clone())
+                    };
+                    let seen_in_batch = in_batch.get(&k) == Some(&v);
+                    if lv.get(&k) == Some(&v) || seen_in_batch {
                         stats.repeats += 1;
                     } else {
+                        in_batch.insert(k, v);
                         fresh.push(r);
                     }
                 }
@@ -414,14 +439,17 @@ impl Hub {
             }
             let positions: Vec<(String, u32, u64)> =
                 covered.iter().map(|(p, o)| (src.topic.clone(), *p, *o)).collect();
-            // Libraries first, raw table last.
+            // Libraries first, then their change feeds, raw table last.
             for lib in LIBRARIES {
                 let Some(batch) = norm.libraries.get(lib) else { continue };
-                let batch = skip_committed(batch, |p| table_pos.get(&(lib.to_string(), p)).copied().unwrap_or(0))?;
-                if batch.num_rows() == 0 {
-                    continue;
+                let fresh_rows = skip_committed(batch, |p| table_pos.get(&(lib.to_string(), p)).copied().unwrap_or(0))?;
+                if fresh_rows.num_rows() > 0 {
+                    self.store.append(lib, vec![fresh_rows], &positions).await?;
                 }
-                self.store.append(lib, vec![batch], &positions).await?;
+                // Change events for every row of the batch (also rows a
+                // table already held after a crash): at-least-once, in
+                // order per key; consumers dedupe by content_hash.
+                self.publish_changes(lib, batch).await?;
             }
             if let Some(raw) = &norm.raw {
                 self.store.append(&raw_name, vec![raw.clone()], &positions).await?;
@@ -436,8 +464,13 @@ impl Hub {
                 let accepted = accepted_keys(&norm);
                 for r in &fresh {
                     let e = &r.envelope;
-                    if e.error.is_none() && !e.key.is_empty() && accepted.contains(&r.offset_key()) {
-                        lv.insert((id.to_string(), e.key.clone()), format!("{}/{}", e.hash, e.op.as_str()));
+                    let v = e.hash.clone();
+                    // Accepted or quarantined, this version has been decided.
+                    if e.error.is_some() || e.key.is_empty() {
+                        lv.insert((id.to_string(), format!("#{}", e.hash)), v);
+                    } else {
+                        let _ = accepted.contains(&r.offset_key());
+                        lv.insert((id.to_string(), e.key.clone()), v);
                     }
                 }
             }
@@ -453,6 +486,33 @@ impl Hub {
         }
         .instrument(span)
         .await
+    }
+
+    /// Publishes one change event per library row to `changes.<library>`,
+    /// keyed by the library id (so per-key order holds on every partition).
+    async fn publish_changes(&self, lib: &str, batch: &RecordBatch) -> Result<(), PipelineError> {
+        if batch.num_rows() == 0 || !self.change_feeds || lib == "quarantine" {
+            return Ok(());
+        }
+        let key_col = self.catalog.library(lib)?.key.clone();
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(batch).map_err(|e| PipelineError::Internal(format!("change feed {lib}: {e}")))?;
+            w.finish().map_err(|e| PipelineError::Internal(format!("change feed {lib}: {e}")))?;
+        }
+        let keys = batch.column_by_name(&key_col).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let deleted = batch.column_by_name("deleted").and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+        let mut items = Vec::with_capacity(batch.num_rows());
+        for (i, line) in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let key = keys.as_ref().map(|k| k.value(i).to_string()).unwrap_or_default();
+            let op = if deleted.as_ref().is_some_and(|d| d.is_valid(i) && d.value(i)) { "delete" } else { "upsert" };
+            let row: serde_json::Value = serde_json::from_slice(line).unwrap_or(serde_json::Value::Null);
+            let ev = serde_json::json!({ "library": lib, "id": key, "op": op, "row": row });
+            items.push((key, serde_json::to_vec(&ev).unwrap_or_default()));
+        }
+        let topic = lianqin_bus::change_topic(&self.cfg.bus.topic_prefix, lib);
+        self.bus.publish_raw(&topic, &items).await.map_err(PipelineError::Bus)
     }
 
     fn audit_quarantine(&self, source: &str, q: &RecordBatch) {
@@ -489,6 +549,15 @@ impl Hub {
             let dept = self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
                 let id = src.id().to_string();
+                if src.is_streaming() {
+                    // Servers that systems push to (HJ 212, webhooks, MQTT).
+                    let r = src.run(&ctx, every, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
+                    if let Err(e) = &r {
+                        warn!(source = %id, "streaming source stopped: {e}");
+                        let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
+                    }
+                    return;
+                }
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
                     match &r {
@@ -575,4 +644,10 @@ fn skip_committed(batch: &RecordBatch, pos: impl Fn(u32) -> u64) -> Result<Recor
         return Ok(batch.clone());
     }
     filter_record_batch(batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))
+}
+
+/// A text column as a `StringArray` (casting Utf8View / LargeUtf8).
+fn strings(col: &arrow::array::ArrayRef) -> Option<StringArray> {
+    let c = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).ok()?;
+    c.as_any().downcast_ref::<StringArray>().cloned()
 }

@@ -6,7 +6,7 @@
 //! | `lake/matter` | `matter_history`, `matter` |
 //! | `lake/matter_event` | `matter_event_history`, `matter_event` |
 //! | `lake/quarantine` | `quarantine` |
-//! | `lake/raw_<source>` | `raw_<source>` (every record as received) |
+//! | `lake/raw_<source>` | `raw_<source>` (each distinct record version received) |
 //!
 //! Tables are append-only: an update is a new version of the row, a delete
 //! is a tombstone row (`deleted = true`), and nothing is ever vacuumed away
@@ -116,7 +116,13 @@ impl LibraryStore {
             return Ok(());
         }
         let url = self.url(name)?;
-        let table = DeltaTable::try_from_url(url).await.map_err(|e| delta_err(name, e))?;
+        let table = if self.table_dir(name).join("_delta_log").is_dir() {
+            DeltaTable::try_from_url(url).await.map_err(|e| delta_err(name, e))?
+        } else {
+            deltalake::DeltaTableBuilder::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| delta_err(name, e))?
+        };
         let table = if table.version().is_none() {
             // Creating with an empty batch writes the schema and no files.
             table

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringBuilder};
+use arrow::array::{Array, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 

@@ -13,7 +13,6 @@
 //! | `water_class(code1, v1, code2, v2, …)` | text | GB 3838-2002 class (`I`…`V`, `劣V`) from HJ 212 factor codes and values |
 //! | `water_worse(class, target)` | boolean | true when `class` is worse than the target class |
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -63,9 +62,6 @@ fn ts_type() -> DataType {
 }
 
 impl ScalarUDFImpl for LianqinUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         self.name
     }

@@ -13,7 +13,7 @@ use datafusion::datasource::DefaultTableSource;
 use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExplainOption, LogicalPlan, LogicalPlanBuilder, Statement, TableScan, Union, lit,
+    BinaryExpr, Expr, ExplainOption, LogicalPlan, LogicalPlanBuilder, Statement, TableScan, TableScanBuilder, Union, lit,
 };
 
 use crate::mask::{MaskFunctions, TOKEN_FN};
@@ -120,9 +120,8 @@ pub fn table_key(r: &TableReference) -> String {
 
 fn is_cte_work_table(scan: &TableScan) -> bool {
     scan.source
-        .as_any()
         .downcast_ref::<DefaultTableSource>()
-        .is_some_and(|s| s.table_provider.as_any().downcast_ref::<CteWorkTable>().is_some())
+        .is_some_and(|s| s.table_provider.is::<CteWorkTable>())
 }
 
 fn refuse_token_calls(plan: &LogicalPlan) -> Result<(), PolicyError> {
@@ -277,7 +276,7 @@ fn secure_scan(
         )));
     }
     let output_schema: DFSchemaRef = Arc::clone(&scan.projected_schema);
-    let full = TableScan::try_new(scan.table_name.clone(), Arc::clone(&scan.source), None, vec![], None)?;
+    let full = TableScanBuilder::new(scan.table_name.clone(), Arc::clone(&scan.source)).build()?;
     let full_schema = Arc::clone(&full.projected_schema);
     let mut b = LogicalPlanBuilder::from(LogicalPlan::TableScan(full));
     if let Some(f) = decision.row_filter {

@@ -33,12 +33,15 @@ pub struct PolicyEngine {
     masks: MaskFunctions,
 }
 
+/// (token key set, user, table, column metadata).
+type CacheKey = (bool, String, String, Vec<ColumnMeta>);
+
 struct Inner {
     enforcer: Enforcer,
     policy: PolicyFile,
     users: BTreeMap<String, UserRecord>,
     version: String,
-    cache: Mutex<HashMap<(bool, String, String, Vec<ColumnMeta>), TableDecision>>,
+    cache: Mutex<HashMap<CacheKey, TableDecision>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {

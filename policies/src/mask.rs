@@ -4,7 +4,6 @@
 //! (MaskPartial) and keyed pseudonyms (HashToken, HMAC-SHA256). The token key
 //! is never logged: [`MaskFunctions`]' `Debug` prints only whether a key is set.
 
-use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -131,9 +130,6 @@ impl MaskUdf {
 }
 
 impl ScalarUDFImpl for MaskUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -173,9 +169,6 @@ impl Hash for TokenUdf {
 }
 
 impl ScalarUDFImpl for TokenUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         TOKEN_FN
     }

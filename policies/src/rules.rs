@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::logical_expr::{Expr, lit};
 use datafusion::prelude::Column;
 
 use crate::PolicyError;
@@ -66,10 +66,7 @@ impl Rule {
     /// Specificity of the object pattern: exact name beats a prefix pattern,
     /// longer prefixes beat shorter ones.
     pub fn obj_specificity(&self) -> usize {
-        match self.obj().find('*') {
-            None => 10_000,
-            Some(i) => i,
-        }
+        self.obj().find('*').unwrap_or(10_000)
     }
 }
 
@@ -335,12 +332,6 @@ impl Atom {
 
 fn col_ne(c: Expr, v: Expr) -> Expr {
     c.not_eq(v)
-}
-
-// Silence "unused import" for `col` on some cfgs: kept for doc examples.
-#[allow(dead_code)]
-fn _unused() -> Expr {
-    col("x")
 }
 
 /// Parsed policy.csv.

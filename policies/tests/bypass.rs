@@ -1,0 +1,310 @@
+//! One test per bypass attempt: every way a query might reach a table or a
+//! raw value around the rewrite.
+
+mod common;
+
+use common::*;
+use lianqin_policies::{ColumnMeta, PolicyEngine, Principal, check_statement, token_value};
+
+fn n(v: &str) -> Vec<Vec<String>> {
+    vec![vec![v.to_string()]]
+}
+
+#[tokio::test]
+async fn scalar_subquery() {
+    let e = engine().await;
+    let ctx = context();
+    // chen.ecology sees 3 of 6 elements; the subquery must see the same.
+    assert_eq!(query(&e, &ctx, "chen.ecology", "SELECT (SELECT count(*) FROM element)").await, n("3"));
+    assert_eq!(
+        query(&e, &ctx, "chen.ecology", "SELECT (SELECT max(id_value) FROM element WHERE kind = 'forest')").await,
+        n(&token_value(TOKEN_KEY, "S-001"))
+    );
+    let err = run(&e, &ctx, "qian.audit", "SELECT (SELECT count(*) FROM element)").await.unwrap_err();
+    assert!(err.contains("permission denied for table element"), "{err}");
+}
+
+#[tokio::test]
+async fn exists_subquery() {
+    let e = engine().await;
+    let ctx = context();
+    // Row probe: e1 is not visible to ecology.
+    let q = "SELECT 1 WHERE EXISTS (SELECT 1 FROM element WHERE element_id = 'cid:330502199001011234')";
+    assert!(query(&e, &ctx, "chen.ecology", q).await.is_empty());
+    assert_eq!(query(&e, &ctx, "wang.police", q).await, n("1"));
+    // Value probe: the office sees e1 but only its masked ID.
+    let q = "SELECT 1 WHERE EXISTS (SELECT 1 FROM element WHERE id_value = '330502199001011234')";
+    assert!(query(&e, &ctx, "he.office", q).await.is_empty());
+    assert_eq!(query(&e, &ctx, "wang.police", q).await, n("1"));
+    // Correlated NOT EXISTS on a denied table.
+    let err = run(&e, &ctx, "chen.ecology", "SELECT matter_id FROM matter m WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.user = m.matter_id)")
+        .await
+        .unwrap_err();
+    assert!(err.contains("permission denied for table audit"), "{err}");
+}
+
+#[tokio::test]
+async fn in_subquery() {
+    let e = engine().await;
+    let ctx = context();
+    // Ecology sees m1, m4; their parties (e3, e5) are not visible elements.
+    let q = "SELECT matter_id FROM matter WHERE party_element_id IN (SELECT element_id FROM element)";
+    assert!(query(&e, &ctx, "chen.ecology", q).await.is_empty());
+    assert_eq!(query(&e, &ctx, "wang.police", q).await.len(), 5);
+    let q = "SELECT count(*) FROM element WHERE id_value IN ('330502199001011234', '33052119700303345X')";
+    assert_eq!(query(&e, &ctx, "he.office", q).await, n("0"));
+}
+
+#[tokio::test]
+async fn cte() {
+    let e = engine().await;
+    let ctx = context();
+    let q = "WITH x AS (SELECT * FROM element), y AS (SELECT id_value FROM x WHERE kind = 'person') SELECT count(*), min(y.id_value) FROM y";
+    assert_eq!(
+        query(&e, &ctx, "chen.ecology", q).await,
+        vec![vec!["1".to_string(), token_value(TOKEN_KEY, "330523198505052345")]]
+    );
+    // Recursive CTE over a secured table.
+    let q = "WITH RECURSIVE r(n, k) AS (SELECT 1, kind FROM element UNION ALL SELECT n + 1, k FROM r WHERE n < 2) SELECT count(*) FROM r";
+    assert_eq!(query(&e, &ctx, "chen.ecology", q).await, n("6"));
+}
+
+#[tokio::test]
+async fn join() {
+    let e = engine().await;
+    let ctx = context();
+    let q = "SELECT m.matter_id, e.id_value FROM matter m JOIN element e ON m.party_element_id = e.element_id";
+    assert_eq!(
+        query(&e, &ctx, "zhou.natres", q).await,
+        vec![vec!["m5".to_string(), token_value(TOKEN_KEY, "S-001")]]
+    );
+    // Joining on the masked value does not reveal which IDs match.
+    let q = "SELECT count(*) FROM element a JOIN element b ON a.id_value = b.id_value AND a.element_id <> b.element_id";
+    assert_eq!(query(&e, &ctx, "he.office", q).await, n("0"));
+    // Join with a denied table.
+    assert!(run(&e, &ctx, "chen.ecology", "SELECT * FROM element JOIN audit ON true").await.is_err());
+}
+
+#[tokio::test]
+async fn union() {
+    let e = engine().await;
+    let ctx = context();
+    let q = "SELECT id_value AS v FROM element UNION ALL SELECT content FROM matter";
+    let got = query(&e, &ctx, "he.office", q).await;
+    assert_eq!(got.len(), 11);
+    for r in &got {
+        assert!(r[0] == "NULL" || r[0].contains('*'), "unmasked value in union: {r:?}");
+    }
+    let q = "SELECT element_id FROM element UNION SELECT seq FROM audit";
+    assert!(run(&e, &ctx, "he.office", q).await.is_err());
+}
+
+#[tokio::test]
+async fn view() {
+    let e = engine().await;
+    let ctx = context();
+    // An administrator defines a view over the whole table...
+    run(&e, &ctx, "sys.admin", "CREATE VIEW v_all AS SELECT * FROM element").await.unwrap();
+    // ...and the view is enforced with the invoker's rights.
+    assert_eq!(query(&e, &ctx, "chen.ecology", "SELECT count(*) FROM v_all").await, n("3"));
+    assert_eq!(
+        query(&e, &ctx, "chen.ecology", "SELECT id_value FROM v_all WHERE kind = 'forest'").await,
+        n(&token_value(TOKEN_KEY, "S-001"))
+    );
+    assert!(run(&e, &ctx, "qian.audit", "SELECT count(*) FROM v_all").await.is_err());
+    // A non-admin may not create views.
+    assert!(run(&e, &ctx, "chen.ecology", "CREATE VIEW v2 AS SELECT * FROM element").await.is_err());
+}
+
+#[tokio::test]
+async fn functions_on_masked_column() {
+    let e = engine().await;
+    let ctx = context();
+    let q = "SELECT substr(id_value, 7, 8), substr(phone, 4, 4), length(id_value) FROM element WHERE element_id = 'cid:330502199001011234'";
+    assert_eq!(
+        query(&e, &ctx, "he.office", q).await,
+        vec![vec!["********".to_string(), "****".to_string(), "18".to_string()]]
+    );
+    let q = "SELECT count(*) FROM element WHERE id_value LIKE '3305021990%' OR substr(id_value, 7, 4) = '1990'";
+    assert_eq!(query(&e, &ctx, "he.office", q).await, n("0"));
+    assert_eq!(query(&e, &ctx, "wang.police", q).await, n("1"));
+}
+
+#[tokio::test]
+async fn aggregates_on_masked_and_denied_columns() {
+    let e = engine().await;
+    let ctx = context();
+    let q = "SELECT min(id_value), max(phone), count(DISTINCT id_value) FROM element WHERE kind = 'person'";
+    let got = query(&e, &ctx, "he.office", q).await;
+    assert_eq!(got[0][0], "330502********1234");
+    assert_eq!(got[0][1], "139****4321");
+    // A column labelled secret is explicitly denied to department analysts:
+    // it reads as NULL, so aggregates see nothing.
+    let who = e.principal("chen.ecology").unwrap();
+    let cols = |t: &str| -> Vec<ColumnMeta> {
+        columns_of(t)
+            .into_iter()
+            .map(|mut c| {
+                if c.name == "phone" {
+                    c.sensitivity = "secret".into();
+                }
+                c
+            })
+            .collect()
+    };
+    let plan = ctx
+        .state()
+        .create_logical_plan("SELECT count(phone), min(phone), max(phone) FROM element")
+        .await
+        .unwrap();
+    let plan = e.secure_plan(&who, plan, &cols).unwrap();
+    let b = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows(&b), vec![vec!["0".to_string(), "NULL".to_string(), "NULL".to_string()]]);
+    // Columns the caller gives no metadata for are denied too.
+    let plan = ctx.state().create_logical_plan("SELECT count(phone) FROM element").await.unwrap();
+    let none = |t: &str| -> Vec<ColumnMeta> { columns_of(t).into_iter().filter(|c| c.name != "phone").collect() };
+    let plan = e.secure_plan(&e.principal("wang.police").unwrap(), plan, &none).unwrap();
+    let b = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows(&b), n("0"));
+}
+
+#[tokio::test]
+async fn explain_shows_only_the_rewritten_plan() {
+    let e = engine().await;
+    let ctx = context();
+    for q in ["EXPLAIN SELECT id_value FROM element", "EXPLAIN VERBOSE SELECT id_value FROM element"] {
+        let text = query(&e, &ctx, "chen.ecology", q).await.into_iter().flatten().collect::<Vec<_>>().join("\n");
+        assert!(text.contains(lianqin_policies::TOKEN_FN), "{text}");
+        assert!(text.contains("ecology"), "row filter missing: {text}");
+    }
+    // EXPLAIN ANALYZE runs the enforced plan.
+    let text = query(&e, &ctx, "chen.ecology", "EXPLAIN ANALYZE SELECT count(*) FROM element")
+        .await
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("ecology"), "{text}");
+    let err = run(&e, &ctx, "qian.audit", "EXPLAIN SELECT * FROM element").await.unwrap_err();
+    assert!(err.contains("permission denied for table element"), "{err}");
+}
+
+#[tokio::test]
+async fn information_schema_is_admin_only() {
+    let e = engine().await;
+    let ctx = context();
+    for q in ["SELECT table_name FROM information_schema.tables", "SHOW TABLES", "SHOW COLUMNS FROM element", "SELECT * FROM information_schema.columns"] {
+        let err = run(&e, &ctx, "chen.ecology", q).await.unwrap_err();
+        assert!(err.contains("permission denied"), "{q}: {err}");
+    }
+    let tables = query(&e, &ctx, "sys.admin", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").await;
+    assert!(tables.contains(&vec!["element".to_string()]), "{tables:?}");
+}
+
+#[tokio::test]
+async fn ddl_dml_copy_set_refused() {
+    let e = engine().await;
+    let ctx = context();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.csv");
+    let stmts = [
+        "CREATE TABLE t AS SELECT * FROM element".to_string(),
+        "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/hostname'".to_string(),
+        format!("COPY element TO '{}' STORED AS CSV", out.display()),
+        format!("COPY (SELECT * FROM element) TO '{}' STORED AS CSV", out.display()),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "INSERT INTO element SELECT * FROM element".to_string(),
+        "DROP TABLE element".to_string(),
+        "DESCRIBE element".to_string(),
+        "CREATE VIEW v AS SELECT 1".to_string(),
+    ];
+    for s in &stmts {
+        let err = run(&e, &ctx, "he.office", s).await.unwrap_err();
+        assert!(err.contains("permission denied") || err.contains("reserved to administrators"), "{s}: {err}");
+    }
+    assert!(!out.exists(), "COPY wrote a file");
+    // Same at the statement level (before planning).
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    for (s, ok) in [
+        ("SELECT * FROM element", true),
+        ("EXPLAIN SELECT 1", true),
+        ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/tmp/x'", false),
+        ("COPY element TO '/tmp/x' STORED AS CSV", false),
+        ("SET datafusion.execution.batch_size = 1", false),
+        ("INSERT INTO element VALUES (1)", false),
+        ("CREATE TABLE t (a INT)", false),
+    ] {
+        let mut st = datafusion::sql::parser::DFParser::parse_sql_with_dialect(s, &dialect).unwrap();
+        let st = st.pop_front().unwrap();
+        assert_eq!(check_statement(&st, false).is_ok(), ok, "{s}");
+        assert!(check_statement(&st, true).is_ok(), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn token_function_cannot_be_called() {
+    let e = engine().await;
+    let ctx = context();
+    e.mask_functions().register(&ctx);
+    let err = run(&e, &ctx, "chen.ecology", "SELECT count(*) FROM element WHERE id_value = lianqin_hash_token('330523198505052345')")
+        .await
+        .unwrap_err();
+    assert!(err.contains(lianqin_policies::TOKEN_FN), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_or_forged_user_denied() {
+    let e = engine().await;
+    let ctx = context();
+    assert!(e.principal("nobody").is_none());
+    assert!(e.authenticate("nobody", "").is_err());
+    let forged = Principal {
+        name: "nobody".into(),
+        display_name: None,
+        department: "police".into(),
+        roles: vec!["police_analyst".into()],
+        stations: vec![],
+        divisions: vec![],
+        admin: true,
+    };
+    let d = e.decide(&forged, "element", &element_meta()).await;
+    assert!(!d.allowed, "{}", d.reason);
+    // A real user with forged attributes (other department) is denied too.
+    let mut f2 = e.principal("chen.ecology").unwrap();
+    f2.department = "police".into();
+    assert!(!e.decide(&f2, "element", &element_meta()).await.allowed);
+    let mut f3 = e.principal("zhao.aux").unwrap();
+    f3.divisions = vec!["330502".into(), "330523".into()];
+    assert!(!e.decide(&f3, "element", &element_meta()).await.allowed);
+    // secure_plan with a forged admin: statement check uses the policy, not the flag.
+    let plan = ctx.state().create_logical_plan("DROP TABLE element").await.unwrap();
+    assert!(e.secure_plan(&forged, plan, &columns_of).is_err());
+    let plan = ctx.state().create_logical_plan("SELECT * FROM element").await.unwrap();
+    assert!(e.secure_plan(&forged, plan, &columns_of).is_err());
+    // Unknown tables and odd names are denied.
+    let who = e.principal("wang.police").unwrap();
+    assert!(!e.decide(&who, "no_such_table", &[]).await.allowed);
+    assert!(!e.decide(&who, "中文表", &[]).await.allowed);
+}
+
+#[tokio::test]
+async fn policy_evaluation_error_denies() {
+    // A matcher calling a function casbin does not have fails at evaluation time.
+    let model = include_str!("../model.conf").replace("r.act == p.act &&", "r.act == p.act && noSuchFunction(r.obj) &&");
+    let e = PolicyEngine::from_texts(
+        &model,
+        include_str!("../policy.csv"),
+        include_str!("../users.toml"),
+        lianqin_policies::MaskFunctions::new(TOKEN_KEY),
+    )
+    .await
+    .expect("loads; fails only when evaluated");
+    let who = e.principal("wang.police").unwrap();
+    assert!(!who.admin);
+    let d = e.decide(&who, "element", &element_meta()).await;
+    assert!(!d.allowed);
+    assert!(d.reason.contains("policy evaluation error"), "{}", d.reason);
+    let ctx = context();
+    let err = run(&e, &ctx, "wang.police", "SELECT 1 FROM element").await.unwrap_err();
+    assert!(err.contains("permission denied for table element"), "{err}");
+}
