@@ -59,3 +59,35 @@ where
     }
     false
 }
+
+/// Reads every message value of a Kafka topic from the beginning (all
+/// partitions), stopping after 3 s without a message. Order is kept per
+/// partition, which is the order that matters per key.
+pub fn read_topic_raw(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let group = format!("reader-{}", std::process::id());
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("kafka consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    let mut idle = std::time::Instant::now();
+    loop {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+            idle = std::time::Instant::now();
+        }
+        let quiet = idle.elapsed() > Duration::from_secs(3);
+        if (quiet && !out.is_empty()) || start.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    out
+}

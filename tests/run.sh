@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Lianqin test, provisioning what the tests need:
 #   * a real single-node Apache Kafka 4.x broker (KRaft, via Maven + Java 17)
+#   * Debian's mosquitto MQTT broker (installed with apt-get when missing)
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
 set -euo pipefail
@@ -27,6 +28,11 @@ if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
     export LIANQIN_KAFKA_BROKERS
     export LIANQIN_KAFKA_SCRIPT="$ROOT/tests/services/kafka.sh"
   fi
+  echo "==> starting Mosquitto (tests/services/mosquitto.sh)"
+  bash "$ROOT/tests/services/mosquitto.sh" start
+  SERVICES_STARTED+=(mosquitto)
+  eval "$(bash "$ROOT/tests/services/mosquitto.sh" env)"
+  export LIANQIN_MQTT_BROKER
 fi
 
 echo "==> cargo test --workspace"

@@ -282,22 +282,44 @@ impl Hub {
             return Ok(ProcessStats::default());
         }
         let lookup = self.make_lookup().await?;
+        // Where "caught up" is: the end of every partition now.
+        let mut pending: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for t in &topics {
+            for (p, end) in self.bus.end_offsets(t).await.map_err(PipelineError::Bus)?.into_iter().enumerate() {
+                let have = lookup(t, p as u32).unwrap_or(0);
+                if end > have {
+                    pending.insert((t.clone(), p as u32), end);
+                }
+            }
+        }
         let mut consumer =
             self.bus.consumer(&self.cfg.pipeline.group, &topics, lookup).await.map_err(PipelineError::Bus)?;
         let mut total = ProcessStats::default();
-        loop {
+        let mut last_progress = Instant::now();
+        // A Kafka consumer needs a moment to join its group; stop when every
+        // partition reached its end, or after 30 s without progress.
+        while !pending.is_empty() && last_progress.elapsed() < Duration::from_secs(30) {
             let batch = consumer
                 .poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms))
                 .await
                 .map_err(PipelineError::Bus)?;
             if batch.is_empty() {
-                break;
+                continue;
             }
+            last_progress = Instant::now();
             let (stats, positions) = self.commit_batch(batch).await?;
             total.add(&stats);
+            for (t, p, next) in &positions {
+                if pending.get(&(t.clone(), *p)).is_some_and(|end| next >= end) {
+                    pending.remove(&(t.clone(), *p));
+                }
+            }
             if let Err(e) = consumer.commit(&positions).await {
                 warn!("group offset commit (informational) failed: {e}");
             }
+        }
+        if !pending.is_empty() {
+            warn!(partitions = pending.len(), "stopped before reaching the end of every partition (no progress for 30 s)");
         }
         Ok(total)
     }
@@ -429,7 +451,9 @@ impl Hub {
                 drop(lv);
             }
             let ingested_at = self.next_ingest_time().await;
+            let t_norm = Instant::now();
             let norm = src.normalizer.normalize(&fresh, ingested_at).await?;
+            let norm_ms = t_norm.elapsed().as_millis() as u64;
             stats.accepted = norm.accepted as u64;
             stats.quarantined = norm.quarantined as u64;
             let mut covered: BTreeMap<u32, u64> = BTreeMap::new();
@@ -479,6 +503,7 @@ impl Hub {
                 repeats = stats.repeats,
                 accepted = stats.accepted,
                 quarantined = stats.quarantined,
+                normalize_ms = norm_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"
             );

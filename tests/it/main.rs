@@ -5,3 +5,4 @@
 mod e2e;
 mod crash;
 mod audit;
+mod kafka;
