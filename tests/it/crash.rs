@@ -34,6 +34,19 @@ async fn raw_rows(d: &std::path::Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ingest_then_restart_is_exact() {
+    crash_and_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_ingest_on_kafka_then_restart_is_exact() {
+    let Ok(brokers) = std::env::var("LIANQIN_KAFKA_BROKERS") else {
+        eprintln!("skipped: set LIANQIN_KAFKA_BROKERS (tests/run.sh starts a broker)");
+        return;
+    };
+    crash_and_restart(Some(brokers)).await;
+}
+
+async fn crash_and_restart(kafka: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = SimConfig {
@@ -51,7 +64,14 @@ async fn kill_9_mid_ingest_then_restart_is_exact() {
     let conf_dir = d.join("demo");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let conf = conf_dir.join("lianqin.toml");
-    std::fs::write(&conf, demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV)).unwrap();
+    let text = match &kafka {
+        None => demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV),
+        Some(b) => {
+            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            crate::kafka::kafka_config(&sim, b, &format!("crash{n}."))
+        }
+    };
+    std::fs::write(&conf, text).unwrap();
 
     let truth = sim.truth();
     let total_110 = truth.incidents.len() as i64;

@@ -6,3 +6,4 @@ mod e2e;
 mod crash;
 mod audit;
 mod kafka;
+mod cli;
