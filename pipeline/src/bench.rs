@@ -84,10 +84,11 @@ pub fn synthetic_110(i: u64) -> String {
 }
 
 /// Runs the ingest benchmark in `data_dir` (should be empty).
-pub async fn ingest(data_dir: &Path, records: u64, batch: usize) -> Result<IngestReport, PipelineError> {
+pub async fn ingest(data_dir: &Path, records: u64, batch: usize, change_feeds: bool) -> Result<IngestReport, PipelineError> {
     let text = format!(
         r#"
 [pipeline]
+change_feeds = {change_feeds}
 batch_max_records = {batch}
 [[sources]]
 id = "bench_110"

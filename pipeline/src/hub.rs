@@ -532,9 +532,19 @@ impl Hub {
         for (i, line) in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
             let key = keys.as_ref().map(|k| k.value(i).to_string()).unwrap_or_default();
             let op = if deleted.as_ref().is_some_and(|d| d.is_valid(i) && d.value(i)) { "delete" } else { "upsert" };
-            let row: serde_json::Value = serde_json::from_slice(line).unwrap_or(serde_json::Value::Null);
-            let ev = serde_json::json!({ "library": lib, "id": key, "op": op, "row": row });
-            items.push((key, serde_json::to_vec(&ev).unwrap_or_default()));
+            // {"library":…,"id":…,"op":…,"row":<the row as Arrow wrote it>}
+            let id_json = serde_json::to_string(&key).unwrap_or_default();
+            let mut ev = Vec::with_capacity(line.len() + id_json.len() + 48);
+            ev.extend_from_slice(b"{\"library\":\"");
+            ev.extend_from_slice(lib.as_bytes());
+            ev.extend_from_slice(b"\",\"id\":");
+            ev.extend_from_slice(id_json.as_bytes());
+            ev.extend_from_slice(b",\"op\":\"");
+            ev.extend_from_slice(op.as_bytes());
+            ev.extend_from_slice(b"\",\"row\":");
+            ev.extend_from_slice(line);
+            ev.push(b'}');
+            items.push((key, ev));
         }
         let topic = lianqin_bus::change_topic(&self.cfg.bus.topic_prefix, lib);
         self.bus.publish_raw(&topic, &items).await.map_err(PipelineError::Bus)

@@ -164,6 +164,9 @@ enum BenchCmd {
         /// Folder for the run (default: a temporary folder, removed after).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Skip publishing change-feed events.
+        #[arg(long)]
+        no_change_feeds: bool,
     },
 }
 
@@ -194,11 +197,11 @@ async fn main() -> Result<()> {
             let text = lianqin_pipeline::demo::run_demo(&data_dir, once, cfg).await?;
             println!("{text}");
         }
-        Cmd::Bench { what: BenchCmd::Ingest { records, batch, data_dir } } => {
+        Cmd::Bench { what: BenchCmd::Ingest { records, batch, data_dir, no_change_feeds } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
             let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let report = lianqin_pipeline::bench::ingest(&dir, records, batch).await?;
+            let report = lianqin_pipeline::bench::ingest(&dir, records, batch, !no_change_feeds).await?;
             print!("{}", report.render());
         }
         Cmd::Check { config } => {
