@@ -74,6 +74,8 @@ pub struct Hub {
     last_ingest: Mutex<i64>,
     audit: crate::audit::Audit,
     change_feeds: bool,
+    /// Delta version of each raw table after our own last commit.
+    raw_versions: Mutex<HashMap<String, Option<i64>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -89,7 +91,12 @@ pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, 
         #[cfg(feature = "kafka")]
         BusKind::Kafka => {
             let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
-            let bus = lianqin_bus::kafka::KafkaBus::connect(k, data_dir).map_err(PipelineError::Bus)?;
+            // Connector checkpoints are per node, so several processes can
+            // share one data dir (the libraries) on Kafka.
+            let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
+            let dir = data_dir.join("nodes").join(node);
+            std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Config(format!("{}: {e}", dir.display())))?;
+            let bus = lianqin_bus::kafka::KafkaBus::connect(k, &dir).map_err(PipelineError::Bus)?;
             Ok(Arc::new(bus))
         }
         #[cfg(not(feature = "kafka"))]
@@ -124,7 +131,8 @@ impl Hub {
             sources.insert(s.id.clone(), SourceRuntime { id: s.id.clone(), topic, normalizer });
         }
         let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
-        let audit = crate::audit::Audit::open(data_dir, "hub", &node, Duration::from_secs(10))?;
+        // One audit stream per node (several nodes may share a data dir).
+        let audit = crate::audit::Audit::open(data_dir, &node, &node, Duration::from_secs(10))?;
         {
             use lianqin_audit::{AuditEvent, EventKind, Outcome};
             let mut ev = AuditEvent::new(EventKind::ConfigChange, "system:hub", "eco_police_office", Outcome::Success);
@@ -143,6 +151,7 @@ impl Hub {
             }
         }
         let hub = Hub {
+            raw_versions: Mutex::new(HashMap::new()),
             change_feeds,
             audit,
             cfg,
@@ -181,12 +190,16 @@ impl Hub {
 
     /// Rebuilds the repeat-detection index from the raw tables.
     async fn load_versions(&self) -> Result<(), PipelineError> {
+        self.load_versions_of(None).await
+    }
+
+    async fn load_versions_of(&self, only: Option<&str>) -> Result<(), PipelineError> {
         if self.sources.is_empty() {
             return Ok(());
         }
         let engine = crate::query::QueryEngine::new(&self.store, &self.catalog).await?;
         let mut map = self.last_version.lock().await;
-        for id in self.sources.keys() {
+        for id in self.sources.keys().filter(|k| only.is_none_or(|o| o == k.as_str())) {
             let t = raw_table(id);
             // The newest decided version per key, from the raw table and
             // from every library (a crash can leave a library commit
@@ -208,6 +221,9 @@ impl Hub {
                 "SELECT k, last_value(h ORDER BY ingested_at, bus_offset) AS v FROM ({}) GROUP BY k",
                 parts.join(" UNION ALL ")
             );
+            // Remember which version of the raw table this index reflects.
+            let raw_version = self.store.version(&t).await;
+            self.raw_versions.lock().await.insert(t.clone(), raw_version);
             for b in engine.sql(&sql).await? {
                 let (Some(k), Some(v)) = (strings(b.column(0)), strings(b.column(1))) else {
                     return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
@@ -404,8 +420,14 @@ impl Hub {
             let raw_name = raw_table(id);
             if self.bus.kind() == "kafka" {
                 // Other workers may have committed this partition since we
-                // last looked: reload before comparing positions.
+                // last looked: reload before comparing positions, and
+                // rebuild the repeat index when someone else wrote.
                 self.store.refresh().await?;
+                let now = self.store.version(&raw_name).await;
+                let mine = self.raw_versions.lock().await.get(&raw_name).copied();
+                if mine != Some(now) {
+                    self.load_versions_of(Some(id)).await?;
+                }
             }
             // Positions per (table, partition), to skip what a table holds.
             let mut parts: Vec<u32> = recs.iter().map(|r| r.partition).collect();
@@ -478,6 +500,8 @@ impl Hub {
             if let Some(raw) = &norm.raw {
                 self.store.append(&raw_name, vec![raw.clone()], &positions).await?;
             }
+            let v = self.store.version(&raw_name).await;
+            self.raw_versions.lock().await.insert(raw_name.clone(), v);
             // Quarantine decisions are audited (after the commit that made them).
             if let Some(q) = norm.libraries.get("quarantine") {
                 self.audit_quarantine(id, q);
@@ -577,8 +601,20 @@ impl Hub {
     /// Runs the hub until `shutdown`: every source on its schedule and the
     /// worker. Source failures are logged and retried on the next tick.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        self.run_roles(shutdown, true, true).await
+    }
+
+    /// Runs the sources and/or the worker (`lianqin run --role`): on Kafka,
+    /// connectors can run in one process and workers in several.
+    pub async fn run_roles(
+        self: Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+        sources: bool,
+        worker: bool,
+    ) -> Result<(), PipelineError> {
         let mut tasks = Vec::new();
-        for (mut src, ctx, every) in self.build_sources()? {
+        let built = if sources { self.build_sources()? } else { Vec::new() };
+        for (mut src, ctx, every) in built {
             let mut stop = shutdown.clone();
             let audit = self.audit.clone();
             let dept = self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
@@ -615,12 +651,22 @@ impl Hub {
                 }
             }));
         }
-        let worker = self.run_worker(shutdown).await;
+        let worker = if worker {
+            self.run_worker(shutdown).await.map(|_| ())
+        } else {
+            let mut s = shutdown;
+            while !*s.borrow() {
+                if s.changed().await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        };
         for t in tasks {
             let _ = t.await;
         }
         self.audit.sync();
-        worker.map(|_| ())
+        worker
     }
 
     /// Data dir.

@@ -199,6 +199,11 @@ impl LibraryStore {
         Ok(())
     }
 
+    /// Current Delta version of a table as loaded.
+    pub async fn version(&self, name: &str) -> Option<i64> {
+        self.tables.lock().await.get(name).and_then(|t| t.version()).map(|v| v as i64)
+    }
+
     /// Names of the raw tables present on disk.
     pub fn raw_tables_on_disk(&self) -> Vec<String> {
         let mut out = Vec::new();

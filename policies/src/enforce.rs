@@ -2,14 +2,15 @@
 //! and views) becomes `Projection(masked columns) ← Filter(row filter) ← scan`.
 //!
 //! Run it on the plan from `SessionState::create_logical_plan` (before the
-//! analyzer and optimizer): scans then carry no pushed-down filters and the
-//! optimizer can only move our filter/projection in semantics-preserving ways.
+//! analyzer and optimizer): scans then carry no pushed-down filters. The row
+//! filter is applied inside the scan (`SecuredTable`), so the optimizer cannot
+//! merge it with user predicates that might run on hidden rows.
 
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchemaRef, ScalarValue, TableReference};
-use datafusion::datasource::DefaultTableSource;
+use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue, TableReference};
+use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
@@ -17,6 +18,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::mask::{MaskFunctions, TOKEN_FN};
+use crate::secured::SecuredTable;
 use crate::{ColumnAction, PolicyError, TableDecision};
 
 /// Maximum nesting of views inlined by `enforce`.
@@ -276,13 +278,24 @@ fn secure_scan(
         )));
     }
     let output_schema: DFSchemaRef = Arc::clone(&scan.projected_schema);
-    let full = TableScanBuilder::new(scan.table_name.clone(), Arc::clone(&scan.source)).build()?;
-    let full_schema = Arc::clone(&full.projected_schema);
-    let mut b = LogicalPlanBuilder::from(LogicalPlan::TableScan(full));
-    if let Some(f) = decision.row_filter {
-        let f = retype_literals(f, &full_schema)?;
-        b = b.filter(f)?;
-    }
+    let source = match decision.row_filter {
+        None => Arc::clone(&scan.source),
+        Some(f) => {
+            // The row filter goes inside the scan (see `secured`): a logical
+            // Filter would be merged with user predicates by the optimizer.
+            let Some(provider) = scan.source.downcast_ref::<DefaultTableSource>().map(|s| Arc::clone(&s.table_provider))
+            else {
+                return Err(PolicyError::Enforce(format!(
+                    "table {name} is not backed by a table provider; cannot apply its row filter"
+                )));
+            };
+            let schema = DFSchema::try_from(provider.schema())?;
+            let f = retype_literals(f, &Arc::new(schema))?;
+            provider_as_source(Arc::new(SecuredTable { inner: provider, row_filter: f }))
+        }
+    };
+    let full = TableScanBuilder::new(scan.table_name.clone(), source).build()?;
+    let b = LogicalPlanBuilder::from(LogicalPlan::TableScan(full));
     let mut exprs = Vec::with_capacity(output_schema.fields().len());
     for (q, field) in output_schema.iter() {
         let column = Column::new(q.cloned(), field.name());

@@ -22,6 +22,7 @@ mod error;
 mod mask;
 mod principal;
 mod rules;
+mod secured;
 
 use std::collections::BTreeMap;
 

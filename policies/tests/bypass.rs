@@ -308,3 +308,21 @@ async fn policy_evaluation_error_denies() {
     let err = run(&e, &ctx, "wang.police", "SELECT 1 FROM element").await.unwrap_err();
     assert!(err.contains("permission denied for table element"), "{err}");
 }
+
+#[tokio::test]
+async fn error_side_channel_on_hidden_rows() {
+    // A predicate that errors on a row reveals that the row exists. The user's
+    // predicate must never be evaluated on rows the row filter hides.
+    // chen.ecology cannot see 张三 (police) or 王五 (law_enforcement).
+    let e = engine().await;
+    let ctx = context();
+    for probe in ["张三", "王五"] {
+        let q = format!(
+            "SELECT count(*) FROM element WHERE CASE WHEN name = '{probe}' THEN 1 / (length(name) - 2) ELSE 1 END = 1"
+        );
+        let r = run(&e, &ctx, "chen.ecology", &q).await;
+        assert!(r.is_ok(), "predicate evaluated on a hidden row ({probe}): {:?}", r.err());
+        // Sanity: police sees the row, so the probe does fire for them.
+        assert!(run(&e, &ctx, "wang.police", &q).await.is_err(), "probe did not fire for police");
+    }
+}

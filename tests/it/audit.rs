@@ -85,7 +85,7 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     assert!(reads.iter().any(|r| r.event.user == "officer_li"));
 
     // Tampering: flip one byte in the middle of the hub's first segment.
-    let hub_stream = d.join("audit").join("hub");
+    let hub_stream = d.join("audit").join("demo-hub");
     let mut seg: Vec<_> = std::fs::read_dir(&hub_stream)
         .unwrap()
         .flatten()
@@ -101,7 +101,7 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(!v.status.success());
     let text = String::from_utf8_lossy(&v.stdout);
-    assert!(text.contains("FAIL") && text.contains("hub"), "{text}");
+    assert!(text.contains("FAIL") && text.contains("demo-hub"), "{text}");
 
     // A wrong key gives a clear error and no plaintext.
     let bad = Command::new(lianqin_bin())

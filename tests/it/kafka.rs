@@ -98,3 +98,84 @@ async fn sources_through_kafka_to_libraries_and_change_feeds() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_one_killed_the_other_takes_over() {
+    use std::process::{Child, Command, Stdio};
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = SimConfig {
+        incidents: 1500,
+        tickets: 1200,
+        enterprises: 40,
+        cases: 40,
+        env_files: 1,
+        env_rows_per_file: 10,
+        faults: lianqin_sim::Faults { slow_every: Some((1, Duration::from_millis(15))), ..Default::default() },
+        ..Default::default()
+    };
+    let key = cfg.api_key.clone();
+    let sim = demo::start_simulation(d, cfg).await.unwrap();
+    let conf = d.join("hub.toml");
+    std::fs::write(&conf, kafka_config(&sim, &brokers, &prefix())).unwrap();
+    let spawn = |role: &str, node: &str| -> Child {
+        Command::new(lianqin_tests::lianqin_bin())
+            .args(["run", "--role", role, "--node", node, "--config"])
+            .arg(&conf)
+            .arg("--data-dir")
+            .arg(d)
+            .env(demo::DEMO_KEY_ENV, &key)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut w1 = spawn("worker", "w1");
+    assert!(lianqin_tests::wait_until(Duration::from_secs(60), || async { d.join("lake/raw_police_110/_delta_log").is_dir() }).await);
+    let mut w2 = spawn("worker", "w2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut s = spawn("sources", "connectors");
+    let truth = sim.truth();
+    let total = truth.incidents.len() as i64;
+    let mid = lianqin_tests::wait_until(Duration::from_secs(120), || async {
+        match lianqin_tests::try_engine(d).await {
+            Ok(e) => {
+                let n = e.scalar_i64("SELECT count(*) FROM raw_police_110").await.unwrap_or(-1);
+                n > 0 && n < total
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    w1.kill().unwrap(); // SIGKILL
+    let _ = w1.wait();
+    assert!(mid, "never saw the workers mid-ingest");
+    let ok_110 = truth
+        .incidents
+        .iter()
+        .filter(|v| v.get("jjdbh").and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+        .filter(|v| v.get("jd").map_or(true, |x| x.is_number() || x.is_null()))
+        .count() as i64;
+    let want_12345 = truth.tickets.len() as i64;
+    let done = lianqin_tests::wait_until(Duration::from_secs(300), || async {
+        let Ok(e) = lianqin_tests::try_engine(d).await else { return false };
+        let a = e.scalar_i64("SELECT count(*) FROM matter WHERE matter_id LIKE '110:%'").await.unwrap_or(-1);
+        let b = e.scalar_i64("SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await.unwrap_or(-1);
+        a == ok_110 && b == want_12345
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for c in [&mut s, &mut w2] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(done, "the surviving worker did not finish the job");
+    for (t, id) in [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")] {
+        let dups = count(d, &format!("SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)")).await;
+        assert_eq!(dups, 0, "{t} has doubled rows");
+    }
+    assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, truth.broken.len() as i64);
+    sim.shutdown().await;
+}

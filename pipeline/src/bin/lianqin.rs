@@ -43,6 +43,14 @@ enum Cmd {
         /// Folder holding all state (overrides `data_dir` in the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// What this process runs: `all`, `sources` (connectors only) or
+        /// `worker` (pipeline worker only; several share Kafka partitions).
+        #[arg(long, default_value = "all")]
+        role: String,
+        /// Node name (overrides `node` in the config); names this process's
+        /// connector checkpoints and audit stream.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Validate a config and its mappings without starting anything.
     Check {
@@ -145,7 +153,7 @@ enum AuditCmd {
         /// Keep following (like tail -f).
         #[arg(short = 'f', long)]
         follow: bool,
-        /// Stream (default `hub`).
+        /// Stream: the node name of the hub process (default `hub`; the demo's is `demo-hub`).
         #[arg(long, default_value = "hub")]
         stream: String,
     },
@@ -217,9 +225,18 @@ async fn main() -> Result<()> {
             }
             println!("{}: config and {} mapping(s) are valid", config.display(), cfg.enabled_sources().count());
         }
-        Cmd::Run { config, data_dir } => {
+        Cmd::Run { config, data_dir, role, node } => {
             init_tracing("info");
-            let cfg = HubConfig::load(&config)?;
+            let mut cfg = HubConfig::load(&config)?;
+            if node.is_some() {
+                cfg.node = node;
+            }
+            let (sources, worker) = match role.as_str() {
+                "all" => (true, true),
+                "sources" => (true, false),
+                "worker" => (false, true),
+                other => bail!("--role {other}: use all, sources or worker"),
+            };
             let dir = data_dir_of(&cfg, data_dir);
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
@@ -228,7 +245,7 @@ async fn main() -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = tx.send(true);
             });
-            hub.run(rx).await?;
+            hub.run_roles(rx, sources, worker).await?;
         }
         Cmd::Audit { what } => {
             init_tracing("warn");
