@@ -36,4 +36,4 @@ if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
 fi
 
 echo "==> cargo test --workspace"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -76,6 +76,13 @@ pub struct PipelineConfig {
     /// Publish library change events to `changes.<library>` topics (default true).
     #[serde(default = "yes")]
     pub change_feeds: bool,
+    /// Compact small Delta files every this many seconds (0 = never; default 3600).
+    #[serde(default = "default_compact")]
+    pub compact_every_secs: u64,
+}
+
+fn default_compact() -> u64 {
+    3600
 }
 
 fn default_group() -> String {
@@ -95,6 +102,7 @@ impl Default for PipelineConfig {
             batch_max_records: default_batch(),
             batch_wait_ms: default_wait(),
             change_feeds: true,
+            compact_every_secs: default_compact(),
         }
     }
 }

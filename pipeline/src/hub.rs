@@ -651,6 +651,27 @@ impl Hub {
                 }
             }));
         }
+        if worker && self.cfg.pipeline.compact_every_secs > 0 {
+            // Scheduled compaction against delta-rs's small-file slowdown.
+            let hub = Arc::clone(&self);
+            let mut stop = shutdown.clone();
+            let every = Duration::from_secs(self.cfg.pipeline.compact_every_secs);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => break,
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
+                    match hub.store.compact().await {
+                        Ok(r) => info!(tables = r.len(), "scheduled compaction done"),
+                        Err(e) => warn!("scheduled compaction failed (will retry): {e}"),
+                    }
+                }
+            }));
+        }
         let worker = if worker {
             self.run_worker(shutdown).await.map(|_| ())
         } else {

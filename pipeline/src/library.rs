@@ -199,6 +199,35 @@ impl LibraryStore {
         Ok(())
     }
 
+    /// Compacts small files of every loaded table (bin-packing into larger
+    /// Parquet files). The old files stay in the Delta log's history and on
+    /// disk — nothing is vacuumed (§7.4.3) — so every earlier version stays
+    /// readable by time travel. Returns (table, files removed, files added).
+    pub async fn compact(&self) -> Result<Vec<(String, u64, u64)>, PipelineError> {
+        let mut tables = self.tables.lock().await;
+        let names: Vec<String> = tables.keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(table) = tables.remove(&name) else { continue };
+            let backup = table.clone();
+            match table
+                .optimize()
+                .with_type(deltalake::operations::optimize::OptimizeType::Compact)
+                .await
+            {
+                Ok((t, m)) => {
+                    out.push((name.clone(), m.num_files_removed, m.num_files_added));
+                    tables.insert(name, t);
+                }
+                Err(e) => {
+                    tables.insert(name.clone(), backup);
+                    return Err(delta_err(&name, e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Current Delta version of a table as loaded.
     pub async fn version(&self, name: &str) -> Option<i64> {
         self.tables.lock().await.get(name).and_then(|t| t.version()).map(|v| v as i64)

@@ -5,9 +5,11 @@
 //! would be evaluated together with — and possibly before — the row filter,
 //! on rows the user may not see; an error then reveals that such a row exists
 //! (the "leaky predicate" problem of PostgreSQL's `security_barrier` views).
-//! Here the row filter runs in a `FilterExec` under the provider's output and
-//! the provider accepts no pushed-down filters, so user predicates only ever
-//! see admitted rows.
+//! Here the row filter runs in a `FilterExec` under the provider's output,
+//! the provider accepts no pushed-down filters, and a [`BarrierExec`] above the
+//! `FilterExec` stops the physical filter-pushdown rule from merging parent
+//! filters into it (and projections from being swapped below it), so user
+//! expressions only ever see admitted rows.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,10 +17,13 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
 
 /// `inner` with `row_filter` applied at the scan.
 pub(crate) struct SecuredTable {
@@ -74,6 +79,67 @@ impl TableProvider for SecuredTable {
             .apply_projection(projection.cloned())?
             .with_fetch(limit)
             .build()?;
-        Ok(Arc::new(exec))
+        Ok(Arc::new(BarrierExec::new(Arc::new(exec))))
+    }
+}
+
+/// Pass-through node that blocks physical filter pushdown and projection
+/// swapping (the trait defaults: parent filters "unsupported", no swap).
+#[derive(Debug)]
+pub(crate) struct BarrierExec {
+    input: Arc<dyn ExecutionPlan>,
+    props: Arc<PlanProperties>,
+}
+
+impl BarrierExec {
+    fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let props = Arc::clone(input.properties());
+        BarrierExec { input, props }
+    }
+}
+
+impl DisplayAs for BarrierExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PolicyBarrierExec")
+    }
+}
+
+impl ExecutionPlan for BarrierExec {
+    fn name(&self) -> &str {
+        "PolicyBarrierExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal("PolicyBarrierExec has one child".into()));
+        }
+        Ok(Arc::new(BarrierExec::new(children.swap_remove(0))))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
     }
 }

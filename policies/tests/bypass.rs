@@ -324,5 +324,16 @@ async fn error_side_channel_on_hidden_rows() {
         assert!(r.is_ok(), "predicate evaluated on a hidden row ({probe}): {:?}", r.err());
         // Sanity: police sees the row, so the probe does fire for them.
         assert!(run(&e, &ctx, "wang.police", &q).await.is_err(), "probe did not fire for police");
+        // Same probe in the select list, in an aggregate, under LIMIT and in a join.
+        let expr = format!("CASE WHEN name = '{probe}' THEN 1 / (length(name) - 2) ELSE 1 END");
+        for q in [
+            format!("SELECT {expr} FROM element"),
+            format!("SELECT sum({expr}) FROM element"),
+            format!("SELECT element_id FROM element WHERE {expr} = 1 LIMIT 1"),
+            format!("SELECT count(*) FROM element JOIN codes ON {expr} = 1"),
+        ] {
+            let r = run(&e, &ctx, "chen.ecology", &q).await;
+            assert!(r.is_ok(), "{q}: expression evaluated on a hidden row: {:?}", r.err());
+        }
     }
 }

@@ -73,6 +73,17 @@ fn demo_once_then_sql() {
     let csv = String::from_utf8_lossy(&out.stdout);
     let n: i64 = csv.lines().nth(1).unwrap().trim().parse().unwrap();
     assert!(n > 0);
+    // Compaction keeps every row and every version readable.
+    let before = |sql: &str| {
+        let out = Command::new(lianqin_bin()).args(["sql", "--format", "csv", "--data-dir"]).arg(dir.path()).arg(sql).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let q = "SELECT count(*) AS n, count(DISTINCT content_hash) AS h FROM matter_history";
+    let b = before(q);
+    let out = Command::new(lianqin_bin()).args(["compact", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(before(q), b);
     // A bad query is a clear error, not a crash.
     let out = Command::new(lianqin_bin()).args(["sql", "--data-dir"]).arg(dir.path()).arg("SELECT nope FROM element").output().unwrap();
     assert!(!out.status.success());

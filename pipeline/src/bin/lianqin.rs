@@ -77,6 +77,12 @@ enum Cmd {
         /// The query.
         query: Option<String>,
     },
+    /// Compact the libraries' small files now (history is kept; nothing is vacuumed).
+    Compact {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+    },
     /// Security officers' tools over the encrypted audit trail.
     Audit {
         #[command(subcommand)]
@@ -246,6 +252,14 @@ async fn main() -> Result<()> {
                 let _ = tx.send(true);
             });
             hub.run_roles(rx, sources, worker).await?;
+        }
+        Cmd::Compact { data_dir } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
+            for (t, removed, added) in store.compact().await? {
+                println!("{t:<28} {removed:>5} small files → {added:>3} (history kept)");
+            }
         }
         Cmd::Audit { what } => {
             init_tracing("warn");
