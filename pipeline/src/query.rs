@@ -50,6 +50,42 @@ pub struct QueryEngine {
     ctx: SessionContext,
     tables: Vec<String>,
     audit: Option<(crate::audit::Audit, Querier)>,
+    policy: Option<(Arc<lianqin_policies::PolicyEngine>, lianqin_policies::Principal)>,
+    catalog: Catalog,
+}
+
+/// Column metadata (sensitivity, semantic) of a table for the policy engine.
+pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::ColumnMeta> {
+    use lianqin_policies::ColumnMeta;
+    let base = table.trim_end_matches("_history");
+    if let Ok(lib) = catalog.library(base) {
+        let mut cols: Vec<ColumnMeta> = lib
+            .all_columns(&catalog.provenance)
+            .map(|c| {
+                let label = format!("{:?}", c.sensitivity).to_lowercase();
+                let semantic = match c.name.as_str() {
+                    "id_value" => Some("citizen_id"),
+                    "phone" => Some("phone"),
+                    _ => None,
+                };
+                ColumnMeta::new(&c.name, &label, semantic)
+            })
+            .collect();
+        cols.push(ColumnMeta::new("row_seq", "internal", None));
+        return cols;
+    }
+    if table.starts_with("raw_") {
+        let sens = |n: &str| match n {
+            "payload" | "error" => "sensitive",
+            "department" => "public",
+            _ => "internal",
+        };
+        return Catalog::raw_schema().fields().iter().map(|f| ColumnMeta::new(f.name(), sens(f.name()), None)).collect();
+    }
+    if table == "codes" {
+        return ["code_table", "code", "zh", "en"].iter().map(|n| ColumnMeta::new(n, "public", None)).collect();
+    }
+    Vec::new()
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -120,7 +156,17 @@ impl QueryEngine {
             .map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
         tables.push("codes".into());
         tables.sort();
-        Ok(QueryEngine { ctx, tables, audit: None })
+        Ok(QueryEngine { ctx, tables, audit: None, policy: None, catalog: catalog.clone() })
+    }
+
+    /// Enforces `who`'s cross-department permissions (§7.3.5) on every
+    /// query of this session: each table scan — in subqueries, views and
+    /// joins too — is rewritten with the user's row filter and column masks
+    /// before anything runs; a denied table refuses the query.
+    pub fn with_policy(mut self, policy: Arc<lianqin_policies::PolicyEngine>, who: lianqin_policies::Principal) -> Self {
+        policy.mask_functions().register(&self.ctx);
+        self.policy = Some((policy, who));
+        self
     }
 
     /// Records every query of this session in the audit trail.
@@ -145,16 +191,47 @@ impl QueryEngine {
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, PipelineError> {
         let started = std::time::Instant::now();
         let mut touched = Vec::new();
+        let mut denied = false;
         let res = async {
-            let df = self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?;
-            touched = tables_of(df.logical_plan());
+            let df = match &self.policy {
+                None => self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?,
+                Some((policy, who)) => {
+                    let plan = self
+                        .ctx
+                        .state()
+                        .create_logical_plan(query)
+                        .await
+                        .map_err(|e| PipelineError::Query(e.to_string()))?;
+                    touched = tables_of(&plan);
+                    let catalog = &self.catalog;
+                    let plan = policy.secure_plan(who, plan, &|t| columns_of(catalog, t)).map_err(|e| {
+                        denied = true;
+                        PipelineError::Query(format!("permission denied: {e}"))
+                    })?;
+                    self.ctx.execute_logical_plan(plan).await.map_err(|e| PipelineError::Query(e.to_string()))?
+                }
+            };
+            if touched.is_empty() {
+                touched = tables_of(df.logical_plan());
+            }
             df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
         }
         .await;
         if let Some((audit, who)) = &self.audit {
             use lianqin_audit::{AuditEvent, EventKind, Outcome};
-            let outcome = if res.is_ok() { Outcome::Success } else { Outcome::Failure };
-            let mut ev = AuditEvent::new(EventKind::Query, &who.user, &who.department, outcome);
+            let outcome = if res.is_ok() {
+                Outcome::Success
+            } else if denied {
+                Outcome::Deny
+            } else {
+                Outcome::Failure
+            };
+            let kind = if denied { EventKind::Denial } else { EventKind::Query };
+            let mut ev = AuditEvent::new(kind, &who.user, &who.department, outcome);
+            if let Some((policy, _)) = &self.policy {
+                ev.rule = Some("policies/policy.csv".into());
+                ev.rule_version = Some(policy.version());
+            }
             ev.session = who.session.clone();
             ev.client_addr = who.client_addr.clone();
             ev.sql = Some(query.to_string());

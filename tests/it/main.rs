@@ -7,3 +7,4 @@ mod crash;
 mod audit;
 mod kafka;
 mod cli;
+mod policy;

@@ -77,6 +77,11 @@ enum Cmd {
         /// The query.
         query: Option<String>,
     },
+    /// Cross-department permissions: explain which rules apply to a user and table.
+    Policy {
+        #[command(subcommand)]
+        what: PolicyCmd,
+    },
     /// Compact the libraries' small files now (history is kept; nothing is vacuumed).
     Compact {
         /// Folder holding all state.
@@ -162,6 +167,20 @@ enum AuditCmd {
         /// Stream: the node name of the hub process (default `hub`; the demo's is `demo-hub`).
         #[arg(long, default_value = "hub")]
         stream: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print which rules apply to USER on TABLE and why (policies from
+    /// `$LIANQIN_POLICIES` or the built-in `policies/` files).
+    Explain {
+        /// User name (policies/users.toml).
+        #[arg(long)]
+        user: String,
+        /// Table (e.g. element_history, matter_history, raw_police_110).
+        #[arg(long)]
+        table: String,
     },
 }
 
@@ -253,6 +272,14 @@ async fn main() -> Result<()> {
             });
             hub.run_roles(rx, sources, worker).await?;
         }
+        Cmd::Policy { what: PolicyCmd::Explain { user, table } } => {
+            init_tracing("warn");
+            let policy = load_policies().await?;
+            let catalog = Catalog::builtin()?;
+            let Some(who) = policy.principal(&user) else { bail!("unknown user `{user}` (see policies/users.toml)") };
+            let cols = lianqin_pipeline::query::columns_of(&catalog, &table);
+            println!("{}", policy.explain(&who, &table, &cols));
+        }
         Cmd::Compact { data_dir } => {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
@@ -272,15 +299,34 @@ async fn main() -> Result<()> {
             }
             let catalog = Catalog::builtin()?;
             let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
-            let user = as_user.unwrap_or_else(os_user);
             let audit = lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+            let mut engine = QueryEngine::new(&store, &catalog).await?;
+            // `--as USER` queries with USER's permissions (policies/); without
+            // it the local operator, who can read the data dir's files
+            // anyway, queries unrestricted (recorded as local:<os user>).
+            let (user, department) = match as_user {
+                Some(u) => {
+                    let policy = Arc::new(load_policies().await?);
+                    let Some(who) = policy.principal(&u) else {
+                        let mut ev = lianqin_audit::AuditEvent::new(
+                            lianqin_audit::EventKind::Denial, &u, "", lianqin_audit::Outcome::Deny);
+                        ev.detail = serde_json::json!({"reason": "unknown user"});
+                        audit.record_durable(ev)?;
+                        bail!("permission denied: unknown user `{u}` (see policies/users.toml)");
+                    };
+                    let dept = who.department.clone();
+                    engine = engine.with_policy(policy, who);
+                    (u, dept)
+                }
+                None => (format!("local:{}", os_user()), String::new()),
+            };
             let who = lianqin_pipeline::query::Querier {
-                user: user.clone(),
-                department: String::new(),
+                user,
+                department,
                 session: Some(format!("cli-{}", std::process::id())),
                 client_addr: Some("local".into()),
             };
-            let engine = QueryEngine::new(&store, &catalog).await?.with_audit(audit.clone(), who);
+            let engine = engine.with_audit(audit.clone(), who);
             let _sync = SyncOnDrop(audit);
             match query {
                 Some(q) => {
@@ -370,6 +416,13 @@ impl Drop for SyncOnDrop {
     fn drop(&mut self) {
         self.0.sync();
     }
+}
+
+async fn load_policies() -> Result<lianqin_policies::PolicyEngine> {
+    Ok(match std::env::var("LIANQIN_POLICIES") {
+        Ok(dir) => lianqin_policies::PolicyEngine::load(Path::new(&dir)).await?,
+        Err(_) => lianqin_policies::PolicyEngine::builtin().await?,
+    })
 }
 
 fn os_user() -> String {
