@@ -48,6 +48,7 @@ key_field = "jjdbh"
 updated_field = "updated_at"
 since_param = "updated_since"
 pagination = {{ style = "page", param = "page", size_param = "page_size", size = 100 }}
+timeout_ms = 2000
 
 # 12345政务服务热线 (hotline centre): offset/limit API, bearer token.
 [[sources]]
@@ -64,6 +65,7 @@ key_field = "ticket_no"
 updated_field = "updated_at"
 since_param = "since"
 pagination = {{ style = "offset", param = "offset", limit_param = "limit", limit = 100 }}
+timeout_ms = 2000
 
 # 市场监管企业登记 (market supervision): cursor API.
 [[sources]]

@@ -313,8 +313,8 @@ impl Hub {
         let mut total = ProcessStats::default();
         let mut last_progress = Instant::now();
         // A Kafka consumer needs a moment to join its group; stop when every
-        // partition reached its end, or after 30 s without progress.
-        while !pending.is_empty() && last_progress.elapsed() < Duration::from_secs(30) {
+        // partition reached its end, or after 60 s without progress.
+        while !pending.is_empty() && last_progress.elapsed() < Duration::from_secs(60) {
             let batch = consumer
                 .poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms))
                 .await
@@ -335,7 +335,7 @@ impl Hub {
             }
         }
         if !pending.is_empty() {
-            warn!(partitions = pending.len(), "stopped before reaching the end of every partition (no progress for 30 s)");
+            warn!(partitions = pending.len(), "stopped before reaching the end of every partition (no progress for 60 s)");
         }
         Ok(total)
     }

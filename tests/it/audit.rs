@@ -49,24 +49,24 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
 
     // A query through the CLI is recorded with user, SQL, tables and rows.
     let out = Command::new(lianqin_bin())
-        .args(["sql", "--as", "analyst_wang", "--data-dir"])
+        .args(["sql", "--as", "wang.police", "--data-dir"])
         .arg(d)
         .arg("SELECT count(*) AS n FROM matter WHERE stage = 'intake'")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let queries = events(d, EventKind::Query);
-    let mine: Vec<_> = queries.iter().filter(|r| r.event.user == "analyst_wang").collect();
+    let mine: Vec<_> = queries.iter().filter(|r| r.event.user == "wang.police").collect();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].event.rows, Some(1));
     assert!(mine[0].event.tables.contains(&"matter_history".to_string()), "{:?}", mine[0].event.tables);
     assert!(mine[0].event.sql.as_deref().unwrap().contains("stage = 'intake'"));
 
-    // The log holds no plaintext: the analyst's name is not in any segment.
+    // The log holds no plaintext: the SQL text is not in any segment.
     for s in lianqin_pipeline::audit::streams(d) {
         for f in std::fs::read_dir(&s).unwrap().flatten() {
             let bytes = std::fs::read(f.path()).unwrap();
-            assert!(!bytes.windows(12).any(|w| w == b"analyst_wang"), "plaintext in {}", f.path().display());
+            assert!(!bytes.windows(14).any(|w| w == b"stage = 'intak"), "plaintext in {}", f.path().display());
         }
     }
 
@@ -75,7 +75,7 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
     let s = Command::new(lianqin_bin())
-        .args(["audit", "search", "--as", "officer_li", "--user", "analyst_wang", "--data-dir"])
+        .args(["audit", "search", "--as", "officer_li", "--user", "wang.police", "--data-dir"])
         .arg(d)
         .output()
         .unwrap();
@@ -113,5 +113,5 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr).to_lowercase();
     assert!(err.contains("key"), "{err}");
-    assert!(!String::from_utf8_lossy(&bad.stdout).contains("analyst_wang"));
+    assert!(!String::from_utf8_lossy(&bad.stdout).contains("wang.police"));
 }

@@ -200,7 +200,8 @@ async fn flaky_sources_recover_without_losing_or_skipping_pages() {
     cfg.faults = Faults {
         error_500_every: Some(2),
         rate_429_every: Some(5),
-        slow_every: Some((5, std::time::Duration::from_millis(50))),
+        // Every 7th request hangs longer than the connectors' 2 s timeout.
+        slow_every: Some((7, std::time::Duration::from_millis(2500))),
     };
     let sim = demo::start_simulation(d, cfg).await.unwrap();
     let hub = demo::open_demo_hub(d, &sim).await.unwrap();

@@ -28,6 +28,9 @@ fn brokers() -> Option<String> {
 /// The demo config with the bus switched to Kafka under a fresh topic prefix.
 pub fn kafka_config(sim: &lianqin_sim::Simulation, brokers: &str, prefix: &str) -> String {
     let text = demo::demo_config_toml(sim, demo::DEMO_KEY_ENV);
+    // A consumer group per test run: groups shared between concurrent tests
+    // would rebalance (and stall) each other.
+    let text = text.replace("[pipeline]\n", &format!("[pipeline]\ngroup = \"{prefix}pipeline\"\n"));
     text.replace(
         "[bus]\nkind = \"embedded\"        # no services needed; \"kafka\" for production\n",
         &format!(
