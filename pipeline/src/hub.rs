@@ -422,6 +422,12 @@ impl Hub {
                 // Other workers may have committed this partition since we
                 // last looked: reload before comparing positions, and
                 // rebuild the repeat index when someone else wrote.
+                // Known narrow window: if a worker dies after a library
+                // commit but before its raw commit, and a re-fetched copy of
+                // one of those records arrives at a new offset before any
+                // further raw commit, the taker can store that version a
+                // second time (same content hash; the current views are
+                // unaffected).
                 self.store.refresh().await?;
                 let now = self.store.version(&raw_name).await;
                 let mine = self.raw_versions.lock().await.get(&raw_name).copied();

@@ -56,7 +56,7 @@ async fn crash_and_restart(kafka: Option<String>) {
         cases: 40,
         env_files: 1,
         env_rows_per_file: 20,
-        faults: Faults { slow_every: Some((1, Duration::from_millis(15))), ..Default::default() },
+        faults: Faults { slow_every: Some((1, Duration::from_millis(40))), ..Default::default() },
         ..Default::default()
     };
     let key = cfg.api_key.clone();

@@ -115,7 +115,7 @@ async fn two_workers_one_killed_the_other_takes_over() {
         cases: 40,
         env_files: 1,
         env_rows_per_file: 10,
-        faults: lianqin_sim::Faults { slow_every: Some((1, Duration::from_millis(15))), ..Default::default() },
+        faults: lianqin_sim::Faults { slow_every: Some((1, Duration::from_millis(40))), ..Default::default() },
         ..Default::default()
     };
     let key = cfg.api_key.clone();
