@@ -396,14 +396,10 @@ async fn describe(catalog: &Catalog, engine: &QueryEngine, name: &str) {
         }
         return;
     }
-    match engine.sql(&format!("SELECT * FROM {name} LIMIT 0")).await {
-        Ok(b) => {
-            if let Some(b) = b.first() {
-                for f in b.schema().fields() {
-                    println!("  {:<18} {}", f.name(), f.data_type());
-                }
-            } else {
-                println!("{name}: no columns");
+    match engine.context().table(name).await {
+        Ok(df) => {
+            for f in df.schema().fields() {
+                println!("  {:<18} {}", f.name(), f.data_type());
             }
         }
         Err(e) => println!("error: {e}"),
@@ -553,6 +549,17 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
         }
         AuditCmd::Tail { data_dir, follow, stream } => {
             let key = master_key(&data_dir, false)?;
+            let none = AuditFilterArgs {
+                from: None,
+                to: None,
+                user: None,
+                department: None,
+                table: None,
+                kind: None,
+                decision: None,
+                text: None,
+            };
+            record_audit_read(&data_dir, &os_user(), &format!("tail {stream}"), &none, 0)?;
             let dir = data_dir.join("audit").join(&stream);
             let mut tail = lianqin_audit::Tail::open(&dir, &key, 0)?;
             loop {
