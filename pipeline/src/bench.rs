@@ -128,3 +128,122 @@ key_columns = ["jjdbh"]
     let process_secs = t.elapsed().as_secs_f64();
     Ok(IngestReport { records, publish_secs, process_secs, peak_rss: peak_rss(), accepted: stats.accepted })
 }
+
+/// Result of the Kafka benchmark.
+#[derive(Debug, Clone)]
+pub struct KafkaReport {
+    /// Throughput run.
+    pub ingest: IngestReport,
+    /// Freshness samples (records).
+    pub samples: u64,
+    /// Source fetch → committed in the library, median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+/// Throughput through Kafka (publish N records, then drain) and freshness:
+/// a worker runs while records are published in bursts every 100 ms; each
+/// library row records when its source record was fetched (`fetched_at`)
+/// and when it was committed (`ingested_at`), whose difference is the
+/// source-change → visible-in-the-library latency.
+pub async fn kafka(data_dir: &Path, brokers: &str, records: u64, batch: usize) -> Result<KafkaReport, PipelineError> {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let prefix = format!("bench{n}.");
+    let text = format!(
+        r#"
+[bus]
+kind = "kafka"
+topic_prefix = "{prefix}"
+partitions = 3
+[bus.kafka]
+brokers = "{brokers}"
+partitions = 3
+replication_factor = 1
+[pipeline]
+group = "{prefix}pipeline"
+batch_max_records = {batch}
+batch_wait_ms = 50
+[[sources]]
+id = "bench_110"
+department = "police"
+mapping = "police_110"
+[sources.connector]
+type = "file"
+dir = "{dir}/unused"
+key_columns = ["jjdbh"]
+"#,
+        dir = data_dir.display()
+    );
+    let cfg = HubConfig::parse(&text, "bench-kafka", data_dir)?;
+    let hub = std::sync::Arc::new(Hub::open(cfg, data_dir).await?);
+    let bus = hub.bus();
+    let topic = raw_topic(&prefix, "bench_110");
+    // Throughput: publish everything, then drain.
+    let started = Instant::now();
+    let mut i = 0u64;
+    while i < records {
+        let end = (i + 10_000).min(records);
+        let envs: Vec<Envelope> = (i..end).map(|k| bench_envelope(k)).collect::<Result<_, _>>()?;
+        bus.publish(&topic, &envs, None).await?;
+        i = end;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let stats = hub.process_available().await?;
+    let process_secs = t.elapsed().as_secs_f64();
+    let ingest = IngestReport { records, publish_secs, process_secs, peak_rss: peak_rss(), accepted: stats.accepted };
+    // Freshness: a running worker, records arriving in bursts.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let worker = {
+        let hub = std::sync::Arc::clone(&hub);
+        tokio::spawn(async move { hub.run_worker(rx).await })
+    };
+    let base = records;
+    let burst_start = chrono::Utc::now().timestamp_micros();
+    let bursts = 50u64;
+    let per = 200u64;
+    for b in 0..bursts {
+        let envs: Vec<Envelope> =
+            (0..per).map(|k| bench_envelope(base + b * per + k)).collect::<Result<_, _>>()?;
+        bus.publish(&topic, &envs, None).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let want = (records + bursts * per) as i64;
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let e = crate::query::QueryEngine::new(&hub.store(), &hub.catalog()).await?;
+        let got = e.scalar_i64("SELECT count(*) FROM matter_history").await.unwrap_or(0);
+        if got >= want || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = tx.send(true);
+    let _ = worker.await;
+    let e = crate::query::QueryEngine::new(&hub.store(), &hub.catalog()).await?;
+    let sql = format!(
+        "SELECT count(*) AS n, \
+         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY lat) AS p50, \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY lat) AS p99 FROM \
+         (SELECT CAST(CAST(ingested_at AS BIGINT) - CAST(fetched_at AS BIGINT) AS DOUBLE) / 1000.0 AS lat \
+          FROM matter_history WHERE CAST(fetched_at AS BIGINT) >= {burst_start})"
+    );
+    let b = e.sql(&sql).await?;
+    let get = |i: usize| -> f64 {
+        b.first()
+            .and_then(|b| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Float64).ok())
+            .and_then(|a| a.as_any().downcast_ref::<arrow::array::Float64Array>().map(|x| x.value(0)))
+            .unwrap_or(f64::NAN)
+    };
+    Ok(KafkaReport { ingest, samples: get(0) as u64, p50_ms: get(1), p99_ms: get(2) })
+}
+
+fn bench_envelope(k: u64) -> Result<Envelope, PipelineError> {
+    let line = synthetic_110(k);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| PipelineError::Internal(format!("bench record {k}: {e}")))?;
+    let key = v.get("jjdbh").and_then(|x| x.as_str()).unwrap_or_default().to_string();
+    let ts = v.get("updated_at").and_then(|x| x.as_str()).map(str::to_string);
+    Ok(Envelope::upsert("bench_110", "police", key, v, ts))
+}
