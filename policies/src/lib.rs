@@ -16,6 +16,8 @@
 //! See `policies/README.md` for the model, the combination rules and the demo
 //! users.
 
+#![warn(missing_docs)]
+
 mod engine;
 mod enforce;
 mod error;
