@@ -515,7 +515,6 @@ impl Hub {
             // Only now is the batch durable: remember the new versions.
             {
                 let mut lv = self.last_version.lock().await;
-                let accepted = accepted_keys(&norm);
                 for r in &fresh {
                     let e = &r.envelope;
                     let v = e.hash.clone();
@@ -523,7 +522,6 @@ impl Hub {
                     if e.error.is_some() || e.key.is_empty() {
                         lv.insert((id.to_string(), format!("#{}", e.hash)), v);
                     } else {
-                        let _ = accepted.contains(&r.offset_key());
                         lv.insert((id.to_string(), e.key.clone()), v);
                     }
                 }
@@ -701,39 +699,6 @@ impl Hub {
         &self.data_dir
     }
 
-}
-
-trait OffsetKey {
-    fn offset_key(&self) -> (u32, u64);
-}
-impl OffsetKey for BusRecord {
-    fn offset_key(&self) -> (u32, u64) {
-        (self.partition, self.offset)
-    }
-}
-
-/// (partition, offset) of records that were accepted (not quarantined).
-fn accepted_keys(norm: &crate::normalize::Normalized) -> std::collections::HashSet<(u32, u64)> {
-    let mut quarantined = std::collections::HashSet::new();
-    if let Some(q) = norm.libraries.get("quarantine") {
-        if let (Some(p), Some(o)) = (col_i64(q, "bus_partition"), col_i64(q, "bus_offset")) {
-            for i in 0..q.num_rows() {
-                quarantined.insert((p.value(i) as u32, o.value(i) as u64));
-            }
-        }
-    }
-    let mut out = std::collections::HashSet::new();
-    if let Some(raw) = &norm.raw {
-        if let (Some(p), Some(o)) = (col_i64(raw, "bus_partition"), col_i64(raw, "bus_offset")) {
-            for i in 0..raw.num_rows() {
-                let k = (p.value(i) as u32, o.value(i) as u64);
-                if !quarantined.contains(&k) {
-                    out.insert(k);
-                }
-            }
-        }
-    }
-    out
 }
 
 fn col_i64<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> {
