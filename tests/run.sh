@@ -2,6 +2,7 @@
 # Runs every Lianqin test, provisioning what the tests need:
 #   * a real single-node Apache Kafka 4.x broker (KRaft, via Maven + Java 17)
 #   * Debian's mosquitto MQTT broker (installed with apt-get when missing)
+#   * a throwaway PostgreSQL cluster (Debian's postgresql, initdb/pg_ctl under /tmp)
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
 set -euo pipefail
@@ -33,6 +34,11 @@ if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
   SERVICES_STARTED+=(mosquitto)
   eval "$(bash "$ROOT/tests/services/mosquitto.sh" env)"
   export LIANQIN_MQTT_BROKER
+  echo "==> starting PostgreSQL (tests/services/postgres.sh)"
+  bash "$ROOT/tests/services/postgres.sh" start
+  SERVICES_STARTED+=(postgres)
+  eval "$(bash "$ROOT/tests/services/postgres.sh" env)"
+  export LIANQIN_PG_URL
 fi
 
 echo "==> cargo test --workspace"

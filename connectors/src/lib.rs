@@ -9,8 +9,10 @@
 //! Kinds:
 //! * [`http`] — JSON APIs with page / offset / cursor pagination, incremental
 //!   by an updated-at field, header auth, retries with backoff and jitter.
-//! * [`file`] — a watched directory of CSV (UTF-8, GBK, GB18030) and
+//! * [`file`] — a watched directory of CSV (UTF-8, GBK, GB18030), XLSX and
 //!   JSON-lines drops, each file processed once by content hash.
+//! * [`sql`] — a PostgreSQL table or query polled by a watermark column
+//!   with the key as tie-breaker.
 //!
 //! ## Delivery guarantee
 //! At-least-once from the source to the bus, exactly-once into the libraries:
@@ -25,6 +27,7 @@ pub mod file;
 pub mod hj212;
 pub mod http;
 pub mod mqtt;
+pub mod sql;
 pub mod webhook;
 mod retry;
 
@@ -99,6 +102,8 @@ pub enum ConnectorConfig {
     Webhook(webhook::WebhookConfig),
     /// An MQTT subscriber for sensor readings ([`mqtt::MqttConfig`]).
     Mqtt(mqtt::MqttConfig),
+    /// A PostgreSQL table or query polled by watermark ([`sql::SqlConfig`]).
+    Sql(sql::SqlConfig),
 }
 
 impl ConnectorConfig {
@@ -110,6 +115,7 @@ impl ConnectorConfig {
             ConnectorConfig::Hj212(_) => "hj212",
             ConnectorConfig::Webhook(_) => "webhook",
             ConnectorConfig::Mqtt(_) => "mqtt",
+            ConnectorConfig::Sql(_) => "sql",
         }
     }
 
@@ -121,6 +127,7 @@ impl ConnectorConfig {
             ConnectorConfig::Hj212(c) => c.validate(source_id),
             ConnectorConfig::Webhook(c) => c.validate(source_id),
             ConnectorConfig::Mqtt(c) => c.validate(source_id),
+            ConnectorConfig::Sql(c) => c.validate(source_id),
         }
     }
 
@@ -133,6 +140,7 @@ impl ConnectorConfig {
             ConnectorConfig::Hj212(c) => Box::new(hj212::Hj212Source::new(source_id, department, c.clone())),
             ConnectorConfig::Webhook(c) => Box::new(webhook::WebhookSource::new(source_id, department, c.clone())?),
             ConnectorConfig::Mqtt(c) => Box::new(mqtt::MqttSource::new(source_id, department, c.clone())?),
+            ConnectorConfig::Sql(c) => Box::new(sql::SqlSource::new(source_id, department, c.clone())?),
         })
     }
 }
