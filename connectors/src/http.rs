@@ -35,7 +35,17 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::irs::{IrsAnswer, IrsAuth, IrsAuthConfig};
 use crate::{ConnectorError, RetryConfig, RunStats, Source, SourceContext, expand_env};
+
+/// Request signing schemes beyond static headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// Zhejiang public-data platform (IRS) gateway: appKey + md5 signature
+    /// with secret refresh ([`crate::irs`]).
+    Irs(IrsAuthConfig),
+}
 
 /// Pagination style of an API.
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +127,9 @@ pub struct HttpConfig {
     /// Safety limit on pages per pass (default 100 000).
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// Request signing (e.g. `{ type = "irs", app_key = "${IRS_APP_KEY}", app_secret = "${IRS_APP_SECRET}" }`).
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
 }
 
 fn default_since() -> String {
@@ -157,6 +170,9 @@ impl HttpConfig {
         for (k, v) in &self.headers {
             expand_env(v, source_id, &format!("headers.{k}"))?;
         }
+        if let Some(HttpAuth::Irs(a)) = &self.auth {
+            a.validate(source_id, &self.url)?;
+        }
         Ok(())
     }
 }
@@ -175,6 +191,7 @@ pub struct HttpSource {
     cfg: HttpConfig,
     client: reqwest::Client,
     headers: reqwest::header::HeaderMap,
+    irs: Option<IrsAuth>,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -202,7 +219,17 @@ impl HttpSource {
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .build()
             .map_err(|e| bad(format!("http client: {e}")))?;
-        Ok(HttpSource { id: id.into(), department: department.into(), cfg, client, headers })
+        let irs = match &cfg.auth {
+            Some(HttpAuth::Irs(a)) => Some(IrsAuth::new(id, &cfg.url, a)?),
+            None => None,
+        };
+        Ok(HttpSource { id: id.into(), department: department.into(), cfg, client, headers, irs })
+    }
+
+    /// IRS token refreshes so far (by app secret, by refresh secret), if
+    /// the source signs for the IRS gateway.
+    pub fn irs_stats(&self) -> Option<crate::irs::IrsStats> {
+        self.irs.as_ref().map(IrsAuth::stats)
     }
 
     /// GETs one page with retries. Returns the parsed JSON and retries used.
@@ -210,16 +237,23 @@ impl HttpSource {
         let mut attempt = 0u32;
         let mut retries = 0u64;
         let location = describe(&self.cfg.url, params);
+        // IRS: secret renewals (code 11) and re-signings (code 14) on this page.
+        let mut renewals = 0u32;
+        let mut resigned = false;
         loop {
             attempt += 1;
-            let res = self
-                .client
-                .get(&self.cfg.url)
-                .headers(self.headers.clone())
-                .query(&self.cfg.query)
-                .query(params)
-                .send()
-                .await;
+            let mut req = self.client.get(&self.cfg.url).headers(self.headers.clone()).query(&self.cfg.query).query(params);
+            if let Some(irs) = &self.irs {
+                let signed = irs.sign_params(&self.client).await?;
+                if irs.in_headers() {
+                    for (k, v) in &signed {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                } else {
+                    req = req.query(&signed);
+                }
+            }
+            let res = req.send().await;
             let (transient, why, floor) = match res {
                 Ok(resp) => {
                     let status = resp.status();
@@ -232,7 +266,54 @@ impl HttpSource {
                                     location: location.clone(),
                                     detail: format!("page is not JSON: {e}"),
                                 })?;
-                                return Ok((v, retries));
+                                let Some(irs) = &self.irs else {
+                                    return Ok((v, retries));
+                                };
+                                match IrsAuth::classify(v) {
+                                    IrsAnswer::Ok(v) => return Ok((v, retries)),
+                                    IrsAnswer::Expired(msg) => {
+                                        renewals += 1;
+                                        if renewals > 3 {
+                                            return Err(ConnectorError::BadResponse {
+                                                source_id: self.id.clone(),
+                                                location,
+                                                detail: format!("IRS gateway keeps answering code 11 (request secret expired: {msg}) after {} renewals", renewals - 1),
+                                            });
+                                        }
+                                        debug!(source = %self.id, %location, "IRS request secret expired (code 11); renewing");
+                                        irs.on_expired(&self.client).await?;
+                                        retries += 1;
+                                        attempt -= 1;
+                                        continue;
+                                    }
+                                    IrsAnswer::BadSignature(msg) => {
+                                        if resigned {
+                                            return Err(ConnectorError::BadResponse {
+                                                source_id: self.id.clone(),
+                                                location,
+                                                detail: format!(
+                                                    "IRS gateway rejected the signature (code 14 {msg}) also with freshly issued secrets; not retrying: check auth.app_key / auth.app_secret and the API's authorization"
+                                                ),
+                                            });
+                                        }
+                                        warn!(source = %self.id, %location, "IRS gateway rejected the signature (code 14); getting new secrets once");
+                                        irs.on_bad_signature(&self.client).await?;
+                                        resigned = true;
+                                        retries += 1;
+                                        attempt -= 1;
+                                        continue;
+                                    }
+                                    IrsAnswer::Quota(msg) => {
+                                        (true, format!("IRS quota exceeded (code 18 {msg})"), Some(crate::irs::QUOTA_FLOOR))
+                                    }
+                                    IrsAnswer::Other(code, msg) => {
+                                        return Err(ConnectorError::BadResponse {
+                                            source_id: self.id.clone(),
+                                            location,
+                                            detail: format!("IRS gateway answered code {code} {msg}"),
+                                        });
+                                    }
+                                }
                             }
                             Err(e) => (true, format!("reading body: {e}"), None),
                         }
@@ -258,7 +339,8 @@ impl HttpSource {
                         });
                     }
                 }
-                Err(e) => (true, format!("request failed: {e}"), None),
+                // Without the URL: its query may carry signatures.
+                Err(e) => (true, format!("request failed: {}", e.without_url()), None),
             };
             debug_assert!(transient);
             if attempt >= self.cfg.retry.max_attempts {

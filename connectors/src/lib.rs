@@ -8,7 +8,8 @@
 //!
 //! Kinds:
 //! * [`http`] — JSON APIs with page / offset / cursor pagination, incremental
-//!   by an updated-at field, header auth, retries with backoff and jitter.
+//!   by an updated-at field, header auth, retries with backoff and jitter;
+//!   Zhejiang IRS gateway signing ([`irs`]).
 //! * [`file`] — a watched directory of CSV (UTF-8, GBK, GB18030), XLSX and
 //!   JSON-lines drops, each file processed once by content hash.
 //! * [`sql`] — a PostgreSQL table or query polled by a watermark column
@@ -26,6 +27,7 @@
 pub mod file;
 pub mod hj212;
 pub mod http;
+pub mod irs;
 pub mod mqtt;
 pub mod sql;
 pub mod webhook;

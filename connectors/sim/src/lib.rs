@@ -14,6 +14,7 @@
 //! | 综合行政执法 | law enforcement | `GET /api/zhzf/cases` | `pageNo`/`pageSize` | `X-API-Key` |
 //! | 生态环境局 water monitoring | ecology & environment | GBK CSV files | — | — |
 //! | 12369 environmental complaints | ecology & environment | UTF-8 `.jsonl` files | — | — |
+//! | 浙江省公共数据平台 (IRS) gateway | provincial data sharing | [`irs::start_irs`] | `pageNum`/`pageSize` | appKey + md5 sign, secret refresh |
 //!
 //! Everything is deterministic from [`SimConfig::seed`]. Data only changes through
 //! [`Simulation::advance`] and [`Simulation::write_env_files`], never between a failed request
@@ -40,6 +41,7 @@ mod files;
 pub mod geo;
 mod http;
 pub mod ids;
+pub mod irs;
 mod world;
 
 use serde_json::Value;
