@@ -1,4 +1,4 @@
-//! The `file` connector: a watched directory of CSV and JSON-lines drops.
+//! The `file` connector: a watched directory of CSV, XLSX and JSON-lines drops.
 //!
 //! ```toml
 //! [sources.connector]
@@ -7,6 +7,29 @@
 //! encoding = "gbk"            # utf-8 | gbk | gb18030 | auto
 //! key_columns = ["监测点编号", "采样时间"]
 //! ```
+//!
+//! Excel workbooks (`format = "xlsx"`, or `.xlsx`/`.xlsm` files with the
+//! default `auto`) are read with calamine:
+//!
+//! ```toml
+//! [sources.connector]
+//! type = "file"
+//! dir = "/srv/drops/agri"
+//! format = "xlsx"
+//! sheet = "耕地台账"           # default: the first sheet
+//! header_row = 2              # 1-based row holding the column names (default 1)
+//! key_columns = ["地块编码"]
+//! ```
+//!
+//! Each data row below the header becomes one record keyed like CSV rows.
+//! Cell values: text → string (trimmed), whole numbers → integers, other
+//! numbers → floats, booleans → booleans, date/time cells → `YYYY-MM-DD`
+//! (midnight) or `YYYY-MM-DD HH:MM:SS` (Beijing local time, as the mappings
+//! read it), error cells (`#N/A`, `#DIV/0!`) → their text (so a typed field
+//! flags or quarantines them), empty cells → null; fully empty rows are
+//! skipped. A workbook that cannot be opened (not a zip, corrupt XML), a
+//! missing sheet or a missing key column sends the file to `failed/` with
+//! the reason.
 //!
 //! Each file is processed once, identified by the SHA-256 of its content:
 //! rows are published in chunks, each chunk together with a checkpoint that
@@ -60,6 +83,8 @@ pub enum FileFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// Excel workbook (`.xlsx`, `.xlsm`): one sheet, header row, data rows.
+    Xlsx,
 }
 
 /// Configuration of a `file` source.
@@ -93,6 +118,16 @@ pub struct FileConfig {
     /// Rows per publish (default 5 000).
     #[serde(default = "default_chunk")]
     pub chunk_rows: usize,
+    /// XLSX: the sheet to read (default: the first sheet).
+    #[serde(default)]
+    pub sheet: Option<String>,
+    /// XLSX: 1-based row number of the header row (default 1); data rows follow it.
+    #[serde(default = "one_row")]
+    pub header_row: u32,
+}
+
+fn one_row() -> u32 {
+    1
 }
 
 fn comma() -> char {
@@ -111,6 +146,9 @@ impl FileConfig {
         }
         if self.chunk_rows == 0 {
             return Err(bad("`chunk_rows` must be >= 1".into()));
+        }
+        if self.header_row == 0 {
+            return Err(bad("`header_row` is 1-based and must be >= 1".into()));
         }
         if !self.delimiter.is_ascii() {
             return Err(bad(format!("`delimiter` must be one ASCII character, got {:?}", self.delimiter)));
@@ -191,6 +229,7 @@ impl FileSource {
             (FileFormat::Jsonl | FileFormat::Auto, "jsonl" | "ndjson") | (FileFormat::Jsonl, "json") => {
                 Some(FileFormat::Jsonl)
             }
+            (FileFormat::Xlsx | FileFormat::Auto, "xlsx" | "xlsm") => Some(FileFormat::Xlsx),
             _ => None,
         }
     }
@@ -216,6 +255,7 @@ impl FileSource {
         match self.format_of(path) {
             Some(FileFormat::Jsonl) => Ok(self.parse_jsonl(&name, bytes)),
             Some(FileFormat::Csv) => self.parse_csv(&name, bytes),
+            Some(FileFormat::Xlsx) => self.parse_xlsx(&name, bytes),
             _ => Err(format!("{name}: unknown format")),
         }
     }
@@ -383,6 +423,109 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    fn parse_xlsx(&self, name: &str, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
+        use calamine::{Reader, Xlsx};
+        let mut wb: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes))
+            .map_err(|e| format!("{name}: not a readable XLSX workbook: {e}"))?;
+        let sheets = wb.sheet_names();
+        let sheet = match &self.cfg.sheet {
+            Some(s) => {
+                if !sheets.contains(s) {
+                    return Err(format!("{name}: no sheet `{s}` (sheets: {sheets:?})"));
+                }
+                s.clone()
+            }
+            None => sheets.first().cloned().ok_or_else(|| format!("{name}: the workbook has no sheets"))?,
+        };
+        let range = wb.worksheet_range(&sheet).map_err(|e| format!("{name}: sheet `{sheet}`: {e}"))?;
+        let header_idx = self.cfg.header_row - 1;
+        let Some((start_row, _)) = range.start() else {
+            return Err(format!("{name}: sheet `{sheet}` is empty"));
+        };
+        if header_idx < start_row {
+            return Err(format!("{name}: sheet `{sheet}`: header row {} is empty", self.cfg.header_row));
+        }
+        let mut rows = range.rows().enumerate().map(|(i, r)| (start_row + i as u32, r));
+        let headers: Vec<String> = loop {
+            match rows.next() {
+                Some((abs, r)) if abs == header_idx => break r.iter().map(|c| xlsx_text(c).trim().to_string()).collect(),
+                Some(_) => continue,
+                None => return Err(format!("{name}: sheet `{sheet}` has no row {}", self.cfg.header_row)),
+            }
+        };
+        if headers.iter().all(String::is_empty) {
+            return Err(format!("{name}: sheet `{sheet}`: header row {} is empty", self.cfg.header_row));
+        }
+        for k in &self.cfg.key_columns {
+            if !headers.contains(k) {
+                return Err(format!("{name}: sheet `{sheet}`: key column `{k}` not in header {headers:?}"));
+            }
+        }
+        let mut out = Vec::new();
+        for (abs, r) in rows {
+            if r.iter().all(|c| matches!(c, calamine::Data::Empty)) {
+                continue;
+            }
+            let mut obj = Map::new();
+            for (h, c) in headers.iter().zip(r.iter()) {
+                if h.is_empty() {
+                    continue;
+                }
+                obj.insert(h.clone(), xlsx_value(c));
+            }
+            out.push(self.record(obj, format!("{name}!{sheet}:{}", abs + 1)));
+        }
+        Ok(out)
+    }
+}
+
+/// A cell as text (for headers).
+fn xlsx_text(c: &calamine::Data) -> String {
+    match xlsx_value(c) {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+/// A cell as JSON (see the module docs).
+fn xlsx_value(c: &calamine::Data) -> Value {
+    use calamine::Data;
+    match c {
+        Data::Empty => Value::Null,
+        Data::String(s) => Value::String(s.trim().to_string()),
+        Data::Bool(b) => Value::Bool(*b),
+        Data::Int(i) => Value::from(*i),
+        Data::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                Value::from(*f as i64)
+            } else {
+                serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or_else(|| Value::String(f.to_string()))
+            }
+        }
+        Data::DateTime(d) => {
+            if d.is_duration() {
+                match d.as_duration() {
+                    Some(dur) => {
+                        let secs = dur.num_seconds();
+                        Value::String(format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60))
+                    }
+                    None => Value::String(d.as_f64().to_string()),
+                }
+            } else {
+                match d.as_datetime() {
+                    Some(dt) if dt.time() == chrono::NaiveTime::MIN => Value::String(dt.format("%Y-%m-%d").to_string()),
+                    Some(dt) => Value::String(dt.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    None => Value::String(d.as_f64().to_string()),
+                }
+            }
+        }
+        Data::DateTimeIso(s) | Data::DurationIso(s) => Value::String(s.clone()),
+        Data::Error(e) => Value::String(e.to_string()),
+    }
+}
+
 fn first_bad_byte(enc: &'static Encoding, raw: &[u8]) -> usize {
     // Find the shortest prefix that fails to decode.
     let mut decoder = enc.new_decoder_without_bom_handling();
@@ -487,6 +630,8 @@ mod tests {
                 processed_dir: None,
                 failed_dir: None,
                 chunk_rows: 2,
+                sheet: None,
+                header_row: 1,
             },
         )
     }
