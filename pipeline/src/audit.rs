@@ -93,7 +93,22 @@ pub fn streams(data_dir: &Path) -> Vec<PathBuf> {
 pub struct Audit {
     log: AuditLog,
     node: String,
+    data_dir: PathBuf,
+    key: MasterKey,
+    shipping: Arc<std::sync::Mutex<Option<ShipTask>>>,
     _lock: Arc<File>,
+}
+
+/// The background shipper of this process (aborted with the last handle).
+struct ShipTask {
+    shipper: Arc<crate::audit_ship::Shipper>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ShipTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl std::fmt::Debug for Audit {
@@ -127,10 +142,32 @@ impl Audit {
                 Err(e) => return Err(PipelineError::Config(format!("audit stream {name} is locked: {e}"))),
             }
         };
-        let mut cfg = AuditConfig::new(key);
+        let mut cfg = AuditConfig::new(key.clone());
         cfg.node = node.to_string();
         let log = AuditLog::open(root.join(&name), cfg).map_err(|e| PipelineError::Config(format!("audit: {e}")))?;
-        Ok(Audit { log, node: node.to_string(), _lock: Arc::new(lock) })
+        Ok(Audit {
+            log,
+            node: node.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            key,
+            shipping: Arc::new(std::sync::Mutex::new(None)),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    /// The data dir whose `audit/` holds this stream (and the others).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The master key (for readers of the other streams, e.g. the `audit` table).
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The node name recorded in entries.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The underlying log.
@@ -164,6 +201,141 @@ impl Audit {
             tracing::error!("audit sync failed: {e}");
         }
     }
+
+    /// Starts copying the audit streams of the data dir to the topic
+    /// `<prefix>audit` on `bus` in the background, every `every`
+    /// ([`crate::audit_ship`]); the query path never waits for it.
+    pub async fn start_shipping(
+        &self,
+        bus: Arc<dyn lianqin_bus::Bus>,
+        prefix: &str,
+        partitions: u32,
+        every: Duration,
+    ) -> Result<(), PipelineError> {
+        let topic = crate::audit_ship::topic(prefix);
+        let shipper = Arc::new(crate::audit_ship::Shipper::to_bus(&self.data_dir, bus, &topic, partitions).await?);
+        let task = Arc::clone(&shipper).spawn(every);
+        if let Ok(mut g) = self.shipping.lock() {
+            *g = Some(ShipTask { shipper, task });
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable and ships it now (when
+    /// shipping was started); returns the messages sent.
+    pub async fn ship_now(&self) -> Result<usize, PipelineError> {
+        let shipper = self.shipping.lock().ok().and_then(|g| g.as_ref().map(|t| Arc::clone(&t.shipper)));
+        let Some(shipper) = shipper else { return Ok(0) };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.sync())
+            .await
+            .map_err(|e| PipelineError::Internal(format!("audit sync: {e}")))?
+            .map_err(|e| PipelineError::Internal(format!("audit sync: {e}")))?;
+        shipper.ship_once().await
+    }
+}
+
+/// The policy engine the query paths use: `$LIANQIN_POLICIES` or the
+/// built-in `policies/` files.
+pub async fn policy_engine() -> Result<lianqin_policies::PolicyEngine, PipelineError> {
+    let r = match std::env::var("LIANQIN_POLICIES") {
+        Ok(dir) => lianqin_policies::PolicyEngine::load(Path::new(&dir)).await,
+        Err(_) => lianqin_policies::PolicyEngine::builtin().await,
+    };
+    r.map_err(|e| PipelineError::Config(format!("policies: {e}")))
+}
+
+/// Versions seen at the last start, `<data-dir>/audit/versions.json`.
+fn versions_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("audit").join("versions.json")
+}
+
+/// Records a `policy_change` / `config_change` entry when the version of
+/// `what` (`policy`, or `config:<node>`) differs from the one recorded last
+/// time in this data dir (the first time counts as a change from none).
+/// The entry is durable before the new version is remembered, so a crash
+/// repeats the entry rather than losing it. Returns whether it changed.
+pub fn note_version(audit: &Audit, what: &str, version: &str, detail: serde_json::Value) -> Result<bool, PipelineError> {
+    let path = versions_path(&audit.data_dir);
+    let mut seen: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let before = seen.get(what).and_then(|v| v.as_str()).map(str::to_string);
+    if before.as_deref() == Some(version) {
+        return Ok(false);
+    }
+    let kind = if what == "policy" { EventKind::PolicyChange } else { EventKind::ConfigChange };
+    let mut ev = AuditEvent::new(kind, "system:hub", "eco_police_office", Outcome::Success);
+    if what == "policy" {
+        ev.rule_version = Some(version.to_string());
+    }
+    let mut d = serde_json::json!({ "what": what, "from": before, "to": version });
+    if let (Some(m), serde_json::Value::Object(extra)) = (d.as_object_mut(), detail) {
+        m.extend(extra);
+    }
+    ev.detail = d;
+    audit.record_durable(ev)?;
+    seen.insert(what.to_string(), serde_json::Value::String(version.to_string()));
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let text = serde_json::to_vec_pretty(&seen).map_err(|e| PipelineError::Internal(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
+    Ok(true)
+}
+
+/// Version of a hub config: SHA-256 over its canonical (parsed) form.
+pub fn config_version(cfg: &crate::config::HubConfig) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"lianqin-config/v1\0");
+    h.update(format!("{:?}", (&cfg.node, &cfg.bus, &cfg.pipeline, &cfg.sources)).as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// What the hub records when it starts: a `hub_start` entry, a
+/// `config_change` when the config differs from the last start of this
+/// node, a `policy_change` when the policy files differ from the last
+/// version recorded in the data dir; then, on the Kafka bus, it starts the
+/// replicated audit topic ([`crate::audit_ship`]).
+pub async fn on_hub_start(
+    audit: &Audit,
+    cfg: &crate::config::HubConfig,
+    bus: &Arc<dyn lianqin_bus::Bus>,
+) -> Result<(), PipelineError> {
+    let config = config_version(cfg);
+    let policy = match policy_engine().await {
+        Ok(p) => Some(p.version()),
+        Err(e) => {
+            warn!("audit: cannot read the policy files to record their version: {e}");
+            None
+        }
+    };
+    let mut ev = AuditEvent::new(EventKind::Other, "system:hub", "eco_police_office", Outcome::Success);
+    ev.rule_version = policy.clone();
+    ev.detail = serde_json::json!({
+        "event": "hub_start",
+        "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        "bus": format!("{:?}", cfg.bus.kind),
+        "config": config,
+    });
+    audit.record(ev)?;
+    note_version(
+        audit,
+        &format!("config:{}", audit.node),
+        &config,
+        serde_json::json!({ "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>() }),
+    )?;
+    if let Some(v) = policy {
+        note_version(audit, "policy", &v, serde_json::Value::Null)?;
+    }
+    if bus.kind() == "kafka" {
+        audit
+            .start_shipping(Arc::clone(bus), &cfg.bus.topic_prefix, cfg.bus.partitions, Duration::from_secs(1))
+            .await?;
+    }
+    Ok(())
 }
 
 /// A connector-run event.

@@ -133,16 +133,8 @@ impl Hub {
         let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
         // One audit stream per node (several nodes may share a data dir).
         let audit = crate::audit::Audit::open(data_dir, &node, &node, Duration::from_secs(10))?;
-        {
-            use lianqin_audit::{AuditEvent, EventKind, Outcome};
-            let mut ev = AuditEvent::new(EventKind::ConfigChange, "system:hub", "eco_police_office", Outcome::Success);
-            ev.detail = serde_json::json!({
-                "event": "hub_start",
-                "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>(),
-                "bus": format!("{:?}", cfg.bus.kind),
-            });
-            audit.record(ev)?;
-        }
+        // Start, config and policy changes; the replicated audit topic on Kafka.
+        crate::audit::on_hub_start(&audit, &cfg, &bus).await?;
         let change_feeds = cfg.pipeline.change_feeds;
         if change_feeds {
             for lib in ["element", "matter", "matter_event"] {

@@ -27,6 +27,8 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod audit_ship;
+pub mod audit_table;
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -82,6 +82,9 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
         };
         return Catalog::raw_schema().fields().iter().map(|f| ColumnMeta::new(f.name(), sens(f.name()), None)).collect();
     }
+    if table == crate::audit_table::TABLE {
+        return crate::audit_table::column_meta();
+    }
     if table == "codes" {
         return ["code_table", "code", "zh", "en"].iter().map(|n| ColumnMeta::new(n, "public", None)).collect();
     }
@@ -169,8 +172,14 @@ impl QueryEngine {
         self
     }
 
-    /// Records every query of this session in the audit trail.
+    /// Records every query of this session in the audit trail, and adds
+    /// the `audit` table ([`crate::audit_table`]; auditor role only).
     pub fn with_audit(mut self, audit: crate::audit::Audit, who: Querier) -> Self {
+        let table = Arc::new(crate::audit_table::AuditTable::new(audit.clone()));
+        if self.ctx.register_table(crate::audit_table::TABLE, table).is_ok() {
+            self.tables.push(crate::audit_table::TABLE.to_string());
+            self.tables.sort();
+        }
         self.audit = Some((audit, who));
         self
     }
@@ -186,15 +195,35 @@ impl QueryEngine {
     }
 
     /// Runs one statement and collects the result. With an audit trail
-    /// attached, the query is recorded (user, SQL, tables, rows, duration,
+    /// attached, the query is recorded (user, SQL, tables, columns, rows,
+    /// masks and row filters applied, policy rule and version, duration,
     /// outcome); if the entry cannot be written the result is withheld.
+    /// Reading the `audit` table is recorded as an `audit_read`.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, PipelineError> {
         let started = std::time::Instant::now();
         let mut touched = Vec::new();
+        let mut columns = Vec::new();
         let mut denied = false;
         let res = async {
             let df = match &self.policy {
-                None => self.ctx.sql(query).await.map_err(|e| PipelineError::Query(e.to_string()))?,
+                None => {
+                    // Plan first: DDL (CREATE TABLE … AS) would run inside `sql()`.
+                    let plan = self
+                        .ctx
+                        .state()
+                        .create_logical_plan(query)
+                        .await
+                        .map_err(|e| PipelineError::Query(e.to_string()))?;
+                    touched = tables_of(&plan);
+                    columns = columns_of_plan(&plan, &touched);
+                    if touched.iter().any(|t| t == crate::audit_table::TABLE) {
+                        denied = true;
+                        return Err(PipelineError::Query(
+                            "permission denied: the audit table is readable only by the auditor role (lianqin sql --as <auditor>)".into(),
+                        ));
+                    }
+                    self.ctx.execute_logical_plan(plan).await.map_err(|e| PipelineError::Query(e.to_string()))?
+                }
                 Some((policy, who)) => {
                     let plan = self
                         .ctx
@@ -203,17 +232,22 @@ impl QueryEngine {
                         .await
                         .map_err(|e| PipelineError::Query(e.to_string()))?;
                     touched = tables_of(&plan);
+                    columns = columns_of_plan(&plan, &touched);
+                    // The audit trail is only ever SELECTed: never copied
+                    // out by DDL/COPY (which administrators may run).
+                    if touched.iter().any(|t| t == crate::audit_table::TABLE) && !lianqin_policies::is_query(&plan) {
+                        denied = true;
+                        return Err(PipelineError::Query("permission denied: the audit table can only be read with SELECT".into()));
+                    }
                     let catalog = &self.catalog;
                     let plan = policy.secure_plan(who, plan, &|t| columns_of(catalog, t)).map_err(|e| {
                         denied = true;
                         PipelineError::Query(format!("permission denied: {e}"))
                     })?;
+                    // DDL/DML (administrators) runs here.
                     self.ctx.execute_logical_plan(plan).await.map_err(|e| PipelineError::Query(e.to_string()))?
                 }
             };
-            if touched.is_empty() {
-                touched = tables_of(df.logical_plan());
-            }
             df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
         }
         .await;
@@ -226,16 +260,45 @@ impl QueryEngine {
             } else {
                 Outcome::Failure
             };
-            let kind = if denied { EventKind::Denial } else { EventKind::Query };
+            let reads_audit = touched.iter().any(|t| t == crate::audit_table::TABLE);
+            let kind = if denied {
+                EventKind::Denial
+            } else if reads_audit {
+                EventKind::AuditRead
+            } else {
+                EventKind::Query
+            };
             let mut ev = AuditEvent::new(kind, &who.user, &who.department, outcome);
-            if let Some((policy, _)) = &self.policy {
-                ev.rule = Some("policies/policy.csv".into());
+            if let Some((policy, principal)) = &self.policy {
                 ev.rule_version = Some(policy.version());
+                let mut rules = Vec::new();
+                for t in &touched {
+                    let d = policy.decide_sync(principal, t, &columns_of(&self.catalog, t));
+                    if !d.allowed {
+                        rules.push(format!("{t}: {}", d.reason));
+                        continue;
+                    }
+                    for r in d.matched_rules.iter().filter(|r| r.starts_with("policy.csv:")) {
+                        rules.push(format!("{t}: {r}"));
+                    }
+                    if let Some(f) = &d.row_filter {
+                        ev.filters.push(format!("{t}: {f}"));
+                    }
+                    for c in columns.iter().filter_map(|c| c.strip_prefix(&format!("{t}."))) {
+                        match d.columns.get(c) {
+                            Some(lianqin_policies::ColumnAction::Show) => {}
+                            Some(a) => ev.masks.push(format!("{t}.{c}:{a}")),
+                            None => ev.masks.push(format!("{t}.{c}:deny")),
+                        }
+                    }
+                }
+                ev.rule = Some(if rules.is_empty() { "policies/policy.csv".into() } else { rules.join("; ") });
             }
             ev.session = who.session.clone();
             ev.client_addr = who.client_addr.clone();
             ev.sql = Some(query.to_string());
             ev.tables = touched;
+            ev.columns = columns;
             ev.duration_ms = Some(started.elapsed().as_millis() as u64);
             match &res {
                 Ok(b) => ev.rows = Some(b.iter().map(|b| b.num_rows() as u64).sum()),
@@ -316,6 +379,27 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             Ok(String::from_utf8_lossy(&buf).to_string())
         }
     }
+}
+
+/// Columns of `tables` that a plan references (in projections, filters,
+/// joins, aggregates, sorts — also inside subqueries and views), as
+/// `table.column`: what the user's query touches, before any policy rewrite.
+pub fn columns_of_plan(plan: &datafusion::logical_expr::LogicalPlan, tables: &[String]) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut out = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|n| {
+        for e in n.expressions() {
+            for c in e.column_refs() {
+                if let Some(r) = &c.relation
+                    && tables.iter().any(|t| t == r.table())
+                {
+                    out.insert(format!("{}.{}", r.table(), c.name));
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.into_iter().collect()
 }
 
 /// Names of the tables a plan reads (including inside subqueries and views).

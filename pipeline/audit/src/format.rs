@@ -96,6 +96,27 @@ pub(crate) fn is_torn_tail(buf: &[u8], pos: usize) -> bool {
     true
 }
 
+/// Length of the longest prefix of `buf` (the bytes of a `.log` file from a
+/// frame boundary on) that ends with a complete frame whose CRC holds.
+///
+/// For replication (`lianqin-pipeline`'s audit topic): a shipper copies
+/// whole frames only, so a torn final write, which recovery may later cut and
+/// overwrite, is never copied. Stops at an impossible length (corruption).
+pub fn complete_frames_len(buf: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut good = 0;
+    loop {
+        match parse_frame(buf, pos) {
+            Parsed::Frame { end, .. } => {
+                pos = end;
+                good = end;
+            }
+            Parsed::BadCrc { end } => pos = end,
+            Parsed::Incomplete | Parsed::BadLen => return good,
+        }
+    }
+}
+
 /// Appends a complete frame (length, type, payload, CRC) to `out`.
 pub(crate) fn push_frame(out: &mut Vec<u8>, ty: u8, payload: &[u8]) {
     let len = (1 + payload.len()) as u32;

@@ -44,7 +44,7 @@ mod verify;
 pub use crypto::{CryptoSuite, Hash, MASTER_KEY_ENV, MasterKey};
 pub use error::{AuditError, Result};
 pub use event::{AuditEvent, AuditFilter, AuditRecord, EventKind, Outcome};
-pub use format::Checkpoint;
+pub use format::{Checkpoint, complete_frames_len};
 pub use log::{AuditConfig, AuditLog, FsyncPolicy, RecoveryInfo, Rotation, read};
 pub use proof::{ExportProof, export_with_proof, verify_export};
 pub use read::{ExportFormat, Records, Tail, export};

@@ -130,6 +130,20 @@ enum AuditCmd {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
+        /// Verify the copy on the replicated audit topic (`<prefix>audit`)
+        /// instead: read it back with the Kafka settings of this hub config.
+        #[arg(long = "from-kafka", value_name = "HUB_CONFIG")]
+        from_kafka: Option<PathBuf>,
+    },
+    /// Rebuild the audit streams from the replicated audit topic into
+    /// OUT/audit/ (then `lianqin audit verify --data-dir OUT`).
+    Mirror {
+        /// Hub config whose `[bus]` names the brokers and topic prefix.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the copy.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Search entries (decrypted).
     Search {
@@ -327,13 +341,38 @@ async fn main() -> Result<()> {
             let (user, department) = match as_user {
                 Some(u) => {
                     let policy = Arc::new(load_policies().await?);
-                    let Some(who) = policy.principal(&u) else {
+                    // Policy files changed since the last recorded version → policy_change.
+                    lianqin_pipeline::audit::note_version(&audit, "policy", &policy.version(), serde_json::Value::Null)?;
+                    let session = format!("cli-{}", std::process::id());
+                    let login = |outcome, dept: &str, method: &str, reason: Option<&str>| {
+                        let mut ev = lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Login, &u, dept, outcome);
+                        ev.session = Some(session.clone());
+                        ev.client_addr = Some("local".into());
+                        ev.rule_version = Some(policy.version());
+                        ev.detail = serde_json::json!({"method": method, "reason": reason});
+                        audit.record_durable(ev)
+                    };
+                    // With LIANQIN_PASSWORD the user's password is checked
+                    // (argon2id); without it the OS account that can run
+                    // this binary on the data dir vouches for the name.
+                    let method = if std::env::var_os("LIANQIN_PASSWORD").is_some() { "password" } else { "local operator (--as)" };
+                    let who = match std::env::var("LIANQIN_PASSWORD") {
+                        Ok(pw) => policy.authenticate(&u, &pw).ok(),
+                        Err(_) => policy.principal(&u),
+                    };
+                    let Some(who) = who else {
+                        let reason = if policy.principal(&u).is_some() { "wrong password" } else { "unknown user" };
+                        login(lianqin_audit::Outcome::Failure, "", method, Some(reason))?;
                         let mut ev = lianqin_audit::AuditEvent::new(
                             lianqin_audit::EventKind::Denial, &u, "", lianqin_audit::Outcome::Deny);
-                        ev.detail = serde_json::json!({"reason": "unknown user"});
+                        ev.detail = serde_json::json!({"reason": reason});
                         audit.record_durable(ev)?;
+                        if reason == "wrong password" {
+                            bail!("login failed for `{u}`");
+                        }
                         bail!("permission denied: unknown user `{u}` (see policies/users.toml)");
                     };
+                    login(lianqin_audit::Outcome::Success, &who.department, method, None)?;
                     let dept = who.department.clone();
                     engine = engine.with_policy(policy, who);
                     (u, dept)
@@ -493,11 +532,40 @@ fn record_audit_read(dir: &Path, reader: &str, what: &str, filter: &AuditFilterA
     Ok(())
 }
 
+/// Reads the replicated audit topic of a hub config into `out/audit/`.
+fn mirror_topic(config: &Path, out: &Path) -> Result<(Vec<String>, u64)> {
+    let cfg = HubConfig::load(config)?;
+    #[cfg(feature = "kafka")]
+    {
+        let Some(k) = cfg.bus.kafka.clone() else { bail!("{}: no [bus.kafka] section", config.display()) };
+        let topic = lianqin_pipeline::audit_ship::topic(&cfg.bus.topic_prefix);
+        Ok(lianqin_pipeline::audit_ship::mirror_from_kafka(&k, &topic, out)?)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (cfg, out);
+        bail!("this build has no Kafka support (feature `kafka`)")
+    }
+}
+
 fn audit_cmd(what: AuditCmd) -> Result<()> {
     use lianqin_pipeline::audit::{master_key, streams};
     match what {
-        AuditCmd::Verify { data_dir } => {
+        AuditCmd::Mirror { config, out } => {
+            let (streams, n) = mirror_topic(&config, &out)?;
+            println!("{n} messages, streams {streams:?} → {}", out.join("audit").display());
+        }
+        AuditCmd::Verify { data_dir, from_kafka } => {
             let key = master_key(&data_dir, false)?;
+            let tmp = tempfile::tempdir()?;
+            let data_dir = match from_kafka {
+                Some(cfg) => {
+                    let (streams, n) = mirror_topic(&cfg, tmp.path())?;
+                    println!("read {n} messages of {} stream(s) back from the audit topic", streams.len());
+                    tmp.path().to_path_buf()
+                }
+                None => data_dir,
+            };
             let all = streams(&data_dir);
             if all.is_empty() {
                 bail!("{}: no audit streams under audit/", data_dir.display());

@@ -1,0 +1,70 @@
+//! The cost the audit trail adds to a query (BENCHMARKS.md, issue 5).
+//!
+//! ```sh
+//! lianqin demo --once --data-dir /tmp/lq-bench
+//! cargo run --release -p lianqin-pipeline --example audit_query_cost -- /tmp/lq-bench 300
+//! ```
+//!
+//! Runs each query N times through two sessions of the same user
+//! (`chen.ecology`: row filter + masks), one without and one with the audit
+//! trail (entry per query: tables, columns, masks, filters, rules, rows,
+//! duration; encrypted, chained, group commit), alternating, and prints the
+//! medians. Entries go to the stream `bench` of the data dir.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lianqin_pipeline::audit::{Audit, policy_engine};
+use lianqin_pipeline::library::LibraryStore;
+use lianqin_pipeline::query::{Querier, QueryEngine};
+use lianqin_pipeline::schema::Catalog;
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(args.get(1).map(String::as_str).unwrap_or("lianqin-data"));
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let catalog = Catalog::builtin()?;
+    let store = LibraryStore::open_existing(&dir, Arc::clone(&catalog)).await?;
+    let policy = Arc::new(policy_engine().await?);
+    let who = policy.principal("chen.ecology").ok_or_else(|| anyhow::anyhow!("no demo user chen.ecology"))?;
+    let audit = Audit::open(&dir, "bench", "bench", Duration::from_secs(3))?;
+    let plain = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who.clone());
+    let audited = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who).with_audit(
+        audit.clone(),
+        Querier { user: "chen.ecology".into(), department: "ecology".into(), session: Some("bench".into()), client_addr: Some("local".into()) },
+    );
+    let queries = [
+        "SELECT count(*) FROM codes",
+        "SELECT kind, count(*) FROM element_history GROUP BY kind",
+        "SELECT matter_id, stage, title FROM matter_history WHERE stage = 'intake' LIMIT 20",
+        "SELECT kind, count(*) FROM element GROUP BY kind",
+    ];
+    println!("{n} runs each, median ms (user chen.ecology: row filter + masks)");
+    println!("{:<80} {:>9} {:>9} {:>9}", "query", "no audit", "audited", "added");
+    for q in queries {
+        for _ in 0..5 {
+            plain.sql(q).await?;
+            audited.sql(q).await?;
+        }
+        let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let t = Instant::now();
+            plain.sql(q).await?;
+            a.push(t.elapsed());
+            let t = Instant::now();
+            audited.sql(q).await?;
+            b.push(t.elapsed());
+        }
+        let (ma, mb) = (median(&mut a), median(&mut b));
+        println!("{q:<80} {ma:>9.3} {mb:>9.3} {:>+9.3}", mb - ma);
+    }
+    audit.sync();
+    Ok(())
+}
