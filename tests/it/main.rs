@@ -8,3 +8,5 @@ mod audit;
 mod kafka;
 mod cli;
 mod policy;
+mod sql_source;
+mod env_streams;

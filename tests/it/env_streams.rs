@@ -1,0 +1,165 @@
+//! Environmental device streams into the libraries: HJ 212 frames sent over
+//! a real TCP connection to the `hj212` connector, and MQTT sensor readings
+//! (as the `mqtt` connector publishes them) → `env_hj212_water` /
+//! `env_mqtt_water_sensor` mappings → water body and station elements, and a
+//! 预警 (early-warning) matter for a reading worse than the water body's
+//! target class (GB 3838-2002).
+
+use std::time::Duration;
+
+use lianqin_bus::Envelope;
+use lianqin_pipeline::config::HubConfig;
+use lianqin_pipeline::hub::Hub;
+use lianqin_tests::{count, wait_until};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// The standard's CRC16 (domain.md §1.6), upper-case hex.
+fn hj212_crc(seg: &[u8]) -> String {
+    let mut crc: u16 = 0xFFFF;
+    for b in seg {
+        crc = (crc >> 8) ^ u16::from(*b);
+        for _ in 0..8 {
+            let lsb = crc & 1;
+            crc >>= 1;
+            if lsb == 1 {
+                crc ^= 0xA001;
+            }
+        }
+    }
+    format!("{crc:04X}")
+}
+
+fn frame(seg: &str) -> Vec<u8> {
+    format!("##{:04}{seg}{}\r\n", seg.len(), hj212_crc(seg.as_bytes())).into_bytes()
+}
+
+fn reading(mn: &str, cn: &str, time: &str, suffix: &str, nh3n: f64) -> String {
+    format!(
+        "QN={time}000;ST=21;CN={cn};PW=123456;MN={mn};Flag=4;CP=&&DataTime={time};w01001-{suffix}=7.42,w01001-Flag=N;w01009-{suffix}=6.81,w01009-Flag=N;w01019-{suffix}=3.2,w01019-Flag=N;w21003-{suffix}={nh3n},w21003-Flag=N;w21011-{suffix}=0.112,w21011-Flag=N&&"
+    )
+}
+
+const W001: &str = "33052300000000000000W001";
+
+fn mapping(name: &str) -> String {
+    format!("{}/../schemas/mappings/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hj212_and_mqtt_readings_reach_the_libraries_and_bad_ones_raise_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = format!(
+        r#"node = "env-streams-test"
+[bus]
+kind = "embedded"
+
+[[sources]]
+id = "env_hj212_water"
+department = "ecology"
+mapping = "{hj}"
+[sources.connector]
+type = "hj212"
+listen = "127.0.0.1:{port}"
+batch_linger_ms = 5
+
+[[sources]]
+id = "env_mqtt_water"
+department = "ecology"
+mapping = "{mq}"
+[sources.connector]
+type = "mqtt"
+broker = "127.0.0.1:1883"
+client_id = "lianqin-env-streams-test"
+topics = ["sensors/water/#"]
+key_fields = ["device_id", "ts"]
+time_field = "ts"
+"#,
+        hj = mapping("env_hj212_water"),
+        mq = mapping("env_mqtt_water_sensor"),
+    );
+    let cfg = HubConfig::parse(&text, "env-streams.toml", d).expect("config");
+    let hub = Hub::open(cfg, d).await.expect("hub");
+
+    // Only the HJ 212 server runs here; MQTT readings are published below as
+    // the mqtt connector would (its broker path is tested in connectors/tests/mqtt.rs).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sources = hub.build_sources().expect("sources");
+    let idx = sources.iter().position(|(s, _, _)| s.id() == "env_hj212_water").unwrap();
+    let (mut hj, ctx, every) = sources.swap_remove(idx);
+    let hj_ctx = ctx.clone();
+    let server = tokio::spawn(async move { hj.run(&ctx, every, stop_rx).await });
+
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut conn = conn.expect("hj212 server listening");
+    // Real-time frame within class III; an hourly frame with NH3-N 2.6 mg/L
+    // (劣V, target III) — sticky in one write; a frame from an MN that is not
+    // in the station registry.
+    let mut bytes = frame(&reading(W001, "2011", "20251008093000", "Rtd", 0.38));
+    bytes.extend(frame(&reading(W001, "2061", "20251008100000", "Avg", 2.6)));
+    bytes.extend(frame(&reading("33059900000000000000X999", "2011", "20251008093000", "Rtd", 3.0)));
+    conn.write_all(&bytes).await.unwrap();
+    conn.flush().await.unwrap();
+    let bus = hub.bus();
+    let topic = hj_ctx.topic.clone();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        let bus = bus.clone();
+        let topic = topic.clone();
+        async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>() >= 3).unwrap_or(false) }
+    })
+    .await;
+    assert!(arrived, "3 HJ 212 messages published");
+    stop_tx.send(true).unwrap();
+    server.await.unwrap().expect("hj212 source stops cleanly");
+
+    // MQTT sensor readings: one fine, one with dissolved oxygen 2.5 mg/L (V, target II).
+    let mqtt_topic = lianqin_bus::raw_topic(&hub.config().bus.topic_prefix, "env_mqtt_water");
+    let readings = [
+        json!({"device_id": "DQ-S03", "ts": "2025-10-08T09:30:00+08:00", "do": 7.9, "codmn": 2.1, "nh3n": 0.12, "tp": 0.02, "ph": 7.6}),
+        json!({"device_id": "DQ-S03", "ts": "2025-10-08T09:40:00+08:00", "do": 2.5, "codmn": 2.1, "nh3n": 0.12, "tp": 0.02, "ph": 7.6}),
+    ];
+    let envs: Vec<Envelope> = readings
+        .iter()
+        .map(|r| {
+            let key = format!("{}|{}", r["device_id"].as_str().unwrap(), r["ts"].as_str().unwrap());
+            Envelope::upsert("env_mqtt_water", "ecology", key, r.clone(), r["ts"].as_str().map(str::to_string))
+                .with_locator("mqtt sensors/water/DQ-S03")
+        })
+        .collect();
+    hub.bus().publish(&mqtt_topic, &envs, None).await.unwrap();
+
+    hub.process_available().await.expect("process");
+
+    assert_eq!(count(d, "SELECT count(*) FROM raw_env_hj212_water").await, 3);
+    assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
+    // Elements: devices, the water body and the station (same ids as the CSV exports use).
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE id_type = 'mn' AND element_id LIKE 'mn:%'").await, 2);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'water:西苕溪' AND kind = 'water'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'site:AJ-W001' AND division = '330523' AND lon IS NOT NULL").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'water:下渚湖' AND kind = 'lake'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'site:DQ-W005'").await, 1);
+    // Exactly one warning per bad reading, none for good ones or unregistered devices.
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'wq212:%'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'wq212:33052300000000000000W001:%' AND stage = 'warning' AND category = 'a' AND title LIKE '%西苕溪%劣V类(目标III类)%' AND party_element_id = 'site:AJ-W001'").await,
+        1
+    );
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'wqs:%'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'wqs:DQ-S03:%' AND title LIKE '%下渚湖 V类(目标II类)%' AND division = '330521'").await,
+        1
+    );
+    assert_eq!(count(d, "SELECT count(*) FROM matter_event WHERE stage = 'warning'").await, 2);
+}
