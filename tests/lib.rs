@@ -91,3 +91,20 @@ pub fn read_topic_raw(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The demo config (`lianqin_pipeline::demo::demo_config_toml`) with the bus
+/// switched to Kafka under a topic prefix and a consumer group of its own
+/// (groups shared between concurrent tests would rebalance each other).
+pub fn kafka_config(sim: &lianqin_sim::Simulation, brokers: &str, prefix: &str) -> String {
+    use lianqin_pipeline::demo;
+    let text = demo::demo_config_toml(sim, demo::DEMO_KEY_ENV);
+    let text = text.replace("[pipeline]\n", &format!("[pipeline]\ngroup = \"{prefix}pipeline\"\n"));
+    let out = text.replace(
+        "[bus]\nkind = \"embedded\"        # no services needed; \"kafka\" for production\n",
+        &format!(
+            "[bus]\nkind = \"kafka\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\n[bus.kafka]\nbrokers = \"{brokers}\"\npartitions = 3\nreplication_factor = 1\n"
+        ),
+    );
+    assert!(out.contains("kind = \"kafka\""), "demo config layout changed: cannot switch the bus to Kafka");
+    out
+}

@@ -332,21 +332,51 @@ impl Hub {
         Ok(total)
     }
 
-    /// Runs the worker until `shutdown` turns true.
+    /// Runs the worker until `shutdown` turns true. Bus failures (a broker
+    /// that went away, a rebalance error) never end the worker: it logs
+    /// them, waits a second and resumes from the positions committed in the
+    /// libraries, so nothing is lost or doubled.
     pub async fn run_worker(&self, mut shutdown: watch::Receiver<bool>) -> Result<ProcessStats, PipelineError> {
         let topics: Vec<String> = self.sources.values().map(|s| s.topic.clone()).collect();
-        let lookup = self.make_lookup().await?;
-        let mut consumer =
-            self.bus.consumer(&self.cfg.pipeline.group, &topics, lookup).await.map_err(PipelineError::Bus)?;
         let mut total = ProcessStats::default();
+        let mut consumer: Option<Box<dyn lianqin_bus::Consumer>> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(total);
             }
-            let poll = consumer.poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
-            let batch = tokio::select! {
-                r = poll => r.map_err(PipelineError::Bus)?,
+            if consumer.is_none() {
+                let opened = async {
+                    let lookup = self.make_lookup().await?;
+                    self.bus.consumer(&self.cfg.pipeline.group, &topics, lookup).await.map_err(PipelineError::Bus)
+                }
+                .await;
+                match opened {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        warn!("cannot open the bus consumer (will retry): {e}");
+                        if pause(&mut shutdown).await {
+                            return Ok(total);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = consumer.as_mut() else { continue };
+            let poll = c.poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
+            let polled = tokio::select! {
+                r = poll => r,
                 _ = shutdown.changed() => return Ok(total),
+            };
+            let batch = match polled {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!("bus poll failed, reopening the consumer from the committed positions: {e}");
+                    consumer = None;
+                    if pause(&mut shutdown).await {
+                        return Ok(total);
+                    }
+                    continue;
+                }
             };
             if batch.is_empty() {
                 continue;
@@ -354,7 +384,9 @@ impl Hub {
             match self.commit_batch(batch).await {
                 Ok((stats, positions)) => {
                     total.add(&stats);
-                    if let Err(e) = consumer.commit(&positions).await {
+                    if let Some(c) = consumer.as_mut()
+                        && let Err(e) = c.commit(&positions).await
+                    {
                         warn!("group offset commit (informational) failed: {e}");
                     }
                 }
@@ -362,13 +394,10 @@ impl Hub {
                     // Nothing of the failed part is acknowledged; rebuild the
                     // consumer from the committed positions and retry.
                     error!("batch failed, retrying from the last commit: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let lookup = self.make_lookup().await?;
-                    consumer = self
-                        .bus
-                        .consumer(&self.cfg.pipeline.group, &topics, lookup)
-                        .await
-                        .map_err(PipelineError::Bus)?;
+                    consumer = None;
+                    if pause(&mut shutdown).await {
+                        return Ok(total);
+                    }
                 }
             }
         }
@@ -691,6 +720,15 @@ impl Hub {
         &self.data_dir
     }
 
+}
+
+/// Waits a second, or less when `shutdown` turns true; returns whether it did.
+async fn pause(shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = shutdown.changed() => {}
+    }
+    *shutdown.borrow()
 }
 
 fn col_i64<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> {

@@ -27,16 +27,7 @@ fn brokers() -> Option<String> {
 
 /// The demo config with the bus switched to Kafka under a fresh topic prefix.
 pub fn kafka_config(sim: &lianqin_sim::Simulation, brokers: &str, prefix: &str) -> String {
-    let text = demo::demo_config_toml(sim, demo::DEMO_KEY_ENV);
-    // A consumer group per test run: groups shared between concurrent tests
-    // would rebalance (and stall) each other.
-    let text = text.replace("[pipeline]\n", &format!("[pipeline]\ngroup = \"{prefix}pipeline\"\n"));
-    text.replace(
-        "[bus]\nkind = \"embedded\"        # no services needed; \"kafka\" for production\n",
-        &format!(
-            "[bus]\nkind = \"kafka\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\n[bus.kafka]\nbrokers = \"{brokers}\"\npartitions = 3\nreplication_factor = 1\n"
-        ),
-    )
+    lianqin_tests::kafka_config(sim, brokers, prefix)
 }
 
 fn prefix() -> String {
