@@ -192,6 +192,13 @@ impl PolicyEngine {
         }
     }
 
+    /// The SCRAM-SHA-256 verifier of `user` for Postgres wire logins, if
+    /// users.toml gives one (unknown users and users without one: `None`).
+    pub fn scram_verifier(&self, user: &str) -> Option<crate::principal::ScramVerifier> {
+        let v = self.inner.users.get(user)?.entry.scram.as_deref()?;
+        crate::principal::ScramVerifier::parse(v).ok()
+    }
+
     /// The principal for a known user (no password check: for trusted callers
     /// such as a CLI already authenticated by the OS, and for tests).
     pub fn principal(&self, user: &str) -> Option<Principal> {

@@ -34,7 +34,7 @@ pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use enforce::{check_plan, check_statement, enforce, is_query, table_key};
 pub use error::{AuthError, PolicyError};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};
-pub use principal::{Principal, hash_password};
+pub use principal::{Principal, SCRAM_MIN_ITERATIONS, ScramVerifier, hash_password};
 pub use rules::{DEPARTMENTS, SENSITIVITY_LABELS};
 
 /// Re-export for callers building plans.

@@ -43,6 +43,10 @@ pub(crate) struct UserEntry {
     #[serde(default)]
     pub divisions: Vec<String>,
     pub password_hash: String,
+    /// Optional SCRAM-SHA-256 verifier for Postgres wire logins (see
+    /// [`ScramVerifier`]).
+    #[serde(default)]
+    pub scram: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +112,11 @@ pub(crate) fn parse_users(text: &str, file: &str) -> Result<BTreeMap<String, Use
             }
             Err(e) => return Err(err(file, line, format!("user {:?}: bad password hash: {e}", u.name))),
         }
+        if let Some(v) = &u.scram
+            && let Err(e) = ScramVerifier::parse(v)
+        {
+            return Err(err(file, line, format!("user {:?}: bad scram verifier: {e}", u.name)));
+        }
         if out.contains_key(&u.name) {
             return Err(err(file, line, format!("duplicate user {:?}", u.name)));
         }
@@ -139,3 +148,108 @@ pub fn hash_password(password: &str) -> Result<String, PolicyError> {
 /// unknown user costs the same time as a wrong password.
 pub(crate) const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$isN65VvQTuOMbCiTTNMtXQ$YXR+ENuog2dlzBslHI8va5QK+7uOR+4aLyznJq0cdMs";
+
+/// Minimum PBKDF2 iteration count of a SCRAM verifier (RFC 7677).
+pub const SCRAM_MIN_ITERATIONS: u32 = 4096;
+
+/// A SCRAM-SHA-256 verifier for Postgres wire logins, stored in users.toml as
+/// `scram = "SCRAM-SHA-256$<iterations>$<salt hex>$<salted password hex>"`.
+///
+/// Argon2id hashes cannot answer a SCRAM exchange, so users who log in over
+/// the Postgres protocol need this second verifier. The wire library
+/// (pgwire 0.41) verifies client proofs from the *salted password*
+/// (`Hi(password, salt, i)`, RFC 5802) rather than from PostgreSQL's
+/// StoredKey/ServerKey pair; the salted password is not the password, but it
+/// is enough to log in over SCRAM, so users.toml must stay readable only by
+/// the hub's service account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    /// PBKDF2-HMAC-SHA256 iteration count.
+    pub iterations: u32,
+    /// Salt.
+    pub salt: Vec<u8>,
+    /// `Hi(password, salt, iterations)`.
+    pub salted_password: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the salted password.
+        f.debug_struct("ScramVerifier").field("iterations", &self.iterations).finish_non_exhaustive()
+    }
+}
+
+impl ScramVerifier {
+    /// Parses the users.toml form.
+    pub fn parse(text: &str) -> Result<ScramVerifier, String> {
+        let parts: Vec<&str> = text.split('$').collect();
+        let [scheme, iters, salt, salted] = parts.as_slice() else {
+            return Err("expected SCRAM-SHA-256$<iterations>$<salt hex>$<salted password hex>".into());
+        };
+        if *scheme != "SCRAM-SHA-256" {
+            return Err(format!("scheme must be SCRAM-SHA-256, found {scheme:?}"));
+        }
+        let iterations: u32 = iters.parse().map_err(|_| format!("bad iteration count {iters:?}"))?;
+        if iterations < SCRAM_MIN_ITERATIONS {
+            return Err(format!("iteration count {iterations} is below {SCRAM_MIN_ITERATIONS}"));
+        }
+        let salt = hex::decode(salt).map_err(|_| "salt is not hex".to_string())?;
+        let salted_password = hex::decode(salted).map_err(|_| "salted password is not hex".to_string())?;
+        if salt.len() < 8 || salted_password.len() != 32 {
+            return Err("salt must be at least 8 bytes and the salted password 32 bytes".into());
+        }
+        Ok(ScramVerifier { iterations, salt, salted_password })
+    }
+
+    /// Derives a verifier for `password` with a fresh random salt.
+    pub fn generate(password: &str, iterations: u32) -> ScramVerifier {
+        use password_hash::rand_core::{OsRng, RngCore};
+        let mut salt = vec![0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let salted_password = scram_hi(password.as_bytes(), &salt, iterations.max(SCRAM_MIN_ITERATIONS));
+        ScramVerifier { iterations: iterations.max(SCRAM_MIN_ITERATIONS), salt, salted_password }
+    }
+
+    /// The users.toml form.
+    pub fn encode(&self) -> String {
+        format!("SCRAM-SHA-256${}${}${}", self.iterations, hex::encode(&self.salt), hex::encode(&self.salted_password))
+    }
+}
+
+/// `Hi()` of RFC 5802 (PBKDF2-HMAC-SHA256, one block). Passwords are used as
+/// given (no SASLprep): identical for ASCII passwords.
+fn scram_hi(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    type H = Hmac<sha2::Sha256>;
+    let mac = |data: &[&[u8]]| {
+        let mut m = <H as Mac>::new_from_slice(password).expect("HMAC takes any key length");
+        for d in data {
+            m.update(d);
+        }
+        m.finalize().into_bytes()
+    };
+    let mut u = mac(&[salt, &1u32.to_be_bytes()]);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = mac(&[&u]);
+        for (o, b) in out.iter_mut().zip(u.iter()) {
+            *o ^= b;
+        }
+    }
+    out.to_vec()
+}
+
+#[cfg(test)]
+mod scram_tests {
+    use super::*;
+
+    #[test]
+    fn hi_matches_rfc7677_example() {
+        // RFC 7677 §3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ== (i=4096).
+        let salt = [0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81];
+        let sp = scram_hi(b"pencil", &salt, 4096);
+        assert_eq!(hex::encode(sp), "c4a49510323ab4f952cac1fa99441939e78ea74d6be81ddf7096e87513dc615d");
+        let v = ScramVerifier::generate("x-demo", 4096);
+        assert_eq!(ScramVerifier::parse(&v.encode()).unwrap(), v);
+    }
+}
