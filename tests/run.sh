@@ -3,6 +3,7 @@
 #   * a real single-node Apache Kafka 4.x broker (KRaft, via Maven + Java 17)
 #   * Debian's mosquitto MQTT broker (installed with apt-get when missing)
 #   * a throwaway PostgreSQL cluster (Debian's postgresql, initdb/pg_ctl under /tmp)
+#   * psql and Python psycopg (clients of `lianqin serve`; installed when missing)
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
 set -euo pipefail
@@ -39,6 +40,17 @@ if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
   SERVICES_STARTED+=(postgres)
   eval "$(bash "$ROOT/tests/services/postgres.sh" env)"
   export LIANQIN_PG_URL
+fi
+
+# Postgres clients for tests/it/pgwire.rs: psql (postgresql-client) and
+# Python's psycopg 3; installed only when missing.
+if ! command -v psql >/dev/null 2>&1; then
+  echo "==> installing postgresql-client (psql)"
+  apt-get install -y -qq postgresql-client >/dev/null
+fi
+if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
+  echo "==> installing psycopg (pip)"
+  python3 -m pip install --quiet "psycopg[binary]"
 fi
 
 echo "==> cargo test --workspace"

@@ -153,6 +153,12 @@ pub struct HubConfig {
     /// Sources.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Outbound change flows filtered per department (`[[flows]]`, see [`crate::flows`]).
+    #[serde(default)]
+    pub flows: Vec<crate::flows::FlowConfig>,
+    /// Postgres wire server run by `lianqin run` (`[server]`, see [`crate::pgserver`]).
+    #[serde(default)]
+    pub server: Option<crate::pgserver::ServerSection>,
     /// Directory the config came from (mapping paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -76,6 +76,8 @@ pub struct Hub {
     change_feeds: bool,
     /// Delta version of each raw table after our own last commit.
     raw_versions: Mutex<HashMap<String, Option<i64>>>,
+    /// Per-department outbound flows (`[[flows]]`).
+    flows: Option<crate::flows::Flows>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -144,6 +146,7 @@ impl Hub {
         }
         let hub = Hub {
             raw_versions: Mutex::new(HashMap::new()),
+            flows: crate::flows::Flows::open(&cfg.flows, data_dir, Arc::clone(&catalog), audit.clone()).await?,
             change_feeds,
             audit,
             cfg,
@@ -523,6 +526,7 @@ impl Hub {
                 // table already held after a crash): at-least-once, in
                 // order per key; consumers dedupe by content_hash.
                 self.publish_changes(lib, batch).await?;
+                if let Some(f) = &self.flows { f.deliver(lib, batch).await?; }
             }
             if let Some(raw) = &norm.raw {
                 self.store.append(&raw_name, vec![raw.clone()], &positions).await?;

@@ -23,6 +23,8 @@
 //! * [`config`] — the TOML config.
 //! * [`demo`] — the simulated departments and `lianqin demo`.
 //! * [`bench`] — `lianqin bench ingest`.
+//! * [`flows`] — outbound flows and exports filtered per department.
+//! * [`pgserver`] — the Postgres wire protocol server (`lianqin serve`).
 
 #![warn(missing_docs)]
 
@@ -32,10 +34,12 @@ pub mod audit_table;
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod flows;
 pub mod hub;
 pub mod library;
 pub mod mapping;
 pub mod normalize;
+pub mod pgserver;
 pub mod query;
 pub mod schema;
 pub mod time;

@@ -8,5 +8,7 @@ mod audit;
 mod kafka;
 mod cli;
 mod policy;
+mod pgwire;
+mod flows;
 mod sql_source;
 mod env_streams;

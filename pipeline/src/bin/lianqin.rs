@@ -88,6 +88,47 @@ enum Cmd {
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
     },
+    /// Serve the libraries over the Postgres wire protocol (psql, DBeaver,
+    /// psycopg): SCRAM-SHA-256 logins from policies/users.toml, every query
+    /// with the user's permissions, logins and queries audited.
+    Serve {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate (chain) for TLS; with --tls-key. Plain-text logins are then refused.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Export a table or query with USER's permissions to a file (audited).
+    Export {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Export as this user (policies/users.toml): their rows and masks only.
+        #[arg(long = "as")]
+        as_user: String,
+        /// Table to export (with --where); or use --sql.
+        #[arg(long, conflicts_with = "sql")]
+        table: Option<String>,
+        /// Row condition (SQL) for --table.
+        #[arg(long = "where", requires = "table")]
+        where_: Option<String>,
+        /// Free SQL query instead of --table.
+        #[arg(long)]
+        sql: Option<String>,
+        /// `csv` or `jsonl`.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Destination file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Security officers' tools over the encrypted audit trail.
     Audit {
         #[command(subcommand)]
@@ -297,9 +338,22 @@ async fn main() -> Result<()> {
                 other => bail!("--role {other}: use all, sources or worker"),
             };
             let dir = data_dir_of(&cfg, data_dir);
+            let server = cfg.server.as_ref().map(|s| s.resolve(&cfg.base_dir));
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
             let (tx, rx) = watch::channel(false);
+            if let Some(scfg) = server {
+                // `[server]`: also serve the libraries over the Postgres protocol.
+                let policy = Arc::new(load_policies().await?);
+                let pg = lianqin_pipeline::pgserver::PgServer::new(&scfg, &dir, policy)?;
+                let listener = tokio::net::TcpListener::bind(scfg.listen).await.with_context(|| format!("[server] listen on {}", scfg.listen))?;
+                let stop = rx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pg.serve(listener, stop).await {
+                        tracing::error!("Postgres wire server stopped: {e}");
+                    }
+                });
+            }
             tokio::spawn(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = tx.send(true);
@@ -321,6 +375,47 @@ async fn main() -> Result<()> {
             for (t, removed, added) in store.compact().await? {
                 println!("{t:<28} {removed:>5} small files → {added:>3} (history kept)");
             }
+        }
+        Cmd::Serve { data_dir, listen, tls_cert, tls_key } => {
+            init_tracing("info");
+            if !data_dir.join("lake").is_dir() {
+                bail!("{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)", data_dir.display());
+            }
+            let policy = Arc::new(load_policies().await?);
+            let cfg = lianqin_pipeline::pgserver::PgServerConfig { listen, tls_cert, tls_key };
+            let server = lianqin_pipeline::pgserver::PgServer::new(&cfg, &data_dir, policy)?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+            eprintln!("lianqin: Postgres wire server on {} (data dir {})", listener.local_addr()?, data_dir.display());
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = tx.send(true);
+            });
+            server.serve(listener, rx).await?;
+        }
+        Cmd::Export { data_dir, as_user, table, where_, sql, format, out } => {
+            init_tracing("warn");
+            let query = match (table, sql) {
+                (Some(t), None) => {
+                    if !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        bail!("--table {t}: not a table name");
+                    }
+                    match where_ {
+                        Some(w) => format!("SELECT * FROM {t} WHERE {w}"),
+                        None => format!("SELECT * FROM {t}"),
+                    }
+                }
+                (None, Some(q)) => q,
+                _ => bail!("give --table (optionally with --where) or --sql"),
+            };
+            let format = match format.as_str() {
+                "csv" => OutputFormat::Csv,
+                "jsonl" | "json" => OutputFormat::Json,
+                other => bail!("--format {other}: use csv or jsonl"),
+            };
+            let req = lianqin_pipeline::flows::ExportRequest { sql: query, format, out: out.clone() };
+            let n = lianqin_pipeline::flows::export(&data_dir, &as_user, &req).await?;
+            eprintln!("exported {n} rows to {}", out.display());
         }
         Cmd::Audit { what } => {
             init_tracing("warn");

@@ -1,0 +1,260 @@
+//! Outbound flows filtered per department (§7.3.5): whatever leaves the hub
+//! for a department carries only the rows and columns that department's
+//! principal may see.
+//!
+//! * **Change flows** (`[[flows]]` in the hub config): after each library
+//!   commit the hub hands the committed rows to [`Flows::deliver`], which
+//!   runs them through the same secured plan as `lianqin sql --as USER`
+//!   (row filter, column masks; deny by default) under the flow's user and
+//!   appends the visible rows as JSON lines to the flow's sink file. Each
+//!   delivery is an audit `flow` entry (user, department, table, rows,
+//!   destination). Guarantee: at-least-once, in order per key (the same as
+//!   the `changes.<library>` topics: after a crash the rows of the replayed
+//!   batch are delivered again; dedupe by `content_hash`).
+//! * **Exports** ([`export`], `lianqin export --as USER`): one secured query
+//!   written to a CSV or JSON-lines file, audited as a `query` entry plus one
+//!   `export` entry naming user, department, tables, row count and
+//!   destination.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use lianqin_policies::{PolicyEngine, Principal};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::PipelineError;
+use crate::audit::Audit;
+use crate::query::{OutputFormat, QueryEngine, Querier, columns_of, format_batches};
+use crate::schema::Catalog;
+
+/// One `[[flows]]` block of the hub config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Flow name (in audit entries).
+    pub name: String,
+    /// The users.toml user whose permissions filter the flow (the receiving
+    /// department's account).
+    pub user: String,
+    /// Libraries whose changes flow (default: element, matter, matter_event).
+    #[serde(default = "all_libraries")]
+    pub libraries: Vec<String>,
+    /// Sink: a JSON-lines file, appended to (relative paths are under the data dir).
+    pub sink: PathBuf,
+}
+
+fn all_libraries() -> Vec<String> {
+    ["element", "matter", "matter_event"].map(String::from).to_vec()
+}
+
+/// Loads the policies from `$LIANQIN_POLICIES` or the built-in files.
+pub async fn load_policies() -> Result<PolicyEngine, PipelineError> {
+    let r = match std::env::var("LIANQIN_POLICIES") {
+        Ok(dir) => PolicyEngine::load(Path::new(&dir)).await,
+        Err(_) => PolicyEngine::builtin().await,
+    };
+    r.map_err(|e| PipelineError::Config(format!("policies: {e}")))
+}
+
+struct Flow {
+    cfg: FlowConfig,
+    who: Principal,
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+/// The configured change flows of a hub.
+pub struct Flows {
+    flows: Vec<Flow>,
+    policy: Arc<PolicyEngine>,
+    catalog: Arc<Catalog>,
+    audit: Audit,
+}
+
+impl std::fmt::Debug for Flows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.flows.iter().map(|f| &f.cfg.name)).finish()
+    }
+}
+
+impl Flows {
+    /// Opens the sinks of `cfgs` (none → `None`). Unknown users and
+    /// libraries are config errors naming the flow.
+    pub async fn open(
+        cfgs: &[FlowConfig],
+        data_dir: &Path,
+        catalog: Arc<Catalog>,
+        audit: Audit,
+    ) -> Result<Option<Flows>, PipelineError> {
+        if cfgs.is_empty() {
+            return Ok(None);
+        }
+        let policy = Arc::new(load_policies().await?);
+        let mut flows = Vec::new();
+        for c in cfgs {
+            let who = policy
+                .principal(&c.user)
+                .ok_or_else(|| PipelineError::Config(format!("flow `{}`: unknown user `{}` (policies/users.toml)", c.name, c.user)))?;
+            for l in &c.libraries {
+                if !all_libraries().contains(l) {
+                    return Err(PipelineError::Config(format!("flow `{}`: unknown library `{l}`", c.name)));
+                }
+            }
+            let path = if c.sink.is_absolute() { c.sink.clone() } else { data_dir.join(&c.sink) };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, dir.display())))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, path.display())))?;
+            flows.push(Flow { cfg: c.clone(), who, path, file: Mutex::new(file) });
+        }
+        Ok(Some(Flows { flows, policy, catalog, audit }))
+    }
+
+    /// Delivers the committed rows `batch` of `library` to every flow that
+    /// takes it, filtered and masked under the flow's principal. Called by
+    /// the hub after each library commit, before the raw table commit, so a
+    /// crash replays (at-least-once).
+    pub async fn deliver(&self, library: &str, batch: &RecordBatch) -> Result<(), PipelineError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for f in self.flows.iter().filter(|f| f.cfg.libraries.iter().any(|l| l == library)) {
+            let table = format!("{library}_history");
+            let res = secured_rows(&self.policy, &self.catalog, &f.who, &table, batch).await;
+            use lianqin_audit::{AuditEvent, EventKind, Outcome};
+            let (outcome, rows, detail) = match &res {
+                Ok(b) => {
+                    let n: usize = b.iter().map(RecordBatch::num_rows).sum();
+                    if n > 0 {
+                        write_events(f, library, &self.catalog, b).await?;
+                    }
+                    (Outcome::Success, n as u64, serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "offered": batch.num_rows()}))
+                }
+                Err(e) => (Outcome::Deny, 0, serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "error": e.to_string()})),
+            };
+            let mut ev = AuditEvent::new(EventKind::Flow, &f.who.name, &f.who.department, outcome);
+            ev.tables = vec![table];
+            ev.rows = Some(rows);
+            ev.rule = Some("policies/policy.csv".into());
+            ev.rule_version = Some(self.policy.version());
+            ev.detail = detail;
+            self.audit.record(ev)?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows of `batch` (rows of `table`) that `who` may see, masked.
+pub async fn secured_rows(
+    policy: &PolicyEngine,
+    catalog: &Catalog,
+    who: &Principal,
+    table: &str,
+    batch: &RecordBatch,
+) -> Result<Vec<RecordBatch>, PipelineError> {
+    let ctx = SessionContext::new();
+    crate::udf::register(&ctx, catalog);
+    policy.mask_functions().register(&ctx);
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(|e| PipelineError::Query(e.to_string()))?;
+    ctx.register_table(table, Arc::new(mem)).map_err(|e| PipelineError::Query(e.to_string()))?;
+    let plan = ctx
+        .state()
+        .create_logical_plan(&format!("SELECT * FROM {table}"))
+        .await
+        .map_err(|e| PipelineError::Query(e.to_string()))?;
+    let plan = policy
+        .secure_plan(who, plan, &|t| columns_of(catalog, t))
+        .map_err(|e| PipelineError::Query(format!("permission denied: {e}")))?;
+    let df = ctx.execute_logical_plan(plan).await.map_err(|e| PipelineError::Query(e.to_string()))?;
+    df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
+}
+
+async fn write_events(f: &Flow, library: &str, catalog: &Catalog, batches: &[RecordBatch]) -> Result<(), PipelineError> {
+    let key = catalog.library(library)?.key.clone();
+    let text = format_batches(batches, OutputFormat::Json)?;
+    let mut out = Vec::with_capacity(text.len() + 64 * batches.len());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let row: serde_json::Value = serde_json::from_str(line).map_err(|e| PipelineError::Internal(format!("flow {}: {e}", f.cfg.name)))?;
+        let id = row.get(&key).cloned().unwrap_or(serde_json::Value::Null);
+        let op = if row.get("deleted").and_then(|d| d.as_bool()) == Some(true) { "delete" } else { "upsert" };
+        let ev = serde_json::json!({"flow": f.cfg.name, "library": library, "id": id, "op": op, "row": row});
+        out.extend_from_slice(ev.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    let mut file = f.file.lock().await;
+    file.write_all(&out)
+        .and_then(|_| file.sync_data())
+        .map_err(|e| PipelineError::Internal(format!("flow {}: {}: {e}", f.cfg.name, f.path.display())))
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The query (`SELECT * FROM table [WHERE ...]` or free SQL).
+    pub sql: String,
+    /// `Csv` or `Json` (JSON lines).
+    pub format: OutputFormat,
+    /// Destination file.
+    pub out: PathBuf,
+}
+
+/// Runs `req.sql` as `user` with their permissions over `data_dir`, writes
+/// the result to `req.out`, and audits the query and an `export` entry.
+/// Returns the number of rows written.
+pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<u64, PipelineError> {
+    use lianqin_audit::{AuditEvent, EventKind, Outcome};
+    let catalog = Catalog::builtin()?;
+    let policy = Arc::new(load_policies().await?);
+    let audit = Audit::open(data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+    let Some(who) = policy.principal(user) else {
+        let mut ev = AuditEvent::new(EventKind::Export, user, "", Outcome::Deny);
+        ev.detail = serde_json::json!({"reason": "unknown user", "destination": req.out.display().to_string()});
+        audit.record_durable(ev)?;
+        audit.sync();
+        return Err(PipelineError::Query(format!("permission denied: unknown user `{user}` (see policies/users.toml)")));
+    };
+    let store = crate::library::LibraryStore::open_existing(data_dir, Arc::clone(&catalog)).await?;
+    let querier = Querier {
+        user: who.name.clone(),
+        department: who.department.clone(),
+        session: Some(format!("export-{}", std::process::id())),
+        client_addr: Some("local".into()),
+    };
+    let dept = who.department.clone();
+    let engine = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who).with_audit(audit.clone(), querier);
+    let res = async {
+        let batches = engine.sql(&req.sql).await?;
+        let text = format_batches(&batches, req.format)?;
+        std::fs::write(&req.out, text).map_err(|e| PipelineError::Internal(format!("{}: {e}", req.out.display())))?;
+        Ok::<_, PipelineError>(batches)
+    }
+    .await;
+    let plan_tables = match engine.context().state().create_logical_plan(&req.sql).await {
+        Ok(p) => crate::query::tables_of(&p),
+        Err(_) => vec![],
+    };
+    let mut ev = AuditEvent::new(EventKind::Export, user, &dept, if res.is_ok() { Outcome::Success } else { Outcome::Failure });
+    ev.tables = plan_tables;
+    ev.sql = Some(req.sql.clone());
+    ev.rule_version = Some(policy.version());
+    ev.session = Some(format!("export-{}", std::process::id()));
+    ev.client_addr = Some("local".into());
+    let rows = res.as_ref().map(|b| b.iter().map(|b| b.num_rows() as u64).sum::<u64>()).unwrap_or(0);
+    ev.rows = Some(rows);
+    ev.detail = match &res {
+        Ok(_) => serde_json::json!({"destination": req.out.display().to_string(), "format": format!("{:?}", req.format).to_lowercase()}),
+        Err(e) => serde_json::json!({"destination": req.out.display().to_string(), "error": e.to_string()}),
+    };
+    audit.record_durable(ev)?;
+    audit.sync();
+    res.map(|_| rows)
+}
