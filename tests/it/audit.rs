@@ -250,6 +250,33 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     assert_eq!(pcs.len(), before + 1);
     assert_ne!(pcs.last().unwrap().event.detail["from"], pcs.last().unwrap().event.detail["to"]);
 
+    // Only auditors may name themselves as readers of the audit trail.
+    let s = Command::new(lianqin_bin()).args(["audit", "search", "--as", "wang.police", "--data-dir"]).arg(d).output().unwrap();
+    assert!(!s.status.success());
+    assert!(String::from_utf8_lossy(&s.stderr).contains("permission denied"));
+    assert!(!String::from_utf8_lossy(&s.stdout).contains("chen.ecology"));
+
+    // An exported subset with its proof checks out against the public key
+    // alone; a tampered proof does not.
+    let p = Command::new(lianqin_bin())
+        .args(["audit", "prove", "--as", "qian.audit", "--stream", "demo-hub", "--from-seq", "2", "--to-seq", "5", "--data-dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let err = String::from_utf8_lossy(&p.stderr).to_string();
+    let pk = err.rsplit(": ").next().unwrap().trim().to_string();
+    let proof = d.join("proof.json");
+    std::fs::write(&proof, &p.stdout).unwrap();
+    let c = Command::new(lianqin_bin()).args(["audit", "check-proof", "--public-key", &pk, "--proof"]).arg(&proof).output().unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert_eq!(String::from_utf8_lossy(&c.stdout).lines().count(), 4);
+    let mut doc: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
+    doc["to_seq"] = serde_json::json!(4);
+    std::fs::write(&proof, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let c = Command::new(lianqin_bin()).args(["audit", "check-proof", "--public-key", &pk, "--proof"]).arg(&proof).output().unwrap();
+    assert!(!c.status.success(), "tampered proof accepted");
+
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }

@@ -211,6 +211,36 @@ enum AuditCmd {
         #[arg(long = "as")]
         as_user: Option<String>,
     },
+    /// Export entries SEQ_FROM..=SEQ_TO of one stream with a proof (JSON) that
+    /// an inspector checks against a signed checkpoint without the whole log
+    /// (`lianqin audit check-proof`); prints the stream's public key to stderr.
+    Prove {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Stream (directory under audit/, e.g. `hub`, `cli`, `demo-hub`).
+        #[arg(long)]
+        stream: String,
+        /// First sequence number.
+        #[arg(long)]
+        from_seq: u64,
+        /// Last sequence number (a signed checkpoint must cover it).
+        #[arg(long)]
+        to_seq: u64,
+        /// Reader (recorded).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+    },
+    /// Check an exported proof against the stream's public key (no master
+    /// key needed); prints the entries; exit 0 only when the proof holds.
+    CheckProof {
+        /// The proof file (from `lianqin audit prove`).
+        #[arg(long)]
+        proof: PathBuf,
+        /// The stream's checkpoint public key (hex), obtained out of band.
+        #[arg(long)]
+        public_key: String,
+    },
     /// Follow new entries of the hub's stream.
     Tail {
         /// Folder holding all state.
@@ -627,6 +657,31 @@ fn record_audit_read(dir: &Path, reader: &str, what: &str, filter: &AuditFilterA
     Ok(())
 }
 
+/// A named reader of the audit (`--as NAME`) must hold the auditor role
+/// (policies: read on the `audit` table); a refusal is a `denial` entry. The
+/// unnamed local operator holds the key already and is recorded as the OS user.
+fn check_auditor(dir: &Path, user: &str) -> Result<()> {
+    // Called from the (multi-thread) runtime of `main`.
+    let policy = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(lianqin_pipeline::audit::policy_engine())
+    })?;
+    let allowed = match policy.principal(user) {
+        Some(p) => policy.decide_sync(&p, lianqin_pipeline::audit_table::TABLE, &lianqin_pipeline::audit_table::column_meta()),
+        None => lianqin_policies::TableDecision::deny(format!("unknown user `{user}`")),
+    };
+    if allowed.allowed {
+        return Ok(());
+    }
+    let audit = lianqin_pipeline::audit::Audit::open(dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+    let mut ev = lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Denial, user, "", lianqin_audit::Outcome::Deny);
+    ev.tables = vec!["audit".into()];
+    ev.rule = Some(allowed.reason.clone());
+    ev.rule_version = Some(policy.version());
+    audit.record_durable(ev)?;
+    audit.sync();
+    bail!("permission denied: {user} may not read the audit trail ({})", allowed.reason)
+}
+
 /// Reads the replicated audit topic of a hub config into `out/audit/`.
 fn mirror_topic(config: &Path, out: &Path) -> Result<(Vec<String>, u64)> {
     // Only `[bus]` matters here (a reader need not hold the sources' secrets).
@@ -697,6 +752,9 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
         }
         AuditCmd::Search { data_dir, filter, as_user } => {
             let key = master_key(&data_dir, false)?;
+            if let Some(u) = &as_user {
+                check_auditor(&data_dir, u)?;
+            }
             let f = audit_filter(&filter)?;
             let mut n = 0u64;
             for dir in streams(&data_dir) {
@@ -723,6 +781,9 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
         }
         AuditCmd::Export { data_dir, filter, format, as_user } => {
             let key = master_key(&data_dir, false)?;
+            if let Some(u) = &as_user {
+                check_auditor(&data_dir, u)?;
+            }
             let f = audit_filter(&filter)?;
             let fmt = match format.as_str() {
                 "csv" => lianqin_audit::ExportFormat::Csv,
@@ -735,6 +796,44 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
                 n += lianqin_audit::export(&dir, &key, f.clone(), fmt, stdout.lock())?;
             }
             record_audit_read(&data_dir, &as_user.unwrap_or_else(os_user), "export", &filter, n)?;
+        }
+        AuditCmd::Prove { data_dir, stream, from_seq, to_seq, as_user } => {
+            let key = master_key(&data_dir, false)?;
+            let reader = as_user.unwrap_or_else(os_user);
+            check_auditor(&data_dir, &reader)?;
+            let dir = data_dir.join("audit").join(&stream);
+            let proof = lianqin_audit::export_with_proof(&dir, &key, from_seq, to_seq)
+                .with_context(|| format!("audit stream {stream}"))?;
+            println!("{}", serde_json::to_string_pretty(&proof)?);
+            eprintln!("public key of stream {stream} (give it to the inspector out of band): {}", hex::encode(&proof.public_key));
+            let none = AuditFilterArgs {
+                from: None,
+                to: None,
+                user: None,
+                department: None,
+                table: None,
+                kind: None,
+                decision: None,
+                text: None,
+            };
+            record_audit_read(&data_dir, &reader, &format!("prove {stream} {from_seq}..={to_seq}"), &none, to_seq + 1 - from_seq)?;
+        }
+        AuditCmd::CheckProof { proof, public_key } => {
+            let text = std::fs::read_to_string(&proof).with_context(|| format!("{}: cannot read", proof.display()))?;
+            let p: lianqin_audit::ExportProof = serde_json::from_str(&text).with_context(|| proof.display().to_string())?;
+            let pk = hex::decode(public_key.trim()).context("--public-key: not hex")?;
+            match lianqin_audit::verify_export(&p, &pk) {
+                Ok(recs) => {
+                    for r in &recs {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                    eprintln!("ok: {} entries ({}..={}) proven by signed checkpoint #{} at seq {}", recs.len(), p.from_seq, p.to_seq, p.checkpoint.index, p.checkpoint.seq);
+                }
+                Err(e) => {
+                    eprintln!("FAIL: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         AuditCmd::Tail { data_dir, follow, stream } => {
             let key = master_key(&data_dir, false)?;
