@@ -17,10 +17,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lianqin_audit::{AuditConfig, AuditEvent, AuditLog, EventKind, MasterKey, Outcome};
+use lianqin_audit::{AuditConfig, AuditEvent, AuditLog, CryptoSuite, EventKind, MasterKey, Outcome};
 use tracing::warn;
 
 use crate::PipelineError;
+
+/// Environment variable choosing the suite of new audit streams:
+/// `standard` (AES-256-GCM, SHA-256, ed25519; default) or `gm` (SM4-GCM,
+/// SM3, SM2 — GB/T 39786-2021 deployments).
+pub const SUITE_ENV: &str = "LIANQIN_AUDIT_SUITE";
+
+/// The suite named by [`SUITE_ENV`].
+pub fn suite_from_env() -> Result<CryptoSuite, PipelineError> {
+    match std::env::var(SUITE_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("standard") => Ok(CryptoSuite::Standard),
+        Ok("gm") => Ok(CryptoSuite::Gm),
+        Ok(other) => Err(PipelineError::Config(format!("{SUITE_ENV}={other}: use `standard` or `gm`"))),
+    }
+}
 
 /// Environment variable naming a key file.
 pub const KEY_FILE_ENV: &str = "LIANQIN_AUDIT_KEY_FILE";
@@ -122,6 +136,18 @@ impl Audit {
     /// `wait` for another process to release it, then falling back to
     /// `<stream>-<pid>`.
     pub fn open(data_dir: &Path, stream: &str, node: &str, wait: Duration) -> Result<Audit, PipelineError> {
+        Audit::open_with_suite(data_dir, stream, node, wait, suite_from_env()?)
+    }
+
+    /// Like [`Audit::open`] with the suite for a *new* stream given; an
+    /// existing stream keeps the suite recorded in its header.
+    pub fn open_with_suite(
+        data_dir: &Path,
+        stream: &str,
+        node: &str,
+        wait: Duration,
+        suite: CryptoSuite,
+    ) -> Result<Audit, PipelineError> {
         let key = master_key(data_dir, true)?;
         let root = data_dir.join("audit");
         std::fs::create_dir_all(&root).map_err(|e| PipelineError::Config(format!("{}: {e}", root.display())))?;
@@ -144,7 +170,16 @@ impl Audit {
         };
         let mut cfg = AuditConfig::new(key.clone());
         cfg.node = node.to_string();
-        let log = AuditLog::open(root.join(&name), cfg).map_err(|e| PipelineError::Config(format!("audit: {e}")))?;
+        cfg.suite = suite;
+        let log = match AuditLog::open(root.join(&name), cfg.clone()) {
+            // An existing stream keeps its suite (the header records it).
+            Err(lianqin_audit::AuditError::SuiteMismatch { found, .. }) => {
+                cfg.suite = found;
+                AuditLog::open(root.join(&name), cfg)
+            }
+            r => r,
+        }
+        .map_err(|e| PipelineError::Config(format!("audit: {e}")))?;
         Ok(Audit {
             log,
             node: node.to_string(),

@@ -398,3 +398,31 @@ async fn audit_topic_on_kafka_verifies() {
     assert!(r.is_ok(), "{:?}", r.first_problem);
     assert!(r.entries >= entries, "{} < {entries}", r.entries);
 }
+
+/// The GM/T suite (SM4-GCM, SM3, SM2) for a stream, chosen when it is
+/// created (`LIANQIN_AUDIT_SUITE=gm`); reopening keeps it whatever the
+/// setting, and `lianqin audit verify` checks it.
+#[test]
+fn gm_suite_stream_is_kept_and_verifies() {
+    use lianqin_audit::CryptoSuite;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let wait = std::time::Duration::from_secs(1);
+    {
+        let a = lianqin_pipeline::audit::Audit::open_with_suite(d, "gm", "gm", wait, CryptoSuite::Gm).unwrap();
+        assert_eq!(a.log().suite(), CryptoSuite::Gm);
+        for i in 0..20 {
+            a.record(lianqin_audit::AuditEvent::new(EventKind::Query, format!("u{i}"), "police", lianqin_audit::Outcome::Success)).unwrap();
+        }
+        a.sync();
+    }
+    {
+        let a = lianqin_pipeline::audit::Audit::open_with_suite(d, "gm", "gm", wait, CryptoSuite::Standard).unwrap();
+        assert_eq!(a.log().suite(), CryptoSuite::Gm, "an existing stream keeps its suite");
+        a.record(lianqin_audit::AuditEvent::new(EventKind::Query, "u20", "police", lianqin_audit::Outcome::Success)).unwrap();
+        a.sync();
+    }
+    let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success() && out.contains("21 entries"), "{out}");
+}
