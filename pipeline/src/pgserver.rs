@@ -25,10 +25,12 @@
 //! * **Session statements** drivers send (`SET`, `RESET`, `BEGIN`, `COMMIT`,
 //!   `ROLLBACK`, `DISCARD`, `DEALLOCATE`) are acknowledged without touching
 //!   the shared session; `SHOW <param>` answers the usual parameters and
-//!   `SHOW TABLES` lists only the tables the user may read. `pg_catalog` is
-//!   not provided (psql's `\d` fails with "table not found");
-//!   `information_schema` is refused for non-administrators (it would list
-//!   every table).
+//!   `SHOW TABLES` lists only the tables the user may read.
+//! * **Catalogs**: a statement that reads only `pg_catalog` /
+//!   `information_schema` (psql's `\dt`, `\d t`, DBeaver's navigator) runs
+//!   in a per-user metadata session whose tables are *empty* tables with the
+//!   schemas of exactly the tables the user may read — so catalogs list
+//!   nothing else and can never return a row of data.
 //! * **Freshness**: the data dir's Delta logs are checked at most once a
 //!   second; when a library has a new commit the query session is rebuilt,
 //!   so new rows become visible without a restart.
@@ -44,10 +46,14 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use futures::Sink;
@@ -145,6 +151,8 @@ struct Shared {
     policy: Arc<PolicyEngine>,
     audit: Audit,
     engine: Mutex<Option<EngineCache>>,
+    /// Per user: (engine it was built from, metadata-only session).
+    meta: Mutex<std::collections::HashMap<String, (usize, Arc<SessionContext>)>>,
     sessions: AtomicU64,
     tls_required: bool,
     cert_pem: CertPem,
@@ -197,6 +205,7 @@ impl PgServer {
             policy,
             audit,
             engine: Mutex::new(None),
+            meta: Mutex::new(std::collections::HashMap::new()),
             sessions: AtomicU64::new(0),
             tls_required: tls.is_some(),
             cert_pem,
@@ -280,6 +289,43 @@ impl Shared {
         let engine = Arc::new(engine);
         *g = Some(EngineCache { engine: Arc::clone(&engine), fingerprint: fp, checked: Instant::now() });
         Ok(engine)
+    }
+
+    /// Tables (and views) of `engine` that `who` may read.
+    fn visible_tables(&self, who: &Principal, engine: &QueryEngine) -> Vec<String> {
+        let catalog = &self.catalog;
+        engine
+            .tables()
+            .iter()
+            .filter(|t| {
+                let base = if matches!(t.as_str(), "element" | "matter" | "matter_event") { format!("{t}_history") } else { t.to_string() };
+                self.policy.decide_sync(who, &base, &columns_of(catalog, &base)).allowed
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The metadata-only session of `who`: `pg_catalog` and
+    /// `information_schema` over *empty* tables with the schemas of the
+    /// tables `who` may read — so catalog queries (psql `\d`, DBeaver's
+    /// navigator) list exactly those, and can never read a row.
+    async fn meta_ctx(&self, who: &Principal, engine: &Arc<QueryEngine>) -> Result<Arc<SessionContext>, PipelineError> {
+        let key = Arc::as_ptr(engine) as usize;
+        if let Some((k, c)) = self.meta.lock().await.get(&who.name)
+            && *k == key
+        {
+            return Ok(Arc::clone(c));
+        }
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        for t in self.visible_tables(who, engine) {
+            let provider = engine.context().table_provider(t.as_str()).await.map_err(|e| PipelineError::Query(format!("{t}: {e}")))?;
+            ctx.register_table(t.as_str(), Arc::new(EmptyTable::new(provider.schema())))
+                .map_err(|e| PipelineError::Query(format!("{t}: {e}")))?;
+        }
+        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider).map_err(|e| PipelineError::Query(format!("pg_catalog: {e}")))?;
+        let ctx = Arc::new(ctx);
+        self.meta.lock().await.insert(who.name.clone(), (key, Arc::clone(&ctx)));
+        Ok(ctx)
     }
 
     fn fake_salt(&self, user: &str) -> Vec<u8> {
@@ -468,6 +514,8 @@ enum WireKind {
     Show(String),
     /// A query: the unsecured plan (with placeholders) and the secured schema.
     Query { stmt: Box<SqlStatement>, plan: Box<LogicalPlan>, schema: SchemaRef },
+    /// A catalog query for the user's metadata session.
+    Meta { stmt: Box<SqlStatement>, plan: Box<LogicalPlan>, schema: SchemaRef },
 }
 
 /// Simple and extended query handler of one connection.
@@ -594,6 +642,31 @@ fn principal_of<C: ClientInfo + ?Sized>(shared: &Shared, authenticated: &OnceLoc
     shared.policy.principal(user).ok_or_else(|| pg_error("28000", format!("unknown user {user:?}")))
 }
 
+/// Where a statement runs.
+enum Target {
+    /// The data session, through `secure_plan`.
+    Data,
+    /// The user's metadata-only session (empty tables).
+    Meta(Arc<SessionContext>),
+}
+
+/// `Some(true)` if every table the plan reads is in `pg_catalog` or
+/// `information_schema`, `Some(false)` if any is not, `None` if it reads none.
+fn catalog_only(plan: &LogicalPlan) -> Option<bool> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let (mut any, mut all) = (false, true);
+    let _ = plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::TableScan(scan) = n {
+            any = true;
+            if !matches!(scan.table_name.schema(), Some("pg_catalog" | "information_schema")) {
+                all = false;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    any.then_some(all)
+}
+
 struct Ctx<'a> {
     shared: &'a Shared,
     session: &'a str,
@@ -660,6 +733,7 @@ impl Ctx<'_> {
         &self,
         who: &Principal,
         sql: &str,
+        target: Target,
         plan: Result<LogicalPlan, String>,
         params: Option<&ParamValues>,
     ) -> PgWireResult<(SchemaRef, Vec<RecordBatch>)> {
@@ -673,11 +747,17 @@ impl Ctx<'_> {
             if let Some(p) = params {
                 plan = plan.replace_params_with_values(p).map_err(|e| e.to_string())?;
             }
-            let secured = self.secure(who, plan).map_err(|(d, m)| {
-                denied = d;
-                m
-            })?;
-            let df = engine.context().execute_logical_plan(secured).await.map_err(|e| e.to_string())?;
+            let df = match &target {
+                // Catalog rows over empty tables of what `who` may read.
+                Target::Meta(meta) => meta.execute_logical_plan(plan).await.map_err(|e| e.to_string())?,
+                Target::Data => {
+                    let secured = self.secure(who, plan).map_err(|(d, m)| {
+                        denied = d;
+                        m
+                    })?;
+                    engine.context().execute_logical_plan(secured).await.map_err(|e| e.to_string())?
+                }
+            };
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(|e| e.to_string())?;
             Ok((schema, batches))
@@ -693,16 +773,48 @@ impl Ctx<'_> {
     /// Tables `who` may read (for `SHOW TABLES`).
     async fn visible_tables(&self, who: &Principal) -> PgWireResult<Vec<String>> {
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
-        let catalog = &self.shared.catalog;
-        Ok(engine
-            .tables()
-            .iter()
-            .filter(|t| {
-                let base = if matches!(t.as_str(), "element" | "matter" | "matter_event") { format!("{t}_history") } else { t.to_string() };
-                self.shared.policy.decide_sync(who, &base, &columns_of(catalog, &base)).allowed
-            })
-            .cloned()
-            .collect())
+        Ok(self.shared.visible_tables(who, &engine))
+    }
+
+    /// Plans `stmt` in `who`'s metadata session. `Some((ctx, plan, true))`
+    /// when the plan reads only `pg_catalog` / `information_schema`;
+    /// `Some((ctx, plan, false))` when it reads no table at all (e.g.
+    /// `SELECT current_database()`; used only if the data session cannot
+    /// plan it); `None` otherwise.
+    async fn meta_plan(
+        &self,
+        who: &Principal,
+        engine: &Arc<QueryEngine>,
+        stmt: &SqlStatement,
+    ) -> Option<(Arc<SessionContext>, LogicalPlan, bool)> {
+        let meta = self.shared.meta_ctx(who, engine).await.ok()?;
+        let plan = meta
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt.clone())))
+            .await
+            .ok()?;
+        if !lianqin_policies::is_query(&plan) {
+            return None;
+        }
+        match catalog_only(&plan) {
+            Some(true) => Some((meta, plan, true)),
+            None => Some((meta, plan, false)),
+            Some(false) => None,
+        }
+    }
+
+    /// Picks the session for `stmt`: the metadata session for catalog
+    /// queries, else the data session (secured).
+    async fn route(&self, who: &Principal, engine: &Arc<QueryEngine>, stmt: &SqlStatement) -> (Target, Result<LogicalPlan, String>) {
+        let meta = self.meta_plan(who, engine, stmt).await;
+        if let Some((ctx, plan, true)) = meta {
+            return (Target::Meta(ctx), Ok(plan));
+        }
+        let data = self.plan(engine, stmt).await;
+        match (data, meta) {
+            (Err(_), Some((ctx, plan, false))) => (Target::Meta(ctx), Ok(plan)),
+            (data, _) => (Target::Data, data),
+        }
     }
 
     async fn show(&self, who: &Principal, param: &str) -> PgWireResult<Response> {
@@ -756,8 +868,8 @@ impl SimpleQueryHandler for QueryHandler {
                 continue;
             }
             let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
-            let plan = ctx.plan(&engine, &stmt).await;
-            let (schema, batches) = ctx.run(&who, &sql, plan, None).await?;
+            let (target, plan) = ctx.route(&who, &engine, &stmt).await;
+            let (schema, batches) = ctx.run(&who, &sql, target, plan, None).await?;
             out.push(Response::Query(batches_response(&schema, batches, &Format::UnifiedText, Some(Arc::clone(&opts)))?));
         }
         Ok(out)
@@ -793,7 +905,12 @@ impl QueryParser for WireParser {
         }
         let ctx = Ctx { shared: &self.shared, session: &self.session, peer: self.peer };
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
-        let plan = ctx.plan(&engine, &stmt).await.map_err(|e| pg_error("XX000", e))?;
+        let (target, plan) = ctx.route(&who, &engine, &stmt).await;
+        let plan = plan.map_err(|e| pg_error("XX000", e))?;
+        if let Target::Meta(_) = target {
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            return Ok(Some(WireStatement { sql: text, kind: WireKind::Meta { stmt: Box::new(stmt), plan: Box::new(plan), schema } }));
+        }
         // Secure now too: the described schema is the secured one, and a
         // denied table is refused (and audited) already at Parse.
         let schema = match ctx.secure(&who, plan.clone()) {
@@ -809,7 +926,7 @@ impl QueryParser for WireParser {
 
     fn get_parameter_types(&self, stmt: &WireStatement) -> PgWireResult<Vec<Type>> {
         match &stmt.kind {
-            WireKind::Query { plan, .. } => Ok(wire_types(&param_types(plan)?)),
+            WireKind::Query { plan, .. } | WireKind::Meta { plan, .. } => Ok(wire_types(&param_types(plan)?)),
             _ => Ok(vec![]),
         }
     }
@@ -817,7 +934,7 @@ impl QueryParser for WireParser {
     fn get_result_schema(&self, stmt: &WireStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         let fmt = format.unwrap_or(&Format::UnifiedText);
         match &stmt.kind {
-            WireKind::Query { schema, .. } => arrow_schema_to_pg_fields(schema, fmt, None),
+            WireKind::Query { schema, .. } | WireKind::Meta { schema, .. } => arrow_schema_to_pg_fields(schema, fmt, None),
             WireKind::Show(p) => arrow_schema_to_pg_fields(
                 &Schema::new(vec![Field::new(if p == "tables" { "table_name" } else { p.as_str() }, DataType::Utf8, true)]),
                 fmt,
@@ -850,7 +967,7 @@ impl ExtendedQueryHandler for QueryHandler {
         match &st.kind {
             WireKind::Session(tag) => Ok(session_response(tag)),
             WireKind::Show(p) => ctx.show(&who, p).await,
-            WireKind::Query { stmt, plan, .. } => {
+            WireKind::Query { stmt, plan, .. } | WireKind::Meta { stmt, plan, .. } => {
                 let types = param_types(plan)?;
                 let wire = wire_types(&types);
                 let inferred: Vec<Option<&DataType>> = types.iter().map(|t| t.as_ref()).collect();
@@ -859,8 +976,14 @@ impl ExtendedQueryHandler for QueryHandler {
                 // Plan again from the statement against the current session
                 // (the data may have changed since Parse), then bind and secure.
                 let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
-                let fresh = ctx.plan(&engine, stmt).await;
-                let (schema, batches) = ctx.run(&who, &st.sql, fresh, Some(&params)).await?;
+                let (target, fresh) = match &st.kind {
+                    WireKind::Meta { .. } => match ctx.meta_plan(&who, &engine, stmt).await {
+                        Some((m, p, _)) => (Target::Meta(m), Ok(p)),
+                        None => (Target::Data, ctx.plan(&engine, stmt).await),
+                    },
+                    _ => (Target::Data, ctx.plan(&engine, stmt).await),
+                };
+                let (schema, batches) = ctx.run(&who, &st.sql, target, fresh, Some(&params)).await?;
                 let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
                 Ok(Response::Query(batches_response(&schema, batches, &portal.result_column_format, Some(opts))?))
             }

@@ -154,9 +154,19 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
     let (_, out, _) = psql(port, "he.office", "he.office-demo", "disable", "SELECT id_value FROM element_history WHERE kind = 'person' AND id_value IS NOT NULL LIMIT 1");
     assert!(norm(&out)[1].contains("****"), "citizen ID not masked: {out}");
 
-    // information_schema (would list every table) is refused (or absent), like a denied table.
-    let (ok, _, err) = psql(port, "chen.ecology", "chen.ecology-demo", "disable", "SELECT table_name FROM information_schema.tables");
-    assert!(!ok && (err.contains("permission denied") || err.contains("not found")), "{err}");
+    // Catalogs (information_schema, pg_catalog: psql's \dt and \d) list only
+    // the tables the user may read, and read no rows.
+    let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
+    assert!(ok, "{err}");
+    assert!(out.contains("element_history") && !out.contains("raw_police_110") && !out.contains("quarantine"), "{out}");
+    let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "\\dt");
+    assert!(ok, "\\dt: {err}");
+    assert!(out.contains("matter_history") && !out.contains("raw_police_110"), "{out}");
+    let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "\\d element_history");
+    assert!(ok, "\\d element_history: {err}");
+    assert!(out.contains("id_value"), "{out}");
+    let (ok, _, _) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "\\d raw_police_110");
+    assert!(!ok, "\\d of a denied table must find nothing");
     let (ok, _, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "SELECT count(*) FROM raw_police_110");
     assert!(!ok && err.contains("permission denied"), "{err}");
     // Read-only: no DDL over the wire, even for the administrator.
