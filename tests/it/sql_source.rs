@@ -137,3 +137,86 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
     assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 10);
     psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
 }
+
+/// `lianqin run` with a PostgreSQL source, killed with SIGKILL mid-ingest and
+/// restarted: every row of the table is in the libraries exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_sql_ingest_then_restart_is_exact() {
+    let Some(url) = pg_url() else { return };
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    let schema = format!("zfjc_kill_{}_{n}", std::process::id());
+    const ROWS: i64 = 30_000;
+    psql(
+        &url,
+        &format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.wfyd_case (
+               ajbh varchar(32) PRIMARY KEY, ajmc text, wfzt text, tyshxydm varchar(18), sfzh varchar(18),
+               dkbh text, tdyt char(4), wfmj numeric(12,2), zygdmj numeric(12,2), ajzt text,
+               xzqdm varchar(6), jd double precision, wd double precision, fxsj timestamp,
+               sfsc boolean NOT NULL DEFAULT false, update_time timestamptz NOT NULL);
+             INSERT INTO {schema}.wfyd_case
+             SELECT 'WF' || lpad(g::text, 7, '0'), '违法用地案' || g, '当事人' || g, NULL, NULL,
+                    'DK-' || g, '0101', 100 + g % 50, 0, '立案', '330523', 119.6, 30.6,
+                    TIMESTAMP '2025-03-15 10:30:00', false,
+                    TIMESTAMPTZ '2025-03-01 00:00:00+00' + (g / 40) * INTERVAL '1 second'
+             FROM generate_series(1, {ROWS}) g;"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conf = d.join("hub.toml");
+    std::fs::write(&conf, hub_config(&schema).replace("batch_size = 4", "batch_size = 50")).unwrap();
+    let spawn = || {
+        std::process::Command::new(lianqin_tests::lianqin_bin())
+            .args(["run", "--config"])
+            .arg(&conf)
+            .arg("--data-dir")
+            .arg(d)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn lianqin run")
+    };
+    let raw_rows = || async {
+        match lianqin_tests::try_engine(d).await {
+            Ok(e) => e.scalar_i64("SELECT count(*) FROM raw_nr_land_violation").await.unwrap_or(-1),
+            Err(_) => -1,
+        }
+    };
+    let mut child = spawn();
+    let mid = lianqin_tests::wait_until(std::time::Duration::from_secs(180), || async {
+        let n = raw_rows().await;
+        n > 0 && n < ROWS
+    })
+    .await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(mid, "never observed the hub mid-ingest");
+    let at_kill = raw_rows().await;
+
+    let mut child = spawn();
+    let done = lianqin_tests::wait_until(std::time::Duration::from_secs(300), || async {
+        let Ok(e) = lianqin_tests::try_engine(d).await else { return false };
+        e.scalar_i64("SELECT count(*) FROM matter WHERE matter_id LIKE 'nr:%'").await.unwrap_or(-1) == ROWS
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    child.kill().ok();
+    let _ = child.wait();
+    assert!(done, "hub did not catch up after restart (killed at {at_kill} raw rows)");
+    // The libraries are the system of record. The raw table is committed
+    // after them; a batch whose library commits landed just before the kill
+    // is recognized as a repeat on restart and is not written to the raw
+    // table again (a pipeline limitation, reported; not a connector loss):
+    // so the raw table may hold fewer rows, never more.
+    let raw = count(d, "SELECT count(*) FROM raw_nr_land_violation").await;
+    eprintln!("kill -9 at {at_kill} raw rows; after restart: raw {raw} of {ROWS}");
+    assert!(raw <= ROWS, "raw {raw}");
+    assert_eq!(count(d, "SELECT count(DISTINCT source_key) FROM raw_nr_land_violation").await, raw, "no row twice in raw");
+    assert_eq!(count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE 'nr:%'").await, ROWS);
+    assert_eq!(count(d, "SELECT count(*) FROM (SELECT matter_id, content_hash FROM matter_history GROUP BY 1, 2 HAVING count(*) > 1)").await, 0);
+    assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
+    psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
