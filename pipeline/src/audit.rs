@@ -36,6 +36,10 @@ pub fn suite_from_env() -> Result<CryptoSuite, PipelineError> {
     }
 }
 
+/// Environment variable overriding the data-key rotation interval
+/// (seconds; default 86 400).
+pub const ROTATE_ENV: &str = "LIANQIN_AUDIT_ROTATE_SECS";
+
 /// Environment variable naming a key file.
 pub const KEY_FILE_ENV: &str = "LIANQIN_AUDIT_KEY_FILE";
 
@@ -171,6 +175,15 @@ impl Audit {
         let mut cfg = AuditConfig::new(key.clone());
         cfg.node = node.to_string();
         cfg.suite = suite;
+        // Data-key rotation schedule (default every 24 h, every 1 M entries and on every open).
+        if let Ok(v) = std::env::var(ROTATE_ENV) {
+            let secs: u64 = v
+                .parse()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| PipelineError::Config(format!("{ROTATE_ENV}={v}: seconds > 0")))?;
+            cfg.rotate_every.interval = Some(Duration::from_secs(secs));
+        }
         let log = match AuditLog::open(root.join(&name), cfg.clone()) {
             // An existing stream keeps its suite (the header records it).
             Err(lianqin_audit::AuditError::SuiteMismatch { found, .. }) => {

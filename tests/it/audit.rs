@@ -75,14 +75,14 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
     let s = Command::new(lianqin_bin())
-        .args(["audit", "search", "--as", "officer_li", "--user", "wang.police", "--data-dir"])
+        .args(["audit", "search", "--as", "qian.audit", "--user", "wang.police", "--data-dir"])
         .arg(d)
         .output()
         .unwrap();
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     assert!(String::from_utf8_lossy(&s.stdout).contains("stage = 'intake'"));
     let reads = events(d, EventKind::AuditRead);
-    assert!(reads.iter().any(|r| r.event.user == "officer_li"));
+    assert!(reads.iter().any(|r| r.event.user == "qian.audit"));
 
     // Tampering: flip one byte in the middle of the hub's first segment.
     let hub_stream = d.join("audit").join("demo-hub");
