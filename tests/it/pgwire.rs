@@ -268,3 +268,25 @@ fn tls_with_a_self_signed_certificate() {
     let (ok, _, err) = psql(server.port, "liu.market", "liu.market-demo", "disable", "SELECT 1");
     assert!(!ok && err.contains("TLS"), "{err}");
 }
+
+#[test]
+fn new_commits_become_visible_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = |scale: &str| {
+        let out = Command::new(lianqin_bin()).args(["demo", "--once", "--scale", scale, "--data-dir"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    demo("1");
+    let server = Server::start(dir.path(), &[]);
+    let count = || {
+        let (ok, out, err) = psql(server.port, "he.office", "he.office-demo", "disable", "SELECT count(*) AS n FROM element_history");
+        assert!(ok, "{err}");
+        norm(&out)[1].parse::<i64>().unwrap()
+    };
+    let before = count();
+    // More records from the (larger) simulation are committed by another process.
+    demo("2");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = count();
+    assert!(after > before, "new commits not visible: {before} → {after}");
+}
