@@ -46,7 +46,9 @@
 //! mappings read local times as Beijing time); `date` → `YYYY-MM-DD`;
 //! `json/jsonb` → JSON. Every other type (`numeric` — kept exact as a
 //! string —, `time`, `uuid`, `interval`, arrays, …) arrives as
-//! PostgreSQL's text form.
+//! PostgreSQL's text form. A value that cannot be decoded sends its row to
+//! quarantine (an unparsable record naming the source, key and column)
+//! instead of stopping the source.
 //!
 //! The connection string may use `${ENV}` for the password and is never
 //! logged; errors show only host, port and database. Connections are plain
@@ -452,15 +454,30 @@ impl SqlSource {
             wm: row.try_get::<_, String>(WM_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.watermark_column, e))?,
             key: row.try_get::<_, String>(KEY_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.key_column, e))?,
         };
+        let locator = format!("{} {}={}", self.target, self.cfg.key_column, cp.key);
         for (i, col) in row.columns().iter().enumerate().take(plan.columns.len()) {
-            let v = cell(row, i, col.type_()).map_err(|e| {
-                ConnectorError::BadResponse {
-                    source_id: self.id.clone(),
-                    location: format!("{} ({page_desc}), key {:?}", self.what(), cp.key),
-                    detail: format!("column `{}` ({}): {e}", col.name(), col.type_().name()),
+            match cell(row, i, col.type_()) {
+                Ok(v) => {
+                    obj.insert(col.name().to_string(), v);
                 }
-            })?;
-            obj.insert(col.name().to_string(), v);
+                Err(e) => {
+                    // A value we cannot decode: the row goes to quarantine
+                    // (with what was read) instead of blocking the source.
+                    let reason = format!(
+                        "source `{}`: {} ({page_desc}), key {:?}: column `{}` ({}): {}",
+                        self.id,
+                        self.what(),
+                        cp.key,
+                        col.name(),
+                        col.type_().name(),
+                        pg_detail(&e)
+                    );
+                    let raw = Value::Object(obj).to_string();
+                    let env = Envelope::unparsable(&self.id, &self.department, cp.key.clone(), raw, reason)
+                        .with_locator(locator);
+                    return Ok((env, cp));
+                }
+            }
         }
         let source_time = match obj.get(&self.cfg.watermark_column) {
             Some(Value::String(s)) => s.clone(),
@@ -471,8 +488,7 @@ impl SqlSource {
         if deleted {
             env.op = Op::Delete;
         }
-        let env = env.with_locator(format!("{} {}={}", self.target, self.cfg.key_column, cp.key));
-        Ok((env, cp))
+        Ok((env.with_locator(locator), cp))
     }
 
     fn column_error(&self, page_desc: &str, column: &str, e: tokio_postgres::Error) -> ConnectorError {
@@ -607,6 +623,7 @@ impl Source for SqlSource {
                 let value = serde_json::to_value(&last).unwrap_or(Value::Null);
                 ctx.publish(&self.id, &envelopes, value).await?;
                 stats.records += envelopes.len() as u64;
+                stats.unparsable += envelopes.iter().filter(|e| e.error.is_some()).count() as u64;
                 stats.units += 1;
                 debug!(source = %self.id, n = envelopes.len(), wm = %last.wm, key = %last.key, "page published");
                 let short = (rows.len() as u32) < self.cfg.batch_size;
