@@ -353,6 +353,15 @@ async fn main() -> Result<()> {
                     .with_context(|| format!("source `{}`", s.id))?;
                 println!("ok  source {:<24} {:<5} mapping {}", s.id, s.connector.kind(), s.mapping);
             }
+            if !cfg.flows.is_empty() {
+                let policy = load_policies().await?;
+                for f in &cfg.flows {
+                    if policy.principal(&f.user).is_none() {
+                        bail!("{}: flow `{}`: unknown user `{}` (policies/users.toml)", config.display(), f.name, f.user);
+                    }
+                    println!("ok  flow   {:<24} as {:<14} → {}", f.name, f.user, f.sink.display());
+                }
+            }
             println!("{}: config and {} mapping(s) are valid", config.display(), cfg.enabled_sources().count());
         }
         Cmd::Run { config, data_dir, role, node } => {
