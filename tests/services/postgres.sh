@@ -56,7 +56,8 @@ ensure_installed() {
     command -v apt-get >/dev/null || die "PostgreSQL server not found and apt-get is not available"
     log "installing postgresql (apt-get)..."
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    # The package's own cluster is not used; policy-rc.d keeps it from starting.
+    # The package may create and start its own cluster (15/main on 5432); the
+    # tests do not use it.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
     find_bindir >/dev/null || die "pg_ctl still not found after apt-get install"
 }
@@ -66,8 +67,9 @@ ensure_installed() {
 as_owner() {
     if [[ "$(id -u)" == 0 ]]; then
         id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
-        # runuser keeps the environment small and needs no password.
-        runuser -u postgres -- "$@"
+        # runuser needs no password; run from / so that a working directory
+        # the postgres user cannot enter (e.g. under /root) does not matter.
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
