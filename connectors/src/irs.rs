@@ -30,6 +30,10 @@
 //! of secrets and one more try, then fails the pass with a clear error — no
 //! retry storm; `18` (quota exceeded) backs off with the source's retry
 //! policy. Secrets are never logged.
+//!
+//! APIs that also want the `additional` audit block (powerMatters,
+//! subPowerMatters, accesscardId, materialName, sponsorName) take it as a
+//! constant query parameter: `query = { additional = '{"powerMatters":"许可-00757-000", ...}' }`.
 
 use std::time::Duration;
 
@@ -223,7 +227,11 @@ impl IrsAuth {
             .query(&[("appKey", self.app_key.as_str()), ("requestTime", time.as_str()), ("sign", sig.as_str())])
             .send()
             .await
-            .map_err(|e| ConnectorError::Unavailable { source_id: self.source_id.clone(), what: format!("{url}: {e}") })?;
+            // Without the URL: its query carries the app key and a signature.
+            .map_err(|e| ConnectorError::Unavailable {
+                source_id: self.source_id.clone(),
+                what: format!("{url}: {}", e.without_url()),
+            })?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| ConnectorError::Unavailable {
             source_id: self.source_id.clone(),
