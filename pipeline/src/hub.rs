@@ -74,6 +74,11 @@ pub struct Hub {
     last_ingest: Mutex<i64>,
     audit: crate::audit::Audit,
     change_feeds: bool,
+    /// (source, key or `#hash`, content hash) of versions a library holds
+    /// but the raw table does not (a crash between the two commits): the
+    /// next copy of such a record is a repeat for the libraries but is
+    /// still written to the raw table.
+    missing_raw: Mutex<std::collections::HashSet<(String, String, String)>>,
     /// Delta version of each raw table after our own last commit.
     raw_versions: Mutex<HashMap<String, Option<i64>>>,
     /// Per-department outbound flows (`[[flows]]`).
@@ -146,6 +151,7 @@ impl Hub {
         }
         let hub = Hub {
             raw_versions: Mutex::new(HashMap::new()),
+            missing_raw: Mutex::new(Default::default()),
             flows: crate::flows::Flows::open(&cfg.flows, data_dir, Arc::clone(&catalog), audit.clone()).await?,
             change_feeds,
             audit,
@@ -203,19 +209,18 @@ impl Hub {
             let keyed = "CASE WHEN source_key <> '' THEN source_key ELSE '#' || content_hash END";
             let mut parts = vec![format!(
                 "SELECT CASE WHEN error IS NULL AND source_key <> '' THEN source_key ELSE '#' || content_hash END AS k, \
-                 content_hash AS h, ingested_at, bus_offset FROM {t}"
+                 content_hash AS h, ingested_at, bus_offset, 1 AS r FROM {t}"
             )];
             for lib in ["element_history", "matter_history", "matter_event_history", "quarantine"] {
                 if engine.tables().iter().any(|n| n == lib) {
                     parts.push(format!(
-                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset FROM {lib} WHERE source_id = '{id}'"
+                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset, 0 AS r FROM {lib} WHERE source_id = '{id}'"
                     ));
                 }
             }
-            let sql = format!(
-                "SELECT k, last_value(h ORDER BY ingested_at, bus_offset) AS v FROM ({}) GROUP BY k",
-                parts.join(" UNION ALL ")
-            );
+            let all = parts.join(" UNION ALL ");
+            let sql = format!("SELECT k, last_value(h ORDER BY ingested_at, bus_offset) AS v FROM ({all}) GROUP BY k");
+            let missing_sql = format!("SELECT k, h FROM ({all}) GROUP BY k, h HAVING max(r) = 0");
             // Remember which version of the raw table this index reflects.
             let raw_version = self.store.version(&t).await;
             self.raw_versions.lock().await.insert(t.clone(), raw_version);
@@ -228,6 +233,21 @@ impl Hub {
                         map.insert((id.clone(), k.value(i).to_string()), v.value(i).to_string());
                     }
                 }
+            }
+            let mut missing = self.missing_raw.lock().await;
+            missing.retain(|(s, _, _)| s != id);
+            for b in engine.sql(&missing_sql).await? {
+                let (Some(k), Some(h)) = (strings(b.column(0)), strings(b.column(1))) else {
+                    return Err(PipelineError::Internal(format!("raw gap index of {id}: unexpected column types")));
+                };
+                for i in 0..b.num_rows() {
+                    if k.is_valid(i) && h.is_valid(i) {
+                        missing.insert((id.clone(), k.value(i).to_string(), h.value(i).to_string()));
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                info!(source = %id, versions = missing.len(), "library versions missing from the raw table (crash between commits); the next copies fill them in");
             }
         }
         Ok(())
@@ -479,9 +499,12 @@ impl Hub {
             }
             // Repeats: same key, hash and op as the newest version.
             let mut fresh: Vec<&BusRecord> = Vec::with_capacity(recs.len());
+            // Repeats whose version the raw table lacks (see `missing_raw`).
+            let mut raw_gap: Vec<(&BusRecord, (String, String, String))> = Vec::new();
             let mut in_batch: HashMap<(String, String), String> = HashMap::new();
             {
                 let lv = self.last_version.lock().await;
+                let missing = self.missing_raw.lock().await;
                 for r in &recs {
                     let e = &r.envelope;
                     let v = e.hash.clone();
@@ -495,11 +518,19 @@ impl Hub {
                     let seen_in_batch = in_batch.get(&k) == Some(&v);
                     if lv.get(&k) == Some(&v) || seen_in_batch {
                         stats.repeats += 1;
+                        if !missing.is_empty() && !seen_in_batch {
+                            let gap = (k.0.clone(), k.1.clone(), v.clone());
+                            if missing.contains(&gap) {
+                                raw_gap.push((r, gap));
+                                in_batch.insert(k, v);
+                            }
+                        }
                     } else {
                         in_batch.insert(k, v);
                         fresh.push(r);
                     }
                 }
+                drop(missing);
                 drop(lv);
             }
             let ingested_at = self.next_ingest_time().await;
@@ -528,8 +559,23 @@ impl Hub {
                 self.publish_changes(lib, batch).await?;
                 if let Some(f) = &self.flows { f.deliver(lib, batch).await?; }
             }
-            if let Some(raw) = &norm.raw {
-                self.store.append(&raw_name, vec![raw.clone()], &positions).await?;
+            // The raw table keeps each distinct version once: the fresh
+            // records, plus repeats that fill a crash gap (in bus order).
+            let raw_recs: Vec<&BusRecord> = if raw_gap.is_empty() {
+                fresh.clone()
+            } else {
+                let mut v: Vec<&BusRecord> = fresh.clone();
+                v.extend(raw_gap.iter().map(|(r, _)| *r));
+                v.sort_by_key(|r| (r.partition, r.offset));
+                v
+            };
+            let raw = crate::normalize::raw_batch(&raw_recs, ingested_at)?;
+            self.store.append(&raw_name, vec![raw], &positions).await?;
+            if !raw_gap.is_empty() {
+                let mut missing = self.missing_raw.lock().await;
+                for (_, gap) in &raw_gap {
+                    missing.remove(gap);
+                }
             }
             let v = self.store.version(&raw_name).await;
             self.raw_versions.lock().await.insert(raw_name.clone(), v);

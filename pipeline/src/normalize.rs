@@ -31,8 +31,6 @@ use crate::schema::{Catalog, ColumnType};
 pub struct Normalized {
     /// Rows per library (`element`, `matter`, `matter_event`, `quarantine`).
     pub libraries: BTreeMap<String, RecordBatch>,
-    /// Rows for the source's raw table (every record of the batch).
-    pub raw: Option<RecordBatch>,
     /// Records accepted.
     pub accepted: usize,
     /// Records quarantined.
@@ -172,7 +170,6 @@ impl Normalizer {
         if !first.is_empty() {
             out.libraries.insert("quarantine".into(), self.quarantine_batch(&first, records, ingested_at)?);
         }
-        out.raw = Some(raw_batch(records, ingested_at)?);
         Ok(out)
     }
 
@@ -399,7 +396,8 @@ fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64) -
     ]
 }
 
-/// Rows for a source's raw table: every record as received.
+/// Rows for a source's raw table: the given records as received, with
+/// their provenance and bus position.
 pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch, PipelineError> {
     let n = records.len();
     let mut key = StringBuilder::with_capacity(n, n * 16);

@@ -127,5 +127,24 @@ async fn crash_and_restart(kafka: Option<String>) {
         count(d, "SELECT count(*) FROM (SELECT quarantine_id FROM quarantine GROUP BY 1 HAVING count(*) > 1)").await,
         0
     );
+    // The raw tables keep each distinct record version exactly once, and
+    // every version a library holds is in its raw table (a kill between the
+    // library and raw commits leaves no gap).
+    for (raw, src) in [("raw_police_110", "police_110"), ("raw_hotline_12345", "hotline_12345")] {
+        assert_eq!(
+            count(d, &format!("SELECT count(*) FROM (SELECT source_key, content_hash FROM {raw} GROUP BY 1, 2 HAVING count(*) > 1)")).await,
+            0,
+            "{raw} holds a version twice"
+        );
+        let gaps = count(
+            d,
+            &format!(
+                "SELECT count(*) FROM (SELECT DISTINCT source_key, content_hash FROM matter_history WHERE source_id = '{src}') m \
+                 WHERE NOT EXISTS (SELECT 1 FROM {raw} r WHERE r.source_key = m.source_key AND r.content_hash = m.content_hash)"
+            ),
+        )
+        .await;
+        assert_eq!(gaps, 0, "{gaps} library versions of {src} are missing from {raw}");
+    }
     sim.shutdown().await;
 }
