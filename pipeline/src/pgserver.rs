@@ -284,7 +284,10 @@ impl Shared {
         }
         let fp = fingerprint(&self.data_dir);
         let store = LibraryStore::open_existing(&self.data_dir, Arc::clone(&self.catalog)).await?;
-        let engine = QueryEngine::new(&store, &self.catalog).await?;
+        let mut engine = QueryEngine::new(&store, &self.catalog).await?;
+        // The `audit` table, as `lianqin sql` has it; the policy lets only
+        // the auditor role read it (everyone else: 42501).
+        engine.attach_audit_table(&self.audit);
         self.policy.mask_functions().register(engine.context());
         let engine = Arc::new(engine);
         *g = Some(EngineCache { engine: Arc::clone(&engine), fingerprint: fp, checked: Instant::now() });
@@ -667,6 +670,145 @@ fn catalog_only(plan: &LogicalPlan) -> Option<bool> {
     any.then_some(all)
 }
 
+/// A plan, or (SQLSTATE, message).
+type Planned = Result<LogicalPlan, (&'static str, String)>;
+
+/// Plans `stmt` in a copy of `ctx`'s state that answers `session_user`,
+/// `current_user` (which the compatibility parser rewrites to
+/// `session_user`), `current_role` and `user` with `who` — the session is
+/// shared by every connection, so these are registered per statement.
+async fn plan_as(who: &Principal, ctx: &SessionContext, stmt: &SqlStatement) -> Planned {
+    use datafusion::common::ScalarValue;
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let mut state = ctx.state();
+    for name in ["session_user", "current_user", "current_role", "user"] {
+        let user = who.name.clone();
+        let udf = create_udf(
+            name,
+            vec![],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user.clone()))))),
+        );
+        let _ = state.register_udf(Arc::new(udf));
+    }
+    let mut stmt = stmt.clone();
+    name_user_functions(&mut stmt);
+    state.statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt))).await.map_err(|e| {
+        let msg = e.to_string();
+        // An unknown table is 42P01, as in PostgreSQL (psycopg: UndefinedTable).
+        let code = if msg.contains("table '") && msg.contains("not found") { "42P01" } else { "XX000" };
+        (code, msg)
+    })
+}
+
+/// Names unaliased `session_user` / `user` / `current_role` select items
+/// after the function (`session_user`, not `session_user()`), and tells
+/// repeats apart (`SELECT current_user, session_user` — the compatibility
+/// parser has already turned `current_user` into `session_user`).
+fn name_user_functions(stmt: &mut SqlStatement) {
+    use std::ops::ControlFlow;
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut};
+    struct V;
+    impl VisitorMut for V {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            let SetExpr::Select(sel) = q.body.as_mut() else { return ControlFlow::Continue(()) };
+            let mut used: Vec<String> = Vec::new();
+            for item in sel.projection.iter_mut() {
+                let SelectItem::UnnamedExpr(Expr::Function(f)) = item else { continue };
+                let name = f.name.to_string().to_lowercase();
+                let bare = matches!(&f.args, FunctionArguments::None)
+                    || matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty());
+                if !bare || !matches!(name.as_str(), "session_user" | "current_user" | "user" | "current_role") {
+                    continue;
+                }
+                let mut alias = name.clone();
+                let mut n = 1;
+                while used.contains(&alias) {
+                    n += 1;
+                    alias = format!("{name}_{n}");
+                }
+                used.push(alias.clone());
+                let expr = Expr::Function(f.clone());
+                *item = SelectItem::ExprWithAlias { expr, alias: Ident::new(alias) };
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut V);
+}
+
+fn is_catalog_schema(schema: &str) -> bool {
+    schema.eq_ignore_ascii_case("pg_catalog") || schema.eq_ignore_ascii_case("information_schema")
+}
+
+/// (schema, table) of every table a plan scans.
+fn scans_of(plan: &LogicalPlan) -> Vec<(Option<String>, String)> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut out = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|n| {
+        if let LogicalPlan::TableScan(scan) = n {
+            out.insert((scan.table_name.schema().map(str::to_string), scan.table_name.table().to_string()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.into_iter().collect()
+}
+
+/// Relations `stmt` names, as written: (catalog ones, others), leaving
+/// out the names of its CTEs.
+fn relations_of(stmt: &SqlStatement) -> (Vec<String>, Vec<String>) {
+    use std::ops::ControlFlow;
+    use datafusion::sql::sqlparser::ast::{ObjectName, Query, Visit, Visitor};
+    #[derive(Default)]
+    struct V {
+        ctes: Vec<String>,
+        names: Vec<ObjectName>,
+    }
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                self.ctes.extend(w.cte_tables.iter().map(|c| c.alias.name.value.to_lowercase()));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
+            self.names.push(r.clone());
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V::default();
+    let _ = stmt.visit(&mut v);
+    let (mut catalogs, mut data) = (Vec::new(), Vec::new());
+    for n in v.names {
+        let parts: Vec<String> = n.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.clone()).collect();
+        let text = parts.join(".");
+        let catalog = parts.len() >= 2 && is_catalog_schema(&parts[parts.len() - 2]);
+        if catalog {
+            catalogs.push(text);
+        } else if !(parts.len() == 1 && v.ctes.contains(&parts[0].to_lowercase())) {
+            data.push(text);
+        }
+    }
+    for l in [&mut catalogs, &mut data] {
+        l.sort();
+        l.dedup();
+    }
+    (catalogs, data)
+}
+
+fn mixed_message(catalogs: &[String], data: &[String]) -> String {
+    format!(
+        "not supported: one query cannot read both the catalogs ({}) and library tables ({}); \
+         query pg_catalog / information_schema and the libraries in separate statements",
+        catalogs.join(", "),
+        data.join(", ")
+    )
+}
+
 struct Ctx<'a> {
     shared: &'a Shared,
     session: &'a str,
@@ -684,10 +826,12 @@ impl Ctx<'_> {
         denied: bool,
     ) -> Result<(), PipelineError> {
         use lianqin_audit::{AuditEvent, EventKind, Outcome};
+        // Reading the audit trail is an `audit_read`, as with `lianqin sql`.
+        let query = if tables.iter().any(|t| t == crate::audit_table::TABLE) { EventKind::AuditRead } else { EventKind::Query };
         let (kind, outcome) = match (res, denied) {
-            (Ok(_), _) => (EventKind::Query, Outcome::Success),
+            (Ok(_), _) => (query, Outcome::Success),
             (Err(_), true) => (EventKind::Denial, Outcome::Deny),
-            (Err(_), false) => (EventKind::Query, Outcome::Failure),
+            (Err(_), false) => (query, Outcome::Failure),
         };
         let mut ev = AuditEvent::new(kind, &who.name, &who.department, outcome);
         ev.rule = Some("policies/policy.csv".into());
@@ -704,14 +848,10 @@ impl Ctx<'_> {
         self.shared.audit.record(ev).map(|_| ())
     }
 
-    /// Plans `stmt` (unsecured; placeholders allowed).
-    async fn plan(&self, engine: &QueryEngine, stmt: &SqlStatement) -> Result<LogicalPlan, String> {
-        engine
-            .context()
-            .state()
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt.clone())))
-            .await
-            .map_err(|e| e.to_string())
+    /// Plans `stmt` in the data session (unsecured; placeholders allowed),
+    /// with `who`'s `session_user` / `current_user` / `user`.
+    async fn plan(&self, who: &Principal, engine: &QueryEngine, stmt: &SqlStatement) -> Planned {
+        plan_as(who, engine.context(), stmt).await
     }
 
     /// Applies the policy; the error is (denied?, message).
@@ -734,15 +874,19 @@ impl Ctx<'_> {
         who: &Principal,
         sql: &str,
         target: Target,
-        plan: Result<LogicalPlan, String>,
+        plan: Planned,
         params: Option<&ParamValues>,
     ) -> PgWireResult<(SchemaRef, Vec<RecordBatch>)> {
         let started = Instant::now();
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
         let mut tables = Vec::new();
         let mut denied = false;
+        let mut code = "XX000";
         let res: Result<(SchemaRef, Vec<RecordBatch>), String> = async {
-            let mut plan = plan?;
+            let mut plan = plan.map_err(|(c, m)| {
+                code = c;
+                m
+            })?;
             tables = tables_of(&plan);
             if let Some(p) = params {
                 plan = plan.replace_params_with_values(p).map_err(|e| e.to_string())?;
@@ -767,7 +911,7 @@ impl Ctx<'_> {
         if let Err(e) = self.audit(who, sql, tables, started, &counted, denied) {
             return Err(pg_error("58000", format!("result withheld: cannot write the audit entry: {e}")));
         }
-        res.map_err(|e| if denied { pg_error("42501", e) } else { pg_error("XX000", e) })
+        res.map_err(|e| if denied { pg_error("42501", e) } else { pg_error(code, e) })
     }
 
     /// Tables `who` may read (for `SHOW TABLES`).
@@ -776,43 +920,64 @@ impl Ctx<'_> {
         Ok(self.shared.visible_tables(who, &engine))
     }
 
-    /// Plans `stmt` in `who`'s metadata session. `Some((ctx, plan, true))`
-    /// when the plan reads only `pg_catalog` / `information_schema`;
-    /// `Some((ctx, plan, false))` when it reads no table at all (e.g.
-    /// `SELECT current_database()`; used only if the data session cannot
-    /// plan it); `None` otherwise.
+    /// Plans `stmt` in `who`'s metadata session: the session and plan
+    /// with [`catalog_only`] of the plan — `Some(true)` when it reads only
+    /// `pg_catalog` / `information_schema`, `None` when it reads no table at
+    /// all (e.g. `SELECT current_database()`; used only if the data session
+    /// cannot plan it), `Some(false)` when it mixes catalogs and libraries.
+    /// `None` when the metadata session cannot plan it as a query.
     async fn meta_plan(
         &self,
         who: &Principal,
         engine: &Arc<QueryEngine>,
         stmt: &SqlStatement,
-    ) -> Option<(Arc<SessionContext>, LogicalPlan, bool)> {
+    ) -> Option<(Arc<SessionContext>, LogicalPlan, Option<bool>)> {
         let meta = self.shared.meta_ctx(who, engine).await.ok()?;
-        let plan = meta
-            .state()
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt.clone())))
-            .await
-            .ok()?;
+        let plan = plan_as(who, &meta, stmt).await.ok()?;
         if !lianqin_policies::is_query(&plan) {
             return None;
         }
-        match catalog_only(&plan) {
-            Some(true) => Some((meta, plan, true)),
-            None => Some((meta, plan, false)),
-            Some(false) => None,
-        }
+        let only = catalog_only(&plan);
+        Some((meta, plan, only))
     }
 
     /// Picks the session for `stmt`: the metadata session for catalog
-    /// queries, else the data session (secured).
-    async fn route(&self, who: &Principal, engine: &Arc<QueryEngine>, stmt: &SqlStatement) -> (Target, Result<LogicalPlan, String>) {
+    /// queries, else the data session (secured). A query that reads both
+    /// catalogs and libraries is refused with 0A000 (the catalogs live in
+    /// the metadata session of empty tables, the rows in the data session;
+    /// no session has both).
+    async fn route(&self, who: &Principal, engine: &Arc<QueryEngine>, stmt: &SqlStatement) -> (Target, Planned) {
         let meta = self.meta_plan(who, engine, stmt).await;
-        if let Some((ctx, plan, true)) = meta {
-            return (Target::Meta(ctx), Ok(plan));
+        match &meta {
+            Some((ctx, plan, Some(true))) => return (Target::Meta(Arc::clone(ctx)), Ok(plan.clone())),
+            Some((_, plan, Some(false))) => {
+                // Library tables exist (empty) in the metadata session too.
+                let (mut catalogs, mut data) = (Vec::new(), Vec::new());
+                for (schema, table) in scans_of(plan) {
+                    match schema {
+                        Some(s) if is_catalog_schema(&s) => catalogs.push(format!("{s}.{table}")),
+                        _ => data.push(table),
+                    }
+                }
+                if !catalogs.is_empty() {
+                    return (Target::Data, Err(("0A000", mixed_message(&catalogs, &data))));
+                }
+            }
+            _ => {}
         }
-        let data = self.plan(engine, stmt).await;
+        let data = self.plan(who, engine, stmt).await;
         match (data, meta) {
-            (Err(_), Some((ctx, plan, false))) => (Target::Meta(ctx), Ok(plan)),
+            (Err(_), Some((ctx, plan, None))) => (Target::Meta(ctx), Ok(plan)),
+            (Err(e), None) => {
+                // Neither session could plan it (e.g. a catalog joined with a
+                // table this user may not see): still name the real cause.
+                let (catalogs, data) = relations_of(stmt);
+                if !catalogs.is_empty() && !data.is_empty() {
+                    (Target::Data, Err(("0A000", mixed_message(&catalogs, &data))))
+                } else {
+                    (Target::Data, Err(e))
+                }
+            }
             (data, _) => (Target::Data, data),
         }
     }
@@ -906,7 +1071,7 @@ impl QueryParser for WireParser {
         let ctx = Ctx { shared: &self.shared, session: &self.session, peer: self.peer };
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
         let (target, plan) = ctx.route(&who, &engine, &stmt).await;
-        let plan = plan.map_err(|e| pg_error("XX000", e))?;
+        let plan = plan.map_err(|(c, m)| pg_error(c, m))?;
         if let Target::Meta(_) = target {
             let schema = Arc::new(plan.schema().as_arrow().clone());
             return Ok(Some(WireStatement { sql: text, kind: WireKind::Meta { stmt: Box::new(stmt), plan: Box::new(plan), schema } }));
@@ -978,10 +1143,10 @@ impl ExtendedQueryHandler for QueryHandler {
                 let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
                 let (target, fresh) = match &st.kind {
                     WireKind::Meta { .. } => match ctx.meta_plan(&who, &engine, stmt).await {
-                        Some((m, p, _)) => (Target::Meta(m), Ok(p)),
-                        None => (Target::Data, ctx.plan(&engine, stmt).await),
+                        Some((m, p, Some(true) | None)) => (Target::Meta(m), Ok(p)),
+                        _ => ctx.route(&who, &engine, stmt).await,
                     },
-                    _ => (Target::Data, ctx.plan(&engine, stmt).await),
+                    _ => (Target::Data, ctx.plan(&who, &engine, stmt).await),
                 };
                 let (schema, batches) = ctx.run(&who, &st.sql, target, fresh, Some(&params)).await?;
                 let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
@@ -1005,5 +1170,15 @@ mod tests {
         assert_eq!(show_param("show transaction isolation level;").as_deref(), Some("transaction isolation level"));
         assert_eq!(show_param("SELECT 'show'"), None);
         assert_eq!(show_value("server_version"), Some("16.0-lianqin"));
+    }
+
+    #[test]
+    fn user_functions_are_named_and_catalog_mixes_found() {
+        let p = PostgresCompatibilityParser::new();
+        let mut s = p.parse("SELECT current_user, session_user, user").unwrap().remove(0);
+        name_user_functions(&mut s);
+        assert_eq!(s.to_string(), "SELECT session_user AS session_user, session_user AS session_user_2, user AS user");
+        let s = p.parse("WITH c AS (SELECT relname FROM pg_class) SELECT * FROM c, element").unwrap().remove(0);
+        assert_eq!(relations_of(&s), (vec!["pg_catalog.pg_class".to_string()], vec!["element".to_string()]));
     }
 }

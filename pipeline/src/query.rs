@@ -175,13 +175,21 @@ impl QueryEngine {
     /// Records every query of this session in the audit trail, and adds
     /// the `audit` table ([`crate::audit_table`]; auditor role only).
     pub fn with_audit(mut self, audit: crate::audit::Audit, who: Querier) -> Self {
+        self.attach_audit_table(&audit);
+        self.audit = Some((audit, who));
+        self
+    }
+
+    /// Adds the `audit` table ([`crate::audit_table`]) over the streams of
+    /// `audit`'s data dir, without recording this session's queries (for
+    /// embedders that audit themselves, such as [`crate::pgserver`]). Who
+    /// may read it is up to the policy: only the `auditor` role.
+    pub fn attach_audit_table(&mut self, audit: &crate::audit::Audit) {
         let table = Arc::new(crate::audit_table::AuditTable::new(audit.clone()));
         if self.ctx.register_table(crate::audit_table::TABLE, table).is_ok() {
             self.tables.push(crate::audit_table::TABLE.to_string());
             self.tables.sort();
         }
-        self.audit = Some((audit, who));
-        self
     }
 
     /// Table and view names.

@@ -290,3 +290,178 @@ fn new_commits_become_visible_without_a_restart() {
     let after = count();
     assert!(after > before, "new commits not visible: {before} → {after}");
 }
+
+/// psycopg: runs `sql` and prints `OK <first column of the first row>` or
+/// `ERR <sqlstate> <message>`.
+fn psycopg_try(port: u16, user: &str, sql: &str, prepare: bool) -> String {
+    let body = format!(
+        "try:\n    r = conn.execute({sql:?}, prepare={p}).fetchone()\n    print('OK', r[0])\nexcept psycopg.Error as e:\n    print('ERR', e.sqlstate, str(e).replace(chr(10), ' '))\n",
+        p = if prepare { "True" } else { "False" }
+    );
+    psycopg(port, user, &password(user), &body).trim().to_string()
+}
+
+#[test]
+fn only_the_auditor_reads_the_audit_table_over_the_wire() {
+    let dir = data_dir();
+    let mut server = Server::start(dir, &[]);
+    let port = server.port;
+
+    // The auditor sees what `lianqin sql --as qian.audit` shows (entries of
+    // the demo's hub stream, which no longer changes).
+    let q = "SELECT stream, seq, kind, \"user\", outcome FROM audit WHERE stream = 'demo-hub' AND seq <= 5 ORDER BY seq";
+    let (ok, out, err) = psql(port, "qian.audit", "qian.audit-demo", "disable", q);
+    assert!(ok, "auditor over psql: {err}");
+    assert_eq!(norm(&out), norm(&cli("qian.audit", q)), "psql as qian.audit differs from sql --as");
+    assert_eq!(norm(&out).len(), 6, "{out}");
+    // Extended protocol with a parameter, and the catalog lists the table.
+    let out = psycopg_try(port, "qian.audit", "SELECT count(*) FROM audit WHERE stream = 'demo-hub' AND seq <= 5", true);
+    assert_eq!(out, "OK 5");
+    let (ok, out, err) = psql(port, "qian.audit", "qian.audit-demo", "disable", "\\dt");
+    assert!(ok && out.contains("audit"), "{out}{err}");
+
+    // Everyone else is refused with 42501: administrators (separation of
+    // duties) and analysts, over both protocols.
+    for user in ["sys.admin", "liu.market", "zhao.aux", "he.office"] {
+        for prepare in [false, true] {
+            let out = psycopg_try(port, user, "SELECT count(*) FROM audit", prepare);
+            assert!(out.starts_with("ERR 42501"), "{user} (prepare={prepare}) read the audit table: {out}");
+        }
+    }
+    let (ok, _, err) = psql(port, "sys.admin", "admin-demo", "disable", "SELECT kind FROM audit LIMIT 1");
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    let (ok, out, _) = psql(port, "sys.admin", "admin-demo", "disable", "SHOW TABLES");
+    assert!(ok && !out.lines().any(|l| l.trim() == "audit"), "{out}");
+
+    // The read is an audit_read entry of the pgwire session, like the CLI's;
+    // the refusals are denials.
+    server.stop();
+    let key = lianqin_pipeline::audit::master_key(dir, false).unwrap();
+    let mut events = Vec::new();
+    for s in lianqin_pipeline::audit::streams(dir) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::default()).unwrap() {
+            events.push(r.unwrap().event);
+        }
+    }
+    use lianqin_audit::{EventKind, Outcome};
+    let pg = |e: &&lianqin_audit::AuditEvent| e.session.as_deref().unwrap_or("").starts_with("pg-");
+    let read = events
+        .iter()
+        .filter(pg)
+        .find(|e| e.kind == EventKind::AuditRead && e.user == "qian.audit" && e.sql.as_deref().is_some_and(|s| s.contains("seq <= 5") && s.contains("kind")))
+        .expect("audit_read entry for the wire read");
+    assert_eq!(read.outcome, Outcome::Success);
+    assert_eq!(read.rows, Some(5));
+    assert!(read.tables.iter().any(|t| t == "audit"));
+    for user in ["sys.admin", "liu.market"] {
+        assert!(
+            events.iter().filter(pg).any(|e| e.kind == EventKind::Denial && e.user == user && e.tables.iter().any(|t| t == "audit")),
+            "no denial entry for {user}"
+        );
+    }
+}
+
+#[test]
+fn session_user_and_catalog_mixes() {
+    let dir = data_dir();
+    let server = Server::start(dir, &[]);
+    let port = server.port;
+
+    // session_user / current_user / user name the logged-in user.
+    let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user, session_user, user");
+    assert!(ok, "{err}");
+    assert_eq!(norm(&out)[1], "liu.market,liu.market,liu.market", "{out}");
+    let (ok, out, err) = psql(port, "he.office", "he.office-demo", "disable", "SELECT current_user");
+    assert!(ok, "{err}");
+    assert_eq!(norm(&out)[1], "he.office", "{out}");
+    for q in ["SELECT current_user", "SELECT session_user", "SELECT user"] {
+        assert_eq!(psycopg_try(port, "chen.ecology", q, true), "OK chen.ecology", "{q}");
+    }
+    // ... also beside data, with the user's own permissions.
+    let q = "SELECT count(*) AS n FROM element";
+    let n = norm(&cli("liu.market", q))[1].clone();
+    let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user AS u, count(*) AS n FROM element");
+    assert!(ok, "{err}");
+    assert_eq!(norm(&out)[1], format!("liu.market,{n}"));
+
+    // A query mixing catalogs and libraries: 0A000 naming both sides, not
+    // "table not found" — over both protocols, for visible and hidden tables.
+    for (user, q, names) in [
+        ("liu.market", "SELECT count(*) FROM pg_catalog.pg_class c, element e", ["pg_catalog.pg_class", "element"]),
+        ("liu.market", "SELECT e.kind FROM element e WHERE e.kind IN (SELECT relname FROM pg_class)", ["pg_catalog.pg_class", "element"]),
+        ("zhao.aux", "SELECT count(*) FROM information_schema.tables t JOIN raw_police_110 r ON true", ["information_schema.tables", "raw_police_110"]),
+    ] {
+        for prepare in [false, true] {
+            let out = psycopg_try(port, user, q, prepare);
+            assert!(out.starts_with("ERR 0A000") && out.contains("not supported"), "{user}: {q}: {out}");
+            for name in names {
+                assert!(out.contains(name), "{q}: {out} does not name {name}");
+            }
+        }
+        let (ok, _, err) = psql(port, user, &password(user), "disable", q);
+        assert!(!ok && err.contains("not supported") && !err.contains("not found"), "{err}");
+    }
+    // Catalog-only and data-only queries are unaffected; unknown tables are 42P01.
+    let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM pg_catalog.pg_class");
+    assert!(ok, "{err}");
+    assert!(psycopg_try(port, "liu.market", "SELECT count(*) FROM no_such_table", false).starts_with("ERR 42P01"));
+}
+
+/// `lianqin run --config X` with a `[server]` section serves Postgres-wire
+/// logins beside the hub, with the permissions of `lianqin sql --as`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_server_section_serves_logins() {
+    use lianqin_pipeline::demo;
+    use lianqin_sim::SimConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let cfg = SimConfig { incidents: 60, tickets: 60, enterprises: 30, cases: 20, env_files: 1, env_rows_per_file: 10, ..Default::default() };
+    let key = cfg.api_key.clone();
+    let sim = demo::start_simulation(&d, cfg).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf_dir = d.join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = conf_dir.join("lianqin.toml");
+    let text = format!("{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n", demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV));
+    std::fs::write(&conf, text).unwrap();
+    let mut child = Command::new(lianqin_bin())
+        .args(["run", "--config"])
+        .arg(&conf)
+        .arg("--data-dir")
+        .arg(&d)
+        .env(demo::DEMO_KEY_ENV, &key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn lianqin run");
+
+    // psql logs in and counts; `lianqin sql --as` must print the same count
+    // (retried while the hub is still committing).
+    let q = "SELECT count(*) AS n FROM element";
+    let mut last = (String::new(), String::new());
+    let mut same = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        let (d2, q2) = (d.clone(), q.to_string());
+        let (wire, local) = tokio::task::spawn_blocking(move || {
+            let (ok, out, err) = psql(port, "he.office", "he.office-demo", "disable", &q2);
+            let wire = if ok { norm(&out).get(1).cloned().unwrap_or_default() } else { format!("error: {err}") };
+            let out = Command::new(lianqin_bin()).args(["sql", "--format", "csv", "--as", "he.office", "--data-dir"]).arg(&d2).arg(&q2).output().unwrap();
+            let local = if out.status.success() { norm(&String::from_utf8_lossy(&out.stdout)).get(1).cloned().unwrap_or_default() } else { "error".into() };
+            (wire, local)
+        })
+        .await
+        .unwrap();
+        if wire == local && wire.parse::<i64>().is_ok_and(|n| n > 0) {
+            same = true;
+            break;
+        }
+        last = (wire, local);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(sim);
+    assert!(same, "psql through `lianqin run`'s [server] never matched sql --as: wire {:?}, sql --as {:?}", last.0, last.1);
+}
