@@ -30,7 +30,13 @@
 //!   `information_schema` (psql's `\dt`, `\d t`, DBeaver's navigator) runs
 //!   in a per-user metadata session whose tables are *empty* tables with the
 //!   schemas of exactly the tables the user may read — so catalogs list
-//!   nothing else and can never return a row of data.
+//!   nothing else and can never return a row of data. A statement reading
+//!   both catalogs and libraries is refused with 0A000 (no session has both).
+//! * **Identity**: `session_user` / `current_user` / `user` are registered
+//!   per statement (the session is shared) and return the login.
+//! * **Audit table**: the `audit` table is attached with the same code as
+//!   `lianqin sql` ([`QueryEngine::attach_audit_table`]); the policy lets only
+//!   the auditor role read it (others: 42501), and a read is an `audit_read`.
 //! * **Freshness**: the data dir's Delta logs are checked at most once a
 //!   second; when a library has a new commit the query session is rebuilt,
 //!   so new rows become visible without a restart.
