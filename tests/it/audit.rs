@@ -250,6 +250,24 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     assert_eq!(pcs.len(), before + 1);
     assert_ne!(pcs.last().unwrap().event.detail["from"], pcs.last().unwrap().event.detail["to"]);
 
+    // An export: to whom (the destination), which records (tables, rows).
+    let out_csv = d.join("export.csv");
+    let x = Command::new(lianqin_bin())
+        .args(["export", "--as", "chen.ecology", "--table", "matter", "--out"])
+        .arg(&out_csv)
+        .arg("--data-dir")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let exports = events(d, EventKind::Export);
+    assert!(
+        exports.iter().any(|r| r.event.user == "chen.ecology"
+            && r.event.detail["destination"].as_str().is_some_and(|p| p.ends_with("export.csv"))
+            && r.event.rows.is_some()),
+        "{exports:?}"
+    );
+
     // Only auditors may name themselves as readers of the audit trail.
     let s = Command::new(lianqin_bin()).args(["audit", "search", "--as", "wang.police", "--data-dir"]).arg(d).output().unwrap();
     assert!(!s.status.success());
