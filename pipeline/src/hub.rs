@@ -546,19 +546,51 @@ impl Hub {
             }
             let positions: Vec<(String, u32, u64)> =
                 covered.iter().map(|(p, o)| (src.topic.clone(), *p, *o)).collect();
-            // Libraries first, then their change feeds, raw table last.
+            // Libraries first (side by side: each table has its own commit
+            // and its own offsets), each followed by its change feed; the
+            // raw table last, once every library has committed.
+            let t_commit = Instant::now();
+            let mut writes = Vec::new();
             for lib in LIBRARIES {
                 let Some(batch) = norm.libraries.get(lib) else { continue };
                 let fresh_rows = skip_committed(batch, |p| table_pos.get(&(lib.to_string(), p)).copied().unwrap_or(0))?;
-                if fresh_rows.num_rows() > 0 {
-                    self.store.append(lib, vec![fresh_rows], &positions).await?;
+                let write = if fresh_rows.num_rows() > 0 {
+                    let (store, positions, name) = (Arc::clone(&self.store), positions.clone(), lib.to_string());
+                    let fut = async move { store.append(&name, vec![fresh_rows], &positions).await };
+                    Some(tokio::spawn(fut.instrument(tracing::Span::current())))
+                } else {
+                    None
+                };
+                writes.push((lib, batch, write));
+            }
+            let mut first_err = None;
+            let mut feeds_ms = 0u64;
+            for (lib, batch, write) in writes {
+                let done = match write {
+                    Some(h) => h.await.map_err(|e| PipelineError::Internal(format!("commit to {lib}: {e}"))).and_then(|r| r),
+                    None => Ok(()),
+                };
+                if let Err(e) = done {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+                if first_err.is_some() {
+                    continue;
                 }
                 // Change events for every row of the batch (also rows a
                 // table already held after a crash): at-least-once, in
                 // order per key; consumers dedupe by content_hash.
+                let t_feed = Instant::now();
                 self.publish_changes(lib, batch).await?;
-                if let Some(f) = &self.flows { f.deliver(lib, batch).await?; }
+                if let Some(f) = &self.flows {
+                    f.deliver(lib, batch).await?;
+                }
+                feeds_ms += t_feed.elapsed().as_millis() as u64;
             }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            let libraries_ms = t_commit.elapsed().as_millis() as u64;
             // The raw table keeps each distinct version once: the fresh
             // records, plus repeats that fill a crash gap (in bus order).
             let raw_recs: Vec<&BusRecord> = if raw_gap.is_empty() {
@@ -603,6 +635,8 @@ impl Hub {
                 accepted = stats.accepted,
                 quarantined = stats.quarantined,
                 normalize_ms = norm_ms,
+                libraries_ms,
+                feeds_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"
             );

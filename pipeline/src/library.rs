@@ -45,7 +45,8 @@ pub fn txn_app_id(topic: &str, partition: u32) -> String {
 pub struct LibraryStore {
     root: PathBuf,
     catalog: Arc<Catalog>,
-    tables: Mutex<BTreeMap<String, DeltaTable>>,
+    /// One lock per table, so commits to different tables run side by side.
+    tables: Mutex<BTreeMap<String, Arc<Mutex<DeltaTable>>>>,
 }
 
 impl std::fmt::Debug for LibraryStore {
@@ -86,7 +87,7 @@ impl LibraryStore {
             let url = store.url(&name)?;
             let table = DeltaTable::try_from_url(url).await.map_err(|e| delta_err(&name, e))?;
             if table.version().is_some() {
-                store.tables.lock().await.insert(name, table);
+                store.tables.lock().await.insert(name, Arc::new(Mutex::new(table)));
             }
         }
         Ok(store)
@@ -134,8 +135,16 @@ impl LibraryStore {
         } else {
             table
         };
-        tables.insert(name.to_string(), table);
+        tables.insert(name.to_string(), Arc::new(Mutex::new(table)));
         Ok(())
+    }
+
+    async fn slot(&self, name: &str) -> Option<Arc<Mutex<DeltaTable>>> {
+        self.tables.lock().await.get(name).cloned()
+    }
+
+    async fn slots(&self) -> Vec<(String, Arc<Mutex<DeltaTable>>)> {
+        self.tables.lock().await.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
     }
 
     /// Ensures the raw table of a source exists.
@@ -151,37 +160,28 @@ impl LibraryStore {
         batches: Vec<RecordBatch>,
         positions: &[(String, u32, u64)],
     ) -> Result<(), PipelineError> {
-        let mut tables = self.tables.lock().await;
-        let table = tables
-            .remove(name)
-            .ok_or_else(|| delta_err(name, "not opened"))?;
+        let slot = self.slot(name).await.ok_or_else(|| delta_err(name, "not opened"))?;
+        let mut current = slot.lock().await;
         let txns: Vec<Transaction> = positions
             .iter()
             .map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64))
             .collect();
         let props = CommitProperties::default().with_application_transactions(txns);
-        let backup = table.clone();
-        let res = table
+        let table = current
+            .clone()
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(props)
-            .await;
-        match res {
-            Ok(t) => {
-                tables.insert(name.to_string(), t);
-                Ok(())
-            }
-            Err(e) => {
-                tables.insert(name.to_string(), backup);
-                Err(delta_err(name, e))
-            }
-        }
+            .await
+            .map_err(|e| delta_err(name, e))?;
+        *current = table;
+        Ok(())
     }
 
     /// The next offset recorded for a partition in a table (None = never).
     pub async fn position(&self, name: &str, topic: &str, partition: u32) -> Result<Option<u64>, PipelineError> {
-        let tables = self.tables.lock().await;
-        let Some(table) = tables.get(name) else { return Ok(None) };
+        let Some(slot) = self.slot(name).await else { return Ok(None) };
+        let table = slot.lock().await;
         let Ok(state) = table.snapshot() else { return Ok(None) };
         let v = state
             .transaction_version(table.log_store().as_ref(), txn_app_id(topic, partition))
@@ -192,9 +192,8 @@ impl LibraryStore {
 
     /// Reloads every table from disk (for readers while a hub writes).
     pub async fn refresh(&self) -> Result<(), PipelineError> {
-        let mut tables = self.tables.lock().await;
-        for (name, t) in tables.iter_mut() {
-            t.update_state().await.map_err(|e| delta_err(name, e))?;
+        for (name, slot) in self.slots().await {
+            slot.lock().await.update_state().await.map_err(|e| delta_err(&name, e))?;
         }
         Ok(())
     }
@@ -204,33 +203,26 @@ impl LibraryStore {
     /// disk — nothing is vacuumed (§7.4.3) — so every earlier version stays
     /// readable by time travel. Returns (table, files removed, files added).
     pub async fn compact(&self) -> Result<Vec<(String, u64, u64)>, PipelineError> {
-        let mut tables = self.tables.lock().await;
-        let names: Vec<String> = tables.keys().cloned().collect();
         let mut out = Vec::new();
-        for name in names {
-            let Some(table) = tables.remove(&name) else { continue };
-            let backup = table.clone();
-            match table
+        for (name, slot) in self.slots().await {
+            let mut current = slot.lock().await;
+            let (t, m) = current
+                .clone()
                 .optimize()
                 .with_type(deltalake::operations::optimize::OptimizeType::Compact)
                 .await
-            {
-                Ok((t, m)) => {
-                    out.push((name.clone(), m.num_files_removed, m.num_files_added));
-                    tables.insert(name, t);
-                }
-                Err(e) => {
-                    tables.insert(name.clone(), backup);
-                    return Err(delta_err(&name, e));
-                }
-            }
+                .map_err(|e| delta_err(&name, e))?;
+            out.push((name.clone(), m.num_files_removed, m.num_files_added));
+            *current = t;
         }
         Ok(out)
     }
 
     /// Current Delta version of a table as loaded.
     pub async fn version(&self, name: &str) -> Option<i64> {
-        self.tables.lock().await.get(name).and_then(|t| t.version()).map(|v| v as i64)
+        let slot = self.slot(name).await?;
+        let v = slot.lock().await.version();
+        v.map(|v| v as i64)
     }
 
     /// Names of the raw tables present on disk.
@@ -250,7 +242,9 @@ impl LibraryStore {
 
     /// The loaded Delta table (a clone of the handle) for queries.
     pub async fn table(&self, name: &str) -> Option<DeltaTable> {
-        self.tables.lock().await.get(name).cloned()
+        let slot = self.slot(name).await?;
+        let t = slot.lock().await.clone();
+        Some(t)
     }
 }
 
