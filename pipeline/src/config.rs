@@ -159,9 +159,44 @@ pub struct HubConfig {
     /// Postgres wire server run by `lianqin run` (`[server]`, see [`crate::pgserver`]).
     #[serde(default)]
     pub server: Option<crate::pgserver::ServerSection>,
+    /// Audit trail settings (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditSection,
     /// Directory the config came from (mapping paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[audit]`: settings of the hub's audit stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Cryptographic suite of a *new* audit stream: `standard` (AES-256-GCM,
+    /// SHA-256, ed25519) or `gm` (SM4-GCM, SM3, SM2 for GB/T 39786-2021
+    /// deployments). Unset: `LIANQIN_AUDIT_SUITE`, else `standard`. An
+    /// existing stream keeps the suite recorded in its header.
+    #[serde(default)]
+    pub suite: Option<AuditSuite>,
+}
+
+/// The audit suite named in `[audit] suite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSuite {
+    /// AES-256-GCM, SHA-256, ed25519.
+    Standard,
+    /// SM4-GCM, SM3, SM2.
+    Gm,
+}
+
+impl AuditSuite {
+    /// The audit crate's suite.
+    pub fn crypto(self) -> lianqin_audit::CryptoSuite {
+        match self {
+            AuditSuite::Standard => lianqin_audit::CryptoSuite::Standard,
+            AuditSuite::Gm => lianqin_audit::CryptoSuite::Gm,
+        }
+    }
 }
 
 impl HubConfig {

@@ -139,7 +139,11 @@ impl Hub {
         }
         let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
         // One audit stream per node (several nodes may share a data dir).
-        let audit = crate::audit::Audit::open(data_dir, &node, &node, Duration::from_secs(10))?;
+        let suite = match cfg.audit.suite {
+            Some(s) => s.crypto(),
+            None => crate::audit::suite_from_env()?,
+        };
+        let audit = crate::audit::Audit::open_with_suite(data_dir, &node, &node, Duration::from_secs(10), suite)?;
         // Start, config and policy changes; the replicated audit topic on Kafka.
         crate::audit::on_hub_start(&audit, &cfg, &bus).await?;
         let change_feeds = cfg.pipeline.change_feeds;

@@ -444,3 +444,21 @@ fn gm_suite_stream_is_kept_and_verifies() {
     let out = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success() && out.contains("21 entries"), "{out}");
 }
+
+/// `[audit] suite = "gm"` in the hub config picks the GM/T suite for the
+/// hub's new stream; an unknown suite fails at start-up naming the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_suite_chosen_in_hub_config() {
+    use lianqin_audit::CryptoSuite;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = lianqin_pipeline::config::HubConfig::parse("node = \"gmnode\"\n[audit]\nsuite = \"gm\"\n", "gm.toml", d).unwrap();
+    {
+        let hub = lianqin_pipeline::hub::Hub::open(cfg, d).await.unwrap();
+        assert_eq!(hub.audit().log().suite(), CryptoSuite::Gm);
+    }
+    let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let err = lianqin_pipeline::config::HubConfig::parse("[audit]\nsuite = \"sm9\"\n", "bad.toml", d).unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("line 2") && err.contains("sm9"), "{err}");
+}
