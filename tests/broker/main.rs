@@ -132,14 +132,7 @@ async fn hub_survives_broker_stop_and_start() {
 
     // None doubled: no library row stored twice for the same record version,
     // no raw record stored twice at the same offset.
-    for (t, id) in [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")] {
-        let dups = count(
-            d,
-            &format!("SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)"),
-        )
-        .await;
-        assert_eq!(dups, 0, "{t} has doubled rows");
-    }
+    lianqin_tests::assert_no_doubled_library_rows(d).await;
     for raw in ["raw_police_110", "raw_hotline_12345"] {
         let dups = count(
             d,

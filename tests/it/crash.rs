@@ -115,14 +115,7 @@ async fn crash_and_restart(kafka: Option<String>) {
     assert_eq!(count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE '110:%'").await, want_110);
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await, want_12345);
     // None doubled: no library row stored twice for the same record version.
-    for (t, id) in [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")] {
-        let dups = count(
-            d,
-            &format!("SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)"),
-        )
-        .await;
-        assert_eq!(dups, 0, "{t} has doubled rows");
-    }
+    lianqin_tests::assert_no_doubled_library_rows(d).await;
     assert_eq!(
         count(d, "SELECT count(*) FROM (SELECT quarantine_id FROM quarantine GROUP BY 1 HAVING count(*) > 1)").await,
         0

@@ -166,10 +166,7 @@ async fn two_workers_one_killed_the_other_takes_over() {
         let _ = c.wait();
     }
     assert!(done, "the surviving worker did not finish the job");
-    for (t, id) in [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")] {
-        let dups = count(d, &format!("SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)")).await;
-        assert_eq!(dups, 0, "{t} has doubled rows");
-    }
+    lianqin_tests::assert_no_doubled_library_rows(d).await;
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, truth.broken.len() as i64);
     sim.shutdown().await;
 }
