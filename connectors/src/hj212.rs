@@ -267,22 +267,9 @@ impl Hj212Source {
             "last_key": envs.last().map(|e| e.key.clone()),
             "last_received_at": batch.last().map(|m| m.received_at.to_rfc3339()),
         });
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match ctx.publish(&self.id, &envs, cp.clone()).await {
-                Ok(()) => {
-                    debug!(source = %self.id, records = envs.len(), "hj212: batch published");
-                    return Ok(());
-                }
-                Err(e) if *shutdown.borrow() => return Err(e),
-                Err(e) => {
-                    warn!(source = %self.id, records = envs.len(), retry_ms = wait.as_millis() as u64,
-                        "hj212: publish failed, retrying (devices are back-pressured meanwhile): {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        ctx.publish_until_accepted(&self.id, &envs, cp, shutdown, "hj212: devices are back-pressured meanwhile").await?;
+        debug!(source = %self.id, records = envs.len(), "hj212: batch published");
+        Ok(())
     }
 }
 

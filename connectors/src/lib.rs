@@ -171,6 +171,34 @@ impl SourceContext {
             .map_err(|error| ConnectorError::Bus { source_id: source_id.to_string(), error })
     }
 
+    /// Like [`SourceContext::publish`], for streaming sources whose senders
+    /// wait meanwhile: retries with backoff (100 ms doubling to 5 s) while
+    /// the bus refuses, and gives up, returning the error, only once
+    /// `shutdown` is true. `note` tells in the warning what happens to the
+    /// senders while it retries.
+    pub async fn publish_until_accepted(
+        &self,
+        source_id: &str,
+        records: &[Envelope],
+        checkpoint: serde_json::Value,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+        note: &str,
+    ) -> Result<(), ConnectorError> {
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.publish(source_id, records, checkpoint.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if *shutdown.borrow() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(source = %source_id, records = records.len(), retry_ms = wait.as_millis() as u64,
+                        "publish failed, retrying ({note}): {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Loads the source's last checkpoint.
     pub async fn checkpoint(&self, source_id: &str) -> Result<Option<serde_json::Value>, ConnectorError> {
         self.bus

@@ -342,19 +342,8 @@ impl MqttSource {
             "last_topic": batch.last().map(|p| p.topic.clone()),
             "at": chrono::Utc::now().to_rfc3339(),
         });
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match ctx.publish(&self.id, &envs, cp.clone()).await {
-                Ok(()) => return Ok(envs.len()),
-                Err(e) if *shutdown.borrow() => return Err(e),
-                Err(e) => {
-                    warn!(source = %self.id, messages = batch.len(), retry_ms = wait.as_millis() as u64,
-                        "mqtt: publish failed, retrying (messages stay unacknowledged): {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        ctx.publish_until_accepted(&self.id, &envs, cp, shutdown, "mqtt: messages stay unacknowledged").await?;
+        Ok(envs.len())
     }
 }
 

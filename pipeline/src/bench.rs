@@ -105,24 +105,7 @@ key_columns = ["jjdbh"]
     let hub = Hub::open(cfg, data_dir).await?;
     let bus = hub.bus();
     let topic = raw_topic("lianqin.", "bench_110");
-    let started = Instant::now();
-    let chunk = 10_000u64;
-    let mut i = 0u64;
-    while i < records {
-        let end = (i + chunk).min(records);
-        let mut envs = Vec::with_capacity((end - i) as usize);
-        for k in i..end {
-            let line = synthetic_110(k);
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .map_err(|e| PipelineError::Internal(format!("bench record {k}: {e}")))?;
-            let key = v.get("jjdbh").and_then(|x| x.as_str()).unwrap_or_default().to_string();
-            let ts = v.get("updated_at").and_then(|x| x.as_str()).map(str::to_string);
-            envs.push(Envelope::upsert("bench_110", "police", key, v, ts));
-        }
-        bus.publish(&topic, &envs, None).await?;
-        i = end;
-    }
-    let publish_secs = started.elapsed().as_secs_f64();
+    let publish_secs = publish_synthetic(&bus, &topic, records).await?;
     let t = Instant::now();
     let stats = hub.process_available().await?;
     let process_secs = t.elapsed().as_secs_f64();
@@ -180,15 +163,7 @@ key_columns = ["jjdbh"]
     let bus = hub.bus();
     let topic = raw_topic(&prefix, "bench_110");
     // Throughput: publish everything, then drain.
-    let started = Instant::now();
-    let mut i = 0u64;
-    while i < records {
-        let end = (i + 10_000).min(records);
-        let envs: Vec<Envelope> = (i..end).map(|k| bench_envelope(k)).collect::<Result<_, _>>()?;
-        bus.publish(&topic, &envs, None).await?;
-        i = end;
-    }
-    let publish_secs = started.elapsed().as_secs_f64();
+    let publish_secs = publish_synthetic(&bus, &topic, records).await?;
     let t = Instant::now();
     let stats = hub.process_available().await?;
     let process_secs = t.elapsed().as_secs_f64();
@@ -237,6 +212,20 @@ key_columns = ["jjdbh"]
             .unwrap_or(f64::NAN)
     };
     Ok(KafkaReport { ingest, samples: get(0) as u64, p50_ms: get(1), p99_ms: get(2) })
+}
+
+/// Parses and publishes `records` synthetic 110 records durably, 10 000 per
+/// bus write; returns the seconds it took.
+async fn publish_synthetic(bus: &std::sync::Arc<dyn lianqin_bus::Bus>, topic: &str, records: u64) -> Result<f64, PipelineError> {
+    let started = Instant::now();
+    let mut i = 0u64;
+    while i < records {
+        let end = (i + 10_000).min(records);
+        let envs: Vec<Envelope> = (i..end).map(bench_envelope).collect::<Result<_, _>>()?;
+        bus.publish(topic, &envs, None).await?;
+        i = end;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn bench_envelope(k: u64) -> Result<Envelope, PipelineError> {

@@ -223,32 +223,50 @@ impl Hub {
                 }
             }
             let all = parts.join(" UNION ALL ");
-            let sql = format!("SELECT k, last_value(h ORDER BY ingested_at, bus_offset) AS v FROM ({all}) GROUP BY k");
-            let missing_sql = format!("SELECT k, h FROM ({all}) GROUP BY k, h HAVING max(r) = 0");
+            // One scan: every (key, version) with its newest position and
+            // whether the raw table holds it; the newest version per key is
+            // picked below.
+            let sql = format!(
+                "SELECT k, h, max(r) AS in_raw, max(ingested_at) AS t, \
+                 last_value(bus_offset ORDER BY ingested_at, bus_offset) AS o FROM ({all}) GROUP BY k, h"
+            );
             // Remember which version of the raw table this index reflects.
             let raw_version = self.store.version(&t).await;
             self.raw_versions.lock().await.insert(t.clone(), raw_version);
+            let mut newest: HashMap<String, ((i64, i64), String)> = HashMap::new();
+            let mut missing = self.missing_raw.lock().await;
+            missing.retain(|(s, _, _)| s != id);
             for b in engine.sql(&sql).await? {
-                let (Some(k), Some(v)) = (strings(b.column(0)), strings(b.column(1))) else {
+                let ints = |i: usize| {
+                    arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Int64)
+                        .ok()
+                        .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                };
+                let (Some(k), Some(h), Some(in_raw), Some(ts), Some(off)) =
+                    (strings(b.column(0)), strings(b.column(1)), ints(2), ints(3), ints(4))
+                else {
                     return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
                 };
                 for i in 0..b.num_rows() {
-                    if k.is_valid(i) && v.is_valid(i) {
-                        map.insert((id.clone(), k.value(i).to_string()), v.value(i).to_string());
+                    if !k.is_valid(i) || !h.is_valid(i) {
+                        continue;
+                    }
+                    let (key, hash) = (k.value(i), h.value(i));
+                    if in_raw.value(i) == 0 {
+                        missing.insert((id.clone(), key.to_string(), hash.to_string()));
+                    }
+                    let pos = (ts.value(i), off.value(i));
+                    match newest.get_mut(key) {
+                        Some(cur) if cur.0 >= pos => {}
+                        Some(cur) => *cur = (pos, hash.to_string()),
+                        None => {
+                            newest.insert(key.to_string(), (pos, hash.to_string()));
+                        }
                     }
                 }
             }
-            let mut missing = self.missing_raw.lock().await;
-            missing.retain(|(s, _, _)| s != id);
-            for b in engine.sql(&missing_sql).await? {
-                let (Some(k), Some(h)) = (strings(b.column(0)), strings(b.column(1))) else {
-                    return Err(PipelineError::Internal(format!("raw gap index of {id}: unexpected column types")));
-                };
-                for i in 0..b.num_rows() {
-                    if k.is_valid(i) && h.is_valid(i) {
-                        missing.insert((id.clone(), k.value(i).to_string(), h.value(i).to_string()));
-                    }
-                }
+            for (key, (_, hash)) in newest {
+                map.insert((id.clone(), key), hash);
             }
             if !missing.is_empty() {
                 info!(source = %id, versions = missing.len(), "library versions missing from the raw table (crash between commits); the next copies fill them in");
