@@ -1,13 +1,13 @@
 //! Environmental device streams into the libraries: HJ 212 frames sent over
 //! a real TCP connection to the `hj212` connector, and MQTT sensor readings
-//! (as the `mqtt` connector publishes them) → `env_hj212_water` /
+//! published (QoS 1) to a real broker (tests/services/mosquitto.sh) and
+//! received by the `mqtt` connector → `env_hj212_water` /
 //! `env_mqtt_water_sensor` mappings → water body and station elements, and a
 //! 预警 (early-warning) matter for a reading worse than the water body's
 //! target class (GB 3838-2002).
 
 use std::time::Duration;
 
-use lianqin_bus::Envelope;
 use lianqin_pipeline::config::HubConfig;
 use lianqin_pipeline::hub::Hub;
 use lianqin_tests::{count, wait_until};
@@ -48,6 +48,14 @@ fn mapping(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hj212_and_mqtt_readings_reach_the_libraries_and_bad_ones_raise_warnings() {
+    let Ok(broker) = std::env::var("LIANQIN_MQTT_BROKER") else {
+        eprintln!("skipped: LIANQIN_MQTT_BROKER not set (tests/run.sh starts mosquitto)");
+        return;
+    };
+    let (mqtt_host, mqtt_port) = broker.rsplit_once(':').expect("LIANQIN_MQTT_BROKER is host:port");
+    let mqtt_port: u16 = mqtt_port.parse().expect("MQTT port");
+    // Unique per run: the broker keeps persistent sessions by client id.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = {
@@ -74,9 +82,10 @@ department = "ecology"
 mapping = "{mq}"
 [sources.connector]
 type = "mqtt"
-broker = "127.0.0.1:1883"
-client_id = "lianqin-env-streams-test"
-topics = ["sensors/water/#"]
+broker = "{broker}"
+client_id = "lianqin-env-streams-{run}"
+topics = ["sensors/water/{run}/#"]
+batch_linger_ms = 5
 key_fields = ["device_id", "ts"]
 time_field = "ts"
 "#,
@@ -86,14 +95,23 @@ time_field = "ts"
     let cfg = HubConfig::parse(&text, "env-streams.toml", d).expect("config");
     let hub = Hub::open(cfg, d).await.expect("hub");
 
-    // Only the HJ 212 server runs here; MQTT readings are published below as
-    // the mqtt connector would (its broker path is tested in connectors/tests/mqtt.rs).
+    // Both connectors run as `lianqin run` runs them.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut sources = hub.build_sources().expect("sources");
-    let idx = sources.iter().position(|(s, _, _)| s.id() == "env_hj212_water").unwrap();
-    let (mut hj, ctx, every) = sources.swap_remove(idx);
-    let hj_ctx = ctx.clone();
-    let server = tokio::spawn(async move { hj.run(&ctx, every, stop_rx).await });
+    let mut tasks = Vec::new();
+    let mut topics = std::collections::BTreeMap::new();
+    for (mut src, ctx, every) in hub.build_sources().expect("sources") {
+        topics.insert(src.id().to_string(), ctx.topic.clone());
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move { src.run(&ctx, every, stop).await }));
+    }
+    let bus = hub.bus();
+    let published = |topic: String, n: u64| {
+        let bus = bus.clone();
+        wait_until(Duration::from_secs(30), move || {
+            let (bus, topic) = (bus.clone(), topic.clone());
+            async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>() >= n).unwrap_or(false) }
+        })
+    };
 
     let mut conn = None;
     for _ in 0..100 {
@@ -112,37 +130,70 @@ time_field = "ts"
     bytes.extend(frame(&reading("33059900000000000000X999", "2011", "20251008093000", "Rtd", 3.0)));
     conn.write_all(&bytes).await.unwrap();
     conn.flush().await.unwrap();
-    let bus = hub.bus();
-    let topic = hj_ctx.topic.clone();
-    let arrived = wait_until(Duration::from_secs(20), || {
-        let bus = bus.clone();
-        let topic = topic.clone();
-        async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>() >= 3).unwrap_or(false) }
-    })
-    .await;
-    assert!(arrived, "3 HJ 212 messages published");
-    stop_tx.send(true).unwrap();
-    server.await.unwrap().expect("hj212 source stops cleanly");
+    assert!(published(topics["env_hj212_water"].clone(), 3).await, "3 HJ 212 messages published");
 
-    // MQTT sensor readings: one fine, one with dissolved oxygen 2.5 mg/L (V, target II).
-    let mqtt_topic = lianqin_bus::raw_topic(&hub.config().bus.topic_prefix, "env_mqtt_water");
+    // MQTT sensor readings over the broker: one fine, one with dissolved
+    // oxygen 2.5 mg/L (V, target II). The connector subscribes when it
+    // connects; publish until its persistent session has them.
     let readings = [
         json!({"device_id": "DQ-S03", "ts": "2025-10-08T09:30:00+08:00", "do": 7.9, "codmn": 2.1, "nh3n": 0.12, "tp": 0.02, "ph": 7.6}),
         json!({"device_id": "DQ-S03", "ts": "2025-10-08T09:40:00+08:00", "do": 2.5, "codmn": 2.1, "nh3n": 0.12, "tp": 0.02, "ph": 7.6}),
     ];
-    let envs: Vec<Envelope> = readings
-        .iter()
-        .map(|r| {
-            let key = format!("{}|{}", r["device_id"].as_str().unwrap(), r["ts"].as_str().unwrap());
-            Envelope::upsert("env_mqtt_water", "ecology", key, r.clone(), r["ts"].as_str().map(str::to_string))
-                .with_locator("mqtt sensors/water/DQ-S03")
-        })
-        .collect();
-    hub.bus().publish(&mqtt_topic, &envs, None).await.unwrap();
+    let mut opts = rumqttc::MqttOptions::new(format!("env-streams-device-{run}"), mqtt_host, mqtt_port);
+    opts.set_clean_session(true).set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let device = tokio::spawn(async move {
+        let mut acks = 0u32;
+        // Runs until the client is dropped; counts PUBACKs of the readings.
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acks += 1,
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return (acks, "disconnected".into()),
+                Ok(_) => {}
+                Err(e) => return (acks, e.to_string()),
+            }
+        }
+    });
+    let mqtt_topic = topics["env_mqtt_water"].clone();
+    let on_bus = |topic: String| {
+        let bus = bus.clone();
+        async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>()).unwrap_or(0) }
+    };
+    // The connector subscribes when it has connected: probe (a device that
+    // is not in the registry, no readings) until one reaches the bus.
+    let mut probes = 0u32;
+    while on_bus(mqtt_topic.clone()).await == 0 {
+        assert!(probes < 100, "the mqtt connector never received a probe");
+        probes += 1;
+        let probe = json!({"device_id": "probe", "ts": format!("2025-10-08T08:{:02}:{:02}+08:00", probes / 60, probes % 60)});
+        client
+            .publish(format!("sensors/water/{run}/probe"), rumqttc::QoS::AtLeastOnce, false, serde_json::to_vec(&probe).unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every probe may still arrive; count what is on the bus once they did.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = on_bus(mqtt_topic.clone()).await;
+    for r in &readings {
+        client
+            .publish(format!("sensors/water/{run}/DQ-S03"), rumqttc::QoS::AtLeastOnce, false, serde_json::to_vec(r).unwrap())
+            .await
+            .unwrap();
+    }
+    assert!(published(mqtt_topic.clone(), before + 2).await, "2 MQTT readings published by the connector");
+    client.disconnect().await.unwrap();
+    let (acks, _) = tokio::time::timeout(Duration::from_secs(10), device).await.expect("device disconnects").unwrap();
+    assert!(acks >= probes + 2, "broker acked every publish ({acks} of {})", probes + 2);
+    stop_tx.send(true).unwrap();
+    for t in tasks {
+        t.await.unwrap().expect("source stops cleanly");
+    }
 
     hub.process_available().await.expect("process");
 
     assert_eq!(count(d, "SELECT count(*) FROM raw_env_hj212_water").await, 3);
+    assert_eq!(count(d, "SELECT count(*) FROM raw_env_mqtt_water WHERE source_key LIKE 'DQ-S03|%'").await, 2);
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
     // Elements: devices, the water body and the station (same ids as the CSV exports use).
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE id_type = 'mn' AND element_id LIKE 'mn:%'").await, 2);
