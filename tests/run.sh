@@ -40,6 +40,11 @@ if [ "${LIANQIN_SKIP_SERVICES:-0}" != "1" ]; then
   SERVICES_STARTED+=(postgres)
   eval "$(bash "$ROOT/tests/services/postgres.sh" env)"
   export LIANQIN_PG_URL
+  echo "==> starting MariaDB (tests/services/mariadb.sh)"
+  bash "$ROOT/tests/services/mariadb.sh" start
+  SERVICES_STARTED+=(mariadb)
+  eval "$(bash "$ROOT/tests/services/mariadb.sh" env)"
+  export LIANQIN_MYSQL_URL
 fi
 
 # Postgres clients for tests/it/pgwire.rs: psql (postgresql-client) and

@@ -1,5 +1,6 @@
 //! The `sql` connector: polls a table, view or query of a departmental
-//! PostgreSQL database by a watermark column, with the key as tie-breaker.
+//! PostgreSQL, MySQL or MariaDB database by a watermark column, with the key
+//! as tie-breaker.
 //!
 //! ```toml
 //! [[sources]]
@@ -19,6 +20,12 @@
 //! # connect_timeout_ms = 10000
 //! # statement_timeout_ms = 60000
 //! ```
+//!
+//! MySQL (5.7.8+, 8.x) and MariaDB (10.2+) sources take the same keys with a
+//! `mysql://` or `mariadb://` URL, e.g.
+//! `url = "mysql://lianqin_ro:${HJ_DB_PASSWORD}@10.0.0.7:3306/hjdb"` and
+//! `table = "hjdb.pwxk"` (`db.table`; quoted with backticks); see
+//! [MySQL and MariaDB](#mysql-and-mariadb) below.
 //!
 //! ## How a pass walks the table
 //! Each page is
@@ -52,9 +59,41 @@
 //!
 //! The connection string may use `${ENV}` for the password and is never
 //! logged; errors show only host, port and database. Connections are plain
-//! TCP (`sslmode=disable`): run the hub on the station network or through
-//! a tunnel. MySQL sources are not supported yet (a `mysql://` URL is
-//! rejected with a message saying so).
+//! TCP (`sslmode=disable`; no TLS for MySQL either): run the hub on the
+//! station network or through a tunnel.
+//!
+//! ## MySQL and MariaDB
+//! Same config, same checkpoint and envelope guarantees. The URL is
+//! `mysql://user:password@host:port/db` (or `mariadb://…`; a password with
+//! `@`, `:` or `/` must be percent-encoded); always TCP to that host.
+//! Each page is
+//! `SELECT src.*, CAST(wm AS CHAR), CAST(key AS CHAR) FROM (<table or query>) AS src
+//! WHERE (wm > ? OR (wm = ? AND key > ?)) ORDER BY wm, key LIMIT n` — the
+//! expanded `(wm, key) > (?, ?)`, which an index on (wm, key) serves on
+//! both servers. The checkpoint is the `CAST(… AS CHAR)` text of the last
+//! row's watermark and key; integer and decimal parameters are cast back to
+//! the column's type, date/time and string ones are compared by the server
+//! in the column's own type and collation, so the comparison is exact. A
+//! floating-point (or BIT/JSON) watermark or key is refused at start. The
+//! session uses `utf8mb4`, `time_zone = '+00:00'`, read-only transactions
+//! and a statement time limit (`max_execution_time` on MySQL,
+//! `max_statement_time` on MariaDB). Column names match case-insensitively,
+//! as in MySQL; a string key must be unique under its collation.
+//!
+//! MySQL types: `TINYINT(1)`/`BOOL` and `BIT(1)` → boolean (non-zero =
+//! true); other integers, `YEAR` and `BIT(n)` → number; `FLOAT/DOUBLE` →
+//! number; `DECIMAL` → exact decimal string; `DATETIME` →
+//! `YYYY-MM-DDTHH:MM:SS[.ffffff]` without offset (local time, as for
+//! PostgreSQL `timestamp`); `TIMESTAMP` → RFC 3339 in UTC; `DATE` →
+//! `YYYY-MM-DD`; `TIME` → `[-]HH:MM:SS[.ffffff]` (hours may exceed 24);
+//! the zero date `0000-00-00` → null; `JSON` → JSON (on MariaDB, where
+//! `JSON` is `LONGTEXT` with a `json_valid` check, for columns of tables
+//! found with that check in `information_schema.CHECK_CONSTRAINTS`);
+//! `CHAR/VARCHAR/TEXT/ENUM/SET` → string (any charset, converted to
+//! UTF-8 by the server); binary strings (`BINARY/VARBINARY/BLOB`,
+//! geometry) → the string when it is UTF-8, else `0x` + hex. An invalid
+//! date (e.g. `2025-02-30` stored under `ALLOW_INVALID_DATES`) or malformed
+//! JSON sends the row to quarantine naming the source, key and column.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -68,12 +107,16 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{ConnectorError, RunStats, Source, SourceContext, expand_env};
 
+#[path = "sql_mysql.rs"]
+mod mysql;
+
 /// Configuration of a `sql` source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     /// Connection string: `postgres://user:${PASSWORD}@host:port/db` or the
-    /// `key=value` form. `${ENV}` references are expanded; never logged.
+    /// `key=value` form, or `mysql://` / `mariadb://user:${PASSWORD}@host:port/db`.
+    /// `${ENV}` references are expanded; never logged.
     pub url: String,
     /// Table or view to read (`schema.table` allowed). Exactly one of
     /// `table` and `query` is set.
@@ -141,15 +184,22 @@ impl SqlConfig {
             return Err(bad("`batch_size` must be >= 1".into()));
         }
         let url = expand_env(&self.url, source_id, "url")?;
-        let lower = url.trim().to_ascii_lowercase();
-        if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
-            return Err(bad(
-                "`url`: MySQL/MariaDB sources are not supported yet; only PostgreSQL (postgres://…)".into(),
-            ));
+        if mysql::is_mysql_url(&url) {
+            mysql::parse_url(&url).map_err(bad)?;
+            return Ok(());
         }
         url.parse::<tokio_postgres::Config>()
             .map_err(|e| bad(format!("`url` is not a PostgreSQL connection string: {e}")))?;
         Ok(())
+    }
+
+    /// What is read, for messages: `table x` or `query `…``.
+    fn what(&self) -> String {
+        match (&self.table, &self.query) {
+            (Some(t), _) => format!("table {t}"),
+            (_, Some(q)) => format!("query `{}`", q.trim()),
+            _ => String::new(),
+        }
     }
 
     /// The SQL of the rows to read, before the keyset condition.
@@ -180,7 +230,7 @@ fn quote_path(s: &str) -> String {
 }
 
 /// The checkpoint of a `sql` source: the last (watermark, key) published,
-/// in PostgreSQL's text form.
+/// in the server's text form (PostgreSQL `::text`, MySQL `CAST(… AS CHAR)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SqlCheckpoint {
     /// Watermark of the last row published.
@@ -240,6 +290,9 @@ pub struct SqlSource {
     client: Option<Client>,
     plan: Option<Plan>,
     warned_nulls: bool,
+    /// Set for `mysql://` / `mariadb://` URLs: the MySQL/MariaDB source that
+    /// does the work (the PostgreSQL fields stay unused).
+    mysql: Option<Box<mysql::MySqlSource>>,
 }
 
 impl std::fmt::Debug for SqlSource {
@@ -291,6 +344,19 @@ impl SqlSource {
     pub fn new(id: &str, department: &str, cfg: SqlConfig) -> Result<Self, ConnectorError> {
         cfg.validate(id)?;
         let url = expand_env(&cfg.url, id, "url")?;
+        if mysql::is_mysql_url(&url) {
+            let m = mysql::MySqlSource::new(id, department, cfg.clone())?;
+            return Ok(SqlSource {
+                id: id.into(),
+                department: department.into(),
+                target: m.target.clone(),
+                cfg,
+                client: None,
+                plan: None,
+                warned_nulls: false,
+                mysql: Some(Box::new(m)),
+            });
+        }
         let pc: tokio_postgres::Config = url.parse().map_err(|e| ConnectorError::Config {
             source_id: id.into(),
             detail: format!("`url` is not a PostgreSQL connection string: {e}"),
@@ -303,15 +369,12 @@ impl SqlSource {
             client: None,
             plan: None,
             warned_nulls: false,
+            mysql: None,
         })
     }
 
     fn what(&self) -> String {
-        match (&self.cfg.table, &self.cfg.query) {
-            (Some(t), _) => format!("table {t}"),
-            (_, Some(q)) => format!("query `{}`", q.trim()),
-            _ => String::new(),
-        }
+        self.cfg.what()
     }
 
     async fn connect(&mut self) -> Result<(), ConnectorError> {
@@ -479,15 +542,7 @@ impl SqlSource {
                 }
             }
         }
-        let source_time = match obj.get(&self.cfg.watermark_column) {
-            Some(Value::String(s)) => s.clone(),
-            _ => cp.wm.clone(),
-        };
-        let deleted = self.cfg.delete_column.as_ref().is_some_and(|d| truthy(obj.get(d)));
-        let mut env = Envelope::upsert(&self.id, &self.department, cp.key.clone(), Value::Object(obj), Some(source_time));
-        if deleted {
-            env.op = Op::Delete;
-        }
+        let env = row_envelope(&self.id, &self.department, obj, &cp, &self.cfg.watermark_column, self.cfg.delete_column.as_deref());
         Ok((env.with_locator(locator), cp))
     }
 
@@ -522,6 +577,57 @@ impl SqlSource {
             }
         })
     }
+}
+
+/// The envelope of a decoded row: an upsert, or a delete when the delete
+/// column is truthy; the source time is the watermark (as decoded, else its
+/// text).
+fn row_envelope(
+    id: &str,
+    department: &str,
+    obj: Map<String, Value>,
+    cp: &SqlCheckpoint,
+    watermark_column: &str,
+    delete_column: Option<&str>,
+) -> Envelope {
+    let source_time = match obj.get(watermark_column) {
+        Some(Value::String(s)) => s.clone(),
+        _ => cp.wm.clone(),
+    };
+    let deleted = delete_column.is_some_and(|d| truthy(obj.get(d)));
+    let mut env = Envelope::upsert(id, department, cp.key.clone(), Value::Object(obj), Some(source_time));
+    if deleted {
+        env.op = Op::Delete;
+    }
+    env
+}
+
+/// The stored checkpoint of a `sql` source.
+async fn load_checkpoint(id: &str, ctx: &SourceContext) -> Result<Option<SqlCheckpoint>, ConnectorError> {
+    match ctx.checkpoint(id).await? {
+        Some(v) => Ok(Some(serde_json::from_value(v).map_err(|e| ConnectorError::Config {
+            source_id: id.into(),
+            detail: format!("stored checkpoint unreadable: {e}"),
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Publishes one page with the checkpoint of its last row, and counts it.
+async fn publish_page(
+    id: &str,
+    ctx: &SourceContext,
+    envelopes: &[Envelope],
+    last: &SqlCheckpoint,
+    stats: &mut RunStats,
+) -> Result<(), ConnectorError> {
+    let value = serde_json::to_value(last).unwrap_or(Value::Null);
+    ctx.publish(id, envelopes, value).await?;
+    stats.records += envelopes.len() as u64;
+    stats.unparsable += envelopes.iter().filter(|e| e.error.is_some()).count() as u64;
+    stats.units += 1;
+    debug!(source = %id, n = envelopes.len(), wm = %last.wm, key = %last.key, "page published");
+    Ok(())
 }
 
 fn truthy(v: Option<&Value>) -> bool {
@@ -577,15 +683,12 @@ impl Source for SqlSource {
     }
 
     async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
+        if let Some(m) = self.mysql.as_mut() {
+            return m.sync_once(ctx).await;
+        }
         let span = info_span!("sync", source = %self.id, kind = "sql");
         async move {
-            let mut cp: Option<SqlCheckpoint> = match ctx.checkpoint(&self.id).await? {
-                Some(v) => Some(serde_json::from_value(v).map_err(|e| ConnectorError::Config {
-                    source_id: self.id.clone(),
-                    detail: format!("stored checkpoint unreadable: {e}"),
-                })?),
-                None => None,
-            };
+            let mut cp = load_checkpoint(&self.id, ctx).await?;
             self.connect().await?;
             let plan = match self.plan().await {
                 Ok(p) => p,
@@ -620,12 +723,7 @@ impl Source for SqlSource {
                     last = Some(c);
                 }
                 let last = last.expect("non-empty page");
-                let value = serde_json::to_value(&last).unwrap_or(Value::Null);
-                ctx.publish(&self.id, &envelopes, value).await?;
-                stats.records += envelopes.len() as u64;
-                stats.unparsable += envelopes.iter().filter(|e| e.error.is_some()).count() as u64;
-                stats.units += 1;
-                debug!(source = %self.id, n = envelopes.len(), wm = %last.wm, key = %last.key, "page published");
+                publish_page(&self.id, ctx, &envelopes, &last, &mut stats).await?;
                 let short = (rows.len() as u32) < self.cfg.batch_size;
                 cp = Some(last);
                 if short {
@@ -673,7 +771,12 @@ mod tests {
         c.table = None;
         assert_eq!(c.base_sql(), "SELECT 1");
         c.url = "mysql://u:p@h/db".into();
-        assert!(c.validate("s").unwrap_err().to_string().contains("not supported yet"));
+        c.validate("s").unwrap();
+        c.url = "mariadb://u:p@h:3307/db".into();
+        c.validate("s").unwrap();
+        c.url = "mysql://u:p@h/db?bogus_param=1".into();
+        let e = c.validate("s").unwrap_err().to_string();
+        assert!(e.contains("MySQL/MariaDB") && e.contains("bogus_param") && !e.contains(":p@"), "{e}");
         c.url = "postgres://u:${LIANQIN_TEST_SURELY_UNSET_VAR}@h/db".into();
         let e = c.validate("s").unwrap_err().to_string();
         assert!(e.contains("LIANQIN_TEST_SURELY_UNSET_VAR") && e.contains("`url`"), "{e}");
@@ -684,5 +787,11 @@ mod tests {
         let s = SqlSource::new("s", "d", cfg()).unwrap();
         assert_eq!(s.target, "postgres://127.0.0.1:5432/db");
         assert!(!format!("{s:?}").contains(":p@"));
+        let mut c = cfg();
+        c.url = "mysql://u:secret-pw@10.0.0.7:3306/hjdb".into();
+        let s = SqlSource::new("s", "d", c).unwrap();
+        assert!(s.mysql.is_some());
+        assert_eq!(s.target, "mysql://10.0.0.7:3306/hjdb");
+        assert!(!format!("{s:?}").contains("secret-pw"));
     }
 }
