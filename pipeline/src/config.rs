@@ -73,9 +73,13 @@ pub struct PipelineConfig {
     /// How long a worker waits for records when idle, ms (default 200).
     #[serde(default = "default_wait")]
     pub batch_wait_ms: u64,
-    /// Publish library change events to `changes.<library>` topics (default true).
-    #[serde(default = "yes")]
-    pub change_feeds: bool,
+    /// Publish library change events to `changes.<library>` topics. Default:
+    /// on with `bus.kind = "kafka"` (other systems subscribe there), off with
+    /// the embedded bus, which no other process can read (outbound `[[flows]]`
+    /// deliver from the committed batches either way). See
+    /// [`PipelineConfig::change_feeds_on`].
+    #[serde(default)]
+    pub change_feeds: Option<bool>,
     /// Compact small Delta files every this many seconds (0 = never; default 3600).
     #[serde(default = "default_compact")]
     pub compact_every_secs: u64,
@@ -95,13 +99,21 @@ fn default_wait() -> u64 {
     200
 }
 
+impl PipelineConfig {
+    /// Whether change feeds are published on a bus of this kind
+    /// (`"kafka"` or `"embedded"`): the explicit setting, else on for Kafka only.
+    pub fn change_feeds_on(&self, bus_kind: &str) -> bool {
+        self.change_feeds.unwrap_or(bus_kind == "kafka")
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             group: default_group(),
             batch_max_records: default_batch(),
             batch_wait_ms: default_wait(),
-            change_feeds: true,
+            change_feeds: None,
             compact_every_secs: default_compact(),
         }
     }

@@ -146,7 +146,7 @@ impl Hub {
         let audit = crate::audit::Audit::open_with_suite(data_dir, &node, &node, Duration::from_secs(10), suite)?;
         // Start, config and policy changes; the replicated audit topic on Kafka.
         crate::audit::on_hub_start(&audit, &cfg, &bus).await?;
-        let change_feeds = cfg.pipeline.change_feeds;
+        let change_feeds = cfg.pipeline.change_feeds_on(bus.kind());
         if change_feeds {
             for lib in ["element", "matter", "matter_event"] {
                 let t = lianqin_bus::change_topic(&cfg.bus.topic_prefix, lib);
