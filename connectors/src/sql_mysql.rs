@@ -541,7 +541,7 @@ async fn mariadb_json_columns(conn: &mut Conn, base: &str, cols: &[Column]) -> V
             }
         };
         let want = format!("json_valid({})", quote_ident(&name)).to_ascii_lowercase();
-        json[i] = clauses.iter().any(|c| *c == want);
+        json[i] = clauses.contains(&want);
     }
     json
 }
