@@ -3,6 +3,7 @@
 #   * a real single-node Apache Kafka 4.x broker (KRaft, via Maven + Java 17)
 #   * Debian's mosquitto MQTT broker (installed with apt-get when missing)
 #   * a throwaway PostgreSQL cluster (Debian's postgresql, initdb/pg_ctl under /tmp)
+#   * a throwaway MariaDB server (Debian's mariadb-server, under /tmp, port 13306)
 #   * psql and Python psycopg (clients of `lianqin serve`; installed when missing)
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services

@@ -42,19 +42,16 @@
 //!   bit and the device resends on its own schedule) are at-least-once: the
 //!   standard has the device resend a frame whose reply does not come within
 //!   its timeout (default 5 s, 3 tries), and then store it for 补传.
-//! * **Acknowledged frames**: `Hj212Server` writes the 9014 reply as soon as
-//!   the message is *accepted by its channel*, which is before the bus has
-//!   made it durable (the crate has no hook to ack after publish). A hub
-//!   crash (power loss, `kill -9`) can therefore lose acknowledged messages
-//!   still in memory: at most the channel (`batch_max` messages) plus the one
-//!   batch being published — normally the last ~50 ms + one fsync of
-//!   traffic. Such gaps can be refilled with a CN=2051/2061 history request
-//!   (补传) to the device. A **clean shutdown loses nothing**: the channel is
-//!   closed (devices get no ack for anything not yet accepted), everything
-//!   accepted is published, then `run` returns. While the bus refuses
-//!   writes, publishing is retried with backoff and the full channel stops
-//!   reading from the devices (TCP backpressure), so they stop getting acks
-//!   and keep their data.
+//! * **Acknowledged frames are durable**: the 9014 reply to a message goes
+//!   out only after the batch holding it was published durably (embedded
+//!   bus: fsynced; Kafka: acknowledged by the broker). Replies on a
+//!   connection keep the order of its frames; reading goes on meanwhile, so
+//!   many devices share one publish. A hub crash (power loss, `kill -9`)
+//!   loses only unacknowledged messages, which the devices resend (or hold
+//!   for 补传). A clean shutdown publishes everything already accepted, then
+//!   `run` returns; while the bus refuses writes, publishing is retried with
+//!   backoff, devices get no acks and keep their data, and the full channel
+//!   stops reading from them (TCP backpressure).
 //! * Repeats (resent frames) carry the same key and content hash and are
 //!   dropped downstream.
 
@@ -171,6 +168,8 @@ impl Hj212Config {
             max_frame: self.max_frame,
             idle_timeout: (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs)),
             max_connections: self.max_connections,
+            // 9014 replies only once the message is durable on the bus.
+            ack_when_durable: true,
             ..Hj212ServerConfig::default()
         }
     }
@@ -268,6 +267,10 @@ impl Hj212Source {
             "last_received_at": batch.last().map(|m| m.received_at.to_rfc3339()),
         });
         ctx.publish_until_accepted(&self.id, &envs, cp, shutdown, "hj212: devices are back-pressured meanwhile").await?;
+        // Durable now: the devices' 9014 replies may go out.
+        for m in batch {
+            m.durable.confirm();
+        }
         debug!(source = %self.id, records = envs.len(), "hj212: batch published");
         Ok(())
     }

@@ -12,7 +12,7 @@
 //!   Zhejiang IRS gateway signing ([`irs`]).
 //! * [`file`] — a watched directory of CSV (UTF-8, GBK, GB18030), XLSX and
 //!   JSON-lines drops, each file processed once by content hash.
-//! * [`sql`] — a PostgreSQL table or query polled by a watermark column
+//! * [`sql`] — a PostgreSQL or MySQL/MariaDB table or query polled by a watermark column
 //!   with the key as tie-breaker.
 //!
 //! ## Delivery guarantee
@@ -104,7 +104,7 @@ pub enum ConnectorConfig {
     Webhook(webhook::WebhookConfig),
     /// An MQTT subscriber for sensor readings ([`mqtt::MqttConfig`]).
     Mqtt(mqtt::MqttConfig),
-    /// A PostgreSQL table or query polled by watermark ([`sql::SqlConfig`]).
+    /// A PostgreSQL or MySQL/MariaDB table or query polled by watermark ([`sql::SqlConfig`]).
     Sql(sql::SqlConfig),
 }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 /// The standard's CRC16 (domain.md §1.6), upper-case hex.
-fn hj212_crc(seg: &[u8]) -> String {
+pub(crate) fn hj212_crc(seg: &[u8]) -> String {
     let mut crc: u16 = 0xFFFF;
     for b in seg {
         crc = (crc >> 8) ^ u16::from(*b);
@@ -30,19 +30,19 @@ fn hj212_crc(seg: &[u8]) -> String {
     format!("{crc:04X}")
 }
 
-fn frame(seg: &str) -> Vec<u8> {
+pub(crate) fn frame(seg: &str) -> Vec<u8> {
     format!("##{:04}{seg}{}\r\n", seg.len(), hj212_crc(seg.as_bytes())).into_bytes()
 }
 
-fn reading(mn: &str, cn: &str, time: &str, suffix: &str, nh3n: f64) -> String {
+pub(crate) fn reading(mn: &str, cn: &str, time: &str, suffix: &str, nh3n: f64) -> String {
     format!(
         "QN={time}000;ST=21;CN={cn};PW=123456;MN={mn};Flag=4;CP=&&DataTime={time};w01001-{suffix}=7.42,w01001-Flag=N;w01009-{suffix}=6.81,w01009-Flag=N;w01019-{suffix}=3.2,w01019-Flag=N;w21003-{suffix}={nh3n},w21003-Flag=N;w21011-{suffix}=0.112,w21011-Flag=N&&"
     )
 }
 
-const W001: &str = "33052300000000000000W001";
+pub(crate) const W001: &str = "33052300000000000000W001";
 
-fn mapping(name: &str) -> String {
+pub(crate) fn mapping(name: &str) -> String {
     format!("{}/../schemas/mappings/{name}.toml", env!("CARGO_MANIFEST_DIR"))
 }
 

@@ -12,3 +12,4 @@ mod pgwire;
 mod flows;
 mod sql_source;
 mod env_streams;
+mod hj212_crash;

@@ -36,7 +36,7 @@ pub use reassembly::{Evicted, Reassembled, Reassembler};
 pub use reply::{
     ExeRtn, QnRtn, build_data_ack, build_exe_rtn, build_notify_ack, build_qn_rtn, needs_data_ack,
 };
-pub use server::{Hj212Message, Hj212Server, Hj212ServerConfig, Hj212Stats, Hj212StatsSnapshot};
+pub use server::{DurableAck, Hj212Message, Hj212Server, Hj212ServerConfig, Hj212Stats, Hj212StatsSnapshot};
 
 /// Command (CN) codes used by this crate and common in the field.
 pub mod cn {

@@ -8,8 +8,14 @@
 //! Replies (when [`Hj212ServerConfig::reply`] is on):
 //! * a good frame whose Flag has the A bit (and whose CN is not 9xxx) gets a
 //!   CN=9014 data reply — only after the message has been accepted by the
-//!   channel; intermediate packets of a split message are acknowledged when
-//!   they are buffered, so stop-and-wait senders can continue;
+//!   channel, or, with [`Hj212ServerConfig::ack_when_durable`], only once the
+//!   receiver called [`DurableAck::confirm`] on the message (after making it
+//!   durable); a message whose `DurableAck` is dropped unconfirmed is never
+//!   acknowledged, so the device resends it. Replies on one connection go
+//!   out in the order of the frames, from a writer task, so the connection
+//!   keeps reading (and the receiver can batch) while acks wait;
+//!   intermediate packets of a split message are acknowledged when they are
+//!   buffered, so stop-and-wait senders can continue;
 //! * a frame with a valid envelope but a bad CRC gets a CN=9011 `QnRtn=9`
 //!   ("CRC wrong") NAK (if [`Hj212ServerConfig::nak_bad_crc`]), is counted
 //!   in [`Hj212Stats::bad_crc`] and is never forwarded;
@@ -27,7 +33,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::crc::CrcVariant;
@@ -58,6 +64,10 @@ pub struct Hj212ServerConfig {
     pub write_timeout: Duration,
     /// Concurrent connections; further ones are closed at once and counted.
     pub max_connections: usize,
+    /// Send a message's 9014 reply only after the receiver confirmed it
+    /// ([`Hj212Message::durable`]); default false (reply once the channel
+    /// accepted the message).
+    pub ack_when_durable: bool,
 }
 
 impl Default for Hj212ServerConfig {
@@ -72,6 +82,7 @@ impl Default for Hj212ServerConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             write_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            ack_when_durable: false,
         }
     }
 }
@@ -141,6 +152,49 @@ fn inc(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The receiver's promise to confirm a message once it is durable; the
+/// device's 9014 reply waits for it (with
+/// [`Hj212ServerConfig::ack_when_durable`]). Dropping it unconfirmed means
+/// "not stored": the device gets no ack and resends. Clones share one
+/// confirmation; it is not part of the message's value (always equal).
+#[derive(Clone, Default)]
+pub struct DurableAck(Option<Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>>);
+
+impl DurableAck {
+    fn pair() -> (DurableAck, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (DurableAck(Some(Arc::new(std::sync::Mutex::new(Some(tx))))), rx)
+    }
+
+    /// The message is durable: let its reply go out (once; later calls and
+    /// messages that need no reply do nothing).
+    pub fn confirm(&self) {
+        if let Some(slot) = &self.0
+            && let Ok(mut g) = slot.lock()
+            && let Some(tx) = g.take()
+        {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether a reply waits for this confirmation.
+    pub fn is_pending(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.lock().map(|g| g.is_some()).unwrap_or(false))
+    }
+}
+
+impl std::fmt::Debug for DurableAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableAck(pending: {})", self.is_pending())
+    }
+}
+
+impl PartialEq for DurableAck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// One logical message handed to the pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hj212Message {
@@ -152,6 +206,17 @@ pub struct Hj212Message {
     pub packets: u32,
     /// When the (last) packet was decoded.
     pub received_at: DateTime<Utc>,
+    /// Confirm once durable (see [`DurableAck`]); a no-op unless the
+    /// server waits for it.
+    pub durable: DurableAck,
+}
+
+/// A reply queued for the connection's writer, in frame order.
+enum Reply {
+    /// Write now (NAKs, acks of buffered split packets, acks on accept).
+    Now(Frame),
+    /// Write once the message is confirmed durable; dropped if it never is.
+    WhenDurable(oneshot::Receiver<()>, Frame),
 }
 
 /// A bound, not yet running, HJ 212 server.
@@ -242,7 +307,17 @@ struct Connection {
 impl Connection {
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, wr) = stream.into_split();
+        // Replies go out in frame order from their own task, so reading
+        // goes on while a reply waits for its message to be durable.
+        let (replies, queue) = mpsc::unbounded_channel::<Reply>();
+        let mut writer = tokio::spawn(write_replies(
+            wr,
+            queue,
+            Arc::clone(&self.cfg),
+            Arc::clone(&self.stats),
+            self.peer,
+        ));
         let mut dec = FrameDecoder::new(self.cfg.crc, self.cfg.max_frame);
         let mut reasm =
             Reassembler::new(self.cfg.reassembly_timeout, self.cfg.max_pending_messages);
@@ -266,11 +341,12 @@ impl Connection {
                     last_read = Instant::now();
                     dec.push(buf.get(..n).unwrap_or_default());
                     while let Some(item) = dec.next_frame() {
-                        if !self.handle(item, &mut reasm, &mut wr).await {
+                        if !self.handle(item, &mut reasm, &replies).await {
                             break 'conn;
                         }
                     }
                 }
+                _ = &mut writer => break, // a reply could not be written
                 _ = tick.tick() => {
                     self.evict(&mut reasm);
                     if let Some(idle) = self.cfg.idle_timeout
@@ -292,6 +368,10 @@ impl Connection {
                 .reassembly_evicted
                 .fetch_add(n, Ordering::Relaxed);
         }
+        // The device went away or misbehaved: replies still waiting for
+        // durability have no one to go to; drop them with the writer.
+        drop(replies);
+        writer.abort();
     }
 
     fn evict(&self, reasm: &mut Reassembler) {
@@ -321,23 +401,13 @@ impl Connection {
         }
     }
 
-    async fn write(&self, wr: &mut OwnedWriteHalf, frame: &Frame) -> bool {
-        let Ok(bytes) = frame.encode(self.cfg.crc) else {
-            return true;
-        };
-        matches!(
-            tokio::time::timeout(self.cfg.write_timeout, wr.write_all(&bytes)).await,
-            Ok(Ok(()))
-        )
-    }
-
     /// Handle one decoder item. `false` ends the connection (sink closed or
-    /// the reply could not be written).
+    /// the writer stopped because a reply could not be written).
     async fn handle(
         &self,
         item: Result<Frame, Hj212Error>,
         reasm: &mut Reassembler,
-        wr: &mut OwnedWriteHalf,
+        replies: &mpsc::UnboundedSender<Reply>,
     ) -> bool {
         let frame = match item {
             Ok(f) => f,
@@ -351,10 +421,7 @@ impl Connection {
             tracing::warn!(peer = %self.peer, mn = %frame.mn, qn = ?frame.qn, crc = ?self.cfg.crc,
                 "hj212: bad CRC (if every frame from this source fails, check its CRC variant)");
             if self.cfg.reply && self.cfg.nak_bad_crc {
-                if !self.write(wr, &build_qn_rtn(&frame, QnRtn::CrcError)).await {
-                    return false;
-                }
-                inc(&self.stats.naks_sent);
+                return replies.send(Reply::Now(build_qn_rtn(&frame, QnRtn::CrcError))).is_ok();
             }
             return true;
         }
@@ -363,32 +430,76 @@ impl Connection {
             tracing::debug!(peer = %self.peer, mn = %frame.mn, warning = %w, "hj212: frame warning");
         }
         let ack = (self.cfg.reply && needs_data_ack(&frame)).then(|| build_data_ack(&frame));
-        match reasm.push(frame, Instant::now()) {
+        let reply = match reasm.push(frame, Instant::now()) {
             Ok(Reassembled::Complete { frame, packets }) => {
+                let (durable, reply) = match ack {
+                    Some(ack) if self.cfg.ack_when_durable => {
+                        let (d, confirmed) = DurableAck::pair();
+                        (d, Some(Reply::WhenDurable(confirmed, ack)))
+                    }
+                    Some(ack) => (DurableAck::default(), Some(Reply::Now(ack))),
+                    None => (DurableAck::default(), None),
+                };
                 let msg = Hj212Message {
                     peer: self.peer,
                     frame,
                     packets,
                     received_at: Utc::now(),
+                    durable,
                 };
                 if self.sink.send(msg).await.is_err() {
                     return false;
                 }
                 inc(&self.stats.messages_forwarded);
+                reply
             }
-            Ok(Reassembled::Buffered { .. }) => {}
+            Ok(Reassembled::Buffered { .. }) => ack.map(Reply::Now),
             Err(e) => {
                 inc(&self.stats.reassembly_errors);
                 tracing::warn!(peer = %self.peer, error = %e, "hj212: packet not reassembled");
                 return true;
             }
+        };
+        match reply {
+            Some(r) => replies.send(r).is_ok(),
+            None => true,
         }
-        if let Some(ack) = ack {
-            if !self.write(wr, &ack).await {
-                return false;
-            }
-            inc(&self.stats.acks_sent);
+    }
+}
+
+/// Writes one connection's replies in order. Returns (ending the
+/// connection) when a write fails or times out, or when the queue closes.
+async fn write_replies(
+    mut wr: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Reply>,
+    cfg: Arc<Hj212ServerConfig>,
+    stats: Arc<Hj212Stats>,
+    peer: SocketAddr,
+) {
+    while let Some(reply) = queue.recv().await {
+        let frame = match reply {
+            Reply::Now(f) => f,
+            Reply::WhenDurable(confirmed, f) => match confirmed.await {
+                Ok(()) => f,
+                Err(_) => {
+                    // Not stored (the hub is stopping, or the publish
+                    // failed): no ack, so the device keeps and resends it.
+                    tracing::debug!(%peer, qn = ?f.qn, "hj212: message not confirmed durable; no ack");
+                    continue;
+                }
+            },
+        };
+        let Ok(bytes) = frame.encode(cfg.crc) else {
+            continue;
+        };
+        if !matches!(tokio::time::timeout(cfg.write_timeout, wr.write_all(&bytes)).await, Ok(Ok(()))) {
+            tracing::debug!(%peer, "hj212: reply write failed; closing");
+            return;
         }
-        true
+        if frame.cn == "9014" {
+            inc(&stats.acks_sent);
+        } else {
+            inc(&stats.naks_sent);
+        }
     }
 }

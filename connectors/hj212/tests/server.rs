@@ -294,3 +294,38 @@ async fn run_returns_when_sink_dropped() {
         .unwrap()
         .unwrap();
 }
+
+/// With `ack_when_durable`, a 9014 reply waits for `DurableAck::confirm`;
+/// a message dropped unconfirmed is never acknowledged; replies keep the
+/// frames' order even when confirmed out of order.
+#[tokio::test]
+async fn acks_wait_for_durable_confirmation() {
+    let cfg = Hj212ServerConfig {
+        ack_when_durable: true,
+        ..Default::default()
+    };
+    let (addr, stats, mut rx) = start(cfg, 16).await;
+    let mut dev = TcpStream::connect(addr).await.unwrap();
+    // REAL_AIR and MINUTE_WATER ask for a reply (Flag=5).
+    dev.write_all(REAL_AIR.as_bytes()).await.unwrap();
+    dev.write_all(MINUTE_WATER.as_bytes()).await.unwrap();
+    let first = recv(&mut rx).await;
+    let second = recv(&mut rx).await;
+    assert!(first.durable.is_pending() && second.durable.is_pending());
+    let mut buf = vec![0u8; 4096];
+    // Nothing confirmed: no reply.
+    let early = tokio::time::timeout(Duration::from_millis(300), dev.read(&mut buf)).await;
+    assert!(early.is_err(), "a reply before the message was durable: {early:?}");
+    // The second is confirmed first: still nothing (order is kept).
+    second.durable.confirm();
+    let early = tokio::time::timeout(Duration::from_millis(300), dev.read(&mut buf)).await;
+    assert!(early.is_err(), "the second reply overtook the first");
+    // The first is dropped unconfirmed (not stored): no ack for it; the
+    // second's ack follows.
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(3), dev.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(text.matches("CN=9014").count(), 1, "{text}");
+    assert!(text.contains("QN=20250315103000123"), "the ack names the confirmed message: {text}");
+    assert_eq!(settled(&stats, |s| s.acks_sent == 1).await.acks_sent, 1);
+}
