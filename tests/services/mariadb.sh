@@ -109,13 +109,15 @@ cmd_start() {
         local userarg=()
         [[ "$(id -u)" == 0 ]] && userarg=(--user=root)
         # Loopback only; a test server: no durability, small buffers.
-        (cd / && setsid "$server" --no-defaults --datadir="$DATA" "${userarg[@]}" \
+        # The subshell itself must not keep the caller's stdout/stderr open
+        # (a caller capturing our output would wait for the server to exit).
+        (cd / && exec setsid "$server" --no-defaults --datadir="$DATA" "${userarg[@]}" \
             --bind-address=127.0.0.1 --port="$PORT" --socket="$SOCKET" --pid-file="$PIDFILE" \
             --log-error="$LOGFILE" --skip-name-resolve --skip-log-bin \
             --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
             --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \
-            --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 --max-connections=50 \
-            </dev/null >/dev/null 2>&1 &)
+            --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 --max-connections=50) \
+            </dev/null >/dev/null 2>&1 &
         local waited=0
         until mariadb-admin --no-defaults --protocol=socket --socket="$SOCKET" -u "$(os_user)" ping >/dev/null 2>&1; do
             if (( waited >= START_TIMEOUT * 10 )); then
