@@ -83,7 +83,7 @@ use tracing::{info, warn};
 use crate::PipelineError;
 use crate::audit::Audit;
 use crate::library::LibraryStore;
-use crate::query::{QueryEngine, columns_of, tables_of};
+use crate::query::{QueryEngine, columns_of, columns_of_plan, policy_detail, tables_of};
 use crate::schema::Catalog;
 
 /// PBKDF2 iterations the server asks SCRAM clients for; users.toml
@@ -822,11 +822,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
     fn audit(
         &self,
         who: &Principal,
         sql: &str,
         tables: Vec<String>,
+        columns: Vec<String>,
         started: Instant,
         res: &Result<u64, String>,
         denied: bool,
@@ -840,12 +842,13 @@ impl Ctx<'_> {
             (Err(_), false) => (query, Outcome::Failure),
         };
         let mut ev = AuditEvent::new(kind, &who.name, &who.department, outcome);
-        ev.rule = Some("policies/policy.csv".into());
-        ev.rule_version = Some(self.shared.policy.version());
+        // The same policy detail as `lianqin sql --as` records.
+        policy_detail(&mut ev, &self.shared.policy, who, &self.shared.catalog, &tables, &columns);
         ev.session = Some(self.session.to_string());
         ev.client_addr = Some(self.peer.to_string());
         ev.sql = Some(sql.to_string());
         ev.tables = tables;
+        ev.columns = columns;
         ev.duration_ms = Some(started.elapsed().as_millis() as u64);
         match res {
             Ok(n) => ev.rows = Some(*n),
@@ -886,6 +889,7 @@ impl Ctx<'_> {
         let started = Instant::now();
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
         let mut tables = Vec::new();
+        let mut columns = Vec::new();
         let mut denied = false;
         let mut code = "XX000";
         let res: Result<(SchemaRef, Vec<RecordBatch>), String> = async {
@@ -894,6 +898,7 @@ impl Ctx<'_> {
                 m
             })?;
             tables = tables_of(&plan);
+            columns = columns_of_plan(&plan, &tables);
             if let Some(p) = params {
                 plan = plan.replace_params_with_values(p).map_err(|e| e.to_string())?;
             }
@@ -914,7 +919,7 @@ impl Ctx<'_> {
         }
         .await;
         let counted = res.as_ref().map(|(_, b)| b.iter().map(|b| b.num_rows() as u64).sum::<u64>()).map_err(Clone::clone);
-        if let Err(e) = self.audit(who, sql, tables, started, &counted, denied) {
+        if let Err(e) = self.audit(who, sql, tables, columns, started, &counted, denied) {
             return Err(pg_error("58000", format!("result withheld: cannot write the audit entry: {e}")));
         }
         res.map_err(|e| if denied { pg_error("42501", e) } else { pg_error(code, e) })
@@ -1088,7 +1093,8 @@ impl QueryParser for WireParser {
             Ok(p) => Arc::new(p.schema().as_arrow().clone()),
             Err((_, msg)) => {
                 let tables = tables_of(&plan);
-                let _ = ctx.audit(&who, &text, tables, Instant::now(), &Err(msg.clone()), true);
+                let columns = columns_of_plan(&plan, &tables);
+                let _ = ctx.audit(&who, &text, tables, columns, Instant::now(), &Err(msg.clone()), true);
                 return Err(pg_error("42501", msg));
             }
         };

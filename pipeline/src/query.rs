@@ -278,29 +278,7 @@ impl QueryEngine {
             };
             let mut ev = AuditEvent::new(kind, &who.user, &who.department, outcome);
             if let Some((policy, principal)) = &self.policy {
-                ev.rule_version = Some(policy.version());
-                let mut rules = Vec::new();
-                for t in &touched {
-                    let d = policy.decide_sync(principal, t, &columns_of(&self.catalog, t));
-                    if !d.allowed {
-                        rules.push(format!("{t}: {}", d.reason));
-                        continue;
-                    }
-                    for r in d.matched_rules.iter().filter(|r| r.starts_with("policy.csv:")) {
-                        rules.push(format!("{t}: {r}"));
-                    }
-                    if let Some(f) = &d.row_filter {
-                        ev.filters.push(format!("{t}: {f}"));
-                    }
-                    for c in columns.iter().filter_map(|c| c.strip_prefix(&format!("{t}."))) {
-                        match d.columns.get(c) {
-                            Some(lianqin_policies::ColumnAction::Show) => {}
-                            Some(a) => ev.masks.push(format!("{t}.{c}:{a}")),
-                            None => ev.masks.push(format!("{t}.{c}:deny")),
-                        }
-                    }
-                }
-                ev.rule = Some(if rules.is_empty() { "policies/policy.csv".into() } else { rules.join("; ") });
+                policy_detail(&mut ev, policy, principal, &self.catalog, &touched, &columns);
             }
             ev.session = who.session.clone();
             ev.client_addr = who.client_addr.clone();
@@ -387,6 +365,46 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             Ok(String::from_utf8_lossy(&buf).to_string())
         }
     }
+}
+
+/// Fills a query's audit entry with what the policy did: the policy
+/// version, the matched `policy.csv` rules (or the reason a table was
+/// denied), the row filter per table and every mask on a column the query
+/// touched. Shared by `lianqin sql` and the Postgres wire server, so both
+/// leave the same entry for the same statement.
+pub(crate) fn policy_detail(
+    ev: &mut lianqin_audit::AuditEvent,
+    policy: &lianqin_policies::PolicyEngine,
+    principal: &lianqin_policies::Principal,
+    catalog: &Catalog,
+    touched: &[String],
+    columns: &[String],
+) {
+    ev.rule_version = Some(policy.version());
+    let mut rules = Vec::new();
+    // Catalog tables (pg_catalog, information_schema) are not governed by
+    // policy.csv; they list only what the user may read.
+    for t in touched.iter().filter(|t| !t.starts_with("pg_") && !t.starts_with("information_schema")) {
+        let d = policy.decide_sync(principal, t, &columns_of(catalog, t));
+        if !d.allowed {
+            rules.push(format!("{t}: {}", d.reason));
+            continue;
+        }
+        for r in d.matched_rules.iter().filter(|r| r.starts_with("policy.csv:")) {
+            rules.push(format!("{t}: {r}"));
+        }
+        if let Some(f) = &d.row_filter {
+            ev.filters.push(format!("{t}: {f}"));
+        }
+        for c in columns.iter().filter_map(|c| c.strip_prefix(&format!("{t}."))) {
+            match d.columns.get(c) {
+                Some(lianqin_policies::ColumnAction::Show) => {}
+                Some(a) => ev.masks.push(format!("{t}.{c}:{a}")),
+                None => ev.masks.push(format!("{t}.{c}:deny")),
+            }
+        }
+    }
+    ev.rule = Some(if rules.is_empty() { "policies/policy.csv".into() } else { rules.join("; ") });
 }
 
 /// Columns of `tables` that a plan references (in projections, filters,

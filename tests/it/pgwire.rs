@@ -238,6 +238,14 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
         && e.session.as_deref().unwrap_or("").starts_with("pg-")
         && e.sql.as_deref().unwrap_or("").contains("kind")));
     assert!(events.iter().filter(pg).any(|e| e.kind == EventKind::Denial && e.user == "zhao.aux" && e.tables.iter().any(|t| t == "raw_police_110")));
+    // The wire entry carries the same policy detail as the CLI's entry for
+    // the same statement: columns, masks, matched rules, policy version.
+    let masked = "SELECT id_value, phone FROM element_history WHERE kind = 'person' ORDER BY id_value, phone LIMIT 8";
+    let detail = |e: &lianqin_audit::AuditEvent| (e.columns.clone(), e.masks.clone(), e.filters.clone(), e.rule.clone(), e.rule_version.clone());
+    let wire = events.iter().filter(pg).find(|e| e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked)).expect("wire query audited");
+    let via_cli = events.iter().find(|e| !pg(e) && e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked)).expect("cli query audited");
+    assert!(wire.masks.iter().any(|m| m.starts_with("element_history.id_value:")), "{wire:?}");
+    assert_eq!(detail(wire), detail(via_cli));
     // Nothing secret in the trail.
     let all = serde_json::to_string(&events.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>()).unwrap();
     assert!(!all.contains("he.office-demo") && !all.contains("liu.market-demo"), "a password reached the audit trail");

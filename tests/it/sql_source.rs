@@ -1,7 +1,8 @@
 //! A departmental PostgreSQL table (自然资源 land-use violation cases) →
 //! `sql` connector → embedded bus → `nr_land_violation` mapping → element
 //! and matter libraries → SQL. Needs `LIANQIN_PG_URL` (tests/run.sh starts
-//! tests/services/postgres.sh and sets it).
+//! tests/services/postgres.sh and sets it). The same cases from a MySQL /
+//! MariaDB table need `LIANQIN_MYSQL_URL` (tests/services/mariadb.sh).
 
 use std::process::Command;
 
@@ -243,4 +244,84 @@ async fn kill_9_mid_sql_ingest_then_restart_is_exact() {
     assert_eq!(count(d, "SELECT count(*) FROM (SELECT matter_id, content_hash FROM matter_history GROUP BY 1, 2 HAVING count(*) > 1)").await, 0);
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
     psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// Runs SQL with the `mariadb` client against a `mysql://user:pw@host:port/db` URL.
+fn mysql_cli(url: &str, sql: &str) {
+    let rest = url.split_once("://").map(|x| x.1).expect("mysql:// URL");
+    let (auth, hostdb) = rest.rsplit_once('@').expect("user:password@ in the URL");
+    let (user, pass) = auth.split_once(':').expect("user:password");
+    let (hostport, db) = hostdb.split_once('/').expect("/database in the URL");
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "3306"));
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", host, "-P", port, "-u", user, db, "-e", sql])
+        .env("MYSQL_PWD", pass)
+        .output()
+        .expect("run the mariadb client");
+    assert!(out.status.success(), "mariadb failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The land-violation cases kept by a department in MySQL/MariaDB reach the
+/// same libraries through the same mapping; an update and a delete flag
+/// arrive as new versions on the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn land_violation_cases_from_mysql_reach_the_libraries() {
+    let url = match std::env::var("LIANQIN_MYSQL_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            eprintln!("\n!!!!! SKIPPED: LIANQIN_MYSQL_URL is not set (tests/run.sh starts tests/services/mariadb.sh) !!!!!\n");
+            return;
+        }
+    };
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    let table = format!("wfyd_case_{}_{n}", std::process::id());
+    mysql_cli(
+        &url,
+        &format!(
+            "CREATE TABLE {table} (
+               ajbh varchar(32) PRIMARY KEY, ajmc text, wfzt text, tyshxydm varchar(18), sfzh varchar(18),
+               dkbh text, tdyt char(4), wfmj decimal(12,2), zygdmj decimal(12,2), ajzt text,
+               xzqdm varchar(6), jd double, wd double, fxsj datetime,
+               sfsc tinyint(1) NOT NULL DEFAULT 0, update_time datetime(6) NOT NULL,
+               KEY wm (update_time, ajbh)) DEFAULT CHARSET utf8mb4;
+             INSERT INTO {table} VALUES
+               ('WF2025001', '递铺街道某村违法占用耕地建房案', '张某', NULL, '330502198001011231', 'DK-3305230001', '0101', 320.50, 320.50, '立案', '330523', 119.68, 30.64, '2025-03-15 10:30:00', 0, '2025-03-15 02:30:00'),
+               ('WF2025002', '某建材公司非法占用林地堆放案', '湖州某建材有限公司', '91350200776049653A', NULL, 'DK-3305230002', '0301', 1500.00, 0, '调查', '330523', 119.70, 30.62, '2025-03-16 09:00:00', 0, '2025-03-16 01:00:00'),
+               ('WF2025003', '河道管理范围内违法建设案', '李某', NULL, NULL, 'DK-3305020003', '1101', 80.00, 0, '处罚决定', '330502', 120.09, 30.89, '2025-03-17 14:00:00', 0, '2025-03-20 00:00:00'),
+               ('WF2025004', '违法占用园地案', '王某', NULL, NULL, 'DK-3305020004', '0202', 60.00, 0, '执行', '330502', 120.10, 30.88, '2025-03-18 08:00:00', 0, '2025-03-20 00:00:00'),
+               ('WF2025005', '违法占用草地案', '赵某', NULL, NULL, 'DK-3305230005', '0401', 200.00, 0, '结案', '330523', 119.60, 30.60, '2025-03-18 09:00:00', 0, '2025-03-20 00:00:00');"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = hub_config("unused")
+        .replace("${LIANQIN_PG_URL}", "${LIANQIN_MYSQL_URL}")
+        .replace("table = \"unused.wfyd_case\"", &format!("table = \"{table}\""));
+    cycle(&text, d).await;
+
+    assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 5);
+    assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'nr:%'").await, 5);
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'intake' AND division = '330523'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025005' AND stage = 'summary' AND closed_at IS NOT NULL").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230002' AND kind = 'forest'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'uscc:91350200776049653A' AND kind = 'unit_place'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND content LIKE '%320.5%'").await, 1);
+
+    mysql_cli(
+        &url,
+        &format!(
+            "UPDATE {table} SET ajzt = '结案', update_time = '2025-04-01 00:00:00' WHERE ajbh = 'WF2025001';
+             UPDATE {table} SET sfsc = 1, update_time = '2025-04-01 00:00:00' WHERE ajbh = 'WF2025004';"
+        ),
+    );
+    cycle(&text, d).await;
+    assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 7);
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'summary'").await, 1);
+    assert_eq!(count(d, "SELECT count(*) FROM matter_history WHERE matter_id = 'nr:WF2025004' AND deleted").await, 1);
+    // Nothing new: nothing changes.
+    cycle(&text, d).await;
+    assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 7);
+    mysql_cli(&url, &format!("DROP TABLE {table}"));
 }

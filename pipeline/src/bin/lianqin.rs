@@ -13,12 +13,6 @@ use lianqin_pipeline::query::{OutputFormat, QueryEngine, format_batches};
 use lianqin_pipeline::schema::Catalog;
 use tokio::sync::watch;
 
-/// mimalloc: ingest makes many small, short-lived allocations (JSON values,
-/// strings, Arrow builders); glibc's allocator spent ~17 % of ingest time in
-/// malloc/free and fragmented the heap.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Lianqin (联勤): cross-department data-integration hub for ecological joint police stations.
 #[derive(Parser, Debug)]
 #[command(name = "lianqin", version, about)]
