@@ -13,3 +13,4 @@ mod flows;
 mod sql_source;
 mod env_streams;
 mod hj212_crash;
+mod pushed_and_gateway;
