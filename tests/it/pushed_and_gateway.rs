@@ -313,13 +313,18 @@ key_columns = ["xzcfjdswh"]
     let truth = sim.records();
     let n = i64::try_from(truth.len()).unwrap();
     let ids: Vec<String> = truth.iter().map(|r| format!("irs:{}", r["xzcfjdswh"].as_str().unwrap())).collect();
-    let truth_uscc: BTreeSet<String> =
-        truth.iter().filter_map(|r| r.get("xdrshxym").and_then(Value::as_str)).map(str::to_uppercase).collect();
+    let code_of = |r: &Value| r["xdrshxym"].as_str().expect("every gateway record carries xdrshxym").to_string();
+    let truth_uscc: BTreeSet<String> = truth.iter().map(code_of).collect();
+    assert!(truth_uscc.len() < truth.len(), "some enterprise has several penalties");
+    assert!(truth_uscc.iter().all(|c| lianqin_domain::validate_uscc(c).is_ok()), "the simulator sends valid codes");
     let mut by_category: BTreeMap<Option<&str>, i64> = BTreeMap::new();
-    let mut by_division: BTreeMap<Option<&str>, i64> = BTreeMap::new();
+    let mut by_division: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut uscc_division: BTreeMap<String, &str> = BTreeMap::new();
     for r in &truth {
+        let xzqh = r["xzqh"].as_str().expect("every gateway record carries xzqh");
         *by_category.entry(penalty_category(r["cfnr"].as_str().unwrap())).or_default() += 1;
-        *by_division.entry(lianqin_domain::division_from_address(r["xdrmc"].as_str().unwrap())).or_default() += 1;
+        *by_division.entry(xzqh).or_default() += 1;
+        assert_eq!(*uscc_division.entry(code_of(r)).or_insert(xzqh), xzqh, "one division per enterprise");
     }
 
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
@@ -335,21 +340,55 @@ key_columns = ["xzcfjdswh"]
         let cond = cat.map_or("category IS NULL".to_string(), |c| format!("category = '{c}'"));
         assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND {cond}")).await, *k, "{cond}");
     }
+    // Divisions come from xzqh (every record carries it), not from the name.
     for (div, k) in &by_division {
-        let cond = div.map_or("division IS NULL".to_string(), |c| format!("division = '{c}'"));
-        assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND {cond}")).await, *k, "{cond}");
+        assert_eq!(
+            count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division = {}", lit(div))).await,
+            *k,
+            "division {div}"
+        );
     }
-    // Enterprises: one unit/place element per distinct USCC the gateway sent
-    // (plus the backfill's two), and each penalty points at its enterprise.
-    let with_uscc = i64::try_from(truth.iter().filter(|r| r.get("xdrshxym").and_then(Value::as_str).is_some()).count()).unwrap();
+    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division IS NULL").await, 0);
+    // Enterprises: one unit/place element keyed `uscc:<code>` per distinct
+    // USCC the gateway sent (plus the backfill's two), none flagged, each in
+    // its enterprise's division; each penalty points at its enterprise.
+    let truth_ids: Vec<String> = truth_uscc.iter().map(|c| format!("uscc:{c}")).collect();
+    let n_firms = i64::try_from(truth_uscc.len()).unwrap();
     assert_eq!(
         count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND party_element_id LIKE 'uscc:%'").await,
-        with_uscc
+        n
     );
     assert_eq!(
         count(d, "SELECT count(*) FROM element WHERE kind = 'unit_place' AND id_type = 'uscc'").await,
-        i64::try_from(truth_uscc.len()).unwrap() + 2
+        n_firms + 2
     );
+    assert_eq!(
+        count(d, &format!("SELECT count(DISTINCT element_id) FROM element WHERE kind = 'unit_place' AND id_type = 'uscc' AND element_id IN ({})", in_list(&truth_ids))).await,
+        n_firms
+    );
+    assert_eq!(
+        count(d, &format!("SELECT count(*) FROM element WHERE element_id IN ({}) AND flags LIKE '%check_digit%'", in_list(&truth_ids))).await,
+        0,
+        "valid codes are not flagged"
+    );
+    for (code, div) in &uscc_division {
+        let sql = format!(
+            "SELECT count(*) FROM element WHERE element_id = {} AND id_value = {} AND division = {}",
+            lit(&format!("uscc:{code}")),
+            lit(code),
+            lit(div)
+        );
+        assert_eq!(count(d, &sql).await, 1, "{sql}");
+    }
+    for r in &truth {
+        let sql = format!(
+            "SELECT count(*) FROM matter WHERE matter_id = {} AND party_element_id = {} AND division = {}",
+            lit(&format!("irs:{}", r["xzcfjdswh"].as_str().unwrap())),
+            lit(&format!("uscc:{}", code_of(r))),
+            lit(r["xzqh"].as_str().unwrap())
+        );
+        assert_eq!(count(d, &sql).await, 1, "{sql}");
+    }
     let good_id = format!("uscc:{good}");
     assert_eq!(count(d, &format!("SELECT count(*) FROM element WHERE element_id = {} AND division = '330523' AND (flags IS NULL OR flags NOT LIKE '%uscc%')", lit(&good_id))).await, 1);
     assert_eq!(count(d, &format!("SELECT count(*) FROM element WHERE element_id = {} AND flags LIKE '%uscc.check_digit%'", lit(&format!("uscc:{bad}")))).await, 1);

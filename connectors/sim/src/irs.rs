@@ -14,6 +14,24 @@
 //! expired, `18` quota exceeded. The data API pages by `pageNum`/`pageSize`
 //! (from 1) over records with `gxsj` (update time) ≥ `updateTime`, sorted by
 //! (`gxsj`, key).
+//!
+//! Each record (行政处罚信息, 双公示 field names) carries:
+//!
+//! | field | content |
+//! |---|---|
+//! | `xzcfjdswh` | 行政处罚决定书文号, the key (`湖环罚〔2025〕0001号`, …) |
+//! | `xdrmc` | 行政相对人名称 (the enterprise) |
+//! | `xdrshxym` | 行政相对人统一社会信用代码: a **valid** GB 32100 code (`91` + the enterprise's division + a GB 11714 organisation code), both check characters right |
+//! | `xzqh` | 行政区划: the enterprise's Huzhou division (`3305xx`), the same as positions 3–8 of its `xdrshxym` and the county in its name |
+//! | `cfnr` | 处罚内容 / 违法事实 |
+//! | `fkje` | 罚款金额 (元), e.g. `12000.00` |
+//! | `cfjdrq` | 处罚决定日期 `YYYY-MM-DD` |
+//! | `gxsj` | 更新时间 `YYYY-MM-DD hh:mm:ss` |
+//!
+//! Records are deterministic from their index: consecutive records are
+//! grouped into enterprises (group sizes cycle 3, 1, 2, 1), so some
+//! enterprises have several penalties; an enterprise's code depends only on
+//! its index, so the first records are the same whatever `records` is.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +49,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::SimError;
+use crate::world::{UsccKind, sub_rng, uscc};
 
 /// The catalog path of the simulated data API (administrative penalties of
 /// enterprises, 企业行政处罚信息).
@@ -158,16 +177,55 @@ pub fn irs_sign(app_key: &str, secret: &str, request_time: &str) -> String {
     format!("{:x}", h.finalize())
 }
 
+/// The penalised enterprises' names and their divisions (the county in the
+/// name; 湖州 without a county is registered in 吴兴区).
+const ENTERPRISES: [(&str, &str); 5] = [
+    ("湖州某印染有限公司", "330502"),
+    ("安吉某竹木制品厂", "330523"),
+    ("长兴某建材有限公司", "330522"),
+    ("德清某化工有限公司", "330521"),
+    ("南浔某电镀厂", "330503"),
+];
+
+/// How many consecutive penalties each enterprise gets, cycling.
+const PENALTIES_PER_ENTERPRISE: [usize; 4] = [3, 1, 2, 1];
+
+/// Salt of the per-enterprise random streams (USCC generation).
+const ENTERPRISE_SALT: u64 = 0x1B5_0001;
+
+/// The enterprise (index) of each of `n` records.
+fn enterprise_of(n: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(n);
+    let mut e = 0;
+    while out.len() < n {
+        let k = PENALTIES_PER_ENTERPRISE[e % PENALTIES_PER_ENTERPRISE.len()];
+        out.extend(std::iter::repeat_n(e, k.min(n - out.len())));
+        e += 1;
+    }
+    out
+}
+
+/// Enterprise `e`'s name, division and (valid) unified social credit code.
+fn enterprise(e: usize) -> (&'static str, &'static str, String) {
+    let (name, division) = ENTERPRISES[e % ENTERPRISES.len()];
+    let mut rng = sub_rng(e as u64, ENTERPRISE_SALT);
+    (name, division, uscc(&mut rng, '1', division, UsccKind::Valid))
+}
+
 fn records(n: usize) -> Vec<Value> {
-    const NAMES: [&str; 5] = ["湖州某印染有限公司", "安吉某竹木制品厂", "长兴某建材有限公司", "德清某化工有限公司", "南浔某电镀厂"];
     const CONTENT: [&str; 4] = ["超标排放水污染物", "未批先建", "违法倾倒固体废物", "未按规定运行污染防治设施"];
-    (0..n)
-        .map(|i| {
+    enterprise_of(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (name, division, code) = enterprise(e);
             // Groups of 7 records share one update time, so pages split ties.
             let minute = i / 7;
             json!({
                 "xzcfjdswh": format!("湖环罚〔2025〕{:04}号", i + 1),
-                "xdrmc": NAMES[i % NAMES.len()],
+                "xdrmc": name,
+                "xdrshxym": code,
+                "xzqh": division,
                 "cfnr": CONTENT[i % CONTENT.len()],
                 "fkje": format!("{}.00", 10_000 + 1_000 * (i % 9)),
                 "cfjdrq": format!("2025-0{}-{:02}", 1 + i % 9, 1 + i % 28),
@@ -342,6 +400,25 @@ async fn data(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_carry_valid_codes_and_consistent_divisions() {
+        let recs = records(30);
+        let mut per_code: HashMap<String, usize> = HashMap::new();
+        for r in &recs {
+            let code = r["xdrshxym"].as_str().unwrap();
+            let div = r["xzqh"].as_str().unwrap();
+            assert!(crate::ids::uscc_is_valid(code), "{code}");
+            assert!(code.starts_with("91") && code[2..8] == *div, "{code} / {div}");
+            assert!(div.starts_with("3305"), "{div}");
+            *per_code.entry(code.to_string()).or_default() += 1;
+        }
+        assert!(per_code.values().any(|&k| k > 1), "some enterprise has several penalties");
+        assert!(per_code.len() > 5, "and there are many enterprises: {per_code:?}");
+        // Deterministic, and a prefix of a longer run.
+        assert_eq!(records(30), recs);
+        assert_eq!(records(40)[..30], recs[..]);
+    }
 
     #[test]
     fn sign_is_md5_hex_of_the_concatenation() {
