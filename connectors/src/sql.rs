@@ -683,61 +683,123 @@ impl Source for SqlSource {
     }
 
     async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
-        if let Some(m) = self.mysql.as_mut() {
-            return m.sync_once(ctx).await;
+        match self.mysql.as_mut() {
+            Some(m) => walk(m.as_mut(), ctx, "mysql").await,
+            None => walk(self, ctx, "postgres").await,
         }
-        let span = info_span!("sync", source = %self.id, kind = "sql");
-        async move {
-            let mut cp = load_checkpoint(&self.id, ctx).await?;
-            self.connect().await?;
-            let plan = match self.plan().await {
-                Ok(p) => p,
+    }
+}
+
+/// What a database dialect provides to the shared pass ([`walk`]):
+/// connecting, planning the keyset pages, fetching one page and turning a
+/// row into an envelope with its checkpoint.
+trait Dialect: Send {
+    /// The planned statements and column layout.
+    type Plan: Send + Sync;
+    /// One fetched row.
+    type Row: Send + Sync;
+    /// The source id (for logs and errors).
+    fn source_id(&self) -> &str;
+    /// The source's settings.
+    fn settings(&self) -> &SqlConfig;
+    /// Connects unless connected.
+    fn open(&mut self) -> impl std::future::Future<Output = Result<(), ConnectorError>> + Send;
+    /// Plans the pages (cached after the first pass).
+    fn prepare(&mut self) -> impl std::future::Future<Output = Result<Self::Plan, ConnectorError>> + Send;
+    /// The rows after `after` in (watermark, key) order, at most one page.
+    fn page(
+        &mut self,
+        plan: &Self::Plan,
+        after: Option<&SqlCheckpoint>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Row>, ConnectorError>> + Send;
+    /// One row as an envelope, and the checkpoint just after it.
+    fn envelope(&self, row: &Self::Row, plan: &Self::Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
+    /// Forgets a broken connection (reconnect on the next pass).
+    fn reset(&mut self);
+}
+
+impl Dialect for SqlSource {
+    type Plan = Plan;
+    type Row = Row;
+    fn source_id(&self) -> &str {
+        &self.id
+    }
+    fn settings(&self) -> &SqlConfig {
+        &self.cfg
+    }
+    async fn open(&mut self) -> Result<(), ConnectorError> {
+        self.connect().await
+    }
+    async fn prepare(&mut self) -> Result<Plan, ConnectorError> {
+        self.plan().await
+    }
+    async fn page(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
+        self.fetch(plan, after).await
+    }
+    fn envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
+        self.to_envelope(row, plan, page_desc)
+    }
+    fn reset(&mut self) {
+        self.client = None;
+    }
+}
+
+/// One pass of any dialect: pages from the checkpoint until a short page
+/// (or `max_pages`), each page published with its checkpoint.
+async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> Result<RunStats, ConnectorError> {
+    let span = info_span!("sync", source = %d.source_id(), kind = "sql", db);
+    async move {
+        let id = d.source_id().to_string();
+        let mut cp = load_checkpoint(&id, ctx).await?;
+        d.open().await?;
+        let plan = match d.prepare().await {
+            Ok(p) => p,
+            Err(e) => {
+                // A broken connection surfaces as Unavailable; reconnect next time.
+                if matches!(e, ConnectorError::Unavailable { .. }) {
+                    d.reset();
+                }
+                return Err(e);
+            }
+        };
+        let (batch_size, max_pages) = (d.settings().batch_size, d.settings().max_pages);
+        let mut stats = RunStats::default();
+        for page in 0..max_pages {
+            let rows = match d.page(&plan, cp.as_ref()).await {
+                Ok(r) => r,
                 Err(e) => {
-                    // A broken connection surfaces as Unavailable; reconnect next time.
                     if matches!(e, ConnectorError::Unavailable { .. }) {
-                        self.client = None;
+                        d.reset();
                     }
                     return Err(e);
                 }
             };
-            let mut stats = RunStats::default();
-            for page in 0..self.cfg.max_pages {
-                let rows = match self.fetch(&plan, cp.as_ref()).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        if matches!(e, ConnectorError::Unavailable { .. }) {
-                            self.client = None;
-                        }
-                        return Err(e);
-                    }
-                };
-                if rows.is_empty() {
-                    break;
-                }
-                let desc = format!("page {} of this pass", page + 1);
-                let mut envelopes = Vec::with_capacity(rows.len());
-                let mut last = None;
-                for r in &rows {
-                    let (env, c) = self.to_envelope(r, &plan, &desc)?;
-                    envelopes.push(env);
-                    last = Some(c);
-                }
-                let last = last.expect("non-empty page");
-                publish_page(&self.id, ctx, &envelopes, &last, &mut stats).await?;
-                let short = (rows.len() as u32) < self.cfg.batch_size;
-                cp = Some(last);
-                if short {
-                    break;
-                }
+            if rows.is_empty() {
+                break;
             }
-            if stats.records > 0 {
-                info!(source = %self.id, records = stats.records, pages = stats.units, "sql pass done");
+            let desc = format!("page {} of this pass", page + 1);
+            let mut envelopes = Vec::with_capacity(rows.len());
+            let mut last = None;
+            for r in &rows {
+                let (env, c) = d.envelope(r, &plan, &desc)?;
+                envelopes.push(env);
+                last = Some(c);
             }
-            Ok(stats)
+            let Some(last) = last else { break };
+            publish_page(&id, ctx, &envelopes, &last, &mut stats).await?;
+            let short = (rows.len() as u32) < batch_size;
+            cp = Some(last);
+            if short {
+                break;
+            }
         }
-        .instrument(span)
-        .await
+        if stats.records > 0 {
+            info!(source = %id, records = stats.records, pages = stats.units, "sql pass done");
+        }
+        Ok(stats)
     }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]

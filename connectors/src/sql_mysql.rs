@@ -31,10 +31,10 @@ use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, Opts, OptsBuilder, Row, Value as My};
 use serde_json::{Map, Value};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, warn};
 
 use super::{KEY_ALIAS, SqlCheckpoint, SqlConfig, WM_ALIAS};
-use crate::{ConnectorError, RunStats, SourceContext, expand_env};
+use crate::{ConnectorError, expand_env};
 
 /// Whether a connection string is for MySQL/MariaDB.
 pub(super) fn is_mysql_url(url: &str) -> bool {
@@ -191,7 +191,7 @@ fn param_sql(c: &Column) -> Result<String, String> {
 
 /// The prepared shape of the source's rows.
 #[derive(Debug, Clone)]
-struct Plan {
+pub(super) struct Plan {
     /// Page query without a checkpoint (first pass).
     first: String,
     /// Page query after a checkpoint (parameters: watermark, watermark, key — as text).
@@ -444,60 +444,31 @@ impl MySqlSource {
         let env = super::row_envelope(&self.id, &self.department, obj, &cp, &plan.wm, plan.delete.as_deref());
         Ok((env.with_locator(locator), cp))
     }
+}
 
-    /// One pass: pages from the checkpoint until a short page.
-    pub(super) async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
-        let span = info_span!("sync", source = %self.id, kind = "sql", db = "mysql");
-        async move {
-            let mut cp = super::load_checkpoint(&self.id, ctx).await?;
-            self.connect().await?;
-            let plan = match self.plan().await {
-                Ok(p) => p,
-                Err(e) => {
-                    // A broken connection surfaces as Unavailable; reconnect next time.
-                    if matches!(e, ConnectorError::Unavailable { .. }) {
-                        self.conn = None;
-                    }
-                    return Err(e);
-                }
-            };
-            let mut stats = RunStats::default();
-            for page in 0..self.cfg.max_pages {
-                let rows = match self.fetch(&plan, cp.as_ref()).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        if matches!(e, ConnectorError::Unavailable { .. }) {
-                            self.conn = None;
-                        }
-                        return Err(e);
-                    }
-                };
-                if rows.is_empty() {
-                    break;
-                }
-                let desc = format!("page {} of this pass", page + 1);
-                let mut envelopes = Vec::with_capacity(rows.len());
-                let mut last = None;
-                for r in &rows {
-                    let (env, c) = self.to_envelope(r, &plan, &desc)?;
-                    envelopes.push(env);
-                    last = Some(c);
-                }
-                let last = last.expect("non-empty page");
-                super::publish_page(&self.id, ctx, &envelopes, &last, &mut stats).await?;
-                let short = (rows.len() as u32) < self.cfg.batch_size;
-                cp = Some(last);
-                if short {
-                    break;
-                }
-            }
-            if stats.records > 0 {
-                info!(source = %self.id, records = stats.records, pages = stats.units, "sql pass done");
-            }
-            Ok(stats)
-        }
-        .instrument(span)
-        .await
+impl super::Dialect for MySqlSource {
+    type Plan = Plan;
+    type Row = Row;
+    fn source_id(&self) -> &str {
+        &self.id
+    }
+    fn settings(&self) -> &SqlConfig {
+        &self.cfg
+    }
+    async fn open(&mut self) -> Result<(), ConnectorError> {
+        self.connect().await
+    }
+    async fn prepare(&mut self) -> Result<Plan, ConnectorError> {
+        self.plan().await
+    }
+    async fn page(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
+        self.fetch(plan, after).await
+    }
+    fn envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
+        self.to_envelope(row, plan, page_desc)
+    }
+    fn reset(&mut self) {
+        self.conn = None;
     }
 }
 
