@@ -484,6 +484,9 @@ impl Hub {
         async move {
             let started = Instant::now();
             let raw_name = raw_table(id);
+            // Kafka: the raw table's version when this batch began (the
+            // repeat index reflects it), to tell our commit from others'.
+            let mut raw_base: Option<Option<i64>> = None;
             if self.bus.kind() == "kafka" {
                 // Other workers may have committed this partition since we
                 // last looked: reload before comparing positions, and
@@ -500,6 +503,7 @@ impl Hub {
                 if mine != Some(now) {
                     self.load_versions_of(Some(id)).await?;
                 }
+                raw_base = Some(now);
             }
             // Positions per (table, partition), to skip what a table holds.
             let mut parts: Vec<u32> = recs.iter().map(|r| r.partition).collect();
@@ -632,7 +636,20 @@ impl Hub {
                 }
             }
             let v = self.store.version(&raw_name).await;
-            self.raw_versions.lock().await.insert(raw_name.clone(), v);
+            // Mark the repeat index current only if ours was the only raw
+            // commit since the batch began. When another worker committed
+            // in between (our append landed after theirs), the index lacks
+            // their versions: leave the mark stale so the next batch
+            // reloads it — otherwise a re-fetched copy of one of their
+            // records, once we take over their partitions, would be stored
+            // a second time.
+            let only_ours = match raw_base {
+                None => true,
+                Some(base) => v.zip(base).is_some_and(|(v, b)| v == b + 1),
+            };
+            if only_ours {
+                self.raw_versions.lock().await.insert(raw_name.clone(), v);
+            }
             // Quarantine decisions are audited (after the commit that made them).
             if let Some(q) = norm.libraries.get("quarantine") {
                 self.audit_quarantine(id, q);
