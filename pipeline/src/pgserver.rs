@@ -149,12 +149,19 @@ struct EngineCache {
     engine: Arc<QueryEngine>,
     fingerprint: Vec<(String, String)>,
     checked: Instant,
+    /// Version of the policy the engine's mask functions came from.
+    policy_version: String,
 }
 
 struct Shared {
     data_dir: PathBuf,
     catalog: Arc<Catalog>,
-    policy: Arc<PolicyEngine>,
+    /// The policy in force; swapped when the files under `policy_dir` change.
+    policy: std::sync::RwLock<Arc<PolicyEngine>>,
+    /// `$LIANQIN_POLICIES`, watched for changes (the built-in policy never changes).
+    policy_dir: Option<PathBuf>,
+    /// SHA-256 over the watched policy files when last looked at.
+    policy_files: Mutex<Option<String>>,
     audit: Audit,
     engine: Mutex<Option<EngineCache>>,
     /// Per user: (engine it was built from, metadata-only session).
@@ -205,10 +212,14 @@ impl PgServer {
             _ => return Err(PipelineError::Config("TLS needs both a certificate and a key".into())),
         };
         let audit = Audit::open(data_dir, "pgwire", "pgwire", Duration::from_secs(3))?;
+        let policy_dir = std::env::var_os("LIANQIN_POLICIES").map(PathBuf::from);
+        let policy_files = Mutex::new(policy_dir.as_deref().map(policy_files_hash));
         let shared = Shared {
             data_dir: data_dir.to_path_buf(),
             catalog: Catalog::builtin()?,
-            policy,
+            policy: std::sync::RwLock::new(policy),
+            policy_dir,
+            policy_files,
             audit,
             engine: Mutex::new(None),
             meta: Mutex::new(std::collections::HashMap::new()),
@@ -224,11 +235,15 @@ impl PgServer {
     pub async fn serve(self, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let addr = listener.local_addr().map_err(|e| PipelineError::Config(format!("listener: {e}")))?;
         info!(%addr, tls = self.tls.is_some(), "Postgres wire server listening");
+        let mut policy_check = tokio::time::interval(POLICY_CHECK);
+        policy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watching = self.shared.policy_dir.is_some();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }
                 }
+                _ = policy_check.tick(), if watching => self.shared.reload_policy_if_changed().await,
                 acc = listener.accept() => {
                     let (socket, peer) = match acc {
                         Ok(x) => x,
@@ -274,11 +289,85 @@ fn fingerprint(data_dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// How often the wire server looks at `$LIANQIN_POLICIES` for changes.
+const POLICY_CHECK: Duration = Duration::from_secs(2);
+
+/// SHA-256 over the names and contents of the files in a policy folder
+/// ("" when it cannot be read).
+fn policy_files_hash(dir: &Path) -> String {
+    use sha2::Digest;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update(f.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default());
+        h.update([0]);
+        h.update(std::fs::read(&f).unwrap_or_default());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
 impl Shared {
-    /// The query session, rebuilt when a library has a new commit.
+    /// The policy in force now.
+    fn policy(&self) -> Arc<PolicyEngine> {
+        match self.policy.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Loads `$LIANQIN_POLICIES` again when its files changed. A policy that
+    /// loads replaces the old one for every later statement (also in open
+    /// sessions) and is recorded as a `policy_change` entry with both
+    /// versions; one that does not load is refused — the old policy stays
+    /// in force — and recorded as a failed `policy_change` naming the error.
+    async fn reload_policy_if_changed(&self) {
+        let Some(dir) = self.policy_dir.clone() else { return };
+        let hash = policy_files_hash(&dir);
+        {
+            let mut seen = self.policy_files.lock().await;
+            if seen.as_deref() == Some(hash.as_str()) {
+                return;
+            }
+            *seen = Some(hash);
+        }
+        let old = self.policy();
+        use lianqin_audit::{AuditEvent, EventKind, Outcome};
+        match PolicyEngine::load(&dir).await {
+            Ok(new) if new.version() == old.version() => {}
+            Ok(new) => {
+                let version = new.version();
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                // Sessions are rebuilt with the new masks and catalogs.
+                *self.engine.lock().await = None;
+                self.meta.lock().await.clear();
+                info!(from = %old.version(), to = %version, "policy reloaded");
+                let detail = serde_json::json!({ "reloaded_by": "pgwire", "dir": dir.display().to_string() });
+                if let Err(e) = crate::audit::note_version(&self.audit, "policy", &version, detail) {
+                    warn!("policy reloaded but its audit entry failed: {e}");
+                }
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), keeping = %old.version(), "policy change refused: {e}");
+                let mut ev = AuditEvent::new(EventKind::PolicyChange, "system:pgwire", "eco_police_office", Outcome::Failure);
+                ev.rule_version = Some(old.version());
+                ev.detail = serde_json::json!({ "what": "policy", "error": e.to_string(), "kept": old.version(), "dir": dir.display().to_string() });
+                if let Err(e) = self.audit.record_durable(ev) {
+                    warn!("refused policy change not audited: {e}");
+                }
+            }
+        }
+    }
+
+    /// The query session, rebuilt when a library has a new commit or the
+    /// policy changed.
     async fn engine(&self) -> Result<Arc<QueryEngine>, PipelineError> {
+        let policy = self.policy();
         let mut g = self.engine.lock().await;
-        if let Some(c) = g.as_mut() {
+        if let Some(c) = g.as_mut().filter(|c| c.policy_version == policy.version()) {
             if c.checked.elapsed() < Duration::from_secs(1) {
                 return Ok(Arc::clone(&c.engine));
             }
@@ -294,9 +383,14 @@ impl Shared {
         // The `audit` table, as `lianqin sql` has it; the policy lets only
         // the auditor role read it (everyone else: 42501).
         engine.attach_audit_table(&self.audit);
-        self.policy.mask_functions().register(engine.context());
+        policy.mask_functions().register(engine.context());
         let engine = Arc::new(engine);
-        *g = Some(EngineCache { engine: Arc::clone(&engine), fingerprint: fp, checked: Instant::now() });
+        *g = Some(EngineCache {
+            engine: Arc::clone(&engine),
+            fingerprint: fp,
+            checked: Instant::now(),
+            policy_version: policy.version(),
+        });
         Ok(engine)
     }
 
@@ -308,7 +402,7 @@ impl Shared {
             .iter()
             .filter(|t| {
                 let base = if matches!(t.as_str(), "element" | "matter" | "matter_event") { format!("{t}_history") } else { t.to_string() };
-                self.policy.decide_sync(who, &base, &columns_of(catalog, &base)).allowed
+                self.policy().decide_sync(who, &base, &columns_of(catalog, &base)).allowed
             })
             .cloned()
             .collect()
@@ -400,7 +494,7 @@ impl Debug for UserSource {
 impl AuthSource for UserSource {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        match self.shared.policy.scram_verifier(user) {
+        match self.shared.policy().scram_verifier(user) {
             Some(v) if v.iterations == SCRAM_ITERATIONS => Ok(Password::new(Some(v.salt), v.salted_password)),
             other => {
                 if other.is_some() {
@@ -432,7 +526,7 @@ impl AuditedStartup {
         if self.recorded.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let dept = self.shared.policy.principal(user).map(|p| p.department).unwrap_or_default();
+        let dept = self.shared.policy().principal(user).map(|p| p.department).unwrap_or_default();
         let mut ev = AuditEvent::new(EventKind::Login, user, &dept, if ok { Outcome::Success } else { Outcome::Failure });
         ev.session = Some(self.session.clone());
         ev.client_addr = Some(self.peer.to_string());
@@ -487,7 +581,7 @@ impl StartupHandler for AuditedStartup {
                 warn!(user = %user, peer = %self.peer, "Postgres login refused");
             }
             Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
-                if self.shared.policy.principal(&user).is_none() {
+                if self.shared.policy().principal(&user).is_none() {
                     let _ = self.record(&user, false, serde_json::json!({"method": "scram-sha-256", "reason": "unknown user"}));
                     return Err(PgWireError::InvalidPassword(user));
                 }
@@ -648,7 +742,7 @@ fn principal_of<C: ClientInfo + ?Sized>(shared: &Shared, authenticated: &OnceLoc
     if client.metadata().get(METADATA_USER) != Some(user) {
         return Err(pg_error("28000", "session user changed"));
     }
-    shared.policy.principal(user).ok_or_else(|| pg_error("28000", format!("unknown user {user:?}")))
+    shared.policy().principal(user).ok_or_else(|| pg_error("28000", format!("unknown user {user:?}")))
 }
 
 /// Where a statement runs.
@@ -843,7 +937,7 @@ impl Ctx<'_> {
         };
         let mut ev = AuditEvent::new(kind, &who.name, &who.department, outcome);
         // The same policy detail as `lianqin sql --as` records.
-        policy_detail(&mut ev, &self.shared.policy, who, &self.shared.catalog, &tables, &columns);
+        policy_detail(&mut ev, &self.shared.policy(), who, &self.shared.catalog, &tables, &columns);
         ev.session = Some(self.session.to_string());
         ev.client_addr = Some(self.peer.to_string());
         ev.sql = Some(sql.to_string());
@@ -868,7 +962,7 @@ impl Ctx<'_> {
         let catalog = &self.shared.catalog;
         let secured = self
             .shared
-            .policy
+            .policy()
             .secure_plan(who, plan, &|t| columns_of(catalog, t))
             .map_err(|e| (true, format!("permission denied: {e}")))?;
         if !lianqin_policies::is_query(&secured) {

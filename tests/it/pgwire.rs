@@ -32,7 +32,16 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(lianqin_bin())
+        Server::start_with(dir, extra, None)
+    }
+
+    /// With `policies`, the server reads (and watches) that policy folder.
+    fn start_with(dir: &Path, extra: &[&str], policies: Option<&Path>) -> Server {
+        let mut cmd = Command::new(lianqin_bin());
+        if let Some(p) = policies {
+            cmd.env("LIANQIN_POLICIES", p);
+        }
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
@@ -472,4 +481,74 @@ async fn run_with_a_server_section_serves_logins() {
     let _ = child.wait();
     drop(sim);
     assert!(same, "psql through `lianqin run`'s [server] never matched sql --as: wire {:?}, sql --as {:?}", last.0, last.1);
+}
+
+/// A security officer edits the policy while `lianqin serve` runs: the next
+/// statements follow the new policy (also in the analyst's tools, no
+/// restart), the change is a `policy_change` audit entry with both
+/// versions, and a policy that does not load is refused — the one in force
+/// stays — and recorded as a failed change.
+#[test]
+fn policy_edits_apply_without_a_restart_and_are_audited() {
+    // Own copies: this test changes the policy version of its data dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let pol = tmp.path().join("policies");
+    let cp = |from: &Path, to: &Path| {
+        let ok = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success();
+        assert!(ok, "cp -a {} {}", from.display(), to.display());
+    };
+    cp(data_dir(), &dir);
+    cp(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies"), &pol);
+    let mut server = Server::start_with(&dir, &[], Some(&pol));
+    let port = server.port;
+    let q = "SELECT count(*) AS n FROM matter";
+    let (ok, before, err) = psql(port, "liu.market", "liu.market-demo", "disable", q);
+    assert!(ok, "market analyst reads matters before the change: {err}");
+
+    // The officer denies market analysts the matter library.
+    let csv = std::fs::read_to_string(pol.join("policy.csv")).unwrap();
+    std::fs::write(pol.join("policy.csv"), format!("{csv}\np, market_analyst, market, matter*, *, read, *, deny\n")).unwrap();
+    let mut denied = None;
+    for _ in 0..60 {
+        let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", q);
+        if !ok {
+            denied = Some(err);
+            break;
+        }
+        assert_eq!(norm(&out), norm(&before));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let err = denied.expect("the deny rule did not apply within 15 s of the edit");
+    assert!(err.contains("permission denied"), "{err}");
+    // Other rules still apply.
+    let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM element");
+    assert!(ok, "{err}");
+
+    // A broken policy is refused; the one in force stays.
+    std::fs::write(pol.join("policy.csv"), "this is not a policy line\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM element");
+    assert!(ok, "the policy in force was dropped for a broken file: {err}");
+    let (ok, _, _) = psql(port, "liu.market", "liu.market-demo", "disable", q);
+    assert!(!ok, "the deny rule was dropped");
+    server.stop();
+
+    let key = lianqin_pipeline::audit::master_key(&dir, false).unwrap();
+    let mut changes = Vec::new();
+    for s in lianqin_pipeline::audit::streams(&dir) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::default()).unwrap() {
+            let r = r.expect("audit entry reads back");
+            if r.event.kind == lianqin_audit::EventKind::PolicyChange {
+                changes.push(r.event);
+            }
+        }
+    }
+    let applied: Vec<_> = changes.iter().filter(|e| e.detail["reloaded_by"] == "pgwire").collect();
+    assert_eq!(applied.len(), 1, "{changes:?}");
+    assert_ne!(applied[0].detail["from"], applied[0].detail["to"]);
+    assert_eq!(applied[0].outcome, lianqin_audit::Outcome::Success);
+    let refused: Vec<_> = changes.iter().filter(|e| e.outcome == lianqin_audit::Outcome::Failure).collect();
+    assert_eq!(refused.len(), 1, "{changes:?}");
+    assert_eq!(refused[0].detail["kept"], applied[0].detail["to"]);
 }
