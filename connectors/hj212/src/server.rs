@@ -327,6 +327,7 @@ impl Connection {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
+        let mut writer_done = false;
         'conn: loop {
             tokio::select! {
                 r = rd.read(&mut buf) => {
@@ -346,7 +347,10 @@ impl Connection {
                         }
                     }
                 }
-                _ = &mut writer => break, // a reply could not be written
+                _ = &mut writer => {
+                    writer_done = true; // a reply could not be written
+                    break;
+                }
                 _ = tick.tick() => {
                     self.evict(&mut reasm);
                     if let Some(idle) = self.cfg.idle_timeout
@@ -368,9 +372,14 @@ impl Connection {
                 .reassembly_evicted
                 .fetch_add(n, Ordering::Relaxed);
         }
-        // The device went away or misbehaved: replies still waiting for
-        // durability have no one to go to; drop them with the writer.
+        // No more frames (the device closed its side, went idle or sent
+        // garbage we gave up on): let the writer send the replies still
+        // queued — a device may half-close and wait for its acks — for at
+        // most `write_timeout`, then stop it.
         drop(replies);
+        if !writer_done {
+            let _ = tokio::time::timeout(self.cfg.write_timeout, &mut writer).await;
+        }
         writer.abort();
     }
 

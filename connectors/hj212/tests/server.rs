@@ -329,3 +329,24 @@ async fn acks_wait_for_durable_confirmation() {
     assert!(text.contains("QN=20250315103000123"), "the ack names the confirmed message: {text}");
     assert_eq!(settled(&stats, |s| s.acks_sent == 1).await.acks_sent, 1);
 }
+
+/// A device that half-closes after sending still gets the acks of messages
+/// confirmed durable afterwards.
+#[tokio::test]
+async fn acks_reach_a_device_that_half_closed() {
+    let cfg = Hj212ServerConfig {
+        ack_when_durable: true,
+        ..Default::default()
+    };
+    let (addr, _stats, mut rx) = start(cfg, 16).await;
+    let mut dev = TcpStream::connect(addr).await.unwrap();
+    dev.write_all(MINUTE_WATER.as_bytes()).await.unwrap();
+    dev.shutdown().await.unwrap(); // FIN: no more frames
+    let m = recv(&mut rx).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.durable.confirm();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), dev.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains("CN=9014") && text.contains("QN=20250315103000123"), "{text}");
+}
