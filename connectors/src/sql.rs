@@ -377,174 +377,8 @@ impl SqlSource {
         self.cfg.what()
     }
 
-    async fn connect(&mut self) -> Result<(), ConnectorError> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(());
-        }
-        self.client = None;
-        let url = expand_env(&self.cfg.url, &self.id, "url")?;
-        let mut pc: tokio_postgres::Config = url.parse().map_err(|e| ConnectorError::Config {
-            source_id: self.id.clone(),
-            detail: format!("`url` is not a PostgreSQL connection string: {e}"),
-        })?;
-        pc.connect_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
-        if pc.get_application_name().is_none() {
-            pc.application_name("lianqin");
-        }
-        let (client, conn) = pc.connect(NoTls).await.map_err(|e| ConnectorError::Unavailable {
-            source_id: self.id.clone(),
-            what: format!("connecting to {}: {}", self.target, pg_detail(&e)),
-        })?;
-        let id = self.id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                warn!(source = %id, "database connection closed: {e}");
-            }
-        });
-        // Read-only, UTC session; a runaway page is cancelled by the server.
-        let setup = format!(
-            "SET TIME ZONE 'UTC'; SET statement_timeout = {}; SET default_transaction_read_only = on",
-            self.cfg.statement_timeout_ms
-        );
-        client.batch_execute(&setup).await.map_err(|e| ConnectorError::Unavailable {
-            source_id: self.id.clone(),
-            what: format!("{}: session setup: {}", self.target, pg_detail(&e)),
-        })?;
-        self.client = Some(client);
-        Ok(())
-    }
 
-    /// Prepares the source's query once: checks that it runs and that the
-    /// watermark and key columns exist, and builds the page queries.
-    async fn plan(&mut self) -> Result<Plan, ConnectorError> {
-        if let Some(p) = &self.plan {
-            return Ok(p.clone());
-        }
-        let base = self.cfg.base_sql();
-        let client = self.client.as_ref().expect("connected");
-        let probe = format!("SELECT * FROM ({base}) AS src LIMIT 0");
-        let stmt = client.prepare(&probe).await.map_err(|e| {
-            let detail = pg_detail(&e);
-            if e.as_db_error().is_some() {
-                ConnectorError::Config {
-                    source_id: self.id.clone(),
-                    detail: format!("{} on {} does not run: {detail}", self.what(), self.target),
-                }
-            } else {
-                ConnectorError::Unavailable { source_id: self.id.clone(), what: format!("{}: {detail}", self.target) }
-            }
-        })?;
-        let cols = stmt.columns();
-        let names: Vec<String> = cols.iter().map(|c| c.name().to_string()).collect();
-        let find = |name: &str, key: &str| -> Result<&tokio_postgres::Column, ConnectorError> {
-            let mut it = cols.iter().filter(|c| c.name() == name);
-            let first = it.next().ok_or_else(|| ConnectorError::Config {
-                source_id: self.id.clone(),
-                detail: format!("`{key}` = {name:?}: no such column in {} (columns: {})", self.what(), names.join(", ")),
-            })?;
-            if it.next().is_some() {
-                return Err(ConnectorError::Config {
-                    source_id: self.id.clone(),
-                    detail: format!("`{key}` = {name:?}: the column appears twice in {}", self.what()),
-                });
-            }
-            Ok(first)
-        };
-        let wm = find(&self.cfg.watermark_column, "watermark_column")?;
-        let key = find(&self.cfg.key_column, "key_column")?;
-        if let Some(d) = &self.cfg.delete_column {
-            find(d, "delete_column")?;
-        }
-        let wm_q = format!("src.{}", quote_ident(wm.name()));
-        let key_q = format!("src.{}", quote_ident(key.name()));
-        let mut select = Vec::with_capacity(cols.len() + 2);
-        for c in cols {
-            let q = format!("src.{}", quote_ident(c.name()));
-            if native(c.type_()) {
-                select.push(q);
-            } else {
-                select.push(format!("{q}::text AS {}", quote_ident(c.name())));
-            }
-        }
-        select.push(format!("{wm_q}::text AS {WM_ALIAS}"));
-        select.push(format!("{key_q}::text AS {KEY_ALIAS}"));
-        let head = format!("SELECT {} FROM ({base}) AS src", select.join(", "));
-        let tail = format!("ORDER BY {wm_q}, {key_q} LIMIT {}", self.cfg.batch_size);
-        let plan = Plan {
-            first: format!("{head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL {tail}"),
-            next: format!(
-                "{head} WHERE ({wm_q}, {key_q}) > ($1::text::{}, $2::text::{}) {tail}",
-                type_sql(wm.type_()),
-                type_sql(key.type_())
-            ),
-            columns: names,
-        };
-        // Prepare both so that a type without a text cast fails now, with the column named.
-        for (q, which) in [(&plan.first, "first page"), (&plan.next, "next page")] {
-            client.prepare(q).await.map_err(|e| ConnectorError::Config {
-                source_id: self.id.clone(),
-                detail: format!(
-                    "{} on {}: {which} query over watermark `{}` ({}) and key `{}` ({}) does not run: {}",
-                    self.what(),
-                    self.target,
-                    wm.name(),
-                    wm.type_().name(),
-                    key.name(),
-                    key.type_().name(),
-                    pg_detail(&e)
-                ),
-            })?;
-        }
-        let warn_nulls = !self.warned_nulls;
-        if warn_nulls {
-            let q = format!("SELECT count(*) FROM ({base}) AS src WHERE {wm_q} IS NULL OR {key_q} IS NULL");
-            if let Ok(row) = client.query_one(&q, &[]).await {
-                let n: i64 = row.get(0);
-                if n > 0 {
-                    warn!(source = %self.id, rows = n, watermark = %self.cfg.watermark_column, key = %self.cfg.key_column,
-                        "rows with a NULL watermark or key are not read");
-                }
-            }
-        }
-        self.warned_nulls = true;
-        self.plan = Some(plan.clone());
-        Ok(plan)
-    }
 
-    fn to_envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
-        let mut obj = Map::with_capacity(plan.columns.len());
-        let cp = SqlCheckpoint {
-            wm: row.try_get::<_, String>(WM_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.watermark_column, e))?,
-            key: row.try_get::<_, String>(KEY_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.key_column, e))?,
-        };
-        let locator = format!("{} {}={}", self.target, self.cfg.key_column, cp.key);
-        for (i, col) in row.columns().iter().enumerate().take(plan.columns.len()) {
-            match cell(row, i, col.type_()) {
-                Ok(v) => {
-                    obj.insert(col.name().to_string(), v);
-                }
-                Err(e) => {
-                    // A value we cannot decode: the row goes to quarantine
-                    // (with what was read) instead of blocking the source.
-                    let reason = format!(
-                        "source `{}`: {} ({page_desc}), key {:?}: column `{}` ({}): {}",
-                        self.id,
-                        self.what(),
-                        cp.key,
-                        col.name(),
-                        col.type_().name(),
-                        pg_detail(&e)
-                    );
-                    let raw = Value::Object(obj).to_string();
-                    let env = Envelope::unparsable(&self.id, &self.department, cp.key.clone(), raw, reason)
-                        .with_locator(locator);
-                    return Ok((env, cp));
-                }
-            }
-        }
-        let env = row_envelope(&self.id, &self.department, obj, &cp, &self.cfg.watermark_column, self.cfg.delete_column.as_deref());
-        Ok((env.with_locator(locator), cp))
-    }
 
     fn column_error(&self, page_desc: &str, column: &str, e: tokio_postgres::Error) -> ConnectorError {
         ConnectorError::BadResponse {
@@ -554,29 +388,6 @@ impl SqlSource {
         }
     }
 
-    async fn fetch(&self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
-        let client = self.client.as_ref().expect("connected");
-        let res = match after {
-            None => client.query(&plan.first, &[]).await,
-            Some(cp) => client.query(&plan.next, &[&cp.wm, &cp.key]).await,
-        };
-        res.map_err(|e| {
-            let detail = pg_detail(&e);
-            let after = after.map(|c| format!(" after ({}, {})", c.wm, c.key)).unwrap_or_default();
-            if e.as_db_error().is_some() {
-                ConnectorError::BadResponse {
-                    source_id: self.id.clone(),
-                    location: format!("{} on {}{after}", self.what(), self.target),
-                    detail,
-                }
-            } else {
-                ConnectorError::Unavailable {
-                    source_id: self.id.clone(),
-                    what: format!("{} on {}{after}: {detail}", self.what(), self.target),
-                }
-            }
-        })
-    }
 }
 
 /// The envelope of a decoded row: an upsert, or a delete when the delete
@@ -703,17 +514,17 @@ trait Dialect: Send {
     /// The source's settings.
     fn settings(&self) -> &SqlConfig;
     /// Connects unless connected.
-    fn open(&mut self) -> impl std::future::Future<Output = Result<(), ConnectorError>> + Send;
+    fn connect(&mut self) -> impl std::future::Future<Output = Result<(), ConnectorError>> + Send;
     /// Plans the pages (cached after the first pass).
-    fn prepare(&mut self) -> impl std::future::Future<Output = Result<Self::Plan, ConnectorError>> + Send;
+    fn plan(&mut self) -> impl std::future::Future<Output = Result<Self::Plan, ConnectorError>> + Send;
     /// The rows after `after` in (watermark, key) order, at most one page.
-    fn page(
+    fn fetch(
         &mut self,
         plan: &Self::Plan,
         after: Option<&SqlCheckpoint>,
     ) -> impl std::future::Future<Output = Result<Vec<Self::Row>, ConnectorError>> + Send;
     /// One row as an envelope, and the checkpoint just after it.
-    fn envelope(&self, row: &Self::Row, plan: &Self::Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
+    fn to_envelope(&self, row: &Self::Row, plan: &Self::Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
     /// Forgets a broken connection (reconnect on the next pass).
     fn reset(&mut self);
 }
@@ -727,17 +538,194 @@ impl Dialect for SqlSource {
     fn settings(&self) -> &SqlConfig {
         &self.cfg
     }
-    async fn open(&mut self) -> Result<(), ConnectorError> {
-        self.connect().await
+    async fn connect(&mut self) -> Result<(), ConnectorError> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        let url = expand_env(&self.cfg.url, &self.id, "url")?;
+        let mut pc: tokio_postgres::Config = url.parse().map_err(|e| ConnectorError::Config {
+            source_id: self.id.clone(),
+            detail: format!("`url` is not a PostgreSQL connection string: {e}"),
+        })?;
+        pc.connect_timeout(Duration::from_millis(self.cfg.connect_timeout_ms));
+        if pc.get_application_name().is_none() {
+            pc.application_name("lianqin");
+        }
+        let (client, conn) = pc.connect(NoTls).await.map_err(|e| ConnectorError::Unavailable {
+            source_id: self.id.clone(),
+            what: format!("connecting to {}: {}", self.target, pg_detail(&e)),
+        })?;
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                warn!(source = %id, "database connection closed: {e}");
+            }
+        });
+        // Read-only, UTC session; a runaway page is cancelled by the server.
+        let setup = format!(
+            "SET TIME ZONE 'UTC'; SET statement_timeout = {}; SET default_transaction_read_only = on",
+            self.cfg.statement_timeout_ms
+        );
+        client.batch_execute(&setup).await.map_err(|e| ConnectorError::Unavailable {
+            source_id: self.id.clone(),
+            what: format!("{}: session setup: {}", self.target, pg_detail(&e)),
+        })?;
+        self.client = Some(client);
+        Ok(())
     }
-    async fn prepare(&mut self) -> Result<Plan, ConnectorError> {
-        self.plan().await
+    /// Prepares the source's query once: checks that it runs and that the
+    /// watermark and key columns exist, and builds the page queries.
+    async fn plan(&mut self) -> Result<Plan, ConnectorError> {
+        if let Some(p) = &self.plan {
+            return Ok(p.clone());
+        }
+        let base = self.cfg.base_sql();
+        let client = self.client.as_ref().expect("connected");
+        let probe = format!("SELECT * FROM ({base}) AS src LIMIT 0");
+        let stmt = client.prepare(&probe).await.map_err(|e| {
+            let detail = pg_detail(&e);
+            if e.as_db_error().is_some() {
+                ConnectorError::Config {
+                    source_id: self.id.clone(),
+                    detail: format!("{} on {} does not run: {detail}", self.what(), self.target),
+                }
+            } else {
+                ConnectorError::Unavailable { source_id: self.id.clone(), what: format!("{}: {detail}", self.target) }
+            }
+        })?;
+        let cols = stmt.columns();
+        let names: Vec<String> = cols.iter().map(|c| c.name().to_string()).collect();
+        let find = |name: &str, key: &str| -> Result<&tokio_postgres::Column, ConnectorError> {
+            let mut it = cols.iter().filter(|c| c.name() == name);
+            let first = it.next().ok_or_else(|| ConnectorError::Config {
+                source_id: self.id.clone(),
+                detail: format!("`{key}` = {name:?}: no such column in {} (columns: {})", self.what(), names.join(", ")),
+            })?;
+            if it.next().is_some() {
+                return Err(ConnectorError::Config {
+                    source_id: self.id.clone(),
+                    detail: format!("`{key}` = {name:?}: the column appears twice in {}", self.what()),
+                });
+            }
+            Ok(first)
+        };
+        let wm = find(&self.cfg.watermark_column, "watermark_column")?;
+        let key = find(&self.cfg.key_column, "key_column")?;
+        if let Some(d) = &self.cfg.delete_column {
+            find(d, "delete_column")?;
+        }
+        let wm_q = format!("src.{}", quote_ident(wm.name()));
+        let key_q = format!("src.{}", quote_ident(key.name()));
+        let mut select = Vec::with_capacity(cols.len() + 2);
+        for c in cols {
+            let q = format!("src.{}", quote_ident(c.name()));
+            if native(c.type_()) {
+                select.push(q);
+            } else {
+                select.push(format!("{q}::text AS {}", quote_ident(c.name())));
+            }
+        }
+        select.push(format!("{wm_q}::text AS {WM_ALIAS}"));
+        select.push(format!("{key_q}::text AS {KEY_ALIAS}"));
+        let head = format!("SELECT {} FROM ({base}) AS src", select.join(", "));
+        let tail = format!("ORDER BY {wm_q}, {key_q} LIMIT {}", self.cfg.batch_size);
+        let plan = Plan {
+            first: format!("{head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL {tail}"),
+            next: format!(
+                "{head} WHERE ({wm_q}, {key_q}) > ($1::text::{}, $2::text::{}) {tail}",
+                type_sql(wm.type_()),
+                type_sql(key.type_())
+            ),
+            columns: names,
+        };
+        // Prepare both so that a type without a text cast fails now, with the column named.
+        for (q, which) in [(&plan.first, "first page"), (&plan.next, "next page")] {
+            client.prepare(q).await.map_err(|e| ConnectorError::Config {
+                source_id: self.id.clone(),
+                detail: format!(
+                    "{} on {}: {which} query over watermark `{}` ({}) and key `{}` ({}) does not run: {}",
+                    self.what(),
+                    self.target,
+                    wm.name(),
+                    wm.type_().name(),
+                    key.name(),
+                    key.type_().name(),
+                    pg_detail(&e)
+                ),
+            })?;
+        }
+        let warn_nulls = !self.warned_nulls;
+        if warn_nulls {
+            let q = format!("SELECT count(*) FROM ({base}) AS src WHERE {wm_q} IS NULL OR {key_q} IS NULL");
+            if let Ok(row) = client.query_one(&q, &[]).await {
+                let n: i64 = row.get(0);
+                if n > 0 {
+                    warn!(source = %self.id, rows = n, watermark = %self.cfg.watermark_column, key = %self.cfg.key_column,
+                        "rows with a NULL watermark or key are not read");
+                }
+            }
+        }
+        self.warned_nulls = true;
+        self.plan = Some(plan.clone());
+        Ok(plan)
     }
-    async fn page(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
-        self.fetch(plan, after).await
+    async fn fetch(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
+        let client = self.client.as_ref().expect("connected");
+        let res = match after {
+            None => client.query(&plan.first, &[]).await,
+            Some(cp) => client.query(&plan.next, &[&cp.wm, &cp.key]).await,
+        };
+        res.map_err(|e| {
+            let detail = pg_detail(&e);
+            let after = after.map(|c| format!(" after ({}, {})", c.wm, c.key)).unwrap_or_default();
+            if e.as_db_error().is_some() {
+                ConnectorError::BadResponse {
+                    source_id: self.id.clone(),
+                    location: format!("{} on {}{after}", self.what(), self.target),
+                    detail,
+                }
+            } else {
+                ConnectorError::Unavailable {
+                    source_id: self.id.clone(),
+                    what: format!("{} on {}{after}: {detail}", self.what(), self.target),
+                }
+            }
+        })
     }
-    fn envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
-        self.to_envelope(row, plan, page_desc)
+    fn to_envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
+        let mut obj = Map::with_capacity(plan.columns.len());
+        let cp = SqlCheckpoint {
+            wm: row.try_get::<_, String>(WM_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.watermark_column, e))?,
+            key: row.try_get::<_, String>(KEY_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.key_column, e))?,
+        };
+        let locator = format!("{} {}={}", self.target, self.cfg.key_column, cp.key);
+        for (i, col) in row.columns().iter().enumerate().take(plan.columns.len()) {
+            match cell(row, i, col.type_()) {
+                Ok(v) => {
+                    obj.insert(col.name().to_string(), v);
+                }
+                Err(e) => {
+                    // A value we cannot decode: the row goes to quarantine
+                    // (with what was read) instead of blocking the source.
+                    let reason = format!(
+                        "source `{}`: {} ({page_desc}), key {:?}: column `{}` ({}): {}",
+                        self.id,
+                        self.what(),
+                        cp.key,
+                        col.name(),
+                        col.type_().name(),
+                        pg_detail(&e)
+                    );
+                    let raw = Value::Object(obj).to_string();
+                    let env = Envelope::unparsable(&self.id, &self.department, cp.key.clone(), raw, reason)
+                        .with_locator(locator);
+                    return Ok((env, cp));
+                }
+            }
+        }
+        let env = row_envelope(&self.id, &self.department, obj, &cp, &self.cfg.watermark_column, self.cfg.delete_column.as_deref());
+        Ok((env.with_locator(locator), cp))
     }
     fn reset(&mut self) {
         self.client = None;
@@ -751,8 +739,8 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
     async move {
         let id = d.source_id().to_string();
         let mut cp = load_checkpoint(&id, ctx).await?;
-        d.open().await?;
-        let plan = match d.prepare().await {
+        d.connect().await?;
+        let plan = match d.plan().await {
             Ok(p) => p,
             Err(e) => {
                 // A broken connection surfaces as Unavailable; reconnect next time.
@@ -765,7 +753,7 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
         let (batch_size, max_pages) = (d.settings().batch_size, d.settings().max_pages);
         let mut stats = RunStats::default();
         for page in 0..max_pages {
-            let rows = match d.page(&plan, cp.as_ref()).await {
+            let rows = match d.fetch(&plan, cp.as_ref()).await {
                 Ok(r) => r,
                 Err(e) => {
                     if matches!(e, ConnectorError::Unavailable { .. }) {
@@ -781,7 +769,7 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
             let mut envelopes = Vec::with_capacity(rows.len());
             let mut last = None;
             for r in &rows {
-                let (env, c) = d.envelope(r, &plan, &desc)?;
+                let (env, c) = d.to_envelope(r, &plan, &desc)?;
                 envelopes.push(env);
                 last = Some(c);
             }

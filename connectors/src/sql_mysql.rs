@@ -244,6 +244,20 @@ impl MySqlSource {
         ConnectorError::Unavailable { source_id: self.id.clone(), what: format!("{doing} {}: {}", self.target, my_detail(e)) }
     }
 
+
+
+
+}
+
+impl super::Dialect for MySqlSource {
+    type Plan = Plan;
+    type Row = Row;
+    fn source_id(&self) -> &str {
+        &self.id
+    }
+    fn settings(&self) -> &SqlConfig {
+        &self.cfg
+    }
     async fn connect(&mut self) -> Result<(), ConnectorError> {
         if self.conn.as_ref().is_some_and(|c| !c.is_disconnected()) {
             return Ok(());
@@ -287,7 +301,6 @@ impl MySqlSource {
         self.conn = Some(conn);
         Ok(())
     }
-
     /// Prepares the source's query once: checks that it runs and that the
     /// watermark and key columns exist, and builds the page queries.
     async fn plan(&mut self) -> Result<Plan, ConnectorError> {
@@ -383,7 +396,6 @@ impl MySqlSource {
         self.plan = Some(plan.clone());
         Ok(plan)
     }
-
     async fn fetch(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
         let conn = self.conn.as_mut().expect("connected");
         let res: Result<Vec<Row>, _> = match after {
@@ -405,7 +417,6 @@ impl MySqlSource {
             }
         })
     }
-
     fn to_envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
         let n = plan.columns.len();
         let helper = |i: usize, column: &str| {
@@ -443,29 +454,6 @@ impl MySqlSource {
         }
         let env = super::row_envelope(&self.id, &self.department, obj, &cp, &plan.wm, plan.delete.as_deref());
         Ok((env.with_locator(locator), cp))
-    }
-}
-
-impl super::Dialect for MySqlSource {
-    type Plan = Plan;
-    type Row = Row;
-    fn source_id(&self) -> &str {
-        &self.id
-    }
-    fn settings(&self) -> &SqlConfig {
-        &self.cfg
-    }
-    async fn open(&mut self) -> Result<(), ConnectorError> {
-        self.connect().await
-    }
-    async fn prepare(&mut self) -> Result<Plan, ConnectorError> {
-        self.plan().await
-    }
-    async fn page(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
-        self.fetch(plan, after).await
-    }
-    fn envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
-        self.to_envelope(row, plan, page_desc)
     }
     fn reset(&mut self) {
         self.conn = None;

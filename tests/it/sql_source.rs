@@ -33,6 +33,17 @@ fn psql(url: &str, sql: &str) {
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The department's case table (违法用地案件) in `schema`.
+fn case_table(schema: &str) -> String {
+    format!(
+        "CREATE TABLE {schema}.wfyd_case (
+           ajbh varchar(32) PRIMARY KEY, ajmc text, wfzt text, tyshxydm varchar(18), sfzh varchar(18),
+           dkbh text, tdyt char(4), wfmj numeric(12,2), zygdmj numeric(12,2), ajzt text,
+           xzqdm varchar(6), jd double precision, wd double precision, fxsj timestamp,
+           sfsc boolean NOT NULL DEFAULT false, update_time timestamptz NOT NULL);"
+    )
+}
+
 fn hub_config(schema: &str) -> String {
     let mapping = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/mappings/nr_land_violation.toml");
     format!(
@@ -76,12 +87,7 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
     psql(
         &url,
         &format!(
-            "CREATE SCHEMA {schema};
-             CREATE TABLE {schema}.wfyd_case (
-               ajbh varchar(32) PRIMARY KEY, ajmc text, wfzt text, tyshxydm varchar(18), sfzh varchar(18),
-               dkbh text, tdyt char(4), wfmj numeric(12,2), zygdmj numeric(12,2), ajzt text,
-               xzqdm varchar(6), jd double precision, wd double precision, fxsj timestamp,
-               sfsc boolean NOT NULL DEFAULT false, update_time timestamptz NOT NULL);
+            "CREATE SCHEMA {schema}; {table}
              INSERT INTO {schema}.wfyd_case VALUES
                ('WF2025001', '递铺街道某村违法占用耕地建房案', '张某', NULL, '330502198001011231', 'DK-3305230001', '0101', 320.50, 320.50, '立案', '330523', 119.68, 30.64, '2025-03-15 10:30:00', false, '2025-03-15 02:30:00+00'),
                ('WF2025002', '某建材公司非法占用林地堆放案', '湖州某建材有限公司', '91350200776049653A', NULL, 'DK-3305230002', '0301', 1500.00, 0, '调查', '330523', 119.70, 30.62, '2025-03-16 09:00:00', false, '2025-03-16 01:00:00+00'),
@@ -89,7 +95,8 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
                ('WF2025004', '违法占用园地案', '王某', NULL, NULL, 'DK-3305020004', '0202', 60.00, 0, '执行', '330502', 120.10, 30.88, '2025-03-18 08:00:00', false, '2025-03-20 00:00:00+00'),
                ('WF2025005', '违法占用草地案', '赵某', NULL, NULL, 'DK-3305230005', '0401', 200.00, 0, '结案', '330523', 119.60, 30.60, '2025-03-18 09:00:00', false, '2025-03-20 00:00:00+00'),
                ('WF2025006', '违法占用水田案', '钱某', NULL, NULL, 'DK-3305230006', '0101', 12000.00, 12000.00, '立案', '330523', 119.61, 30.61, '2025-03-19 09:00:00', false, '2025-03-20 00:00:00+00'),
-               ('WF2025007', '违法采砂占地案', '孙某', NULL, NULL, 'DK-3305230007', '1205', 900.00, 0, '线索', '330523', 119.62, 30.62, '2025-03-19 10:00:00', false, '2025-03-20 00:00:00+00');"
+               ('WF2025007', '违法采砂占地案', '孙某', NULL, NULL, 'DK-3305230007', '1205', 900.00, 0, '线索', '330523', 119.62, 30.62, '2025-03-19 10:00:00', false, '2025-03-20 00:00:00+00');",
+            table = case_table(&schema),
         ),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -150,18 +157,14 @@ async fn kill_9_mid_sql_ingest_then_restart_is_exact() {
     psql(
         &url,
         &format!(
-            "CREATE SCHEMA {schema};
-             CREATE TABLE {schema}.wfyd_case (
-               ajbh varchar(32) PRIMARY KEY, ajmc text, wfzt text, tyshxydm varchar(18), sfzh varchar(18),
-               dkbh text, tdyt char(4), wfmj numeric(12,2), zygdmj numeric(12,2), ajzt text,
-               xzqdm varchar(6), jd double precision, wd double precision, fxsj timestamp,
-               sfsc boolean NOT NULL DEFAULT false, update_time timestamptz NOT NULL);
+            "CREATE SCHEMA {schema}; {table}
              INSERT INTO {schema}.wfyd_case
              SELECT 'WF' || lpad(g::text, 7, '0'), '违法用地案' || g, '当事人' || g, NULL, NULL,
                     'DK-' || g, '0101', 100 + g % 50, 0, '立案', '330523', 119.6, 30.6,
                     TIMESTAMP '2025-03-15 10:30:00', false,
                     TIMESTAMPTZ '2025-03-01 00:00:00+00' + (g / 40) * INTERVAL '1 second'
-             FROM generate_series(1, {ROWS}) g;"
+             FROM generate_series(1, {ROWS}) g;",
+            table = case_table(&schema),
         ),
     );
     let dir = tempfile::tempdir().unwrap();

@@ -136,7 +136,7 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 struct AuditFilterArgs {
     /// Entries at or after this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`, Beijing time).
     #[arg(long)]
@@ -820,16 +820,7 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
                 .with_context(|| format!("audit stream {stream}"))?;
             println!("{}", serde_json::to_string_pretty(&proof)?);
             eprintln!("public key of stream {stream} (give it to the inspector out of band): {}", hex::encode(&proof.public_key));
-            let none = AuditFilterArgs {
-                from: None,
-                to: None,
-                user: None,
-                department: None,
-                table: None,
-                kind: None,
-                decision: None,
-                text: None,
-            };
+            let none = AuditFilterArgs::default();
             record_audit_read(&data_dir, &reader, &format!("prove {stream} {from_seq}..={to_seq}"), &none, to_seq + 1 - from_seq)?;
         }
         AuditCmd::CheckProof { proof, public_key } => {
@@ -851,16 +842,7 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
         }
         AuditCmd::Tail { data_dir, follow, stream } => {
             let key = master_key(&data_dir, false)?;
-            let none = AuditFilterArgs {
-                from: None,
-                to: None,
-                user: None,
-                department: None,
-                table: None,
-                kind: None,
-                decision: None,
-                text: None,
-            };
+            let none = AuditFilterArgs::default();
             record_audit_read(&data_dir, &os_user(), &format!("tail {stream}"), &none, 0)?;
             let dir = data_dir.join("audit").join(&stream);
             let mut tail = lianqin_audit::Tail::open(&dir, &key, 0)?;
