@@ -387,7 +387,10 @@ async fn audit_topic_on_kafka_verifies() {
     {
         let hub = lianqin_pipeline::hub::Hub::open(conf, d).await.unwrap();
         demo::cycle(&hub).await.unwrap();
-        assert!(hub.audit().ship_now().await.unwrap() > 0);
+        // Flush what is left; the background shipper may already have sent
+        // everything (then this sends 0). That the copy on the broker holds
+        // the whole stream is checked below (mirror + verify).
+        hub.audit().ship_now().await.unwrap();
         entries = hub.audit().log().last_seq();
     }
     sim.shutdown().await;
