@@ -112,8 +112,12 @@ pub fn kafka_config(sim: &lianqin_sim::Simulation, brokers: &str, prefix: &str) 
 /// Asserts that no library history holds the same record version twice
 /// (same id, content hash and source): nothing doubled.
 pub async fn assert_no_doubled_library_rows(data_dir: &Path) {
-    for (t, id) in [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")] {
-        let sql = format!("SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)");
+    for (t, id) in
+        [("matter_history", "matter_id"), ("element_history", "element_id"), ("matter_event_history", "event_id")]
+    {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT {id}, content_hash, source_id FROM {t} GROUP BY 1, 2, 3 HAVING count(*) > 1)"
+        );
         assert_eq!(count(data_dir, &sql).await, 0, "{t} has doubled rows");
     }
 }

@@ -52,7 +52,7 @@ use lianqin_bus::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::{ConnectorError, RunStats, Source, SourceContext};
 
@@ -274,13 +274,8 @@ impl FileSource {
 
     fn record(&self, obj: Map<String, Value>, locator: String) -> Envelope {
         let key = self.key_of(&obj);
-        let updated = self
-            .cfg
-            .updated_field
-            .as_ref()
-            .and_then(|f| obj.get(f))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let updated =
+            self.cfg.updated_field.as_ref().and_then(|f| obj.get(f)).and_then(|v| v.as_str()).map(str::to_string);
         Envelope::upsert(&self.id, &self.department, key, Value::Object(obj), updated).with_locator(locator)
     }
 
@@ -294,8 +289,14 @@ impl FileSource {
             let loc = format!("{name}:{}", i + 1);
             match std::str::from_utf8(line) {
                 Err(e) => out.push(
-                    Envelope::unparsable(&self.id, &self.department, "", hex::encode(line), format!("{loc}: not UTF-8: {e}"))
-                        .with_locator(loc),
+                    Envelope::unparsable(
+                        &self.id,
+                        &self.department,
+                        "",
+                        hex::encode(line),
+                        format!("{loc}: not UTF-8: {e}"),
+                    )
+                    .with_locator(loc),
                 ),
                 Ok(text) => match serde_json::from_str::<Value>(text) {
                     Ok(Value::Object(o)) => out.push(self.record(o, loc)),
@@ -310,8 +311,14 @@ impl FileSource {
                         .with_locator(loc),
                     ),
                     Err(e) => out.push(
-                        Envelope::unparsable(&self.id, &self.department, "", text.to_string(), format!("{loc}: bad JSON: {e}"))
-                            .with_locator(loc),
+                        Envelope::unparsable(
+                            &self.id,
+                            &self.department,
+                            "",
+                            text.to_string(),
+                            format!("{loc}: bad JSON: {e}"),
+                        )
+                        .with_locator(loc),
                     ),
                 },
             }
@@ -326,7 +333,11 @@ impl FileSource {
             TextEncoding::Gbk => GBK,
             TextEncoding::Gb18030 => GB18030,
             TextEncoding::Auto => {
-                if std::str::from_utf8(bytes).is_ok() { UTF_8 } else { GB18030 }
+                if std::str::from_utf8(bytes).is_ok() {
+                    UTF_8
+                } else {
+                    GB18030
+                }
             }
         };
         // Decode line by line so one bad line cannot poison the file. In GBK
@@ -360,10 +371,8 @@ impl FileSource {
             good.push('\n');
             line_map.push(i + 1);
         }
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(self.cfg.delimiter as u8)
-            .flexible(true)
-            .from_reader(good.as_bytes());
+        let mut rdr =
+            csv::ReaderBuilder::new().delimiter(self.cfg.delimiter as u8).flexible(true).from_reader(good.as_bytes());
         let headers: Vec<String> = rdr
             .headers()
             .map_err(|e| format!("{name}: header row: {e}"))?
@@ -426,8 +435,8 @@ impl FileSource {
 impl FileSource {
     fn parse_xlsx(&self, name: &str, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
         use calamine::{Reader, Xlsx};
-        let mut wb: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes))
-            .map_err(|e| format!("{name}: not a readable XLSX workbook: {e}"))?;
+        let mut wb: Xlsx<_> =
+            Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| format!("{name}: not a readable XLSX workbook: {e}"))?;
         let sheets = wb.sheet_names();
         let sheet = match &self.cfg.sheet {
             Some(s) => {
@@ -449,7 +458,9 @@ impl FileSource {
         let mut rows = range.rows().enumerate().map(|(i, r)| (start_row + i as u32, r));
         let headers: Vec<String> = loop {
             match rows.next() {
-                Some((abs, r)) if abs == header_idx => break r.iter().map(|c| xlsx_text(c).trim().to_string()).collect(),
+                Some((abs, r)) if abs == header_idx => {
+                    break r.iter().map(|c| xlsx_text(c).trim().to_string()).collect();
+                }
                 Some(_) => continue,
                 None => return Err(format!("{name}: sheet `{sheet}` has no row {}", self.cfg.header_row)),
             }
@@ -569,7 +580,8 @@ impl Source for FileSource {
                 };
                 let hash = hex::encode(Sha256::digest(&bytes));
                 let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-                let progress = cp.files.get(&hash).cloned().unwrap_or(FileProgress { name: name.clone(), ..Default::default() });
+                let progress =
+                    cp.files.get(&hash).cloned().unwrap_or(FileProgress { name: name.clone(), ..Default::default() });
                 if progress.done {
                     info!(source = %self.id, file = %name, "already ingested (same content); moving to processed");
                     self.move_to(&path, &self.cfg.processed(), None)?;

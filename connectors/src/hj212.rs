@@ -135,18 +135,12 @@ fn default_linger() -> u64 {
 impl Hj212Config {
     /// Checks the config without binding anything.
     pub fn validate(&self, source_id: &str) -> Result<(), ConnectorError> {
-        let bad = |detail: String| ConnectorError::Config {
-            source_id: source_id.into(),
-            detail,
-        };
+        let bad = |detail: String| ConnectorError::Config { source_id: source_id.into(), detail };
         if self.listen.trim().is_empty() || !self.listen.contains(':') {
             return Err(bad(format!("`listen` must be host:port, got {:?}", self.listen)));
         }
         if self.max_frame < 16 || self.max_frame > MAX_DATA_LEN {
-            return Err(bad(format!(
-                "`max_frame` must be 16..={MAX_DATA_LEN}, got {}",
-                self.max_frame
-            )));
+            return Err(bad(format!("`max_frame` must be 16..={MAX_DATA_LEN}, got {}", self.max_frame)));
         }
         if self.max_connections == 0 {
             return Err(bad("`max_connections` must be >= 1".into()));
@@ -186,34 +180,26 @@ pub struct Hj212Source {
 
 impl std::fmt::Debug for Hj212Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hj212Source")
-            .field("id", &self.id)
-            .field("listen", &self.cfg.listen)
-            .finish()
+        f.debug_struct("Hj212Source").field("id", &self.id).field("listen", &self.cfg.listen).finish()
     }
 }
 
 impl Hj212Source {
     /// Builds the source (nothing is bound until [`Hj212Source::bind`] or `run`).
     pub fn new(id: &str, department: &str, cfg: Hj212Config) -> Self {
-        Hj212Source {
-            id: id.into(),
-            department: department.into(),
-            cfg,
-            bound: None,
-            stats: None,
-        }
+        Hj212Source { id: id.into(), department: department.into(), cfg, bound: None, stats: None }
     }
 
     /// Binds the listening socket now and returns its address (useful with
     /// port 0). `run` uses this socket; without it, `run` binds itself.
     pub async fn bind(&mut self) -> Result<SocketAddr, ConnectorError> {
-        let (addr, server) = Hj212Server::bind(self.cfg.listen.as_str(), self.cfg.server_config())
-            .await
-            .map_err(|e| ConnectorError::Io {
-                source_id: self.id.clone(),
-                path: self.cfg.listen.clone(),
-                detail: format!("cannot listen: {e}"),
+        let (addr, server) =
+            Hj212Server::bind(self.cfg.listen.as_str(), self.cfg.server_config()).await.map_err(|e| {
+                ConnectorError::Io {
+                    source_id: self.id.clone(),
+                    path: self.cfg.listen.clone(),
+                    detail: format!("cannot listen: {e}"),
+                }
             })?;
         self.stats = Some(server.stats());
         self.bound = Some(server);
@@ -266,7 +252,8 @@ impl Hj212Source {
             "last_key": envs.last().map(|e| e.key.clone()),
             "last_received_at": batch.last().map(|m| m.received_at.to_rfc3339()),
         });
-        ctx.publish_until_accepted(&self.id, &envs, cp, shutdown, "hj212: devices are back-pressured meanwhile").await?;
+        ctx.publish_until_accepted(&self.id, &envs, cp, shutdown, "hj212: devices are back-pressured meanwhile")
+            .await?;
         // Durable now: the devices' 9014 replies may go out.
         for m in batch {
             m.durable.confirm();

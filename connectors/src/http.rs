@@ -33,7 +33,7 @@ use std::time::Duration;
 use lianqin_bus::Envelope;
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::irs::{IrsAnswer, IrsAuth, IrsAuthConfig};
 use crate::{ConnectorError, RetryConfig, RunStats, Source, SourceContext, expand_env};
@@ -242,7 +242,8 @@ impl HttpSource {
         let mut resigned = false;
         loop {
             attempt += 1;
-            let mut req = self.client.get(&self.cfg.url).headers(self.headers.clone()).query(&self.cfg.query).query(params);
+            let mut req =
+                self.client.get(&self.cfg.url).headers(self.headers.clone()).query(&self.cfg.query).query(params);
             if let Some(irs) = &self.irs {
                 let signed = irs.sign_params(&self.client).await?;
                 if irs.in_headers() {
@@ -277,7 +278,10 @@ impl HttpSource {
                                             return Err(ConnectorError::BadResponse {
                                                 source_id: self.id.clone(),
                                                 location,
-                                                detail: format!("IRS gateway keeps answering code 11 (request secret expired: {msg}) after {} renewals", renewals - 1),
+                                                detail: format!(
+                                                    "IRS gateway keeps answering code 11 (request secret expired: {msg}) after {} renewals",
+                                                    renewals - 1
+                                                ),
                                             });
                                         }
                                         debug!(source = %self.id, %location, "IRS request secret expired (code 11); renewing");
@@ -303,9 +307,11 @@ impl HttpSource {
                                         attempt -= 1;
                                         continue;
                                     }
-                                    IrsAnswer::Quota(msg) => {
-                                        (true, format!("IRS quota exceeded (code 18 {msg})"), Some(crate::irs::QUOTA_FLOOR))
-                                    }
+                                    IrsAnswer::Quota(msg) => (
+                                        true,
+                                        format!("IRS quota exceeded (code 18 {msg})"),
+                                        Some(crate::irs::QUOTA_FLOOR),
+                                    ),
                                     IrsAnswer::Other(code, msg) => {
                                         return Err(ConnectorError::BadResponse {
                                             source_id: self.id.clone(),
@@ -453,14 +459,10 @@ impl Source for HttpSource {
                     .enumerate()
                     .map(|(i, r)| self.to_envelope(r, format!("{location} item {i}")))
                     .collect();
-                let page_max = envelopes
-                    .iter()
-                    .filter_map(|e| e.source_time.clone())
-                    .max()
-                    .unwrap_or_default();
+                let page_max = envelopes.iter().filter_map(|e| e.source_time.clone()).max().unwrap_or_default();
                 let new_since = if page_max > since { page_max } else { since.clone() };
-                let checkpoint = serde_json::to_value(HttpCheckpoint { since: new_since.clone() })
-                    .unwrap_or(Value::Null);
+                let checkpoint =
+                    serde_json::to_value(HttpCheckpoint { since: new_since.clone() }).unwrap_or(Value::Null);
                 ctx.publish(&self.id, &envelopes, checkpoint).await?;
                 stats.records += envelopes.len() as u64;
                 stats.unparsable += envelopes.iter().filter(|e| e.key.is_empty()).count() as u64;

@@ -153,11 +153,7 @@ fn code_of(v: &Value) -> Option<String> {
 }
 
 fn msg_of(v: &Value) -> String {
-    ["msg", "message", "errorMsg"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str))
-        .unwrap_or("")
-        .to_string()
+    ["msg", "message", "errorMsg"].iter().find_map(|k| v.get(*k).and_then(Value::as_str)).unwrap_or("").to_string()
 }
 
 fn is_success(code: &str) -> bool {
@@ -292,7 +288,10 @@ impl IrsAuth {
                 source_id: self.source_id.clone(),
                 location: format!("{}/gateway/app/refreshTokenByKey.htm", self.gateway),
                 detail: if code == "14" {
-                    format!("IRS gateway rejected the signature of app_key {:?} (code 14 {msg}): check auth.app_key and auth.app_secret", self.app_key)
+                    format!(
+                        "IRS gateway rejected the signature of app_key {:?} (code 14 {msg}): check auth.app_key and auth.app_secret",
+                        self.app_key
+                    )
                 } else {
                     format!("IRS gateway answered code {code} {msg}")
                 },

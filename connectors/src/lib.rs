@@ -29,9 +29,9 @@ pub mod hj212;
 pub mod http;
 pub mod irs;
 pub mod mqtt;
+mod retry;
 pub mod sql;
 pub mod webhook;
-mod retry;
 
 use std::sync::Arc;
 

@@ -124,15 +124,10 @@ impl MqttConfig {
     /// Checks the config (including that `${ENV}` credentials resolve)
     /// without connecting.
     pub fn validate(&self, source_id: &str) -> Result<(), ConnectorError> {
-        let bad = |detail: String| ConnectorError::Config {
-            source_id: source_id.into(),
-            detail,
-        };
+        let bad = |detail: String| ConnectorError::Config { source_id: source_id.into(), detail };
         split_broker(&self.broker).map_err(|e| bad(format!("`broker`: {e}")))?;
         if self.client_id.trim().is_empty() {
-            return Err(bad(
-                "`client_id` must not be empty (the persistent session is keyed by it)".into(),
-            ));
+            return Err(bad("`client_id` must not be empty (the persistent session is keyed by it)".into()));
         }
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(bad("`topics` must list at least one non-empty topic filter".into()));
@@ -164,9 +159,7 @@ impl MqttConfig {
 
 fn split_broker(broker: &str) -> Result<(String, u16), String> {
     let b = broker.trim().trim_start_matches("mqtt://").trim_start_matches("tcp://");
-    let (host, port) = b
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected host:port, got {broker:?}"))?;
+    let (host, port) = b.rsplit_once(':').ok_or_else(|| format!("expected host:port, got {broker:?}"))?;
     let port: u16 = port.parse().map_err(|_| format!("bad port in {broker:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -208,19 +201,12 @@ impl MqttSource {
             }
             None => None,
         };
-        Ok(MqttSource {
-            id: id.into(),
-            department: department.into(),
-            cfg,
-            credentials,
-        })
+        Ok(MqttSource { id: id.into(), department: department.into(), cfg, credentials })
     }
 
     fn options(&self) -> Result<MqttOptions, ConnectorError> {
-        let (host, port) = split_broker(&self.cfg.broker).map_err(|e| ConnectorError::Config {
-            source_id: self.id.clone(),
-            detail: format!("`broker`: {e}"),
-        })?;
+        let (host, port) = split_broker(&self.cfg.broker)
+            .map_err(|e| ConnectorError::Config { source_id: self.id.clone(), detail: format!("`broker`: {e}") })?;
         let mut o = MqttOptions::new(self.cfg.client_id.clone(), host, port);
         o.set_clean_session(self.cfg.clean_session)
             .set_manual_acks(true)
@@ -244,14 +230,8 @@ impl MqttSource {
     pub fn to_envelopes(&self, topic: &str, payload: &[u8]) -> Vec<Envelope> {
         let loc = format!("mqtt {topic}");
         let unparsable = |raw: String, why: String| {
-            Envelope::unparsable(
-                &self.id,
-                &self.department,
-                topic,
-                raw,
-                format!("mqtt topic {topic}: {why}"),
-            )
-            .with_locator(loc.clone())
+            Envelope::unparsable(&self.id, &self.department, topic, raw, format!("mqtt topic {topic}: {why}"))
+                .with_locator(loc.clone())
         };
         let text = match std::str::from_utf8(payload) {
             Ok(t) => t,
@@ -270,10 +250,7 @@ impl MqttSource {
             Value::Array(a) if !a.is_empty() => (a, false),
             o @ Value::Object(_) => (vec![o], true),
             _ => {
-                return vec![unparsable(
-                    text.to_string(),
-                    "payload is not a JSON object or array of objects".into(),
-                )];
+                return vec![unparsable(text.to_string(), "payload is not a JSON object or array of objects".into())];
             }
         };
         let mut out = Vec::with_capacity(records.len());
@@ -302,16 +279,11 @@ impl MqttSource {
                 );
                 continue;
             }
-            let time = self
-                .cfg
-                .time_field
-                .as_ref()
-                .and_then(|f| obj.get(f))
-                .and_then(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                });
+            let time = self.cfg.time_field.as_ref().and_then(|f| obj.get(f)).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
             if let Some(tf) = &self.cfg.topic_field {
                 obj.insert(tf.clone(), json!(topic));
             }
@@ -329,10 +301,7 @@ impl MqttSource {
         batch: &[Publish],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<usize, ConnectorError> {
-        let envs: Vec<Envelope> = batch
-            .iter()
-            .flat_map(|p| self.to_envelopes(&p.topic, &p.payload))
-            .collect();
+        let envs: Vec<Envelope> = batch.iter().flat_map(|p| self.to_envelopes(&p.topic, &p.payload)).collect();
         let bad = envs.iter().filter(|e| e.error.is_some()).count();
         if bad > 0 {
             warn!(source = %self.id, unparsable = bad, "mqtt: unparsable messages routed to quarantine");
@@ -379,11 +348,8 @@ async fn drive(
                 });
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let failed = ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
+                let failed =
+                    ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
                 if failed > 0 {
                     warn!(source = %id, failed, "mqtt: broker refused some topic subscriptions (check its ACL)");
                 } else {
@@ -433,12 +399,8 @@ impl Source for MqttSource {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnectorError> {
         let (client, eventloop) = AsyncClient::new(self.options()?, 1024);
-        let filters: Vec<SubscribeFilter> = self
-            .cfg
-            .topics
-            .iter()
-            .map(|t| SubscribeFilter::new(t.clone(), self.qos()))
-            .collect();
+        let filters: Vec<SubscribeFilter> =
+            self.cfg.topics.iter().map(|t| SubscribeFilter::new(t.clone(), self.qos())).collect();
         let (tx, mut rx) = mpsc::channel::<Publish>(1024);
         let mut driver = tokio::spawn(drive(self.id.clone(), eventloop, client.clone(), filters, tx));
         info!(source = %self.id, broker = %self.cfg.broker, topics = ?self.cfg.topics, "mqtt: started");

@@ -103,7 +103,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Row};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{ConnectorError, RunStats, Source, SourceContext, expand_env};
 
@@ -377,9 +377,6 @@ impl SqlSource {
         self.cfg.what()
     }
 
-
-
-
     fn column_error(&self, page_desc: &str, column: &str, e: tokio_postgres::Error) -> ConnectorError {
         ConnectorError::BadResponse {
             source_id: self.id.clone(),
@@ -387,7 +384,6 @@ impl SqlSource {
             detail: format!("column `{column}`: {}", pg_detail(&e)),
         }
     }
-
 }
 
 /// The envelope of a decoded row: an upsert, or a delete when the delete
@@ -459,7 +455,9 @@ fn cell(row: &Row, i: usize, t: &Type) -> Result<Value, tokio_postgres::Error> {
     fn float(v: Option<f64>) -> Value {
         match v {
             None => Value::Null,
-            Some(x) => serde_json::Number::from_f64(x).map(Value::Number).unwrap_or_else(|| Value::String(x.to_string())),
+            Some(x) => {
+                serde_json::Number::from_f64(x).map(Value::Number).unwrap_or_else(|| Value::String(x.to_string()))
+            }
         }
     }
     Ok(match *t {
@@ -524,7 +522,12 @@ trait Dialect: Send {
         after: Option<&SqlCheckpoint>,
     ) -> impl std::future::Future<Output = Result<Vec<Self::Row>, ConnectorError>> + Send;
     /// One row as an envelope, and the checkpoint just after it.
-    fn to_envelope(&self, row: &Self::Row, plan: &Self::Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
+    fn to_envelope(
+        &self,
+        row: &Self::Row,
+        plan: &Self::Plan,
+        page_desc: &str,
+    ) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
     /// Forgets a broken connection (reconnect on the next pass).
     fn reset(&mut self);
 }
@@ -600,7 +603,11 @@ impl Dialect for SqlSource {
             let mut it = cols.iter().filter(|c| c.name() == name);
             let first = it.next().ok_or_else(|| ConnectorError::Config {
                 source_id: self.id.clone(),
-                detail: format!("`{key}` = {name:?}: no such column in {} (columns: {})", self.what(), names.join(", ")),
+                detail: format!(
+                    "`{key}` = {name:?}: no such column in {} (columns: {})",
+                    self.what(),
+                    names.join(", ")
+                ),
             })?;
             if it.next().is_some() {
                 return Err(ConnectorError::Config {
@@ -693,11 +700,20 @@ impl Dialect for SqlSource {
             }
         })
     }
-    fn to_envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
+    fn to_envelope(
+        &self,
+        row: &Row,
+        plan: &Plan,
+        page_desc: &str,
+    ) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
         let mut obj = Map::with_capacity(plan.columns.len());
         let cp = SqlCheckpoint {
-            wm: row.try_get::<_, String>(WM_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.watermark_column, e))?,
-            key: row.try_get::<_, String>(KEY_ALIAS).map_err(|e| self.column_error(page_desc, &self.cfg.key_column, e))?,
+            wm: row
+                .try_get::<_, String>(WM_ALIAS)
+                .map_err(|e| self.column_error(page_desc, &self.cfg.watermark_column, e))?,
+            key: row
+                .try_get::<_, String>(KEY_ALIAS)
+                .map_err(|e| self.column_error(page_desc, &self.cfg.key_column, e))?,
         };
         let locator = format!("{} {}={}", self.target, self.cfg.key_column, cp.key);
         for (i, col) in row.columns().iter().enumerate().take(plan.columns.len()) {
@@ -724,7 +740,14 @@ impl Dialect for SqlSource {
                 }
             }
         }
-        let env = row_envelope(&self.id, &self.department, obj, &cp, &self.cfg.watermark_column, self.cfg.delete_column.as_deref());
+        let env = row_envelope(
+            &self.id,
+            &self.department,
+            obj,
+            &cp,
+            &self.cfg.watermark_column,
+            self.cfg.delete_column.as_deref(),
+        );
         Ok((env.with_locator(locator), cp))
     }
     fn reset(&mut self) {

@@ -144,10 +144,18 @@ fn type_name(c: &Column) -> String {
         MYSQL_TYPE_GEOMETRY => "geometry",
         MYSQL_TYPE_NULL => "null",
         MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB => {
-            if binary { "blob" } else { "text" }
+            if binary {
+                "blob"
+            } else {
+                "text"
+            }
         }
         MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => {
-            if binary { "varbinary" } else { "varchar" }
+            if binary {
+                "varbinary"
+            } else {
+                "varchar"
+            }
         }
         MYSQL_TYPE_STRING => {
             if c.flags().contains(ColumnFlags::ENUM_FLAG) {
@@ -175,8 +183,13 @@ fn param_sql(c: &Column) -> Result<String, String> {
     use ColumnType::*;
     let unsigned = c.flags().contains(ColumnFlags::UNSIGNED_FLAG);
     Ok(match c.column_type() {
-        MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_YEAR => {
-            if unsigned { "CAST(? AS UNSIGNED)".into() } else { "CAST(? AS SIGNED)".into() }
+        MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG
+        | MYSQL_TYPE_YEAR => {
+            if unsigned {
+                "CAST(? AS UNSIGNED)".into()
+            } else {
+                "CAST(? AS SIGNED)".into()
+            }
         }
         MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => format!("CAST(? AS DECIMAL(65, {}))", c.decimals().min(30)),
         MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => {
@@ -241,12 +254,11 @@ impl MySqlSource {
     }
 
     fn unavailable(&self, doing: &str, e: &mysql_async::Error) -> ConnectorError {
-        ConnectorError::Unavailable { source_id: self.id.clone(), what: format!("{doing} {}: {}", self.target, my_detail(e)) }
+        ConnectorError::Unavailable {
+            source_id: self.id.clone(),
+            what: format!("{doing} {}: {}", self.target, my_detail(e)),
+        }
     }
-
-
-
-
 }
 
 impl super::Dialect for MySqlSource {
@@ -317,7 +329,9 @@ impl super::Dialect for MySqlSource {
                 source_id: id.clone(),
                 detail: format!("{what} on {target}{doing} does not run: {}", my_detail(&e)),
             },
-            other => ConnectorError::Unavailable { source_id: id.clone(), what: format!("{target}: {}", my_detail(&other)) },
+            other => {
+                ConnectorError::Unavailable { source_id: id.clone(), what: format!("{target}: {}", my_detail(&other)) }
+            }
         };
         let probe = format!("SELECT * FROM ({base}) AS src LIMIT 0");
         let stmt = conn.prep(&probe).await.map_err(|e| prep_error(e, ""))?;
@@ -364,7 +378,13 @@ impl super::Dialect for MySqlSource {
         let head = format!("SELECT {} FROM ({base}) AS src", select.join(", "));
         let tail = format!("ORDER BY {wm_q}, {key_q} LIMIT {}", self.cfg.batch_size);
         let (pw, pk) = (&params[0], &params[1]);
-        let wm_desc = format!("watermark `{}` ({}) and key `{}` ({})", wm.name_str(), type_name(wm), key.name_str(), type_name(key));
+        let wm_desc = format!(
+            "watermark `{}` ({}) and key `{}` ({})",
+            wm.name_str(),
+            type_name(wm),
+            key.name_str(),
+            type_name(key)
+        );
         let mut plan = Plan {
             first: format!("{head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL {tail}"),
             next: format!("{head} WHERE ({wm_q} > {pw} OR ({wm_q} = {pw} AND {key_q} > {pk})) {tail}"),
@@ -376,7 +396,8 @@ impl super::Dialect for MySqlSource {
         };
         // Prepare both now so that a problem shows at start, with the columns named.
         for (q, which) in [(&plan.first, "first page"), (&plan.next, "next page")] {
-            let s = conn.prep(q.as_str()).await.map_err(|e| prep_error(e, &format!(": {which} query over {wm_desc}")))?;
+            let s =
+                conn.prep(q.as_str()).await.map_err(|e| prep_error(e, &format!(": {which} query over {wm_desc}")))?;
             let _ = conn.close(s).await;
         }
         if self.mariadb {
@@ -417,7 +438,12 @@ impl super::Dialect for MySqlSource {
             }
         })
     }
-    fn to_envelope(&self, row: &Row, plan: &Plan, page_desc: &str) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
+    fn to_envelope(
+        &self,
+        row: &Row,
+        plan: &Plan,
+        page_desc: &str,
+    ) -> Result<(Envelope, SqlCheckpoint), ConnectorError> {
         let n = plan.columns.len();
         let helper = |i: usize, column: &str| {
             text(row.as_ref(i)).map_err(|detail| ConnectorError::BadResponse {
@@ -483,7 +509,8 @@ async fn mariadb_json_columns(conn: &mut Conn, base: &str, cols: &[Column]) -> V
                 | ColumnType::MYSQL_TYPE_VAR_STRING
                 | ColumnType::MYSQL_TYPE_STRING
         ) && c.character_set() != BINARY_CHARSET;
-        let (schema, table, name) = (c.schema_str().into_owned(), c.org_table_str().into_owned(), c.org_name_str().into_owned());
+        let (schema, table, name) =
+            (c.schema_str().into_owned(), c.org_table_str().into_owned(), c.org_name_str().into_owned());
         if !texty || schema.is_empty() || table.is_empty() || name.is_empty() {
             continue;
         }
@@ -494,7 +521,8 @@ async fn mariadb_json_columns(conn: &mut Conn, base: &str, cols: &[Column]) -> V
                 let q = "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
                          WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?";
                 let v: Vec<String> = conn.exec(q, (key.0.as_str(), key.1.as_str())).await.unwrap_or_default();
-                let v: Vec<String> = v.into_iter().map(|s| s.split_whitespace().collect::<String>().to_ascii_lowercase()).collect();
+                let v: Vec<String> =
+                    v.into_iter().map(|s| s.split_whitespace().collect::<String>().to_ascii_lowercase()).collect();
                 checked.push((key, v.clone()));
                 v
             }
@@ -623,8 +651,8 @@ fn cell(v: Option<&My>, col: &Column, mariadb_json: bool) -> Result<Value, Strin
         }
         // Text protocol or servers that send numbers and dates as text.
         (
-            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_YEAR
-            | MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE,
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_YEAR | MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE,
             My::Bytes(b),
         ) => {
             let n = parse_num(b)?;

@@ -137,18 +137,12 @@ fn default_max_body() -> usize {
 impl WebhookConfig {
     /// Checks the config (including that the secret resolves) without binding.
     pub fn validate(&self, source_id: &str) -> Result<(), ConnectorError> {
-        let bad = |detail: String| ConnectorError::Config {
-            source_id: source_id.into(),
-            detail,
-        };
+        let bad = |detail: String| ConnectorError::Config { source_id: source_id.into(), detail };
         if self.listen.trim().is_empty() || !self.listen.contains(':') {
             return Err(bad(format!("`listen` must be host:port, got {:?}", self.listen)));
         }
         if !self.path.starts_with('/') || self.path.contains(['{', '}', '*']) {
-            return Err(bad(format!(
-                "`path` must start with '/' and hold no route captures, got {:?}",
-                self.path
-            )));
+            return Err(bad(format!("`path` must start with '/' and hold no route captures, got {:?}", self.path)));
         }
         if expand_env(&self.secret, source_id, "secret")?.is_empty() {
             return Err(bad("`secret` is empty".into()));
@@ -187,10 +181,7 @@ struct RecentKeys {
 
 impl RecentKeys {
     fn new(cap: usize) -> Self {
-        RecentKeys {
-            cap: cap.max(1),
-            ..Default::default()
-        }
+        RecentKeys { cap: cap.max(1), ..Default::default() }
     }
 
     /// The body hash stored for `key`, marking it recently used.
@@ -223,11 +214,8 @@ impl RecentKeys {
 
     /// Checkpoint form: `{"idempotency": [[key, body_sha256], ...]}`, oldest first.
     fn to_checkpoint(&self) -> Value {
-        let list: Vec<Value> = self
-            .order
-            .values()
-            .filter_map(|k| self.by_key.get(k).map(|(_, h)| json!([k, h])))
-            .collect();
+        let list: Vec<Value> =
+            self.order.values().filter_map(|k| self.by_key.get(k).map(|(_, h)| json!([k, h]))).collect();
         json!({ "idempotency": list })
     }
 
@@ -277,30 +265,19 @@ impl WebhookSource {
     pub fn new(id: &str, department: &str, cfg: WebhookConfig) -> Result<Self, ConnectorError> {
         let secret = expand_env(&cfg.secret, id, "secret")?.into_bytes();
         if secret.is_empty() {
-            return Err(ConnectorError::Config {
-                source_id: id.into(),
-                detail: "`secret` is empty".into(),
-            });
+            return Err(ConnectorError::Config { source_id: id.into(), detail: "`secret` is empty".into() });
         }
-        Ok(WebhookSource {
-            id: id.into(),
-            department: department.into(),
-            cfg,
-            secret,
-            listener: None,
-        })
+        Ok(WebhookSource { id: id.into(), department: department.into(), cfg, secret, listener: None })
     }
 
     /// Binds the listening socket now and returns its address (useful with
     /// port 0). `run` uses this socket; without it, `run` binds itself.
     pub async fn bind(&mut self) -> Result<SocketAddr, ConnectorError> {
-        let listener = TcpListener::bind(self.cfg.listen.as_str())
-            .await
-            .map_err(|e| ConnectorError::Io {
-                source_id: self.id.clone(),
-                path: self.cfg.listen.clone(),
-                detail: format!("cannot listen: {e}"),
-            })?;
+        let listener = TcpListener::bind(self.cfg.listen.as_str()).await.map_err(|e| ConnectorError::Io {
+            source_id: self.id.clone(),
+            path: self.cfg.listen.clone(),
+            detail: format!("cannot listen: {e}"),
+        })?;
         let addr = listener.local_addr().map_err(|e| ConnectorError::Io {
             source_id: self.id.clone(),
             path: self.cfg.listen.clone(),
@@ -353,9 +330,7 @@ impl Source for WebhookSource {
             ctx: ctx.clone(),
             recent: Mutex::new(recent),
         });
-        let app = Router::new()
-            .route(&self.cfg.path, axum::routing::post(receive))
-            .with_state(shared);
+        let app = Router::new().route(&self.cfg.path, axum::routing::post(receive)).with_state(shared);
         let stop = async move {
             while !*shutdown.borrow() {
                 if shutdown.changed().await.is_err() {
@@ -363,14 +338,11 @@ impl Source for WebhookSource {
                 }
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(|e| ConnectorError::Io {
-                source_id: self.id.clone(),
-                path: self.cfg.listen.clone(),
-                detail: format!("server: {e}"),
-            })?;
+        axum::serve(listener, app).with_graceful_shutdown(stop).await.map_err(|e| ConnectorError::Io {
+            source_id: self.id.clone(),
+            path: self.cfg.listen.clone(),
+            detail: format!("server: {e}"),
+        })?;
         info!(source = %self.id, "webhook: stopped");
         Ok(())
     }
@@ -398,10 +370,7 @@ fn bad_request(s: &Shared, error: String, field: Option<&str>, index: Option<usi
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// Verifies timestamp and signature; `Err` carries the reason for the 401.
@@ -411,10 +380,7 @@ fn verify(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
     let ts: i64 = ts_text.parse().map_err(|_| format!("{th} must be unix seconds"))?;
     let now = chrono::Utc::now().timestamp();
     if now.abs_diff(ts) > s.cfg.max_skew_secs {
-        return Err(format!(
-            "{th} is more than {} s away from the hub's clock",
-            s.cfg.max_skew_secs
-        ));
+        return Err(format!("{th} is more than {} s away from the hub's clock", s.cfg.max_skew_secs));
     }
     let sh = &s.cfg.signature_header;
     let sig = header(headers, sh).ok_or_else(|| format!("missing {sh} header"))?;
@@ -425,8 +391,7 @@ fn verify(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
     mac.update(b".");
     mac.update(body);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(&sig)
-        .map_err(|_| format!("{sh} does not match the body"))
+    mac.verify_slice(&sig).map_err(|_| format!("{sh} does not match the body"))
 }
 
 /// Reads the body up to the limit; `Err` is the response to send.
@@ -434,15 +399,9 @@ async fn read_body(s: &Shared, headers: &HeaderMap, body: Body) -> Result<Vec<u8
     let max = s.cfg.max_body_bytes;
     let too_large = || {
         warn!(source = %s.id, max, "webhook: rejected (413): body too large");
-        Box::new(reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({ "error": format!("body larger than {max} bytes") }),
-        ))
+        Box::new(reply(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": format!("body larger than {max} bytes") })))
     };
-    if header(headers, "content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > max as u64)
-    {
+    if header(headers, "content-length").and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
     let mut out = Vec::new();
@@ -481,12 +440,7 @@ fn to_envelopes(s: &Shared, body: &[u8], locator: &str) -> Result<Vec<Envelope>,
     for (i, rec) in records.into_iter().enumerate() {
         let index = (!single).then_some(i);
         if !rec.is_object() {
-            return Err(Box::new(bad_request(
-                s,
-                format!("record {i} is not a JSON object"),
-                None,
-                index,
-            )));
+            return Err(Box::new(bad_request(s, format!("record {i} is not a JSON object"), None, index)));
         }
         let key = match rec.get(kf) {
             Some(Value::String(k)) if !k.trim().is_empty() => k.clone(),
@@ -501,21 +455,12 @@ fn to_envelopes(s: &Shared, body: &[u8], locator: &str) -> Result<Vec<Envelope>,
                 )));
             }
         };
-        let updated = s
-            .cfg
-            .updated_field
-            .as_ref()
-            .and_then(|f| rec.get(f))
-            .and_then(|v| match v {
-                Value::String(t) => Some(t.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-        let loc = if single {
-            locator.to_string()
-        } else {
-            format!("{locator} #{i}")
-        };
+        let updated = s.cfg.updated_field.as_ref().and_then(|f| rec.get(f)).and_then(|v| match v {
+            Value::String(t) => Some(t.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let loc = if single { locator.to_string() } else { format!("{locator} #{i}") };
         out.push(Envelope::upsert(&s.id, &s.department, key, rec, updated).with_locator(loc));
     }
     Ok(out)
@@ -568,10 +513,7 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
                 recent.remove(k);
             }
             warn!(source = %s.id, records = envs.len(), "webhook: publish failed (503, sender should retry): {e}");
-            reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "records not stored; retry later" }),
-            )
+            reply(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "records not stored; retry later" }))
         }
     }
 }

@@ -18,13 +18,7 @@ fn broker() -> Option<(String, u16)> {
 }
 
 fn unique() -> String {
-    format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
 
 /// A test publisher: publishes QoS 1 and waits for the broker's PUBACKs.
@@ -56,14 +50,8 @@ impl Publisher {
     }
 
     async fn publish(&mut self, topic: &str, payload: &[u8]) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.acks.recv())
-            .await
-            .expect("broker PUBACK")
-            .unwrap();
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.acks.recv()).await.expect("broker PUBACK").unwrap();
     }
 
     async fn close(self) {
@@ -89,11 +77,7 @@ fn start(cfg: &MqttConfig, ctx: &SourceContext) -> Running {
 impl Running {
     async fn stop(self) {
         self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.unwrap().unwrap().unwrap();
     }
 }
 
@@ -135,10 +119,7 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
     let topic = "raw.water_sensors";
     let bus = Arc::new(EmbeddedBus::open(dir.path()).unwrap());
     bus.ensure_topic(topic, 2).await.unwrap();
-    let ctx = SourceContext {
-        bus: Arc::clone(&bus) as Arc<dyn Bus>,
-        topic: topic.to_string(),
-    };
+    let ctx = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: topic.to_string() };
     let lookup: OffsetLookup = Arc::new(|_, _| None);
     let mut consumer = bus.consumer("t", &[topic.to_string()], lookup).await.unwrap();
     let mut got: Vec<BusRecord> = Vec::new();
@@ -152,9 +133,7 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
         assert!(probes < 50, "source never received a probe");
         probes += 1;
         let p = json!({"device_id": "probe", "ts": probes});
-        publisher
-            .publish(&format!("{prefix}/water/probe"), p.to_string().as_bytes())
-            .await;
+        publisher.publish(&format!("{prefix}/water/probe"), p.to_string().as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         got.extend(consumer.poll(100, Duration::from_millis(50)).await.unwrap());
     }
@@ -165,66 +144,30 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
     // Readings (QoS 1) and one bad payload.
     for i in 0..5 {
         let r = json!({"device_id": "WQ-001", "ts": format!("2025-03-15T10:{i:02}:00+08:00"), "ph": 7.1 + f64::from(i) / 10.0, "do_mg_l": 6.8});
-        publisher
-            .publish(&format!("{prefix}/water/WQ-001"), r.to_string().as_bytes())
-            .await;
+        publisher.publish(&format!("{prefix}/water/WQ-001"), r.to_string().as_bytes()).await;
     }
     let soil = json!([{"device_id": "SO-7", "ts": 1742005200, "cd_mg_kg": 0.21}, {"device_id": "SO-7", "ts": 1742005260, "cd_mg_kg": 0.22}]);
-    publisher
-        .publish(&format!("{prefix}/soil/SO-7"), soil.to_string().as_bytes())
-        .await;
-    publisher
-        .publish(
-            &format!("{prefix}/water/WQ-002"),
-            b"{\"device_id\": \"WQ-002\", \"ts\": ",
-        )
-        .await;
-    publisher
-        .publish(
-            &format!("{prefix}/water/WQ-003"),
-            br#"{"ts": "2025-03-15T10:00:00+08:00", "ph": 7}"#,
-        )
-        .await;
+    publisher.publish(&format!("{prefix}/soil/SO-7"), soil.to_string().as_bytes()).await;
+    publisher.publish(&format!("{prefix}/water/WQ-002"), b"{\"device_id\": \"WQ-002\", \"ts\": ").await;
+    publisher.publish(&format!("{prefix}/water/WQ-003"), br#"{"ts": "2025-03-15T10:00:00+08:00", "ph": 7}"#).await;
     poll_until(&mut consumer, &mut got, probes_seen + 9).await;
-    let fresh: Vec<_> = got[probes_seen..]
-        .iter()
-        .filter(|r| r.envelope.key != "probe")
-        .map(|r| r.envelope.clone())
-        .collect();
+    let fresh: Vec<_> =
+        got[probes_seen..].iter().filter(|r| r.envelope.key != "probe").map(|r| r.envelope.clone()).collect();
     // Late probes may still arrive; ignore them.
     let fresh: Vec<_> = fresh.into_iter().filter(|e| !e.key.starts_with("probe|")).collect();
     assert_eq!(fresh.len(), 9, "{fresh:#?}");
-    let w = fresh
-        .iter()
-        .find(|e| e.key == "WQ-001|2025-03-15T10:02:00+08:00")
-        .expect("reading on the bus");
+    let w = fresh.iter().find(|e| e.key == "WQ-001|2025-03-15T10:02:00+08:00").expect("reading on the bus");
     assert_eq!(w.payload["do_mg_l"], 6.8);
     assert_eq!(w.payload["_topic"], format!("{prefix}/water/WQ-001"));
     assert_eq!(w.source_time.as_deref(), Some("2025-03-15T10:02:00+08:00"));
     assert!(w.error.is_none());
-    assert!(
-        fresh
-            .iter()
-            .any(|e| e.key == "SO-7|1742005260" && e.payload["cd_mg_kg"] == 0.22)
-    );
+    assert!(fresh.iter().any(|e| e.key == "SO-7|1742005260" && e.payload["cd_mg_kg"] == 0.22));
     let bad: Vec<_> = fresh.iter().filter(|e| e.error.is_some()).collect();
     assert_eq!(bad.len(), 2, "{bad:#?}");
-    let not_json = bad
-        .iter()
-        .find(|e| e.error.as_deref().unwrap().contains("not JSON"))
-        .expect("bad JSON kept");
-    assert!(
-        not_json
-            .error
-            .as_deref()
-            .unwrap()
-            .contains(&format!("{prefix}/water/WQ-002"))
-    );
+    let not_json = bad.iter().find(|e| e.error.as_deref().unwrap().contains("not JSON")).expect("bad JSON kept");
+    assert!(not_json.error.as_deref().unwrap().contains(&format!("{prefix}/water/WQ-002")));
     assert_eq!(not_json.payload, json!("{\"device_id\": \"WQ-002\", \"ts\": "));
-    let no_key = bad
-        .iter()
-        .find(|e| e.error.as_deref().unwrap().contains("device_id"))
-        .expect("missing key kept");
+    let no_key = bad.iter().find(|e| e.error.as_deref().unwrap().contains("device_id")).expect("missing key kept");
     assert!(no_key.locator.as_deref().unwrap().contains("WQ-003"));
 
     // Persistent session: readings published while the source is stopped
@@ -232,25 +175,18 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
     src.stop().await;
     for i in 0..3 {
         let r = json!({"device_id": "WQ-009", "ts": format!("2025-03-15T11:{i:02}:00+08:00"), "ph": 7.0});
-        publisher
-            .publish(&format!("{prefix}/water/WQ-009"), r.to_string().as_bytes())
-            .await;
+        publisher.publish(&format!("{prefix}/water/WQ-009"), r.to_string().as_bytes()).await;
     }
     let before = got.len();
     let src = start(&cfg, &ctx);
     poll_until(&mut consumer, &mut got, before + 3).await;
-    let mut offline: Vec<String> = got[before..]
-        .iter()
-        .map(|r| r.envelope.key.clone())
-        .filter(|k| k.starts_with("WQ-009"))
-        .collect();
+    let mut offline: Vec<String> =
+        got[before..].iter().map(|r| r.envelope.key.clone()).filter(|k| k.starts_with("WQ-009")).collect();
     offline.sort();
     offline.dedup();
     assert_eq!(
         offline,
-        (0..3)
-            .map(|i| format!("WQ-009|2025-03-15T11:{i:02}:00+08:00"))
-            .collect::<Vec<_>>(),
+        (0..3).map(|i| format!("WQ-009|2025-03-15T11:{i:02}:00+08:00")).collect::<Vec<_>>(),
         "messages queued for the persistent session while the source was down"
     );
     src.stop().await;
@@ -288,10 +224,7 @@ async fn mqtt_unacked_when_not_durable_is_redelivered() {
     let bus = Arc::new(EmbeddedBus::open(dir.path()).unwrap());
     // First run: the source's topic does not exist, so nothing becomes
     // durable and nothing may be acknowledged.
-    let broken = SourceContext {
-        bus: Arc::clone(&bus) as Arc<dyn Bus>,
-        topic: "raw.not_created".into(),
-    };
+    let broken = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: "raw.not_created".into() };
     let mut src = MqttSource::new("water_sensors", "environment", cfg.clone()).unwrap();
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move { src.run(&broken, Duration::from_secs(1), rx).await });
@@ -301,25 +234,17 @@ async fn mqtt_unacked_when_not_durable_is_redelivered() {
     let mut publisher = Publisher::connect(&host, port, &format!("lianqin-pub2-{run}")).await;
     for i in 0..3 {
         let r = json!({"device_id": "WQ-100", "ts": i, "ph": 7.0});
-        publisher
-            .publish(&format!("{prefix}/water"), r.to_string().as_bytes())
-            .await;
+        publisher.publish(&format!("{prefix}/water"), r.to_string().as_bytes()).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.send(true).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap();
     assert!(res.is_err(), "the run that could not publish reports it");
 
     // Second run with a working bus: the broker redelivers all three.
     let topic = "raw.water_sensors";
     bus.ensure_topic(topic, 1).await.unwrap();
-    let ctx = SourceContext {
-        bus: Arc::clone(&bus) as Arc<dyn Bus>,
-        topic: topic.to_string(),
-    };
+    let ctx = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: topic.to_string() };
     let src = start(&cfg, &ctx);
     let lookup: OffsetLookup = Arc::new(|_, _| None);
     let mut consumer = bus.consumer("t", &[topic.to_string()], lookup).await.unwrap();

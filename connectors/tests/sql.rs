@@ -218,7 +218,12 @@ impl Bus for HangingBus {
     async fn load_checkpoint(&self, source: &str) -> Result<Option<Value>, BusError> {
         self.inner.load_checkpoint(source).await
     }
-    async fn consumer(&self, group: &str, topics: &[String], lookup: OffsetLookup) -> Result<Box<dyn Consumer>, BusError> {
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+        lookup: OffsetLookup,
+    ) -> Result<Box<dyn Consumer>, BusError> {
         self.inner.consumer(group, topics, lookup).await
     }
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, BusError> {
@@ -301,7 +306,10 @@ async fn bad_queries_and_columns_fail_at_start_with_clear_errors() {
     let mut src = SqlSource::new("nr_cases", "natural_resources", cfg).unwrap();
     let e = src.sync_once(&ctx).await.unwrap_err().to_string();
     eprintln!("bad query error: {e}");
-    assert!(e.contains("nr_cases") && e.contains("SELECT id, nme") && e.contains("nme") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("nr_cases") && e.contains("SELECT id, nme") && e.contains("nme") && e.contains("does not exist"),
+        "{e}"
+    );
     assert!(!e.contains("lianqin-test"), "no password in errors: {e}");
 
     // A missing watermark column: names the column and lists the real ones.

@@ -209,8 +209,11 @@ async fn rows_sharing_a_timestamp_across_pages_arrive_exactly_once_and_updates_f
 
     // Inserts and updates after the sync are picked up (updates bump the
     // watermark); a soft delete becomes a tombstone.
-    exec(&mut c, &format!("INSERT INTO {table} (id, name, update_time) VALUES (131, 'new', NOW(6)), (132, '新2', NOW(6))"))
-        .await;
+    exec(
+        &mut c,
+        &format!("INSERT INTO {table} (id, name, update_time) VALUES (131, 'new', NOW(6)), (132, '新2', NOW(6))"),
+    )
+    .await;
     exec(&mut c, &format!("UPDATE {table} SET name = '地块50-改', update_time = NOW(6) WHERE id = 50")).await;
     exec(&mut c, &format!("UPDATE {table} SET is_deleted = 1, update_time = NOW(6) WHERE id = 7")).await;
     let more = src.sync_once(&ctx).await.unwrap();
@@ -247,7 +250,8 @@ async fn undecodable_cells_are_quarantined_and_zero_dates_are_null() {
     let table = unique("lq_my_bad_cell");
     create_table(&mut c, &table).await;
     exec(&mut c, "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'").await;
-    exec(&mut c, &insert_rows(&table, 1..=3, |g| format!("TIMESTAMP'2025-05-01 00:00:00' + INTERVAL {g} SECOND"))).await;
+    exec(&mut c, &insert_rows(&table, 1..=3, |g| format!("TIMESTAMP'2025-05-01 00:00:00' + INTERVAL {g} SECOND")))
+        .await;
     // Row 2: a date that does not exist; row 3: the zero date.
     exec(&mut c, &format!("UPDATE {table} SET found = '2025-02-30' WHERE id = 2")).await;
     exec(&mut c, &format!("UPDATE {table} SET found = '0000-00-00' WHERE id = 3")).await;
@@ -296,7 +300,13 @@ async fn a_query_source_with_an_integer_watermark_and_chinese_text_keys() {
     // if compared as doubles.
     let base: u64 = 9_007_199_254_740_993; // 2^53 + 1
     let rows: Vec<String> = (1..=60)
-        .map(|i| format!("('案件-{i:03}-德清', {}, '{}', '2025-06-01 12:00:00')", base + (i % 3), if i % 2 == 0 { "递铺" } else { "昌硕" }))
+        .map(|i| {
+            format!(
+                "('案件-{i:03}-德清', {}, '{}', '2025-06-01 12:00:00')",
+                base + (i % 3),
+                if i % 2 == 0 { "递铺" } else { "昌硕" }
+            )
+        })
         .collect();
     exec(&mut c, &format!("INSERT INTO {table} (bh, version, qy, gxsj) VALUES {}", rows.join(", "))).await;
 
@@ -365,7 +375,12 @@ impl Bus for HangingBus {
     async fn load_checkpoint(&self, source: &str) -> Result<Option<Value>, BusError> {
         self.inner.load_checkpoint(source).await
     }
-    async fn consumer(&self, group: &str, topics: &[String], lookup: OffsetLookup) -> Result<Box<dyn Consumer>, BusError> {
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+        lookup: OffsetLookup,
+    ) -> Result<Box<dyn Consumer>, BusError> {
         self.inner.consumer(group, topics, lookup).await
     }
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, BusError> {
@@ -380,7 +395,11 @@ async fn a_pass_killed_mid_walk_resumes_without_loss_or_repeats() {
     let table = unique("lq_my_kill");
     create_table(&mut c, &table).await;
     // 400 rows over 8 timestamps: 50 rows per timestamp, pages of 30.
-    exec(&mut c, &insert_rows(&table, 1..=400, |g| format!("TIMESTAMP'2026-01-01 00:00:00' + INTERVAL {} HOUR", g % 8))).await;
+    exec(
+        &mut c,
+        &insert_rows(&table, 1..=400, |g| format!("TIMESTAMP'2026-01-01 00:00:00' + INTERVAL {} HOUR", g % 8)),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let topic = "raw.kill";
     let (bus, _) = bus_ctx(dir.path(), topic).await;
@@ -395,7 +414,11 @@ async fn a_pass_killed_mid_walk_resumes_without_loss_or_repeats() {
     assert_eq!(before.len(), 150, "5 pages of 30 were durable before the kill");
 
     // Meanwhile rows change: one already read, one not yet.
-    exec(&mut c, &format!("UPDATE {table} SET name = 'changed', update_time = '2026-01-02 00:00:00' WHERE id IN (8, 399)")).await;
+    exec(
+        &mut c,
+        &format!("UPDATE {table} SET name = 'changed', update_time = '2026-01-02 00:00:00' WHERE id IN (8, 399)"),
+    )
+    .await;
 
     let ctx = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: topic.to_string() };
     let mut src = SqlSource::new("kill", "natural_resources", config(&table, 30)).unwrap();

@@ -17,10 +17,7 @@ use tokio::sync::watch;
 async fn bus_ctx(dir: &std::path::Path, topic: &str) -> (Arc<EmbeddedBus>, SourceContext) {
     let bus = Arc::new(EmbeddedBus::open(dir).unwrap());
     bus.ensure_topic(topic, 2).await.unwrap();
-    let ctx = SourceContext {
-        bus: Arc::clone(&bus) as Arc<dyn Bus>,
-        topic: topic.to_string(),
-    };
+    let ctx = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: topic.to_string() };
     (bus, ctx)
 }
 
@@ -40,10 +37,7 @@ async fn read_all(bus: &EmbeddedBus, topic: &str, want: usize) -> Vec<BusRecord>
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 // ---------------------------------------------------------------- HJ 212
@@ -93,28 +87,13 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), stop_rx).await });
 
     // Device A: three good frames + one bad-CRC frame, all in one write (sticky).
-    let dev_a = vec![
-        frame(SEG_AQI),
-        frame(&seg_minute(0)),
-        bad_crc(&seg_minute(59)),
-        frame(SEG_WATER),
-    ];
-    let sticky = DeviceOptions {
-        chunk_size: Some(1 << 20),
-        expected_replies: Some(3),
-        ..Default::default()
-    };
+    let dev_a = vec![frame(SEG_AQI), frame(&seg_minute(0)), bad_crc(&seg_minute(59)), frame(SEG_WATER)];
+    let sticky = DeviceOptions { chunk_size: Some(1 << 20), expected_replies: Some(3), ..Default::default() };
     // Device B: five minute frames, split into 7-byte writes.
     let dev_b: Vec<Vec<u8>> = (1..=5).map(|m| frame(&seg_minute(m))).collect();
-    let split = DeviceOptions {
-        chunk_size: Some(7),
-        expected_replies: Some(5),
-        ..Default::default()
-    };
-    let (ra, rb) = tokio::join!(
-        simulate_device_with(addr, &dev_a, &sticky),
-        simulate_device_with(addr, &dev_b, &split)
-    );
+    let split = DeviceOptions { chunk_size: Some(7), expected_replies: Some(5), ..Default::default() };
+    let (ra, rb) =
+        tokio::join!(simulate_device_with(addr, &dev_a, &sticky), simulate_device_with(addr, &dev_b, &split));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
 
     // A: acks (9014) for the two Flag=5 frames, a NAK (9011) for the bad CRC,
@@ -124,12 +103,7 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     a.sort();
     assert_eq!(a, vec!["9011", "9014", "9014"], "{ra:?}");
     assert!(ra.replies.iter().all(|f| f.crc_ok));
-    let acked: Vec<_> = ra
-        .replies
-        .iter()
-        .filter(|f| f.cn == "9014")
-        .filter_map(|f| f.qn.clone())
-        .collect();
+    let acked: Vec<_> = ra.replies.iter().filter(|f| f.cn == "9014").filter_map(|f| f.qn.clone()).collect();
     assert!(acked.contains(&"20241115190408000".to_string()), "{acked:?}");
     assert_eq!(cns(&rb), vec!["9014"; 5]);
 
@@ -159,10 +133,7 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     assert_eq!(e.payload["factors"]["LA"]["rtd"], 49.0);
     assert_eq!(e.payload["factors"]["o31104"]["rtd"], 29.0);
     assert_eq!(e.payload["factors"]["a21026"]["rtd"], 117.0);
-    let minute = got
-        .iter()
-        .find(|r| r.envelope.key.ends_with("|20250315102003"))
-        .unwrap();
+    let minute = got.iter().find(|r| r.envelope.key.ends_with("|20250315102003")).unwrap();
     assert_eq!(minute.envelope.payload["factors"]["w01018"]["avg"], 21.5);
     assert_eq!(minute.envelope.payload["factors"]["w00000"]["cou"], 12.6);
 
@@ -176,11 +147,7 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     assert!(cp["last_key"].is_string(), "{cp}");
 
     stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -198,32 +165,19 @@ async fn hj212_modbus_port_and_resent_frame_hashes_equal() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), stop_rx).await });
     let f = encode_frame(&seg_minute(7), CrcVariant::Modbus).unwrap();
-    let opts = DeviceOptions {
-        crc: CrcVariant::Modbus,
-        expected_replies: Some(1),
-        ..Default::default()
-    };
+    let opts = DeviceOptions { crc: CrcVariant::Modbus, expected_replies: Some(1), ..Default::default() };
     // The same frame from two connections (a device resending after reconnect).
     for _ in 0..2 {
-        let r = simulate_device_with(addr, std::slice::from_ref(&f), &opts)
-            .await
-            .unwrap();
+        let r = simulate_device_with(addr, std::slice::from_ref(&f), &opts).await.unwrap();
         assert_eq!(r.replies.len(), 1);
         assert_eq!(r.replies[0].cn, "9014");
     }
     let got = read_all(&bus, topic, 2).await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].envelope.key, got[1].envelope.key);
-    assert_eq!(
-        got[0].envelope.hash, got[1].envelope.hash,
-        "a resent frame must hash equal"
-    );
+    assert_eq!(got[0].envelope.hash, got[1].envelope.hash, "a resent frame must hash equal");
     stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap().unwrap();
 }
 
 /// Deserializes a connector table the way the hub's TOML loader does.
@@ -249,10 +203,7 @@ fn configs_validate_and_reject_unknown_keys() {
     }))
     .unwrap();
     let e = c.validate("police_110_push").unwrap_err().to_string();
-    assert!(
-        e.contains("LIANQIN_TEST_UNSET_SECRET_VAR") && e.contains("secret"),
-        "{e}"
-    );
+    assert!(e.contains("LIANQIN_TEST_UNSET_SECRET_VAR") && e.contains("secret"), "{e}");
     let c: ConnectorConfig = serde_json::from_value(json!({
         "type": "mqtt", "broker": "127.0.0.1", "client_id": "x", "topics": ["a/#"], "key_fields": ["id"]
     }))
@@ -320,21 +271,14 @@ impl Hook {
 
 async fn start_hook(
     ctx: &SourceContext,
-) -> (
-    Hook,
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<Result<(), lianqin_connectors::ConnectorError>>,
-) {
+) -> (Hook, watch::Sender<bool>, tokio::task::JoinHandle<Result<(), lianqin_connectors::ConnectorError>>) {
     let mut src = WebhookSource::new("police_110_push", "police", webhook_cfg()).unwrap();
     assert!(src.is_streaming());
     let addr = src.bind().await.unwrap();
     let (tx, rx) = watch::channel(false);
     let ctx = ctx.clone();
     let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), rx).await });
-    let hook = Hook {
-        url: format!("http://{addr}/hooks/110"),
-        http: reqwest::Client::new(),
-    };
+    let hook = Hook { url: format!("http://{addr}/hooks/110"), http: reqwest::Client::new() };
     (hook, tx, task)
 }
 
@@ -371,26 +315,16 @@ async fn webhook_signed_pushes_idempotent_across_restart() {
     assert_eq!(count(&bus, topic).await, 3);
 
     // Bad signature → 401, nothing published.
-    let (st, v) = hook
-        .post(&body2, now, Some(format!("sha256={}", "ab".repeat(32))), None)
-        .await;
+    let (st, v) = hook.post(&body2, now, Some(format!("sha256={}", "ab".repeat(32))), None).await;
     assert_eq!(st, 401, "{v}");
     let (st, _) = hook.post(&body2, now, Some("not-hex".into()), None).await;
     assert_eq!(st, 401);
     // Signed with the wrong timestamp (body valid, signature for another ts).
-    let (st, _) = hook
-        .post(&body2, now, Some(sign(&(now - 1).to_string(), &body2)), None)
-        .await;
+    let (st, _) = hook.post(&body2, now, Some(sign(&(now - 1).to_string(), &body2)), None).await;
     assert_eq!(st, 401);
     // Missing signature header.
-    let resp = hook
-        .http
-        .post(&hook.url)
-        .header("X-Timestamp", now.to_string())
-        .body(body2.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        hook.http.post(&hook.url).header("X-Timestamp", now.to_string()).body(body2.clone()).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let err = resp.json::<Value>().await.unwrap();
     assert!(err["error"].as_str().unwrap().contains("X-Signature"), "{err}");
@@ -411,11 +345,7 @@ async fn webhook_signed_pushes_idempotent_across_restart() {
     assert_eq!(v["field"], "jjdbh", "{v}");
     let (st, v) = hook.post(br#"[{"jjdbh": "J5"}, {"jjdbh": ""}]"#, now, None, None).await;
     assert_eq!(st, 400);
-    assert_eq!(
-        (v["field"].clone(), v["index"].clone()),
-        (json!("jjdbh"), json!(1)),
-        "{v}"
-    );
+    assert_eq!((v["field"].clone(), v["index"].clone()), (json!("jjdbh"), json!(1)), "{v}");
     // Not an object.
     let (st, _) = hook.post(b"42", now, None, None).await;
     assert_eq!(st, 400);
@@ -438,11 +368,7 @@ async fn webhook_signed_pushes_idempotent_across_restart() {
 
     // Restart: a new instance on the same bus still knows the key.
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
     let (hook, stop, task) = start_hook(&ctx).await;
     let (st, v) = hook.post(&body, now, None, Some("dispatch-1")).await;
     assert_eq!((st, v), (200, json!({"duplicate": true})));
@@ -450,19 +376,10 @@ async fn webhook_signed_pushes_idempotent_across_restart() {
     assert_eq!((st, v), (200, json!({"accepted": 1})));
     assert_eq!(count(&bus, topic).await, 4);
     let cp = bus.load_checkpoint("police_110_push").await.unwrap().unwrap();
-    let keys: Vec<&str> = cp["idempotency"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p[0].as_str())
-        .collect();
+    let keys: Vec<&str> = cp["idempotency"].as_array().unwrap().iter().filter_map(|p| p[0].as_str()).collect();
     assert_eq!(keys, vec!["dispatch-1", "dispatch-2"]);
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -470,10 +387,7 @@ async fn webhook_answers_503_when_the_bus_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Arc::new(EmbeddedBus::open(dir.path()).unwrap());
     // The topic was never created: every publish fails.
-    let ctx = SourceContext {
-        bus: Arc::clone(&bus) as Arc<dyn Bus>,
-        topic: "raw.missing".into(),
-    };
+    let ctx = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: "raw.missing".into() };
     let (hook, stop, task) = start_hook(&ctx).await;
     let now = chrono::Utc::now().timestamp();
     let body = br#"{"jjdbh": "J1"}"#;
@@ -484,9 +398,5 @@ async fn webhook_answers_503_when_the_bus_refuses() {
     let (st, v) = hook.post(body, now, None, Some("k1")).await;
     assert_eq!((st, v), (200, json!({"accepted": 1})));
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }

@@ -44,7 +44,9 @@ fn farmland_workbook(rows: u32) -> Vec<u8> {
     let ws = wb.add_worksheet();
     ws.set_name("耕地台账").unwrap();
     ws.write_string(0, 0, "安吉县永久基本农田地块台账（2025年）").unwrap();
-    for (c, h) in ["地块编码", "村名", "面积（亩）", "地类", "承包人", "登记日期", "巡查时间", "是否非粮化"].iter().enumerate() {
+    for (c, h) in
+        ["地块编码", "村名", "面积（亩）", "地类", "承包人", "登记日期", "巡查时间", "是否非粮化"].iter().enumerate()
+    {
         ws.write_string(1, c as u16, *h).unwrap();
     }
     for i in 0..rows {
@@ -54,7 +56,8 @@ fn farmland_workbook(rows: u32) -> Vec<u8> {
         ws.write_number(r, 2, 1.5 + f64::from(i)).unwrap();
         ws.write_string(r, 3, if i % 2 == 0 { "0101 水田" } else { "0103 旱地" }).unwrap();
         ws.write_string(r, 4, format!("农户{i}")).unwrap();
-        ws.write_datetime_with_format(r, 5, ExcelDateTime::from_ymd(2025, 3, 1 + (i % 28) as u8).unwrap(), &date).unwrap();
+        ws.write_datetime_with_format(r, 5, ExcelDateTime::from_ymd(2025, 3, 1 + (i % 28) as u8).unwrap(), &date)
+            .unwrap();
         ws.write_datetime_with_format(
             r,
             6,

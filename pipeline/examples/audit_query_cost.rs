@@ -38,7 +38,12 @@ async fn main() -> anyhow::Result<()> {
     let plain = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who.clone());
     let audited = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who).with_audit(
         audit.clone(),
-        Querier { user: "chen.ecology".into(), department: "ecology".into(), session: Some("bench".into()), client_addr: Some("local".into()) },
+        Querier {
+            user: "chen.ecology".into(),
+            department: "ecology".into(),
+            session: Some("bench".into()),
+            client_addr: Some("local".into()),
+        },
     );
     let queries = [
         "SELECT count(*) FROM codes",
@@ -74,15 +79,23 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     for i in 0..m {
         let d = policy.decide_sync(&who, "element_history", &cols);
-        let mut ev = lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Query, "chen.ecology", "ecology", lianqin_audit::Outcome::Success);
+        let mut ev = lianqin_audit::AuditEvent::new(
+            lianqin_audit::EventKind::Query,
+            "chen.ecology",
+            "ecology",
+            lianqin_audit::Outcome::Success,
+        );
         ev.sql = Some(format!("SELECT element_id, id_value FROM element_history WHERE kind = 'person' -- {i}"));
         ev.tables = vec!["element_history".into()];
-        ev.columns = vec!["element_history.element_id".into(), "element_history.id_value".into(), "element_history.kind".into()];
+        ev.columns =
+            vec!["element_history.element_id".into(), "element_history.id_value".into(), "element_history.kind".into()];
         ev.masks = vec!["element_history.id_value:null".into()];
         if let Some(f) = &d.row_filter {
             ev.filters.push(format!("element_history: {f}"));
         }
-        ev.rule = Some(d.matched_rules.iter().filter(|r| r.starts_with("policy.csv:")).cloned().collect::<Vec<_>>().join("; "));
+        ev.rule = Some(
+            d.matched_rules.iter().filter(|r| r.starts_with("policy.csv:")).cloned().collect::<Vec<_>>().join("; "),
+        );
         ev.rule_version = Some(policy.version());
         ev.rows = Some(20);
         ev.duration_ms = Some(3);

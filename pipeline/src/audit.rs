@@ -303,12 +303,15 @@ fn versions_path(data_dir: &Path) -> PathBuf {
 /// time in this data dir (the first time counts as a change from none).
 /// The entry is durable before the new version is remembered, so a crash
 /// repeats the entry rather than losing it. Returns whether it changed.
-pub fn note_version(audit: &Audit, what: &str, version: &str, detail: serde_json::Value) -> Result<bool, PipelineError> {
+pub fn note_version(
+    audit: &Audit,
+    what: &str,
+    version: &str,
+    detail: serde_json::Value,
+) -> Result<bool, PipelineError> {
     let path = versions_path(&audit.data_dir);
-    let mut seen: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut seen: serde_json::Map<String, serde_json::Value> =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let before = seen.get(what).and_then(|v| v.as_str()).map(str::to_string);
     if before.as_deref() == Some(version) {
         return Ok(false);
@@ -387,7 +390,11 @@ pub async fn on_hub_start(
 }
 
 /// A connector-run event.
-pub fn connector_run(source: &str, department: &str, result: &Result<lianqin_connectors::RunStats, String>) -> AuditEvent {
+pub fn connector_run(
+    source: &str,
+    department: &str,
+    result: &Result<lianqin_connectors::RunStats, String>,
+) -> AuditEvent {
     let (outcome, detail) = match result {
         Ok(s) => (
             Outcome::Success,

@@ -174,10 +174,7 @@ impl MemorySink {
 #[async_trait::async_trait]
 impl AuditSink for MemorySink {
     async fn send(&self, items: &[(String, Vec<u8>)]) -> Result<(), PipelineError> {
-        self.0
-            .lock()
-            .map_err(|_| PipelineError::Internal("memory sink poisoned".into()))?
-            .extend_from_slice(items);
+        self.0.lock().map_err(|_| PipelineError::Internal("memory sink poisoned".into()))?.extend_from_slice(items);
         Ok(())
     }
 }
@@ -216,11 +213,21 @@ type Round = (String, Vec<(String, Vec<u8>)>, BTreeMap<String, u64>);
 impl Shipper {
     /// A shipper of `data_dir`'s streams to `sink`.
     pub fn new(data_dir: &Path, sink: Arc<dyn AuditSink>) -> Shipper {
-        Shipper { data_dir: data_dir.to_path_buf(), sink, held: Mutex::new(BTreeMap::new()), round: tokio::sync::Mutex::new(()) }
+        Shipper {
+            data_dir: data_dir.to_path_buf(),
+            sink,
+            held: Mutex::new(BTreeMap::new()),
+            round: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A shipper producing to `topic` on `bus` (creating the topic).
-    pub async fn to_bus(data_dir: &Path, bus: Arc<dyn lianqin_bus::Bus>, topic: &str, partitions: u32) -> Result<Shipper, PipelineError> {
+    pub async fn to_bus(
+        data_dir: &Path,
+        bus: Arc<dyn lianqin_bus::Bus>,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Shipper, PipelineError> {
         bus.ensure_topic(topic, partitions).await.map_err(PipelineError::Bus)?;
         Ok(Shipper::new(data_dir, Arc::new(BusSink { bus, topic: topic.to_string() })))
     }
@@ -279,7 +286,13 @@ impl Shipper {
             for (file, snap) in files {
                 let at = next.get(&file).copied().unwrap_or(0);
                 if snap < at {
-                    let c = Chunk { stream: name.clone(), file: file.clone(), offset: snap, op: ChunkOp::Truncate, data: vec![] };
+                    let c = Chunk {
+                        stream: name.clone(),
+                        file: file.clone(),
+                        offset: snap,
+                        op: ChunkOp::Truncate,
+                        data: vec![],
+                    };
                     msgs.push((name.clone(), c.encode()));
                     next.insert(file.clone(), snap);
                     continue;

@@ -45,7 +45,11 @@ pub fn columns() -> Vec<(&'static str, DataType, &'static str)> {
         ("seq", DataType::UInt64, "sequence number within the stream (1, 2, 3, …)"),
         ("time", ts, "when it happened (UTC)"),
         ("node", DataType::Utf8, "hub node that recorded it"),
-        ("kind", DataType::Utf8, "event type: login, query, denial, flow, export, policy_change, config_change, connector_run, quarantine, audit_read, other"),
+        (
+            "kind",
+            DataType::Utf8,
+            "event type: login, query, denial, flow, export, policy_change, config_change, connector_run, quarantine, audit_read, other",
+        ),
         ("user", DataType::Utf8, "acting user"),
         ("department", DataType::Utf8, "the user's department"),
         ("client", DataType::Utf8, "client address"),
@@ -92,7 +96,6 @@ impl AuditTable {
     pub fn new(audit: Audit) -> Self {
         AuditTable { audit }
     }
-
 }
 
 /// Decrypts the entries admitted by `filter` of every stream (or of

@@ -47,14 +47,32 @@ impl IngestReport {
         let mut s = String::new();
         let _ = writeln!(s, "records            {}", self.records);
         let _ = writeln!(s, "accepted           {}", self.accepted);
-        let _ = writeln!(s, "parse+publish      {:.2} s ({:.0} records/s, durable)", self.publish_secs, self.records as f64 / self.publish_secs.max(1e-9));
+        let _ = writeln!(
+            s,
+            "parse+publish      {:.2} s ({:.0} records/s, durable)",
+            self.publish_secs,
+            self.records as f64 / self.publish_secs.max(1e-9)
+        );
         match self.wall_secs {
             None => {
-                let _ = writeln!(s, "normalize+commit   {:.2} s ({:.0} records/s)", self.process_secs, self.records as f64 / self.process_secs.max(1e-9));
-                let _ = writeln!(s, "end to end         {:.0} records/s (stages one after the other)", self.records_per_sec());
+                let _ = writeln!(
+                    s,
+                    "normalize+commit   {:.2} s ({:.0} records/s)",
+                    self.process_secs,
+                    self.records as f64 / self.process_secs.max(1e-9)
+                );
+                let _ = writeln!(
+                    s,
+                    "end to end         {:.0} records/s (stages one after the other)",
+                    self.records_per_sec()
+                );
             }
             Some(w) => {
-                let _ = writeln!(s, "end to end         {:.0} records/s (stages side by side, {w:.2} s first publish → last commit)", self.records_per_sec());
+                let _ = writeln!(
+                    s,
+                    "end to end         {:.0} records/s (stages side by side, {w:.2} s first publish → last commit)",
+                    self.records_per_sec()
+                );
             }
         }
         let _ = writeln!(s, "peak RSS           {:.0} MiB", self.peak_rss as f64 / 1048576.0);
@@ -106,7 +124,12 @@ pub struct IngestOptions {
 }
 
 /// Runs the ingest benchmark in `data_dir` (should be empty).
-pub async fn ingest(data_dir: &Path, records: u64, batch: usize, opts: IngestOptions) -> Result<IngestReport, PipelineError> {
+pub async fn ingest(
+    data_dir: &Path,
+    records: u64,
+    batch: usize,
+    opts: IngestOptions,
+) -> Result<IngestReport, PipelineError> {
     let change_feeds = opts.change_feeds;
     let text = format!(
         r#"
@@ -161,7 +184,14 @@ key_columns = ["jjdbh"]
     let t = Instant::now();
     let stats = hub.process_available().await?;
     let process_secs = t.elapsed().as_secs_f64();
-    Ok(IngestReport { records, publish_secs, process_secs, peak_rss: peak_rss(), accepted: stats.accepted, wall_secs: None })
+    Ok(IngestReport {
+        records,
+        publish_secs,
+        process_secs,
+        peak_rss: peak_rss(),
+        accepted: stats.accepted,
+        wall_secs: None,
+    })
 }
 
 /// Result of the Kafka benchmark.
@@ -219,8 +249,14 @@ key_columns = ["jjdbh"]
     let t = Instant::now();
     let stats = hub.process_available().await?;
     let process_secs = t.elapsed().as_secs_f64();
-    let ingest =
-        IngestReport { records, publish_secs, process_secs, peak_rss: peak_rss(), accepted: stats.accepted, wall_secs: None };
+    let ingest = IngestReport {
+        records,
+        publish_secs,
+        process_secs,
+        peak_rss: peak_rss(),
+        accepted: stats.accepted,
+        wall_secs: None,
+    };
     // Freshness: a running worker, records arriving in bursts.
     let (tx, rx) = tokio::sync::watch::channel(false);
     let worker = {
@@ -232,8 +268,7 @@ key_columns = ["jjdbh"]
     let bursts = 50u64;
     let per = 200u64;
     for b in 0..bursts {
-        let envs: Vec<Envelope> =
-            (0..per).map(|k| bench_envelope(base + b * per + k)).collect::<Result<_, _>>()?;
+        let envs: Vec<Envelope> = (0..per).map(|k| bench_envelope(base + b * per + k)).collect::<Result<_, _>>()?;
         bus.publish(&topic, &envs, None).await?;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -269,7 +304,11 @@ key_columns = ["jjdbh"]
 
 /// Parses and publishes `records` synthetic 110 records durably, 10 000 per
 /// bus write; returns the seconds it took.
-async fn publish_synthetic(bus: &std::sync::Arc<dyn lianqin_bus::Bus>, topic: &str, records: u64) -> Result<f64, PipelineError> {
+async fn publish_synthetic(
+    bus: &std::sync::Arc<dyn lianqin_bus::Bus>,
+    topic: &str,
+    records: u64,
+) -> Result<f64, PipelineError> {
     let started = Instant::now();
     let mut i = 0u64;
     while i < records {

@@ -166,7 +166,9 @@ pub async fn open_demo_hub(data_dir: &Path, sim: &Simulation) -> Result<Hub, Pip
 }
 
 /// One demo cycle: every source syncs once, then the worker drains the bus.
-pub async fn cycle(hub: &Hub) -> Result<(BTreeMap<String, Result<lianqin_connectors::RunStats, String>>, ProcessStats), PipelineError> {
+pub async fn cycle(
+    hub: &Hub,
+) -> Result<(BTreeMap<String, Result<lianqin_connectors::RunStats, String>>, ProcessStats), PipelineError> {
     let synced = hub.sync_sources_once().await;
     let processed = hub.process_available().await?;
     Ok((synced, processed))
@@ -197,22 +199,27 @@ pub async fn summary(hub: &Hub, data_dir: &Path) -> Result<String, PipelineError
                 ON c.code_table = 'element_kind' AND c.code = e.kind GROUP BY e.kind, c.zh ORDER BY e.kind"))
         .await?;
     let _ = writeln!(out, "Element library (生态要素库) by kind:\n{}\n", format_batches(&kinds, OutputFormat::Table)?);
-    let merged = engine
-        .scalar_i64(q("SELECT count(*) FROM element WHERE sources LIKE '%,%'"))
-        .await?;
+    let merged = engine.scalar_i64(q("SELECT count(*) FROM element WHERE sources LIKE '%,%'")).await?;
     let _ = writeln!(out, "Elements reported by more than one department (merged by strong id): {merged}\n");
     let stages = engine
         .sql(q("SELECT m.stage, c.zh, count(*) AS matters FROM matter m LEFT JOIN codes c \
                 ON c.code_table = 'matter_stage' AND c.code = m.stage GROUP BY m.stage, c.zh ORDER BY m.stage"))
         .await?;
-    let _ = writeln!(out, "Matter library (生态联勤事项库) by current stage:\n{}\n", format_batches(&stages, OutputFormat::Table)?);
+    let _ = writeln!(
+        out,
+        "Matter library (生态联勤事项库) by current stage:\n{}\n",
+        format_batches(&stages, OutputFormat::Table)?
+    );
     let events = engine.scalar_i64(q("SELECT count(*) FROM matter_event")).await?;
     let flagged = engine.scalar_i64(q("SELECT count(*) FROM element WHERE flags IS NOT NULL")).await?;
     let _ = writeln!(out, "Stage events on matter timelines: {events}; elements with validation flags: {flagged}\n");
-    let quarantine = engine
-        .sql(q("SELECT source_id, source_key, reason FROM quarantine ORDER BY source_id, quarantine_id"))
-        .await?;
-    let _ = writeln!(out, "Quarantine (隔离区) — records kept with their reason:\n{}\n", format_batches(&quarantine, OutputFormat::Table)?);
+    let quarantine =
+        engine.sql(q("SELECT source_id, source_key, reason FROM quarantine ORDER BY source_id, quarantine_id")).await?;
+    let _ = writeln!(
+        out,
+        "Quarantine (隔离区) — records kept with their reason:\n{}\n",
+        format_batches(&quarantine, OutputFormat::Table)?
+    );
     let _ = writeln!(
         out,
         "Query the libraries:\n  lianqin sql --data-dir {dir} \"SELECT kind, count(*) FROM element GROUP BY kind\"\n  lianqin sql --data-dir {dir}          # interactive shell; \\d lists tables\n  Hub config used: {dir}/demo/lianqin.toml",
@@ -234,7 +241,11 @@ pub async fn run_demo(data_dir: &Path, once: bool, sim_cfg: SimConfig) -> Result
     for (src, r) in &synced {
         match r {
             Ok(s) => {
-                let _ = writeln!(text, "  synced {src:<22} {:>6} records, {:>3} pages/files, {:>2} retries", s.records, s.units, s.retries);
+                let _ = writeln!(
+                    text,
+                    "  synced {src:<22} {:>6} records, {:>3} pages/files, {:>2} retries",
+                    s.records, s.units, s.retries
+                );
             }
             Err(e) => {
                 let _ = writeln!(text, "  FAILED {src}: {e}");

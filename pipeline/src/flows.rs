@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::PipelineError;
 use crate::audit::Audit;
-use crate::query::{OutputFormat, QueryEngine, Querier, columns_of, format_batches};
+use crate::query::{OutputFormat, Querier, QueryEngine, columns_of, format_batches};
 use crate::schema::Catalog;
 
 /// One `[[flows]]` block of the hub config.
@@ -97,9 +97,9 @@ impl Flows {
         let policy = Arc::new(load_policies().await?);
         let mut flows = Vec::new();
         for c in cfgs {
-            let who = policy
-                .principal(&c.user)
-                .ok_or_else(|| PipelineError::Config(format!("flow `{}`: unknown user `{}` (policies/users.toml)", c.name, c.user)))?;
+            let who = policy.principal(&c.user).ok_or_else(|| {
+                PipelineError::Config(format!("flow `{}`: unknown user `{}` (policies/users.toml)", c.name, c.user))
+            })?;
             for l in &c.libraries {
                 if !all_libraries().contains(l) {
                     return Err(PipelineError::Config(format!("flow `{}`: unknown library `{l}`", c.name)));
@@ -107,7 +107,8 @@ impl Flows {
             }
             let path = if c.sink.is_absolute() { c.sink.clone() } else { data_dir.join(&c.sink) };
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, dir.display())))?;
             }
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -137,9 +138,17 @@ impl Flows {
                     if n > 0 {
                         write_events(f, library, &self.catalog, b).await?;
                     }
-                    (Outcome::Success, n as u64, serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "offered": batch.num_rows()}))
+                    (
+                        Outcome::Success,
+                        n as u64,
+                        serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "offered": batch.num_rows()}),
+                    )
                 }
-                Err(e) => (Outcome::Deny, 0, serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "error": e.to_string()})),
+                Err(e) => (
+                    Outcome::Deny,
+                    0,
+                    serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "error": e.to_string()}),
+                ),
             };
             let mut ev = AuditEvent::new(EventKind::Flow, &f.who.name, &f.who.department, outcome);
             ev.tables = vec![table];
@@ -164,7 +173,8 @@ pub async fn secured_rows(
     let ctx = SessionContext::new();
     crate::udf::register(&ctx, catalog);
     policy.mask_functions().register(&ctx);
-    let mem = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(|e| PipelineError::Query(e.to_string()))?;
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
+        .map_err(|e| PipelineError::Query(e.to_string()))?;
     ctx.register_table(table, Arc::new(mem)).map_err(|e| PipelineError::Query(e.to_string()))?;
     let plan = ctx
         .state()
@@ -178,12 +188,18 @@ pub async fn secured_rows(
     df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
 }
 
-async fn write_events(f: &Flow, library: &str, catalog: &Catalog, batches: &[RecordBatch]) -> Result<(), PipelineError> {
+async fn write_events(
+    f: &Flow,
+    library: &str,
+    catalog: &Catalog,
+    batches: &[RecordBatch],
+) -> Result<(), PipelineError> {
     let key = catalog.library(library)?.key.clone();
     let text = format_batches(batches, OutputFormat::Json)?;
     let mut out = Vec::with_capacity(text.len() + 64 * batches.len());
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let row: serde_json::Value = serde_json::from_str(line).map_err(|e| PipelineError::Internal(format!("flow {}: {e}", f.cfg.name)))?;
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| PipelineError::Internal(format!("flow {}: {e}", f.cfg.name)))?;
         let id = row.get(&key).cloned().unwrap_or(serde_json::Value::Null);
         let op = if row.get("deleted").and_then(|d| d.as_bool()) == Some(true) { "delete" } else { "upsert" };
         let ev = serde_json::json!({"flow": f.cfg.name, "library": library, "id": id, "op": op, "row": row});
@@ -220,7 +236,9 @@ pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<
         ev.detail = serde_json::json!({"reason": "unknown user", "destination": req.out.display().to_string()});
         audit.record_durable(ev)?;
         audit.sync();
-        return Err(PipelineError::Query(format!("permission denied: unknown user `{user}` (see policies/users.toml)")));
+        return Err(PipelineError::Query(format!(
+            "permission denied: unknown user `{user}` (see policies/users.toml)"
+        )));
     };
     let store = crate::library::LibraryStore::open_existing(data_dir, Arc::clone(&catalog)).await?;
     let querier = Querier {
@@ -230,7 +248,10 @@ pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<
         client_addr: Some("local".into()),
     };
     let dept = who.department.clone();
-    let engine = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who).with_audit(audit.clone(), querier);
+    let engine = QueryEngine::new(&store, &catalog)
+        .await?
+        .with_policy(Arc::clone(&policy), who)
+        .with_audit(audit.clone(), querier);
     let res = async {
         let batches = engine.sql(&req.sql).await?;
         let text = format_batches(&batches, req.format)?;
@@ -242,7 +263,8 @@ pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<
         Ok(p) => crate::query::tables_of(&p),
         Err(_) => vec![],
     };
-    let mut ev = AuditEvent::new(EventKind::Export, user, &dept, if res.is_ok() { Outcome::Success } else { Outcome::Failure });
+    let mut ev =
+        AuditEvent::new(EventKind::Export, user, &dept, if res.is_ok() { Outcome::Success } else { Outcome::Failure });
     ev.tables = plan_tables;
     ev.sql = Some(req.sql.clone());
     ev.rule_version = Some(policy.version());
@@ -251,7 +273,9 @@ pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<
     let rows = res.as_ref().map(|b| b.iter().map(|b| b.num_rows() as u64).sum::<u64>()).unwrap_or(0);
     ev.rows = Some(rows);
     ev.detail = match &res {
-        Ok(_) => serde_json::json!({"destination": req.out.display().to_string(), "format": format!("{:?}", req.format).to_lowercase()}),
+        Ok(_) => {
+            serde_json::json!({"destination": req.out.display().to_string(), "format": format!("{:?}", req.format).to_lowercase()})
+        }
         Err(e) => serde_json::json!({"destination": req.out.display().to_string(), "error": e.to_string()}),
     };
     audit.record_durable(ev)?;

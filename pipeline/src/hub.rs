@@ -372,7 +372,10 @@ impl Hub {
             }
         }
         if !pending.is_empty() {
-            warn!(partitions = pending.len(), "stopped before reaching the end of every partition (no progress for 60 s)");
+            warn!(
+                partitions = pending.len(),
+                "stopped before reaching the end of every partition (no progress for 60 s)"
+            );
         }
         Ok(total)
     }
@@ -407,7 +410,8 @@ impl Hub {
                 }
             }
             let Some(c) = consumer.as_mut() else { continue };
-            let poll = c.poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
+            let poll =
+                c.poll(self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
             let polled = tokio::select! {
                 r = poll => r,
                 _ = shutdown.changed() => return Ok(total),
@@ -457,7 +461,10 @@ impl Hub {
 
     /// Commits one polled batch (possibly several sources). Returns stats and
     /// the positions (next offsets) it covered.
-    async fn commit_batch(&self, batch: Vec<BusRecord>) -> Result<(ProcessStats, Vec<(String, u32, u64)>), PipelineError> {
+    async fn commit_batch(
+        &self,
+        batch: Vec<BusRecord>,
+    ) -> Result<(ProcessStats, Vec<(String, u32, u64)>), PipelineError> {
         let mut by_source: BTreeMap<String, Vec<BusRecord>> = BTreeMap::new();
         let mut positions: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for r in batch {
@@ -479,7 +486,11 @@ impl Hub {
 
     async fn commit_source(&self, id: &str, recs: Vec<BusRecord>) -> Result<ProcessStats, PipelineError> {
         let src = self.sources.get(id).ok_or_else(|| PipelineError::Internal(format!("unknown source {id}")))?;
-        let batch_id = format!("{}@{}", recs.first().map(|r| r.offset).unwrap_or(0), recs.first().map(|r| r.partition).unwrap_or(0));
+        let batch_id = format!(
+            "{}@{}",
+            recs.first().map(|r| r.offset).unwrap_or(0),
+            recs.first().map(|r| r.partition).unwrap_or(0)
+        );
         let span = info_span!("batch", source = %id, batch = %batch_id, records = recs.len());
         async move {
             let started = Instant::now();
@@ -570,8 +581,7 @@ impl Hub {
                 let e = covered.entry(r.partition).or_insert(0);
                 *e = (*e).max(r.offset + 1);
             }
-            let positions: Vec<(String, u32, u64)> =
-                covered.iter().map(|(p, o)| (src.topic.clone(), *p, *o)).collect();
+            let positions: Vec<(String, u32, u64)> = covered.iter().map(|(p, o)| (src.topic.clone(), *p, *o)).collect();
             // Libraries first (side by side: each table has its own commit
             // and its own offsets), each followed by its change feed; the
             // raw table last, once every library has committed.
@@ -593,7 +603,9 @@ impl Hub {
             let mut feeds_ms = 0u64;
             for (lib, batch, write) in writes {
                 let done = match write {
-                    Some(h) => h.await.map_err(|e| PipelineError::Internal(format!("commit to {lib}: {e}"))).and_then(|r| r),
+                    Some(h) => {
+                        h.await.map_err(|e| PipelineError::Internal(format!("commit to {lib}: {e}"))).and_then(|r| r)
+                    }
                     None => Ok(()),
                 };
                 if let Err(e) = done {
@@ -765,12 +777,14 @@ impl Hub {
         for (mut src, ctx, every) in built {
             let mut stop = shutdown.clone();
             let audit = self.audit.clone();
-            let dept = self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
+            let dept =
+                self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
                 let id = src.id().to_string();
                 if src.is_streaming() {
                     // Servers that systems push to (HJ 212, webhooks, MQTT).
-                    let r = src.run(&ctx, every, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
+                    let r =
+                        src.run(&ctx, every, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
                     if let Err(e) = &r {
                         warn!(source = %id, "streaming source stopped: {e}");
                         let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
@@ -780,7 +794,9 @@ impl Hub {
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
                     match &r {
-                        Ok(s) if s.records > 0 => info!(source = %id, records = s.records, retries = s.retries, "sync pass done"),
+                        Ok(s) if s.records > 0 => {
+                            info!(source = %id, records = s.records, retries = s.retries, "sync pass done")
+                        }
                         Ok(_) => {}
                         Err(e) => warn!(source = %id, "sync failed (will retry next tick): {e}"),
                     }
@@ -842,7 +858,6 @@ impl Hub {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
-
 }
 
 /// Waits a second, or less when `shutdown` turns true; returns whether it did.
@@ -863,9 +878,7 @@ fn skip_committed(batch: &RecordBatch, pos: impl Fn(u32) -> u64) -> Result<Recor
     let (Some(p), Some(o)) = (col_i64(batch, "bus_partition"), col_i64(batch, "bus_offset")) else {
         return Ok(batch.clone());
     };
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(o.value(i) as u64 >= pos(p.value(i) as u32)))
-        .collect();
+    let keep: BooleanArray = (0..batch.num_rows()).map(|i| Some(o.value(i) as u64 >= pos(p.value(i) as u32))).collect();
     if keep.true_count() == batch.num_rows() {
         return Ok(batch.clone());
     }

@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::Transaction;
-use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
 use tokio::sync::Mutex;
 
 use crate::PipelineError;
@@ -120,9 +120,7 @@ impl LibraryStore {
         let table = if self.table_dir(name).join("_delta_log").is_dir() {
             DeltaTable::try_from_url(url).await.map_err(|e| delta_err(name, e))?
         } else {
-            deltalake::DeltaTableBuilder::from_url(url)
-                .and_then(|b| b.build())
-                .map_err(|e| delta_err(name, e))?
+            deltalake::DeltaTableBuilder::from_url(url).and_then(|b| b.build()).map_err(|e| delta_err(name, e))?
         };
         let table = if table.version().is_none() {
             // Creating with an empty batch writes the schema and no files.
@@ -162,10 +160,8 @@ impl LibraryStore {
     ) -> Result<(), PipelineError> {
         let slot = self.slot(name).await.ok_or_else(|| delta_err(name, "not opened"))?;
         let mut current = slot.lock().await;
-        let txns: Vec<Transaction> = positions
-            .iter()
-            .map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64))
-            .collect();
+        let txns: Vec<Transaction> =
+            positions.iter().map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64)).collect();
         let props = CommitProperties::default().with_application_transactions(txns);
         let table = current
             .clone()

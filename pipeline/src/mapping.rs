@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use lianqin_bus::Envelope;
@@ -231,7 +230,9 @@ enum Conv {
 fn convert(v: &Value, ty: ColumnType) -> Result<Conv, String> {
     match (ty, v) {
         (_, Value::Null) => Ok(Conv::Null),
-        (ColumnType::Utf8, Value::String(s)) => Ok(if is_null_sentinel(s) { Conv::Null } else { Conv::Utf8(s.clone()) }),
+        (ColumnType::Utf8, Value::String(s)) => {
+            Ok(if is_null_sentinel(s) { Conv::Null } else { Conv::Utf8(s.clone()) })
+        }
         (ColumnType::Utf8, Value::Number(n)) => Ok(Conv::Utf8(n.to_string())),
         (ColumnType::Utf8, Value::Bool(b)) => Ok(Conv::Utf8(b.to_string())),
         (ColumnType::Utf8, other) => Ok(Conv::Utf8(other.to_string())),
@@ -295,7 +296,9 @@ impl ColBuilder {
             ColumnType::Int64 => ColBuilder::Int(Int64Builder::with_capacity(cap)),
             ColumnType::Float64 => ColBuilder::Float(Float64Builder::with_capacity(cap)),
             ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(cap)),
-            ColumnType::Timestamp => ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC")),
+            ColumnType::Timestamp => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"))
+            }
         }
     }
     fn push(&mut self, c: Conv) {

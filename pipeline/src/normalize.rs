@@ -156,7 +156,9 @@ impl Normalizer {
             let full = self.with_provenance(&lib, &batch, &rows, records, ingested_at, &raw_flags)?;
             let entry = out.libraries.remove(&lib);
             let merged = match entry {
-                Some(prev) => concat_batches(&prev.schema(), &[prev, full]).map_err(|e| PipelineError::Internal(e.to_string()))?,
+                Some(prev) => {
+                    concat_batches(&prev.schema(), &[prev, full]).map_err(|e| PipelineError::Internal(e.to_string()))?
+                }
                 None => full,
             };
             out.libraries.insert(lib, merged);
@@ -187,7 +189,11 @@ impl Normalizer {
             .column_by_name("_row")
             .and_then(|c| cast(c, &DataType::Int64).ok())
             .ok_or_else(|| PipelineError::Mapping(format!("mapping {}: output lacks `_row`", self.mapping.origin)))?;
-        let rows = rows_col.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let rows = rows_col
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
         let rows: Vec<i64> = rows.iter().map(|r| r.unwrap_or(-1)).collect();
         let n = b.num_rows();
         let mut rejections = Vec::new();
@@ -202,11 +208,16 @@ impl Normalizer {
                     })?;
                     for i in 0..n {
                         if a.is_valid(i) && casted.is_null(i) {
-                            rejections.push(self.reject(records, rows[i], &c.name, format!(
-                                "library `{lib_name}` column `{}`: value cannot be read as {}",
-                                c.name,
-                                c.ty.name()
-                            )));
+                            rejections.push(self.reject(
+                                records,
+                                rows[i],
+                                &c.name,
+                                format!(
+                                    "library `{lib_name}` column `{}`: value cannot be read as {}",
+                                    c.name,
+                                    c.ty.name()
+                                ),
+                            ));
                         }
                     }
                     casted
@@ -216,10 +227,12 @@ impl Normalizer {
             if c.required {
                 for i in 0..n {
                     if arr.is_null(i) {
-                        rejections.push(self.reject(records, rows[i], &c.name, format!(
-                            "library `{lib_name}` column `{}` ({}) is required but empty",
-                            c.name, c.zh
-                        )));
+                        rejections.push(self.reject(
+                            records,
+                            rows[i],
+                            &c.name,
+                            format!("library `{lib_name}` column `{}` ({}) is required but empty", c.name, c.zh),
+                        ));
                     }
                 }
             }
@@ -228,12 +241,17 @@ impl Normalizer {
                 if let Some(s) = arr.as_any().downcast_ref::<StringArray>() {
                     for i in 0..n {
                         if s.is_valid(i) && !table.contains(s.value(i)) {
-                            rejections.push(self.reject(records, rows[i], &c.name, format!(
-                                "library `{lib_name}` column `{}`: {:?} is not in code table `{code}` ({})",
-                                c.name,
-                                s.value(i),
-                                table.zh
-                            )));
+                            rejections.push(self.reject(
+                                records,
+                                rows[i],
+                                &c.name,
+                                format!(
+                                    "library `{lib_name}` column `{}`: {:?} is not in code table `{code}` ({})",
+                                    c.name,
+                                    s.value(i),
+                                    table.zh
+                                ),
+                            ));
                         }
                     }
                 }
@@ -342,7 +360,9 @@ fn merge_flags(col: &ArrayRef, rows: &[i64], raw_flags: &BTreeMap<i64, Vec<Strin
     let mut b = StringBuilder::new();
     for (i, r) in rows.iter().enumerate() {
         let mut v: Vec<String> = match s {
-            Some(s) if s.is_valid(i) => serde_json::from_str(s.value(i)).unwrap_or_else(|_| vec![s.value(i).to_string()]),
+            Some(s) if s.is_valid(i) => {
+                serde_json::from_str(s.value(i)).unwrap_or_else(|_| vec![s.value(i).to_string()])
+            }
             _ => Vec::new(),
         };
         if let Some(extra) = raw_flags.get(r) {

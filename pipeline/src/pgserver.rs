@@ -44,8 +44,8 @@
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -232,7 +232,11 @@ impl PgServer {
     }
 
     /// Accepts connections on `listener` until `shutdown` turns true.
-    pub async fn serve(self, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
         let addr = listener.local_addr().map_err(|e| PipelineError::Config(format!("listener: {e}")))?;
         info!(%addr, tls = self.tls.is_some(), "Postgres wire server listening");
         let mut policy_check = tokio::time::interval(POLICY_CHECK);
@@ -277,7 +281,12 @@ fn fingerprint(data_dir: &Path) -> Vec<(String, String)> {
         for e in rd.flatten() {
             let log = e.path().join("_delta_log");
             let newest = std::fs::read_dir(&log)
-                .map(|r| r.flatten().map(|f| f.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".json")).max())
+                .map(|r| {
+                    r.flatten()
+                        .map(|f| f.file_name().to_string_lossy().to_string())
+                        .filter(|n| n.ends_with(".json"))
+                        .max()
+                })
                 .ok()
                 .flatten();
             if let Some(n) = newest {
@@ -352,7 +361,8 @@ impl Shared {
             }
             Err(e) => {
                 warn!(dir = %dir.display(), keeping = %old.version(), "policy change refused: {e}");
-                let mut ev = AuditEvent::new(EventKind::PolicyChange, "system:pgwire", "eco_police_office", Outcome::Failure);
+                let mut ev =
+                    AuditEvent::new(EventKind::PolicyChange, "system:pgwire", "eco_police_office", Outcome::Failure);
                 ev.rule_version = Some(old.version());
                 ev.detail = serde_json::json!({ "what": "policy", "error": e.to_string(), "kept": old.version(), "dir": dir.display().to_string() });
                 if let Err(e) = self.audit.record_durable(ev) {
@@ -401,7 +411,11 @@ impl Shared {
             .tables()
             .iter()
             .filter(|t| {
-                let base = if matches!(t.as_str(), "element" | "matter" | "matter_event") { format!("{t}_history") } else { t.to_string() };
+                let base = if matches!(t.as_str(), "element" | "matter" | "matter_event") {
+                    format!("{t}_history")
+                } else {
+                    t.to_string()
+                };
                 self.policy().decide_sync(who, &base, &columns_of(catalog, &base)).allowed
             })
             .cloned()
@@ -421,11 +435,16 @@ impl Shared {
         }
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         for t in self.visible_tables(who, engine) {
-            let provider = engine.context().table_provider(t.as_str()).await.map_err(|e| PipelineError::Query(format!("{t}: {e}")))?;
+            let provider = engine
+                .context()
+                .table_provider(t.as_str())
+                .await
+                .map_err(|e| PipelineError::Query(format!("{t}: {e}")))?;
             ctx.register_table(t.as_str(), Arc::new(EmptyTable::new(provider.schema())))
                 .map_err(|e| PipelineError::Query(format!("{t}: {e}")))?;
         }
-        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider).map_err(|e| PipelineError::Query(format!("pg_catalog: {e}")))?;
+        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
+            .map_err(|e| PipelineError::Query(format!("pg_catalog: {e}")))?;
         let ctx = Arc::new(ctx);
         self.meta.lock().await.insert(who.name.clone(), (key, Arc::clone(&ctx)));
         Ok(ctx)
@@ -527,7 +546,8 @@ impl AuditedStartup {
             return Ok(());
         }
         let dept = self.shared.policy().principal(user).map(|p| p.department).unwrap_or_default();
-        let mut ev = AuditEvent::new(EventKind::Login, user, &dept, if ok { Outcome::Success } else { Outcome::Failure });
+        let mut ev =
+            AuditEvent::new(EventKind::Login, user, &dept, if ok { Outcome::Success } else { Outcome::Failure });
         ev.session = Some(self.session.clone());
         ev.client_addr = Some(self.peer.to_string());
         ev.detail = detail;
@@ -575,14 +595,22 @@ impl StartupHandler for AuditedStartup {
                     PgWireError::InvalidPassword(_) => "wrong password or unknown user".to_string(),
                     other => other.to_string(),
                 };
-                if let Err(ae) = self.record(&user, false, serde_json::json!({"method": "scram-sha-256", "tls": tls, "reason": reason})) {
+                if let Err(ae) = self.record(
+                    &user,
+                    false,
+                    serde_json::json!({"method": "scram-sha-256", "tls": tls, "reason": reason}),
+                ) {
                     warn!("login audit failed: {ae}");
                 }
                 warn!(user = %user, peer = %self.peer, "Postgres login refused");
             }
             Ok(()) if matches!(client.state(), PgWireConnectionState::ReadyForQuery) => {
                 if self.shared.policy().principal(&user).is_none() {
-                    let _ = self.record(&user, false, serde_json::json!({"method": "scram-sha-256", "reason": "unknown user"}));
+                    let _ = self.record(
+                        &user,
+                        false,
+                        serde_json::json!({"method": "scram-sha-256", "reason": "unknown user"}),
+                    );
                     return Err(PgWireError::InvalidPassword(user));
                 }
                 if let Err(ae) = self.record(&user, true, serde_json::json!({"method": "scram-sha-256", "tls": tls})) {
@@ -735,7 +763,11 @@ fn wire_types(types: &[Option<DataType>]) -> Vec<Type> {
 }
 
 /// Who is on this connection: the user whose SCRAM login succeeded.
-fn principal_of<C: ClientInfo + ?Sized>(shared: &Shared, authenticated: &OnceLock<String>, client: &C) -> PgWireResult<Principal> {
+fn principal_of<C: ClientInfo + ?Sized>(
+    shared: &Shared,
+    authenticated: &OnceLock<String>,
+    client: &C,
+) -> PgWireResult<Principal> {
     let Some(user) = authenticated.get() else {
         return Err(pg_error("28000", "not logged in"));
     };
@@ -808,8 +840,10 @@ async fn plan_as(who: &Principal, ctx: &SessionContext, stmt: &SqlStatement) -> 
 /// repeats apart (`SELECT current_user, session_user` — the compatibility
 /// parser has already turned `current_user` into `session_user`).
 fn name_user_functions(stmt: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArguments, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut,
+    };
     use std::ops::ControlFlow;
-    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut};
     struct V;
     impl VisitorMut for V {
         type Break = ();
@@ -860,8 +894,8 @@ fn scans_of(plan: &LogicalPlan) -> Vec<(Option<String>, String)> {
 /// Relations `stmt` names, as written: (catalog ones, others), leaving
 /// out the names of its CTEs.
 fn relations_of(stmt: &SqlStatement) -> (Vec<String>, Vec<String>) {
-    use std::ops::ControlFlow;
     use datafusion::sql::sqlparser::ast::{ObjectName, Query, Visit, Visitor};
+    use std::ops::ControlFlow;
     #[derive(Default)]
     struct V {
         ctes: Vec<String>,
@@ -929,7 +963,8 @@ impl Ctx<'_> {
     ) -> Result<(), PipelineError> {
         use lianqin_audit::{AuditEvent, EventKind, Outcome};
         // Reading the audit trail is an `audit_read`, as with `lianqin sql`.
-        let query = if tables.iter().any(|t| t == crate::audit_table::TABLE) { EventKind::AuditRead } else { EventKind::Query };
+        let query =
+            if tables.iter().any(|t| t == crate::audit_table::TABLE) { EventKind::AuditRead } else { EventKind::Query };
         let (kind, outcome) = match (res, denied) {
             (Ok(_), _) => (query, Outcome::Success),
             (Err(_), true) => (EventKind::Denial, Outcome::Deny),
@@ -1012,7 +1047,8 @@ impl Ctx<'_> {
             Ok((schema, batches))
         }
         .await;
-        let counted = res.as_ref().map(|(_, b)| b.iter().map(|b| b.num_rows() as u64).sum::<u64>()).map_err(Clone::clone);
+        let counted =
+            res.as_ref().map(|(_, b)| b.iter().map(|b| b.num_rows() as u64).sum::<u64>()).map_err(Clone::clone);
         if let Err(e) = self.audit(who, sql, tables, columns, started, &counted, denied) {
             return Err(pg_error("58000", format!("result withheld: cannot write the audit entry: {e}")));
         }
@@ -1140,7 +1176,12 @@ impl SimpleQueryHandler for QueryHandler {
             let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
             let (target, plan) = ctx.route(&who, &engine, &stmt).await;
             let (schema, batches) = ctx.run(&who, &sql, target, plan, None).await?;
-            out.push(Response::Query(batches_response(&schema, batches, &Format::UnifiedText, Some(Arc::clone(&opts)))?));
+            out.push(Response::Query(batches_response(
+                &schema,
+                batches,
+                &Format::UnifiedText,
+                Some(Arc::clone(&opts)),
+            )?));
         }
         Ok(out)
     }
@@ -1179,7 +1220,10 @@ impl QueryParser for WireParser {
         let plan = plan.map_err(|(c, m)| pg_error(c, m))?;
         if let Target::Meta(_) = target {
             let schema = Arc::new(plan.schema().as_arrow().clone());
-            return Ok(Some(WireStatement { sql: text, kind: WireKind::Meta { stmt: Box::new(stmt), plan: Box::new(plan), schema } }));
+            return Ok(Some(WireStatement {
+                sql: text,
+                kind: WireKind::Meta { stmt: Box::new(stmt), plan: Box::new(plan), schema },
+            }));
         }
         // Secure now too: the described schema is the secured one, and a
         // denied table is refused (and audited) already at Parse.
@@ -1192,7 +1236,10 @@ impl QueryParser for WireParser {
                 return Err(pg_error("42501", msg));
             }
         };
-        Ok(Some(WireStatement { sql: text, kind: WireKind::Query { stmt: Box::new(stmt), plan: Box::new(plan), schema } }))
+        Ok(Some(WireStatement {
+            sql: text,
+            kind: WireKind::Query { stmt: Box::new(stmt), plan: Box::new(plan), schema },
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &WireStatement) -> PgWireResult<Vec<Type>> {
@@ -1205,9 +1252,15 @@ impl QueryParser for WireParser {
     fn get_result_schema(&self, stmt: &WireStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         let fmt = format.unwrap_or(&Format::UnifiedText);
         match &stmt.kind {
-            WireKind::Query { schema, .. } | WireKind::Meta { schema, .. } => arrow_schema_to_pg_fields(schema, fmt, None),
+            WireKind::Query { schema, .. } | WireKind::Meta { schema, .. } => {
+                arrow_schema_to_pg_fields(schema, fmt, None)
+            }
             WireKind::Show(p) => arrow_schema_to_pg_fields(
-                &Schema::new(vec![Field::new(if p == "tables" { "table_name" } else { p.as_str() }, DataType::Utf8, true)]),
+                &Schema::new(vec![Field::new(
+                    if p == "tables" { "table_name" } else { p.as_str() },
+                    DataType::Utf8,
+                    true,
+                )]),
                 fmt,
                 None,
             ),
@@ -1225,7 +1278,12 @@ impl ExtendedQueryHandler for QueryHandler {
         Arc::clone(&self.parser)
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<WireStatement>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<WireStatement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = WireStatement>,

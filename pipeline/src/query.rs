@@ -80,7 +80,11 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             "department" => "public",
             _ => "internal",
         };
-        return Catalog::raw_schema().fields().iter().map(|f| ColumnMeta::new(f.name(), sens(f.name()), None)).collect();
+        return Catalog::raw_schema()
+            .fields()
+            .iter()
+            .map(|f| ColumnMeta::new(f.name(), sens(f.name()), None))
+            .collect();
     }
     if table == crate::audit_table::TABLE {
         return crate::audit_table::column_meta();
@@ -109,10 +113,7 @@ pub fn current_view_sql(catalog: &Catalog, library: &str) -> Result<String, Pipe
         if c.name == "deleted" {
             cols.push(format!("last_value(deleted {order}) AS deleted"));
         } else {
-            cols.push(format!(
-                "last_value(\"{n}\" {order}) FILTER (WHERE \"{n}\" IS NOT NULL) AS \"{n}\"",
-                n = c.name
-            ));
+            cols.push(format!("last_value(\"{n}\" {order}) FILTER (WHERE \"{n}\" IS NOT NULL) AS \"{n}\"", n = c.name));
         }
     }
     cols.push("array_to_string(array_agg(DISTINCT source_id), ',') AS sources".to_string());
@@ -135,14 +136,10 @@ impl QueryEngine {
         names.extend(store.raw_tables_on_disk());
         for name in names {
             let Some(table) = store.table(&name).await else { continue };
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
-            let provider = table
-                .table_provider()
-                .await
-                .map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
-            let sql_name = if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
+            table.update_datafusion_session(&ctx.state()).map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            let provider = table.table_provider().await.map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            let sql_name =
+                if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
             ctx.register_table(sql_name.as_str(), provider)
                 .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
             tables.push(sql_name);
@@ -155,8 +152,7 @@ impl QueryEngine {
             ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("view {lib}: {e}")))?;
             tables.push(lib.to_string());
         }
-        ctx.register_batch("codes", codes_batch(catalog)?)
-            .map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
+        ctx.register_batch("codes", codes_batch(catalog)?).map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
         tables.push("codes".into());
         tables.sort();
         Ok(QueryEngine { ctx, tables, audit: None, policy: None, catalog: catalog.clone() })
@@ -166,7 +162,11 @@ impl QueryEngine {
     /// query of this session: each table scan — in subqueries, views and
     /// joins too — is rewritten with the user's row filter and column masks
     /// before anything runs; a denied table refuses the query.
-    pub fn with_policy(mut self, policy: Arc<lianqin_policies::PolicyEngine>, who: lianqin_policies::Principal) -> Self {
+    pub fn with_policy(
+        mut self,
+        policy: Arc<lianqin_policies::PolicyEngine>,
+        who: lianqin_policies::Principal,
+    ) -> Self {
         policy.mask_functions().register(&self.ctx);
         self.policy = Some((policy, who));
         self
@@ -302,7 +302,8 @@ impl QueryEngine {
             .iter()
             .find(|b| b.num_rows() > 0)
             .ok_or_else(|| PipelineError::Query(format!("no rows from {query}")))?;
-        let col = arrow::compute::cast(b.column(0), &DataType::Int64).map_err(|e| PipelineError::Query(e.to_string()))?;
+        let col =
+            arrow::compute::cast(b.column(0), &DataType::Int64).map_err(|e| PipelineError::Query(e.to_string()))?;
         let a = col
             .as_any()
             .downcast_ref::<arrow::array::Int64Array>()

@@ -204,7 +204,8 @@ impl Catalog {
         let provenance = parse("provenance", PROVENANCE)?;
         let mut codes = BTreeMap::new();
         for text in BUILTIN_CODES {
-            let t: CodeTable = toml::from_str(text).map_err(|e| PipelineError::Schema(format!("schemas/codes: {e}")))?;
+            let t: CodeTable =
+                toml::from_str(text).map_err(|e| PipelineError::Schema(format!("schemas/codes: {e}")))?;
             codes.insert(t.name.clone(), t);
         }
         let cat = Catalog { libraries, provenance, codes };
@@ -249,10 +250,8 @@ impl Catalog {
     /// then `row_seq`, the order of the row within its commit).
     pub fn arrow_schema(&self, name: &str) -> Result<SchemaRef, PipelineError> {
         let lib = self.library(name)?;
-        let mut fields: Vec<Field> = lib
-            .all_columns(&self.provenance)
-            .map(|c| Field::new(&c.name, c.ty.arrow(), true))
-            .collect();
+        let mut fields: Vec<Field> =
+            lib.all_columns(&self.provenance).map(|c| Field::new(&c.name, c.ty.arrow(), true)).collect();
         fields.push(Field::new("row_seq", DataType::Int64, true));
         Ok(Arc::new(Schema::new(fields)))
     }

@@ -43,7 +43,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .replace('T', " ")
         .replace('/', "-");
     let n = normalized.trim().trim_end_matches(':');
-    const FORMATS: &[&str] = &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y%m%d%H%M%S", "%Y%m%d %H%M%S"];
+    const FORMATS: &[&str] =
+        &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y%m%d%H%M%S", "%Y%m%d %H%M%S"];
     for f in FORMATS {
         if let Ok(ndt) = NaiveDateTime::parse_from_str(n, f) {
             return local(ndt, s);

@@ -24,9 +24,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, Datelike, Utc};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 use lianqin_domain::geo::Crs;
 
@@ -81,7 +79,11 @@ impl ScalarUDFImpl for LianqinUdf {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let arity = |want: usize| -> Result<()> {
             if arrays.len() != want {
-                return Err(DataFusionError::Plan(format!("{} takes {want} arguments, got {}", self.name, arrays.len())));
+                return Err(DataFusionError::Plan(format!(
+                    "{} takes {want} arguments, got {}",
+                    self.name,
+                    arrays.len()
+                )));
             }
             Ok(())
         };
@@ -179,12 +181,12 @@ impl ScalarUDFImpl for LianqinUdf {
             Kind::AddWorkingDays => {
                 arity(2)?;
                 let ts = cast(&arrays[0], &ts_type())?;
-                let ts = ts
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .ok_or_else(|| DataFusionError::Plan("add_working_days: first argument must be a timestamp".into()))?;
+                let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().ok_or_else(|| {
+                    DataFusionError::Plan("add_working_days: first argument must be a timestamp".into())
+                })?;
                 let days = cast(&arrays[1], &DataType::Int64)?;
-                let days = days.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(vec![0; n]));
+                let days =
+                    days.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(vec![0; n]));
                 let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
                 for i in 0..n {
                     if !(ts.is_valid(i) && days.is_valid(i)) || days.value(i) < 0 {

@@ -93,7 +93,13 @@ fn element_batches(rows: usize, parts: usize) -> Vec<Vec<RecordBatch>> {
         let mut imp = Vec::with_capacity(n);
         for i in start..start + n {
             let div = rng.pick(&DIVS);
-            let id = format!("{div}19{:02}{:02}{:02}{:04}", 50 + rng.next() % 50, 1 + rng.next() % 12, 1 + rng.next() % 28, rng.next() % 10_000);
+            let id = format!(
+                "{div}19{:02}{:02}{:02}{:04}",
+                50 + rng.next() % 50,
+                1 + rng.next() % 12,
+                1 + rng.next() % 28,
+                rng.next() % 10_000
+            );
             cols[0].push(format!("cid:{id}:{i}"));
             cols[1].push(rng.pick(&KINDS).to_string());
             cols[2].push(format!("要素{i}"));
@@ -104,8 +110,7 @@ fn element_batches(rows: usize, parts: usize) -> Vec<Vec<RecordBatch>> {
             cols[7].push(rng.pick(&CATS).to_string());
             imp.push(rng.next().is_multiple_of(5));
         }
-        let mut arrays: Vec<ArrayRef> =
-            cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
+        let mut arrays: Vec<ArrayRef> = cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
         arrays.push(Arc::new(BooleanArray::from(imp)));
         out[p % parts].push(RecordBatch::try_new(Arc::clone(&schema), arrays).expect("batch"));
         p += 1;
@@ -116,7 +121,13 @@ fn element_batches(rows: usize, parts: usize) -> Vec<Vec<RecordBatch>> {
 
 fn matter_batch(rows: usize, elements: &[Vec<RecordBatch>]) -> RecordBatch {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    let schema = Arc::new(Schema::new(vec![s("matter_id"), s("category"), s("department"), s("division"), s("party_element_id")]));
+    let schema = Arc::new(Schema::new(vec![
+        s("matter_id"),
+        s("category"),
+        s("department"),
+        s("division"),
+        s("party_element_id"),
+    ]));
     let ids: Vec<String> = elements
         .iter()
         .flatten()
@@ -169,12 +180,16 @@ async fn main() {
     let ctx = SessionContext::new();
     let schema = elements.iter().flatten().next().expect("rows").schema();
     ctx.register_table("element", Arc::new(MemTable::try_new(schema, elements).expect("mem"))).expect("reg");
-    ctx.register_table("matter", Arc::new(MemTable::try_new(matter.schema(), vec![vec![matter]]).expect("mem"))).expect("reg");
+    ctx.register_table("matter", Arc::new(MemTable::try_new(matter.schema(), vec![vec![matter]]).expect("mem")))
+        .expect("reg");
     let engine = PolicyEngine::builtin().await.expect("policy").with_token_key(b"bench-key");
 
     let queries = [
         ("count by kind", "SELECT kind, count(*) FROM element GROUP BY kind"),
-        ("filter + group by division", "SELECT division, count(*) FROM element WHERE kind = 'person' AND important GROUP BY division"),
+        (
+            "filter + group by division",
+            "SELECT division, count(*) FROM element WHERE kind = 'person' AND important GROUP BY division",
+        ),
         (
             "join matter-element",
             "SELECT e.division, count(*) FROM matter m JOIN element e ON m.party_element_id = e.element_id WHERE m.category IN ('a', 'b') GROUP BY e.division",
@@ -183,7 +198,10 @@ async fn main() {
     ];
     let users = ["wang.police", "he.office", "chen.ecology"];
     println!("policy_overhead: element {rows} rows, matter {} rows, {parts} partitions; median of 7 (ms)", rows / 10);
-    println!("{:<28} {:>10} {:>22} {:>22} {:>22}", "query", "raw", "wang.police (no mask)", "he.office (mask)", "chen.ecology (filter+hash)");
+    println!(
+        "{:<28} {:>10} {:>22} {:>22} {:>22}",
+        "query", "raw", "wang.police (no mask)", "he.office (mask)", "chen.ecology (filter+hash)"
+    );
     for (name, sql) in queries {
         let raw = time_query(&ctx, None, sql).await;
         let mut line = format!("{name:<28} {:>10.1}", raw.as_secs_f64() * 1e3);
@@ -196,16 +214,23 @@ async fn main() {
     }
     // What chen.ecology's row filter costs when written by hand (no policy):
     // separates the filter's own work from the enforcement machinery.
-    let own = "(department = 'ecology' OR kind IN ('mountain', 'water', 'forest', 'farmland', 'lake', 'grassland', 'sand'))";
+    let own =
+        "(department = 'ecology' OR kind IN ('mountain', 'water', 'forest', 'farmland', 'lake', 'grassland', 'sand'))";
     for (name, sql) in [
         ("count by kind", format!("SELECT kind, count(*) FROM element WHERE {own} GROUP BY kind")),
         (
             "filter + group by division",
-            format!("SELECT division, count(*) FROM element WHERE kind = 'person' AND important AND {own} GROUP BY division"),
+            format!(
+                "SELECT division, count(*) FROM element WHERE kind = 'person' AND important AND {own} GROUP BY division"
+            ),
         ),
     ] {
         let t = time_query(&ctx, None, &sql).await;
-        println!("{:<28} {:>10.1}   (raw query + chen.ecology's row filter as a plain WHERE)", name, t.as_secs_f64() * 1e3);
+        println!(
+            "{:<28} {:>10.1}   (raw query + chen.ecology's row filter as a plain WHERE)",
+            name,
+            t.as_secs_f64() * 1e3
+        );
     }
     // Planning-time cost of the policy alone.
     let who = engine.principal("chen.ecology").expect("user");
@@ -225,5 +250,8 @@ async fn main() {
         cols[0].name = format!("element_id_x{i}");
         std::hint::black_box(engine.decide_sync(&who, "element", &cols));
     }
-    println!("decide (cache miss, 1 table + 10 column casbin calls): {:.1} µs/call", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "decide (cache miss, 1 table + 10 column casbin calls): {:.1} µs/call",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
 }

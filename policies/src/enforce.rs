@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue, TableReference};
-use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::datasource::cte_worktable::CteWorkTable;
+use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExplainOption, LogicalPlan, LogicalPlanBuilder, Statement, TableScan, TableScanBuilder, Union, lit,
+    BinaryExpr, ExplainOption, Expr, LogicalPlan, LogicalPlanBuilder, Statement, TableScan, TableScanBuilder, Union,
+    lit,
 };
 
 use crate::mask::{MaskFunctions, TOKEN_FN};
@@ -121,9 +122,7 @@ pub fn table_key(r: &TableReference) -> String {
 }
 
 fn is_cte_work_table(scan: &TableScan) -> bool {
-    scan.source
-        .downcast_ref::<DefaultTableSource>()
-        .is_some_and(|s| s.table_provider.is::<CteWorkTable>())
+    scan.source.downcast_ref::<DefaultTableSource>().is_some_and(|s| s.table_provider.is::<CteWorkTable>())
 }
 
 fn refuse_token_calls(plan: &LogicalPlan) -> Result<(), PolicyError> {
@@ -283,7 +282,8 @@ fn secure_scan(
         Some(f) => {
             // The row filter goes inside the scan (see `secured`): a logical
             // Filter would be merged with user predicates by the optimizer.
-            let Some(provider) = scan.source.downcast_ref::<DefaultTableSource>().map(|s| Arc::clone(&s.table_provider))
+            let Some(provider) =
+                scan.source.downcast_ref::<DefaultTableSource>().map(|s| Arc::clone(&s.table_provider))
             else {
                 return Err(PolicyError::Enforce(format!(
                     "table {name} is not backed by a table provider; cannot apply its row filter"
@@ -320,9 +320,7 @@ fn secure_scan(
                 None => null()?,
             },
             // Non-string columns cannot keep their type under a string mask: NULL.
-            ColumnAction::MaskPartial(_) | ColumnAction::HashToken | ColumnAction::Null | ColumnAction::Deny => {
-                null()?
-            }
+            ColumnAction::MaskPartial(_) | ColumnAction::HashToken | ColumnAction::Null | ColumnAction::Deny => null()?,
         };
         exprs.push(e.alias_qualified(q.cloned(), field.name()));
     }

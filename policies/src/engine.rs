@@ -57,9 +57,7 @@ impl std::fmt::Debug for PolicyEngine {
 
 async fn read(dir: &Path, name: &str) -> Result<String, PolicyError> {
     let p = dir.join(name);
-    tokio::fs::read_to_string(&p)
-        .await
-        .map_err(|source| PolicyError::Io { file: p.display().to_string(), source })
+    tokio::fs::read_to_string(&p).await.map_err(|source| PolicyError::Io { file: p.display().to_string(), source })
 }
 
 impl PolicyEngine {
@@ -203,7 +201,8 @@ impl PolicyEngine {
     /// such as a CLI already authenticated by the OS, and for tests).
     pub fn principal(&self, user: &str) -> Option<Principal> {
         let u = &self.inner.users.get(user)?.entry;
-        let admin = self.enforce_ex(&[&u.name, &u.department, "*", "*", "*", "*", "admin"]).map(|(ok, _)| ok).unwrap_or(false);
+        let admin =
+            self.enforce_ex(&[&u.name, &u.department, "*", "*", "*", "*", "admin"]).map(|(ok, _)| ok).unwrap_or(false);
         Some(Principal {
             name: u.name.clone(),
             display_name: u.display_name.clone(),

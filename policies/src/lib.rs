@@ -18,8 +18,8 @@
 
 #![warn(missing_docs)]
 
-mod engine;
 mod enforce;
+mod engine;
 mod error;
 mod mask;
 mod principal;
@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 
 use datafusion::logical_expr::Expr;
 
-pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use enforce::{check_plan, check_statement, enforce, is_query, table_key};
+pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use error::{AuthError, PolicyError};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};
 pub use principal::{Principal, SCRAM_MIN_ITERATIONS, ScramVerifier, hash_password};
@@ -55,7 +55,11 @@ pub struct ColumnMeta {
 impl ColumnMeta {
     /// Convenience constructor.
     pub fn new(name: &str, sensitivity: &str, semantic: Option<&str>) -> Self {
-        ColumnMeta { name: name.to_string(), sensitivity: sensitivity.to_string(), semantic: semantic.map(str::to_string) }
+        ColumnMeta {
+            name: name.to_string(),
+            sensitivity: sensitivity.to_string(),
+            semantic: semantic.map(str::to_string),
+        }
     }
 }
 

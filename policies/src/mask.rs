@@ -12,9 +12,7 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -233,9 +231,9 @@ impl MaskFunctions {
 
     /// The keyed token UDF, if a key is configured.
     pub fn token(&self) -> Option<Arc<ScalarUDF>> {
-        self.key.as_ref().map(|k| {
-            Arc::new(ScalarUDF::new_from_impl(TokenUdf { key: Arc::clone(k), signature: string_sig() }))
-        })
+        self.key
+            .as_ref()
+            .map(|k| Arc::new(ScalarUDF::new_from_impl(TokenUdf { key: Arc::clone(k), signature: string_sig() })))
     }
 
     /// Register the named mask functions in `ctx`: `lianqin_mask_citizen_id`,

@@ -85,7 +85,11 @@ pub(crate) fn parse_users(text: &str, file: &str) -> Result<BTreeMap<String, Use
             return Err(err(file, line, format!("bad user name {:?}", u.name)));
         }
         if !DEPARTMENTS.contains(&u.department.as_str()) {
-            return Err(err(file, line, format!("user {:?}: unknown department {:?} (expected one of {DEPARTMENTS:?})", u.name, u.department)));
+            return Err(err(
+                file,
+                line,
+                format!("user {:?}: unknown department {:?} (expected one of {DEPARTMENTS:?})", u.name, u.department),
+            ));
         }
         if u.roles.is_empty() {
             return Err(err(file, line, format!("user {:?} has no roles", u.name)));
@@ -97,7 +101,11 @@ pub(crate) fn parse_users(text: &str, file: &str) -> Result<BTreeMap<String, Use
         }
         for d in &u.divisions {
             if d.len() != 6 || !d.chars().all(|c| c.is_ascii_digit()) {
-                return Err(err(file, line, format!("user {:?}: division {d:?} is not a 6-digit GB/T 2260 code", u.name)));
+                return Err(err(
+                    file,
+                    line,
+                    format!("user {:?}: division {d:?} is not a 6-digit GB/T 2260 code", u.name),
+                ));
             }
         }
         for s in &u.stations {
@@ -108,7 +116,11 @@ pub(crate) fn parse_users(text: &str, file: &str) -> Result<BTreeMap<String, Use
         match PasswordHash::new(&u.password_hash) {
             Ok(h) if h.algorithm.as_str() == "argon2id" => {}
             Ok(h) => {
-                return Err(err(file, line, format!("user {:?}: password hash must be argon2id, found {}", u.name, h.algorithm)));
+                return Err(err(
+                    file,
+                    line,
+                    format!("user {:?}: password hash must be argon2id, found {}", u.name, h.algorithm),
+                ));
             }
             Err(e) => return Err(err(file, line, format!("user {:?}: bad password hash: {e}", u.name))),
         }

@@ -250,9 +250,13 @@ pub(crate) fn parse_condition(s: &str) -> Result<Condition, String> {
                 "@dept" => Value::Dept,
                 "@divisions" => Value::Divisions,
                 "@stations" => Value::Stations,
-                _ if v.starts_with('@') => return Err(format!("unknown variable {v:?} (expected @dept, @divisions, @stations)")),
+                _ if v.starts_with('@') => {
+                    return Err(format!("unknown variable {v:?} (expected @dept, @divisions, @stations)"));
+                }
                 _ if v.is_empty() => return Err(format!("empty value in row condition {part:?}")),
-                _ if v.contains(['\'', '"', ' ', '(', ')']) => return Err(format!("bad literal {v:?} in row condition")),
+                _ if v.contains(['\'', '"', ' ', '(', ')']) => {
+                    return Err(format!("bad literal {v:?} in row condition"));
+                }
                 _ => Value::Lit(v.to_string()),
             };
             values.push(val);
@@ -390,10 +394,14 @@ pub(crate) fn parse_policy(text: &str, file: &str) -> Result<PolicyFile, PolicyE
                     return Err(file_err(file, line, format!("bad subject {sub:?}")));
                 }
                 check_domain(dom).map_err(|m| file_err(file, line, m))?;
-                let obj_ok = obj == "*"
-                    || obj.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '*');
+                let obj_ok =
+                    obj == "*" || obj.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '*');
                 if !obj_ok || obj.matches('*').count() > 1 || (obj.contains('*') && !obj.ends_with('*')) {
-                    return Err(file_err(file, line, format!("bad table pattern {obj:?} (a name, or a prefix ending in *)")));
+                    return Err(file_err(
+                        file,
+                        line,
+                        format!("bad table pattern {obj:?} (a name, or a prefix ending in *)"),
+                    ));
                 }
                 if eft != "allow" && eft != "deny" {
                     return Err(file_err(file, line, format!("effect must be allow or deny, found {eft:?}")));
@@ -417,7 +425,11 @@ pub(crate) fn parse_policy(text: &str, file: &str) -> Result<PolicyFile, PolicyE
                         RuleKind::Admin
                     }
                     other => {
-                        return Err(file_err(file, line, format!("unknown action {other:?} (expected read, column or admin)")));
+                        return Err(file_err(
+                            file,
+                            line,
+                            format!("unknown action {other:?} (expected read, column or admin)"),
+                        ));
                     }
                 };
                 out.roles.insert(sub.clone());
@@ -431,7 +443,11 @@ pub(crate) fn parse_policy(text: &str, file: &str) -> Result<PolicyFile, PolicyE
             "g" => {
                 let f = &toks[1..];
                 if f.len() != 3 {
-                    return Err(file_err(file, line, format!("a g line has 3 fields (member, role, department), found {}", f.len())));
+                    return Err(file_err(
+                        file,
+                        line,
+                        format!("a g line has 3 fields (member, role, department), found {}", f.len()),
+                    ));
                 }
                 if !is_ident(&f[0]) || !is_ident(&f[1]) {
                     return Err(file_err(file, line, "bad role name"));
@@ -485,12 +501,20 @@ pub(crate) fn check_model(text: &str, file: &str) -> Result<(), PolicyError> {
         match (section.as_str(), k) {
             ("request_definition", "r") => {
                 if list(v) != R_TOKENS {
-                    return Err(file_err(file, line, format!("request definition must be `r = {}`", R_TOKENS.join(", "))));
+                    return Err(file_err(
+                        file,
+                        line,
+                        format!("request definition must be `r = {}`", R_TOKENS.join(", ")),
+                    ));
                 }
             }
             ("policy_definition", "p") => {
                 if list(v) != P_TOKENS {
-                    return Err(file_err(file, line, format!("policy definition must be `p = {}`", P_TOKENS.join(", "))));
+                    return Err(file_err(
+                        file,
+                        line,
+                        format!("policy definition must be `p = {}`", P_TOKENS.join(", ")),
+                    ));
                 }
             }
             ("role_definition", "g") => {
@@ -505,7 +529,11 @@ pub(crate) fn check_model(text: &str, file: &str) -> Result<(), PolicyError> {
                     "!some(where (p.eft == deny))",
                 ];
                 if !supported.contains(&v) {
-                    return Err(file_err(file, line, format!("unsupported policy effect {v:?} (supported: {supported:?})")));
+                    return Err(file_err(
+                        file,
+                        line,
+                        format!("unsupported policy effect {v:?} (supported: {supported:?})"),
+                    ));
                 }
             }
             ("matchers", "m") => {

@@ -89,20 +89,22 @@ async fn bad_users() {
     let header = text.lines().take(dl).enumerate().filter(|(_, l)| l.trim() == "[[user]]").last().unwrap().0 + 1;
     expect_line(load(MODEL, POLICY, &text).await, "users.toml", header, "not defined in policy.csv");
     // Not an argon2id hash.
-    let text = format!("{USERS}\n[[user]]\nname = \"y\"\ndepartment = \"police\"\nroles = [\"police_analyst\"]\npassword_hash = \"plaintext\"\n");
+    let text = format!(
+        "{USERS}\n[[user]]\nname = \"y\"\ndepartment = \"police\"\nroles = [\"police_analyst\"]\npassword_hash = \"plaintext\"\n"
+    );
     let header = text.lines().enumerate().filter(|(_, l)| l.trim() == "[[user]]").last().unwrap().0 + 1;
     expect_line(load(MODEL, POLICY, &text).await, "users.toml", header, "bad password hash");
     // Unknown field.
-    let text = format!("{USERS}\n[[user]]\nname = \"z\"\ndepartment = \"police\"\nroles = [\"police_analyst\"]\npassword_hash = \"x\"\nclearance = 9\n");
+    let text = format!(
+        "{USERS}\n[[user]]\nname = \"z\"\ndepartment = \"police\"\nroles = [\"police_analyst\"]\npassword_hash = \"x\"\nclearance = 9\n"
+    );
     assert!(matches!(load(MODEL, POLICY, &text).await, Err(PolicyError::File { .. })));
 }
 
 #[tokio::test]
 async fn bad_model() {
-    let text = MODEL.replace(
-        "e = some(where (p.eft == allow)) && !some(where (p.eft == deny))",
-        "e = priority(p.eft) || whatever",
-    );
+    let text = MODEL
+        .replace("e = some(where (p.eft == allow)) && !some(where (p.eft == deny))", "e = priority(p.eft) || whatever");
     let line = line_of(&text, "priority(");
     expect_line(load(&text, POLICY, USERS).await, "model.conf", line, "unsupported policy effect");
     let text = MODEL.replace("r = sub, dom, obj, col, sens, sem, act", "r = sub, obj, act");

@@ -37,9 +37,14 @@ async fn exists_subquery() {
     assert!(query(&e, &ctx, "he.office", q).await.is_empty());
     assert_eq!(query(&e, &ctx, "wang.police", q).await, n("1"));
     // Correlated NOT EXISTS on a denied table.
-    let err = run(&e, &ctx, "chen.ecology", "SELECT matter_id FROM matter m WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.user = m.matter_id)")
-        .await
-        .unwrap_err();
+    let err = run(
+        &e,
+        &ctx,
+        "chen.ecology",
+        "SELECT matter_id FROM matter m WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.user = m.matter_id)",
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("permission denied for table audit"), "{err}");
 }
 
@@ -74,10 +79,7 @@ async fn join() {
     let e = engine().await;
     let ctx = context();
     let q = "SELECT m.matter_id, e.id_value FROM matter m JOIN element e ON m.party_element_id = e.element_id";
-    assert_eq!(
-        query(&e, &ctx, "zhou.natres", q).await,
-        vec![vec!["m5".to_string(), token_value(TOKEN_KEY, "S-001")]]
-    );
+    assert_eq!(query(&e, &ctx, "zhou.natres", q).await, vec![vec!["m5".to_string(), token_value(TOKEN_KEY, "S-001")]]);
     // Joining on the masked value does not reveal which IDs match.
     let q = "SELECT count(*) FROM element a JOIN element b ON a.id_value = b.id_value AND a.element_id <> b.element_id";
     assert_eq!(query(&e, &ctx, "he.office", q).await, n("0"));
@@ -152,11 +154,8 @@ async fn aggregates_on_masked_and_denied_columns() {
             })
             .collect()
     };
-    let plan = ctx
-        .state()
-        .create_logical_plan("SELECT count(phone), min(phone), max(phone) FROM element")
-        .await
-        .unwrap();
+    let plan =
+        ctx.state().create_logical_plan("SELECT count(phone), min(phone), max(phone) FROM element").await.unwrap();
     let plan = e.secure_plan(&who, plan, &cols).unwrap();
     let b = ctx.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
     assert_eq!(rows(&b), vec![vec!["0".to_string(), "NULL".to_string(), "NULL".to_string()]]);
@@ -193,11 +192,18 @@ async fn explain_shows_only_the_rewritten_plan() {
 async fn information_schema_is_admin_only() {
     let e = engine().await;
     let ctx = context();
-    for q in ["SELECT table_name FROM information_schema.tables", "SHOW TABLES", "SHOW COLUMNS FROM element", "SELECT * FROM information_schema.columns"] {
+    for q in [
+        "SELECT table_name FROM information_schema.tables",
+        "SHOW TABLES",
+        "SHOW COLUMNS FROM element",
+        "SELECT * FROM information_schema.columns",
+    ] {
         let err = run(&e, &ctx, "chen.ecology", q).await.unwrap_err();
         assert!(err.contains("permission denied"), "{q}: {err}");
     }
-    let tables = query(&e, &ctx, "sys.admin", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").await;
+    let tables =
+        query(&e, &ctx, "sys.admin", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+            .await;
     assert!(tables.contains(&vec!["element".to_string()]), "{tables:?}");
 }
 
@@ -246,9 +252,14 @@ async fn token_function_cannot_be_called() {
     let e = engine().await;
     let ctx = context();
     e.mask_functions().register(&ctx);
-    let err = run(&e, &ctx, "chen.ecology", "SELECT count(*) FROM element WHERE id_value = lianqin_hash_token('330523198505052345')")
-        .await
-        .unwrap_err();
+    let err = run(
+        &e,
+        &ctx,
+        "chen.ecology",
+        "SELECT count(*) FROM element WHERE id_value = lianqin_hash_token('330523198505052345')",
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains(lianqin_policies::TOKEN_FN), "{err}");
 }
 
@@ -290,7 +301,8 @@ async fn unknown_or_forged_user_denied() {
 #[tokio::test]
 async fn policy_evaluation_error_denies() {
     // A matcher calling a function casbin does not have fails at evaluation time.
-    let model = include_str!("../model.conf").replace("r.act == p.act &&", "r.act == p.act && noSuchFunction(r.obj) &&");
+    let model =
+        include_str!("../model.conf").replace("r.act == p.act &&", "r.act == p.act && noSuchFunction(r.obj) &&");
     let e = PolicyEngine::from_texts(
         &model,
         include_str!("../policy.csv"),

@@ -16,9 +16,39 @@ async fn element_rows_per_user() {
     let ctx = context();
     let q = "SELECT element_id FROM element";
     let cases: &[(&str, &[&str])] = &[
-        ("wang.police", &["cid:330502199001011234", "cid:330523198505052345", "cid:33052119700303345X", "site:S-001", "uscc:91330500MA2B3C4D5E", "water:西苕溪"]),
-        ("sys.admin", &["cid:330502199001011234", "cid:330523198505052345", "cid:33052119700303345X", "site:S-001", "uscc:91330500MA2B3C4D5E", "water:西苕溪"]),
-        ("he.office", &["cid:330502199001011234", "cid:330523198505052345", "cid:33052119700303345X", "site:S-001", "uscc:91330500MA2B3C4D5E", "water:西苕溪"]),
+        (
+            "wang.police",
+            &[
+                "cid:330502199001011234",
+                "cid:330523198505052345",
+                "cid:33052119700303345X",
+                "site:S-001",
+                "uscc:91330500MA2B3C4D5E",
+                "water:西苕溪",
+            ],
+        ),
+        (
+            "sys.admin",
+            &[
+                "cid:330502199001011234",
+                "cid:330523198505052345",
+                "cid:33052119700303345X",
+                "site:S-001",
+                "uscc:91330500MA2B3C4D5E",
+                "water:西苕溪",
+            ],
+        ),
+        (
+            "he.office",
+            &[
+                "cid:330502199001011234",
+                "cid:330523198505052345",
+                "cid:33052119700303345X",
+                "site:S-001",
+                "uscc:91330500MA2B3C4D5E",
+                "water:西苕溪",
+            ],
+        ),
         ("li.station", &["cid:330502199001011234", "uscc:91330500MA2B3C4D5E"]),
         ("zhao.aux", &["cid:330523198505052345", "water:西苕溪"]),
         ("chen.ecology", &["cid:330523198505052345", "site:S-001", "water:西苕溪"]),
@@ -175,8 +205,5 @@ async fn passwords() {
     assert!(e.authenticate("chen.ecology", "chen.ecology-demo").is_ok());
     assert!(e.authenticate("chen.ecology", "wrong").is_err());
     assert!(e.authenticate("nobody", "chen.ecology-demo").is_err());
-    assert_eq!(
-        e.authenticate("nobody", "x").unwrap_err().to_string(),
-        "authentication failed for user \"nobody\""
-    );
+    assert_eq!(e.authenticate("nobody", "x").unwrap_err().to_string(), "authentication failed for user \"nobody\"");
 }

@@ -161,7 +161,14 @@ fn expected(c: &Case) -> Vec<Vec<String>> {
 
 fn batch(c: &Case) -> RecordBatch {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    let schema = Arc::new(Schema::new(vec![s("element_id"), s("name"), s("id_value"), s("phone"), s("department"), s("division")]));
+    let schema = Arc::new(Schema::new(vec![
+        s("element_id"),
+        s("name"),
+        s("id_value"),
+        s("phone"),
+        s("department"),
+        s("division"),
+    ]));
     let col = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
         Arc::new((0..c.rows.len()).map(f).collect::<StringArray>())
     };
@@ -191,9 +198,14 @@ fn meta(_t: &str) -> Vec<ColumnMeta> {
 }
 
 async fn actual(c: &Case) -> Result<Vec<Vec<String>>, String> {
-    let e = PolicyEngine::from_texts(include_str!("../model.conf"), &policy_text(c), &users_text(c), MaskFunctions::new(b"prop-key"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let e = PolicyEngine::from_texts(
+        include_str!("../model.conf"),
+        &policy_text(c),
+        &users_text(c),
+        MaskFunctions::new(b"prop-key"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let ctx = SessionContext::new();
     common::register(&ctx, "element", batch(c));
     let who = e.principal("u").ok_or("no user")?;
@@ -203,7 +215,8 @@ async fn actual(c: &Case) -> Result<Vec<Vec<String>>, String> {
         .await
         .map_err(|e| e.to_string())?;
     let plan = e.secure_plan(&who, plan, &meta).map_err(|e| e.to_string())?;
-    let b = ctx.execute_logical_plan(plan).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
+    let b =
+        ctx.execute_logical_plan(plan).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
     Ok(common::rows(&b))
 }
 

@@ -48,14 +48,17 @@ impl Drop for Hub {
 
 async fn matter_count(d: &std::path::Path, like: &str) -> i64 {
     match lianqin_tests::try_engine(d).await {
-        Ok(e) => e.scalar_i64(&format!("SELECT count(*) FROM matter WHERE matter_id LIKE '{like}'")).await.unwrap_or(-1),
+        Ok(e) => {
+            e.scalar_i64(&format!("SELECT count(*) FROM matter WHERE matter_id LIKE '{like}'")).await.unwrap_or(-1)
+        }
         Err(_) => -1,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_survives_broker_stop_and_start() {
-    let (Ok(brokers), Ok(kafka_sh)) = (std::env::var("LIANQIN_KAFKA_BROKERS"), std::env::var("LIANQIN_KAFKA_SCRIPT")) else {
+    let (Ok(brokers), Ok(kafka_sh)) = (std::env::var("LIANQIN_KAFKA_BROKERS"), std::env::var("LIANQIN_KAFKA_SCRIPT"))
+    else {
         eprintln!("skipped: set LIANQIN_KAFKA_BROKERS and LIANQIN_KAFKA_SCRIPT (tests/run.sh does)");
         return;
     };
@@ -78,19 +81,17 @@ async fn hub_survives_broker_stop_and_start() {
     let text = kafka_config(&sim, &brokers, &format!("brk{n}."));
     let conf = d.join("lianqin-kafka.toml");
     std::fs::write(&conf, &text).unwrap();
-    let hub = Hub(
-        Command::new(lianqin_bin())
-            .args(["run", "--config"])
-            .arg(&conf)
-            .arg("--data-dir")
-            .arg(d)
-            .env(demo::DEMO_KEY_ENV, &key)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lianqin run"),
-    );
+    let hub = Hub(Command::new(lianqin_bin())
+        .args(["run", "--config"])
+        .arg(&conf)
+        .arg("--data-dir")
+        .arg(d)
+        .env(demo::DEMO_KEY_ENV, &key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lianqin run"));
 
     // Mid-stream: some 110 incidents are in the library, not all.
     let total = sim.truth().incidents.len() as i64;
@@ -127,8 +128,12 @@ async fn hub_survives_broker_stop_and_start() {
     // Let in-flight work settle, then check the versions too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(hub);
-    assert!(done, "hub did not recover: 110 {} of {want_110}, 12345 {} of {want_12345}",
-        matter_count(d, "110:%").await, matter_count(d, "12345:%").await);
+    assert!(
+        done,
+        "hub did not recover: 110 {} of {want_110}, 12345 {} of {want_12345}",
+        matter_count(d, "110:%").await,
+        matter_count(d, "12345:%").await
+    );
 
     // None doubled: no library row stored twice for the same record version,
     // no raw record stored twice at the same offset.
@@ -136,7 +141,9 @@ async fn hub_survives_broker_stop_and_start() {
     for raw in ["raw_police_110", "raw_hotline_12345"] {
         let dups = count(
             d,
-            &format!("SELECT count(*) FROM (SELECT bus_partition, bus_offset FROM {raw} GROUP BY 1, 2 HAVING count(*) > 1)"),
+            &format!(
+                "SELECT count(*) FROM (SELECT bus_partition, bus_offset FROM {raw} GROUP BY 1, 2 HAVING count(*) > 1)"
+            ),
         )
         .await;
         assert_eq!(dups, 0, "{raw} stored one bus record twice");
@@ -166,6 +173,11 @@ async fn hub_survives_broker_stop_and_start() {
             mismatched.push(id.to_string());
         }
     }
-    assert!(mismatched.is_empty(), "{} tickets' current rows differ from the source, e.g. {:?}", mismatched.len(), &mismatched[..mismatched.len().min(5)]);
+    assert!(
+        mismatched.is_empty(),
+        "{} tickets' current rows differ from the source, e.g. {:?}",
+        mismatched.len(),
+        &mismatched[..mismatched.len().min(5)]
+    );
     sim.shutdown().await;
 }

@@ -10,7 +10,15 @@ use lianqin_sim::SimConfig;
 use lianqin_tests::lianqin_bin;
 
 fn small() -> SimConfig {
-    SimConfig { incidents: 10, tickets: 5, enterprises: 5, cases: 5, env_files: 1, env_rows_per_file: 5, ..Default::default() }
+    SimConfig {
+        incidents: 10,
+        tickets: 5,
+        enterprises: 5,
+        cases: 5,
+        env_files: 1,
+        env_rows_per_file: 5,
+        ..Default::default()
+    }
 }
 
 fn events(d: &std::path::Path, kind: EventKind) -> Vec<lianqin_audit::AuditRecord> {
@@ -127,7 +135,11 @@ fn cli_sql(d: &std::path::Path, user: Option<&str>, env: &[(&str, &str)], query:
         c.env(k, v);
     }
     let out = c.arg(query).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// Issue 5 "every kind of event in 1 appears after the action that causes
@@ -157,7 +169,8 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     }
     assert_eq!(events(d, EventKind::ConfigChange).len(), 1, "unchanged config recorded as a change");
     {
-        let text = demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV).replace("batch_max_records = 50000", "batch_max_records = 40000");
+        let text = demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV)
+            .replace("batch_max_records = 50000", "batch_max_records = 40000");
         let cfg = lianqin_pipeline::config::HubConfig::parse(&text, "changed.toml", &d.join("demo")).unwrap();
         let hub = lianqin_pipeline::hub::Hub::open(cfg, d).await.unwrap();
         hub.audit().sync();
@@ -169,10 +182,14 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
 
     // A query: login, then the query with tables, columns, rows, masks,
     // row filters, the deciding rules and their version, and duration.
-    let (ok, _, err) = cli_sql(d, Some("chen.ecology"), &[], "SELECT element_id, id_value FROM element_history WHERE kind = 'person'");
+    let (ok, _, err) =
+        cli_sql(d, Some("chen.ecology"), &[], "SELECT element_id, id_value FROM element_history WHERE kind = 'person'");
     assert!(ok, "{err}");
     let logins = events(d, EventKind::Login);
-    assert!(logins.iter().any(|r| r.event.user == "chen.ecology" && r.event.outcome == lianqin_audit::Outcome::Success), "{logins:?}");
+    assert!(
+        logins.iter().any(|r| r.event.user == "chen.ecology" && r.event.outcome == lianqin_audit::Outcome::Success),
+        "{logins:?}"
+    );
     let q: Vec<_> = events(d, EventKind::Query).into_iter().filter(|r| r.event.user == "chen.ecology").collect();
     assert_eq!(q.len(), 1);
     let e = &q[0].event;
@@ -189,7 +206,11 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     // A wrong password: a failed login (and a denial), no result.
     let (ok, _, _) = cli_sql(d, Some("chen.ecology"), &[("LIANQIN_PASSWORD", "wrong")], "SELECT 1");
     assert!(!ok);
-    assert!(events(d, EventKind::Login).iter().any(|r| r.event.user == "chen.ecology" && r.event.outcome == lianqin_audit::Outcome::Failure));
+    assert!(
+        events(d, EventKind::Login)
+            .iter()
+            .any(|r| r.event.user == "chen.ecology" && r.event.outcome == lianqin_audit::Outcome::Failure)
+    );
     let (ok, _, err) = cli_sql(d, Some("chen.ecology"), &[("LIANQIN_PASSWORD", "chen.ecology-demo")], "SELECT 1");
     assert!(ok, "{err}");
 
@@ -215,22 +236,50 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
         "SELECT * FROM audit WHERE kind = 'query' AND \"user\" = 'chen.ecology' ORDER BY seq",
     );
     assert!(ok, "{err}");
-    let rows: Vec<serde_json::Value> = out.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> =
+        out.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(!rows.is_empty(), "{out}");
     let r = &rows[0];
-    for col in ["stream", "seq", "time", "node", "kind", "user", "department", "client", "session", "outcome", "rule", "policy_version", "sql", "tables", "columns", "rows", "masks", "filters", "duration_ms"] {
+    for col in [
+        "stream",
+        "seq",
+        "time",
+        "node",
+        "kind",
+        "user",
+        "department",
+        "client",
+        "session",
+        "outcome",
+        "rule",
+        "policy_version",
+        "sql",
+        "tables",
+        "columns",
+        "rows",
+        "masks",
+        "filters",
+        "duration_ms",
+    ] {
         assert!(r.get(col).is_some(), "column {col} missing in {r}");
     }
     assert_eq!(r["department"], "ecology");
     assert!(r["sql"].as_str().unwrap().contains("kind = 'person'"));
     assert!(r["masks"].as_str().unwrap().contains("element_history.id_value:"));
     // Header-level pushdown (seq) gives the same rows as a full scan.
-    let (_, out2, _) = cli_sql(d, Some("qian.audit"), &[], &format!("SELECT seq FROM audit WHERE seq = {} AND stream = '{}'", r["seq"], r["stream"].as_str().unwrap()));
+    let (_, out2, _) = cli_sql(
+        d,
+        Some("qian.audit"),
+        &[],
+        &format!("SELECT seq FROM audit WHERE seq = {} AND stream = '{}'", r["seq"], r["stream"].as_str().unwrap()),
+    );
     assert!(out2.contains(&format!("\"seq\":{}", r["seq"])), "{out2}");
     // Reading the audit table is itself audited.
     let reads = events(d, EventKind::AuditRead);
     assert!(
-        reads.iter().any(|x| x.event.user == "qian.audit" && x.event.sql.as_deref().is_some_and(|s| s.contains("FROM audit")) && x.event.rows == Some(rows.len() as u64)),
+        reads.iter().any(|x| x.event.user == "qian.audit"
+            && x.event.sql.as_deref().is_some_and(|s| s.contains("FROM audit"))
+            && x.event.rows == Some(rows.len() as u64)),
         "{reads:?}"
     );
 
@@ -244,7 +293,8 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     text.push_str("p, hotline_agent, hotline_12345, codes, *, read, *, allow\n");
     std::fs::write(pol.path().join("policy.csv"), text).unwrap();
     let before = events(d, EventKind::PolicyChange).len();
-    let (ok, _, err) = cli_sql(d, Some("chen.ecology"), &[("LIANQIN_POLICIES", pol.path().to_str().unwrap())], "SELECT 1");
+    let (ok, _, err) =
+        cli_sql(d, Some("chen.ecology"), &[("LIANQIN_POLICIES", pol.path().to_str().unwrap())], "SELECT 1");
     assert!(ok, "{err}");
     let pcs = events(d, EventKind::PolicyChange);
     assert_eq!(pcs.len(), before + 1);
@@ -269,7 +319,11 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     );
 
     // Only auditors may name themselves as readers of the audit trail.
-    let s = Command::new(lianqin_bin()).args(["audit", "search", "--as", "wang.police", "--data-dir"]).arg(d).output().unwrap();
+    let s = Command::new(lianqin_bin())
+        .args(["audit", "search", "--as", "wang.police", "--data-dir"])
+        .arg(d)
+        .output()
+        .unwrap();
     assert!(!s.status.success());
     assert!(String::from_utf8_lossy(&s.stderr).contains("permission denied"));
     assert!(!String::from_utf8_lossy(&s.stdout).contains("chen.ecology"));
@@ -277,7 +331,19 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     // An exported subset with its proof checks out against the public key
     // alone; a tampered proof does not.
     let p = Command::new(lianqin_bin())
-        .args(["audit", "prove", "--as", "qian.audit", "--stream", "demo-hub", "--from-seq", "2", "--to-seq", "5", "--data-dir"])
+        .args([
+            "audit",
+            "prove",
+            "--as",
+            "qian.audit",
+            "--stream",
+            "demo-hub",
+            "--from-seq",
+            "2",
+            "--to-seq",
+            "5",
+            "--data-dir",
+        ])
         .arg(d)
         .output()
         .unwrap();
@@ -286,13 +352,21 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     let pk = err.rsplit(": ").next().unwrap().trim().to_string();
     let proof = d.join("proof.json");
     std::fs::write(&proof, &p.stdout).unwrap();
-    let c = Command::new(lianqin_bin()).args(["audit", "check-proof", "--public-key", &pk, "--proof"]).arg(&proof).output().unwrap();
+    let c = Command::new(lianqin_bin())
+        .args(["audit", "check-proof", "--public-key", &pk, "--proof"])
+        .arg(&proof)
+        .output()
+        .unwrap();
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     assert_eq!(String::from_utf8_lossy(&c.stdout).lines().count(), 4);
     let mut doc: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
     doc["to_seq"] = serde_json::json!(4);
     std::fs::write(&proof, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let c = Command::new(lianqin_bin()).args(["audit", "check-proof", "--public-key", &pk, "--proof"]).arg(&proof).output().unwrap();
+    let c = Command::new(lianqin_bin())
+        .args(["audit", "check-proof", "--public-key", &pk, "--proof"])
+        .arg(&proof)
+        .output()
+        .unwrap();
     assert!(!c.status.success(), "tampered proof accepted");
 
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
@@ -313,7 +387,12 @@ async fn shipped_audit_copy_verifies_and_survives_resends() {
     let sink = Arc::new(MemorySink::default());
     let shipper = Arc::new(Shipper::new(d, Arc::clone(&sink) as Arc<dyn lianqin_pipeline::audit_ship::AuditSink>));
     let ev = |i: u64| {
-        let mut e = lianqin_audit::AuditEvent::new(EventKind::Query, format!("u{i}"), "police", lianqin_audit::Outcome::Success);
+        let mut e = lianqin_audit::AuditEvent::new(
+            EventKind::Query,
+            format!("u{i}"),
+            "police",
+            lianqin_audit::Outcome::Success,
+        );
         e.sql = Some(format!("SELECT {i}"));
         e
     };
@@ -329,10 +408,14 @@ async fn shipped_audit_copy_verifies_and_survives_resends() {
     assert!(shipper.ship_once().await.unwrap() > 0);
     assert_eq!(shipper.ship_once().await.unwrap(), 0, "nothing new, nothing sent");
     let key = audit.key().clone();
-    let msgs: Vec<Vec<u8>> = sink.messages().into_iter().map(|(k, v)| {
-        assert_eq!(k, "n1", "keyed by stream");
-        v
-    }).collect();
+    let msgs: Vec<Vec<u8>> = sink
+        .messages()
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(k, "n1", "keyed by stream");
+            v
+        })
+        .collect();
     // No plaintext on the topic.
     assert!(!msgs.iter().any(|m| m.windows(10).any(|w| w == b"SELECT 117")));
     let copy = tempfile::tempdir().unwrap();
@@ -346,7 +429,9 @@ async fn shipped_audit_copy_verifies_and_survives_resends() {
         let c = tempfile::tempdir().unwrap();
         mirror(c.path(), msgs[..cut].iter().map(|m| m.as_slice())).unwrap();
         let p = c.path().join("audit").join("n1");
-        if p.join("audit.header").exists() && std::fs::read_dir(&p).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("seg-")) {
+        if p.join("audit.header").exists()
+            && std::fs::read_dir(&p).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        {
             let r = lianqin_audit::verify(&p, &key).unwrap();
             assert!(r.is_ok(), "prefix {cut}: {:?}", r.first_problem);
         }
@@ -433,14 +518,21 @@ fn gm_suite_stream_is_kept_and_verifies() {
         let a = lianqin_pipeline::audit::Audit::open_with_suite(d, "gm", "gm", wait, CryptoSuite::Gm).unwrap();
         assert_eq!(a.log().suite(), CryptoSuite::Gm);
         for i in 0..20 {
-            a.record(lianqin_audit::AuditEvent::new(EventKind::Query, format!("u{i}"), "police", lianqin_audit::Outcome::Success)).unwrap();
+            a.record(lianqin_audit::AuditEvent::new(
+                EventKind::Query,
+                format!("u{i}"),
+                "police",
+                lianqin_audit::Outcome::Success,
+            ))
+            .unwrap();
         }
         a.sync();
     }
     {
         let a = lianqin_pipeline::audit::Audit::open_with_suite(d, "gm", "gm", wait, CryptoSuite::Standard).unwrap();
         assert_eq!(a.log().suite(), CryptoSuite::Gm, "an existing stream keeps its suite");
-        a.record(lianqin_audit::AuditEvent::new(EventKind::Query, "u20", "police", lianqin_audit::Outcome::Success)).unwrap();
+        a.record(lianqin_audit::AuditEvent::new(EventKind::Query, "u20", "police", lianqin_audit::Outcome::Success))
+            .unwrap();
         a.sync();
     }
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
@@ -455,13 +547,16 @@ async fn audit_suite_chosen_in_hub_config() {
     use lianqin_audit::CryptoSuite;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg = lianqin_pipeline::config::HubConfig::parse("node = \"gmnode\"\n[audit]\nsuite = \"gm\"\n", "gm.toml", d).unwrap();
+    let cfg = lianqin_pipeline::config::HubConfig::parse("node = \"gmnode\"\n[audit]\nsuite = \"gm\"\n", "gm.toml", d)
+        .unwrap();
     {
         let hub = lianqin_pipeline::hub::Hub::open(cfg, d).await.unwrap();
         assert_eq!(hub.audit().log().suite(), CryptoSuite::Gm);
     }
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    let err = lianqin_pipeline::config::HubConfig::parse("[audit]\nsuite = \"sm9\"\n", "bad.toml", d).unwrap_err().to_string();
+    let err = lianqin_pipeline::config::HubConfig::parse("[audit]\nsuite = \"sm9\"\n", "bad.toml", d)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad.toml") && err.contains("line 2") && err.contains("sm9"), "{err}");
 }

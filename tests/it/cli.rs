@@ -22,7 +22,12 @@ fn example_config_checks_and_bad_config_names_the_line() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("are valid"));
 
     // Without the secret in the environment, start-up fails and says which variable.
-    let out = Command::new(lianqin_bin()).args(["check", "--config"]).arg(&example).env_remove("POLICE_110_API_KEY").output().unwrap();
+    let out = Command::new(lianqin_bin())
+        .args(["check", "--config"])
+        .arg(&example)
+        .env_remove("POLICE_110_API_KEY")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("POLICE_110_API_KEY"));
 
@@ -60,7 +65,8 @@ fn demo_once_then_sql() {
     let out = Command::new(lianqin_bin()).args(["demo", "--once", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["生态要素库", "生态联勤事项库", "隔离区", "missing key field `jjdbh`", "lianqin sql --data-dir"] {
+    for want in ["生态要素库", "生态联勤事项库", "隔离区", "missing key field `jjdbh`", "lianqin sql --data-dir"]
+    {
         assert!(text.contains(want), "demo output lacks {want}:\n{text}");
     }
     let out = Command::new(lianqin_bin())
@@ -75,7 +81,12 @@ fn demo_once_then_sql() {
     assert!(n > 0);
     // Compaction keeps every row and every version readable.
     let before = |sql: &str| {
-        let out = Command::new(lianqin_bin()).args(["sql", "--format", "csv", "--data-dir"]).arg(dir.path()).arg(sql).output().unwrap();
+        let out = Command::new(lianqin_bin())
+            .args(["sql", "--format", "csv", "--data-dir"])
+            .arg(dir.path())
+            .arg(sql)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     };
@@ -85,7 +96,12 @@ fn demo_once_then_sql() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(before(q), b);
     // A bad query is a clear error, not a crash.
-    let out = Command::new(lianqin_bin()).args(["sql", "--data-dir"]).arg(dir.path()).arg("SELECT nope FROM element").output().unwrap();
+    let out = Command::new(lianqin_bin())
+        .args(["sql", "--data-dir"])
+        .arg(dir.path())
+        .arg("SELECT nope FROM element")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

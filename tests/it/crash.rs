@@ -112,7 +112,10 @@ async fn crash_and_restart(kafka: Option<String>) {
 
     // Exactly the sources' records.
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%'").await, want_110);
-    assert_eq!(count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE '110:%'").await, want_110);
+    assert_eq!(
+        count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE '110:%'").await,
+        want_110
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await, want_12345);
     // None doubled: no library row stored twice for the same record version.
     lianqin_tests::assert_no_doubled_library_rows(d).await;

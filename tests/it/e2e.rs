@@ -46,25 +46,28 @@ async fn sources_to_libraries_to_sql_with_known_counts() {
     // Matters: one per accepted source record, per source prefix.
     let incidents_ok = truth.incidents.iter().filter(|v| incident_ok(v)).count() as i64;
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%'").await, incidents_ok);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await, truth.tickets.len() as i64);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await,
+        truth.tickets.len() as i64
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'zhzf:%'").await, truth.cases.len() as i64);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12369:%'").await, truth.complaints.len() as i64);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12369:%'").await,
+        truth.complaints.len() as i64
+    );
     // Early warnings (预警) only for samples worse than their target class.
     assert!(count(d, "SELECT count(*) FROM matter WHERE stage = 'warning' AND matter_id LIKE 'wq:%'").await > 0);
 
     // Stages follow the sources' status fields.
-    let want_intake = truth
-        .incidents
-        .iter()
-        .filter(|v| incident_ok(v) && s(v, "jqzt") == Some("接警"))
-        .count() as i64;
+    let want_intake = truth.incidents.iter().filter(|v| incident_ok(v) && s(v, "jqzt") == Some("接警")).count() as i64;
     assert_eq!(
         count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%' AND stage = 'intake'").await,
         want_intake
     );
 
     // Enterprises: market register ∪ law-enforcement parties, one element per USCC.
-    let mut usccs: BTreeSet<String> = truth.enterprises.iter().filter_map(|v| s(v, "uscc")).map(|x| x.to_uppercase()).collect();
+    let mut usccs: BTreeSet<String> =
+        truth.enterprises.iter().filter_map(|v| s(v, "uscc")).map(|x| x.to_uppercase()).collect();
     let market_only = usccs.len();
     usccs.extend(truth.cases.iter().filter_map(|v| s(v, "party_uscc")).map(|x| x.to_uppercase()));
     assert_eq!(
@@ -168,7 +171,8 @@ async fn replays_leave_the_libraries_unchanged() {
     //    bus"): positions come from the libraries, so nothing is doubled.
     {
         let hub = demo::open_demo_hub(d, &sim).await.unwrap();
-        let topics: Vec<String> = ["police_110", "hotline_12345"].iter().map(|s| lianqin_bus::raw_topic("lianqin.", s)).collect();
+        let topics: Vec<String> =
+            ["police_110", "hotline_12345"].iter().map(|s| lianqin_bus::raw_topic("lianqin.", s)).collect();
         let zero: lianqin_bus::OffsetLookup = std::sync::Arc::new(|_, _| Some(0));
         let mut c = hub.bus().consumer("lianqin-pipeline", &topics, zero).await.unwrap();
         c.commit(&topics.iter().map(|t| (t.clone(), 0u32, 0u64)).collect::<Vec<_>>()).await.unwrap();
@@ -214,8 +218,14 @@ async fn flaky_sources_recover_without_losing_or_skipping_pages() {
     let truth = sim.truth();
     // Every keyed incident reached its raw table (one is later quarantined for its `jd`).
     let keys: BTreeSet<&str> = truth.incidents.iter().filter_map(|v| s(v, "jjdbh")).collect();
-    assert_eq!(count(d, "SELECT count(DISTINCT source_key) FROM raw_police_110 WHERE source_key <> ''").await, keys.len() as i64);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await, truth.tickets.len() as i64);
+    assert_eq!(
+        count(d, "SELECT count(DISTINCT source_key) FROM raw_police_110 WHERE source_key <> ''").await,
+        keys.len() as i64
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await,
+        truth.tickets.len() as i64
+    );
     let counts = sim.request_counts();
     assert!(counts.police_110.errors_500 > 0 && counts.police_110.rate_limited_429 > 0, "{counts:?}");
     sim.shutdown().await;

@@ -165,9 +165,15 @@ time_field = "ts"
     while on_bus(mqtt_topic.clone()).await == 0 {
         assert!(probes < 100, "the mqtt connector never received a probe");
         probes += 1;
-        let probe = json!({"device_id": "probe", "ts": format!("2025-10-08T08:{:02}:{:02}+08:00", probes / 60, probes % 60)});
+        let probe =
+            json!({"device_id": "probe", "ts": format!("2025-10-08T08:{:02}:{:02}+08:00", probes / 60, probes % 60)});
         client
-            .publish(format!("sensors/water/{run}/probe"), rumqttc::QoS::AtLeastOnce, false, serde_json::to_vec(&probe).unwrap())
+            .publish(
+                format!("sensors/water/{run}/probe"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&probe).unwrap(),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -177,7 +183,12 @@ time_field = "ts"
     let before = on_bus(mqtt_topic.clone()).await;
     for r in &readings {
         client
-            .publish(format!("sensors/water/{run}/DQ-S03"), rumqttc::QoS::AtLeastOnce, false, serde_json::to_vec(r).unwrap())
+            .publish(
+                format!("sensors/water/{run}/DQ-S03"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(r).unwrap(),
+            )
             .await
             .unwrap();
     }
@@ -198,7 +209,14 @@ time_field = "ts"
     // Elements: devices, the water body and the station (same ids as the CSV exports use).
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE id_type = 'mn' AND element_id LIKE 'mn:%'").await, 2);
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'water:西苕溪' AND kind = 'water'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'site:AJ-W001' AND division = '330523' AND lon IS NOT NULL").await, 1);
+    assert_eq!(
+        count(
+            d,
+            "SELECT count(*) FROM element WHERE element_id = 'site:AJ-W001' AND division = '330523' AND lon IS NOT NULL"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'water:下渚湖' AND kind = 'lake'").await, 1);
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'site:DQ-W005'").await, 1);
     // Exactly one warning per bad reading, none for good ones or unregistered devices.

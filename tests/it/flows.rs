@@ -13,7 +13,15 @@ use lianqin_tests::lianqin_bin;
 use serde_json::Value;
 
 fn small() -> SimConfig {
-    SimConfig { incidents: 40, tickets: 30, enterprises: 25, cases: 20, env_files: 2, env_rows_per_file: 15, ..Default::default() }
+    SimConfig {
+        incidents: 40,
+        tickets: 30,
+        enterprises: 25,
+        cases: 20,
+        env_files: 2,
+        env_rows_per_file: 15,
+        ..Default::default()
+    }
 }
 
 /// Rows of `sql` as `user` through the same enforcement as `lianqin sql --as`.
@@ -81,7 +89,10 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
     for m in &eco {
         let r = &m["row"];
         assert_eq!(m["library"], "matter");
-        assert!(r["category"] == "a" || r["category"] == "b" || r["department"] == "ecology", "matter leaked to ecology: {r}");
+        assert!(
+            r["category"] == "a" || r["category"] == "b" || r["department"] == "ecology",
+            "matter leaked to ecology: {r}"
+        );
     }
     assert_eq!(eco.len() as i64, secured_count(d, "chen.ecology", "SELECT count(*) FROM matter_history").await);
     assert!(
@@ -104,15 +115,30 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
     // Export: the same enforcement, one audited `export` entry.
     let out_file = d.join("market-elements.jsonl");
     let out = Command::new(lianqin_bin())
-        .args(["export", "--as", "liu.market", "--table", "element", "--where", "kind = 'unit_place'", "--format", "jsonl", "--out"])
+        .args([
+            "export",
+            "--as",
+            "liu.market",
+            "--table",
+            "element",
+            "--where",
+            "kind = 'unit_place'",
+            "--format",
+            "jsonl",
+            "--out",
+        ])
         .arg(&out_file)
         .arg("--data-dir")
         .arg(d)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> = std::fs::read_to_string(&out_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(rows.len() as i64, secured_count(d, "liu.market", "SELECT count(*) FROM element WHERE kind = 'unit_place'").await);
+    let rows: Vec<Value> =
+        std::fs::read_to_string(&out_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        rows.len() as i64,
+        secured_count(d, "liu.market", "SELECT count(*) FROM element WHERE kind = 'unit_place'").await
+    );
     assert!(rows.iter().all(|r| r.get("id_value").is_none_or(Value::is_null)));
     // A user without the table gets nothing and the refusal is audited.
     let denied = d.join("denied.csv");
@@ -125,13 +151,12 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
         .unwrap();
     assert!(!out.status.success() && !denied.exists());
     let events = audit_events(d);
-    let ex = events
-        .iter()
-        .find(|e| e.kind == EventKind::Export && e.user == "liu.market")
-        .expect("export audited");
+    let ex = events.iter().find(|e| e.kind == EventKind::Export && e.user == "liu.market").expect("export audited");
     assert_eq!(ex.department, "market");
     assert_eq!(ex.rows, Some(rows.len() as u64));
     assert_eq!(ex.tables, vec!["element_history".to_string()]);
     assert!(ex.detail["destination"].as_str().unwrap().ends_with("market-elements.jsonl"));
-    assert!(events.iter().any(|e| e.kind == EventKind::Export && e.user == "zhao.aux" && e.outcome == Outcome::Failure));
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::Export && e.user == "zhao.aux" && e.outcome == Outcome::Failure)
+    );
 }

@@ -132,7 +132,11 @@ batch_linger_ms = 5
     .await;
     hub.kill().ok();
     let _ = hub.wait();
-    assert!(finished.is_ok(), "the device did not get every frame acknowledged ({} of {FRAMES})", acked.lock().unwrap().len());
+    assert!(
+        finished.is_ok(),
+        "the device did not get every frame acknowledged ({} of {FRAMES})",
+        acked.lock().unwrap().len()
+    );
     assert!(stored, "not every reading reached the raw table (killed after {acked_at_kill} acks)");
     // Every reading exactly once: acked before the kill, resent after it,
     // or stored but unacknowledged and then resent (a repeat).

@@ -40,7 +40,15 @@ async fn sources_through_kafka_to_libraries_and_change_feeds() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg = SimConfig { incidents: 60, tickets: 40, enterprises: 20, cases: 20, env_files: 1, env_rows_per_file: 10, ..Default::default() };
+    let cfg = SimConfig {
+        incidents: 60,
+        tickets: 40,
+        enterprises: 20,
+        cases: 20,
+        env_files: 1,
+        env_rows_per_file: 10,
+        ..Default::default()
+    };
     let sim = demo::start_simulation(d, cfg).await.unwrap();
     let prefix = prefix();
     let text = kafka_config(&sim, &brokers, &prefix);
@@ -63,7 +71,10 @@ async fn sources_through_kafka_to_libraries_and_change_feeds() {
         .filter(|v| v.get("jd").map_or(true, |x| x.is_number() || x.is_null()))
         .count() as i64;
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%'").await, ok_110);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await, truth.tickets.len() as i64);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12345:%'").await,
+        truth.tickets.len() as i64
+    );
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, truth.broken.len() as i64);
 
     // A second pass after a change: exactly the changed records are new versions.
@@ -127,7 +138,12 @@ async fn two_workers_one_killed_the_other_takes_over() {
             .unwrap()
     };
     let mut w1 = spawn("worker", "w1");
-    assert!(lianqin_tests::wait_until(Duration::from_secs(60), || async { d.join("lake/raw_police_110/_delta_log").is_dir() }).await);
+    assert!(
+        lianqin_tests::wait_until(Duration::from_secs(60), || async {
+            d.join("lake/raw_police_110/_delta_log").is_dir()
+        })
+        .await
+    );
     let mut w2 = spawn("worker", "w2");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut s = spawn("sources", "connectors");

@@ -2,15 +2,15 @@
 //!
 //! Run everything (and provision the services) with `tests/run.sh`.
 
-mod e2e;
-mod crash;
 mod audit;
-mod kafka;
 mod cli;
-mod policy;
-mod pgwire;
-mod flows;
-mod sql_source;
+mod crash;
+mod e2e;
 mod env_streams;
+mod flows;
 mod hj212_crash;
+mod kafka;
+mod pgwire;
+mod policy;
 mod pushed_and_gateway;
+mod sql_source;

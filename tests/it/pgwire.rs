@@ -92,14 +92,20 @@ fn password(user: &str) -> String {
 
 /// psql --csv; returns (ok, stdout, stderr).
 fn psql(port: u16, user: &str, pw: &str, ssl: &str, q: &str) -> (bool, String, String) {
-    let conn = format!("host=127.0.0.1 port={port} user={user} dbname=lianqin sslmode={ssl} gssencmode=disable connect_timeout=10");
+    let conn = format!(
+        "host=127.0.0.1 port={port} user={user} dbname=lianqin sslmode={ssl} gssencmode=disable connect_timeout=10"
+    );
     let out = Command::new("psql")
         .args([&conn, "--csv", "-X", "-v", "ON_ERROR_STOP=1", "-c", q])
         .env("PGPASSWORD", pw)
         .env_remove("PGSERVICE")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// `lianqin sql --as USER --format csv`.
@@ -130,7 +136,8 @@ fn psycopg(port: u16, user: &str, pw: &str, body: &str) -> String {
 /// CSV lines; a lone `""` (how arrow writes a one-column NULL) reads as the
 /// empty line psql prints for it.
 fn norm(csv: &str) -> Vec<String> {
-    let mut v: Vec<String> = csv.lines().map(|l| if l.trim_end() == "\"\"" { String::new() } else { l.trim_end().to_string() }).collect();
+    let mut v: Vec<String> =
+        csv.lines().map(|l| if l.trim_end() == "\"\"" { String::new() } else { l.trim_end().to_string() }).collect();
     while v.last().is_some_and(|l| l.is_empty()) && v.len() > 2 {
         v.pop();
     }
@@ -146,7 +153,10 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
     // psql (simple protocol): same rows and masks as `lianqin sql --as`.
     for (user, q) in [
         ("he.office", "SELECT count(*) AS n FROM element"),
-        ("he.office", "SELECT id_value, phone FROM element_history WHERE kind = 'person' ORDER BY id_value, phone LIMIT 8"),
+        (
+            "he.office",
+            "SELECT id_value, phone FROM element_history WHERE kind = 'person' ORDER BY id_value, phone LIMIT 8",
+        ),
         ("liu.market", "SELECT kind, count(*) AS n FROM element GROUP BY kind ORDER BY kind"),
         ("chen.ecology", "SELECT count(*) AS n FROM matter"),
         ("zhao.aux", "SELECT division, count(*) AS n FROM element GROUP BY division ORDER BY division"),
@@ -158,14 +168,27 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
         assert_eq!(norm(&out), norm(&cli(user, q)), "psql as {user} differs from sql --as for {q}");
     }
     // Market sees no persons at all; masks are really applied (he.office).
-    let (_, out, _) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM element WHERE kind = 'person'");
+    let (_, out, _) =
+        psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM element WHERE kind = 'person'");
     assert_eq!(norm(&out)[1], "0");
-    let (_, out, _) = psql(port, "he.office", "he.office-demo", "disable", "SELECT id_value FROM element_history WHERE kind = 'person' AND id_value IS NOT NULL LIMIT 1");
+    let (_, out, _) = psql(
+        port,
+        "he.office",
+        "he.office-demo",
+        "disable",
+        "SELECT id_value FROM element_history WHERE kind = 'person' AND id_value IS NOT NULL LIMIT 1",
+    );
     assert!(norm(&out)[1].contains("****"), "citizen ID not masked: {out}");
 
     // Catalogs (information_schema, pg_catalog: psql's \dt and \d) list only
     // the tables the user may read, and read no rows.
-    let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
+    let (ok, out, err) = psql(
+        port,
+        "zhao.aux",
+        "zhao.aux-demo",
+        "disable",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    );
     assert!(ok, "{err}");
     assert!(out.contains("element_history") && !out.contains("raw_police_110") && !out.contains("quarantine"), "{out}");
     let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "\\dt");
@@ -185,7 +208,13 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
     let (ok, out, err) = psql(port, "zhao.aux", "zhao.aux-demo", "disable", "SHOW TABLES");
     assert!(ok, "{err}");
     assert!(out.contains("element") && !out.contains("quarantine") && !out.contains("raw_police_110"), "{out}");
-    let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SET application_name = 'x'; SHOW server_version; SELECT version()");
+    let (ok, _, err) = psql(
+        port,
+        "liu.market",
+        "liu.market-demo",
+        "disable",
+        "SET application_name = 'x'; SHOW server_version; SELECT version()",
+    );
     assert!(ok, "{err}");
 
     // Wrong password and unknown user: refused alike (pgwire's
@@ -216,7 +245,10 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
         "try:\n    conn.execute('SELECT count(*) FROM raw_police_110 WHERE source_key = %s', ('x',), prepare=True)\n    print('NOT-REFUSED')\nexcept psycopg.Error as e:\n    print('ERR', e.sqlstate)\n",
     );
     assert_eq!(out.trim(), "ERR 42501");
-    let want = norm(&cli("he.office", "SELECT id_value FROM element_history WHERE kind = 'person' AND id_value IS NOT NULL ORDER BY id_value LIMIT 3"));
+    let want = norm(&cli(
+        "he.office",
+        "SELECT id_value FROM element_history WHERE kind = 'person' AND id_value IS NOT NULL ORDER BY id_value LIMIT 3",
+    ));
     let out = psycopg(
         port,
         "he.office",
@@ -236,27 +268,53 @@ fn psql_and_psycopg_see_what_sql_as_shows() {
     }
     use lianqin_audit::{EventKind, Outcome};
     let pg = |e: &&lianqin_audit::AuditEvent| e.session.as_deref().unwrap_or("").starts_with("pg-");
-    let login_ok = events.iter().filter(pg).find(|e| e.kind == EventKind::Login && e.user == "he.office" && e.outcome == Outcome::Success).expect("login audited");
+    let login_ok = events
+        .iter()
+        .filter(pg)
+        .find(|e| e.kind == EventKind::Login && e.user == "he.office" && e.outcome == Outcome::Success)
+        .expect("login audited");
     assert!(login_ok.client_addr.as_deref().unwrap_or("").starts_with("127.0.0.1:"), "{login_ok:?}");
     assert!(login_ok.session.as_deref().unwrap_or("").starts_with("pg-"));
     assert_eq!(login_ok.department, "eco_police_office");
-    assert!(events.iter().filter(pg).any(|e| e.kind == EventKind::Login && e.user == "he.office" && e.outcome == Outcome::Failure));
-    assert!(events.iter().filter(pg).any(|e| e.kind == EventKind::Login && e.user == "nobody" && e.outcome == Outcome::Failure));
+    assert!(
+        events
+            .iter()
+            .filter(pg)
+            .any(|e| e.kind == EventKind::Login && e.user == "he.office" && e.outcome == Outcome::Failure)
+    );
+    assert!(
+        events
+            .iter()
+            .filter(pg)
+            .any(|e| e.kind == EventKind::Login && e.user == "nobody" && e.outcome == Outcome::Failure)
+    );
     assert!(events.iter().any(|e| e.kind == EventKind::Query
         && e.user == "liu.market"
         && e.session.as_deref().unwrap_or("").starts_with("pg-")
         && e.sql.as_deref().unwrap_or("").contains("kind")));
-    assert!(events.iter().filter(pg).any(|e| e.kind == EventKind::Denial && e.user == "zhao.aux" && e.tables.iter().any(|t| t == "raw_police_110")));
+    assert!(events.iter().filter(pg).any(|e| e.kind == EventKind::Denial
+        && e.user == "zhao.aux"
+        && e.tables.iter().any(|t| t == "raw_police_110")));
     // The wire entry carries the same policy detail as the CLI's entry for
     // the same statement: columns, masks, matched rules, policy version.
     let masked = "SELECT id_value, phone FROM element_history WHERE kind = 'person' ORDER BY id_value, phone LIMIT 8";
-    let detail = |e: &lianqin_audit::AuditEvent| (e.columns.clone(), e.masks.clone(), e.filters.clone(), e.rule.clone(), e.rule_version.clone());
-    let wire = events.iter().filter(pg).find(|e| e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked)).expect("wire query audited");
-    let via_cli = events.iter().find(|e| !pg(e) && e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked)).expect("cli query audited");
+    let detail = |e: &lianqin_audit::AuditEvent| {
+        (e.columns.clone(), e.masks.clone(), e.filters.clone(), e.rule.clone(), e.rule_version.clone())
+    };
+    let wire = events
+        .iter()
+        .filter(pg)
+        .find(|e| e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked))
+        .expect("wire query audited");
+    let via_cli = events
+        .iter()
+        .find(|e| !pg(e) && e.kind == EventKind::Query && e.user == "he.office" && e.sql.as_deref() == Some(masked))
+        .expect("cli query audited");
     assert!(wire.masks.iter().any(|m| m.starts_with("element_history.id_value:")), "{wire:?}");
     assert_eq!(detail(wire), detail(via_cli));
     // Nothing secret in the trail.
-    let all = serde_json::to_string(&events.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>()).unwrap();
+    let all =
+        serde_json::to_string(&events.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>()).unwrap();
     assert!(!all.contains("he.office-demo") && !all.contains("liu.market-demo"), "a password reached the audit trail");
 }
 
@@ -275,10 +333,17 @@ fn tls_with_a_self_signed_certificate() {
         .unwrap();
     assert!(st.success());
     let server = Server::start(dir, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
-    let (ok, out, err) = psql(server.port, "liu.market", "liu.market-demo", "require", "SELECT ssl FROM (SELECT true AS ssl)");
+    let (ok, out, err) =
+        psql(server.port, "liu.market", "liu.market-demo", "require", "SELECT ssl FROM (SELECT true AS ssl)");
     assert!(ok, "TLS login failed: {err}");
     assert_eq!(norm(&out)[1], "t");
-    let (ok, out, err) = psql(server.port, "liu.market", "liu.market-demo", "require", "SELECT count(*) AS n FROM element WHERE kind = 'person'");
+    let (ok, out, err) = psql(
+        server.port,
+        "liu.market",
+        "liu.market-demo",
+        "require",
+        "SELECT count(*) AS n FROM element WHERE kind = 'person'",
+    );
     assert!(ok, "{err}");
     assert_eq!(norm(&out)[1], "0");
     // Plain text is refused when TLS is configured.
@@ -290,13 +355,18 @@ fn tls_with_a_self_signed_certificate() {
 fn new_commits_become_visible_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let demo = |scale: &str| {
-        let out = Command::new(lianqin_bin()).args(["demo", "--once", "--scale", scale, "--data-dir"]).arg(dir.path()).output().unwrap();
+        let out = Command::new(lianqin_bin())
+            .args(["demo", "--once", "--scale", scale, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     demo("1");
     let server = Server::start(dir.path(), &[]);
     let count = || {
-        let (ok, out, err) = psql(server.port, "he.office", "he.office-demo", "disable", "SELECT count(*) AS n FROM element_history");
+        let (ok, out, err) =
+            psql(server.port, "he.office", "he.office-demo", "disable", "SELECT count(*) AS n FROM element_history");
         assert!(ok, "{err}");
         norm(&out)[1].parse::<i64>().unwrap()
     };
@@ -326,13 +396,15 @@ fn only_the_auditor_reads_the_audit_table_over_the_wire() {
 
     // The auditor sees what `lianqin sql --as qian.audit` shows (entries of
     // the demo's hub stream, which no longer changes).
-    let q = "SELECT stream, seq, kind, \"user\", outcome FROM audit WHERE stream = 'demo-hub' AND seq <= 5 ORDER BY seq";
+    let q =
+        "SELECT stream, seq, kind, \"user\", outcome FROM audit WHERE stream = 'demo-hub' AND seq <= 5 ORDER BY seq";
     let (ok, out, err) = psql(port, "qian.audit", "qian.audit-demo", "disable", q);
     assert!(ok, "auditor over psql: {err}");
     assert_eq!(norm(&out), norm(&cli("qian.audit", q)), "psql as qian.audit differs from sql --as");
     assert_eq!(norm(&out).len(), 6, "{out}");
     // Extended protocol with a parameter, and the catalog lists the table.
-    let out = psycopg_try(port, "qian.audit", "SELECT count(*) FROM audit WHERE stream = 'demo-hub' AND seq <= 5", true);
+    let out =
+        psycopg_try(port, "qian.audit", "SELECT count(*) FROM audit WHERE stream = 'demo-hub' AND seq <= 5", true);
     assert_eq!(out, "OK 5");
     let (ok, out, err) = psql(port, "qian.audit", "qian.audit-demo", "disable", "\\dt");
     assert!(ok && out.contains("audit"), "{out}{err}");
@@ -365,14 +437,21 @@ fn only_the_auditor_reads_the_audit_table_over_the_wire() {
     let read = events
         .iter()
         .filter(pg)
-        .find(|e| e.kind == EventKind::AuditRead && e.user == "qian.audit" && e.sql.as_deref().is_some_and(|s| s.contains("seq <= 5") && s.contains("kind")))
+        .find(|e| {
+            e.kind == EventKind::AuditRead
+                && e.user == "qian.audit"
+                && e.sql.as_deref().is_some_and(|s| s.contains("seq <= 5") && s.contains("kind"))
+        })
         .expect("audit_read entry for the wire read");
     assert_eq!(read.outcome, Outcome::Success);
     assert_eq!(read.rows, Some(5));
     assert!(read.tables.iter().any(|t| t == "audit"));
     for user in ["sys.admin", "liu.market"] {
         assert!(
-            events.iter().filter(pg).any(|e| e.kind == EventKind::Denial && e.user == user && e.tables.iter().any(|t| t == "audit")),
+            events
+                .iter()
+                .filter(pg)
+                .any(|e| e.kind == EventKind::Denial && e.user == user && e.tables.iter().any(|t| t == "audit")),
             "no denial entry for {user}"
         );
     }
@@ -385,7 +464,8 @@ fn session_user_and_catalog_mixes() {
     let port = server.port;
 
     // session_user / current_user / user name the logged-in user.
-    let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user, session_user, user");
+    let (ok, out, err) =
+        psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user, session_user, user");
     assert!(ok, "{err}");
     assert_eq!(norm(&out)[1], "liu.market,liu.market,liu.market", "{out}");
     let (ok, out, err) = psql(port, "he.office", "he.office-demo", "disable", "SELECT current_user");
@@ -397,7 +477,8 @@ fn session_user_and_catalog_mixes() {
     // ... also beside data, with the user's own permissions.
     let q = "SELECT count(*) AS n FROM element";
     let n = norm(&cli("liu.market", q))[1].clone();
-    let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user AS u, count(*) AS n FROM element");
+    let (ok, out, err) =
+        psql(port, "liu.market", "liu.market-demo", "disable", "SELECT current_user AS u, count(*) AS n FROM element");
     assert!(ok, "{err}");
     assert_eq!(norm(&out)[1], format!("liu.market,{n}"));
 
@@ -405,8 +486,16 @@ fn session_user_and_catalog_mixes() {
     // "table not found" — over both protocols, for visible and hidden tables.
     for (user, q, names) in [
         ("liu.market", "SELECT count(*) FROM pg_catalog.pg_class c, element e", ["pg_catalog.pg_class", "element"]),
-        ("liu.market", "SELECT e.kind FROM element e WHERE e.kind IN (SELECT relname FROM pg_class)", ["pg_catalog.pg_class", "element"]),
-        ("zhao.aux", "SELECT count(*) FROM information_schema.tables t JOIN raw_police_110 r ON true", ["information_schema.tables", "raw_police_110"]),
+        (
+            "liu.market",
+            "SELECT e.kind FROM element e WHERE e.kind IN (SELECT relname FROM pg_class)",
+            ["pg_catalog.pg_class", "element"],
+        ),
+        (
+            "zhao.aux",
+            "SELECT count(*) FROM information_schema.tables t JOIN raw_police_110 r ON true",
+            ["information_schema.tables", "raw_police_110"],
+        ),
     ] {
         for prepare in [false, true] {
             let out = psycopg_try(port, user, q, prepare);
@@ -419,7 +508,8 @@ fn session_user_and_catalog_mixes() {
         assert!(!ok && err.contains("not supported") && !err.contains("not found"), "{err}");
     }
     // Catalog-only and data-only queries are unaffected; unknown tables are 42P01.
-    let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM pg_catalog.pg_class");
+    let (ok, _, err) =
+        psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM pg_catalog.pg_class");
     assert!(ok, "{err}");
     assert!(psycopg_try(port, "liu.market", "SELECT count(*) FROM no_such_table", false).starts_with("ERR 42P01"));
 }
@@ -432,14 +522,23 @@ async fn run_with_a_server_section_serves_logins() {
     use lianqin_sim::SimConfig;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let cfg = SimConfig { incidents: 60, tickets: 60, enterprises: 30, cases: 20, env_files: 1, env_rows_per_file: 10, ..Default::default() };
+    let cfg = SimConfig {
+        incidents: 60,
+        tickets: 60,
+        enterprises: 30,
+        cases: 20,
+        env_files: 1,
+        env_rows_per_file: 10,
+        ..Default::default()
+    };
     let key = cfg.api_key.clone();
     let sim = demo::start_simulation(&d, cfg).await.unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf_dir = d.join("conf");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let conf = conf_dir.join("lianqin.toml");
-    let text = format!("{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n", demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV));
+    let text =
+        format!("{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n", demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV));
     std::fs::write(&conf, text).unwrap();
     let mut child = Command::new(lianqin_bin())
         .args(["run", "--config"])
@@ -464,8 +563,17 @@ async fn run_with_a_server_section_serves_logins() {
         let (wire, local) = tokio::task::spawn_blocking(move || {
             let (ok, out, err) = psql(port, "he.office", "he.office-demo", "disable", &q2);
             let wire = if ok { norm(&out).get(1).cloned().unwrap_or_default() } else { format!("error: {err}") };
-            let out = Command::new(lianqin_bin()).args(["sql", "--format", "csv", "--as", "he.office", "--data-dir"]).arg(&d2).arg(&q2).output().unwrap();
-            let local = if out.status.success() { norm(&String::from_utf8_lossy(&out.stdout)).get(1).cloned().unwrap_or_default() } else { "error".into() };
+            let out = Command::new(lianqin_bin())
+                .args(["sql", "--format", "csv", "--as", "he.office", "--data-dir"])
+                .arg(&d2)
+                .arg(&q2)
+                .output()
+                .unwrap();
+            let local = if out.status.success() {
+                norm(&String::from_utf8_lossy(&out.stdout)).get(1).cloned().unwrap_or_default()
+            } else {
+                "error".into()
+            };
             (wire, local)
         })
         .await
@@ -480,7 +588,11 @@ async fn run_with_a_server_section_serves_logins() {
     let _ = child.kill();
     let _ = child.wait();
     drop(sim);
-    assert!(same, "psql through `lianqin run`'s [server] never matched sql --as: wire {:?}, sql --as {:?}", last.0, last.1);
+    assert!(
+        same,
+        "psql through `lianqin run`'s [server] never matched sql --as: wire {:?}, sql --as {:?}",
+        last.0, last.1
+    );
 }
 
 /// A security officer edits the policy while `lianqin serve` runs: the next
@@ -508,7 +620,8 @@ fn policy_edits_apply_without_a_restart_and_are_audited() {
 
     // The officer denies market analysts the matter library.
     let csv = std::fs::read_to_string(pol.join("policy.csv")).unwrap();
-    std::fs::write(pol.join("policy.csv"), format!("{csv}\np, market_analyst, market, matter*, *, read, *, deny\n")).unwrap();
+    std::fs::write(pol.join("policy.csv"), format!("{csv}\np, market_analyst, market, matter*, *, read, *, deny\n"))
+        .unwrap();
     let mut denied = None;
     for _ in 0..60 {
         let (ok, out, err) = psql(port, "liu.market", "liu.market-demo", "disable", q);

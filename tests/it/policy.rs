@@ -13,7 +13,11 @@ fn sql(dir: &std::path::Path, user: Option<&str>, q: &str) -> (bool, String, Str
         c.args(["--as", u]);
     }
     let out = c.arg(q).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn n(csv: &str) -> i64 {

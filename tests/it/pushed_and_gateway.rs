@@ -148,7 +148,10 @@ updated_field = "updated_at"
         tasks.push(tokio::spawn(async move { src.run(&ctx, every, stop).await }));
     }
     assert!(
-        wait_until(Duration::from_secs(30), || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await,
+        wait_until(Duration::from_secs(30), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await,
         "webhook listening"
     );
     let url = format!("http://127.0.0.1:{port}/hooks/110");
@@ -182,7 +185,8 @@ updated_field = "updated_at"
     }
     hub.process_available().await.expect("process");
 
-    let refused: Vec<String> = [&orders[4], &orders[5]].iter().map(|o| format!("110:{}", o["jjdbh"].as_str().unwrap())).collect();
+    let refused: Vec<String> =
+        [&orders[4], &orders[5]].iter().map(|o| format!("110:{}", o["jjdbh"].as_str().unwrap())).collect();
     let ids: Vec<String> = accepted.iter().map(|o| format!("110:{}", o["jjdbh"].as_str().unwrap())).collect();
     let cids: BTreeSet<&str> = accepted.iter().filter_map(|o| o["bjrsfzh"].as_str()).collect();
     let plates: BTreeSet<&str> = accepted.iter().filter_map(|o| o["cph"].as_str()).collect();
@@ -193,7 +197,10 @@ updated_field = "updated_at"
     assert_eq!(count(d, "SELECT count(*) FROM matter").await, n);
     assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE matter_id IN ({})", in_list(&ids))).await, n);
     assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE matter_id IN ({})", in_list(&refused))).await, 0);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE department = 'police' AND source_id = 'police_110_push'").await, n);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE department = 'police' AND source_id = 'police_110_push'").await,
+        n
+    );
     for o in &accepted {
         let sql = format!(
             "SELECT count(*) FROM matter WHERE matter_id = {} AND stage = {} AND division = {} AND party_element_id = {}",
@@ -206,8 +213,14 @@ updated_field = "updated_at"
     }
     assert_eq!(count(d, &format!("SELECT count(*) FROM matter_event WHERE matter_id IN ({})", in_list(&ids))).await, n);
     assert_eq!(count(d, "SELECT count(*) FROM matter_event").await, n);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE kind = 'person' AND id_type = 'cid'").await, i64::try_from(cids.len()).unwrap());
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE kind = 'item' AND id_type = 'plate'").await, i64::try_from(plates.len()).unwrap());
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE kind = 'person' AND id_type = 'cid'").await,
+        i64::try_from(cids.len()).unwrap()
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE kind = 'item' AND id_type = 'plate'").await,
+        i64::try_from(plates.len()).unwrap()
+    );
     assert_eq!(count(d, "SELECT count(*) FROM element").await, i64::try_from(cids.len() + plates.len()).unwrap());
 }
 
@@ -306,7 +319,10 @@ key_columns = ["xzcfjdswh"]
     hub.process_available().await.expect("process");
 
     let counts = sim.counts();
-    assert!(counts.expired >= 1 && counts.refresh_by_sec >= 1, "the request secret expired and was renewed mid-sync: {counts:?}");
+    assert!(
+        counts.expired >= 1 && counts.refresh_by_sec >= 1,
+        "the request secret expired and was renewed mid-sync: {counts:?}"
+    );
     assert_eq!(counts.bad_signature, 0, "{counts:?}");
 
     // Ground truth: the simulator's records.
@@ -335,27 +351,52 @@ key_columns = ["xzcfjdswh"]
         count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND stage = 'handling' AND outcome = 'admin_department' AND department = 'market' AND reported_at IS NOT NULL").await,
         n
     );
-    assert_eq!(count(d, &format!("SELECT count(*) FROM matter_event WHERE matter_id IN ({}) AND stage = 'handling'", in_list(&ids))).await, n);
+    assert_eq!(
+        count(
+            d,
+            &format!("SELECT count(*) FROM matter_event WHERE matter_id IN ({}) AND stage = 'handling'", in_list(&ids))
+        )
+        .await,
+        n
+    );
     for (cat, k) in &by_category {
         let cond = cat.map_or("category IS NULL".to_string(), |c| format!("category = '{c}'"));
-        assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND {cond}")).await, *k, "{cond}");
+        assert_eq!(
+            count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND {cond}")).await,
+            *k,
+            "{cond}"
+        );
     }
     // Divisions come from xzqh (every record carries it), not from the name.
     for (div, k) in &by_division {
         assert_eq!(
-            count(d, &format!("SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division = {}", lit(div))).await,
+            count(
+                d,
+                &format!(
+                    "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division = {}",
+                    lit(div)
+                )
+            )
+            .await,
             *k,
             "division {div}"
         );
     }
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division IS NULL").await, 0);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND division IS NULL").await,
+        0
+    );
     // Enterprises: one unit/place element keyed `uscc:<code>` per distinct
     // USCC the gateway sent (plus the backfill's two), none flagged, each in
     // its enterprise's division; each penalty points at its enterprise.
     let truth_ids: Vec<String> = truth_uscc.iter().map(|c| format!("uscc:{c}")).collect();
     let n_firms = i64::try_from(truth_uscc.len()).unwrap();
     assert_eq!(
-        count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND party_element_id LIKE 'uscc:%'").await,
+        count(
+            d,
+            "SELECT count(*) FROM matter WHERE source_id = 'irs_market_penalty' AND party_element_id LIKE 'uscc:%'"
+        )
+        .await,
         n
     );
     assert_eq!(
@@ -367,7 +408,14 @@ key_columns = ["xzcfjdswh"]
         n_firms
     );
     assert_eq!(
-        count(d, &format!("SELECT count(*) FROM element WHERE element_id IN ({}) AND flags LIKE '%check_digit%'", in_list(&truth_ids))).await,
+        count(
+            d,
+            &format!(
+                "SELECT count(*) FROM element WHERE element_id IN ({}) AND flags LIKE '%check_digit%'",
+                in_list(&truth_ids)
+            )
+        )
+        .await,
         0,
         "valid codes are not flagged"
     );
@@ -391,9 +439,22 @@ key_columns = ["xzcfjdswh"]
     }
     let good_id = format!("uscc:{good}");
     assert_eq!(count(d, &format!("SELECT count(*) FROM element WHERE element_id = {} AND division = '330523' AND (flags IS NULL OR flags NOT LIKE '%uscc%')", lit(&good_id))).await, 1);
-    assert_eq!(count(d, &format!("SELECT count(*) FROM element WHERE element_id = {} AND flags LIKE '%uscc.check_digit%'", lit(&format!("uscc:{bad}")))).await, 1);
+    assert_eq!(
+        count(
+            d,
+            &format!(
+                "SELECT count(*) FROM element WHERE element_id = {} AND flags LIKE '%uscc.check_digit%'",
+                lit(&format!("uscc:{bad}"))
+            )
+        )
+        .await,
+        1
+    );
     assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE party_element_id = {}", lit(&good_id))).await, 2);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_penalty_backfill' AND category = 'd'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE source_id = 'irs_penalty_backfill' AND category = 'd'").await,
+        1
+    );
     sim.shutdown().await;
 }
 
@@ -437,8 +498,19 @@ fn case_workbook(rows: &[CaseRow]) -> Vec<u8> {
     ws.set_name("案件台账").unwrap();
     ws.write_string(0, 0, "安吉县综合行政执法局案件台账（2025年10月导出）").unwrap();
     let header = [
-        "case_no", "case_name", "violation", "party_name", "party_uscc", "party_id_card", "amount", "stage", "division",
-        "inspect_time", "lng", "lat", "updated_at",
+        "case_no",
+        "case_name",
+        "violation",
+        "party_name",
+        "party_uscc",
+        "party_id_card",
+        "amount",
+        "stage",
+        "division",
+        "inspect_time",
+        "lng",
+        "lat",
+        "updated_at",
     ];
     for (c, h) in header.iter().enumerate() {
         ws.write_string(1, u16::try_from(c).unwrap(), *h).unwrap();
@@ -459,12 +531,22 @@ fn case_workbook(rows: &[CaseRow]) -> Vec<u8> {
         ws.write_number(row, 6, 1000.0 * f64::from(day)).unwrap();
         ws.write_string(row, 7, CASE_STAGES[r.stage].0).unwrap();
         ws.write_string(row, 8, "330523").unwrap();
-        ws.write_datetime_with_format(row, 9, ExcelDateTime::from_ymd(2025, 9, day).unwrap().and_hms(9, 30, 0).unwrap(), &datetime)
-            .unwrap();
+        ws.write_datetime_with_format(
+            row,
+            9,
+            ExcelDateTime::from_ymd(2025, 9, day).unwrap().and_hms(9, 30, 0).unwrap(),
+            &datetime,
+        )
+        .unwrap();
         ws.write_number(row, 10, 119.68 + f64::from(day) * 0.001).unwrap();
         ws.write_number(row, 11, 30.63 + f64::from(day) * 0.001).unwrap();
-        ws.write_datetime_with_format(row, 12, ExcelDateTime::from_ymd(2025, 10, day).unwrap().and_hms(8, 0, 0).unwrap(), &datetime)
-            .unwrap();
+        ws.write_datetime_with_format(
+            row,
+            12,
+            ExcelDateTime::from_ymd(2025, 10, day).unwrap().and_hms(8, 0, 0).unwrap(),
+            &datetime,
+        )
+        .unwrap();
     }
     // A row without a case number: read, then quarantined by the mapping.
     let row = 2 + u32::try_from(rows.len()).unwrap();
@@ -525,7 +607,11 @@ chunk_rows = 4
     let people: BTreeSet<&String> = rows.iter().filter(|r| r.uscc.is_none()).filter_map(|r| r.cid.as_ref()).collect();
     let ids: Vec<String> = rows.iter().map(|r| format!("zhzf:{}", r.case_no)).collect();
 
-    assert_eq!(count(d, "SELECT count(*) FROM raw_law_enforcement_xlsx").await, n + 1, "every row, the keyless one too");
+    assert_eq!(
+        count(d, "SELECT count(*) FROM raw_law_enforcement_xlsx").await,
+        n + 1,
+        "every row, the keyless one too"
+    );
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 1, "the row without a case number");
     assert_eq!(count(d, "SELECT count(*) FROM matter").await, n);
     assert_eq!(count(d, &format!("SELECT count(*) FROM matter WHERE matter_id IN ({})", in_list(&ids))).await, n);
@@ -541,10 +627,20 @@ chunk_rows = 4
         count(d, "SELECT count(*) FROM matter WHERE party_element_id LIKE 'uscc:%'").await,
         i64::try_from(rows.iter().filter(|r| r.uscc.is_some()).count()).unwrap()
     );
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE kind = 'unit_place' AND id_type = 'uscc'").await, i64::try_from(firms.len()).unwrap());
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE kind = 'person' AND id_type = 'cid'").await, i64::try_from(people.len()).unwrap());
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE kind = 'unit_place' AND id_type = 'uscc'").await,
+        i64::try_from(firms.len()).unwrap()
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE kind = 'person' AND id_type = 'cid'").await,
+        i64::try_from(people.len()).unwrap()
+    );
     assert_eq!(count(d, "SELECT count(*) FROM element").await, i64::try_from(firms.len() + people.len()).unwrap());
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE flags LIKE '%check_digit%'").await, 0, "valid ids are not flagged");
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE flags LIKE '%check_digit%'").await,
+        0,
+        "valid ids are not flagged"
+    );
 
     // The same export dropped again under another name is not ingested twice.
     drop_file(drop.path(), "案件台账-副本.xlsx", &book);

@@ -25,11 +25,8 @@ fn pg_url() -> Option<String> {
 
 /// Runs SQL with psql (the client the service script relies on too).
 fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .expect("run psql");
+    let out =
+        Command::new("psql").arg(url).args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output().expect("run psql");
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -110,17 +107,40 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
     // Category c (farmland / forest / grassland / sand occupation) and importance.
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'nr:%' AND category = 'c'").await, 5);
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025006' AND important").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'intake' AND division = '330523'").await, 1);
+    assert_eq!(
+        count(
+            d,
+            "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'intake' AND division = '330523'"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025005' AND stage = 'summary' AND closed_at IS NOT NULL").await, 1);
     // Parcels as natural elements by land-use class; parties by strong id.
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE id_type = 'parcel'").await, 7);
     assert_eq!(count(d, "SELECT count(*) FROM element WHERE id_type = 'parcel' AND kind = 'farmland'").await, 2);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230002' AND kind = 'forest'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230007' AND kind = 'sand'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'uscc:91350200776049653A' AND kind = 'unit_place'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230002' AND kind = 'forest'").await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230007' AND kind = 'sand'").await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'uscc:91350200776049653A' AND kind = 'unit_place'")
+            .await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await,
+        1
+    );
     // Exact decimals survive (numeric → text → float64 in the mapping).
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND content LIKE '%320.5%'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND content LIKE '%320.5%'").await,
+        1
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter_event WHERE matter_id LIKE 'nr:%'").await, 7);
 
     // The department moves a case on and files a new one; the hub restarts
@@ -136,7 +156,11 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
     cycle(&text, d).await;
     assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 10, "7 + 3 changed rows, nothing re-read");
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'summary'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM matter_event WHERE matter_id = 'nr:WF2025001'").await, 2, "intake, then summary");
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter_event WHERE matter_id = 'nr:WF2025001'").await,
+        2,
+        "intake, then summary"
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025008'").await, 1);
     assert_eq!(count(d, "SELECT count(*) FROM matter_history WHERE matter_id = 'nr:WF2025004' AND deleted").await, 1);
 
@@ -242,8 +266,15 @@ async fn kill_9_mid_sql_ingest_then_restart_is_exact() {
     let raw = count(d, "SELECT count(*) FROM raw_nr_land_violation").await;
     eprintln!("kill -9 at {at_kill} raw rows; after restart: raw {raw} of {ROWS}");
     assert!(raw <= ROWS, "raw {raw}");
-    assert_eq!(count(d, "SELECT count(DISTINCT source_key) FROM raw_nr_land_violation").await, raw, "no row twice in raw");
-    assert_eq!(count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE 'nr:%'").await, ROWS);
+    assert_eq!(
+        count(d, "SELECT count(DISTINCT source_key) FROM raw_nr_land_violation").await,
+        raw,
+        "no row twice in raw"
+    );
+    assert_eq!(
+        count(d, "SELECT count(DISTINCT matter_id) FROM matter_history WHERE matter_id LIKE 'nr:%'").await,
+        ROWS
+    );
     assert_eq!(count(d, "SELECT count(*) FROM (SELECT matter_id, content_hash FROM matter_history GROUP BY 1, 2 HAVING count(*) > 1)").await, 0);
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
     psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
@@ -272,7 +303,9 @@ async fn land_violation_cases_from_mysql_reach_the_libraries() {
     let url = match std::env::var("LIANQIN_MYSQL_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => {
-            eprintln!("\n!!!!! SKIPPED: LIANQIN_MYSQL_URL is not set (tests/run.sh starts tests/services/mariadb.sh) !!!!!\n");
+            eprintln!(
+                "\n!!!!! SKIPPED: LIANQIN_MYSQL_URL is not set (tests/run.sh starts tests/services/mariadb.sh) !!!!!\n"
+            );
             return;
         }
     };
@@ -305,12 +338,32 @@ async fn land_violation_cases_from_mysql_reach_the_libraries() {
     assert_eq!(count(d, "SELECT count(*) FROM raw_nr_land_violation").await, 5);
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, 0);
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE 'nr:%'").await, 5);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'intake' AND division = '330523'").await, 1);
+    assert_eq!(
+        count(
+            d,
+            "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND stage = 'intake' AND division = '330523'"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025005' AND stage = 'summary' AND closed_at IS NOT NULL").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230002' AND kind = 'forest'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'uscc:91350200776049653A' AND kind = 'unit_place'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await, 1);
-    assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND content LIKE '%320.5%'").await, 1);
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'parcel:DK-3305230002' AND kind = 'forest'").await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'uscc:91350200776049653A' AND kind = 'unit_place'")
+            .await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await,
+        1
+    );
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id = 'nr:WF2025001' AND content LIKE '%320.5%'").await,
+        1
+    );
 
     mysql_cli(
         &url,

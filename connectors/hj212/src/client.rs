@@ -91,10 +91,7 @@ pub async fn simulate_device_with(
     let mut dec = FrameDecoder::new(opts.crc, MAX_DATA_LEN);
     let mut buf = vec![0u8; 4096];
     loop {
-        if opts
-            .expected_replies
-            .is_some_and(|n| report.replies.len() >= n)
-        {
+        if opts.expected_replies.is_some_and(|n| report.replies.len() >= n) {
             break;
         }
         let n = match tokio::time::timeout(opts.reply_wait, rd.read(&mut buf)).await {

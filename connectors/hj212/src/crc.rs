@@ -58,14 +58,12 @@ fn shift8(mut crc: u16) -> u16 {
 
 /// The HJ 212 standard CRC ("ANSI CRC16" in the standard's wording).
 pub fn crc16_hj212(data: &[u8]) -> u16 {
-    data.iter()
-        .fold(0xFFFFu16, |crc, &b| shift8((crc >> 8) ^ u16::from(b)))
+    data.iter().fold(0xFFFFu16, |crc, &b| shift8((crc >> 8) ^ u16::from(b)))
 }
 
 /// CRC-16/MODBUS.
 pub fn crc16_modbus(data: &[u8]) -> u16 {
-    data.iter()
-        .fold(0xFFFFu16, |crc, &b| shift8(crc ^ u16::from(b)))
+    data.iter().fold(0xFFFFu16, |crc, &b| shift8(crc ^ u16::from(b)))
 }
 
 /// Format a CRC the way standard builders do: 4 uppercase hex digits.

@@ -35,12 +35,7 @@ impl FrameDecoder {
     /// `max_data` is the largest accepted data-segment length; it is capped
     /// at 9999 (the most the length field can say).
     pub fn new(crc: CrcVariant, max_data: usize) -> Self {
-        FrameDecoder {
-            buf: Vec::new(),
-            crc,
-            max_data: max_data.min(MAX_DATA_LEN),
-            pending_garbage: 0,
-        }
+        FrameDecoder { buf: Vec::new(), crc, max_data: max_data.min(MAX_DATA_LEN), pending_garbage: 0 }
     }
 
     /// Append received bytes. Call [`FrameDecoder::next_frame`] until it
@@ -114,19 +109,14 @@ impl FrameDecoder {
             self.buf.clear();
         }
         if self.pending_garbage > 0 {
-            out.push(Hj212Error::Garbage {
-                bytes: std::mem::take(&mut self.pending_garbage),
-            });
+            out.push(Hj212Error::Garbage { bytes: std::mem::take(&mut self.pending_garbage) });
         }
         if !self.buf.is_empty() {
             let needed = match scan_envelope(&self.buf, self.max_data) {
                 Ok(Envelope::Incomplete { needed }) => needed,
                 _ => self.buf.len(),
             };
-            out.push(Hj212Error::Truncated {
-                needed,
-                have: self.buf.len(),
-            });
+            out.push(Hj212Error::Truncated { needed, have: self.buf.len() });
             self.buf.clear();
         }
         out

@@ -44,19 +44,11 @@ pub enum Hj212Error {
     /// CRC mismatch. `expected` is what we computed over the data segment,
     /// `got` what the frame carries.
     #[error("CRC mismatch ({variant:?}): computed {expected:04X}, frame carries {got:04X}")]
-    BadCrc {
-        expected: u16,
-        got: u16,
-        variant: CrcVariant,
-    },
+    BadCrc { expected: u16, got: u16, variant: CrcVariant },
 
     /// A data-segment field is missing or malformed.
     #[error("bad field {field} at byte {offset}: {reason}")]
-    BadField {
-        field: String,
-        offset: usize,
-        reason: String,
-    },
+    BadField { field: String, offset: usize, reason: String },
 
     /// The stream decoder skipped bytes that were not part of any frame.
     #[error("skipped {bytes} bytes of garbage while resynchronising on `##`")]
@@ -64,11 +56,7 @@ pub enum Hj212Error {
 
     /// A PNUM/PNO packet could not be placed in a multi-packet message.
     #[error("reassembly of MN={mn} QN={qn}: {reason}")]
-    Reassembly {
-        mn: String,
-        qn: String,
-        reason: String,
-    },
+    Reassembly { mn: String, qn: String, reason: String },
 
     /// An encode request that cannot be represented on the wire.
     #[error("cannot encode: {reason}")]
@@ -77,11 +65,7 @@ pub enum Hj212Error {
 
 impl Hj212Error {
     pub(crate) fn field(field: &str, offset: usize, reason: impl Into<String>) -> Self {
-        Hj212Error::BadField {
-            field: field.to_string(),
-            offset,
-            reason: reason.into(),
-        }
+        Hj212Error::BadField { field: field.to_string(), offset, reason: reason.into() }
     }
 
     /// Short, stable name of the variant (for metrics and logs).

@@ -200,10 +200,7 @@ pub struct Factor {
 
 impl Factor {
     pub fn new(code: impl Into<String>) -> Self {
-        Factor {
-            code: code.into(),
-            ..Default::default()
-        }
+        Factor { code: code.into(), ..Default::default() }
     }
 
     fn set(&mut self, suffix: &str, value: &str) {
@@ -233,13 +230,9 @@ impl Factor {
     fn items(&self) -> Vec<String> {
         let c = &self.code;
         let mut v = Vec::new();
-        for (name, slot) in [
-            ("Rtd", self.rtd),
-            ("Min", self.min),
-            ("Avg", self.avg),
-            ("Max", self.max),
-            ("Cou", self.cou),
-        ] {
+        for (name, slot) in
+            [("Rtd", self.rtd), ("Min", self.min), ("Avg", self.avg), ("Max", self.max), ("Cou", self.cou)]
+        {
             if let Some(x) = slot {
                 v.push(format!("{c}-{name}={x}"));
             }
@@ -513,14 +506,8 @@ impl Frame {
     /// inconsistent Flag D bit and PNUM/PNO). Never grounds for rejection.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.mn.is_empty()
-            || self.mn.len() > 24
-            || !self.mn.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            w.push(format!(
-                "MN {:?} is not 1-24 characters of [0-9A-Za-z]",
-                self.mn
-            ));
+        if self.mn.is_empty() || self.mn.len() > 24 || !self.mn.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            w.push(format!("MN {:?} is not 1-24 characters of [0-9A-Za-z]", self.mn));
         }
         if self.st.len() != 2 || !self.st.bytes().all(|b| b.is_ascii_digit()) {
             w.push(format!("ST {:?} is not 2 digits", self.st));
@@ -550,9 +537,7 @@ pub fn encode_frame(segment: &str, crc: CrcVariant) -> Result<Vec<u8>, Hj212Erro
     let len = segment.len();
     if len > MAX_DATA_LEN {
         return Err(Hj212Error::Encode {
-            reason: format!(
-                "data segment is {len} bytes, the length field allows at most {MAX_DATA_LEN}"
-            ),
+            reason: format!("data segment is {len} bytes, the length field allows at most {MAX_DATA_LEN}"),
         });
     }
     let c = crc.compute(segment.as_bytes());
@@ -583,27 +568,17 @@ pub(crate) fn scan_envelope(buf: &[u8], max_data: usize) -> Result<Envelope, Hj2
     if buf.len() < HEADER_LEN {
         return Ok(Envelope::Incomplete { needed: HEADER_LEN });
     }
-    let declared = len_field
-        .iter()
-        .fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
+    let declared = len_field.iter().fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
     if declared > max_data {
-        return Err(Hj212Error::TooLarge {
-            declared,
-            max: max_data,
-        });
+        return Err(Hj212Error::TooLarge { declared, max: max_data });
     }
     let cr_at = HEADER_LEN + declared + 4;
     let total = cr_at + 2;
-    let window = buf
-        .get(HEADER_LEN..buf.len().min(total))
-        .unwrap_or_default();
+    let window = buf.get(HEADER_LEN..buf.len().min(total)).unwrap_or_default();
     if let Some(p) = window.windows(2).position(|w| w == b"\r\n") {
         let q = HEADER_LEN + p;
         if q < cr_at {
-            return Err(Hj212Error::BadLength {
-                declared,
-                actual: q.saturating_sub(HEADER_LEN + 4),
-            });
+            return Err(Hj212Error::BadLength { declared, actual: q.saturating_sub(HEADER_LEN + 4) });
         }
         return Ok(Envelope::Complete { declared, total });
     }
@@ -619,28 +594,13 @@ pub(crate) fn scan_envelope(buf: &[u8], max_data: usize) -> Result<Envelope, Hj2
 /// Decode `##LLLL<seg>CCCC` (CRLF optional, already validated). Returns the
 /// frame with `crc_ok` set. A frame whose data segment does not parse and
 /// whose CRC is also wrong is reported as [`Hj212Error::BadCrc`].
-pub(crate) fn decode_body(
-    frame: &[u8],
-    declared: usize,
-    crc: CrcVariant,
-) -> Result<Frame, Hj212Error> {
+pub(crate) fn decode_body(frame: &[u8], declared: usize, crc: CrcVariant) -> Result<Frame, Hj212Error> {
     let seg_end = HEADER_LEN + declared;
-    let seg = frame
-        .get(HEADER_LEN..seg_end)
-        .ok_or(Hj212Error::Truncated {
-            needed: seg_end,
-            have: frame.len(),
-        })?;
-    let crc_field = frame
-        .get(seg_end..seg_end + 4)
-        .ok_or(Hj212Error::Truncated {
-            needed: seg_end + 4,
-            have: frame.len(),
-        })?;
-    let got = parse_hex4(crc_field).ok_or_else(|| Hj212Error::BadCrcField {
-        offset: seg_end,
-        found: snippet(crc_field),
-    })?;
+    let seg = frame.get(HEADER_LEN..seg_end).ok_or(Hj212Error::Truncated { needed: seg_end, have: frame.len() })?;
+    let crc_field =
+        frame.get(seg_end..seg_end + 4).ok_or(Hj212Error::Truncated { needed: seg_end + 4, have: frame.len() })?;
+    let got =
+        parse_hex4(crc_field).ok_or_else(|| Hj212Error::BadCrcField { offset: seg_end, found: snippet(crc_field) })?;
     let expected = crc.compute(seg);
     let crc_ok = expected == got;
     let text = String::from_utf8_lossy(seg);
@@ -649,11 +609,7 @@ pub(crate) fn decode_body(
             f.crc_ok = crc_ok;
             Ok(f)
         }
-        Err(_) if !crc_ok => Err(Hj212Error::BadCrc {
-            expected,
-            got,
-            variant: crc,
-        }),
+        Err(_) if !crc_ok => Err(Hj212Error::BadCrc { expected, got, variant: crc }),
         Err(e) => Err(e),
     }
 }
@@ -663,18 +619,12 @@ pub(crate) fn decode_body(
 /// error). A missing final CRLF is tolerated; bytes after it are not.
 pub fn parse_frame(bytes: &[u8], crc: CrcVariant) -> Result<Frame, Hj212Error> {
     if !bytes.starts_with(b"##") {
-        return Err(Hj212Error::BadHeader {
-            offset: 0,
-            found: snippet(bytes.get(..2).unwrap_or(bytes)),
-        });
+        return Err(Hj212Error::BadHeader { offset: 0, found: snippet(bytes.get(..2).unwrap_or(bytes)) });
     }
     match scan_envelope(bytes, MAX_DATA_LEN)? {
         Envelope::Complete { declared, total } => {
             if bytes.len() > total {
-                return Err(Hj212Error::TrailingBytes {
-                    offset: total,
-                    count: bytes.len() - total,
-                });
+                return Err(Hj212Error::TrailingBytes { offset: total, count: bytes.len() - total });
             }
             decode_body(bytes, declared, crc)
         }
@@ -686,10 +636,7 @@ pub fn parse_frame(bytes: &[u8], crc: CrcVariant) -> Result<Frame, Hj212Error> {
                     return decode_body(bytes, declared, crc);
                 }
             }
-            Err(Hj212Error::Truncated {
-                needed,
-                have: bytes.len(),
-            })
+            Err(Hj212Error::Truncated { needed, have: bytes.len() })
         }
     }
 }
@@ -699,11 +646,7 @@ pub fn parse_frame_strict(bytes: &[u8], crc: CrcVariant) -> Result<Frame, Hj212E
     let f = parse_frame(bytes, crc)?;
     if !f.crc_ok {
         let (expected, got) = crc_pair(bytes, crc).unwrap_or((0, 0));
-        return Err(Hj212Error::BadCrc {
-            expected,
-            got,
-            variant: crc,
-        });
+        return Err(Hj212Error::BadCrc { expected, got, variant: crc });
     }
     Ok(f)
 }
@@ -728,9 +671,7 @@ fn parse_hex4(b: &[u8]) -> Option<u16> {
 fn find_cp(seg: &str) -> Option<usize> {
     let b = seg.as_bytes();
     (0..b.len().saturating_sub(2)).find(|&i| {
-        b.get(i..i + 3)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"CP="))
-            && (i == 0 || b.get(i - 1) == Some(&b';'))
+        b.get(i..i + 3).is_some_and(|w| w.eq_ignore_ascii_case(b"CP=")) && (i == 0 || b.get(i - 1) == Some(&b';'))
     })
 }
 
@@ -760,11 +701,7 @@ fn parse_segment_at(seg: &str, base: usize) -> Result<Frame, Hj212Error> {
             continue;
         }
         let Some((k, v)) = t.split_once('=') else {
-            return Err(Hj212Error::field(
-                &snippet(t.as_bytes()),
-                at,
-                "expected KEY=VALUE",
-            ));
+            return Err(Hj212Error::field(&snippet(t.as_bytes()), at, "expected KEY=VALUE"));
         };
         let key = k.trim();
         let v = v.trim().to_string();
@@ -787,20 +724,21 @@ fn parse_segment_at(seg: &str, base: usize) -> Result<Frame, Hj212Error> {
         }
         match upper.as_str() {
             "FLAG" if flag.is_none() => {
-                let n: u8 = v.parse().map_err(|_| {
-                    Hj212Error::field("Flag", at, format!("{v:?} is not an integer 0-255"))
-                })?;
+                let n: u8 =
+                    v.parse().map_err(|_| Hj212Error::field("Flag", at, format!("{v:?} is not an integer 0-255")))?;
                 flag = Some(Flag { raw: n });
             }
             "PNUM" if pnum.is_none() => {
-                pnum = Some(v.parse::<u32>().map_err(|_| {
-                    Hj212Error::field("PNUM", at, format!("{v:?} is not a packet count"))
-                })?);
+                pnum = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| Hj212Error::field("PNUM", at, format!("{v:?} is not a packet count")))?,
+                );
             }
             "PNO" if pno.is_none() => {
-                pno = Some(v.parse::<u32>().map_err(|_| {
-                    Hj212Error::field("PNO", at, format!("{v:?} is not a packet number"))
-                })?);
+                pno = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| Hj212Error::field("PNO", at, format!("{v:?} is not a packet number")))?,
+                );
             }
             _ => put_dedup(&mut header_extra, key, &v),
         }
@@ -811,11 +749,7 @@ fn parse_segment_at(seg: &str, base: usize) -> Result<Frame, Hj212Error> {
         Some(p) => {
             let rest = seg.get(p + 3..).unwrap_or_default();
             if !rest.starts_with("&&") {
-                return Err(Hj212Error::field(
-                    "CP",
-                    base + p + 3,
-                    "expected `&&` after `CP=`",
-                ));
+                return Err(Hj212Error::field("CP", base + p + 3, "expected `&&` after `CP=`"));
             }
             if rest.len() < 4 || !rest.ends_with("&&") {
                 return Err(Hj212Error::field(
@@ -840,21 +774,7 @@ fn parse_segment_at(seg: &str, base: usize) -> Result<Frame, Hj212Error> {
         None => infer_version(&cp),
     };
 
-    Ok(Frame {
-        qn,
-        st,
-        cn,
-        pw,
-        mn,
-        flag,
-        version,
-        pnum,
-        pno,
-        cp,
-        header_extra,
-        raw: seg.to_string(),
-        crc_ok: false,
-    })
+    Ok(Frame { qn, st, cn, pw, mn, flag, version, pnum, pno, cp, header_extra, raw: seg.to_string(), crc_ok: false })
 }
 
 fn infer_version(cp: &Cp) -> ProtocolVersion {
@@ -862,11 +782,7 @@ fn infer_version(cp: &Cp) -> ProtocolVersion {
         let b = f.code.as_bytes();
         b.len() == 6 && b[0].is_ascii_alphabetic() && b[1..].iter().all(u8::is_ascii_digit)
     });
-    if modern {
-        ProtocolVersion::V2017
-    } else {
-        ProtocolVersion::V2005
-    }
+    if modern { ProtocolVersion::V2017 } else { ProtocolVersion::V2005 }
 }
 
 /// Split at `sep`, ignoring separators inside nested `&&…&&` blocks.
@@ -895,11 +811,7 @@ fn split_top(s: &str, sep: u8) -> Vec<&str> {
 fn parse_number(v: &str) -> Option<f64> {
     let t = v.trim();
     // Only plain decimal notation; `inf`, `NaN` and friends stay raw.
-    if t.is_empty()
-        || !t
-            .bytes()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
-    {
+    if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) {
         return None;
     }
     t.parse::<f64>().ok().filter(|x| x.is_finite())
@@ -922,11 +834,7 @@ pub fn parse_time(v: &str) -> Option<NaiveDateTime> {
 /// Inverse of [`parse_time`]: 14 digits, or 17 when milliseconds are non-zero.
 pub fn format_time(dt: NaiveDateTime) -> String {
     let ms = dt.nanosecond() / 1_000_000;
-    if ms == 0 {
-        dt.format("%Y%m%d%H%M%S").to_string()
-    } else {
-        format!("{}{ms:03}", dt.format("%Y%m%d%H%M%S"))
-    }
+    if ms == 0 { dt.format("%Y%m%d%H%M%S").to_string() } else { format!("{}{ms:03}", dt.format("%Y%m%d%H%M%S")) }
 }
 
 /// Insert without overwriting: a repeated key is stored as `key#2`, `key#3`, ….

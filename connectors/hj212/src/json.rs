@@ -52,11 +52,7 @@ fn factor_json(f: &Factor) -> Value {
 /// when the factor carried anything beyond the six typed slots. The password
 /// (PW) is never included.
 pub fn frame_to_json(f: &Frame) -> Value {
-    let factors: Map<String, Value> =
-        f.cp.factors
-            .iter()
-            .map(|x| (x.code.clone(), factor_json(x)))
-            .collect();
+    let factors: Map<String, Value> = f.cp.factors.iter().map(|x| (x.code.clone(), factor_json(x))).collect();
     json!({
         "mn": f.mn,
         "st": f.st,

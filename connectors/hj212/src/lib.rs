@@ -28,14 +28,11 @@ pub use crc::{CrcVariant, crc16_hj212, crc16_modbus};
 pub use decoder::FrameDecoder;
 pub use error::Hj212Error;
 pub use frame::{
-    Cp, DataFlag, Factor, Flag, Frame, MAX_DATA_LEN, ProtocolVersion, encode_frame, parse_frame,
-    parse_frame_strict,
+    Cp, DataFlag, Factor, Flag, Frame, MAX_DATA_LEN, ProtocolVersion, encode_frame, parse_frame, parse_frame_strict,
 };
 pub use json::frame_to_json;
 pub use reassembly::{Evicted, Reassembled, Reassembler};
-pub use reply::{
-    ExeRtn, QnRtn, build_data_ack, build_exe_rtn, build_notify_ack, build_qn_rtn, needs_data_ack,
-};
+pub use reply::{ExeRtn, QnRtn, build_data_ack, build_exe_rtn, build_notify_ack, build_qn_rtn, needs_data_ack};
 pub use server::{DurableAck, Hj212Message, Hj212Server, Hj212ServerConfig, Hj212Stats, Hj212StatsSnapshot};
 
 /// Command (CN) codes used by this crate and common in the field.
@@ -113,9 +110,7 @@ pub fn factor_name(code: &str) -> Option<&'static str> {
             return match code.get(..4) {
                 Some("e701") if code.len() == 6 => Some("sewage lift pump (or dosing, 2017 typo)"),
                 Some("e711") if code.len() == 6 => Some("dosing amount"),
-                Some("g119") if code.len() == 6 => {
-                    Some("inlet SO2 (or desulfurisation rate, 2017 typo)")
-                }
+                Some("g119") if code.len() == 6 => Some("inlet SO2 (or desulfurisation rate, 2017 typo)"),
                 Some("g200") if code.len() == 6 => Some("desulfurisation rate"),
                 _ => None,
             };

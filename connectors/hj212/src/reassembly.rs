@@ -103,16 +103,9 @@ impl Reassembler {
             Some(n) => n,
         };
         let qn = frame.qn.clone().unwrap_or_default();
-        let err = |reason: String| Hj212Error::Reassembly {
-            mn: frame.mn.clone(),
-            qn: qn.clone(),
-            reason,
-        };
+        let err = |reason: String| Hj212Error::Reassembly { mn: frame.mn.clone(), qn: qn.clone(), reason };
         if total > self.max_packets {
-            return Err(err(format!(
-                "PNUM {total} exceeds the limit {}",
-                self.max_packets
-            )));
+            return Err(err(format!("PNUM {total} exceeds the limit {}", self.max_packets)));
         }
         let pno = match frame.pno {
             None => return Err(err(format!("PNUM={total} but PNO missing"))),
@@ -121,11 +114,7 @@ impl Reassembler {
             }
             Some(p) => p,
         };
-        let key = Key {
-            mn: frame.mn.clone(),
-            qn: qn.clone(),
-            cn: frame.cn.clone(),
-        };
+        let key = Key { mn: frame.mn.clone(), qn: qn.clone(), cn: frame.cn.clone() };
 
         if let Some(p) = self.pending.get(&key)
             && p.total != total
@@ -149,18 +138,11 @@ impl Reassembler {
         let Some(done) = self.pending.remove(&key) else {
             return Ok(Reassembled::Buffered { received, total });
         };
-        Ok(Reassembled::Complete {
-            frame: merge(done.packets.into_values(), total),
-            packets: total,
-        })
+        Ok(Reassembled::Complete { frame: merge(done.packets.into_values(), total), packets: total })
     }
 
     fn evict_oldest(&mut self) {
-        let oldest = self
-            .pending
-            .iter()
-            .min_by_key(|(_, p)| p.first_seen)
-            .map(|(k, _)| k.clone());
+        let oldest = self.pending.iter().min_by_key(|(_, p)| p.first_seen).map(|(k, _)| k.clone());
         if let Some(k) = oldest
             && let Some(p) = self.pending.remove(&k)
         {

@@ -230,20 +230,10 @@ pub struct Hj212Server {
 impl Hj212Server {
     /// Bind the listening socket. Returns the actual local address (useful
     /// with port 0) and the server.
-    pub async fn bind(
-        addr: impl ToSocketAddrs,
-        config: Hj212ServerConfig,
-    ) -> io::Result<(SocketAddr, Hj212Server)> {
+    pub async fn bind(addr: impl ToSocketAddrs, config: Hj212ServerConfig) -> io::Result<(SocketAddr, Hj212Server)> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        Ok((
-            local,
-            Hj212Server {
-                listener,
-                config,
-                stats: Arc::new(Hj212Stats::default()),
-            },
-        ))
+        Ok((local, Hj212Server { listener, config, stats: Arc::new(Hj212Stats::default()) }))
     }
 
     /// Shared counters (take a handle before calling [`Hj212Server::run`]).
@@ -311,19 +301,12 @@ impl Connection {
         // Replies go out in frame order from their own task, so reading
         // goes on while a reply waits for its message to be durable.
         let (replies, queue) = mpsc::unbounded_channel::<Reply>();
-        let mut writer = tokio::spawn(write_replies(
-            wr,
-            queue,
-            Arc::clone(&self.cfg),
-            Arc::clone(&self.stats),
-            self.peer,
-        ));
+        let mut writer =
+            tokio::spawn(write_replies(wr, queue, Arc::clone(&self.cfg), Arc::clone(&self.stats), self.peer));
         let mut dec = FrameDecoder::new(self.cfg.crc, self.cfg.max_frame);
-        let mut reasm =
-            Reassembler::new(self.cfg.reassembly_timeout, self.cfg.max_pending_messages);
+        let mut reasm = Reassembler::new(self.cfg.reassembly_timeout, self.cfg.max_pending_messages);
         let mut buf = vec![0u8; 4096];
-        let period = (self.cfg.reassembly_timeout / 4)
-            .clamp(Duration::from_millis(20), Duration::from_secs(5));
+        let period = (self.cfg.reassembly_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
@@ -368,9 +351,7 @@ impl Connection {
         self.evict(&mut reasm);
         if reasm.pending() > 0 {
             let n = reasm.pending() as u64;
-            self.stats
-                .reassembly_evicted
-                .fetch_add(n, Ordering::Relaxed);
+            self.stats.reassembly_evicted.fetch_add(n, Ordering::Relaxed);
         }
         // No more frames (the device closed its side, went idle or sent
         // garbage we gave up on): let the writer send the replies still
@@ -394,9 +375,7 @@ impl Connection {
     fn count_error(&self, e: &Hj212Error) {
         match e {
             Hj212Error::Garbage { bytes } => {
-                self.stats
-                    .garbage_bytes
-                    .fetch_add(*bytes as u64, Ordering::Relaxed);
+                self.stats.garbage_bytes.fetch_add(*bytes as u64, Ordering::Relaxed);
                 tracing::debug!(peer = %self.peer, bytes, "hj212: skipped garbage");
             }
             Hj212Error::BadCrc { .. } => {
@@ -449,13 +428,7 @@ impl Connection {
                     Some(ack) => (DurableAck::default(), Some(Reply::Now(ack))),
                     None => (DurableAck::default(), None),
                 };
-                let msg = Hj212Message {
-                    peer: self.peer,
-                    frame,
-                    packets,
-                    received_at: Utc::now(),
-                    durable,
-                };
+                let msg = Hj212Message { peer: self.peer, frame, packets, received_at: Utc::now(), durable };
                 if self.sink.send(msg).await.is_err() {
                     return false;
                 }

@@ -7,11 +7,7 @@ use lianqin_hj212::*;
 fn crc_check_values_from_reference() {
     for (seg, std_crc, modbus_crc) in crc_vectors() {
         assert_eq!(crc16_hj212(seg.as_bytes()), std_crc, "HJ212 CRC of {seg}");
-        assert_eq!(
-            crc16_modbus(seg.as_bytes()),
-            modbus_crc,
-            "Modbus CRC of {seg}"
-        );
+        assert_eq!(crc16_modbus(seg.as_bytes()), modbus_crc, "Modbus CRC of {seg}");
         assert_eq!(CrcVariant::Hj212.compute(seg.as_bytes()), std_crc);
         assert_eq!(CrcVariant::Modbus.compute(seg.as_bytes()), modbus_crc);
     }
@@ -25,18 +21,14 @@ fn modbus_matches_crc_crate_catalogue() {
     let reference = ::crc::Crc::<u16>::new(&::crc::CRC_16_MODBUS);
     assert_eq!(crc16_modbus(b"123456789"), 0x4B37); // catalogue check value
     for (seg, _, _) in crc_vectors() {
-        assert_eq!(
-            crc16_modbus(seg.as_bytes()),
-            reference.checksum(seg.as_bytes())
-        );
+        assert_eq!(crc16_modbus(seg.as_bytes()), reference.checksum(seg.as_bytes()));
     }
 }
 
 #[test]
 fn example_frames_parse_and_verify() {
     for ex in EXAMPLES {
-        let f = parse_frame_strict(ex.as_bytes(), CrcVariant::Hj212)
-            .unwrap_or_else(|e| panic!("{ex}: {e}"));
+        let f = parse_frame_strict(ex.as_bytes(), CrcVariant::Hj212).unwrap_or_else(|e| panic!("{ex}: {e}"));
         assert!(f.crc_ok);
         assert_eq!(f.raw, &ex[6..ex.len() - 6]);
         assert_eq!(f.raw.len(), ex[2..6].parse::<usize>().unwrap());
@@ -74,10 +66,7 @@ fn minute_frame_fields() {
     let f = parse_frame(MINUTE_WATER.as_bytes(), CrcVariant::Hj212).unwrap();
     assert_eq!(f.cn, "2051");
     let cod = f.cp.factor("w01018").unwrap();
-    assert_eq!(
-        (cod.min, cod.avg, cod.max),
-        (Some(18.2), Some(21.5), Some(24.9))
-    );
+    assert_eq!((cod.min, cod.avg, cod.max), (Some(18.2), Some(21.5), Some(24.9)));
     assert_eq!(cod.rtd, None);
     assert_eq!(cod.flag, Some(DataFlag::Normal));
     let flow = f.cp.factor("w00000").unwrap();
@@ -115,16 +104,10 @@ fn qn_rtn_and_other_replies() {
     let req = parse_frame(REAL_AIR.as_bytes(), CrcVariant::Hj212).unwrap();
     let nak = build_qn_rtn(&req, QnRtn::CrcError);
     let seg = nak.data_segment();
-    assert_eq!(
-        seg,
-        "QN=20241115190408000;ST=91;CN=9011;PW=123456;MN=AQI2411132600332;Flag=4;CP=&&QnRtn=9&&"
-    );
+    assert_eq!(seg, "QN=20241115190408000;ST=91;CN=9011;PW=123456;MN=AQI2411132600332;Flag=4;CP=&&QnRtn=9&&");
     let bytes = nak.encode(CrcVariant::Hj212).unwrap();
     assert_eq!(bytes, wire(&seg, crc16_hj212(seg.as_bytes())));
-    assert_eq!(
-        build_exe_rtn(&req, ExeRtn::NoData).cp.other["ExeRtn"],
-        "100"
-    );
+    assert_eq!(build_exe_rtn(&req, ExeRtn::NoData).cp.other["ExeRtn"], "100");
     assert_eq!(build_notify_ack(&req).cn, "9013");
     // Modbus encoding carries the Modbus CRC.
     let m = nak.encode(CrcVariant::Modbus).unwrap();
@@ -182,11 +165,7 @@ fn modbus_variant() {
         assert!(!wrong.crc_ok);
         assert_eq!(
             parse_frame_strict(&m, CrcVariant::Hj212).unwrap_err(),
-            Hj212Error::BadCrc {
-                expected: std_crc,
-                got: modbus_crc,
-                variant: CrcVariant::Hj212
-            }
+            Hj212Error::BadCrc { expected: std_crc, got: modbus_crc, variant: CrcVariant::Hj212 }
         );
     }
 }
@@ -196,11 +175,7 @@ fn lowercase_crc_accepted() {
     let f = parse_frame(&wire(SEG_2025, 0x2200), CrcVariant::Hj212).unwrap();
     assert!(f.crc_ok);
     let lower = SURFACE_WATER.replace("BB01\r\n", "bb01\r\n");
-    assert!(
-        parse_frame(lower.as_bytes(), CrcVariant::Hj212)
-            .unwrap()
-            .crc_ok
-    );
+    assert!(parse_frame(lower.as_bytes(), CrcVariant::Hj212).unwrap().crc_ok);
 }
 
 #[test]
@@ -208,80 +183,40 @@ fn error_variants_name_what_and_where() {
     let e = parse_frame(b"#X0087", CrcVariant::Hj212).unwrap_err();
     assert!(matches!(e, Hj212Error::BadHeader { offset: 0, .. }), "{e}");
     let e = parse_frame(b"##00x7QN=1", CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(e, Hj212Error::BadLengthField { offset: 2, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, Hj212Error::BadLengthField { offset: 2, .. }), "{e}");
     // Declared 0088, actual 0087.
     let bad_len = DATA_ACK.replacen("##0087", "##0088", 1);
     let e = parse_frame(bad_len.as_bytes(), CrcVariant::Hj212).unwrap_err();
-    assert_eq!(
-        e,
-        Hj212Error::BadLength {
-            declared: 88,
-            actual: 87
-        }
-    );
+    assert_eq!(e, Hj212Error::BadLength { declared: 88, actual: 87 });
     // Declared 0086: the CRLF is one byte late.
     let bad_len = DATA_ACK.replacen("##0087", "##0086", 1);
     let e = parse_frame(bad_len.as_bytes(), CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(e, Hj212Error::BadTerminator { offset: 96, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, Hj212Error::BadTerminator { offset: 96, .. }), "{e}");
     let bad_crc = DATA_ACK.replace("8701\r\n", "87G1\r\n");
     let e = parse_frame(bad_crc.as_bytes(), CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(e, Hj212Error::BadCrcField { offset: 93, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, Hj212Error::BadCrcField { offset: 93, .. }), "{e}");
     let e = parse_frame(&DATA_ACK.as_bytes()[..50], CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Hj212Error::Truncated {
-                needed: 99,
-                have: 50
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Hj212Error::Truncated { needed: 99, have: 50 }), "{e}");
     let mut two = DATA_ACK.as_bytes().to_vec();
     two.extend_from_slice(b"xx");
     let e = parse_frame(&two, CrcVariant::Hj212).unwrap_err();
-    assert_eq!(
-        e,
-        Hj212Error::TrailingBytes {
-            offset: 99,
-            count: 2
-        }
-    );
+    assert_eq!(e, Hj212Error::TrailingBytes { offset: 99, count: 2 });
     // Missing CN, correct CRC → BadField naming CN.
     let seg = "QN=1;ST=32;PW=1;MN=X;CP=&&&&";
     let e = parse_frame(&wire(seg, crc16_hj212(seg.as_bytes())), CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(&e, Hj212Error::BadField { field, .. } if field == "CN"),
-        "{e}"
-    );
+    assert!(matches!(&e, Hj212Error::BadField { field, .. } if field == "CN"), "{e}");
     // Bad Flag, offset of the Flag item.
     let seg = "ST=32;CN=2011;MN=X;Flag=abc;CP=&&&&";
     let e = parse_frame(&wire(seg, crc16_hj212(seg.as_bytes())), CrcVariant::Hj212).unwrap_err();
     assert_eq!(
         e,
-        Hj212Error::BadField {
-            field: "Flag".into(),
-            offset: 6 + 19,
-            reason: "\"abc\" is not an integer 0-255".into()
-        }
+        Hj212Error::BadField { field: "Flag".into(), offset: 6 + 19, reason: "\"abc\" is not an integer 0-255".into() }
     );
     assert!(e.to_string().contains("Flag") && e.to_string().contains("25"));
     // Unterminated CP.
     let seg = "ST=32;CN=2011;MN=X;CP=&&a-Rtd=1";
     let e = parse_frame(&wire(seg, crc16_hj212(seg.as_bytes())), CrcVariant::Hj212).unwrap_err();
-    assert!(
-        matches!(&e, Hj212Error::BadField { field, .. } if field == "CP"),
-        "{e}"
-    );
+    assert!(matches!(&e, Hj212Error::BadField { field, .. } if field == "CP"), "{e}");
     // Garbled segment + wrong CRC → reported as BadCrc.
     let e = parse_frame(&wire("garbage", 0), CrcVariant::Hj212).unwrap_err();
     assert!(matches!(e, Hj212Error::BadCrc { .. }), "{e}");
@@ -289,11 +224,7 @@ fn error_variants_name_what_and_where() {
 
 #[test]
 fn missing_crlf_tolerated_in_single_frame_parse() {
-    let f = parse_frame(
-        &DATA_ACK.as_bytes()[..DATA_ACK.len() - 2],
-        CrcVariant::Hj212,
-    )
-    .unwrap();
+    let f = parse_frame(&DATA_ACK.as_bytes()[..DATA_ACK.len() - 2], CrcVariant::Hj212).unwrap();
     assert!(f.crc_ok);
 }
 
@@ -341,16 +272,7 @@ fn encode_roundtrip_of_examples() {
         let f = parse_frame(ex.as_bytes(), CrcVariant::Hj212).unwrap();
         let again = parse_frame(&f.encode(CrcVariant::Hj212).unwrap(), CrcVariant::Hj212).unwrap();
         assert!(again.crc_ok);
-        assert_eq!(
-            Frame {
-                raw: String::new(),
-                ..again
-            },
-            Frame {
-                raw: String::new(),
-                ..f
-            }
-        );
+        assert_eq!(Frame { raw: String::new(), ..again }, Frame { raw: String::new(), ..f });
     }
     assert!(encode_frame(&"x".repeat(10_000), CrcVariant::Hj212).is_err());
 }
@@ -391,10 +313,5 @@ fn warnings_are_informative_not_fatal() {
     assert!(w.iter().any(|s| s.contains("ST")));
     assert!(w.iter().any(|s| s.contains("CN")));
     assert!(w.iter().any(|s| s.contains("PNUM")));
-    assert!(
-        parse_frame(MINUTE_WATER.as_bytes(), CrcVariant::Hj212)
-            .unwrap()
-            .warnings()
-            .is_empty()
-    );
+    assert!(parse_frame(MINUTE_WATER.as_bytes(), CrcVariant::Hj212).unwrap().warnings().is_empty());
 }

@@ -63,10 +63,7 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (
-            any::<usize>(),
-            prop::sample::select(b"#;,=&-\r\n0123456789ABCDEF".to_vec())
-        )
+        (any::<usize>(), prop::sample::select(b"#;,=&-\r\n0123456789ABCDEF".to_vec()))
             .prop_map(|(i, b)| Mutation::Insert(i, b)),
         any::<usize>().prop_map(Mutation::Delete),
         any::<usize>().prop_map(Mutation::Truncate),
@@ -124,13 +121,7 @@ fn gen_factor() -> impl Strategy<Value = GenFactor> {
         prop::option::of(0f64..1e12),
         prop::option::of(prop::sample::select(FLAGS.to_vec())),
     )
-        .prop_map(|(code, rtd, avg, cou, flag)| GenFactor {
-            code,
-            rtd,
-            avg,
-            cou,
-            flag,
-        })
+        .prop_map(|(code, rtd, avg, cou, flag)| GenFactor { code, rtd, avg, cou, flag })
 }
 
 proptest! {

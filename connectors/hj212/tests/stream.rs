@@ -81,20 +81,9 @@ fn garbage_resync() {
     assert_eq!(frames[2].st, "21");
     let errors: Vec<&Hj212Error> = items.iter().filter_map(|i| i.as_ref().err()).collect();
     // "\x00\xffnoise" (7 bytes); its trailing `#` pairs with the frame's first `#`.
-    assert!(
-        matches!(errors[0], Hj212Error::Garbage { bytes: 7 }),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| matches!(e, Hj212Error::BadLengthField { .. }))
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| matches!(e, Hj212Error::BadLength { declared: 300, .. }))
-    );
+    assert!(matches!(errors[0], Hj212Error::Garbage { bytes: 7 }), "{errors:?}");
+    assert!(errors.iter().any(|e| matches!(e, Hj212Error::BadLengthField { .. })));
+    assert!(errors.iter().any(|e| matches!(e, Hj212Error::BadLength { declared: 300, .. })));
     assert_eq!(rest, vec![Hj212Error::Garbage { bytes: 13 }]);
 }
 
@@ -102,13 +91,7 @@ fn garbage_resync() {
 fn oversize_declared_length_rejected_and_buffer_bounded() {
     let mut d = FrameDecoder::new(CrcVariant::Hj212, 512);
     let items = d.decode(b"##0600QN=");
-    assert!(matches!(
-        items[0],
-        Err(Hj212Error::TooLarge {
-            declared: 600,
-            max: 512
-        })
-    ));
+    assert!(matches!(items[0], Err(Hj212Error::TooLarge { declared: 600, max: 512 })));
     // Endless garbage never accumulates.
     for _ in 0..1000 {
         let _ = d.decode(&[b'x'; 1024]);
@@ -123,10 +106,7 @@ fn oversize_declared_length_rejected_and_buffer_bounded() {
     assert!(items.is_empty());
     assert!(d.buffered() <= MAX_DATA_LEN + 12);
     items.extend(d.decode(&[b'a'; 2000]));
-    assert!(
-        matches!(items[0], Err(Hj212Error::BadTerminator { .. })),
-        "{items:?}"
-    );
+    assert!(matches!(items[0], Err(Hj212Error::BadTerminator { .. })), "{items:?}");
 }
 
 #[test]
@@ -137,11 +117,7 @@ fn bad_crc_frame_is_flagged_not_ok() {
     assert!(!f.crc_ok);
     // The Modbus decoder sees the reference frames as bad CRC too.
     let mut d = FrameDecoder::new(CrcVariant::Modbus, MAX_DATA_LEN);
-    assert!(
-        d.decode(REAL_AIR.as_bytes())[0]
-            .as_ref()
-            .is_ok_and(|f| !f.crc_ok)
-    );
+    assert!(d.decode(REAL_AIR.as_bytes())[0].as_ref().is_ok_and(|f| !f.crc_ok));
 }
 
 #[test]
@@ -149,21 +125,14 @@ fn truncated_at_end_of_stream() {
     let s = &REAL_AIR.as_bytes()[..100];
     let (items, rest) = all_at_once(s);
     assert!(items.is_empty());
-    assert_eq!(
-        rest,
-        vec![Hj212Error::Truncated {
-            needed: 325,
-            have: 100
-        }]
-    );
+    assert_eq!(rest, vec![Hj212Error::Truncated { needed: 325, have: 100 }]);
 }
 
 // ---- reassembly ----
 
 fn packet(qn: &str, pnum: u32, pno: u32, cp: &str) -> Frame {
-    let seg = format!(
-        "QN={qn};ST=32;CN=2061;PW=123456;MN=33050200000000000000A001;Flag=7;PNUM={pnum};PNO={pno};CP=&&{cp}&&"
-    );
+    let seg =
+        format!("QN={qn};ST=32;CN=2061;PW=123456;MN=33050200000000000000A001;Flag=7;PNUM={pnum};PNO={pno};CP=&&{cp}&&");
     let f = parse_frame(&wire(&seg, crc16_hj212(seg.as_bytes())), CrcVariant::Hj212).unwrap();
     assert!(f.crc_ok && f.is_split());
     f
@@ -173,56 +142,17 @@ fn packet(qn: &str, pnum: u32, pno: u32, cp: &str) -> Frame {
 fn pnum_pno_reassembly_out_of_order() {
     let mut r = Reassembler::new(Duration::from_secs(30), 8);
     let t = Instant::now();
-    let p1 = packet(
-        "20250315110000001",
-        3,
-        1,
-        "DataTime=20250315100000;w01018-Avg=20.1,w01018-Flag=N",
-    );
-    let p2 = packet(
-        "20250315110000001",
-        3,
-        2,
-        "DataTime=20250315100000;w21003-Avg=0.5,w21003-Flag=N",
-    );
-    let p3 = packet(
-        "20250315110000001",
-        3,
-        3,
-        "DataTime=20250315100000;w00000-Cou=99.5;w01018-Max=30",
-    );
+    let p1 = packet("20250315110000001", 3, 1, "DataTime=20250315100000;w01018-Avg=20.1,w01018-Flag=N");
+    let p2 = packet("20250315110000001", 3, 2, "DataTime=20250315100000;w21003-Avg=0.5,w21003-Flag=N");
+    let p3 = packet("20250315110000001", 3, 3, "DataTime=20250315100000;w00000-Cou=99.5;w01018-Max=30");
     // A frame of another message in between.
     let other = parse_frame(SURFACE_WATER.as_bytes(), CrcVariant::Hj212).unwrap();
 
-    assert_eq!(
-        r.push(p3.clone(), t).unwrap(),
-        Reassembled::Buffered {
-            received: 1,
-            total: 3
-        }
-    );
-    assert_eq!(
-        r.push(other.clone(), t).unwrap(),
-        Reassembled::Complete {
-            frame: other,
-            packets: 1
-        }
-    );
-    assert_eq!(
-        r.push(p1.clone(), t).unwrap(),
-        Reassembled::Buffered {
-            received: 2,
-            total: 3
-        }
-    );
+    assert_eq!(r.push(p3.clone(), t).unwrap(), Reassembled::Buffered { received: 1, total: 3 });
+    assert_eq!(r.push(other.clone(), t).unwrap(), Reassembled::Complete { frame: other, packets: 1 });
+    assert_eq!(r.push(p1.clone(), t).unwrap(), Reassembled::Buffered { received: 2, total: 3 });
     // Retransmission of packet 1 does not count twice.
-    assert_eq!(
-        r.push(p1.clone(), t).unwrap(),
-        Reassembled::Buffered {
-            received: 2,
-            total: 3
-        }
-    );
+    assert_eq!(r.push(p1.clone(), t).unwrap(), Reassembled::Buffered { received: 2, total: 3 });
     let Reassembled::Complete { frame, packets } = r.push(p2.clone(), t).unwrap() else {
         panic!("not complete");
     };
@@ -244,44 +174,22 @@ fn pnum_pno_reassembly_out_of_order() {
 fn reassembly_timeout_and_overflow_eviction() {
     let mut r = Reassembler::new(Duration::from_secs(10), 2);
     let t0 = Instant::now();
-    r.push(packet("20250315110000001", 2, 1, "a-Rtd=1"), t0)
-        .unwrap();
-    r.push(
-        packet("20250315110000002", 2, 1, "a-Rtd=1"),
-        t0 + Duration::from_secs(1),
-    )
-    .unwrap();
+    r.push(packet("20250315110000001", 2, 1, "a-Rtd=1"), t0).unwrap();
+    r.push(packet("20250315110000002", 2, 1, "a-Rtd=1"), t0 + Duration::from_secs(1)).unwrap();
     // Third open message evicts the oldest.
-    r.push(
-        packet("20250315110000003", 2, 1, "a-Rtd=1"),
-        t0 + Duration::from_secs(2),
-    )
-    .unwrap();
+    r.push(packet("20250315110000003", 2, 1, "a-Rtd=1"), t0 + Duration::from_secs(2)).unwrap();
     assert_eq!(r.pending(), 2);
     let ev = r.evict_expired(t0 + Duration::from_secs(5));
     assert_eq!(ev.len(), 1);
-    assert_eq!(
-        (ev[0].qn.as_str(), ev[0].reason),
-        ("20250315110000001", "overflow")
-    );
+    assert_eq!((ev[0].qn.as_str(), ev[0].reason), ("20250315110000001", "overflow"));
     let ev = r.evict_expired(t0 + Duration::from_secs(11));
     assert_eq!(ev.len(), 1);
-    assert_eq!(
-        (ev[0].qn.as_str(), ev[0].reason, ev[0].received, ev[0].total),
-        ("20250315110000002", "timeout", 1, 2)
-    );
+    assert_eq!((ev[0].qn.as_str(), ev[0].reason, ev[0].received, ev[0].total), ("20250315110000002", "timeout", 1, 2));
     assert_eq!(r.pending(), 1);
     // The evicted message's late packet starts a new, incomplete message.
     assert_eq!(
-        r.push(
-            packet("20250315110000001", 2, 2, "a-Rtd=1"),
-            t0 + Duration::from_secs(12)
-        )
-        .unwrap(),
-        Reassembled::Buffered {
-            received: 1,
-            total: 2
-        }
+        r.push(packet("20250315110000001", 2, 2, "a-Rtd=1"), t0 + Duration::from_secs(12)).unwrap(),
+        Reassembled::Buffered { received: 1, total: 2 }
     );
 }
 
@@ -289,18 +197,9 @@ fn reassembly_timeout_and_overflow_eviction() {
 fn reassembly_rejects_bad_packet_numbers() {
     let mut r = Reassembler::new(Duration::from_secs(10), 2).with_max_packets(10);
     let t = Instant::now();
-    assert!(matches!(
-        r.push(packet("1", 3, 0, ""), t),
-        Err(Hj212Error::Reassembly { .. })
-    ));
-    assert!(matches!(
-        r.push(packet("1", 3, 4, ""), t),
-        Err(Hj212Error::Reassembly { .. })
-    ));
-    assert!(matches!(
-        r.push(packet("1", 11, 1, ""), t),
-        Err(Hj212Error::Reassembly { .. })
-    ));
+    assert!(matches!(r.push(packet("1", 3, 0, ""), t), Err(Hj212Error::Reassembly { .. })));
+    assert!(matches!(r.push(packet("1", 3, 4, ""), t), Err(Hj212Error::Reassembly { .. })));
+    assert!(matches!(r.push(packet("1", 11, 1, ""), t), Err(Hj212Error::Reassembly { .. })));
     let mut f = packet("1", 3, 1, "");
     f.pno = None;
     assert!(matches!(r.push(f, t), Err(Hj212Error::Reassembly { .. })));

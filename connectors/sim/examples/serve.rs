@@ -10,10 +10,7 @@ use std::path::PathBuf;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("lianqin-drop"));
+    let dir = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("lianqin-drop"));
     let sim = start(SimConfig::default(), &dir).await?;
     println!("110            {}/api/110/incidents", sim.police_110);
     println!("12345          {}/api/12345/tickets", sim.hotline_12345);

@@ -46,11 +46,7 @@ fn batch_date(batch: usize) -> NaiveDate {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\r', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn gbk(text: &str) -> Result<Vec<u8>, SimError> {
@@ -64,14 +60,8 @@ fn gbk(text: &str) -> Result<Vec<u8>, SimError> {
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, SimError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    std::fs::write(&tmp, bytes).map_err(|source| SimError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| SimError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    std::fs::write(&tmp, bytes).map_err(|source| SimError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, &path).map_err(|source| SimError::Io { path: path.clone(), source })?;
     Ok(path)
 }
 
@@ -138,9 +128,7 @@ fn build_csv(
             let tail: String = pname.chars().skip(1).collect();
             let mut raw = gbk(&format!("{pcode},{head}"))?;
             raw.extend_from_slice(&INVALID_GBK);
-            raw.extend_from_slice(&gbk(&format!(
-                "{tail},{pwater},{t},6.52,3.4,0.412,0.061,{plng},{plat},Ⅲ类,吴兴区"
-            ))?);
+            raw.extend_from_slice(&gbk(&format!("{tail},{pwater},{t},6.52,3.4,0.412,0.061,{plng},{plat},Ⅲ类,吴兴区"))?);
             bytes.extend_from_slice(&raw);
             bytes.extend_from_slice(b"\r\n");
             line += 1;
@@ -158,16 +146,7 @@ fn build_csv(
         }
         let g = first_global_row + r;
         let p = POINTS[g % POINTS.len()];
-        let crate::data::Point {
-            code,
-            name: pname,
-            water,
-            division: div,
-            lng,
-            lat,
-            target,
-            lake,
-        } = p;
+        let crate::data::Point { code, name: pname, water, division: div, lng, lat, target, lake } = p;
         let t = day_start + Duration::hours(i64::try_from(g / POINTS.len()).unwrap_or(0));
         let actual: u8 = if target == 2 {
             weighted(rng, &[(2u8, 70), (3, 22), (4, 6), (5, 2)], 2)
@@ -176,11 +155,7 @@ fn build_csv(
         };
         let mut vals: Vec<String> = (0..4)
             .map(|param| {
-                let c = if rng.random_bool(0.5) {
-                    actual
-                } else {
-                    rng.random_range(2..=actual)
-                };
+                let c = if rng.random_bool(0.5) { actual } else { rng.random_range(2..=actual) };
                 sample(rng, param, c, lake)
             })
             .collect();
@@ -240,11 +215,7 @@ fn build_csv(
             flag,
         });
     }
-    Ok(CsvOut {
-        bytes,
-        rows: out_rows,
-        broken,
-    })
+    Ok(CsvOut { bytes, rows: out_rows, broken })
 }
 
 fn complaint_text(sub: &str) -> &'static str {
@@ -272,11 +243,7 @@ type Target = (String, String, String, f64, f64);
 
 fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) -> Value {
     let primary = rng.random_range(0..POLLUTION_TYPES.len());
-    let weights: Vec<(usize, u32)> = POLLUTION_TYPES
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, p.2))
-        .collect();
+    let weights: Vec<(usize, u32)> = POLLUTION_TYPES.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
     let primary = weighted(rng, &weights, primary);
     let (ptype, subs, _) = POLLUTION_TYPES[primary];
     let sub = pick(rng, subs);
@@ -287,8 +254,7 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
             types.push(other);
         }
     }
-    let report = date.and_hms_opt(7, 0, 0).unwrap_or_default()
-        + Duration::minutes(rng.random_range(0..14 * 60));
+    let report = date.and_hms_opt(7, 0, 0).unwrap_or_default() + Duration::minutes(rng.random_range(0..14 * 60));
     let updated: NaiveDateTime = report + Duration::minutes(rng.random_range(5..240));
     let linked = !targets.is_empty() && rng.random_bool(0.6);
     let (target_name, target_uscc, div_code, lng, lat) = if linked {
@@ -305,15 +271,10 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
         let (lng, lat) = data::point_in(rng, d);
         (None, None, d.code.to_string(), lng, lat)
     };
-    let d = DIVISIONS
-        .iter()
-        .find(|d| d.code == div_code)
-        .unwrap_or(&DIVISIONS[0]);
+    let d = DIVISIONS.iter().find(|d| d.code == div_code).unwrap_or(&DIVISIONS[0]);
     let town = pick(rng, d.towns);
     let place = format!("湖州市{}{}{}", d.name, town, pick(rng, d.roads));
-    let who = target_name
-        .clone()
-        .unwrap_or_else(|| "一家工厂".to_string());
+    let who = target_name.clone().unwrap_or_else(|| "一家工厂".to_string());
     let accepted = !rng.random_bool(0.2);
     json!({
         "complaint_no": format!("HZ12369{}{:04}", date.format("%Y%m%d"), seq),
@@ -337,11 +298,7 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
 }
 
 /// Write one batch: `n_files` GBK CSV files and one complaints JSON-lines file.
-pub(crate) fn write_batch(
-    sh: &Shared,
-    dir: &Path,
-    n_files: usize,
-) -> Result<Vec<PathBuf>, SimError> {
+pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec<PathBuf>, SimError> {
     let cfg = &sh.cfg;
     let n_complaints = complaints_per_batch(cfg.env_rows_per_file);
     let (batch, first_file, first_complaint, targets) = {
@@ -375,14 +332,7 @@ pub(crate) fn write_batch(
     let mut paths = Vec::with_capacity(n_files + 1);
     for i in 0..n_files {
         let name = format!("水质监测_{ymd}_{:02}.csv", first_file + i + 1);
-        let out = build_csv(
-            &mut rng,
-            &name,
-            date,
-            i * cfg.env_rows_per_file,
-            cfg.env_rows_per_file,
-            i == 0,
-        )?;
+        let out = build_csv(&mut rng, &name, date, i * cfg.env_rows_per_file, cfg.env_rows_per_file, i == 0)?;
         paths.push(write_atomically(dir, &name, &out.bytes)?);
         let mut w = sh.world_mut();
         w.env_rows.extend(out.rows);
@@ -417,11 +367,7 @@ pub(crate) fn write_batch(
             });
         } else {
             text.push_str(&v.to_string());
-            rows.push(ComplaintRow {
-                file: name.clone(),
-                line,
-                value: v,
-            });
+            rows.push(ComplaintRow { file: name.clone(), line, value: v });
         }
         text.push('\n');
     }

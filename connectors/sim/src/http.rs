@@ -51,11 +51,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(cfg: SimConfig) -> Shared {
         let world = World::generate(&cfg);
-        Shared {
-            cfg,
-            world: Mutex::new(world),
-            counters: Default::default(),
-        }
+        Shared { cfg, world: Mutex::new(world), counters: Default::default() }
     }
 
     /// Lock the world (a poisoned lock is still usable: every mutation leaves it consistent).
@@ -97,10 +93,7 @@ impl RunningServer {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let abort = self.task.abort_handle();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), self.task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await.is_err() {
             abort.abort();
         }
     }
@@ -114,25 +107,17 @@ pub(crate) async fn spawn(shared: Arc<Shared>, src: Src) -> Result<RunningServer
         Src::LawEnforcement => Router::new().route("/api/zhzf/cases", get(cases)),
     };
     let app = router
-        .fallback(
-            move |State(sh): State<Arc<Shared>>, headers: HeaderMap| async move {
-                if let Some(r) = gate(&sh, src, &headers).await {
-                    return r;
-                }
-                error(src, StatusCode::NOT_FOUND, "no such endpoint")
-            },
-        )
+        .fallback(move |State(sh): State<Arc<Shared>>, headers: HeaderMap| async move {
+            if let Some(r) = gate(&sh, src, &headers).await {
+                return r;
+            }
+            error(src, StatusCode::NOT_FOUND, "no such endpoint")
+        })
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|source| SimError::Bind {
-            server: src.name(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Bind {
-        server: src.name(),
-        source,
-    })?;
+        .map_err(|source| SimError::Bind { server: src.name(), source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind { server: src.name(), source })?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -144,11 +129,7 @@ pub(crate) async fn spawn(shared: Arc<Shared>, src: Src) -> Result<RunningServer
             tracing::warn!(server = src.name(), error = %e, "simulated server stopped with an error");
         }
     });
-    Ok(RunningServer {
-        url: format!("http://{addr}"),
-        stop: tx,
-        task,
-    })
+    Ok(RunningServer { url: format!("http://{addr}"), stop: tx, task })
 }
 
 /// The source's own JSON error envelope.
@@ -166,8 +147,7 @@ fn error(src: Src, status: StatusCode, msg: &str) -> Response {
     };
     let mut resp = (status, axum::Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -186,19 +166,11 @@ async fn gate(sh: &Shared, src: Src, headers: &HeaderMap) -> Option<Response> {
     }
     if hits(f.error_500_every) {
         c.errors_500.fetch_add(1, Ordering::SeqCst);
-        return Some(error(
-            src,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "simulated internal error",
-        ));
+        return Some(error(src, StatusCode::INTERNAL_SERVER_ERROR, "simulated internal error"));
     }
     if hits(f.rate_429_every) {
         c.rate_limited_429.fetch_add(1, Ordering::SeqCst);
-        return Some(error(
-            src,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded, retry after 1 s",
-        ));
+        return Some(error(src, StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded, retry after 1 s"));
     }
     let key = sh.cfg.api_key.as_str();
     let ok = match src {
@@ -206,13 +178,8 @@ async fn gate(sh: &Shared, src: Src, headers: &HeaderMap) -> Option<Response> {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
-            .is_some_and(|(scheme, token)| {
-                scheme.eq_ignore_ascii_case("bearer") && token.trim() == key
-            }),
-        _ => headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == key),
+            .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && token.trim() == key),
+        _ => headers.get("x-api-key").and_then(|v| v.to_str().ok()).is_some_and(|v| v == key),
     };
     if !ok {
         c.unauthorized.fetch_add(1, Ordering::SeqCst);
@@ -232,12 +199,7 @@ fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
 }
 
 /// Parse a non-negative integer parameter; `Err` carries the message for a 400.
-fn num(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: usize,
-    min: usize,
-) -> Result<usize, String> {
+fn num(q: &HashMap<String, String>, name: &str, default: usize, min: usize) -> Result<usize, String> {
     match param(q, name) {
         None => Ok(default),
         Some(s) => match s.parse::<usize>() {
@@ -258,11 +220,7 @@ fn parse_local(s: &str) -> Option<NaiveDateTime> {
 /// +08:00. A `+` decoded to a space by a client that forgot to percent-encode it is tolerated.
 fn parse_iso(s: &str) -> Option<NaiveDateTime> {
     let cst = FixedOffset::east_opt(8 * 3600)?;
-    let try_one = |s: &str| {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| d.with_timezone(&cst).naive_local())
-    };
+    let try_one = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&cst).naive_local());
     if let Some(t) = try_one(s) {
         return Some(t);
     }
@@ -279,24 +237,14 @@ fn parse_iso(s: &str) -> Option<NaiveDateTime> {
 
 /// The records updated at or after `since` (all when `None`), in (updated_at, key) order.
 fn filtered(recs: &[Rec], since: Option<NaiveDateTime>) -> Vec<&Rec> {
-    recs.iter()
-        .filter(|r| since.is_none_or(|t| r.updated_at >= t))
-        .collect()
+    recs.iter().filter(|r| since.is_none_or(|t| r.updated_at >= t)).collect()
 }
 
 fn page_of(recs: &[&Rec], skip: usize, take: usize) -> Vec<Value> {
-    recs.iter()
-        .skip(skip)
-        .take(take)
-        .map(|r| r.value.clone())
-        .collect()
+    recs.iter().skip(skip).take(take).map(|r| r.value.clone()).collect()
 }
 
-async fn incidents(
-    State(sh): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Response {
+async fn incidents(State(sh): State<Arc<Shared>>, headers: HeaderMap, Query(q): Params) -> Response {
     let src = Src::Police110;
     if let Some(r) = gate(&sh, src, &headers).await {
         return r;
@@ -306,11 +254,7 @@ async fn incidents(
         Some(s) => match parse_local(s) {
             Some(t) => Some(t),
             None => {
-                return error(
-                    src,
-                    StatusCode::BAD_REQUEST,
-                    "updated_since must be YYYY-MM-DD HH:MM:SS",
-                );
+                return error(src, StatusCode::BAD_REQUEST, "updated_since must be YYYY-MM-DD HH:MM:SS");
             }
         },
     };
@@ -337,11 +281,7 @@ async fn tickets(State(sh): State<Arc<Shared>>, headers: HeaderMap, Query(q): Pa
         Some(s) => match parse_local(s) {
             Some(t) => Some(t),
             None => {
-                return error(
-                    src,
-                    StatusCode::BAD_REQUEST,
-                    "since must be YYYY-MM-DD HH:MM:SS",
-                );
+                return error(src, StatusCode::BAD_REQUEST, "since must be YYYY-MM-DD HH:MM:SS");
             }
         },
     };
@@ -359,11 +299,7 @@ async fn tickets(State(sh): State<Arc<Shared>>, headers: HeaderMap, Query(q): Pa
 
 /// Opaque cursor: hex of `<unix seconds of updated_at as local>|<uscc>` of the last item served.
 fn encode_cursor(r: &Rec) -> String {
-    let raw = format!(
-        "{}|{}",
-        r.updated_at.and_utc().timestamp(),
-        r.key.as_deref().unwrap_or("")
-    );
+    let raw = format!("{}|{}", r.updated_at.and_utc().timestamp(), r.key.as_deref().unwrap_or(""));
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -371,21 +307,14 @@ fn decode_cursor(s: &str) -> Option<(NaiveDateTime, String)> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect();
     let raw = String::from_utf8(bytes?).ok()?;
     let (ts, key) = raw.split_once('|')?;
     let t = DateTime::from_timestamp(ts.parse().ok()?, 0)?.naive_utc();
     Some((t, key.to_string()))
 }
 
-async fn enterprises(
-    State(sh): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Response {
+async fn enterprises(State(sh): State<Arc<Shared>>, headers: HeaderMap, Query(q): Params) -> Response {
     let src = Src::Market;
     if let Some(r) = gate(&sh, src, &headers).await {
         return r;
@@ -418,18 +347,10 @@ async fn enterprises(
         let w = sh.world();
         let recs: Vec<&Rec> = filtered(w.records(src), since)
             .into_iter()
-            .filter(|r| {
-                after
-                    .as_ref()
-                    .is_none_or(|(t, k)| r.sort_key() > (*t, k.as_str()))
-            })
+            .filter(|r| after.as_ref().is_none_or(|(t, k)| r.sort_key() > (*t, k.as_str())))
             .collect();
         let page: Vec<&Rec> = recs.iter().take(limit).copied().collect();
-        let next = if recs.len() > limit {
-            page.last().map(|r| encode_cursor(r))
-        } else {
-            None
-        };
+        let next = if recs.len() > limit { page.last().map(|r| encode_cursor(r)) } else { None };
         json!({ "data": page.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), "next_cursor": next })
     };
     axum::Json(body).into_response()

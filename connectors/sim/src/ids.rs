@@ -8,9 +8,7 @@
 pub const USCC_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// USCC weights for positions 1–17 (GB 32100-2015).
-const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// GB 11714 organisation-code weights for its first 8 characters.
 const ORG_WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
@@ -73,16 +71,12 @@ pub fn uscc_is_valid(code: &str) -> bool {
 
 /// Whether only the final (position 18) USCC check character is right.
 pub fn uscc_outer_check_ok(code: &str) -> bool {
-    code.len() == 18
-        && code.is_ascii()
-        && uscc_check_char(&code[..17]).is_some_and(|c| code[17..].starts_with(c))
+    code.len() == 18 && code.is_ascii() && uscc_check_char(&code[..17]).is_some_and(|c| code[17..].starts_with(c))
 }
 
 /// Whether only the embedded GB 11714 organisation-code check (position 17) is right.
 pub fn uscc_org_check_ok(code: &str) -> bool {
-    code.len() == 18
-        && code.is_ascii()
-        && org_code_check_char(&code[8..16]).is_some_and(|c| code[16..].starts_with(c))
+    code.len() == 18 && code.is_ascii() && org_code_check_char(&code[8..16]).is_some_and(|c| code[16..].starts_with(c))
 }
 
 /// The GB 11643-1999 check character for the first 17 digits of a citizen ID
@@ -93,20 +87,14 @@ pub fn citizen_id_check_char(first17: &str) -> Option<char> {
     if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let sum: u32 = b
-        .iter()
-        .zip(ID_WEIGHTS)
-        .map(|(c, w)| u32::from(c - b'0') * w)
-        .sum();
+    let sum: u32 = b.iter().zip(ID_WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
     ID_CHECK.get((sum % 11) as usize).map(|&c| c as char)
 }
 
 /// Whether an 18-character citizen ID has 17 digits and the right check character
 /// (upper-case `X`; this does not validate the embedded birth date or address code).
 pub fn citizen_id_is_valid(id: &str) -> bool {
-    id.len() == 18
-        && id.is_ascii()
-        && citizen_id_check_char(&id[..17]).is_some_and(|c| id[17..].starts_with(c))
+    id.len() == 18 && id.is_ascii() && citizen_id_check_char(&id[..17]).is_some_and(|c| id[17..].starts_with(c))
 }
 
 #[cfg(test)]

@@ -240,7 +240,13 @@ pub async fn start_irs(cfg: IrsSimConfig) -> Result<IrsSim, SimError> {
     let state = Arc::new(IrsState {
         records: records(cfg.records),
         cfg,
-        secrets: Mutex::new(Secrets { generation: 0, request: None, old_requests: Vec::new(), refresh: None, calls_with_request: 0 }),
+        secrets: Mutex::new(Secrets {
+            generation: 0,
+            request: None,
+            old_requests: Vec::new(),
+            refresh: None,
+            calls_with_request: 0,
+        }),
         counters: Counters::default(),
     });
     let router = Router::new()
@@ -382,11 +388,8 @@ async fn data(
     let since = get("updateTime").unwrap_or_default();
     let page: usize = get("pageNum").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let size: usize = get("pageSize").and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 500);
-    let mut rows: Vec<&Value> = s
-        .records
-        .iter()
-        .filter(|r| r["gxsj"].as_str().unwrap_or_default() >= since.as_str())
-        .collect();
+    let mut rows: Vec<&Value> =
+        s.records.iter().filter(|r| r["gxsj"].as_str().unwrap_or_default() >= since.as_str()).collect();
     rows.sort_by(|a, b| {
         (a["gxsj"].as_str(), a["xzcfjdswh"].as_str()).cmp(&(b["gxsj"].as_str(), b["xzcfjdswh"].as_str()))
     });

@@ -280,18 +280,11 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
 /// (`cfg.env_files` CSV files and one complaints `.jsonl`). Must be called inside a tokio runtime.
 pub async fn start(cfg: SimConfig, env_drop_dir: &Path) -> Result<Simulation, SimError> {
     validate(&cfg)?;
-    std::fs::create_dir_all(env_drop_dir).map_err(|source| SimError::Io {
-        path: env_drop_dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(env_drop_dir)
+        .map_err(|source| SimError::Io { path: env_drop_dir.to_path_buf(), source })?;
     let shared = Arc::new(http::Shared::new(cfg.clone()));
     let mut servers = Vec::with_capacity(4);
-    for src in [
-        world::Src::Police110,
-        world::Src::Hotline12345,
-        world::Src::Market,
-        world::Src::LawEnforcement,
-    ] {
+    for src in [world::Src::Police110, world::Src::Hotline12345, world::Src::Market, world::Src::LawEnforcement] {
         servers.push(http::spawn(Arc::clone(&shared), src).await?);
     }
     let url = |i: usize| servers.get(i).map(|s| s.url.clone()).unwrap_or_default();

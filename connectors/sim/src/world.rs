@@ -98,19 +98,12 @@ pub(crate) struct World {
 }
 
 fn base_time(month: u32, day: u32, hour: u32) -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2025, month, day)
-        .and_then(|d| d.and_hms_opt(hour, 0, 0))
-        .unwrap_or_default()
+    NaiveDate::from_ymd_opt(2025, month, day).and_then(|d| d.and_hms_opt(hour, 0, 0)).unwrap_or_default()
 }
 
 /// A sorted timeline of `n` timestamps starting at `start`, with deliberate ties: every record at
 /// index ≡ 1 (mod 9) shares the previous one's timestamp, and ~20% more ties at random.
-fn timeline(
-    rng: &mut StdRng,
-    n: usize,
-    start: NaiveDateTime,
-    max_gap_min: i64,
-) -> Vec<NaiveDateTime> {
+fn timeline(rng: &mut StdRng, n: usize, start: NaiveDateTime, max_gap_min: i64) -> Vec<NaiveDateTime> {
     let mut out = Vec::with_capacity(n);
     let mut t = start;
     for i in 0..n {
@@ -118,8 +111,7 @@ fn timeline(
             out.push(t);
             continue;
         }
-        t += Duration::minutes(rng.random_range(1..=max_gap_min))
-            + Duration::seconds(rng.random_range(0..60));
+        t += Duration::minutes(rng.random_range(1..=max_gap_min)) + Duration::seconds(rng.random_range(0..60));
         out.push(t);
     }
     out
@@ -136,16 +128,10 @@ pub(crate) fn sub_rng(seed: u64, salt: u64) -> StdRng {
 
 /// A GB 11643 citizen ID for the Huzhou area; `valid == false` gets a wrong check character.
 pub(crate) fn citizen_id(rng: &mut StdRng, valid: bool) -> String {
-    let area = pick(
-        rng,
-        &["330502", "330503", "330521", "330522", "330523", "330501"],
-    );
-    let birth = NaiveDate::from_ymd_opt(
-        rng.random_range(1950..=2003),
-        rng.random_range(1..=12),
-        rng.random_range(1..=28),
-    )
-    .unwrap_or_default();
+    let area = pick(rng, &["330502", "330503", "330521", "330522", "330523", "330501"]);
+    let birth =
+        NaiveDate::from_ymd_opt(rng.random_range(1950..=2003), rng.random_range(1..=12), rng.random_range(1..=28))
+            .unwrap_or_default();
     let seq: u32 = rng.random_range(1..1000);
     let first17 = format!("{area}{}{seq:03}", birth.format("%Y%m%d"));
     let check = citizen_id_check_char(&first17).unwrap_or('0');
@@ -153,10 +139,7 @@ pub(crate) fn citizen_id(rng: &mut StdRng, valid: bool) -> String {
         check
     } else {
         let choices = b"0123456789X";
-        let pos = choices
-            .iter()
-            .position(|&c| char::from(c) == check)
-            .unwrap_or(0);
+        let pos = choices.iter().position(|&c| char::from(c) == check).unwrap_or(0);
         char::from(choices[(pos + 1 + rng.random_range(0..choices.len() - 1)) % choices.len()])
     };
     format!("{first17}{check}")
@@ -177,9 +160,7 @@ pub(crate) fn uscc(rng: &mut StdRng, org_type: char, division: &str, kind: UsccK
     if rng.random_bool(0.6) {
         org8.push_str("MA2");
         for _ in 0..5 {
-            org8.push(char::from(
-                USCC_ALPHABET[rng.random_range(0..USCC_ALPHABET.len())],
-            ));
+            org8.push(char::from(USCC_ALPHABET[rng.random_range(0..USCC_ALPHABET.len())]));
         }
     } else {
         for _ in 0..8 {
@@ -189,10 +170,7 @@ pub(crate) fn uscc(rng: &mut StdRng, org_type: char, division: &str, kind: UsccK
     let org_check = org_code_check_char(&org8).unwrap_or('0');
     let org_check = if kind == UsccKind::BadOrg {
         let alts = b"0123456789X";
-        let pos = alts
-            .iter()
-            .position(|&c| char::from(c) == org_check)
-            .unwrap_or(0);
+        let pos = alts.iter().position(|&c| char::from(c) == org_check).unwrap_or(0);
         char::from(alts[(pos + 1 + rng.random_range(0..alts.len() - 1)) % alts.len()])
     } else {
         org_check
@@ -200,14 +178,8 @@ pub(crate) fn uscc(rng: &mut StdRng, org_type: char, division: &str, kind: UsccK
     let first17 = format!("9{org_type}{division}{org8}{org_check}");
     let check = uscc_check_char(&first17).unwrap_or('0');
     let check = if kind == UsccKind::BadOuter {
-        let pos = USCC_ALPHABET
-            .iter()
-            .position(|&c| char::from(c) == check)
-            .unwrap_or(0);
-        char::from(
-            USCC_ALPHABET
-                [(pos + 1 + rng.random_range(0..USCC_ALPHABET.len() - 1)) % USCC_ALPHABET.len()],
-        )
+        let pos = USCC_ALPHABET.iter().position(|&c| char::from(c) == check).unwrap_or(0);
+        char::from(USCC_ALPHABET[(pos + 1 + rng.random_range(0..USCC_ALPHABET.len() - 1)) % USCC_ALPHABET.len()])
     } else {
         check
     };
@@ -275,11 +247,7 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
         let vars = template_vars(&mut rng, d, town, village, &plate);
         let text_t = pick(&mut rng, cat.police_texts());
         let bjnr = fill_vars(text_t, &vars);
-        let cph = if text_t.contains("{plate}") || rng.random_bool(0.25) {
-            plate
-        } else {
-            String::new()
-        };
+        let cph = if text_t.contains("{plate}") || rng.random_bool(0.25) { plate } else { String::new() };
         let stage = initial_stage(&mut rng);
         let lag_min = match stage {
             0 => rng.random_range(0..10),
@@ -323,25 +291,14 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
             v["jd"] = json!("东经120度");
             broken = Some("jd is a string (\"东经120度\"), not a number");
         }
-        out.push(Rec {
-            key,
-            updated_at,
-            stage,
-            broken,
-            value: v,
-            hidden: Value::Null,
-        });
+        out.push(Rec { key, updated_at, stage, broken, value: v, hidden: Value::Null });
     }
     out.sort_by(cmp_rec);
     out
 }
 
 fn satisfaction(rng: &mut StdRng) -> &'static str {
-    weighted(
-        rng,
-        &[("满意", 72), ("基本满意", 18), ("不满意", 10)],
-        "满意",
-    )
+    weighted(rng, &[("满意", 72), ("基本满意", 18), ("不满意", 10)], "满意")
 }
 
 fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
@@ -365,8 +322,7 @@ fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
             3 => rng.random_range(96..240),
             _ => rng.random_range(240..400),
         };
-        let accept =
-            updated_at - Duration::hours(lag_h) - Duration::minutes(rng.random_range(0..60));
+        let accept = updated_at - Duration::hours(lag_h) - Duration::minutes(rng.random_range(0..60));
         let handle_days = *[3i64, 5, 10, 15].get(rng.random_range(0..4)).unwrap_or(&5);
         let deadline = accept + Duration::days(handle_days);
         let (wlng, wlat) = data::point_in(&mut rng, d);
@@ -374,14 +330,7 @@ fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
         let (blng, blat) = gcj02_to_bd09(glng, glat);
         let sat = satisfaction(&mut rng);
         let finish = if stage >= 3 {
-            Some(
-                updated_at
-                    - Duration::hours(if stage == 4 {
-                        rng.random_range(24..72)
-                    } else {
-                        0
-                    }),
-            )
+            Some(updated_at - Duration::hours(if stage == 4 { rng.random_range(24..72) } else { 0 }))
         } else {
             None
         };
@@ -488,24 +437,14 @@ fn gen_enterprises(cfg: &SimConfig) -> Vec<Rec> {
                 (
                     format!("{prefix}{brand}{}", ind.1),
                     "有限责任公司(自然人投资或控股)",
-                    format!(
-                        "{}万元人民币",
-                        [50, 100, 200, 500, 1000, 3000, 5000][rng.random_range(0..7)]
-                    ),
+                    format!("{}万元人民币", [50, 100, 200, 500, 1000, 3000, 5000][rng.random_range(0..7)]),
                 )
             }
         };
-        let reg_date = NaiveDate::from_ymd_opt(
-            rng.random_range(2003..=2024),
-            rng.random_range(1..=12),
-            rng.random_range(1..=28),
-        )
-        .unwrap_or_default();
-        let status = weighted(
-            &mut rng,
-            &[("存续", 70), ("在业", 18), ("吊销", 6), ("注销", 6)],
-            "存续",
-        );
+        let reg_date =
+            NaiveDate::from_ymd_opt(rng.random_range(2003..=2024), rng.random_range(1..=12), rng.random_range(1..=28))
+                .unwrap_or_default();
+        let status = weighted(&mut rng, &[("存续", 70), ("在业", 18), ("吊销", 6), ("注销", 6)], "存续");
         let (lng, lat) = data::point_in(&mut rng, d);
         let v = json!({
             "uscc": code,
@@ -523,14 +462,7 @@ fn gen_enterprises(cfg: &SimConfig) -> Vec<Rec> {
             "coord": "WGS-84",
             "updated_at": fmt_iso(updated_at),
         });
-        out.push(Rec {
-            key: Some(code),
-            updated_at,
-            stage: 0,
-            broken: None,
-            value: v,
-            hidden: Value::Null,
-        });
+        out.push(Rec { key: Some(code), updated_at, stage: 0, broken: None, value: v, hidden: Value::Null });
     }
     out.sort_by(cmp_rec);
     out
@@ -546,20 +478,10 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
         let (d, party_name, party_uscc, party_id, lng, lat) = if link {
             let e = &enterprises[rng.random_range(0..enterprises.len())].value;
             let div = e["division"].as_str().unwrap_or("330502");
-            let d = DIVISIONS
-                .iter()
-                .find(|d| d.code == div)
-                .unwrap_or(&DIVISIONS[0]);
+            let d = DIVISIONS.iter().find(|d| d.code == div).unwrap_or(&DIVISIONS[0]);
             let lng = e["lng"].as_f64().unwrap_or(120.1) + rng.random_range(-0.002..0.002);
             let lat = e["lat"].as_f64().unwrap_or(30.9) + rng.random_range(-0.002..0.002);
-            (
-                d,
-                e["name"].as_str().unwrap_or_default().to_string(),
-                Some(e["uscc"].clone()),
-                None,
-                lng,
-                lat,
-            )
+            (d, e["name"].as_str().unwrap_or_default().to_string(), Some(e["uscc"].clone()), None, lng, lat)
         } else {
             let d = division(&mut rng);
             let (lng, lat) = data::point_in(&mut rng, d);
@@ -665,10 +587,7 @@ impl World {
                 1 => &mut self.tickets,
                 _ => &mut self.cases,
             };
-            let Some(rec) = recs
-                .iter_mut()
-                .find(|r| r.broken.is_none() && r.stage + 1 < 5 && r.updated_at < ts)
-            else {
+            let Some(rec) = recs.iter_mut().find(|r| r.broken.is_none() && r.stage + 1 < 5 && r.updated_at < ts) else {
                 exhausted[which] = true;
                 continue;
             };
@@ -713,12 +632,7 @@ impl World {
     /// Broken records among the HTTP sources.
     pub fn http_broken(&self) -> Vec<BrokenRecord> {
         let mut out = Vec::new();
-        for src in [
-            Src::Police110,
-            Src::Hotline12345,
-            Src::Market,
-            Src::LawEnforcement,
-        ] {
+        for src in [Src::Police110, Src::Hotline12345, Src::Market, Src::LawEnforcement] {
             for r in self.records(src) {
                 if let Some(why) = r.broken {
                     out.push(BrokenRecord {
@@ -745,12 +659,7 @@ mod tests {
     fn generated_identifiers_check_as_intended() {
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..500 {
-            assert!(uscc_is_valid(&uscc(
-                &mut rng,
-                '1',
-                "330502",
-                UsccKind::Valid
-            )));
+            assert!(uscc_is_valid(&uscc(&mut rng, '1', "330502", UsccKind::Valid)));
             let bad_outer = uscc(&mut rng, '1', "330502", UsccKind::BadOuter);
             assert!(!uscc_outer_check_ok(&bad_outer) && uscc_org_check_ok(&bad_outer));
             let bad_org = uscc(&mut rng, '2', "330523", UsccKind::BadOrg);
@@ -763,44 +672,23 @@ mod tests {
     #[test]
     fn tiny_configs_generate() {
         for n in 0..6 {
-            let cfg = SimConfig {
-                incidents: n,
-                tickets: n,
-                enterprises: n,
-                cases: n,
-                ..SimConfig::default()
-            };
+            let cfg = SimConfig { incidents: n, tickets: n, enterprises: n, cases: n, ..SimConfig::default() };
             let w = World::generate(&cfg);
             assert_eq!(w.incidents.len(), n + 2);
             assert_eq!(w.http_broken().len(), 2);
             assert_eq!(w.enterprises.len(), n);
-            let bad = w
-                .enterprises
-                .iter()
-                .filter(|r| !uscc_is_valid(r.key.as_deref().unwrap_or("")))
-                .count();
+            let bad = w.enterprises.iter().filter(|r| !uscc_is_valid(r.key.as_deref().unwrap_or(""))).count();
             assert_eq!(bad, 2.min(n));
         }
     }
 
     #[test]
     fn advance_moves_to_next_stage_with_new_timestamp() {
-        let mut w = World::generate(&SimConfig {
-            incidents: 10,
-            tickets: 10,
-            cases: 10,
-            ..SimConfig::default()
-        });
+        let mut w = World::generate(&SimConfig { incidents: 10, tickets: 10, cases: 10, ..SimConfig::default() });
         let before = w.clock;
         assert_eq!(w.advance(6), 6);
         assert!(w.clock > before);
-        let moved = w
-            .incidents
-            .iter()
-            .chain(&w.tickets)
-            .chain(&w.cases)
-            .filter(|r| r.updated_at == w.clock)
-            .count();
+        let moved = w.incidents.iter().chain(&w.tickets).chain(&w.cases).filter(|r| r.updated_at == w.clock).count();
         assert_eq!(moved, 6);
         // One call moves each record at most once; a few calls finish everything.
         assert!(w.advance(10_000) <= 10 + 10 + 10);
@@ -808,11 +696,7 @@ mod tests {
             w.advance(10_000);
         }
         assert_eq!(w.advance(1), 0);
-        assert!(
-            w.tickets
-                .iter()
-                .all(|r| r.stage == 4 && r.value["satisfaction"].is_string())
-        );
+        assert!(w.tickets.iter().all(|r| r.stage == 4 && r.value["satisfaction"].is_string()));
         assert!(w.cases.iter().all(|r| r.value["amount"].is_number()));
     }
 }

@@ -47,10 +47,7 @@ async fn all_incidents(
     for page in 1.. {
         let url = format!("{}/api/110/incidents", sim.police_110);
         let body = get_json(&client, |c| {
-            let mut r = c
-                .get(&url)
-                .header("X-API-Key", "demo-key")
-                .query(&[("page", page), ("page_size", page_size)]);
+            let mut r = c.get(&url).header("X-API-Key", "demo-key").query(&[("page", page), ("page_size", page_size)]);
             if let Some(s) = since {
                 r = r.query(&[("updated_since", s)]);
             }
@@ -58,10 +55,7 @@ async fn all_incidents(
         })
         .await?;
         assert_eq!(body["code"], 0);
-        let items = body["data"]["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let items = body["data"]["items"].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             break;
         }
@@ -81,10 +75,7 @@ async fn all_tickets(
         let url = format!("{}/api/12345/tickets", sim.hotline_12345);
         let offset = out.len();
         let body = get_json(&client, |c| {
-            let mut r = c
-                .get(&url)
-                .bearer_auth("demo-key")
-                .query(&[("offset", offset), ("limit", limit)]);
+            let mut r = c.get(&url).bearer_auth("demo-key").query(&[("offset", offset), ("limit", limit)]);
             if let Some(s) = since {
                 r = r.query(&[("since", s)]);
             }
@@ -143,10 +134,7 @@ async fn all_cases(
     loop {
         let url = format!("{}/api/zhzf/cases", sim.law_enforcement);
         let body = get_json(&client, |c| {
-            let mut r = c
-                .get(&url)
-                .header("X-API-Key", "demo-key")
-                .query(&[("pageNo", page), ("pageSize", size)]);
+            let mut r = c.get(&url).header("X-API-Key", "demo-key").query(&[("pageNo", page), ("pageSize", size)]);
             if let Some(s) = since {
                 r = r.query(&[("modifiedSince", s)]);
             }
@@ -154,12 +142,7 @@ async fn all_cases(
         })
         .await?;
         assert_eq!(body["success"], true);
-        out.extend(
-            body["result"]["records"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
+        out.extend(body["result"]["records"].as_array().cloned().unwrap_or_default());
         if page >= body["result"]["pages"].as_u64().unwrap_or(0) as usize {
             break;
         }
@@ -169,10 +152,7 @@ async fn all_cases(
 }
 
 fn keys(items: &[Value], key: &str) -> Vec<String> {
-    items
-        .iter()
-        .map(|v| v[key].as_str().unwrap_or("<none>").to_string())
-        .collect()
+    items.iter().map(|v| v[key].as_str().unwrap_or("<none>").to_string()).collect()
 }
 
 fn assert_unique(keys: &[String]) {
@@ -209,83 +189,32 @@ async fn updated_since_is_inclusive_so_ties_are_not_skipped() -> TestResult {
     let sim = start(small(), dir.path()).await?;
     let truth = sim.truth();
     // Find a timestamp shared by at least two incidents (the generator guarantees ties).
-    let ts: Vec<&str> = truth
-        .incidents
-        .iter()
-        .filter_map(|v| v["updated_at"].as_str())
-        .collect();
-    let tie = ts
-        .windows(2)
-        .find(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .ok_or("no tie in 110 data")?;
-    let expected: Vec<Value> = truth
-        .incidents
-        .iter()
-        .filter(|v| v["updated_at"].as_str() >= Some(tie))
-        .cloned()
-        .collect();
+    let ts: Vec<&str> = truth.incidents.iter().filter_map(|v| v["updated_at"].as_str()).collect();
+    let tie = ts.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]).ok_or("no tie in 110 data")?;
+    let expected: Vec<Value> =
+        truth.incidents.iter().filter(|v| v["updated_at"].as_str() >= Some(tie)).cloned().collect();
     assert!(expected.len() >= 2);
     let got = all_incidents(&sim, Some(tie), 3).await?;
     assert_eq!(got, expected);
 
-    let ts: Vec<&str> = truth
-        .tickets
-        .iter()
-        .filter_map(|v| v["updated_at"].as_str())
-        .collect();
-    let tie = ts
-        .windows(2)
-        .find(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .ok_or("no tie in 12345 data")?;
-    let expected: Vec<Value> = truth
-        .tickets
-        .iter()
-        .filter(|v| v["updated_at"].as_str() >= Some(tie))
-        .cloned()
-        .collect();
+    let ts: Vec<&str> = truth.tickets.iter().filter_map(|v| v["updated_at"].as_str()).collect();
+    let tie = ts.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]).ok_or("no tie in 12345 data")?;
+    let expected: Vec<Value> =
+        truth.tickets.iter().filter(|v| v["updated_at"].as_str() >= Some(tie)).cloned().collect();
     assert_eq!(all_tickets(&sim, Some(tie), 2).await?, expected);
 
-    let ts: Vec<&str> = truth
-        .enterprises
-        .iter()
-        .filter_map(|v| v["updated_at"].as_str())
-        .collect();
-    let tie = ts
-        .windows(2)
-        .find(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .ok_or("no tie in market data")?;
-    let expected: Vec<Value> = truth
-        .enterprises
-        .iter()
-        .filter(|v| v["updated_at"].as_str() >= Some(tie))
-        .cloned()
-        .collect();
+    let ts: Vec<&str> = truth.enterprises.iter().filter_map(|v| v["updated_at"].as_str()).collect();
+    let tie = ts.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]).ok_or("no tie in market data")?;
+    let expected: Vec<Value> =
+        truth.enterprises.iter().filter(|v| v["updated_at"].as_str() >= Some(tie)).cloned().collect();
     assert_eq!(all_enterprises(&sim, Some(tie), 2).await?, expected);
     // The same instant in UTC selects the same records.
-    let utc = chrono::DateTime::parse_from_rfc3339(tie)?
-        .with_timezone(&chrono::Utc)
-        .to_rfc3339();
+    let utc = chrono::DateTime::parse_from_rfc3339(tie)?.with_timezone(&chrono::Utc).to_rfc3339();
     assert_eq!(all_enterprises(&sim, Some(&utc), 5).await?, expected);
 
-    let ts: Vec<&str> = truth
-        .cases
-        .iter()
-        .filter_map(|v| v["updated_at"].as_str())
-        .collect();
-    let tie = ts
-        .windows(2)
-        .find(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .ok_or("no tie in cases data")?;
-    let expected: Vec<Value> = truth
-        .cases
-        .iter()
-        .filter(|v| v["updated_at"].as_str() >= Some(tie))
-        .cloned()
-        .collect();
+    let ts: Vec<&str> = truth.cases.iter().filter_map(|v| v["updated_at"].as_str()).collect();
+    let tie = ts.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]).ok_or("no tie in cases data")?;
+    let expected: Vec<Value> = truth.cases.iter().filter(|v| v["updated_at"].as_str() >= Some(tie)).cloned().collect();
     assert_eq!(all_cases(&sim, Some(tie), 2).await?, expected);
     sim.shutdown().await;
     Ok(())
@@ -294,14 +223,7 @@ async fn updated_since_is_inclusive_so_ties_are_not_skipped() -> TestResult {
 #[tokio::test]
 async fn every_endpoint_requires_the_api_key() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let sim = start(
-        SimConfig {
-            env_files: 0,
-            ..small()
-        },
-        dir.path(),
-    )
-    .await?;
+    let sim = start(SimConfig { env_files: 0, ..small() }, dir.path()).await?;
     let c = reqwest::Client::new();
     let urls = [
         format!("{}/api/110/incidents", sim.police_110),
@@ -314,66 +236,23 @@ async fn every_endpoint_requires_the_api_key() -> TestResult {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{url}");
         let body: Value = r.json().await?;
         assert!(body.is_object());
-        let r = c
-            .get(url)
-            .header("X-API-Key", "wrong")
-            .bearer_auth("wrong")
-            .send()
-            .await?;
+        let r = c.get(url).header("X-API-Key", "wrong").bearer_auth("wrong").send().await?;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{url}");
     }
     // 12345 uses Bearer, not X-API-Key; the others the reverse.
-    assert_eq!(
-        c.get(&urls[1])
-            .header("X-API-Key", "demo-key")
-            .send()
-            .await?
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        c.get(&urls[1])
-            .bearer_auth("demo-key")
-            .send()
-            .await?
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        c.get(&urls[0])
-            .bearer_auth("demo-key")
-            .send()
-            .await?
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        c.get(&urls[0])
-            .header("X-API-Key", "demo-key")
-            .send()
-            .await?
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(c.get(&urls[1]).header("X-API-Key", "demo-key").send().await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(c.get(&urls[1]).bearer_auth("demo-key").send().await?.status(), StatusCode::OK);
+    assert_eq!(c.get(&urls[0]).bearer_auth("demo-key").send().await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(c.get(&urls[0]).header("X-API-Key", "demo-key").send().await?.status(), StatusCode::OK);
     let counts = sim.request_counts();
     assert_eq!(counts.police_110.unauthorized, 3);
     assert_eq!(counts.hotline_12345.unauthorized, 3);
     assert_eq!(counts.market.unauthorized, 2);
     // Bad parameters are a 400 in the source's envelope.
-    let r = c
-        .get(&urls[0])
-        .header("X-API-Key", "demo-key")
-        .query(&[("updated_since", "yesterday")])
-        .send()
-        .await?;
+    let r = c.get(&urls[0]).header("X-API-Key", "demo-key").query(&[("updated_since", "yesterday")]).send().await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await?["code"], 400);
-    let r = c
-        .get(&urls[2])
-        .header("X-API-Key", "demo-key")
-        .query(&[("cursor", "zz")])
-        .send()
-        .await?;
+    let r = c.get(&urls[2]).header("X-API-Key", "demo-key").query(&[("cursor", "zz")]).send().await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     sim.shutdown().await;
     Ok(())
@@ -382,43 +261,22 @@ async fn every_endpoint_requires_the_api_key() -> TestResult {
 #[tokio::test]
 async fn faults_appear_at_the_configured_rate_and_retries_get_everything() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let faults = Faults {
-        error_500_every: Some(3),
-        rate_429_every: Some(4),
-        slow_every: None,
-    };
-    let sim = start(
-        SimConfig {
-            faults,
-            env_files: 0,
-            ..small()
-        },
-        dir.path(),
-    )
-    .await?;
+    let faults = Faults { error_500_every: Some(3), rate_429_every: Some(4), slow_every: None };
+    let sim = start(SimConfig { faults, env_files: 0, ..small() }, dir.path()).await?;
     let c = reqwest::Client::new();
     let url = format!("{}/api/110/incidents", sim.police_110);
     let mut statuses = Vec::new();
     for _ in 0..12 {
         let r = c.get(&url).header("X-API-Key", "demo-key").send().await?;
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(
-                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-                Some("1")
-            );
+            assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
         }
         statuses.push(r.status().as_u16());
     }
     // 3, 6, 9, 12 → 500 (500 wins at 12); 4, 8 → 429.
-    assert_eq!(
-        statuses,
-        vec![200, 200, 500, 429, 200, 500, 200, 429, 500, 200, 200, 500]
-    );
+    assert_eq!(statuses, vec![200, 200, 500, 429, 200, 500, 200, 429, 500, 200, 200, 500]);
     let counts = sim.request_counts().police_110;
-    assert_eq!(
-        (counts.requests, counts.errors_500, counts.rate_limited_429),
-        (12, 4, 2)
-    );
+    assert_eq!((counts.requests, counts.errors_500, counts.rate_limited_429), (12, 4, 2));
 
     // A retrying connector still gets every page, on every API.
     let truth = sim.truth();
@@ -427,12 +285,7 @@ async fn faults_appear_at_the_configured_rate_and_retries_get_everything() -> Te
     assert_eq!(all_enterprises(&sim, None, 5).await?, truth.enterprises);
     assert_eq!(all_cases(&sim, None, 5).await?, truth.cases);
     let counts = sim.request_counts();
-    for s in [
-        counts.police_110,
-        counts.hotline_12345,
-        counts.market,
-        counts.law_enforcement,
-    ] {
+    for s in [counts.police_110, counts.hotline_12345, counts.market, counts.law_enforcement] {
         assert_eq!(s.errors_500, s.requests / 3);
         assert_eq!(s.rate_limited_429, s.requests / 4 - s.requests / 12);
     }
@@ -443,19 +296,8 @@ async fn faults_appear_at_the_configured_rate_and_retries_get_everything() -> Te
 #[tokio::test]
 async fn slow_requests_are_delayed() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let faults = Faults {
-        slow_every: Some((2, Duration::from_millis(300))),
-        ..Faults::default()
-    };
-    let sim = start(
-        SimConfig {
-            faults,
-            env_files: 0,
-            ..small()
-        },
-        dir.path(),
-    )
-    .await?;
+    let faults = Faults { slow_every: Some((2, Duration::from_millis(300))), ..Faults::default() };
+    let sim = start(SimConfig { faults, env_files: 0, ..small() }, dir.path()).await?;
     let c = reqwest::Client::new();
     let url = format!("{}/api/zhzf/cases", sim.law_enforcement);
     let mut times = Vec::new();
@@ -472,17 +314,11 @@ async fn slow_requests_are_delayed() -> TestResult {
 }
 
 fn max_ts(items: &[Value]) -> String {
-    items
-        .iter()
-        .filter_map(|v| v["updated_at"].as_str())
-        .max()
-        .unwrap_or_default()
-        .to_string()
+    items.iter().filter_map(|v| v["updated_at"].as_str()).max().unwrap_or_default().to_string()
 }
 
 fn plus_one_second_local(ts: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S")?
-        + chrono::Duration::seconds(1);
+    let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S")? + chrono::Duration::seconds(1);
     Ok(t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
@@ -492,29 +328,16 @@ fn plus_one_second_iso(ts: &str) -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn changed(before: &[Value], after: &[Value], key: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = after
-        .iter()
-        .filter(|a| !before.iter().any(|b| b[key] == a[key] && b == *a))
-        .cloned()
-        .collect();
-    out.sort_by(|a, b| {
-        (a["updated_at"].as_str(), a[key].as_str())
-            .cmp(&(b["updated_at"].as_str(), b[key].as_str()))
-    });
+    let mut out: Vec<Value> =
+        after.iter().filter(|a| !before.iter().any(|b| b[key] == a[key] && b == *a)).cloned().collect();
+    out.sort_by(|a, b| (a["updated_at"].as_str(), a[key].as_str()).cmp(&(b["updated_at"].as_str(), b[key].as_str())));
     out
 }
 
 #[tokio::test]
 async fn advance_is_seen_by_incremental_queries() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let sim = start(
-        SimConfig {
-            env_files: 0,
-            ..small()
-        },
-        dir.path(),
-    )
-    .await?;
+    let sim = start(SimConfig { env_files: 0, ..small() }, dir.path()).await?;
     let before = sim.truth();
     assert_eq!(sim.advance(12), 12);
     let after = sim.truth();
@@ -525,28 +348,14 @@ async fn advance_is_seen_by_incremental_queries() -> TestResult {
     assert_eq!(ch110.len() + ch12345.len() + chcases.len(), 12);
     assert_eq!((ch110.len(), ch12345.len(), chcases.len()), (4, 4, 4));
     for v in &ch110 {
-        let old = before
-            .incidents
-            .iter()
-            .find(|b| b["jjdbh"] == v["jjdbh"])
-            .ok_or("missing")?;
-        let i = lianqin_sim::INCIDENT_STAGES
-            .iter()
-            .position(|s| Some(*s) == old["jqzt"].as_str())
-            .ok_or("stage")?;
+        let old = before.incidents.iter().find(|b| b["jjdbh"] == v["jjdbh"]).ok_or("missing")?;
+        let i = lianqin_sim::INCIDENT_STAGES.iter().position(|s| Some(*s) == old["jqzt"].as_str()).ok_or("stage")?;
         assert_eq!(v["jqzt"], lianqin_sim::INCIDENT_STAGES[i + 1]);
         assert!(v["updated_at"].as_str() > old["updated_at"].as_str());
     }
     for v in &chcases {
-        let old = before
-            .cases
-            .iter()
-            .find(|b| b["case_no"] == v["case_no"])
-            .ok_or("missing")?;
-        let i = lianqin_sim::CASE_STAGES
-            .iter()
-            .position(|s| Some(*s) == old["stage"].as_str())
-            .ok_or("stage")?;
+        let old = before.cases.iter().find(|b| b["case_no"] == v["case_no"]).ok_or("missing")?;
+        let i = lianqin_sim::CASE_STAGES.iter().position(|s| Some(*s) == old["stage"].as_str()).ok_or("stage")?;
         assert_eq!(v["stage"], lianqin_sim::CASE_STAGES[i + 1]);
     }
 
@@ -570,49 +379,22 @@ async fn advance_is_seen_by_incremental_queries() -> TestResult {
 #[tokio::test]
 async fn env_csv_is_gbk_with_expected_rows_and_broken_line() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let sim = start(
-        SimConfig {
-            env_files: 2,
-            env_rows_per_file: 30,
-            ..small()
-        },
-        dir.path(),
-    )
-    .await?;
+    let sim = start(SimConfig { env_files: 2, env_rows_per_file: 30, ..small() }, dir.path()).await?;
     let truth = sim.truth();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        vec![
-            "complaints_20250315_01.jsonl",
-            "水质监测_20250315_01.csv",
-            "水质监测_20250315_02.csv"
-        ]
-    );
+    assert_eq!(names, vec!["complaints_20250315_01.jsonl", "水质监测_20250315_01.csv", "水质监测_20250315_02.csv"]);
 
-    let header = "监测点编号,监测点名称,水体名称,采样时间,溶解氧,高锰酸盐指数,氨氮,总磷,经度,纬度,目标水质类别,所属区县";
-    for (i, name) in ["水质监测_20250315_01.csv", "水质监测_20250315_02.csv"]
-        .iter()
-        .enumerate()
-    {
+    let header =
+        "监测点编号,监测点名称,水体名称,采样时间,溶解氧,高锰酸盐指数,氨氮,总磷,经度,纬度,目标水质类别,所属区县";
+    for (i, name) in ["水质监测_20250315_01.csv", "水质监测_20250315_02.csv"].iter().enumerate() {
         let bytes = std::fs::read(dir.path().join(name))?;
-        assert!(
-            std::str::from_utf8(&bytes).is_err(),
-            "{name} must not be UTF-8"
-        );
-        let lines: Vec<&[u8]> = bytes
-            .strip_suffix(b"\n")
-            .ok_or("no final newline")?
-            .split(|b| *b == b'\n')
-            .collect();
-        assert!(
-            lines.iter().all(|l| l.ends_with(b"\r")),
-            "CRLF line endings"
-        );
+        assert!(std::str::from_utf8(&bytes).is_err(), "{name} must not be UTF-8");
+        let lines: Vec<&[u8]> = bytes.strip_suffix(b"\n").ok_or("no final newline")?.split(|b| *b == b'\n').collect();
+        assert!(lines.iter().all(|l| l.ends_with(b"\r")), "CRLF line endings");
         let lines: Vec<&[u8]> = lines.iter().map(|l| &l[..l.len() - 1]).collect();
         let (h, _) = encoding_rs::GBK.decode_without_bom_handling(lines[0]);
         assert_eq!(h, header);
@@ -622,11 +404,8 @@ async fn env_csv_is_gbk_with_expected_rows_and_broken_line() -> TestResult {
         for (n, l) in lines.iter().enumerate().skip(1) {
             match encoding_rs::GBK.decode_without_bom_handling_and_without_replacement(l) {
                 Some(text) => {
-                    let row = truth
-                        .env_rows
-                        .iter()
-                        .find(|r| r.file == *name && r.line == n + 1)
-                        .ok_or("row not in truth")?;
+                    let row =
+                        truth.env_rows.iter().find(|r| r.file == *name && r.line == n + 1).ok_or("row not in truth")?;
                     assert!(text.starts_with(&format!("{},{}", row.point_code, row.point_name)));
                     assert_eq!(text.split(',').count(), 12);
                 }
@@ -643,20 +422,17 @@ async fn env_csv_is_gbk_with_expected_rows_and_broken_line() -> TestResult {
             }
         }
         assert_eq!(undecodable, usize::from(i == 0));
-        assert_eq!(
-            truth.env_rows.iter().filter(|r| r.file == *name).count(),
-            30
-        );
+        assert_eq!(truth.env_rows.iter().filter(|r| r.file == *name).count(), 30);
     }
     let flagged: Vec<_> = truth.env_rows.iter().filter(|r| r.flag.is_some()).collect();
     assert_eq!(flagged.len(), 1);
     assert_eq!(flagged[0].dissolved_oxygen, "未检出");
     assert!(
-        truth.env_rows.iter().filter(|r| r.flag.is_none()).all(|r| r
-            .dissolved_oxygen
-            .parse::<f64>()
-            .is_ok()
-            && r.total_p.parse::<f64>().is_ok())
+        truth
+            .env_rows
+            .iter()
+            .filter(|r| r.flag.is_none())
+            .all(|r| r.dissolved_oxygen.parse::<f64>().is_ok() && r.total_p.parse::<f64>().is_ok())
     );
 
     // Complaints: UTF-8 JSON lines, one invalid.
@@ -671,44 +447,20 @@ async fn env_csv_is_gbk_with_expected_rows_and_broken_line() -> TestResult {
         .collect();
     assert_eq!(bad, vec![3]);
     assert_eq!(truth.complaints.len(), 6);
-    assert!(
-        truth
-            .complaints
-            .iter()
-            .all(|c| c.value["complaint_no"].is_string())
-    );
-    assert!(
-        truth
-            .broken
-            .iter()
-            .any(|b| b.source == "env_complaints" && b.line == Some(3))
-    );
+    assert!(truth.complaints.iter().all(|c| c.value["complaint_no"].is_string()));
+    assert!(truth.broken.iter().any(|b| b.source == "env_complaints" && b.line == Some(3)));
 
     // A second batch gets new names and adds to the truth.
     let more = sim.write_env_files()?;
-    let more_names: Vec<String> = more
-        .iter()
-        .filter_map(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect();
+    let more_names: Vec<String> =
+        more.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
     assert_eq!(
         more_names,
-        vec![
-            "水质监测_20250316_03.csv",
-            "水质监测_20250316_04.csv",
-            "complaints_20250316_02.jsonl"
-        ]
+        vec!["水质监测_20250316_03.csv", "水质监测_20250316_04.csv", "complaints_20250316_02.jsonl"]
     );
     let truth2 = sim.truth();
     assert_eq!(truth2.env_rows.len(), 120);
-    assert_eq!(
-        truth2
-            .broken
-            .iter()
-            .filter(|b| b.source == "env_csv")
-            .count(),
-        2
-    );
+    assert_eq!(truth2.broken.iter().filter(|b| b.source == "env_csv").count(), 2);
     assert!(
         std::fs::read_dir(dir.path())?
             .filter_map(|e| e.ok())
@@ -724,79 +476,32 @@ async fn check_digits_and_broken_records_are_as_documented() -> TestResult {
     let sim = start(SimConfig::default(), dir.path()).await?;
     let truth = sim.truth();
     assert_eq!(truth.enterprises.len(), 200);
-    let invalid = truth
-        .enterprises
-        .iter()
-        .filter(|e| !uscc_is_valid(e["uscc"].as_str().unwrap_or("")))
-        .count();
+    let invalid = truth.enterprises.iter().filter(|e| !uscc_is_valid(e["uscc"].as_str().unwrap_or(""))).count();
     assert_eq!(invalid, 20, "10% of 200 fail a check");
     // Most cases link to an enterprise of the register.
-    let usccs: HashSet<&str> = truth
-        .enterprises
-        .iter()
-        .filter_map(|e| e["uscc"].as_str())
-        .collect();
-    let linked = truth
-        .cases
-        .iter()
-        .filter(|c| c["party_uscc"].as_str().is_some_and(|u| usccs.contains(u)))
-        .count();
-    assert!(
-        linked * 2 > truth.cases.len(),
-        "{linked} of {}",
-        truth.cases.len()
-    );
+    let usccs: HashSet<&str> = truth.enterprises.iter().filter_map(|e| e["uscc"].as_str()).collect();
+    let linked = truth.cases.iter().filter(|c| c["party_uscc"].as_str().is_some_and(|u| usccs.contains(u))).count();
+    assert!(linked * 2 > truth.cases.len(), "{linked} of {}", truth.cases.len());
     // Citizen IDs: a few percent invalid.
-    let ids: Vec<&str> = truth
-        .incidents
-        .iter()
-        .filter_map(|v| v["bjrsfzh"].as_str())
-        .collect();
+    let ids: Vec<&str> = truth.incidents.iter().filter_map(|v| v["bjrsfzh"].as_str()).collect();
     let bad = ids.iter().filter(|id| !citizen_id_is_valid(id)).count();
     assert!(bad > 0 && bad * 10 < ids.len(), "{bad} of {}", ids.len());
     // Coordinates inside Huzhou, of the right type except the one broken item.
-    for v in truth
-        .incidents
-        .iter()
-        .chain(&truth.tickets)
-        .chain(&truth.enterprises)
-        .chain(&truth.cases)
-    {
+    for v in truth.incidents.iter().chain(&truth.tickets).chain(&truth.enterprises).chain(&truth.cases) {
         let (lng, lat) = (v.get("jd").or(v.get("lng")), v.get("wd").or(v.get("lat")));
         if let (Some(lng), Some(lat)) = (lng.and_then(Value::as_f64), lat.and_then(Value::as_f64)) {
-            assert!(
-                (119.2..=120.5).contains(&lng) && (30.4..=31.2).contains(&lat),
-                "{v}"
-            );
+            assert!((119.2..=120.5).contains(&lng) && (30.4..=31.2).contains(&lat), "{v}");
         }
     }
     // Broken 110 items.
-    let b110: Vec<_> = truth
-        .broken
-        .iter()
-        .filter(|b| b.source == "police_110")
-        .collect();
+    let b110: Vec<_> = truth.broken.iter().filter(|b| b.source == "police_110").collect();
     assert_eq!(b110.len(), 2);
-    assert_eq!(
-        truth
-            .incidents
-            .iter()
-            .filter(|v| v.get("jjdbh").is_none())
-            .count(),
-        1
-    );
-    let bad_jd: Vec<&Value> = truth
-        .incidents
-        .iter()
-        .filter(|v| v["jd"].is_string())
-        .collect();
+    assert_eq!(truth.incidents.iter().filter(|v| v.get("jjdbh").is_none()).count(), 1);
+    let bad_jd: Vec<&Value> = truth.incidents.iter().filter(|v| v["jd"].is_string()).collect();
     assert_eq!(bad_jd.len(), 1);
     assert_eq!(bad_jd[0]["jd"], "东经120度");
     assert!(b110.iter().any(|b| b.key.is_none()));
-    assert!(
-        b110.iter()
-            .any(|b| b.key.as_deref() == bad_jd[0]["jjdbh"].as_str())
-    );
+    assert!(b110.iter().any(|b| b.key.as_deref() == bad_jd[0]["jjdbh"].as_str()));
     assert_eq!(truth.broken.len(), 2 + 1 + 1);
     sim.shutdown().await;
     Ok(())
@@ -826,22 +531,11 @@ async fn tiny_configs_work_and_seed_is_deterministic() -> TestResult {
     let f1 = std::fs::read(d1.path().join("水质监测_20250315_01.csv"))?;
     let f2 = std::fs::read(d2.path().join("水质监测_20250315_01.csv"))?;
     assert_eq!(f1, f2);
-    let zero = SimConfig {
-        incidents: 0,
-        tickets: 0,
-        enterprises: 0,
-        cases: 0,
-        env_files: 0,
-        ..SimConfig::default()
-    };
+    let zero = SimConfig { incidents: 0, tickets: 0, enterprises: 0, cases: 0, env_files: 0, ..SimConfig::default() };
     let d3 = tempfile::tempdir()?;
     let z = start(zero, d3.path()).await?;
     assert_eq!(all_cases(&z, None, 10).await?, Vec::<Value>::new());
-    assert_eq!(
-        z.truth().incidents.len(),
-        2,
-        "the two broken 110 items are always served"
-    );
+    assert_eq!(z.truth().incidents.len(), 2, "the two broken 110 items are always served");
     assert_eq!(z.advance(3), 0);
     a.shutdown().await;
     b.shutdown().await;
@@ -852,17 +546,8 @@ async fn tiny_configs_work_and_seed_is_deterministic() -> TestResult {
 #[tokio::test]
 async fn invalid_config_is_rejected() {
     let dir = std::env::temp_dir();
-    let bad = SimConfig {
-        api_key: String::new(),
-        ..SimConfig::default()
-    };
+    let bad = SimConfig { api_key: String::new(), ..SimConfig::default() };
     assert!(start(bad, &dir).await.is_err());
-    let bad = SimConfig {
-        faults: Faults {
-            error_500_every: Some(0),
-            ..Faults::default()
-        },
-        ..SimConfig::default()
-    };
+    let bad = SimConfig { faults: Faults { error_500_every: Some(0), ..Faults::default() }, ..SimConfig::default() };
     assert!(start(bad, &dir).await.is_err());
 }

@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use lianqin_audit::{
     AuditConfig, AuditEvent, AuditFilter, AuditLog, CryptoSuite, EventKind, FsyncPolicy, MasterKey, Outcome,
     VerifyOptions, verify_with,
@@ -87,7 +86,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     template.client_addr = Some("10.20.30.40:51234".into());
     template.rule = Some("eco.water.read".into());
     template.rule_version = Some("v42".into());
-    template.sql = Some("SELECT site, cod, nh3n FROM water_quality WHERE county = '临安' AND ts > now() - interval '1 day'".into());
+    template.sql = Some(
+        "SELECT site, cod, nh3n FROM water_quality WHERE county = '临安' AND ts > now() - interval '1 day'".into(),
+    );
     template.tables = vec!["water_quality".into()];
     template.columns = vec!["site".into(), "cod".into(), "nh3n".into()];
     template.rows = Some(1234);

@@ -169,10 +169,9 @@ impl MasterKey {
             return Err(AuditError::MissingKey { source_name: "empty key text".into() });
         }
         let mut out = [0u8; 32];
-        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())
-            && hex::decode_to_slice(t, &mut out).is_ok() {
-                return Ok(MasterKey(out));
-            }
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) && hex::decode_to_slice(t, &mut out).is_ok() {
+            return Ok(MasterKey(out));
+        }
         let engines = [
             base64::engine::general_purpose::STANDARD.decode(t),
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(t),
@@ -186,10 +185,7 @@ impl MasterKey {
             v.zeroize();
         }
         Err(AuditError::BadKeyFormat {
-            reason: format!(
-                "expected 64 hex digits or base64 of 32 bytes, got {} characters",
-                t.len()
-            ),
+            reason: format!("expected 64 hex digits or base64 of 32 bytes, got {} characters", t.len()),
         })
     }
 

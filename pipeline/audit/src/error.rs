@@ -69,7 +69,9 @@ pub enum AuditError {
     },
     /// The log ends before a signed checkpoint: whole entries were removed
     /// (truncation, or a segment rolled back to an older copy).
-    #[error("audit log truncated or rolled back: checkpoint #{checkpoint} was signed at seq {checkpoint_seq}, but the log ends at seq {log_end}")]
+    #[error(
+        "audit log truncated or rolled back: checkpoint #{checkpoint} was signed at seq {checkpoint_seq}, but the log ends at seq {log_end}"
+    )]
     Truncated {
         /// Index of the checkpoint that proves the loss.
         checkpoint: u64,

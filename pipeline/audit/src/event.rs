@@ -211,13 +211,15 @@ impl AuditFilter {
             return true;
         }
         if let Some(f) = self.from
-            && time_us < f.timestamp_micros() {
-                return true;
-            }
+            && time_us < f.timestamp_micros()
+        {
+            return true;
+        }
         if let Some(t) = self.to
-            && time_us >= t.timestamp_micros() {
-                return true;
-            }
+            && time_us >= t.timestamp_micros()
+        {
+            return true;
+        }
         false
     }
 
@@ -240,9 +242,10 @@ impl AuditFilter {
             return false;
         }
         if let Some(t) = &self.table
-            && !e.tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
-                return false;
-            }
+            && !e.tables.iter().any(|x| x.eq_ignore_ascii_case(t))
+        {
+            return false;
+        }
         if let Some(needle) = &self.text {
             let hit = e.sql.as_deref().is_some_and(|s| s.contains(needle.as_str()))
                 || e.rule.as_deref().is_some_and(|s| s.contains(needle.as_str()))

@@ -89,9 +89,10 @@ pub(crate) fn is_torn_tail(buf: &[u8], pos: usize) -> bool {
     // A valid frame later in the remainder means a damaged frame in the middle, not a torn tail.
     for p in pos + 1..buf.len() {
         if let Parsed::Frame { ty, .. } = parse_frame(buf, p)
-            && matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT) {
-                return false;
-            }
+            && matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT)
+        {
+            return false;
+        }
     }
     true
 }
@@ -424,7 +425,10 @@ impl LogHeader {
             return Err(AuditError::BadHeader { path, reason: "header MAC does not verify (header altered)".into() });
         }
         if ring.sign.public() != self.public_key {
-            return Err(AuditError::BadHeader { path, reason: "checkpoint public key does not match the master key".into() });
+            return Err(AuditError::BadHeader {
+                path,
+                reason: "checkpoint public key does not match the master key".into(),
+            });
         }
         Ok(ring)
     }
@@ -444,9 +448,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditErro
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(num) = name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".log"))
-            && let Ok(n) = num.parse::<u32>() {
-                out.push((n, ent.path()));
-            }
+            && let Ok(n) = num.parse::<u32>()
+        {
+            out.push((n, ent.path()));
+        }
     }
     out.sort_by_key(|(n, _)| *n);
     Ok(out)

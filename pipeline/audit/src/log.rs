@@ -243,7 +243,10 @@ fn load_side_file(path: &Path, ty: u8, repair: bool) -> Result<(Vec<Vec<u8>>, u6
     }
     let cut = (data.len() - pos) as u64;
     if cut > 0 && repair {
-        let f = OpenOptions::new().write(true).open(path).map_err(|e| AuditError::io(path, "opening to cut torn tail", e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| AuditError::io(path, "opening to cut torn tail", e))?;
         f.set_len(pos as u64).map_err(|e| AuditError::io(path, "cutting torn tail", e))?;
         f.sync_all().map_err(|e| AuditError::io(path, "fsync after cutting torn tail", e))?;
     }
@@ -338,9 +341,13 @@ fn scan_segment_tip(path: &Path, seg_no: u32, ring: &Keyring) -> Result<Option<(
                 next += 1;
                 pos = end;
             }
-            Parsed::Frame { ty, .. } => return Err(corrupt(pos, Some(next), format!("unexpected frame type {ty:#04x}"))),
+            Parsed::Frame { ty, .. } => {
+                return Err(corrupt(pos, Some(next), format!("unexpected frame type {ty:#04x}")));
+            }
             _ if is_torn_tail(&data, pos) => break,
-            _ => return Err(corrupt(pos, Some(next), "damaged frame (bad length or CRC) followed by more data".into())),
+            _ => {
+                return Err(corrupt(pos, Some(next), "damaged frame (bad length or CRC) followed by more data".into()));
+            }
         }
     }
     let cut = (data.len() - pos) as u64;
@@ -404,7 +411,11 @@ impl AuditLog {
             }
         };
         if header.suite != cfg.suite {
-            return Err(AuditError::SuiteMismatch { path: LogHeader::path(&dir), found: header.suite, wanted: cfg.suite });
+            return Err(AuditError::SuiteMismatch {
+                path: LogHeader::path(&dir),
+                found: header.suite,
+                wanted: cfg.suite,
+            });
         }
         let ring = header.authenticate(&dir, &cfg.master_key)?;
         let mut recovery = RecoveryInfo::default();
@@ -417,14 +428,15 @@ impl AuditLog {
         recovery.truncated_side_bytes = cut_k + cut_c;
         let last_cp = cps.last().cloned();
         if let Some(cp) = &last_cp
-            && !cp.verify_signature(ring.suite, &ring.log_id, &header.public_key) {
-                return Err(AuditError::Corrupt {
-                    path: cps_path.clone(),
-                    offset: 0,
-                    seq: Some(cp.seq),
-                    reason: format!("checkpoint #{} signature does not verify", cp.index),
-                });
-            }
+            && !cp.verify_signature(ring.suite, &ring.log_id, &header.public_key)
+        {
+            return Err(AuditError::Corrupt {
+                path: cps_path.clone(),
+                offset: 0,
+                seq: Some(cp.seq),
+                reason: format!("checkpoint #{} signature does not verify", cp.index),
+            });
+        }
 
         // Last segment.
         let mut segs = list_segments(&dir)?;
@@ -476,15 +488,16 @@ impl AuditLog {
                 _ => None,
             };
             if let Some(h) = known
-                && h != cp.head {
-                    let t = tip.as_ref().map(|t| t.seg_path.clone()).unwrap_or_else(|| dir.clone());
-                    return Err(AuditError::Corrupt {
-                        path: t,
-                        offset: 0,
-                        seq: Some(cp.seq),
-                        reason: format!("chain head at seq {} does not match signed checkpoint #{}", cp.seq, cp.index),
-                    });
-                }
+                && h != cp.head
+            {
+                let t = tip.as_ref().map(|t| t.seg_path.clone()).unwrap_or_else(|| dir.clone());
+                return Err(AuditError::Corrupt {
+                    path: t,
+                    offset: 0,
+                    seq: Some(cp.seq),
+                    reason: format!("chain head at seq {} does not match signed checkpoint #{}", cp.seq, cp.index),
+                });
+            }
         }
 
         // Open files for appending.
@@ -760,20 +773,14 @@ fn close_shared(s: &Arc<Shared>) -> Result<()> {
     s.stop.store(true, Ordering::SeqCst);
     s.durable_cv.notify_all();
     if let Some(h) = lock(&s.syncer).take()
-        && h.thread().id() != std::thread::current().id() {
-            let _ = h.join();
-        }
+        && h.thread().id() != std::thread::current().id()
+    {
+        let _ = h.join();
+    }
     r
 }
 
-fn create_segment(
-    dir: &Path,
-    path: &Path,
-    n: u32,
-    ring: &Keyring,
-    first_seq: u64,
-    prev: &Hash,
-) -> Result<(File, u64)> {
+fn create_segment(dir: &Path, path: &Path, n: u32, ring: &Keyring, first_seq: u64, prev: &Hash) -> Result<(File, u64)> {
     let mut f = OpenOptions::new()
         .create_new(true)
         .append(true)
@@ -1040,11 +1047,7 @@ pub(crate) fn decrypt_entry(
     let (eh, ct, tag) = split_entry(body)?;
     let aad = entry_aad(&suite_ring.log_id, &eh, prev);
     let mut pt = ct.to_vec();
-    if cipher.open(&entry_nonce(eh.key_id, eh.seq), &aad, &mut pt, tag) {
-        Some((eh, pt))
-    } else {
-        None
-    }
+    if cipher.open(&entry_nonce(eh.key_id, eh.seq), &aad, &mut pt, tag) { Some((eh, pt)) } else { None }
 }
 
 /// Parses a decrypted entry into a record.

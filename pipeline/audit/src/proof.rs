@@ -124,7 +124,8 @@ fn build_proof(dir: &Path, ring: Arc<Keyring>, from_seq: u64, to_seq: u64) -> Re
             }
         }
     }
-    let prev_hash = prev_hash.ok_or_else(|| AuditError::Invalid { reason: format!("seq {from_seq} not in the log") })?;
+    let prev_hash =
+        prev_hash.ok_or_else(|| AuditError::Invalid { reason: format!("seq {from_seq} not in the log") })?;
     if entries.len() as u64 != to_seq - from_seq + 1 {
         return Err(AuditError::Invalid { reason: format!("seq {to_seq} not in the log") });
     }

@@ -118,8 +118,7 @@ impl Cursor {
             }
             match parse_frame(&self.buf, self.pos) {
                 Parsed::Frame { ty: T_ENTRY, body, end } => {
-                    let (eh, _, _) =
-                        split_entry(body).ok_or_else(|| self.corrupt("entry frame too short".into()))?;
+                    let (eh, _, _) = split_entry(body).ok_or_else(|| self.corrupt("entry frame too short".into()))?;
                     if eh.seq != self.next_seq {
                         return Err(self.corrupt(format!("expected seq {}, found seq {}", self.next_seq, eh.seq)));
                     }
@@ -169,7 +168,9 @@ impl Cursor {
                             continue;
                         }
                         if self.pos != self.buf.len() {
-                            return Err(self.corrupt("segment ends with an incomplete frame but a later segment exists".into()));
+                            return Err(
+                                self.corrupt("segment ends with an incomplete frame but a later segment exists".into())
+                            );
                         }
                         self.seg_no += 1;
                         self.seg_path = next;
@@ -323,7 +324,8 @@ pub(crate) fn export_records<W: Write>(recs: Records, format: ExportFormat, mut 
         ExportFormat::JsonLines => {
             for r in recs {
                 let r = r?;
-                serde_json::to_writer(&mut out, &r).map_err(|e| AuditError::Serde { seq: Some(r.seq), reason: e.to_string() })?;
+                serde_json::to_writer(&mut out, &r)
+                    .map_err(|e| AuditError::Serde { seq: Some(r.seq), reason: e.to_string() })?;
                 out.write_all(b"\n").map_err(io)?;
                 n += 1;
             }
@@ -333,8 +335,25 @@ pub(crate) fn export_records<W: Write>(recs: Records, format: ExportFormat, mut 
             let mut w = csv::Writer::from_writer(out);
             let csv_err = |e: csv::Error| AuditError::Serde { seq: None, reason: format!("CSV: {e}") };
             w.write_record([
-                "seq", "time", "kind", "node", "user", "department", "session", "client_addr", "outcome", "rule",
-                "rule_version", "sql", "tables", "columns", "rows", "masks", "filters", "duration_ms", "detail",
+                "seq",
+                "time",
+                "kind",
+                "node",
+                "user",
+                "department",
+                "session",
+                "client_addr",
+                "outcome",
+                "rule",
+                "rule_version",
+                "sql",
+                "tables",
+                "columns",
+                "rows",
+                "masks",
+                "filters",
+                "duration_ms",
+                "detail",
             ])
             .map_err(csv_err)?;
             for r in recs {

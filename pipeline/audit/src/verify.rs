@@ -256,7 +256,10 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                         Some(pos as u64),
                         Some(cp.seq),
                         Some(cp.index),
-                        format!("signature of checkpoint #{} (seq {}) does not verify: forged or altered", cp.index, cp.seq),
+                        format!(
+                            "signature of checkpoint #{} (seq {}) does not verify: forged or altered",
+                            cp.index, cp.seq
+                        ),
                     )),
                     None => problems.push(prob(
                         ProblemKind::BadCheckpoint,
@@ -513,11 +516,8 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
                 }
                 _ if is_torn_tail(&cr.buf, pos) => {
                     if si + 1 == nsegs {
-                        rep.torn_tail = Some(TornTail {
-                            file: path.clone(),
-                            offset: at,
-                            bytes: (cr.buf.len() - pos) as u64,
-                        });
+                        rep.torn_tail =
+                            Some(TornTail { file: path.clone(), offset: at, bytes: (cr.buf.len() - pos) as u64 });
                     } else {
                         problems.push(prob(
                             ProblemKind::TornMiddle,
@@ -585,21 +585,30 @@ fn classify_seq(data: &[u8], mut pos: usize, expected: u64, found: u64) -> (Prob
         match parse_frame(data, pos) {
             Parsed::Frame { ty: T_ENTRY, body, end } => {
                 if let Some((eh, _, _)) = split_entry(body)
-                    && eh.seq == expected {
-                        return (
-                            ProblemKind::Reordered,
-                            format!("expected seq {expected}, found seq {found}; seq {expected} appears later: entries reordered"),
-                        );
-                    }
+                    && eh.seq == expected
+                {
+                    return (
+                        ProblemKind::Reordered,
+                        format!(
+                            "expected seq {expected}, found seq {found}; seq {expected} appears later: entries reordered"
+                        ),
+                    );
+                }
                 pos = end;
             }
             _ => break,
         }
     }
     if found > expected {
-        (ProblemKind::MissingEntry, format!("expected seq {expected}, found seq {found}: entries {expected}..{} deleted", found - 1))
+        (
+            ProblemKind::MissingEntry,
+            format!("expected seq {expected}, found seq {found}: entries {expected}..{} deleted", found - 1),
+        )
     } else {
-        (ProblemKind::Reordered, format!("expected seq {expected}, found earlier seq {found}: entry duplicated or reordered"))
+        (
+            ProblemKind::Reordered,
+            format!("expected seq {expected}, found earlier seq {found}: entry duplicated or reordered"),
+        )
     }
 }
 

@@ -38,22 +38,21 @@ fn round_trip_search_and_export() {
         .count();
     assert_eq!(forestry_alice, 6); // i % 10 == 0
     let text = log
-        .search(AuditFilter { text: Some("site = 42".into()), table: Some("WATER_QUALITY".into()), ..Default::default() })
+        .search(AuditFilter {
+            text: Some("site = 42".into()),
+            table: Some("WATER_QUALITY".into()),
+            ..Default::default()
+        })
         .expect("search")
         .collect::<Result<Vec<_>, _>>()
         .expect("ok");
     assert_eq!(text.len(), 1);
     assert_eq!(text[0].seq, 42);
-    let range = log
-        .search(AuditFilter { from_seq: Some(5), to_seq: Some(9), ..Default::default() })
-        .expect("search")
-        .count();
+    let range =
+        log.search(AuditFilter { from_seq: Some(5), to_seq: Some(9), ..Default::default() }).expect("search").count();
     assert_eq!(range, 5);
     let t0 = all[0].event.time;
-    let none_before = log
-        .search(AuditFilter { to: Some(t0), ..Default::default() })
-        .expect("search")
-        .count();
+    let none_before = log.search(AuditFilter { to: Some(t0), ..Default::default() }).expect("search").count();
     assert_eq!(none_before, 0);
 
     let mut csv = Vec::new();
@@ -215,10 +214,7 @@ fn gm_suite_round_trip() {
     let n = lianqin_audit::read(t.path(), &key(), AuditFilter::all()).expect("read").count();
     assert_eq!(n, 30);
     // The header records the suite: opening with the other suite is refused.
-    assert!(matches!(
-        AuditLog::open(t.path(), cfg(CryptoSuite::Standard)),
-        Err(AuditError::SuiteMismatch { .. })
-    ));
+    assert!(matches!(AuditLog::open(t.path(), cfg(CryptoSuite::Standard)), Err(AuditError::SuiteMismatch { .. })));
     let h = std::fs::read_to_string(t.path().join("audit.header")).expect("header");
     assert!(h.contains("\"suite\": \"gm\""));
 }

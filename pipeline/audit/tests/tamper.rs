@@ -3,9 +3,7 @@
 mod common;
 
 use common::*;
-use lianqin_audit::{
-    AuditError, AuditLog, CryptoSuite, MasterKey, ProblemKind, VerifyOptions, verify, verify_with,
-};
+use lianqin_audit::{AuditError, AuditLog, CryptoSuite, MasterKey, ProblemKind, VerifyOptions, verify, verify_with};
 
 fn read(p: &std::path::Path) -> Vec<u8> {
     std::fs::read(p).expect("read")
@@ -69,10 +67,8 @@ fn flipped_byte_with_crc_fix_is_located_by_tag_and_by_chain() {
     assert_eq!(fp.seq, Some(11));
     assert_eq!(fp.checkpoint, Some(2));
     // Reading stops with an error naming the seq.
-    let err = lianqin_audit::read(t.path(), &key(), Default::default())
-        .expect("read")
-        .find_map(|r| r.err())
-        .expect("error");
+    let err =
+        lianqin_audit::read(t.path(), &key(), Default::default()).expect("read").find_map(|r| r.err()).expect("error");
     assert!(matches!(err, AuditError::Decrypt { seq: 17, .. }), "{err}");
 }
 
@@ -203,10 +199,7 @@ fn older_copy_of_middle_segment_is_detected() {
     write(&seg(t.path(), 2), &old);
     let r = verify(t.path(), &key()).expect("verify");
     let fp = r.first_problem.expect("problem");
-    assert!(
-        matches!(fp.kind, ProblemKind::SegmentLink | ProblemKind::ChainMismatch),
-        "{fp}"
-    );
+    assert!(matches!(fp.kind, ProblemKind::SegmentLink | ProblemKind::ChainMismatch), "{fp}");
     assert!(fp.file == seg(t.path(), 3) || fp.file == seg(t.path(), 2), "{fp}");
 }
 
@@ -283,10 +276,10 @@ fn forged_checkpoint_is_detected() {
     // A checkpoint signed with another key, appended.
     write(&p, &d);
     let other = tempfile::tempdir().expect("tmp");
-    let log = AuditLog::open(other.path(), lianqin_audit::AuditConfig {
-        master_key: MasterKey::generate(),
-        ..cfg(CryptoSuite::Standard)
-    })
+    let log = AuditLog::open(
+        other.path(),
+        lianqin_audit::AuditConfig { master_key: MasterKey::generate(), ..cfg(CryptoSuite::Standard) },
+    )
     .expect("open");
     for i in 1..=40 {
         log.append(event(i)).expect("append");

@@ -22,16 +22,13 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::Notify;
 
-use crate::{
-    BusError, BusRecord, Checkpoint, Consumer, Envelope, OffsetLookup, partition_for,
-};
+use crate::{BusError, BusRecord, Checkpoint, Consumer, Envelope, OffsetLookup, partition_for};
 
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
 const LOG: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log");
 const ENDS: TableDefinition<(&str, u32), u64> = TableDefinition::new("ends");
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
-const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> =
-    TableDefinition::new("group_offsets");
+const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
 
 /// The embedded, durable bus (one file, `bus.redb`, under the data dir).
 #[derive(Clone)]
@@ -97,12 +94,7 @@ impl EmbeddedBus {
         t.len().map_err(|e| self.err(e))
     }
 
-    fn append(
-        &self,
-        topic: &str,
-        items: Vec<(u32, Vec<u8>)>,
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<(), BusError> {
+    fn append(&self, topic: &str, items: Vec<(u32, Vec<u8>)>, checkpoint: Option<Checkpoint>) -> Result<(), BusError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(Durability::Immediate);
         {
@@ -136,19 +128,11 @@ impl EmbeddedBus {
         Ok(())
     }
 
-    fn read_from(
-        &self,
-        topic: &str,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BusError> {
+    fn read_from(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, BusError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let log = tx.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        let range = log
-            .range((topic, partition, from)..(topic, partition, u64::MAX))
-            .map_err(|e| self.err(e))?;
+        let range = log.range((topic, partition, from)..(topic, partition, u64::MAX)).map_err(|e| self.err(e))?;
         for item in range.take(max) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             out.push((k.value().2, v.value().to_vec()));
@@ -205,15 +189,9 @@ impl crate::Bus for EmbeddedBus {
         .await
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        records: &[Envelope],
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<(), BusError> {
+    async fn publish(&self, topic: &str, records: &[Envelope], checkpoint: Option<Checkpoint>) -> Result<(), BusError> {
         let n = self.partitions(topic)?;
-        let items: Vec<(u32, Vec<u8>)> =
-            records.iter().map(|r| (partition_for(&r.key, n), r.to_bytes())).collect();
+        let items: Vec<(u32, Vec<u8>)> = records.iter().map(|r| (partition_for(&r.key, n), r.to_bytes())).collect();
         let this = self.clone();
         let topic = topic.to_string();
         blocking(move || this.append(&topic, items, checkpoint)).await
@@ -221,8 +199,7 @@ impl crate::Bus for EmbeddedBus {
 
     async fn publish_raw(&self, topic: &str, items: &[(String, Vec<u8>)]) -> Result<(), BusError> {
         let n = self.partitions(topic)?;
-        let items: Vec<(u32, Vec<u8>)> =
-            items.iter().map(|(k, v)| (partition_for(k, n), v.clone())).collect();
+        let items: Vec<(u32, Vec<u8>)> = items.iter().map(|(k, v)| (partition_for(k, n), v.clone())).collect();
         let this = self.clone();
         let topic = topic.to_string();
         blocking(move || this.append(&topic, items, None)).await
@@ -269,9 +246,7 @@ impl crate::Bus for EmbeddedBus {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BusError> + Send + 'static,
-) -> Result<T, BusError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BusError> + Send + 'static) -> Result<T, BusError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BusError::Store { path: "-".into(), detail: format!("worker thread: {e}") })?

@@ -40,9 +40,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -161,10 +159,7 @@ pub struct TracingContext;
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {log_message}")
             }
             RDKafkaLogLevel::Warning => {
@@ -236,10 +231,8 @@ impl KafkaBus {
         let admin = AdminClient::from_config_and_context(&ac, TracingContext)
             .map_err(|e| kafka_err(format!("creating admin client for {}", cfg.brokers), e))?;
 
-        std::fs::create_dir_all(checkpoint_dir).map_err(|e| BusError::Store {
-            path: checkpoint_dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        std::fs::create_dir_all(checkpoint_dir)
+            .map_err(|e| BusError::Store { path: checkpoint_dir.display().to_string(), detail: e.to_string() })?;
         let checkpoint_path = checkpoint_dir.join(CHECKPOINT_FILE);
         let cp_err = |e: &dyn std::fmt::Display| BusError::Store {
             path: checkpoint_path.display().to_string(),
@@ -289,9 +282,7 @@ impl KafkaBus {
             match tm.error() {
                 None => Ok(Some(tm.partitions().len() as u32)),
                 Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Ok(None),
-                Some(code) => {
-                    Err(kafka_err(format!("topic `{t}`: metadata"), RDKafkaErrorCode::from(code)))
-                }
+                Some(code) => Err(kafka_err(format!("topic `{t}`: metadata"), RDKafkaErrorCode::from(code))),
             }
         })
         .await?;
@@ -353,13 +344,12 @@ impl KafkaBus {
         for fut in pending {
             let res = match fut.await {
                 Ok(Ok(_delivery)) => Ok(()),
-                Ok(Err((e, msg))) => Err(kafka_err(
-                    format!("topic `{topic}` partition {}: delivery", msg.partition()),
-                    e,
-                )),
-                Err(_canceled) => Err(BusError::Kafka(format!(
-                    "topic `{topic}`: delivery report lost (producer shut down)"
-                ))),
+                Ok(Err((e, msg))) => {
+                    Err(kafka_err(format!("topic `{topic}` partition {}: delivery", msg.partition()), e))
+                }
+                Err(_canceled) => {
+                    Err(BusError::Kafka(format!("topic `{topic}`: delivery report lost (producer shut down)")))
+                }
             };
             if let Err(e) = res {
                 failed += 1;
@@ -371,9 +361,9 @@ impl KafkaBus {
         }
         match first_err {
             None => Ok(()),
-            Some(BusError::Kafka(msg)) => Err(BusError::Kafka(format!(
-                "{msg} ({failed} of {total} records not acknowledged)"
-            ))),
+            Some(BusError::Kafka(msg)) => {
+                Err(BusError::Kafka(format!("{msg} ({failed} of {total} records not acknowledged)")))
+            }
             Some(e) => Err(e),
         }
     }
@@ -410,12 +400,8 @@ impl KafkaBus {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BusError> + Send + 'static,
-) -> Result<T, BusError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BusError::Kafka(format!("kafka worker thread: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BusError> + Send + 'static) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BusError::Kafka(format!("kafka worker thread: {e}")))?
 }
 
 #[async_trait::async_trait]
@@ -439,13 +425,9 @@ impl crate::Bus for KafkaBus {
                 ))),
             };
         }
-        let num = i32::try_from(partitions)
-            .map_err(|_| BusError::Config(format!("topic `{topic}`: too many partitions")))?;
-        let new = NewTopic::new(
-            topic,
-            num,
-            TopicReplication::Fixed(i32::from(self.cfg.replication_factor)),
-        );
+        let num =
+            i32::try_from(partitions).map_err(|_| BusError::Config(format!("topic `{topic}`: too many partitions")))?;
+        let new = NewTopic::new(topic, num, TopicReplication::Fixed(i32::from(self.cfg.replication_factor)));
         let opts = AdminOptions::new()
             .request_timeout(Some(self.cfg.request_timeout()))
             .operation_timeout(Some(self.cfg.request_timeout()));
@@ -474,12 +456,7 @@ impl crate::Bus for KafkaBus {
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        records: &[Envelope],
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<(), BusError> {
+    async fn publish(&self, topic: &str, records: &[Envelope], checkpoint: Option<Checkpoint>) -> Result<(), BusError> {
         self.partitions(topic).await?;
         let bytes: Vec<Vec<u8>> = records.iter().map(Envelope::to_bytes).collect();
         let items: Vec<(&str, &[u8])> =
@@ -494,8 +471,7 @@ impl crate::Bus for KafkaBus {
 
     async fn publish_raw(&self, topic: &str, items: &[(String, Vec<u8>)]) -> Result<(), BusError> {
         self.partitions(topic).await?;
-        let items: Vec<(&str, &[u8])> =
-            items.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let items: Vec<(&str, &[u8])> = items.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         self.send_all(topic, &items).await
     }
 
@@ -503,9 +479,8 @@ impl crate::Bus for KafkaBus {
         let tx = self.checkpoints.begin_read().map_err(|e| self.store_err(e))?;
         let t = tx.open_table(CHECKPOINTS).map_err(|e| self.store_err(e))?;
         let Some(v) = t.get(source).map_err(|e| self.store_err(e))? else { return Ok(None) };
-        let value = serde_json::from_str(v.value()).map_err(|e| {
-            self.store_err(format!("checkpoint of source `{source}` is not JSON: {e}"))
-        })?;
+        let value = serde_json::from_str(v.value())
+            .map_err(|e| self.store_err(format!("checkpoint of source `{source}` is not JSON: {e}")))?;
         Ok(Some(value))
     }
 
@@ -575,10 +550,10 @@ impl crate::Bus for KafkaBus {
         blocking(move || {
             let mut out = Vec::with_capacity(n as usize);
             for p in 0..n {
-                let (_low, high) =
-                    producer.client().fetch_watermarks(&topic, p as i32, timeout).map_err(|e| {
-                        kafka_err(format!("topic `{topic}` partition {p}: watermarks"), e)
-                    })?;
+                let (_low, high) = producer
+                    .client()
+                    .fetch_watermarks(&topic, p as i32, timeout)
+                    .map_err(|e| kafka_err(format!("topic `{topic}` partition {p}: watermarks"), e))?;
                 out.push(u64::try_from(high).unwrap_or(0));
             }
             Ok(out)
@@ -639,20 +614,16 @@ impl GroupContext {
         let mut out = TopicPartitionList::with_capacity(tpl.count());
         for el in tpl.elements() {
             let (topic, partition) = (el.topic(), el.partition());
-            let p = u32::try_from(partition)
-                .map_err(|_| format!("topic `{topic}`: bad partition {partition}"))?;
+            let p = u32::try_from(partition).map_err(|_| format!("topic `{topic}`: bad partition {partition}"))?;
             let lookup = Arc::clone(&self.lookup);
-            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lookup(topic, p)))
-                .map_err(|_| {
-                    format!(
-                        "consumer group `{}`: offset lookup panicked for topic `{topic}` partition {p}",
-                        self.group
-                    )
-                })?;
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lookup(topic, p))).map_err(|_| {
+                format!("consumer group `{}`: offset lookup panicked for topic `{topic}` partition {p}", self.group)
+            })?;
             let offset = match found {
-                Some(o) => Offset::Offset(i64::try_from(o).map_err(|_| {
-                    format!("topic `{topic}` partition {p}: looked-up offset {o} out of range")
-                })?),
+                Some(o) => Offset::Offset(
+                    i64::try_from(o)
+                        .map_err(|_| format!("topic `{topic}` partition {p}: looked-up offset {o} out of range"))?,
+                ),
                 // Invalid = the group's committed offset, else auto.offset.reset.
                 None => Offset::Invalid,
             };
@@ -682,14 +653,8 @@ impl GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn rebalance(
-        &self,
-        base_consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative =
-            matches!(base_consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(base_consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positioned = match self.positioned(tpl) {
@@ -715,17 +680,11 @@ impl ConsumerContext for GroupContext {
                 };
                 match res {
                     Ok(()) => self.set_assigned(tpl, true, !cooperative),
-                    Err(e) => self
-                        .state
-                        .fail(format!("consumer group `{}`: assigning {tpl:?}: {e}", self.group)),
+                    Err(e) => self.state.fail(format!("consumer group `{}`: assigning {tpl:?}: {e}", self.group)),
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let res = if cooperative {
-                    base_consumer.incremental_unassign(tpl)
-                } else {
-                    base_consumer.unassign()
-                };
+                let res = if cooperative { base_consumer.incremental_unassign(tpl) } else { base_consumer.unassign() };
                 if let Err(e) = res {
                     tracing::warn!(group = %self.group, "kafka unassign failed: {e}");
                 }
@@ -739,11 +698,7 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // Group offsets are informational; a failed commit is not fatal.
             tracing::debug!(group = %self.group, ?offsets, "kafka group offset commit failed: {e}");
@@ -767,12 +722,7 @@ struct KafkaConsumer {
 }
 
 /// Polls up to `max` records, waiting at most `wait` for the first.
-fn poll_batch(
-    c: &BaseConsumer<GroupContext>,
-    state: &GroupState,
-    max: usize,
-    wait: Duration,
-) -> PollOutcome {
+fn poll_batch(c: &BaseConsumer<GroupContext>, state: &GroupState, max: usize, wait: Duration) -> PollOutcome {
     let deadline = Instant::now() + wait;
     let mut out: Vec<BusRecord> = Vec::new();
     let mut generation = state.generation();
@@ -781,11 +731,7 @@ fn poll_batch(
         if out.len() >= max {
             return (out, None);
         }
-        let timeout = if out.is_empty() {
-            deadline.saturating_duration_since(Instant::now())
-        } else {
-            Duration::ZERO
-        };
+        let timeout = if out.is_empty() { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
         let item = c.poll(timeout);
         if state.generation() != generation {
             // A rebalance ran: positions were reset from the lookup, so the
@@ -858,16 +804,14 @@ impl Consumer for KafkaConsumer {
             }
             let c = Arc::clone(inner);
             let state = Arc::clone(&self.state);
-            self.in_flight =
-                Some(tokio::task::spawn_blocking(move || poll_batch(&c, &state, max, wait)));
+            self.in_flight = Some(tokio::task::spawn_blocking(move || poll_batch(&c, &state, max, wait)));
         }
         // If this future is dropped here, `in_flight` survives for the next call.
         let Some(handle) = self.in_flight.as_mut() else { return Ok(Vec::new()) };
         let joined = handle.await;
         self.in_flight = None;
-        let (records, err) = joined.map_err(|e| {
-            BusError::Kafka(format!("consumer group `{}`: poll thread: {e}", self.group))
-        })?;
+        let (records, err) =
+            joined.map_err(|e| BusError::Kafka(format!("consumer group `{}`: poll thread: {e}", self.group)))?;
         match err {
             Some(e) if records.is_empty() => Err(annotate(e, &self.group)),
             Some(e) => {
@@ -891,11 +835,10 @@ impl Consumer for KafkaConsumer {
         };
         let mut tpl = TopicPartitionList::with_capacity(positions.len());
         for (topic, p, off) in positions {
-            let partition = i32::try_from(*p)
-                .map_err(|_| BusError::Kafka(format!("topic `{topic}`: bad partition {p}")))?;
-            let offset = i64::try_from(*off).map_err(|_| {
-                BusError::Kafka(format!("topic `{topic}` partition {p}: offset {off} out of range"))
-            })?;
+            let partition =
+                i32::try_from(*p).map_err(|_| BusError::Kafka(format!("topic `{topic}`: bad partition {p}")))?;
+            let offset = i64::try_from(*off)
+                .map_err(|_| BusError::Kafka(format!("topic `{topic}` partition {p}: offset {off} out of range")))?;
             tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
                 .map_err(|e| kafka_err(format!("topic `{topic}` partition {p}"), e))?;
         }

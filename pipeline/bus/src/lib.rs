@@ -103,12 +103,7 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Publishes records (partitioned by key). Returns when all are durable;
     /// then saves `checkpoint` (atomically with the records where the bus can).
-    async fn publish(
-        &self,
-        topic: &str,
-        records: &[Envelope],
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<(), BusError>;
+    async fn publish(&self, topic: &str, records: &[Envelope], checkpoint: Option<Checkpoint>) -> Result<(), BusError>;
 
     /// Publishes raw bytes under a key (used for change feeds and other
     /// non-envelope topics). Returns when durable.

@@ -80,11 +80,7 @@ async fn drain(c: &mut Box<dyn Consumer>, want: usize, timeout: Duration) -> Vec
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     while got.len() < want {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {want} records after {timeout:?}",
-            got.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {want} records after {timeout:?}", got.len());
         match c.poll(64, Duration::from_millis(500)).await {
             Ok(b) => got.extend(b),
             Err(e) => eprintln!("poll error (retrying): {e}"),
@@ -128,8 +124,7 @@ async fn publish_and_consume_exactly_once_in_order() {
     bus.ensure_topic(&topic, 3).await.unwrap(); // already exists: fine
 
     // 30 keys x 10 versions, published in batches of 50 with checkpoints.
-    let all: Vec<Envelope> =
-        (0..10u64).flat_map(|seq| (0..30).map(move |k| env(&format!("k{k}"), seq))).collect();
+    let all: Vec<Envelope> = (0..10u64).flat_map(|seq| (0..30).map(move |k| env(&format!("k{k}"), seq))).collect();
     for (i, chunk) in all.chunks(50).enumerate() {
         let cp = Checkpoint { source: "s".into(), value: serde_json::json!({ "page": i }) };
         bus.publish(&topic, chunk, Some(cp)).await.unwrap();
@@ -141,8 +136,7 @@ async fn publish_and_consume_exactly_once_in_order() {
     assert!(ends.iter().all(|&n| n > 0), "keys spread over all partitions: {ends:?}");
 
     let store = Store::default();
-    let mut c =
-        bus.consumer(&unique("g"), std::slice::from_ref(&topic), store.lookup()).await.unwrap();
+    let mut c = bus.consumer(&unique("g"), std::slice::from_ref(&topic), store.lookup()).await.unwrap();
     let got = drain(&mut c, 300, Duration::from_secs(60)).await;
     store.commit(&got);
     check_exactly_once(&got, &BTreeMap::new());
@@ -249,12 +243,7 @@ async fn lookup_positions_the_consumer() {
     let want: u64 = (0..3).map(|p| ends[p] - from[&(p as u32)]).sum();
     let got = drain(&mut c, want as usize, Duration::from_secs(60)).await;
     for r in &got {
-        assert!(
-            r.offset >= from[&r.partition],
-            "re-delivered {}/{} before the lookup",
-            r.partition,
-            r.offset
-        );
+        assert!(r.offset >= from[&r.partition], "re-delivered {}/{} before the lookup", r.partition, r.offset);
     }
     check_exactly_once(&got, &from);
 
@@ -285,12 +274,7 @@ async fn group_members_share_partitions_and_take_over() {
     // Both members join; the partitions are split between them.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "group did not settle: {:?} / {:?}",
-            a.assignment(),
-            b2.assignment()
-        );
+        assert!(Instant::now() < deadline, "group did not settle: {:?} / {:?}", a.assignment(), b2.assignment());
         let _ = a.poll(10, Duration::from_millis(200)).await;
         let _ = b2.poll(10, Duration::from_millis(200)).await;
         let (aa, bb) = (a.assignment(), b2.assignment());
@@ -314,11 +298,7 @@ async fn group_members_share_partitions_and_take_over() {
         assert!(Instant::now() < deadline, "member B got nothing");
         let batch = b2.poll(5, Duration::from_millis(500)).await.unwrap();
         for r in &batch {
-            assert!(
-                b_parts.contains(&r.partition),
-                "B read partition {} it does not own",
-                r.partition
-            );
+            assert!(b_parts.contains(&r.partition), "B read partition {} it does not own", r.partition);
         }
         store.commit(&batch);
         b_took += batch.len();
@@ -386,9 +366,7 @@ fn run_script(script: &str, cmd: &str) {
 async fn survives_broker_stop_and_start() {
     let Some(b) = brokers("survives_broker_stop_and_start") else { return };
     let Ok(script) = std::env::var("LIANQIN_KAFKA_SCRIPT") else {
-        eprintln!(
-            "survives_broker_stop_and_start: skipped: set LIANQIN_KAFKA_SCRIPT to tests/services/kafka.sh"
-        );
+        eprintln!("survives_broker_stop_and_start: skipped: set LIANQIN_KAFKA_SCRIPT to tests/services/kafka.sh");
         return;
     };
     let _g = BROKER.write().await;
@@ -397,15 +375,13 @@ async fn survives_broker_stop_and_start() {
     let bus = bus(KafkaBusConfig { message_timeout_ms: 180_000, ..config(&b) }, dir.path());
     // Short delivery timeout: publishing during the outage fails.
     let dir2 = tempfile::tempdir().unwrap();
-    let impatient =
-        self::bus(KafkaBusConfig { message_timeout_ms: 3_000, ..config(&b) }, dir2.path());
+    let impatient = self::bus(KafkaBusConfig { message_timeout_ms: 3_000, ..config(&b) }, dir2.path());
     let topic = unique("restart");
     bus.ensure_topic(&topic, 3).await.unwrap();
     impatient.ensure_topic(&topic, 3).await.unwrap(); // learns the topic
 
     let store = Store::default();
-    let mut c =
-        bus.consumer(&unique("g"), std::slice::from_ref(&topic), store.lookup()).await.unwrap();
+    let mut c = bus.consumer(&unique("g"), std::slice::from_ref(&topic), store.lookup()).await.unwrap();
     let first: Vec<Envelope> = (0..60).map(|i| env(&format!("k{}", i % 20), i)).collect();
     let cp = |n: u64| Checkpoint { source: "s".into(), value: serde_json::json!({ "n": n }) };
     bus.publish(&topic, &first, Some(cp(60))).await.unwrap();

@@ -128,11 +128,7 @@ pub fn day_kind(date: NaiveDate) -> Result<DayKind, CalendarError> {
     if let Some((name, _, _)) = DAYS_OFF.iter().find(|(_, a, b)| *a <= k && k <= *b) {
         return Ok(DayKind::Holiday(name));
     }
-    Ok(if is_weekend(date) {
-        DayKind::Weekend
-    } else {
-        DayKind::Workday
-    })
+    Ok(if is_weekend(date) { DayKind::Weekend } else { DayKind::Workday })
 }
 
 /// `true` if `date` is a working day (domain.md §5.4).
@@ -168,10 +164,7 @@ pub fn next_working_day(date: NaiveDate) -> Result<NaiveDate, CalendarError> {
 /// result as provisional. This matches domain.md §5.5's provisional vector
 /// (2026-12-30 + 3 → 2027-01-04); note it does not assume even fixed-date
 /// holidays such as 1 January, so the real deadline may be later.
-pub fn add_working_days_provisional(
-    start: NaiveDate,
-    n: u32,
-) -> Result<(NaiveDate, bool), CalendarError> {
+pub fn add_working_days_provisional(start: NaiveDate, n: u32) -> Result<(NaiveDate, bool), CalendarError> {
     let mut d = start;
     let mut left = n;
     let mut provisional = false;
@@ -228,18 +221,9 @@ mod tests {
         assert_eq!(add_working_days(d(2026, 2, 12), 3), Ok(d(2026, 2, 24)));
         assert_eq!(add_working_days(d(2026, 5, 8), 3), Ok(d(2026, 5, 12)));
         // 2027 is unpublished: strict fails loudly, provisional flags.
-        assert_eq!(
-            add_working_days(d(2026, 12, 30), 3),
-            Err(CalendarError::YearNotPublished(2027))
-        );
-        assert_eq!(
-            add_working_days_provisional(d(2026, 12, 30), 3),
-            Ok((d(2027, 1, 4), true))
-        );
-        assert_eq!(
-            add_working_days_provisional(d(2026, 5, 8), 3),
-            Ok((d(2026, 5, 12), false))
-        );
+        assert_eq!(add_working_days(d(2026, 12, 30), 3), Err(CalendarError::YearNotPublished(2027)));
+        assert_eq!(add_working_days_provisional(d(2026, 12, 30), 3), Ok((d(2027, 1, 4), true)));
+        assert_eq!(add_working_days_provisional(d(2026, 5, 8), 3), Ok((d(2026, 5, 12), false)));
         assert_eq!(add_working_days(d(2025, 3, 15), 0), Ok(d(2025, 3, 15)));
         assert_eq!(next_working_day(d(2025, 9, 30)), Ok(d(2025, 10, 9)));
     }
@@ -249,28 +233,16 @@ mod tests {
         // 2025-10-11 is a Saturday make-up day (domain.md §5.5 note).
         assert_eq!(d(2025, 10, 11).weekday(), Weekday::Sat);
         assert_eq!(is_working_day(d(2025, 10, 11)), Ok(true));
-        assert_eq!(
-            day_kind(d(2025, 10, 8)),
-            Ok(DayKind::Holiday("国庆节、中秋节"))
-        );
+        assert_eq!(day_kind(d(2025, 10, 8)), Ok(DayKind::Holiday("国庆节、中秋节")));
         assert_eq!(day_kind(d(2026, 1, 4)), Ok(DayKind::MakeUpWorkday("元旦")));
         assert_eq!(d(2026, 1, 4).weekday(), Weekday::Sun);
         assert_eq!(is_working_day(d(2026, 2, 23)), Ok(false));
         assert_eq!(is_working_day(d(2026, 2, 24)), Ok(true));
         assert_eq!(day_kind(d(2025, 3, 15)), Ok(DayKind::Weekend));
         assert_eq!(day_kind(d(2025, 3, 17)), Ok(DayKind::Workday));
-        assert_eq!(
-            is_working_day(d(2024, 12, 31)),
-            Err(CalendarError::YearNotPublished(2024))
-        );
-        assert_eq!(
-            is_working_day(d(2027, 1, 1)),
-            Err(CalendarError::YearNotPublished(2027))
-        );
-        assert_eq!(
-            CalendarError::YearNotPublished(2027).rule(),
-            "calendar.year_not_published"
-        );
+        assert_eq!(is_working_day(d(2024, 12, 31)), Err(CalendarError::YearNotPublished(2024)));
+        assert_eq!(is_working_day(d(2027, 1, 1)), Err(CalendarError::YearNotPublished(2027)));
+        assert_eq!(CalendarError::YearNotPublished(2027).rule(), "calendar.year_not_published");
     }
 
     #[test]
@@ -313,28 +285,16 @@ mod tests {
             assert_eq!((work, wd_off, mk), (248, weekday_off, makeup), "{year}");
             assert_eq!(wd_off - mk, 13);
         }
-        assert_eq!(
-            working_days_between(d(2025, 1, 1), d(2025, 12, 31)),
-            Ok(248)
-        );
+        assert_eq!(working_days_between(d(2025, 1, 1), d(2025, 12, 31)), Ok(248));
         // The start day itself is never examined.
-        assert_eq!(
-            working_days_between(d(2024, 12, 31), d(2025, 12, 31)),
-            Ok(248)
-        );
+        assert_eq!(working_days_between(d(2024, 12, 31), d(2025, 12, 31)), Ok(248));
     }
 
     #[test]
     fn between() {
         assert_eq!(working_days_between(d(2025, 9, 30), d(2025, 10, 11)), Ok(3));
-        assert_eq!(
-            working_days_between(d(2025, 10, 11), d(2025, 9, 30)),
-            Ok(-3)
-        );
+        assert_eq!(working_days_between(d(2025, 10, 11), d(2025, 9, 30)), Ok(-3));
         assert_eq!(working_days_between(d(2025, 3, 17), d(2025, 3, 17)), Ok(0));
-        assert_eq!(
-            working_days_between(d(2026, 12, 1), d(2027, 1, 5)),
-            Err(CalendarError::YearNotPublished(2027))
-        );
+        assert_eq!(working_days_between(d(2026, 12, 1), d(2027, 1, 5)), Err(CalendarError::YearNotPublished(2027)));
     }
 }

@@ -54,11 +54,7 @@ pub fn citizen_id_check_char(first17: &str) -> Option<char> {
     if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let sum: u32 = first17
-        .bytes()
-        .zip(CITIZEN_ID_WEIGHTS)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = first17.bytes().zip(CITIZEN_ID_WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
     Some(CHECK_MAP[(sum % 11) as usize])
 }
 
@@ -73,24 +69,10 @@ fn check_division(s: &str, code: &str) -> Result<(), IdError> {
 }
 
 fn birth(s: &str, yyyymmdd: &str) -> Result<NaiveDate, IdError> {
-    let bad = |why: &str| {
-        IdError::new(
-            "citizen_id.birth_date",
-            format!("{s:?}: birth date {yyyymmdd} {why}"),
-        )
-    };
-    let y: i32 = yyyymmdd
-        .get(0..4)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("unreadable"))?;
-    let m: u32 = yyyymmdd
-        .get(4..6)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("unreadable"))?;
-    let d: u32 = yyyymmdd
-        .get(6..8)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("unreadable"))?;
+    let bad = |why: &str| IdError::new("citizen_id.birth_date", format!("{s:?}: birth date {yyyymmdd} {why}"));
+    let y: i32 = yyyymmdd.get(0..4).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
+    let m: u32 = yyyymmdd.get(4..6).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
+    let d: u32 = yyyymmdd.get(6..8).and_then(|v| v.parse().ok()).ok_or_else(|| bad("unreadable"))?;
     let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| bad("does not exist"))?;
     if !(MIN_BIRTH_YEAR..=MAX_BIRTH_YEAR).contains(&date.year()) {
         return Err(bad("is outside 1850–2100"));
@@ -121,17 +103,11 @@ pub fn validate_citizen_id(s: &str) -> Result<CitizenId, IdError> {
     }
     let count = n.chars().count();
     if count != 18 {
-        return Err(IdError::new(
-            "citizen_id.length",
-            format!("{s:?} has {count} characters, expected 18"),
-        ));
+        return Err(IdError::new("citizen_id.length", format!("{s:?} has {count} characters, expected 18")));
     }
     let b = n.as_bytes();
     if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
-        return Err(IdError::new(
-            "citizen_id.charset",
-            format!("{s:?}: expected 17 digits followed by a digit or X"),
-        ));
+        return Err(IdError::new("citizen_id.charset", format!("{s:?}: expected 17 digits followed by a digit or X")));
     }
     let division = &n[0..6];
     check_division(s, division)?;
@@ -149,11 +125,7 @@ pub fn validate_citizen_id(s: &str) -> Result<CitizenId, IdError> {
         number: n.clone(),
         division: division.to_string(),
         birth_date,
-        sex: if seq_last % 2 == 1 {
-            Sex::Male
-        } else {
-            Sex::Female
-        },
+        sex: if seq_last % 2 == 1 { Sex::Male } else { Sex::Female },
     })
 }
 
@@ -172,10 +144,7 @@ pub fn upgrade_15_to_18(s: &str) -> Result<String, IdError> {
         ));
     }
     if !n.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(IdError::new(
-            "citizen_id.charset",
-            format!("{s:?}: a 15-digit number has digits only"),
-        ));
+        return Err(IdError::new("citizen_id.charset", format!("{s:?}: a 15-digit number has digits only")));
     }
     check_division(s, &n[0..6])?;
     let body = format!("{}19{}", &n[0..6], &n[6..15]);
@@ -232,33 +201,15 @@ mod tests {
     /// 21+27+0+25+0+8+2+9+48+0+0+9+0+5+8+8+6 = 176; 176 mod 11 = 0 → '1'.
     #[test]
     fn upgrade() {
-        assert_eq!(
-            upgrade_15_to_18("110105491231002").unwrap(),
-            "11010519491231002X"
-        );
-        assert_eq!(
-            upgrade_15_to_18("330502800101123").unwrap(),
-            "330502198001011231"
-        );
+        assert_eq!(upgrade_15_to_18("110105491231002").unwrap(), "11010519491231002X");
+        assert_eq!(upgrade_15_to_18("330502800101123").unwrap(), "330502198001011231");
         let p = parse_citizen_id("330502800101123").unwrap();
         assert_eq!(p.sex, Sex::Male);
         assert_eq!(p.division, "330502");
-        assert_eq!(
-            upgrade_15_to_18("330502800230123").unwrap_err().rule,
-            "citizen_id.birth_date"
-        );
-        assert_eq!(
-            upgrade_15_to_18("33050280010112").unwrap_err().rule,
-            "citizen_id.length"
-        );
-        assert_eq!(
-            upgrade_15_to_18("33050280010112A").unwrap_err().rule,
-            "citizen_id.charset"
-        );
-        assert_eq!(
-            upgrade_15_to_18("990502800101123").unwrap_err().rule,
-            "citizen_id.division"
-        );
+        assert_eq!(upgrade_15_to_18("330502800230123").unwrap_err().rule, "citizen_id.birth_date");
+        assert_eq!(upgrade_15_to_18("33050280010112").unwrap_err().rule, "citizen_id.length");
+        assert_eq!(upgrade_15_to_18("33050280010112A").unwrap_err().rule, "citizen_id.charset");
+        assert_eq!(upgrade_15_to_18("990502800101123").unwrap_err().rule, "citizen_id.division");
     }
 
     #[test]

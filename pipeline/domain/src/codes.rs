@@ -120,10 +120,7 @@ pub const ZHEJIANG_PLATE_CITIES: &[(char, &str)] = &[
 /// Name of a Huzhou division code (GB/T 2260), e.g. `"330502"` → `"吴兴区"`.
 pub fn division_name(code: &str) -> Option<&'static str> {
     let code = code.trim();
-    HUZHOU_DIVISIONS
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, n)| *n)
+    HUZHOU_DIVISIONS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
 }
 
 /// `true` for the Huzhou city code and its district/county codes.
@@ -140,19 +137,13 @@ pub fn province_name(code: &str) -> Option<&'static str> {
 
 /// GB/T 2260 province code of a plate province abbreviation, e.g. `'浙'` → `"33"`.
 pub fn plate_province_code(abbr: char) -> Option<&'static str> {
-    PLATE_PROVINCES
-        .iter()
-        .find(|(c, _)| *c == abbr)
-        .map(|(_, p)| *p)
+    PLATE_PROVINCES.iter().find(|(c, _)| *c == abbr).map(|(_, p)| *p)
 }
 
 /// City issuing a Zhejiang plate with authority letter `letter`
 /// (`'E'` → `"湖州市"`).
 pub fn zhejiang_plate_city(letter: char) -> Option<&'static str> {
-    ZHEJIANG_PLATE_CITIES
-        .iter()
-        .find(|(c, _)| *c == letter)
-        .map(|(_, n)| *n)
+    ZHEJIANG_PLATE_CITIES.iter().find(|(c, _)| *c == letter).map(|(_, n)| *n)
 }
 
 /// Validates an administrative division code (GB/T 2260 six digits, or the
@@ -170,10 +161,7 @@ pub fn zhejiang_plate_city(letter: char) -> Option<&'static str> {
 pub fn check_division(code: &str) -> Result<&str, IdError> {
     let c = code.trim();
     if !matches!(c.len(), 6 | 9 | 12) || !c.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(IdError::new(
-            "division.format",
-            format!("{code:?} is not a 6-, 9- or 12-digit division code"),
-        ));
+        return Err(IdError::new("division.format", format!("{code:?} is not a 6-, 9- or 12-digit division code")));
     }
     if province_name(c).is_none() {
         return Err(IdError::new(
@@ -190,10 +178,7 @@ pub fn check_division(code: &str) -> Result<&str, IdError> {
             ));
         }
         if !is_huzhou_division(six) {
-            return Err(IdError::new(
-                "division.unknown",
-                format!("{code:?}: {six} is not a Huzhou division code"),
-            ));
+            return Err(IdError::new("division.unknown", format!("{code:?}: {six} is not a Huzhou division code")));
         }
     }
     Ok(c)
@@ -228,18 +213,9 @@ mod tests {
         assert!(check_division("330502001").is_ok());
         assert!(check_division("110105").is_ok());
         assert_eq!(check_division("330501").unwrap_err().rule, "division.stale");
-        assert_eq!(
-            check_division("330599").unwrap_err().rule,
-            "division.unknown"
-        );
-        assert_eq!(
-            check_division("990000").unwrap_err().rule,
-            "division.province"
-        );
+        assert_eq!(check_division("330599").unwrap_err().rule, "division.unknown");
+        assert_eq!(check_division("990000").unwrap_err().rule, "division.province");
         assert_eq!(check_division("33050").unwrap_err().rule, "division.format");
-        assert_eq!(
-            check_division("33O502").unwrap_err().rule,
-            "division.format"
-        );
+        assert_eq!(check_division("33O502").unwrap_err().rule, "division.format");
     }
 }

@@ -20,10 +20,7 @@ pub struct IdError {
 impl IdError {
     /// Builds an error for `rule` with the given detail text.
     pub fn new(rule: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            rule,
-            detail: detail.into(),
-        }
+        Self { rule, detail: detail.into() }
     }
 }
 
@@ -48,11 +45,7 @@ pub type Flag = Violation;
 impl Violation {
     /// Turns a validator error into a violation on `field`.
     pub fn from_error(field: impl Into<String>, err: IdError) -> Self {
-        Self {
-            field: field.into(),
-            rule: err.rule,
-            detail: err.detail,
-        }
+        Self { field: field.into(), rule: err.rule, detail: err.detail }
     }
 }
 

@@ -170,11 +170,7 @@ pub fn distance_m(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
 /// Repairs swapped coordinates (domain.md §9.3): if `(lon, lat)` is outside
 /// China but `(lat, lon)` is inside, returns the swapped pair and `true`.
 pub fn unswap_lon_lat(lon: f64, lat: f64) -> (f64, f64, bool) {
-    if out_of_china(lon, lat) && !out_of_china(lat, lon) {
-        (lat, lon, true)
-    } else {
-        (lon, lat, false)
-    }
+    if out_of_china(lon, lat) && !out_of_china(lat, lon) { (lat, lon, true) } else { (lon, lat, false) }
 }
 
 /// A coordinate reference system tag (domain.md §4, §4.5).
@@ -231,22 +227,17 @@ impl FromStr for Crs {
             .chars()
             .filter(|c| !matches!(c, '-' | '_' | ' ' | ':' | '.' | '/'))
             .collect();
-        let key = key
-            .strip_suffix("坐标系")
-            .or_else(|| key.strip_suffix("坐标"))
-            .unwrap_or(&key);
+        let key = key.strip_suffix("坐标系").or_else(|| key.strip_suffix("坐标")).unwrap_or(&key);
         Ok(match key {
             "wgs84" | "wgs1984" | "epsg4326" | "4326" | "gps" | "wgs" => Crs::Wgs84,
-            "gcj02" | "gcj" | "gcj2" | "mars" | "火星" | "amap" | "gaode" | "autonavi" | "高德"
-            | "tencent" | "qq" | "腾讯" | "国测局" => Crs::Gcj02,
+            "gcj02" | "gcj" | "gcj2" | "mars" | "火星" | "amap" | "gaode" | "autonavi" | "高德" | "tencent" | "qq"
+            | "腾讯" | "国测局" => Crs::Gcj02,
             "bd09" | "bd09ll" | "bd" | "baidu" | "百度" => Crs::Bd09,
-            "cgcs2000" | "cgcs" | "epsg4490" | "4490" | "tianditu" | "天地图" | "国家2000"
-            | "2000" => Crs::Cgcs2000,
+            "cgcs2000" | "cgcs" | "epsg4490" | "4490" | "tianditu" | "天地图" | "国家2000" | "2000" => {
+                Crs::Cgcs2000
+            }
             _ => {
-                return Err(IdError::new(
-                    "crs.unknown",
-                    format!("{s:?} is not a known coordinate reference system"),
-                ));
+                return Err(IdError::new("crs.unknown", format!("{s:?} is not a known coordinate reference system")));
             }
         })
     }
@@ -306,60 +297,11 @@ pub fn division_from_point(lon: f64, lat: f64) -> Option<&'static str> {
 /// District/county names and well-known towns (镇/街道) used by
 /// [`division_from_address`]. Town lists are the main towns of each division.
 const ADDRESS_NAMES: &[(&str, &[&str])] = &[
-    (
-        "330502",
-        &["吴兴", "织里", "八里店", "妙西", "埭溪", "东林", "道场"],
-    ),
-    (
-        "330503",
-        &[
-            "南浔", "练市", "双林", "菱湖", "善琏", "和孚", "千金", "石淙", "旧馆",
-        ],
-    ),
-    (
-        "330521",
-        &[
-            "德清",
-            "武康",
-            "新市",
-            "乾元",
-            "洛舍",
-            "钟管",
-            "禹越",
-            "雷甸",
-            "莫干山",
-        ],
-    ),
-    (
-        "330522",
-        &[
-            "长兴",
-            "雉城",
-            "泗安",
-            "煤山",
-            "李家巷",
-            "洪桥",
-            "林城",
-            "虹星桥",
-            "夹浦",
-            "吕山",
-        ],
-    ),
-    (
-        "330523",
-        &[
-            "安吉",
-            "递铺",
-            "孝丰",
-            "天荒坪",
-            "梅溪",
-            "鄣吴",
-            "杭垓",
-            "报福",
-            "天子湖",
-            "溪龙",
-        ],
-    ),
+    ("330502", &["吴兴", "织里", "八里店", "妙西", "埭溪", "东林", "道场"]),
+    ("330503", &["南浔", "练市", "双林", "菱湖", "善琏", "和孚", "千金", "石淙", "旧馆"]),
+    ("330521", &["德清", "武康", "新市", "乾元", "洛舍", "钟管", "禹越", "雷甸", "莫干山"]),
+    ("330522", &["长兴", "雉城", "泗安", "煤山", "李家巷", "洪桥", "林城", "虹星桥", "夹浦", "吕山"]),
+    ("330523", &["安吉", "递铺", "孝丰", "天荒坪", "梅溪", "鄣吴", "杭垓", "报福", "天子湖", "溪龙"]),
 ];
 
 /// Huzhou division code from a free-text address.
@@ -375,23 +317,13 @@ const ADDRESS_NAMES: &[(&str, &[&str])] = &[
 /// 4. otherwise `None`.
 pub fn division_from_address(address: &str) -> Option<&'static str> {
     let text = crate::text::normalize_text(address);
-    let full = [
-        ("330502", "吴兴区"),
-        ("330503", "南浔区"),
-        ("330521", "德清县"),
-        ("330522", "长兴县"),
-        ("330523", "安吉县"),
-    ];
-    let earliest_full = full
-        .iter()
-        .filter_map(|(code, name)| text.find(name).map(|pos| (pos, *code)))
-        .min();
+    let full =
+        [("330502", "吴兴区"), ("330503", "南浔区"), ("330521", "德清县"), ("330522", "长兴县"), ("330523", "安吉县")];
+    let earliest_full = full.iter().filter_map(|(code, name)| text.find(name).map(|pos| (pos, *code))).min();
     if let Some((_, code)) = earliest_full {
         return Some(code);
     }
-    const STREET_SUFFIXES: &[&str] = &[
-        "路", "街", "大道", "道", "巷", "弄", "桥", "大厦", "广场", "小区", "花园",
-    ];
+    const STREET_SUFFIXES: &[&str] = &["路", "街", "大道", "道", "巷", "弄", "桥", "大厦", "广场", "小区", "花园"];
     let mut best: Option<(usize, &'static str)> = None;
     for (code, names) in ADDRESS_NAMES {
         for name in *names {
@@ -458,12 +390,7 @@ mod tests {
 
     #[test]
     fn outside_china_passthrough() {
-        for (lon, lat) in [
-            (2.35, 48.85),
-            (-74.0, 40.7),
-            (139.69, 35.69),
-            (f64::NAN, 30.0),
-        ] {
+        for (lon, lat) in [(2.35, 48.85), (-74.0, 40.7), (139.69, 35.69), (f64::NAN, 30.0)] {
             let (a, b) = wgs84_to_gcj02(lon, lat);
             assert!(a.to_bits() == lon.to_bits() && b.to_bits() == lat.to_bits());
             let (a, b) = gcj02_to_wgs84(lon, lat);
@@ -516,14 +443,8 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            division_from_address("浙江省湖州市吴兴区爱山街道"),
-            Some("330502")
-        );
-        assert_eq!(
-            division_from_address("湖州市吴兴区安吉路 18 号"),
-            Some("330502")
-        );
+        assert_eq!(division_from_address("浙江省湖州市吴兴区爱山街道"), Some("330502"));
+        assert_eq!(division_from_address("湖州市吴兴区安吉路 18 号"), Some("330502"));
         assert_eq!(division_from_address("南浔区练市镇"), Some("330503"));
         assert_eq!(division_from_address("德清县武康街道"), Some("330521"));
         assert_eq!(division_from_address("长兴县雉城街道"), Some("330522"));

@@ -38,8 +38,7 @@ pub use calendar::{CalendarError, add_working_days, is_working_day, working_days
 pub use citizen_id::{CitizenId, Sex, upgrade_15_to_18, validate_citizen_id};
 pub use error::{Flag, IdError, Violation};
 pub use geo::{
-    Crs, bd09_to_wgs84, division_from_address, division_from_point, gcj02_to_wgs84, to_wgs84,
-    wgs84_to_gcj02,
+    Crs, bd09_to_wgs84, division_from_address, division_from_point, gcj02_to_wgs84, to_wgs84, wgs84_to_gcj02,
 };
 pub use phone::{Phone, PhoneKind, normalize_phone};
 pub use plate::{Plate, PlateKind, validate_plate};
@@ -96,39 +95,19 @@ mod tests {
     #[test]
     fn check_field_dispatch() {
         assert_eq!(check_field("uscc", "91350200776049653A"), None);
-        assert_eq!(
-            check_field("USCC ", "９１３５０２００７７６０４９６５３Ａ"),
-            None
-        );
+        assert_eq!(check_field("USCC ", "９１３５０２００７７６０４９６５３Ａ"), None);
         let v = check_field("uscc", "91350203M0001QAY9B").unwrap();
         assert_eq!((v.field.as_str(), v.rule), ("uscc", "uscc.check_digit"));
         assert_eq!(check_field("citizen_id", "11010519491231002X"), None);
-        assert_eq!(
-            check_field("citizen_id", "110105194912310021")
-                .unwrap()
-                .rule,
-            "citizen_id.check_digit"
-        );
+        assert_eq!(check_field("citizen_id", "110105194912310021").unwrap().rule, "citizen_id.check_digit");
         assert_eq!(check_field("plate", "浙E12345"), None);
-        assert_eq!(
-            check_field("plate", "浙E1234").unwrap().rule,
-            "plate.length"
-        );
+        assert_eq!(check_field("plate", "浙E1234").unwrap().rule, "plate.length");
         assert_eq!(check_field("phone", "0572-2123456"), None);
-        assert_eq!(
-            check_field("phone", "12812345678").unwrap().rule,
-            "phone.mobile"
-        );
+        assert_eq!(check_field("phone", "12812345678").unwrap().rule, "phone.mobile");
         assert_eq!(check_field("division", "330502"), None);
-        assert_eq!(
-            check_field("division", "330501").unwrap().rule,
-            "division.stale"
-        );
+        assert_eq!(check_field("division", "330501").unwrap().rule, "division.stale");
         assert_eq!(check_field("uscc", "暂无"), None);
         assert_eq!(check_field("uscc", ""), None);
-        assert_eq!(
-            check_field("vin", "x").unwrap().rule,
-            "check_field.unknown_kind"
-        );
+        assert_eq!(check_field("vin", "x").unwrap().rule, "check_field.unknown_kind");
     }
 }

@@ -100,9 +100,7 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
     let (main, ext) = split_extension(&n);
     let extension = match ext {
         None => None,
-        Some(e) if (1..=6).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(e.to_string())
-        }
+        Some(e) if (1..=6).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_digit()) => Some(e.to_string()),
         Some(_) => return Err(err("phone.extension", s, "extension must be 1–6 digits")),
     };
     let mut plus = false;
@@ -113,11 +111,7 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
             '+' if digits.is_empty() && !plus => plus = true,
             ' ' | '-' | '(' | ')' | '.' | '/' | '（' | '）' => {}
             _ => {
-                return Err(err(
-                    "phone.charset",
-                    s,
-                    format!("unexpected character {c:?}"),
-                ));
+                return Err(err("phone.charset", s, format!("unexpected character {c:?}")));
             }
         }
     }
@@ -130,9 +124,8 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
     let mut national: &str = &digits;
     let mut had_country = false;
     if plus {
-        national = national
-            .strip_prefix("86")
-            .ok_or_else(|| err("phone.format", s, "only +86 numbers are supported"))?;
+        national =
+            national.strip_prefix("86").ok_or_else(|| err("phone.format", s, "only +86 numbers are supported"))?;
         had_country = true;
     } else if let Some(rest) = national.strip_prefix("0086") {
         national = rest;
@@ -158,12 +151,7 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
             if !(b'3'..=b'9').contains(&second) {
                 return Err(err("phone.mobile", s, "mobile numbers start with 13–19"));
             }
-            return Ok(Phone {
-                kind: PhoneKind::Mobile,
-                number: national.to_string(),
-                area_code: None,
-                extension,
-            });
+            return Ok(Phone { kind: PhoneKind::Mobile, number: national.to_string(), area_code: None, extension });
         }
         if !had_country && matches!(national.len(), 3 | 5) {
             // 110, 119, 120, 122, 12345, 12369, 12315 …
@@ -174,19 +162,10 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
                 extension,
             });
         }
-        return Err(err(
-            "phone.mobile",
-            s,
-            format!("mobile numbers have 11 digits, got {}", national.len()),
-        ));
+        return Err(err("phone.mobile", s, format!("mobile numbers have 11 digits, got {}", national.len())));
     }
     if !had_country && national.len() == 5 && national.starts_with("95") {
-        return Ok(Phone {
-            kind: PhoneKind::ShortService,
-            number: national.to_string(),
-            area_code: None,
-            extension,
-        });
+        return Ok(Phone { kind: PhoneKind::ShortService, number: national.to_string(), area_code: None, extension });
     }
     if national.len() == 10 && (national.starts_with("400") || national.starts_with("800")) {
         return Ok(Phone {
@@ -197,23 +176,13 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
         });
     }
     if let Some(rest) = national.strip_prefix('0') {
-        let area_len = if rest.starts_with("10") || rest.starts_with('2') {
-            2
-        } else {
-            3
-        };
+        let area_len = if rest.starts_with("10") || rest.starts_with('2') { 2 } else { 3 };
         let area_ok = match area_len {
             2 => true,
-            _ => {
-                rest.len() >= 3 && rest.as_bytes()[0].is_ascii_digit() && rest.as_bytes()[0] >= b'3'
-            }
+            _ => rest.len() >= 3 && rest.as_bytes()[0].is_ascii_digit() && rest.as_bytes()[0] >= b'3',
         };
         if !area_ok {
-            return Err(err(
-                "phone.area_code",
-                s,
-                "area codes are 010, 02x or 0[3-9]xx",
-            ));
+            return Err(err("phone.area_code", s, "area codes are 010, 02x or 0[3-9]xx"));
         }
         let area = format!("0{}", &rest[..area_len.min(rest.len())]);
         let subscriber = rest.get(area_len..).unwrap_or("");
@@ -228,44 +197,20 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
                     && area.starts_with('0')
                     && area.bytes().all(|b| b.is_ascii_digit());
                 if !ok {
-                    return Err(err(
-                        "phone.area_code",
-                        s,
-                        format!("bad default area code {area:?}"),
-                    ));
+                    return Err(err("phone.area_code", s, format!("bad default area code {area:?}")));
                 }
                 landline(s, area, national, extension)
             }
-            None => Err(err(
-                "phone.missing_area_code",
-                s,
-                "local number without an area code (e.g. 0572-)",
-            )),
+            None => Err(err("phone.missing_area_code", s, "local number without an area code (e.g. 0572-)")),
         };
     }
-    Err(err(
-        "phone.format",
-        s,
-        "not a mobile, landline or service number",
-    ))
+    Err(err("phone.format", s, "not a mobile, landline or service number"))
 }
 
-fn landline(
-    s: &str,
-    area: &str,
-    subscriber: &str,
-    extension: Option<String>,
-) -> Result<Phone, IdError> {
-    let first_ok = subscriber
-        .as_bytes()
-        .first()
-        .is_some_and(|b| (b'2'..=b'9').contains(b));
+fn landline(s: &str, area: &str, subscriber: &str, extension: Option<String>) -> Result<Phone, IdError> {
+    let first_ok = subscriber.as_bytes().first().is_some_and(|b| (b'2'..=b'9').contains(b));
     if !matches!(subscriber.len(), 7 | 8) || !first_ok {
-        return Err(err(
-            "phone.landline",
-            s,
-            "subscriber numbers have 7–8 digits and start with 2–9",
-        ));
+        return Err(err("phone.landline", s, "subscriber numbers have 7–8 digits and start with 2–9"));
     }
     Ok(Phone {
         kind: PhoneKind::Landline,
@@ -280,9 +225,7 @@ mod tests {
     use super::*;
 
     fn canon(s: &str) -> String {
-        normalize_phone(s)
-            .map(|p| p.number)
-            .unwrap_or_else(|e| format!("ERR {}", e.rule))
+        normalize_phone(s).map(|p| p.number).unwrap_or_else(|e| format!("ERR {}", e.rule))
     }
 
     #[test]

@@ -54,10 +54,7 @@ impl Plate {
 /// upper-cased, and spaces, dots (`.`, `·`, `•`, `・`, `‧`) and hyphens removed.
 /// `浙ｅ·１２３４５` → `浙E12345`.
 pub fn normalize_plate(s: &str) -> String {
-    crate::text::normalize_code(s)
-        .chars()
-        .filter(|c| !matches!(c, '.' | '·' | '•' | '・' | '‧' | '-' | '_'))
-        .collect()
+    crate::text::normalize_code(s).chars().filter(|c| !matches!(c, '.' | '·' | '•' | '・' | '‧' | '-' | '_')).collect()
 }
 
 fn serial_ok(c: char) -> bool {
@@ -80,18 +77,12 @@ pub fn validate_plate(s: &str) -> Result<Plate, IdError> {
     if chars.len() != 7 && chars.len() != 8 {
         return Err(IdError::new(
             "plate.length",
-            format!(
-                "{s:?} has {} characters after normalisation, expected 7 or 8",
-                chars.len()
-            ),
+            format!("{s:?} has {} characters after normalisation, expected 7 or 8", chars.len()),
         ));
     }
     let province = chars[0];
     if codes::plate_province_code(province).is_none() {
-        return Err(IdError::new(
-            "plate.province",
-            format!("{s:?}: {province:?} is not a province abbreviation"),
-        ));
+        return Err(IdError::new("plate.province", format!("{s:?}: {province:?} is not a province abbreviation")));
     }
     let authority = chars[1];
     if !(authority.is_ascii_uppercase() && authority != 'I' && authority != 'O') {
@@ -104,10 +95,7 @@ pub fn validate_plate(s: &str) -> Result<Plate, IdError> {
     let kind = if serial.len() == 5 {
         let last_ok = serial_ok(serial[4]) || "挂学警港澳领试超".contains(serial[4]);
         if !serial[..4].iter().all(|c| serial_ok(*c)) || !last_ok {
-            return Err(IdError::new(
-                "plate.serial",
-                format!("{s:?}: serial must be letters (no I/O) or digits"),
-            ));
+            return Err(IdError::new("plate.serial", format!("{s:?}: serial must be letters (no I/O) or digits")));
         }
         PlateKind::Ordinary
     } else {
@@ -119,18 +107,11 @@ pub fn validate_plate(s: &str) -> Result<Plate, IdError> {
         } else {
             return Err(IdError::new(
                 "plate.new_energy",
-                format!(
-                    "{s:?}: 8-character plates must be new-energy (e.g. 浙ED12345 or 浙E12345D)"
-                ),
+                format!("{s:?}: 8-character plates must be new-energy (e.g. 浙ED12345 or 浙E12345D)"),
             ));
         }
     };
-    Ok(Plate {
-        number,
-        province,
-        authority,
-        kind,
-    })
+    Ok(Plate { number, province, authority, kind })
 }
 
 #[cfg(test)]

@@ -26,10 +26,7 @@ pub fn shanghai() -> FixedOffset {
 }
 
 fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
-    )
+    matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 /// Normalises free text: Unicode NFKC (full-width `９１３３Ｘ（浙Ｅ）` →
@@ -75,19 +72,7 @@ pub fn is_null_sentinel(s: &str) -> bool {
     let lower = t.to_ascii_lowercase();
     matches!(
         lower.as_str(),
-        "" | "无"
-            | "/"
-            | "-"
-            | "--"
-            | "—"
-            | "——"
-            | "暂无"
-            | "空"
-            | "null"
-            | "none"
-            | "n/a"
-            | "na"
-            | "\\n"
+        "" | "无" | "/" | "-" | "--" | "—" | "——" | "暂无" | "空" | "null" | "none" | "n/a" | "na" | "\\n"
     )
 }
 
@@ -109,9 +94,7 @@ pub fn from_excel_serial(serial: f64) -> Option<NaiveDateTime> {
     let days = serial.floor();
     let secs = ((serial - days) * 86_400.0).round() as i64;
     let epoch = NaiveDate::from_ymd_opt(1899, 12, 30)?.and_hms_opt(0, 0, 0)?;
-    epoch
-        .checked_add_signed(Duration::try_days(days as i64)?)?
-        .checked_add_signed(Duration::try_seconds(secs)?)
+    epoch.checked_add_signed(Duration::try_days(days as i64)?)?.checked_add_signed(Duration::try_seconds(secs)?)
 }
 
 /// Parses a date/time in any of the formats Chinese departments send and
@@ -175,23 +158,13 @@ pub fn parse_date_cn(input: &str) -> Result<NaiveDate, IdError> {
     parse_datetime_cn(input).map(|d| d.date_naive())
 }
 
-fn local(
-    ndt: NaiveDateTime,
-    input: &str,
-    cst: FixedOffset,
-) -> Result<DateTime<FixedOffset>, IdError> {
-    cst.from_local_datetime(&ndt)
-        .single()
-        .ok_or_else(|| dt_err("datetime.invalid", input, "out of range"))
+fn local(ndt: NaiveDateTime, input: &str, cst: FixedOffset) -> Result<DateTime<FixedOffset>, IdError> {
+    cst.from_local_datetime(&ndt).single().ok_or_else(|| dt_err("datetime.invalid", input, "out of range"))
 }
 
-fn excel_local(
-    serial: f64,
-    input: &str,
-    cst: FixedOffset,
-) -> Result<DateTime<FixedOffset>, IdError> {
-    let ndt = from_excel_serial(serial)
-        .ok_or_else(|| dt_err("datetime.invalid", input, "Excel serial out of range"))?;
+fn excel_local(serial: f64, input: &str, cst: FixedOffset) -> Result<DateTime<FixedOffset>, IdError> {
+    let ndt =
+        from_excel_serial(serial).ok_or_else(|| dt_err("datetime.invalid", input, "Excel serial out of range"))?;
     local(ndt, input, cst)
 }
 
@@ -199,18 +172,9 @@ fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
     s.parse().ok()
 }
 
-fn build(
-    input: &str,
-    ymd: (i32, u32, u32),
-    hms: (u32, u32, u32),
-    nanos: u32,
-) -> Result<NaiveDateTime, IdError> {
+fn build(input: &str, ymd: (i32, u32, u32), hms: (u32, u32, u32), nanos: u32) -> Result<NaiveDateTime, IdError> {
     let date = NaiveDate::from_ymd_opt(ymd.0, ymd.1, ymd.2).ok_or_else(|| {
-        dt_err(
-            "datetime.invalid",
-            input,
-            format!("no such date {:04}-{:02}-{:02}", ymd.0, ymd.1, ymd.2),
-        )
+        dt_err("datetime.invalid", input, format!("no such date {:04}-{:02}-{:02}", ymd.0, ymd.1, ymd.2))
     })?;
     if hms == (24, 0, 0) && nanos == 0 {
         return date
@@ -219,11 +183,7 @@ fn build(
             .ok_or_else(|| dt_err("datetime.invalid", input, "out of range"));
     }
     let time = NaiveTime::from_hms_nano_opt(hms.0, hms.1, hms.2, nanos).ok_or_else(|| {
-        dt_err(
-            "datetime.invalid",
-            input,
-            format!("no such time {:02}:{:02}:{:02}", hms.0, hms.1, hms.2),
-        )
+        dt_err("datetime.invalid", input, format!("no such time {:02}:{:02}:{:02}", hms.0, hms.1, hms.2))
     })?;
     Ok(NaiveDateTime::new(date, time))
 }
@@ -232,11 +192,7 @@ fn ymd_from8(d: &str) -> Option<(i32, u32, u32)> {
     Some((num(d.get(0..4)?)?, num(d.get(4..6)?)?, num(d.get(6..8)?)?))
 }
 
-fn parse_all_digits(
-    s: &str,
-    input: &str,
-    cst: FixedOffset,
-) -> Result<DateTime<FixedOffset>, IdError> {
+fn parse_all_digits(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<FixedOffset>, IdError> {
     let bad = || dt_err("datetime.format", input, "unrecognised numeric form");
     match s.len() {
         5 => {
@@ -245,11 +201,7 @@ fn parse_all_digits(
         }
         10 | 13 => {
             let v: i64 = num(s).ok_or_else(bad)?;
-            let utc = if s.len() == 10 {
-                DateTime::from_timestamp(v, 0)
-            } else {
-                DateTime::from_timestamp_millis(v)
-            };
+            let utc = if s.len() == 10 { DateTime::from_timestamp(v, 0) } else { DateTime::from_timestamp_millis(v) };
             utc.map(|d| d.with_timezone(&cst))
                 .ok_or_else(|| dt_err("datetime.invalid", input, "epoch value out of range"))
         }
@@ -258,21 +210,12 @@ fn parse_all_digits(
             let field = |r: std::ops::Range<usize>| -> Option<u32> { s.get(r).and_then(num) };
             let (h, m, sec, ms) = match s.len() {
                 8 => (0, 0, 0, 0),
-                12 => (
-                    field(8..10).ok_or_else(bad)?,
-                    field(10..12).ok_or_else(bad)?,
-                    0,
-                    0,
-                ),
+                12 => (field(8..10).ok_or_else(bad)?, field(10..12).ok_or_else(bad)?, 0, 0),
                 _ => (
                     field(8..10).ok_or_else(bad)?,
                     field(10..12).ok_or_else(bad)?,
                     field(12..14).ok_or_else(bad)?,
-                    if s.len() == 17 {
-                        field(14..17).ok_or_else(bad)?
-                    } else {
-                        0
-                    },
+                    if s.len() == 17 { field(14..17).ok_or_else(bad)? } else { 0 },
                 ),
             };
             let ndt = build(input, ymd, (h, m, sec), ms * 1_000_000)?;
@@ -300,10 +243,7 @@ fn parse_offset(rest: &str, sign: i32, input: &str) -> Result<i32, IdError> {
     }
     let (h, m): (i32, i32) = match compact.len() {
         1 | 2 => (num(&compact).ok_or_else(bad)?, 0),
-        4 => (
-            num(&compact[0..2]).ok_or_else(bad)?,
-            num(&compact[2..4]).ok_or_else(bad)?,
-        ),
+        4 => (num(&compact[0..2]).ok_or_else(bad)?, num(&compact[2..4]).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
     if h > 14 || m > 59 {
@@ -334,11 +274,7 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
         s = s.replace("中午", " ");
     }
     if (am && pm) || (noon && (am || pm)) {
-        return Err(dt_err(
-            "datetime.format",
-            input,
-            "conflicting AM/PM markers",
-        ));
+        return Err(dt_err("datetime.format", input, "conflicting AM/PM markers"));
     }
     // Zone words: a bare trailing UTC/GMT means +00:00; UTC/GMT followed by
     // an offset ("GMT+8") just introduces it; CST / 北京时间 mean +08:00.
@@ -349,9 +285,7 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
         }
     }
     for word in ["UTC", "GMT"] {
-        s = s
-            .replace(&format!("{word}+"), "+")
-            .replace(&format!("{word}-"), "-");
+        s = s.replace(&format!("{word}+"), "+").replace(&format!("{word}-"), "-");
     }
     for word in ["(北京时间)", "北京时间", "CST"] {
         if let Some(stripped) = s.strip_suffix(word) {
@@ -365,9 +299,8 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
     let mut sep = '\0';
     let mut offset: Option<i32> = None;
     let mut i = 0;
-    let time_started = |nums: &Vec<NumTok>| {
-        nums.len() >= 4 || (nums.len() >= 2 && nums.first().is_some_and(|n| n.digits.len() == 8))
-    };
+    let time_started =
+        |nums: &Vec<NumTok>| nums.len() >= 4 || (nums.len() >= 2 && nums.first().is_some_and(|n| n.digits.len() == 8));
     while i < chars.len() {
         let c = chars[i];
         if c.is_ascii_digit() {
@@ -375,20 +308,13 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
             while i < chars.len() && chars[i].is_ascii_digit() {
                 i += 1;
             }
-            nums.push(NumTok {
-                digits: chars[start..i].iter().collect(),
-                sep_before: sep,
-            });
+            nums.push(NumTok { digits: chars[start..i].iter().collect(), sep_before: sep });
             sep = '\0';
             continue;
         }
         if (c == '+' || c == '-') && time_started(&nums) {
             let rest: String = chars[i + 1..].iter().collect();
-            offset = Some(parse_offset(
-                rest.trim(),
-                if c == '+' { 1 } else { -1 },
-                input,
-            )?);
+            offset = Some(parse_offset(rest.trim(), if c == '+' { 1 } else { -1 }, input)?);
             break;
         }
         if c == 'Z' && time_started(&nums) {
@@ -406,20 +332,13 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
             i += 1;
             continue;
         }
-        return Err(dt_err(
-            "datetime.format",
-            input,
-            format!("unexpected character {c:?}"),
-        ));
+        return Err(dt_err("datetime.format", input, format!("unexpected character {c:?}")));
     }
 
     let bad = |why: &str| dt_err("datetime.format", input, why.to_string());
     let first = nums.first().ok_or_else(|| bad("no digits"))?;
     let (ymd, rest): ((i32, u32, u32), &[NumTok]) = if first.digits.len() == 8 {
-        (
-            ymd_from8(&first.digits).ok_or_else(|| bad("bad compact date"))?,
-            &nums[1..],
-        )
+        (ymd_from8(&first.digits).ok_or_else(|| bad("bad compact date"))?, &nums[1..])
     } else if first.digits.len() == 4 && nums.len() >= 3 {
         let (m, d) = (&nums[1].digits, &nums[2].digits);
         if m.len() > 2 || d.len() > 2 {
@@ -493,8 +412,8 @@ fn parse_general(s: &str, input: &str, cst: FixedOffset) -> Result<DateTime<Fixe
     match offset {
         None => local(ndt, input, cst),
         Some(secs) => {
-            let off = FixedOffset::east_opt(secs)
-                .ok_or_else(|| dt_err("datetime.offset", input, "offset out of range"))?;
+            let off =
+                FixedOffset::east_opt(secs).ok_or_else(|| dt_err("datetime.offset", input, "offset out of range"))?;
             off.from_local_datetime(&ndt)
                 .single()
                 .map(|d| d.with_timezone(&cst))
@@ -518,15 +437,9 @@ mod tests {
         // domain.md §9.2 examples.
         assert_eq!(normalize_text("９１３３Ｘ"), "9133X");
         assert_eq!(normalize_text("（浙Ｅ）"), "(浙E)");
-        assert_eq!(
-            normalize_text("\u{3000} 湖州市\u{3000}\u{3000}吴兴区 "),
-            "湖州市 吴兴区"
-        );
+        assert_eq!(normalize_text("\u{3000} 湖州市\u{3000}\u{3000}吴兴区 "), "湖州市 吴兴区");
         assert_eq!(normalize_text("甲。乙、"), "甲。乙、");
-        assert_eq!(
-            normalize_code(" 11010519491231002x\u{FEFF}"),
-            "11010519491231002X"
-        );
+        assert_eq!(normalize_code(" 11010519491231002x\u{FEFF}"), "11010519491231002X");
     }
 
     #[test]
@@ -571,22 +484,13 @@ mod tests {
         ] {
             assert_eq!(local_str(s), want, "{s}");
         }
-        assert_eq!(
-            local_str("2025年3月15日 下午3点"),
-            "2025-03-15 15:00:00.000 +08:00"
-        );
+        assert_eq!(local_str("2025年3月15日 下午3点"), "2025-03-15 15:00:00.000 +08:00");
         assert_eq!(local_str("2025-03-15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("2025/3/15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("20250315"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("2025年3月15日"), "2025-03-15 00:00:00.000 +08:00");
-        assert_eq!(
-            local_str("20250315103000123"),
-            "2025-03-15 10:30:00.123 +08:00"
-        );
-        assert_eq!(
-            local_str("2025-03-15 24:00"),
-            "2025-03-16 00:00:00.000 +08:00"
-        );
+        assert_eq!(local_str("20250315103000123"), "2025-03-15 10:30:00.123 +08:00");
+        assert_eq!(local_str("2025-03-15 24:00"), "2025-03-16 00:00:00.000 +08:00");
         // Excel: serial 45731 = 2025-03-15 (45658 = 2025-01-01; +73 days).
         assert_eq!(local_str("45731"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("45731.4375"), "2025-03-15 10:30:00.000 +08:00");

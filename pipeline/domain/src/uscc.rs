@@ -23,9 +23,7 @@ use crate::text::normalize_code;
 pub const USCC_CHARSET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// Position weights Wi for positions 1–17 (GB 32100-2015 §5: Wi = 3^(i−1) mod 31).
-pub const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+pub const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// Weights of the first eight characters of a GB 11714 organisation code.
 pub const ORG_CODE_WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
@@ -151,20 +149,11 @@ pub fn validate_org_code(s: &str) -> Result<String, IdError> {
     if compact.chars().count() != 9 {
         return Err(IdError::new(
             "org_code.length",
-            format!(
-                "{s:?} has {} characters, expected 9",
-                compact.chars().count()
-            ),
+            format!("{s:?} has {} characters, expected 9", compact.chars().count()),
         ));
     }
-    if !compact
-        .chars()
-        .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-    {
-        return Err(IdError::new(
-            "org_code.charset",
-            format!("{s:?}: only 0-9 and A-Z are allowed"),
-        ));
+    if !compact.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()) {
+        return Err(IdError::new("org_code.charset", format!("{s:?}: only 0-9 and A-Z are allowed")));
     }
     let expected = org_code_check_char(&compact[0..8]);
     let got = compact.chars().nth(8);
@@ -201,30 +190,17 @@ pub fn validate_uscc(s: &str) -> Result<Uscc, IdError> {
     let code = normalize_code(s);
     let chars: Vec<char> = code.chars().collect();
     if chars.len() != 18 {
-        return Err(IdError::new(
-            "uscc.length",
-            format!("{s:?} has {} characters, expected 18", chars.len()),
-        ));
+        return Err(IdError::new("uscc.length", format!("{s:?} has {} characters, expected 18", chars.len())));
     }
-    if let Some((i, c)) = chars
-        .iter()
-        .enumerate()
-        .find(|(_, c)| uscc_value(**c).is_none())
-    {
+    if let Some((i, c)) = chars.iter().enumerate().find(|(_, c)| uscc_value(**c).is_none()) {
         return Err(IdError::new(
             "uscc.charset",
-            format!(
-                "{s:?}: character {c:?} at position {} is not in the GB 32100 alphabet (no I, O, S, V, Z)",
-                i + 1
-            ),
+            format!("{s:?}: character {c:?} at position {} is not in the GB 32100 alphabet (no I, O, S, V, Z)", i + 1),
         ));
     }
     let (dept, typ) = (chars[0], chars[1]);
     if department_name(dept).is_none() {
-        return Err(IdError::new(
-            "uscc.department",
-            format!("{s:?}: {dept:?} is not a registration-department code"),
-        ));
+        return Err(IdError::new("uscc.department", format!("{s:?}: {dept:?} is not a registration-department code")));
     }
     if !org_type_ok(dept, typ) {
         return Err(IdError::new(
@@ -264,13 +240,7 @@ pub fn validate_uscc(s: &str) -> Result<Uscc, IdError> {
             ),
         ));
     }
-    Ok(Uscc {
-        code,
-        department: dept,
-        org_type: typ,
-        division,
-        org_code,
-    })
+    Ok(Uscc { code, department: dept, org_type: typ, division, org_code })
 }
 
 #[cfg(test)]
@@ -278,13 +248,8 @@ mod tests {
     use super::*;
 
     /// domain.md §3.1 \[V\]: pass both the USCC and the embedded GB 11714 check.
-    const GOOD: &[&str] = &[
-        "91350200776049653A",
-        "91440101MA5CJQ4N59",
-        "913502000728319549",
-        "123502001549897397",
-        "9135021359498494XQ",
-    ];
+    const GOOD: &[&str] =
+        &["91350200776049653A", "91440101MA5CJQ4N59", "913502000728319549", "123502001549897397", "9135021359498494XQ"];
 
     #[test]
     fn known_good() {
@@ -325,10 +290,7 @@ mod tests {
         // 66+70+45+120+95+208+16+46 = 666; 666 mod 11 = 6; 11 − 6 = 5 → '5'.
         assert_eq!(org_code_check_char("MA5CJQ4N"), Some('5'));
         assert_eq!(validate_org_code("77604965-3"), Ok("776049653".to_string()));
-        assert_eq!(
-            validate_org_code("776049654").unwrap_err().rule,
-            "org_code.check_digit"
-        );
+        assert_eq!(validate_org_code("776049654").unwrap_err().rule, "org_code.check_digit");
     }
 
     #[test]
@@ -365,9 +327,6 @@ mod tests {
         let body = "91350200776049654";
         let check = uscc_check_char(body).unwrap();
         let code = format!("{body}{check}");
-        assert_eq!(
-            validate_uscc(&code).unwrap_err().rule,
-            "uscc.org_code_check"
-        );
+        assert_eq!(validate_uscc(&code).unwrap_err().rule, "uscc.org_code_check");
     }
 }

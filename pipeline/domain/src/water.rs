@@ -43,13 +43,7 @@ pub enum WaterClass {
 }
 
 impl WaterClass {
-    const ALL: [WaterClass; 5] = [
-        WaterClass::I,
-        WaterClass::II,
-        WaterClass::III,
-        WaterClass::IV,
-        WaterClass::V,
-    ];
+    const ALL: [WaterClass; 5] = [WaterClass::I, WaterClass::II, WaterClass::III, WaterClass::IV, WaterClass::V];
 
     /// ASCII label: `I`, `II`, `III`, `IV`, `V`, `劣V`.
     pub fn as_str(self) -> &'static str {
@@ -99,10 +93,7 @@ impl FromStr for WaterClass {
             "V" | "5" => WaterClass::V,
             "劣V" | "劣5" | "6" | ">V" => WaterClass::WorseThanV,
             _ => {
-                return Err(IdError::new(
-                    "water.class",
-                    format!("{s:?} is not a GB 3838 water class"),
-                ));
+                return Err(IdError::new("water.class", format!("{s:?} is not a GB 3838 water class")));
             }
         })
     }
@@ -267,27 +258,14 @@ impl Factor {
             return None;
         }
         if self == Factor::Ph {
-            return Some(if (6.0..=9.0).contains(&value) {
-                WaterClass::I
-            } else {
-                WaterClass::WorseThanV
-            });
+            return Some(if (6.0..=9.0).contains(&value) { WaterClass::I } else { WaterClass::WorseThanV });
         }
         let lim = self.limits(body)?;
         let meets = |l: f64| {
-            if self.higher_is_better() {
-                value >= l
-            } else {
-                value <= l
-            }
+            if self.higher_is_better() { value >= l } else { value <= l }
         };
         Some(
-            WaterClass::ALL
-                .iter()
-                .zip(lim)
-                .find(|(_, l)| meets(*l))
-                .map(|(c, _)| *c)
-                .unwrap_or(WaterClass::WorseThanV),
+            WaterClass::ALL.iter().zip(lim).find(|(_, l)| meets(*l)).map(|(c, _)| *c).unwrap_or(WaterClass::WorseThanV),
         )
     }
 }
@@ -307,10 +285,7 @@ impl Reading {
     /// codes that are not GB 3838 Table 1 items.
     pub fn from_hj212(code: &str, value: f64) -> Option<Reading> {
         let factor = Factor::from_hj212_code(code)?;
-        Some(Reading {
-            factor,
-            value: value * factor.row().3,
-        })
+        Some(Reading { factor, value: value * factor.row().3 })
     }
 }
 
@@ -339,17 +314,8 @@ pub fn classify_detailed(body: WaterBody, readings: &[Reading]) -> Classificatio
         }
     }
     let class = items.iter().map(|(_, c)| *c).max();
-    let determining = items
-        .iter()
-        .filter(|(_, c)| Some(*c) == class)
-        .map(|(f, _)| *f)
-        .collect();
-    Classification {
-        class,
-        items,
-        determining,
-        ignored,
-    }
+    let determining = items.iter().filter(|(_, c)| Some(*c) == class).map(|(f, _)| *f).collect();
+    Classification { class, items, determining, ignored }
 }
 
 /// Water class of a river reach (the worst item decides). `None` when no
@@ -374,12 +340,7 @@ pub fn worse_than_target(class: WaterClass, target: WaterClass) -> bool {
 /// `(value − limit) / limit`, `None` if within the limit, not applicable,
 /// for dissolved oxygen and pH (no multiple is defined for them), or for a
 /// target of 劣V.
-pub fn exceedance_multiple(
-    factor: Factor,
-    value: f64,
-    target: WaterClass,
-    body: WaterBody,
-) -> Option<f64> {
+pub fn exceedance_multiple(factor: Factor, value: f64, target: WaterClass, body: WaterBody) -> Option<f64> {
     if factor.higher_is_better() || !value.is_finite() {
         return None;
     }
@@ -400,49 +361,25 @@ mod tests {
     fn single_items_at_boundaries() {
         let b = WaterBody::River;
         // DO ≥: 7.5 6 5 3 2 (domain.md §2)
-        assert_eq!(
-            Factor::DissolvedOxygen.class_of(7.5, b),
-            Some(WaterClass::I)
-        );
-        assert_eq!(
-            Factor::DissolvedOxygen.class_of(7.49, b),
-            Some(WaterClass::II)
-        );
-        assert_eq!(
-            Factor::DissolvedOxygen.class_of(5.0, b),
-            Some(WaterClass::III)
-        );
-        assert_eq!(
-            Factor::DissolvedOxygen.class_of(2.0, b),
-            Some(WaterClass::V)
-        );
-        assert_eq!(
-            Factor::DissolvedOxygen.class_of(1.99, b),
-            Some(WaterClass::WorseThanV)
-        );
+        assert_eq!(Factor::DissolvedOxygen.class_of(7.5, b), Some(WaterClass::I));
+        assert_eq!(Factor::DissolvedOxygen.class_of(7.49, b), Some(WaterClass::II));
+        assert_eq!(Factor::DissolvedOxygen.class_of(5.0, b), Some(WaterClass::III));
+        assert_eq!(Factor::DissolvedOxygen.class_of(2.0, b), Some(WaterClass::V));
+        assert_eq!(Factor::DissolvedOxygen.class_of(1.99, b), Some(WaterClass::WorseThanV));
         // NH3-N ≤: 0.15 0.5 1.0 1.5 2.0
         assert_eq!(Factor::AmmoniaN.class_of(0.15, b), Some(WaterClass::I));
         assert_eq!(Factor::AmmoniaN.class_of(0.5, b), Some(WaterClass::II));
         assert_eq!(Factor::AmmoniaN.class_of(1.01, b), Some(WaterClass::IV));
-        assert_eq!(
-            Factor::AmmoniaN.class_of(2.01, b),
-            Some(WaterClass::WorseThanV)
-        );
+        assert_eq!(Factor::AmmoniaN.class_of(2.01, b), Some(WaterClass::WorseThanV));
         // COD: I and II share 15 → I.
         assert_eq!(Factor::Cod.class_of(15.0, b), Some(WaterClass::I));
         assert_eq!(Factor::Cod.class_of(21.5, b), Some(WaterClass::IV));
         // TP river vs lake
         assert_eq!(Factor::TotalP.class_of(0.05, b), Some(WaterClass::II));
-        assert_eq!(
-            Factor::TotalP.class_of(0.05, WaterBody::LakeReservoir),
-            Some(WaterClass::III)
-        );
+        assert_eq!(Factor::TotalP.class_of(0.05, WaterBody::LakeReservoir), Some(WaterClass::III));
         // TN only for lakes
         assert_eq!(Factor::TotalN.class_of(1.2, b), None);
-        assert_eq!(
-            Factor::TotalN.class_of(1.2, WaterBody::LakeReservoir),
-            Some(WaterClass::IV)
-        );
+        assert_eq!(Factor::TotalN.class_of(1.2, WaterBody::LakeReservoir), Some(WaterClass::IV));
         // pH
         assert_eq!(Factor::Ph.class_of(7.42, b), Some(WaterClass::I));
         assert_eq!(Factor::Ph.class_of(9.2, b), Some(WaterClass::WorseThanV));
@@ -456,13 +393,7 @@ mod tests {
     /// TP 0.112 (III, > 0.1) → class III, decided by TP.
     #[test]
     fn frame_example() {
-        let rs = [
-            r("w01001", 7.42),
-            r("w01009", 6.81),
-            r("w01019", 3.2),
-            r("w21003", 0.38),
-            r("w21011", 0.112),
-        ];
+        let rs = [r("w01001", 7.42), r("w01009", 6.81), r("w01019", 3.2), r("w21003", 0.38), r("w21011", 0.112)];
         let c = classify_detailed(WaterBody::River, &rs);
         assert_eq!(c.class, Some(WaterClass::III));
         assert_eq!(c.determining, vec![Factor::TotalP]);
@@ -485,22 +416,13 @@ mod tests {
             assert_eq!(Factor::from_hj212_code(code), Some(*f));
         }
         assert_eq!(classify(&[]), None);
-        assert_eq!(
-            classify(&[Reading {
-                factor: Factor::Cod,
-                value: f64::NAN
-            }]),
-            None
-        );
+        assert_eq!(classify(&[Reading { factor: Factor::Cod, value: f64::NAN }]), None);
     }
 
     #[test]
     fn class_parse_and_exceedance() {
         assert_eq!("Ⅲ类".parse::<WaterClass>().unwrap(), WaterClass::III);
-        assert_eq!(
-            "劣Ⅴ类".parse::<WaterClass>().unwrap(),
-            WaterClass::WorseThanV
-        );
+        assert_eq!("劣Ⅴ类".parse::<WaterClass>().unwrap(), WaterClass::WorseThanV);
         assert_eq!("iv".parse::<WaterClass>().unwrap(), WaterClass::IV);
         assert_eq!("3".parse::<WaterClass>().unwrap(), WaterClass::III);
         assert_eq!("VI".parse::<WaterClass>().unwrap_err().rule, "water.class");
@@ -511,18 +433,7 @@ mod tests {
         // NH3-N 1.5 vs III limit 1.0 → 0.5 times over.
         let m = exceedance_multiple(Factor::AmmoniaN, 1.5, WaterClass::III, WaterBody::River);
         assert!((m.unwrap() - 0.5).abs() < 1e-12);
-        assert_eq!(
-            exceedance_multiple(Factor::AmmoniaN, 0.9, WaterClass::III, WaterBody::River),
-            None
-        );
-        assert_eq!(
-            exceedance_multiple(
-                Factor::DissolvedOxygen,
-                1.0,
-                WaterClass::III,
-                WaterBody::River
-            ),
-            None
-        );
+        assert_eq!(exceedance_multiple(Factor::AmmoniaN, 0.9, WaterClass::III, WaterBody::River), None);
+        assert_eq!(exceedance_multiple(Factor::DissolvedOxygen, 1.0, WaterClass::III, WaterBody::River), None);
     }
 }

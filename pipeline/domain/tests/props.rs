@@ -33,11 +33,7 @@ fn ref_org_check(body: &[u8]) -> u8 {
         .iter()
         .zip(w)
         .map(|(b, w)| {
-            let v = if b.is_ascii_digit() {
-                b - b'0'
-            } else {
-                b - b'A' + 10
-            };
+            let v = if b.is_ascii_digit() { b - b'0' } else { b - b'A' + 10 };
             u64::from(v) * w
         })
         .sum();

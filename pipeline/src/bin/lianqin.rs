@@ -362,7 +362,12 @@ async fn main() -> Result<()> {
                 let policy = load_policies().await?;
                 for f in &cfg.flows {
                     if policy.principal(&f.user).is_none() {
-                        bail!("{}: flow `{}`: unknown user `{}` (policies/users.toml)", config.display(), f.name, f.user);
+                        bail!(
+                            "{}: flow `{}`: unknown user `{}` (policies/users.toml)",
+                            config.display(),
+                            f.name,
+                            f.user
+                        );
                     }
                     println!("ok  flow   {:<24} as {:<14} → {}", f.name, f.user, f.sink.display());
                 }
@@ -390,7 +395,9 @@ async fn main() -> Result<()> {
                 // `[server]`: also serve the libraries over the Postgres protocol.
                 let policy = Arc::new(load_policies().await?);
                 let pg = lianqin_pipeline::pgserver::PgServer::new(&scfg, &dir, policy)?;
-                let listener = tokio::net::TcpListener::bind(scfg.listen).await.with_context(|| format!("[server] listen on {}", scfg.listen))?;
+                let listener = tokio::net::TcpListener::bind(scfg.listen)
+                    .await
+                    .with_context(|| format!("[server] listen on {}", scfg.listen))?;
                 let stop = rx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = pg.serve(listener, stop).await {
@@ -423,12 +430,16 @@ async fn main() -> Result<()> {
         Cmd::Serve { data_dir, listen, tls_cert, tls_key } => {
             init_tracing("info");
             if !data_dir.join("lake").is_dir() {
-                bail!("{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)", data_dir.display());
+                bail!(
+                    "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
+                    data_dir.display()
+                );
             }
             let policy = Arc::new(load_policies().await?);
             let cfg = lianqin_pipeline::pgserver::PgServerConfig { listen, tls_cert, tls_key };
             let server = lianqin_pipeline::pgserver::PgServer::new(&cfg, &data_dir, policy)?;
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
             eprintln!("lianqin: Postgres wire server on {} (data dir {})", listener.local_addr()?, data_dir.display());
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
@@ -468,11 +479,15 @@ async fn main() -> Result<()> {
         Cmd::Sql { data_dir, format, query, as_user } => {
             init_tracing("warn");
             if !data_dir.join("lake").is_dir() {
-                bail!("{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)", data_dir.display());
+                bail!(
+                    "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
+                    data_dir.display()
+                );
             }
             let catalog = Catalog::builtin()?;
             let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
-            let audit = lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+            let audit =
+                lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
             let mut engine = QueryEngine::new(&store, &catalog).await?;
             // `--as USER` queries with USER's permissions (policies/); without
             // it the local operator, who can read the data dir's files
@@ -481,7 +496,12 @@ async fn main() -> Result<()> {
                 Some(u) => {
                     let policy = Arc::new(load_policies().await?);
                     // Policy files changed since the last recorded version → policy_change.
-                    lianqin_pipeline::audit::note_version(&audit, "policy", &policy.version(), serde_json::Value::Null)?;
+                    lianqin_pipeline::audit::note_version(
+                        &audit,
+                        "policy",
+                        &policy.version(),
+                        serde_json::Value::Null,
+                    )?;
                     let session = format!("cli-{}", std::process::id());
                     let login = |outcome, dept: &str, method: &str, reason: Option<&str>| {
                         let mut ev = lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Login, &u, dept, outcome);
@@ -494,7 +514,11 @@ async fn main() -> Result<()> {
                     // With LIANQIN_PASSWORD the user's password is checked
                     // (argon2id); without it the OS account that can run
                     // this binary on the data dir vouches for the name.
-                    let method = if std::env::var_os("LIANQIN_PASSWORD").is_some() { "password" } else { "local operator (--as)" };
+                    let method = if std::env::var_os("LIANQIN_PASSWORD").is_some() {
+                        "password"
+                    } else {
+                        "local operator (--as)"
+                    };
                     let who = match std::env::var("LIANQIN_PASSWORD") {
                         Ok(pw) => policy.authenticate(&u, &pw).ok(),
                         Err(_) => policy.principal(&u),
@@ -503,7 +527,11 @@ async fn main() -> Result<()> {
                         let reason = if policy.principal(&u).is_some() { "wrong password" } else { "unknown user" };
                         login(lianqin_audit::Outcome::Failure, "", method, Some(reason))?;
                         let mut ev = lianqin_audit::AuditEvent::new(
-                            lianqin_audit::EventKind::Denial, &u, "", lianqin_audit::Outcome::Deny);
+                            lianqin_audit::EventKind::Denial,
+                            &u,
+                            "",
+                            lianqin_audit::Outcome::Deny,
+                        );
                         ev.detail = serde_json::json!({"reason": reason});
                         audit.record_durable(ev)?;
                         if reason == "wrong password" {
@@ -544,7 +572,10 @@ async fn main() -> Result<()> {
 async fn shell(engine: &QueryEngine, catalog: &Catalog, format: OutputFormat, dir: &Path) -> Result<()> {
     let tty = std::io::stdin().is_terminal();
     if tty {
-        println!("Lianqin SQL over {} — end statements with ';'. \\d lists tables, \\d NAME describes one, \\q quits.", dir.display());
+        println!(
+            "Lianqin SQL over {} — end statements with ';'. \\d lists tables, \\d NAME describes one, \\q quits.",
+            dir.display()
+        );
     }
     let stdin = std::io::stdin();
     let mut buf = String::new();
@@ -590,7 +621,14 @@ async fn describe(catalog: &Catalog, engine: &QueryEngine, name: &str) {
     if let Ok(lib) = catalog.library(base) {
         println!("{} — {} {}", name, lib.zh, lib.en);
         for c in lib.all_columns(&catalog.provenance) {
-            println!("  {:<18} {:<9} {:<10} {} / {}", c.name, c.ty.name(), format!("{:?}", c.sensitivity).to_lowercase(), c.zh, c.en);
+            println!(
+                "  {:<18} {:<9} {:<10} {} / {}",
+                c.name,
+                c.ty.name(),
+                format!("{:?}", c.sensitivity).to_lowercase(),
+                c.zh,
+                c.en
+            );
         }
         return;
     }
@@ -680,14 +718,17 @@ fn check_auditor(dir: &Path, user: &str) -> Result<()> {
         tokio::runtime::Handle::current().block_on(lianqin_pipeline::audit::policy_engine())
     })?;
     let allowed = match policy.principal(user) {
-        Some(p) => policy.decide_sync(&p, lianqin_pipeline::audit_table::TABLE, &lianqin_pipeline::audit_table::column_meta()),
+        Some(p) => {
+            policy.decide_sync(&p, lianqin_pipeline::audit_table::TABLE, &lianqin_pipeline::audit_table::column_meta())
+        }
         None => lianqin_policies::TableDecision::deny(format!("unknown user `{user}`")),
     };
     if allowed.allowed {
         return Ok(());
     }
     let audit = lianqin_pipeline::audit::Audit::open(dir, "cli", "cli", std::time::Duration::from_secs(3))?;
-    let mut ev = lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Denial, user, "", lianqin_audit::Outcome::Deny);
+    let mut ev =
+        lianqin_audit::AuditEvent::new(lianqin_audit::EventKind::Denial, user, "", lianqin_audit::Outcome::Deny);
     ev.tables = vec!["audit".into()];
     ev.rule = Some(allowed.reason.clone());
     ev.rule_version = Some(policy.version());
@@ -747,7 +788,11 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
                 if r.is_ok() {
                     println!(
                         "ok   {name:<12} {} entries ({} tags checked), {} segments, {} signed checkpoints, head {}",
-                        r.entries, r.decrypted, r.segments, r.checkpoints, &r.head[..r.head.len().min(16)]
+                        r.entries,
+                        r.decrypted,
+                        r.segments,
+                        r.checkpoints,
+                        &r.head[..r.head.len().min(16)]
                     );
                     if let Some(t) = &r.torn_tail {
                         println!("     note: torn final frame after a crash: {t:?}");
@@ -819,20 +864,37 @@ fn audit_cmd(what: AuditCmd) -> Result<()> {
             let proof = lianqin_audit::export_with_proof(&dir, &key, from_seq, to_seq)
                 .with_context(|| format!("audit stream {stream}"))?;
             println!("{}", serde_json::to_string_pretty(&proof)?);
-            eprintln!("public key of stream {stream} (give it to the inspector out of band): {}", hex::encode(&proof.public_key));
+            eprintln!(
+                "public key of stream {stream} (give it to the inspector out of band): {}",
+                hex::encode(&proof.public_key)
+            );
             let none = AuditFilterArgs::default();
-            record_audit_read(&data_dir, &reader, &format!("prove {stream} {from_seq}..={to_seq}"), &none, to_seq + 1 - from_seq)?;
+            record_audit_read(
+                &data_dir,
+                &reader,
+                &format!("prove {stream} {from_seq}..={to_seq}"),
+                &none,
+                to_seq + 1 - from_seq,
+            )?;
         }
         AuditCmd::CheckProof { proof, public_key } => {
             let text = std::fs::read_to_string(&proof).with_context(|| format!("{}: cannot read", proof.display()))?;
-            let p: lianqin_audit::ExportProof = serde_json::from_str(&text).with_context(|| proof.display().to_string())?;
+            let p: lianqin_audit::ExportProof =
+                serde_json::from_str(&text).with_context(|| proof.display().to_string())?;
             let pk = hex::decode(public_key.trim()).context("--public-key: not hex")?;
             match lianqin_audit::verify_export(&p, &pk) {
                 Ok(recs) => {
                     for r in &recs {
                         println!("{}", serde_json::to_string(r)?);
                     }
-                    eprintln!("ok: {} entries ({}..={}) proven by signed checkpoint #{} at seq {}", recs.len(), p.from_seq, p.to_seq, p.checkpoint.index, p.checkpoint.seq);
+                    eprintln!(
+                        "ok: {} entries ({}..={}) proven by signed checkpoint #{} at seq {}",
+                        recs.len(),
+                        p.from_seq,
+                        p.to_seq,
+                        p.checkpoint.index,
+                        p.checkpoint.seq
+                    );
                 }
                 Err(e) => {
                     eprintln!("FAIL: {e}");

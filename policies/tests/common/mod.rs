@@ -33,11 +33,55 @@ pub type ElementRow = (
 );
 
 pub const ELEMENTS: &[ElementRow] = &[
-    ("cid:330502199001011234", "person", "张三", "cid", Some("330502199001011234"), Some("13812345678"), "police", "330502", "a", false),
-    ("cid:330523198505052345", "person", "李四", "cid", Some("330523198505052345"), Some("13987654321"), "ecology", "330523", "b", true),
-    ("uscc:91330500MA2B3C4D5E", "unit_place", "某化工厂", "uscc", Some("91330500MA2B3C4D5E"), Some("05721234567"), "market", "330502", "d", false),
+    (
+        "cid:330502199001011234",
+        "person",
+        "张三",
+        "cid",
+        Some("330502199001011234"),
+        Some("13812345678"),
+        "police",
+        "330502",
+        "a",
+        false,
+    ),
+    (
+        "cid:330523198505052345",
+        "person",
+        "李四",
+        "cid",
+        Some("330523198505052345"),
+        Some("13987654321"),
+        "ecology",
+        "330523",
+        "b",
+        true,
+    ),
+    (
+        "uscc:91330500MA2B3C4D5E",
+        "unit_place",
+        "某化工厂",
+        "uscc",
+        Some("91330500MA2B3C4D5E"),
+        Some("05721234567"),
+        "market",
+        "330502",
+        "d",
+        false,
+    ),
     ("water:西苕溪", "water", "西苕溪", "water", Some("西苕溪"), None, "ecology", "330523", "a", false),
-    ("cid:33052119700303345X", "person", "王五", "cid", Some("33052119700303345X"), Some("13700001111"), "law_enforcement", "330521", "e", true),
+    (
+        "cid:33052119700303345X",
+        "person",
+        "王五",
+        "cid",
+        Some("33052119700303345X"),
+        Some("13700001111"),
+        "law_enforcement",
+        "330521",
+        "e",
+        true,
+    ),
     ("site:S-001", "forest", "某林地", "site", Some("S-001"), None, "natural_resources", "330522", "c", false),
 ];
 
@@ -95,13 +139,43 @@ pub fn element_batch(rows: &[ElementRow]) -> RecordBatch {
 }
 
 /// matter: (matter_id, title, content, category, important, division, station, department, party_element_id)
-pub type MatterRow = (&'static str, &'static str, &'static str, &'static str, bool, &'static str, &'static str, &'static str, &'static str);
+pub type MatterRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 pub const MATTERS: &[MatterRow] = &[
-    ("m1", "河道排污", "举报人张三称某化工厂夜间排污", "a", true, "330502", "wuxing-01", "hotline_12345", "uscc:91330500MA2B3C4D5E"),
+    (
+        "m1",
+        "河道排污",
+        "举报人张三称某化工厂夜间排污",
+        "a",
+        true,
+        "330502",
+        "wuxing-01",
+        "hotline_12345",
+        "uscc:91330500MA2B3C4D5E",
+    ),
     ("m2", "非法捕捞", "太湖非法捕捞", "c", false, "330523", "anji-01", "police", "cid:330502199001011234"),
     ("m3", "过期食品", "超市销售过期食品", "d", false, "330502", "wuxing-02", "market", "uscc:91330500MA2B3C4D5E"),
-    ("m4", "危化品存放", "仓库危化品存放不规范", "b", false, "330521", "deqing-01", "law_enforcement", "cid:33052119700303345X"),
+    (
+        "m4",
+        "危化品存放",
+        "仓库危化品存放不规范",
+        "b",
+        false,
+        "330521",
+        "deqing-01",
+        "law_enforcement",
+        "cid:33052119700303345X",
+    ),
     ("m5", "毁林开垦", "山林被毁开垦", "c", true, "330523", "anji-01", "natural_resources", "site:S-001"),
 ];
 
@@ -217,7 +291,12 @@ pub fn context() -> SessionContext {
 }
 
 /// Plan `sql`, secure it for `user`, execute.
-pub async fn run(engine: &PolicyEngine, ctx: &SessionContext, user: &str, sql: &str) -> Result<Vec<RecordBatch>, String> {
+pub async fn run(
+    engine: &PolicyEngine,
+    ctx: &SessionContext,
+    user: &str,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, String> {
     let who = engine.principal(user).ok_or_else(|| format!("unknown user {user}"))?;
     let plan = ctx.state().create_logical_plan(sql).await.map_err(|e| e.to_string())?;
     let plan = engine.secure_plan(&who, plan, &columns_of).map_err(|e| e.to_string())?;

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lianqin_audit::{AuditConfig, AuditEvent, AuditLog, CryptoSuite, EventKind, FsyncPolicy, MasterKey, Outcome, Rotation};
+use lianqin_audit::{
+    AuditConfig, AuditEvent, AuditLog, CryptoSuite, EventKind, FsyncPolicy, MasterKey, Outcome, Rotation,
+};
 
 pub const SECRET_USER: &str = "secret-user-xyzzy";
 
