@@ -5,14 +5,21 @@
 #   * a throwaway PostgreSQL cluster (Debian's postgresql, initdb/pg_ctl under /tmp)
 #   * a throwaway MariaDB server (Debian's mariadb-server, under /tmp, port 13306)
 #   * psql and Python psycopg (clients of `lianqin serve`; installed when missing)
+#   * cargo fmt --check and cargo clippy -D warnings before any test runs
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
 echo "==> building workspace (tests and the lianqin binary)"
 cargo build --workspace --tests --bins --quiet
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 SERVICES_STARTED=()
 cleanup() {
