@@ -1,5 +1,5 @@
 //! The consume loop: polls micro-batches from the bus and commits them
-//! ([`Hub::commit_batch`](super::Hub)), for both ways of running it:
+//! (`Hub::commit_batch`), for both ways of running it:
 //!
 //! * [`Hub::process_available`] — until caught up with the end every
 //!   partition had when it started (or 60 s pass without progress); any

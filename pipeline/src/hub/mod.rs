@@ -15,7 +15,7 @@
 //! ## Rooms
 //! * this module — [`Hub`]: opening a data dir, the bus, the libraries and
 //!   the audit stream; running the roles (`lianqin run`);
-//! * [`consume`](self::consume) — the one consume loop
+//! * `consume` — the one consume loop
 //!   ([`Hub::process_available`], [`Hub::run_worker`]);
 //! * `commit` — committing one batch, step by step;
 //! * [`repeat`] — the repeat index ([`repeat::RepeatIndex`]);
