@@ -165,9 +165,9 @@ pub struct HubConfig {
     /// Sources.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
-    /// Outbound change flows filtered per department (`[[flows]]`, see [`crate::flows`]).
+    /// Outbound change flows filtered per department (`[[flows]]`, run by `crate::flows`).
     #[serde(default)]
-    pub flows: Vec<crate::flows::FlowConfig>,
+    pub flows: Vec<FlowConfig>,
     /// Postgres wire server run by `lianqin run` (`[server]`, see [`crate::pgserver`]).
     #[serde(default)]
     pub server: Option<crate::pgserver::ServerSection>,
@@ -177,6 +177,27 @@ pub struct HubConfig {
     /// Directory the config came from (mapping paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// One `[[flows]]` block of the hub config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Flow name (in audit entries).
+    pub name: String,
+    /// The users.toml user whose permissions filter the flow (the receiving
+    /// department's account).
+    pub user: String,
+    /// Libraries whose changes flow (default: element, matter, matter_event).
+    #[serde(default = "flow_libraries")]
+    pub libraries: Vec<String>,
+    /// Sink: a JSON-lines file, appended to (relative paths are under the data dir).
+    pub sink: PathBuf,
+}
+
+/// The libraries a flow may take (the default of `libraries`).
+pub fn flow_libraries() -> Vec<String> {
+    ["element", "matter", "matter_event"].map(String::from).to_vec()
 }
 
 /// `[audit]`: settings of the hub's audit stream.
@@ -212,6 +233,17 @@ impl AuditSuite {
 }
 
 impl HubConfig {
+    /// Version of this config for the audit trail (`config_change` entries):
+    /// SHA-256 over its canonical (parsed) form — node, bus, pipeline and
+    /// sources.
+    pub fn version(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"lianqin-config/v1\0");
+        h.update(format!("{:?}", (&self.node, &self.bus, &self.pipeline, &self.sources)).as_bytes());
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<HubConfig, PipelineError> {
         let text = std::fs::read_to_string(path)

@@ -24,7 +24,6 @@ use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use lianqin_policies::{PolicyEngine, Principal};
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::PipelineError;
@@ -32,25 +31,7 @@ use crate::audit::Audit;
 use crate::query::{OutputFormat, Querier, QueryEngine, columns_of, format_batches};
 use crate::schema::Catalog;
 
-/// One `[[flows]]` block of the hub config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FlowConfig {
-    /// Flow name (in audit entries).
-    pub name: String,
-    /// The users.toml user whose permissions filter the flow (the receiving
-    /// department's account).
-    pub user: String,
-    /// Libraries whose changes flow (default: element, matter, matter_event).
-    #[serde(default = "all_libraries")]
-    pub libraries: Vec<String>,
-    /// Sink: a JSON-lines file, appended to (relative paths are under the data dir).
-    pub sink: PathBuf,
-}
-
-fn all_libraries() -> Vec<String> {
-    ["element", "matter", "matter_event"].map(String::from).to_vec()
-}
+pub use crate::config::FlowConfig;
 
 /// Loads the policies from `$LIANQIN_POLICIES` or the built-in files.
 pub async fn load_policies() -> Result<PolicyEngine, PipelineError> {
@@ -101,7 +82,7 @@ impl Flows {
                 PipelineError::Config(format!("flow `{}`: unknown user `{}` (policies/users.toml)", c.name, c.user))
             })?;
             for l in &c.libraries {
-                if !all_libraries().contains(l) {
+                if !crate::config::flow_libraries().contains(l) {
                     return Err(PipelineError::Config(format!("flow `{}`: unknown library `{l}`", c.name)));
                 }
             }

@@ -17,20 +17,42 @@
 //! * [`mapping`] — per-source mapping files (SQL over the raw micro-batch).
 //! * [`normalize`] — runs a mapping, validates, routes failures to quarantine.
 //! * [`library`] — the Delta tables and exactly-once commits.
-//! * [`hub`] — sources + worker runtime.
+//! * [`hub`] — sources + worker runtime: one consume loop, batch commits in
+//!   named steps, the repeat index, post-commit steps (change feeds, flows).
 //! * [`query`] — analyst SQL.
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
-//! * [`config`] — the TOML config.
+//! * [`config`] — the TOML config: owns every config type.
+//! * [`audit`] — the audit writer (a leaf: the hub and servers call it), the
+//!   replicated audit topic ([`audit::ship`]) and the `audit` SQL table
+//!   ([`audit::table`]).
 //! * [`demo`] — the simulated departments and `lianqin demo`.
 //! * [`bench`] — `lianqin bench ingest`.
 //! * [`flows`] — outbound flows and exports filtered per department.
 //! * [`pgserver`] — the Postgres wire protocol server (`lianqin serve`).
+//!
+//! ## Module dependencies (no cycles)
+//! Lower modules never import higher ones:
+//!
+//! ```text
+//! time, schema            ← leaves (with the crate root's PipelineError)
+//! audit                   ← the writer: imports nothing of the runtime
+//! audit::ship, audit::table → audit
+//! udf → schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
+//! library → schema;  query → audit, audit::table, library, schema, udf
+//! pgserver → audit, audit::table, library, query, schema
+//! config → schema, pgserver (its server section)
+//! flows → audit, config, library, query, schema, udf
+//! hub → audit, audit::ship, config, flows, library, mapping, normalize, query, schema
+//! demo, bench → config, hub, query
+//! ```
 
 #![warn(missing_docs)]
 
 pub mod audit;
-pub mod audit_ship;
-pub mod audit_table;
+/// The replicated audit topic (moved to [`audit::ship`]; this path is kept).
+pub use audit::ship as audit_ship;
+/// The `audit` SQL table (moved to [`audit::table`]; this path is kept).
+pub use audit::table as audit_table;
 pub mod bench;
 pub mod config;
 pub mod demo;

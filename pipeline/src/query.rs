@@ -86,8 +86,8 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             .map(|f| ColumnMeta::new(f.name(), sens(f.name()), None))
             .collect();
     }
-    if table == crate::audit_table::TABLE {
-        return crate::audit_table::column_meta();
+    if table == crate::audit::table::TABLE {
+        return crate::audit::table::column_meta();
     }
     if table == "codes" {
         return ["code_table", "code", "zh", "en"].iter().map(|n| ColumnMeta::new(n, "public", None)).collect();
@@ -173,21 +173,21 @@ impl QueryEngine {
     }
 
     /// Records every query of this session in the audit trail, and adds
-    /// the `audit` table ([`crate::audit_table`]; auditor role only).
+    /// the `audit` table ([`crate::audit::table`]; auditor role only).
     pub fn with_audit(mut self, audit: crate::audit::Audit, who: Querier) -> Self {
         self.attach_audit_table(&audit);
         self.audit = Some((audit, who));
         self
     }
 
-    /// Adds the `audit` table ([`crate::audit_table`]) over the streams of
+    /// Adds the `audit` table ([`crate::audit::table`]) over the streams of
     /// `audit`'s data dir, without recording this session's queries (for
     /// embedders that audit themselves, such as [`crate::pgserver`]). Who
     /// may read it is up to the policy: only the `auditor` role.
     pub fn attach_audit_table(&mut self, audit: &crate::audit::Audit) {
-        let table = Arc::new(crate::audit_table::AuditTable::new(audit.clone()));
-        if self.ctx.register_table(crate::audit_table::TABLE, table).is_ok() {
-            self.tables.push(crate::audit_table::TABLE.to_string());
+        let table = Arc::new(crate::audit::table::AuditTable::new(audit.clone()));
+        if self.ctx.register_table(crate::audit::table::TABLE, table).is_ok() {
+            self.tables.push(crate::audit::table::TABLE.to_string());
             self.tables.sort();
         }
     }
@@ -224,7 +224,7 @@ impl QueryEngine {
                         .map_err(|e| PipelineError::Query(e.to_string()))?;
                     touched = tables_of(&plan);
                     columns = columns_of_plan(&plan, &touched);
-                    if touched.iter().any(|t| t == crate::audit_table::TABLE) {
+                    if touched.iter().any(|t| t == crate::audit::table::TABLE) {
                         denied = true;
                         return Err(PipelineError::Query(
                             "permission denied: the audit table is readable only by the auditor role (lianqin sql --as <auditor>)".into(),
@@ -243,7 +243,7 @@ impl QueryEngine {
                     columns = columns_of_plan(&plan, &touched);
                     // The audit trail is only ever SELECTed: never copied
                     // out by DDL/COPY (which administrators may run).
-                    if touched.iter().any(|t| t == crate::audit_table::TABLE) && !lianqin_policies::is_query(&plan) {
+                    if touched.iter().any(|t| t == crate::audit::table::TABLE) && !lianqin_policies::is_query(&plan) {
                         denied = true;
                         return Err(PipelineError::Query("permission denied: the audit table can only be read with SELECT".into()));
                     }
@@ -268,7 +268,7 @@ impl QueryEngine {
             } else {
                 Outcome::Failure
             };
-            let reads_audit = touched.iter().any(|t| t == crate::audit_table::TABLE);
+            let reads_audit = touched.iter().any(|t| t == crate::audit::table::TABLE);
             let kind = if denied {
                 EventKind::Denial
             } else if reads_audit {

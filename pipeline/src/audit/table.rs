@@ -2,8 +2,9 @@
 //! every stream under `<data-dir>/audit/`, one row per entry, for the
 //! auditor role only.
 //!
-//! * Registered by [`crate::query::QueryEngine::with_audit`] (a session
-//!   without an audit trail has no `audit` table: reading it is audited).
+//! * Registered by the query engine when a session has an audit trail
+//!   (`QueryEngine::with_audit`; a session without one has no `audit` table:
+//!   reading it is audited). This module does not depend on the query engine.
 //! * Read when a query scans it (never cached), so a session sees the entries
 //!   written up to that moment, its own included (the session's stream is
 //!   flushed first).
@@ -32,7 +33,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use lianqin_audit::{AuditFilter, AuditRecord};
 
-use crate::audit::Audit;
+use super::Audit;
 
 /// SQL name of the table.
 pub const TABLE: &str = "audit";
@@ -105,7 +106,7 @@ fn read(audit: &Audit, filter: &AuditFilter, only_stream: Option<&str>) -> Resul
         // Our own buffered entries become visible to the reader.
         let _ = audit.log().flush();
         let mut rows: Vec<(String, AuditRecord)> = Vec::new();
-        for dir in crate::audit::streams(audit.data_dir()) {
+        for dir in super::streams(audit.data_dir()) {
             let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
             if only_stream.is_some_and(|s| s != name) {
                 continue;

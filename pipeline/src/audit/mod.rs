@@ -11,6 +11,16 @@
 //! or `LIANQIN_AUDIT_KEY_FILE`; when neither is set the embedded default
 //! generates one at `<data-dir>/secrets/audit.key` (mode 0600) and says so —
 //! production deployments supply their own and keep it off the data disk.
+//!
+//! ## Layout
+//! This module is the **writer**, a leaf of the runtime: it imports no other
+//! runtime module (config, flows, query, …); the hub and the servers call it.
+//! * [`ship`] — the replicated audit topic; started by the hub and injected
+//!   into the writer as an [`AuditShipper`] ([`Audit::attach_shipper`]).
+//! * [`table`] — the `audit` SQL table over every stream (auditor role only).
+
+pub mod ship;
+pub mod table;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -117,9 +127,18 @@ pub struct Audit {
     _lock: Arc<File>,
 }
 
+/// Copies the audit streams somewhere else (the replicated audit topic,
+/// [`ship`]). The writer does not know how: whoever starts shipping (the
+/// hub, on the Kafka bus) injects one with [`Audit::attach_shipper`].
+#[async_trait::async_trait]
+pub trait AuditShipper: Send + Sync {
+    /// Ships what is new in the streams now; returns the messages sent.
+    async fn ship_once(&self) -> Result<usize, PipelineError>;
+}
+
 /// The background shipper of this process (aborted with the last handle).
 struct ShipTask {
-    shipper: Arc<crate::audit_ship::Shipper>,
+    shipper: Arc<dyn AuditShipper>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -250,23 +269,13 @@ impl Audit {
         }
     }
 
-    /// Starts copying the audit streams of the data dir to the topic
-    /// `<prefix>audit` on `bus` in the background, every `every`
-    /// ([`crate::audit_ship`]); the query path never waits for it.
-    pub async fn start_shipping(
-        &self,
-        bus: Arc<dyn lianqin_bus::Bus>,
-        prefix: &str,
-        partitions: u32,
-        every: Duration,
-    ) -> Result<(), PipelineError> {
-        let topic = crate::audit_ship::topic(prefix);
-        let shipper = Arc::new(crate::audit_ship::Shipper::to_bus(&self.data_dir, bus, &topic, partitions).await?);
-        let task = Arc::clone(&shipper).spawn(every);
+    /// Attaches the shipper of this process and its background `task`
+    /// (aborted when the last handle of this stream is dropped); see
+    /// [`ship::start`], which the hub calls on the Kafka bus.
+    pub fn attach_shipper(&self, shipper: Arc<dyn AuditShipper>, task: tokio::task::JoinHandle<()>) {
         if let Ok(mut g) = self.shipping.lock() {
             *g = Some(ShipTask { shipper, task });
         }
-        Ok(())
     }
 
     /// Makes everything appended so far durable and ships it now (when
@@ -334,59 +343,6 @@ pub fn note_version(
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
     Ok(true)
-}
-
-/// Version of a hub config: SHA-256 over its canonical (parsed) form.
-pub fn config_version(cfg: &crate::config::HubConfig) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"lianqin-config/v1\0");
-    h.update(format!("{:?}", (&cfg.node, &cfg.bus, &cfg.pipeline, &cfg.sources)).as_bytes());
-    format!("sha256:{}", hex::encode(h.finalize()))
-}
-
-/// What the hub records when it starts: a `hub_start` entry, a
-/// `config_change` when the config differs from the last start of this
-/// node, a `policy_change` when the policy files differ from the last
-/// version recorded in the data dir; then, on the Kafka bus, it starts the
-/// replicated audit topic ([`crate::audit_ship`]).
-pub async fn on_hub_start(
-    audit: &Audit,
-    cfg: &crate::config::HubConfig,
-    bus: &Arc<dyn lianqin_bus::Bus>,
-) -> Result<(), PipelineError> {
-    let config = config_version(cfg);
-    let policy = match policy_engine().await {
-        Ok(p) => Some(p.version()),
-        Err(e) => {
-            warn!("audit: cannot read the policy files to record their version: {e}");
-            None
-        }
-    };
-    let mut ev = AuditEvent::new(EventKind::Other, "system:hub", "eco_police_office", Outcome::Success);
-    ev.rule_version = policy.clone();
-    ev.detail = serde_json::json!({
-        "event": "hub_start",
-        "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>(),
-        "bus": format!("{:?}", cfg.bus.kind),
-        "config": config,
-    });
-    audit.record(ev)?;
-    note_version(
-        audit,
-        &format!("config:{}", audit.node),
-        &config,
-        serde_json::json!({ "sources": cfg.enabled_sources().map(|s| s.id.clone()).collect::<Vec<_>>() }),
-    )?;
-    if let Some(v) = policy {
-        note_version(audit, "policy", &v, serde_json::Value::Null)?;
-    }
-    if bus.kind() == "kafka" {
-        audit
-            .start_shipping(Arc::clone(bus), &cfg.bus.topic_prefix, cfg.bus.partitions, Duration::from_secs(1))
-            .await?;
-    }
-    Ok(())
 }
 
 /// A connector-run event.

@@ -41,7 +41,35 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{Audit, AuditShipper};
 use crate::PipelineError;
+
+/// Starts copying the audit streams of `audit`'s data dir to the topic
+/// `<prefix>audit` on `bus` in the background, every `every`, and attaches
+/// the shipper to `audit` ([`Audit::attach_shipper`], so that
+/// [`Audit::ship_now`] reaches it); the query path never waits for it.
+pub async fn start(
+    audit: &Audit,
+    bus: Arc<dyn lianqin_bus::Bus>,
+    prefix: &str,
+    partitions: u32,
+    every: Duration,
+) -> Result<(), PipelineError> {
+    let shipper = Arc::new(Shipper::to_bus(audit.data_dir(), bus, &topic(prefix), partitions).await?);
+    let task = Arc::clone(&shipper).spawn(every);
+    audit.attach_shipper(Arc::new(Running(shipper)), task);
+    Ok(())
+}
+
+/// A started [`Shipper`] as the writer sees it.
+struct Running(Arc<Shipper>);
+
+#[async_trait::async_trait]
+impl AuditShipper for Running {
+    async fn ship_once(&self) -> Result<usize, PipelineError> {
+        self.0.ship_once().await
+    }
+}
 
 /// Name of the audit topic under a topic prefix: `<prefix>audit`.
 pub fn topic(prefix: &str) -> String {
@@ -240,7 +268,7 @@ impl Shipper {
     fn collect(&self) -> Result<Vec<Round>, PipelineError> {
         let mut held = self.held.lock().map_err(|_| PipelineError::Internal("audit shipper lock poisoned".into()))?;
         let root = self.data_dir.join("audit");
-        for dir in crate::audit::streams(&self.data_dir) {
+        for dir in super::streams(&self.data_dir) {
             let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
             if held.contains_key(&name) {
                 continue;

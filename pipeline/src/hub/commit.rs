@@ -1,0 +1,383 @@
+//! Committing one polled batch: per source, in these steps
+//! ([`Hub::commit_source`]):
+//!
+//! 1. **catch up with other workers** (Kafka: reload the repeat index when
+//!    someone else committed the raw table);
+//! 2. **positions**: what each library and the raw table already hold;
+//!    records the raw table holds were fully committed and are dropped;
+//! 3. **repeats**: the [`RepeatIndex`](super::repeat::RepeatIndex) splits
+//!    fresh records from repeats;
+//! 4. **normalize** the fresh records (mapping, validation, quarantine);
+//! 5. **libraries**: each library commits side by side (rows it already
+//!    holds are skipped; each commit carries the next bus offsets), each
+//!    followed by the [post-commit steps](super::post_commit);
+//! 6. **raw table** last, once every library has committed — this commit is
+//!    what marks the batch done;
+//! 7. **audit** the quarantine decisions and **remember** the new versions
+//!    in the repeat index.
+//!
+//! A failure anywhere leaves the batch unacknowledged: it is consumed again
+//! from the raw table's positions, and step 2 skips what already landed
+//! (exactly-once into the libraries).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use lianqin_bus::BusRecord;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::repeat::{SeenVersion, Split};
+use super::{Hub, ProcessStats, SourceRuntime};
+use crate::PipelineError;
+use crate::library::raw_table;
+use crate::schema::LIBRARIES;
+
+/// Next offsets per (topic, partition) covered by a batch.
+type Positions = Vec<(String, u32, u64)>;
+
+/// What each table (libraries and raw table) of a source already holds: the
+/// next offset per (table, partition).
+struct TablePositions(HashMap<(String, u32), u64>);
+
+impl TablePositions {
+    fn of(&self, table: &str, partition: u32) -> u64 {
+        self.0.get(&(table.to_string(), partition)).copied().unwrap_or(0)
+    }
+}
+
+impl Hub {
+    /// Commits one polled batch (possibly several sources). Returns stats and
+    /// the positions (next offsets) it covered.
+    pub(super) async fn commit_batch(&self, batch: Vec<BusRecord>) -> Result<(ProcessStats, Positions), PipelineError> {
+        let mut by_source: BTreeMap<String, Vec<BusRecord>> = BTreeMap::new();
+        let mut positions: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for r in batch {
+            let next = r.offset + 1;
+            let e = positions.entry((r.topic.clone(), r.partition)).or_insert(next);
+            *e = (*e).max(next);
+            match self.by_topic.get(&r.topic) {
+                Some(id) => by_source.entry(id.clone()).or_default().push(r),
+                None => warn!(topic = %r.topic, "record from a topic with no source; ignored"),
+            }
+        }
+        let mut stats = ProcessStats::default();
+        for (id, recs) in by_source {
+            let s = self.commit_source(&id, recs).await?;
+            stats.add(&s);
+        }
+        Ok((stats, positions.into_iter().map(|((t, p), o)| (t, p, o)).collect()))
+    }
+
+    /// Commits the records of one source (module docs: the steps).
+    async fn commit_source(&self, id: &str, recs: Vec<BusRecord>) -> Result<ProcessStats, PipelineError> {
+        let src = self.sources.get(id).ok_or_else(|| PipelineError::Internal(format!("unknown source {id}")))?;
+        let batch_id = format!(
+            "{}@{}",
+            recs.first().map(|r| r.offset).unwrap_or(0),
+            recs.first().map(|r| r.partition).unwrap_or(0)
+        );
+        let span = info_span!("batch", source = %id, batch = %batch_id, records = recs.len());
+        async move {
+            let started = Instant::now();
+            let raw_name = raw_table(id);
+            let raw_base = self.catch_up_with_other_workers(id, &raw_name).await?;
+            let held = self.table_positions(src, &raw_name, &recs).await?;
+            // Records the raw table already holds were fully committed.
+            let recs: Vec<BusRecord> =
+                recs.into_iter().filter(|r| r.offset >= held.of(&raw_name, r.partition)).collect();
+            let mut stats = ProcessStats { read: recs.len() as u64, batches: 1, ..Default::default() };
+            if recs.is_empty() {
+                return Ok(stats);
+            }
+            let split = self.repeats.classify(id, &recs);
+            stats.repeats = split.repeats;
+            let ingested_at = self.next_ingest_time().await;
+            let t_norm = Instant::now();
+            let norm = src.normalizer.normalize(&split.fresh, ingested_at).await?;
+            let norm_ms = t_norm.elapsed().as_millis() as u64;
+            stats.accepted = norm.accepted as u64;
+            stats.quarantined = norm.quarantined as u64;
+            let positions = covered(&src.topic, &recs);
+            let t_commit = Instant::now();
+            let feeds_ms = self.commit_libraries(&norm.libraries, &held, &positions).await?;
+            let libraries_ms = t_commit.elapsed().as_millis() as u64;
+            let mark = self.commit_raw(&raw_name, &split, ingested_at, &positions, raw_base).await?;
+            // Quarantine decisions are audited (after the commit that made them).
+            if let Some(q) = norm.libraries.get("quarantine") {
+                self.audit_quarantine(id, q);
+            }
+            // Only now is the batch durable: remember the new versions.
+            self.repeats.committed(id, &split, mark);
+            info!(
+                read = stats.read,
+                repeats = stats.repeats,
+                accepted = stats.accepted,
+                quarantined = stats.quarantined,
+                normalize_ms = norm_ms,
+                libraries_ms,
+                feeds_ms,
+                ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
+            Ok(stats)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Step 1. Kafka: other workers may have committed this source's
+    /// partitions since we last looked: reload the tables before comparing
+    /// positions, and rebuild the repeat index when someone else wrote.
+    /// Returns the raw table's version when this batch began (the repeat
+    /// index reflects it), to tell our commit from others'; `None` on the
+    /// embedded bus (one worker).
+    ///
+    /// Known narrow window: if a worker dies after a library commit but
+    /// before its raw commit, and a re-fetched copy of one of those records
+    /// arrives at a new offset before any further raw commit, the taker can
+    /// store that version a second time (same content hash; the current
+    /// views are unaffected).
+    async fn catch_up_with_other_workers(
+        &self,
+        id: &str,
+        raw_name: &str,
+    ) -> Result<Option<Option<i64>>, PipelineError> {
+        if self.bus.kind() != "kafka" {
+            return Ok(None);
+        }
+        self.store.refresh().await?;
+        let now = self.store.version(raw_name).await;
+        if !self.repeats.reflects(id, now) {
+            self.load_repeats(Some(id)).await?;
+        }
+        Ok(Some(now))
+    }
+
+    /// Step 2. The position of every library and of the raw table, for the
+    /// partitions of `recs`.
+    async fn table_positions(
+        &self,
+        src: &SourceRuntime,
+        raw_name: &str,
+        recs: &[BusRecord],
+    ) -> Result<TablePositions, PipelineError> {
+        let mut parts: Vec<u32> = recs.iter().map(|r| r.partition).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let mut held = HashMap::new();
+        for t in LIBRARIES.iter().map(|s| s.to_string()).chain([raw_name.to_string()]) {
+            for p in &parts {
+                let pos = self.store.position(&t, &src.topic, *p).await?.unwrap_or(0);
+                held.insert((t.clone(), *p), pos);
+            }
+        }
+        Ok(TablePositions(held))
+    }
+
+    /// Step 5. Commits the libraries side by side (each table has its own
+    /// commit and its own offsets; rows a table already holds are skipped),
+    /// then runs the post-commit steps on every row of each library, in
+    /// library order. Returns the milliseconds spent in post-commit steps.
+    async fn commit_libraries(
+        &self,
+        libraries: &BTreeMap<String, RecordBatch>,
+        held: &TablePositions,
+        positions: &Positions,
+    ) -> Result<u64, PipelineError> {
+        let mut writes = Vec::new();
+        for lib in LIBRARIES {
+            let Some(batch) = libraries.get(lib) else { continue };
+            let fresh_rows = skip_committed(batch, |p| held.of(lib, p))?;
+            let write = if fresh_rows.num_rows() > 0 {
+                let (store, positions, name) = (Arc::clone(&self.store), positions.clone(), lib.to_string());
+                let fut = async move { store.append(&name, vec![fresh_rows], &positions).await };
+                Some(tokio::spawn(fut.instrument(tracing::Span::current())))
+            } else {
+                None
+            };
+            writes.push((lib, batch, write));
+        }
+        let mut first_err = None;
+        let mut feeds_ms = 0u64;
+        for (lib, batch, write) in writes {
+            let done = match write {
+                Some(h) => {
+                    h.await.map_err(|e| PipelineError::Internal(format!("commit to {lib}: {e}"))).and_then(|r| r)
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = done {
+                first_err.get_or_insert(e);
+                continue;
+            }
+            if first_err.is_some() {
+                continue;
+            }
+            // Every row of the batch (also rows a table already held after
+            // a crash): at-least-once, in order per key.
+            let t_feed = Instant::now();
+            for step in &self.post_commit {
+                step.after_commit(lib, batch).await?;
+            }
+            feeds_ms += t_feed.elapsed().as_millis() as u64;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(feeds_ms),
+        }
+    }
+
+    /// Step 6. Commits the raw table: each distinct version once (the fresh
+    /// records plus repeats that fill a crash gap, in bus order). Returns
+    /// the raw-table version the repeat index may be marked with: `None`
+    /// when another worker committed in between (our append landed after
+    /// theirs), so the next batch reloads the index — otherwise a re-fetched
+    /// copy of one of their records, once we take over their partitions,
+    /// would be stored a second time.
+    async fn commit_raw(
+        &self,
+        raw_name: &str,
+        split: &Split<'_>,
+        ingested_at: i64,
+        positions: &Positions,
+        raw_base: Option<Option<i64>>,
+    ) -> Result<Option<Option<i64>>, PipelineError> {
+        let raw = crate::normalize::raw_batch(&split.raw_records(), ingested_at)?;
+        self.store.append(raw_name, vec![raw], positions).await?;
+        let v = self.store.version(raw_name).await;
+        let only_ours = match raw_base {
+            None => true,
+            Some(base) => v.zip(base).is_some_and(|(v, b)| v == b + 1),
+        };
+        Ok(only_ours.then_some(v))
+    }
+
+    /// Step 7. One `quarantine` audit entry per quarantined record.
+    fn audit_quarantine(&self, source: &str, q: &RecordBatch) {
+        use lianqin_audit::{AuditEvent, EventKind, Outcome};
+        let (Some(keys), Some(reasons), Some(depts)) = (
+            q.column_by_name("source_key").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            q.column_by_name("reason").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            q.column_by_name("department").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+        ) else {
+            return;
+        };
+        for i in 0..q.num_rows() {
+            let mut ev = AuditEvent::new(EventKind::Quarantine, "system:pipeline", depts.value(i), Outcome::Deny);
+            ev.tables = vec!["quarantine".into()];
+            ev.detail = serde_json::json!({"source": source, "key": keys.value(i), "reason": reasons.value(i)});
+            if let Err(e) = self.audit.record(ev) {
+                warn!("audit: {e}");
+            }
+        }
+    }
+
+    /// A strictly increasing `ingested_at` (microseconds) for a batch.
+    async fn next_ingest_time(&self) -> i64 {
+        let mut last = self.last_ingest.lock().await;
+        let now = chrono::Utc::now().timestamp_micros();
+        *last = if now > *last { now } else { *last + 1 };
+        *last
+    }
+
+    /// (Re)builds the repeat index of every source (`None`) or of one, from
+    /// the raw table and the libraries: the newest decided version per key
+    /// (a crash can leave a library commit without its raw commit).
+    pub(super) async fn load_repeats(&self, only: Option<&str>) -> Result<(), PipelineError> {
+        if self.sources.is_empty() {
+            return Ok(());
+        }
+        let engine = crate::query::QueryEngine::new(&self.store, &self.catalog).await?;
+        for id in self.sources.keys().filter(|k| only.is_none_or(|o| o == k.as_str())) {
+            let t = raw_table(id);
+            // Records without a usable key are known by their content hash
+            // alone (`repeat::version_key`).
+            let keyed = "CASE WHEN source_key <> '' THEN source_key ELSE '#' || content_hash END";
+            let mut parts = vec![format!(
+                "SELECT CASE WHEN error IS NULL AND source_key <> '' THEN source_key ELSE '#' || content_hash END AS k, \
+                 content_hash AS h, ingested_at, bus_offset, 1 AS r FROM {t}"
+            )];
+            for lib in ["element_history", "matter_history", "matter_event_history", "quarantine"] {
+                if engine.tables().iter().any(|n| n == lib) {
+                    parts.push(format!(
+                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset, 0 AS r FROM {lib} WHERE source_id = '{id}'"
+                    ));
+                }
+            }
+            let all = parts.join(" UNION ALL ");
+            // One scan: every (key, version) with its newest position and
+            // whether the raw table holds it; the index picks the newest
+            // version per key.
+            let sql = format!(
+                "SELECT k, h, max(r) AS in_raw, max(ingested_at) AS t, \
+                 last_value(bus_offset ORDER BY ingested_at, bus_offset) AS o FROM ({all}) GROUP BY k, h"
+            );
+            // The version of the raw table this scan reflects (read first).
+            let raw_version = self.store.version(&t).await;
+            let mut seen = Vec::new();
+            for b in engine.sql(&sql).await? {
+                let ints = |i: usize| {
+                    arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Int64)
+                        .ok()
+                        .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                };
+                let (Some(k), Some(h), Some(in_raw), Some(ts), Some(off)) =
+                    (strings(b.column(0)), strings(b.column(1)), ints(2), ints(3), ints(4))
+                else {
+                    return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
+                };
+                for i in 0..b.num_rows() {
+                    if !k.is_valid(i) || !h.is_valid(i) {
+                        continue;
+                    }
+                    seen.push(SeenVersion {
+                        key: k.value(i).to_string(),
+                        hash: h.value(i).to_string(),
+                        position: (ts.value(i), off.value(i)),
+                        in_raw: in_raw.value(i) != 0,
+                    });
+                }
+            }
+            let gaps = self.repeats.load(id, raw_version, seen);
+            if gaps > 0 {
+                info!(source = %id, versions = gaps, "library versions missing from the raw table (crash between commits); the next copies fill them in");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The next offset per partition of `topic` that `recs` cover.
+fn covered(topic: &str, recs: &[BusRecord]) -> Positions {
+    let mut covered: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in recs {
+        let e = covered.entry(r.partition).or_insert(0);
+        *e = (*e).max(r.offset + 1);
+    }
+    covered.iter().map(|(p, o)| (topic.to_string(), *p, *o)).collect()
+}
+
+fn col_i64<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Int64Array> {
+    b.column_by_name(name)?.as_any().downcast_ref::<Int64Array>()
+}
+
+/// Drops rows whose bus position is below the table's committed position.
+fn skip_committed(batch: &RecordBatch, pos: impl Fn(u32) -> u64) -> Result<RecordBatch, PipelineError> {
+    let (Some(p), Some(o)) = (col_i64(batch, "bus_partition"), col_i64(batch, "bus_offset")) else {
+        return Ok(batch.clone());
+    };
+    let keep: BooleanArray = (0..batch.num_rows()).map(|i| Some(o.value(i) as u64 >= pos(p.value(i) as u32))).collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    filter_record_batch(batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))
+}
+
+/// A text column as a `StringArray` (casting Utf8View / LargeUtf8).
+fn strings(col: &arrow::array::ArrayRef) -> Option<StringArray> {
+    let c = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).ok()?;
+    c.as_any().downcast_ref::<StringArray>().cloned()
+}

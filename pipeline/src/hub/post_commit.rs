@@ -1,0 +1,103 @@
+//! Post-commit steps: what happens to the rows of a library once they are
+//! committed — the change feeds (`changes.<library>` topics) and the
+//! per-department flows (`[[flows]]`), and later sinks.
+//!
+//! A step implements [`PostCommit`]; the hub calls every registered step,
+//! in registration order, after each library commit of a batch and before
+//! the raw table commit ([`crate::hub::Hub::with_post_commit`] adds one). A
+//! step gets every row of the batch, also rows a library already held after
+//! a crash, so the guarantee of every step is **at-least-once, in order per
+//! key**; consumers dedupe by `content_hash`. A step that fails fails the
+//! batch, which is then retried from the last commit.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use async_trait::async_trait;
+use lianqin_bus::Bus;
+
+use crate::PipelineError;
+use crate::schema::Catalog;
+
+/// A step run after each library commit (see the module docs).
+#[async_trait]
+pub trait PostCommit: Send + Sync {
+    /// Name of the step (logs).
+    fn name(&self) -> &str;
+
+    /// Hands over the committed rows `batch` of `library` (`element`,
+    /// `matter`, `matter_event` or `quarantine`).
+    async fn after_commit(&self, library: &str, batch: &RecordBatch) -> Result<(), PipelineError>;
+}
+
+/// The change feeds: one event per library row to `<prefix>changes.<library>`,
+/// keyed by the library id (so per-key order holds on every partition).
+/// Quarantine rows are not published.
+pub struct ChangeFeed {
+    bus: Arc<dyn Bus>,
+    catalog: Arc<Catalog>,
+    prefix: String,
+}
+
+impl ChangeFeed {
+    /// Change feeds on `bus` under the topic prefix `prefix` (the topics must
+    /// exist).
+    pub fn new(bus: Arc<dyn Bus>, catalog: Arc<Catalog>, prefix: &str) -> ChangeFeed {
+        ChangeFeed { bus, catalog, prefix: prefix.to_string() }
+    }
+}
+
+#[async_trait]
+impl PostCommit for ChangeFeed {
+    fn name(&self) -> &str {
+        "change feed"
+    }
+
+    async fn after_commit(&self, lib: &str, batch: &RecordBatch) -> Result<(), PipelineError> {
+        if batch.num_rows() == 0 || lib == "quarantine" {
+            return Ok(());
+        }
+        let key_col = self.catalog.library(lib)?.key.clone();
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(batch).map_err(|e| PipelineError::Internal(format!("change feed {lib}: {e}")))?;
+            w.finish().map_err(|e| PipelineError::Internal(format!("change feed {lib}: {e}")))?;
+        }
+        let keys = batch.column_by_name(&key_col).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let deleted = batch.column_by_name("deleted").and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+        let mut items = Vec::with_capacity(batch.num_rows());
+        for (i, line) in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let key = keys.as_ref().map(|k| k.value(i).to_string()).unwrap_or_default();
+            let op = if deleted.as_ref().is_some_and(|d| d.is_valid(i) && d.value(i)) { "delete" } else { "upsert" };
+            // {"library":…,"id":…,"op":…,"row":<the row as Arrow wrote it>}
+            let id_json = serde_json::to_string(&key).unwrap_or_default();
+            let mut ev = Vec::with_capacity(line.len() + id_json.len() + 48);
+            ev.extend_from_slice(b"{\"library\":\"");
+            ev.extend_from_slice(lib.as_bytes());
+            ev.extend_from_slice(b"\",\"id\":");
+            ev.extend_from_slice(id_json.as_bytes());
+            ev.extend_from_slice(b",\"op\":\"");
+            ev.extend_from_slice(op.as_bytes());
+            ev.extend_from_slice(b"\",\"row\":");
+            ev.extend_from_slice(line);
+            ev.push(b'}');
+            items.push((key, ev));
+        }
+        let topic = lianqin_bus::change_topic(&self.prefix, lib);
+        self.bus.publish_raw(&topic, &items).await.map_err(PipelineError::Bus)
+    }
+}
+
+/// The department flows ([`crate::flows`]): the rows each flow's user may
+/// see, appended to the flow's sink.
+#[async_trait]
+impl PostCommit for crate::flows::Flows {
+    fn name(&self) -> &str {
+        "flows"
+    }
+
+    async fn after_commit(&self, library: &str, batch: &RecordBatch) -> Result<(), PipelineError> {
+        self.deliver(library, batch).await
+    }
+}

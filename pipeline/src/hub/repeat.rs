@@ -1,0 +1,283 @@
+//! The repeat index: which version of each record the hub has already
+//! decided, so that re-fetched records leave the libraries unchanged.
+//!
+//! A *version* is `(source, version key, content hash)`; the version key is
+//! the record's key, or `#<hash>` for records without a usable key (bound for
+//! quarantine), which are recognized by their content alone
+//! ([`version_key`]).
+//!
+//! The index holds, under one lock:
+//! * the content hash of the **newest decided version** per (source, key):
+//!   a record carrying it is a repeat and produces no library rows;
+//! * the **raw gaps**: versions a library holds but the raw table does not
+//!   (a crash between the library commits and the raw commit). The next copy
+//!   of such a record is still a repeat for the libraries but is written to
+//!   the raw table, which fills the gap;
+//! * per source, the **raw-table version the index reflects**, so that a
+//!   worker sharing the libraries with others (Kafka) reloads it when
+//!   someone else committed.
+//!
+//! The hub fills it from a scan of the raw table and the libraries at start
+//! ([`RepeatIndex::load`]), consults it per batch ([`RepeatIndex::classify`])
+//! and updates it only once a batch is durable ([`RepeatIndex::committed`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use lianqin_bus::{BusRecord, Envelope};
+
+/// The version key of a record: its key, or `#<content hash>` when it has
+/// no usable key (unparsable or keyless records).
+pub fn version_key(e: &Envelope) -> String {
+    if e.error.is_some() || e.key.is_empty() { format!("#{}", e.hash) } else { e.key.clone() }
+}
+
+/// One `(key, version)` found by the start-up scan of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenVersion {
+    /// Version key ([`version_key`]).
+    pub key: String,
+    /// Content hash.
+    pub hash: String,
+    /// Newest position it was stored at: `(ingested_at, bus_offset)`.
+    pub position: (i64, i64),
+    /// Whether the raw table holds it (else only a library does: a gap).
+    pub in_raw: bool,
+}
+
+/// A gap: `(source, version key, content hash)` of a version missing from
+/// the raw table.
+type Gap = (String, String, String);
+
+#[derive(Debug, Default)]
+struct State {
+    /// (source, version key) → content hash of the newest decided version.
+    newest: HashMap<(String, String), String>,
+    /// Versions a library holds but the raw table does not.
+    missing_raw: HashSet<Gap>,
+    /// Source → Delta version of its raw table this index reflects.
+    raw_versions: HashMap<String, Option<i64>>,
+}
+
+/// The records of one batch of one source, split by the index.
+#[derive(Debug, Default)]
+pub struct Split<'a> {
+    /// Records that are new versions: normalized and committed.
+    pub fresh: Vec<&'a BusRecord>,
+    /// Repeats whose version the raw table lacks: written to the raw table
+    /// only.
+    pub raw_gap: Vec<&'a BusRecord>,
+    /// How many records were repeats (those in `raw_gap` included).
+    pub repeats: u64,
+    gaps: Vec<Gap>,
+}
+
+impl<'a> Split<'a> {
+    /// What the raw table receives: each distinct version once — the fresh
+    /// records plus the repeats that fill a gap, in bus order.
+    pub fn raw_records(&self) -> Vec<&'a BusRecord> {
+        let mut v = self.fresh.clone();
+        if !self.raw_gap.is_empty() {
+            v.extend(self.raw_gap.iter().copied());
+            v.sort_by_key(|r| (r.partition, r.offset));
+        }
+        v
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct RepeatIndex {
+    state: Mutex<State>,
+}
+
+impl RepeatIndex {
+    /// An empty index.
+    pub fn new() -> RepeatIndex {
+        RepeatIndex::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes in what a scan of `source`'s raw table and libraries found, made
+    /// at raw-table version `raw_version`: the newest version per key (by
+    /// position) becomes the decided one, versions only a library holds
+    /// become gaps (the source's earlier gaps are replaced). Returns the
+    /// number of gaps.
+    pub fn load(&self, source: &str, raw_version: Option<i64>, seen: impl IntoIterator<Item = SeenVersion>) -> usize {
+        let mut newest: HashMap<String, ((i64, i64), String)> = HashMap::new();
+        let mut gaps = Vec::new();
+        for v in seen {
+            if !v.in_raw {
+                gaps.push((source.to_string(), v.key.clone(), v.hash.clone()));
+            }
+            match newest.get_mut(&v.key) {
+                Some(cur) if cur.0 >= v.position => {}
+                Some(cur) => *cur = (v.position, v.hash),
+                None => {
+                    newest.insert(v.key, (v.position, v.hash));
+                }
+            }
+        }
+        let mut st = self.state();
+        st.raw_versions.insert(source.to_string(), raw_version);
+        st.missing_raw.retain(|(s, _, _)| s != source);
+        st.missing_raw.extend(gaps);
+        for (key, (_, hash)) in newest {
+            st.newest.insert((source.to_string(), key), hash);
+        }
+        st.missing_raw.iter().filter(|(s, _, _)| s == source).count()
+    }
+
+    /// Whether the index of `source` reflects raw-table version `now` (else
+    /// another worker committed since: reload).
+    pub fn reflects(&self, source: &str, now: Option<i64>) -> bool {
+        self.state().raw_versions.get(source) == Some(&now)
+    }
+
+    /// The content hash of the newest decided version of `key` in `source`.
+    pub fn newest(&self, source: &str, key: &str) -> Option<String> {
+        self.state().newest.get(&(source.to_string(), key.to_string())).cloned()
+    }
+
+    /// Splits a batch of `source` (in bus order) into fresh records and
+    /// repeats: a record is a repeat when its hash is that of the newest
+    /// decided version of its key, or of an earlier record of the batch with
+    /// that key. Repeats of a version the raw table lacks go to `raw_gap`
+    /// (once per version).
+    pub fn classify<'a>(&self, source: &str, recs: &'a [BusRecord]) -> Split<'a> {
+        let st = self.state();
+        let mut split = Split { fresh: Vec::with_capacity(recs.len()), ..Default::default() };
+        let mut in_batch: HashMap<String, &str> = HashMap::new();
+        for r in recs {
+            let hash = r.envelope.hash.as_str();
+            let key = version_key(&r.envelope);
+            let seen_in_batch = in_batch.get(&key) == Some(&hash);
+            let decided = st.newest.get(&(source.to_string(), key.clone())).map(String::as_str) == Some(hash);
+            if decided || seen_in_batch {
+                split.repeats += 1;
+                if !st.missing_raw.is_empty() && !seen_in_batch {
+                    let gap = (source.to_string(), key.clone(), hash.to_string());
+                    if st.missing_raw.contains(&gap) {
+                        split.raw_gap.push(r);
+                        split.gaps.push(gap);
+                        in_batch.insert(key, hash);
+                    }
+                }
+            } else {
+                in_batch.insert(key, hash);
+                split.fresh.push(r);
+            }
+        }
+        split
+    }
+
+    /// Once `split` is durable (libraries and raw table committed): its gaps
+    /// are filled, its fresh versions become the decided ones, and, when
+    /// `raw_version` is given, the index is marked as reflecting that
+    /// raw-table version (leave it `None` when another worker may have
+    /// committed in between, so the next batch reloads).
+    pub fn committed(&self, source: &str, split: &Split<'_>, raw_version: Option<Option<i64>>) {
+        let mut st = self.state();
+        for gap in &split.gaps {
+            st.missing_raw.remove(gap);
+        }
+        if let Some(v) = raw_version {
+            st.raw_versions.insert(source.to_string(), v);
+        }
+        for r in &split.fresh {
+            // Accepted or quarantined, this version has been decided.
+            st.newest.insert((source.to_string(), version_key(&r.envelope)), r.envelope.hash.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, n: i64, offset: u64) -> BusRecord {
+        BusRecord {
+            topic: "raw.s".into(),
+            partition: 0,
+            offset,
+            envelope: Envelope::upsert("s", "dept", key, serde_json::json!({ "n": n }), None),
+        }
+    }
+
+    fn seen(r: &BusRecord, position: (i64, i64), in_raw: bool) -> SeenVersion {
+        SeenVersion { key: version_key(&r.envelope), hash: r.envelope.hash.clone(), position, in_raw }
+    }
+
+    #[test]
+    fn keyless_and_unparsable_records_are_known_by_their_hash() {
+        let r = rec("", 1, 0);
+        assert_eq!(version_key(&r.envelope), format!("#{}", r.envelope.hash));
+        let mut bad = rec("k", 1, 0);
+        bad.envelope.error = Some("bad json".into());
+        assert_eq!(version_key(&bad.envelope), format!("#{}", bad.envelope.hash));
+        assert_eq!(version_key(&rec("k", 1, 0).envelope), "k");
+    }
+
+    #[test]
+    fn the_newest_decided_version_makes_a_repeat() {
+        let idx = RepeatIndex::new();
+        let (a1, a2, b1) = (rec("a", 1, 0), rec("a", 2, 1), rec("b", 1, 2));
+        // Scan: a went 1 → 2; b is new.
+        idx.load("s", Some(3), [seen(&a1, (10, 0), true), seen(&a2, (11, 1), true)]);
+        assert_eq!(idx.newest("s", "a"), Some(a2.envelope.hash.clone()));
+        assert!(idx.reflects("s", Some(3)) && !idx.reflects("s", Some(4)) && !idx.reflects("t", Some(3)));
+        let batch = vec![rec("a", 2, 5), rec("a", 1, 6), b1.clone(), rec("b", 1, 7)];
+        let split = idx.classify("s", &batch);
+        // a=2 repeats; a=1 goes back to an older version: fresh; b twice in a batch: once.
+        assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![6, 2]);
+        assert_eq!(split.repeats, 2);
+        assert!(split.raw_gap.is_empty());
+        // Nothing is remembered before the commit.
+        assert_eq!(idx.newest("s", "b"), None);
+        idx.committed("s", &split, None);
+        assert_eq!(idx.newest("s", "a"), Some(a1.envelope.hash.clone()));
+        assert_eq!(idx.newest("s", "b"), Some(b1.envelope.hash.clone()));
+        assert!(idx.reflects("s", Some(3)), "no mark given: unchanged");
+        idx.committed("s", &idx.classify("s", &[]), Some(Some(4)));
+        assert!(idx.reflects("s", Some(4)));
+        // Other sources are separate.
+        assert_eq!(idx.classify("t", &[rec("a", 2, 0)]).fresh.len(), 1);
+    }
+
+    #[test]
+    fn the_newest_position_wins_whatever_the_scan_order() {
+        let idx = RepeatIndex::new();
+        let (a1, a2) = (rec("a", 1, 0), rec("a", 2, 1));
+        idx.load("s", None, [seen(&a2, (11, 1), true), seen(&a1, (10, 0), true)]);
+        assert_eq!(idx.newest("s", "a"), Some(a2.envelope.hash.clone()));
+        // A later scan replaces the decided version of a key it covers.
+        idx.load("s", None, [seen(&a1, (12, 2), true)]);
+        assert_eq!(idx.newest("s", "a"), Some(a1.envelope.hash.clone()));
+    }
+
+    #[test]
+    fn a_version_missing_from_the_raw_table_is_written_there_once() {
+        let idx = RepeatIndex::new();
+        let a = rec("a", 1, 0);
+        // A library holds a=1, the raw table does not (crash between commits).
+        assert_eq!(idx.load("s", Some(1), [seen(&a, (10, 0), false)]), 1);
+        let batch = vec![rec("a", 1, 4), rec("a", 1, 5), rec("c", 1, 3)];
+        let split = idx.classify("s", &batch);
+        assert_eq!(split.repeats, 2);
+        assert_eq!(split.raw_gap.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3]);
+        // The raw table gets both, in bus order.
+        assert_eq!(split.raw_records().iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3, 4]);
+        idx.committed("s", &split, Some(Some(2)));
+        // Filled: the next copy is a plain repeat.
+        let again = [rec("a", 1, 9)];
+        let split = idx.classify("s", &again);
+        assert_eq!((split.repeats, split.fresh.len(), split.raw_gap.len()), (1, 0, 0));
+        // A reload replaces the source's gaps.
+        assert_eq!(idx.load("s", Some(2), [seen(&a, (10, 0), false)]), 1);
+        assert_eq!(idx.load("s", Some(2), [seen(&a, (10, 0), true)]), 0);
+    }
+}
