@@ -24,7 +24,8 @@
 //! * [`demo`] — the simulated departments and `lianqin demo`.
 //! * [`bench`] — `lianqin bench ingest`.
 //! * [`flows`] — outbound flows and exports filtered per department.
-//! * [`pgserver`] — the Postgres wire protocol server (`lianqin serve`).
+//! * [`server`] — the Postgres wire protocol server (`lianqin serve`).
+//! * [`cli`] — the `lianqin` command line's logic: logins, auditor checks, option values, error reports.
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod audit;
 pub mod audit_ship;
 pub mod audit_table;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod flows;
@@ -39,9 +41,9 @@ pub mod hub;
 pub mod library;
 pub mod mapping;
 pub mod normalize;
-pub mod pgserver;
 pub mod query;
 pub mod schema;
+pub mod server;
 pub mod time;
 pub mod udf;
 
