@@ -4,7 +4,7 @@
 //! a named reader (`--as`) must hold the auditor role
 //! ([`super::session::check_auditor`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use lianqin_audit::{EventKind, Outcome};
