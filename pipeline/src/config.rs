@@ -4,6 +4,7 @@
 //! file, the line and the key. See `lianqin.example.toml` for every option.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use lianqin_connectors::ConnectorConfig;
@@ -168,9 +169,9 @@ pub struct HubConfig {
     /// Outbound change flows filtered per department (`[[flows]]`, run by `crate::flows`).
     #[serde(default)]
     pub flows: Vec<FlowConfig>,
-    /// Postgres wire server run by `lianqin run` (`[server]`, see [`crate::pgserver`]).
+    /// Postgres wire server run by `lianqin run` (`[server]`, see [`crate::server`]).
     #[serde(default)]
-    pub server: Option<crate::pgserver::ServerSection>,
+    pub server: Option<ServerSection>,
     /// Audit trail settings (`[audit]`).
     #[serde(default)]
     pub audit: AuditSection,
@@ -198,6 +199,46 @@ pub struct FlowConfig {
 /// The libraries a flow may take (the default of `libraries`).
 pub fn flow_libraries() -> Vec<String> {
     ["element", "matter", "matter_event"].map(String::from).to_vec()
+}
+
+/// Settings of the Postgres wire server ([`crate::server::PgServer`]).
+#[derive(Debug, Clone)]
+pub struct PgServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for TLS.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[server]` of the hub config: `lianqin run` then also serves the
+/// libraries over the Postgres protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on (default `127.0.0.1:5433`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate (chain) for TLS; relative to the config file.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS; relative to the config file.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5433))
+}
+
+impl ServerSection {
+    /// The server settings, with TLS paths resolved against `base` (the
+    /// config file's directory).
+    pub fn resolve(&self, base: &Path) -> PgServerConfig {
+        let abs = |p: &Option<PathBuf>| p.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
+        PgServerConfig { listen: self.listen, tls_cert: abs(&self.tls_cert), tls_key: abs(&self.tls_key) }
+    }
 }
 
 /// `[audit]`: settings of the hub's audit stream.

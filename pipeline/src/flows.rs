@@ -35,11 +35,7 @@ pub use crate::config::FlowConfig;
 
 /// Loads the policies from `$LIANQIN_POLICIES` or the built-in files.
 pub async fn load_policies() -> Result<PolicyEngine, PipelineError> {
-    let r = match std::env::var("LIANQIN_POLICIES") {
-        Ok(dir) => PolicyEngine::load(Path::new(&dir)).await,
-        Err(_) => PolicyEngine::builtin().await,
-    };
-    r.map_err(|e| PipelineError::Config(format!("policies: {e}")))
+    lianqin_policies::load_configured().await.map_err(|e| PipelineError::Config(format!("policies: {e}")))
 }
 
 struct Flow {

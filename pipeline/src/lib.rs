@@ -28,7 +28,8 @@
 //! * [`demo`] — the simulated departments and `lianqin demo`.
 //! * [`bench`] — `lianqin bench ingest`.
 //! * [`flows`] — outbound flows and exports filtered per department.
-//! * [`pgserver`] — the Postgres wire protocol server (`lianqin serve`).
+//! * [`server`] — the Postgres wire protocol server (`lianqin serve`).
+//! * [`cli`] — the `lianqin` command line's logic: logins, auditor checks, option values, error reports.
 //!
 //! ## Module dependencies (no cycles)
 //! Lower modules never import higher ones:
@@ -39,8 +40,8 @@
 //! audit::ship, audit::table → audit
 //! udf → schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
 //! library → schema;  query → audit, audit::table, library, schema, udf
-//! pgserver → audit, audit::table, library, query, schema
-//! config → schema, pgserver (its server section)
+//! server → audit, audit::table, library, query, schema, config
+//! config → schema
 //! flows → audit, config, library, query, schema, udf
 //! hub → audit, audit::ship, config, flows, library, mapping, normalize, query, schema
 //! demo, bench → config, hub, query
@@ -54,6 +55,7 @@ pub use audit::ship as audit_ship;
 /// The `audit` SQL table (moved to [`audit::table`]; this path is kept).
 pub use audit::table as audit_table;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod flows;
@@ -61,9 +63,9 @@ pub mod hub;
 pub mod library;
 pub mod mapping;
 pub mod normalize;
-pub mod pgserver;
 pub mod query;
 pub mod schema;
+pub mod server;
 pub mod time;
 pub mod udf;
 

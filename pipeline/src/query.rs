@@ -182,7 +182,7 @@ impl QueryEngine {
 
     /// Adds the `audit` table ([`crate::audit::table`]) over the streams of
     /// `audit`'s data dir, without recording this session's queries (for
-    /// embedders that audit themselves, such as [`crate::pgserver`]). Who
+    /// embedders that audit themselves, such as [`crate::server`]). Who
     /// may read it is up to the policy: only the `auditor` role.
     pub fn attach_audit_table(&mut self, audit: &crate::audit::Audit) {
         let table = Arc::new(crate::audit::table::AuditTable::new(audit.clone()));

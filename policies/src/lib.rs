@@ -7,6 +7,10 @@
 //! * [`enforce`] rewrites a DataFusion [`LogicalPlan`]: every table scan,
 //!   including those inside subqueries, CTEs, joins, unions and views, becomes
 //!   `Projection(masked columns) ← Filter(row filter) ← TableScan`.
+//! * [`PolicySource`] / [`load_configured`] — the one place that reads
+//!   `$LIANQIN_POLICIES` (else the built-in files).
+//! * Departments (the casbin domains) are the codes of
+//!   `schemas/codes/department.toml` ([`departments`]).
 //! * [`check_plan`] / [`check_statement`] refuse DDL, DML, COPY, SET, ... for
 //!   non-administrators.
 //!
@@ -18,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod codes;
 mod enforce;
 mod engine;
 mod error;
@@ -25,17 +30,20 @@ mod mask;
 mod principal;
 mod rules;
 mod secured;
+mod source;
 
 use std::collections::BTreeMap;
 
 use datafusion::logical_expr::Expr;
 
+pub use codes::{departments, is_department};
 pub use enforce::{check_plan, check_statement, enforce, is_query, table_key};
 pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use error::{AuthError, PolicyError};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};
 pub use principal::{Principal, SCRAM_MIN_ITERATIONS, ScramVerifier, hash_password};
-pub use rules::{DEPARTMENTS, SENSITIVITY_LABELS};
+pub use rules::SENSITIVITY_LABELS;
+pub use source::{POLICIES_ENV, PolicySource, load_configured};
 
 /// Re-export for callers building plans.
 pub use datafusion::logical_expr::LogicalPlan;

@@ -6,7 +6,8 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::Deserialize;
 
 use crate::PolicyError;
-use crate::rules::{DEPARTMENTS, is_ident};
+use crate::codes::{departments, is_department};
+use crate::rules::is_ident;
 
 /// An authenticated (or looked-up) user, as the policy sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +85,16 @@ pub(crate) fn parse_users(text: &str, file: &str) -> Result<BTreeMap<String, Use
         if !is_ident(&u.name) {
             return Err(err(file, line, format!("bad user name {:?}", u.name)));
         }
-        if !DEPARTMENTS.contains(&u.department.as_str()) {
+        if !is_department(&u.department) {
             return Err(err(
                 file,
                 line,
-                format!("user {:?}: unknown department {:?} (expected one of {DEPARTMENTS:?})", u.name, u.department),
+                format!(
+                    "user {:?}: unknown department {:?} (expected one of {:?})",
+                    u.name,
+                    u.department,
+                    departments()
+                ),
             ));
         }
         if u.roles.is_empty() {

@@ -22,22 +22,6 @@ pub(crate) const R_TOKENS: [&str; 7] = ["sub", "dom", "obj", "col", "sens", "sem
 /// Sensitivity labels, least to most sensitive (§7.1.1 涉密管理).
 pub const SENSITIVITY_LABELS: [&str; 4] = ["public", "internal", "sensitive", "secret"];
 
-/// Department codes (schemas/codes/department.toml).
-pub const DEPARTMENTS: [&str; 12] = [
-    "police",
-    "ecology",
-    "market",
-    "law_enforcement",
-    "natural_resources",
-    "agriculture",
-    "water_resources",
-    "forestry",
-    "justice",
-    "emergency",
-    "hotline_12345",
-    "eco_police_office",
-];
-
 /// A parsed `p` line.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
@@ -356,10 +340,10 @@ fn file_err(file: &str, line: usize, message: impl Into<String>) -> PolicyError 
 }
 
 fn check_domain(d: &str) -> Result<(), String> {
-    if d == "*" || DEPARTMENTS.contains(&d) {
+    if d == "*" || crate::codes::is_department(d) {
         Ok(())
     } else {
-        Err(format!("unknown department {d:?} (expected * or one of {DEPARTMENTS:?})"))
+        Err(format!("unknown department {d:?} (expected * or one of {:?})", crate::codes::departments()))
     }
 }
 

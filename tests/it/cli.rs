@@ -105,3 +105,59 @@ fn demo_once_then_sql() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+/// A user's mistake is a message and a non-zero exit, never a stack
+/// backtrace — also with `RUST_BACKTRACE=1` in the environment.
+#[test]
+fn mistakes_print_the_message_not_a_backtrace() {
+    let no_backtrace = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{err}");
+        assert!(!err.contains("stack backtrace") && !err.contains("Backtrace"), "{err}");
+        assert!(err.contains("error: "), "{err}");
+        err
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // Bad SQL (over an empty data dir: the libraries need not exist for the parser to refuse it).
+    std::fs::create_dir_all(dir.path().join("lake")).unwrap();
+    let out = Command::new(lianqin_bin())
+        .args(["sql", "--data-dir"])
+        .arg(dir.path())
+        .arg("SELEKT nope FROM element")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = no_backtrace(&out);
+    assert!(err.contains("SELEKT"), "{err}");
+
+    // A bad config: the message names the file, the line and the key.
+    let bad = dir.path().join("hub.toml");
+    std::fs::write(&bad, "[pipeline]\ngroup = \"g\"\nbatch_max_record = 10\n").unwrap();
+    let out =
+        Command::new(lianqin_bin()).args(["check", "--config"]).arg(&bad).env("RUST_BACKTRACE", "1").output().unwrap();
+    let err = no_backtrace(&out);
+    assert!(err.contains("hub.toml line 3") && err.contains("batch_max_record"), "{err}");
+
+    // An unknown user.
+    let out = Command::new(lianqin_bin())
+        .args(["sql", "--as", "nobody.here", "--data-dir"])
+        .arg(dir.path())
+        .arg("SELECT 1")
+        .env("RUST_BACKTRACE", "full")
+        .env_remove("LIANQIN_PASSWORD")
+        .output()
+        .unwrap();
+    let err = no_backtrace(&out);
+    assert!(err.contains("unknown user `nobody.here`"), "{err}");
+
+    // A bad option value is refused by the argument parser, naming the choices.
+    let out = Command::new(lianqin_bin())
+        .args(["export", "--as", "liu.market", "--table", "element", "--format", "xlsx", "--out"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xlsx") && err.contains("csv") && err.contains("jsonl"), "{err}");
+}

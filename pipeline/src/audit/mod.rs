@@ -295,11 +295,7 @@ impl Audit {
 /// The policy engine the query paths use: `$LIANQIN_POLICIES` or the
 /// built-in `policies/` files.
 pub async fn policy_engine() -> Result<lianqin_policies::PolicyEngine, PipelineError> {
-    let r = match std::env::var("LIANQIN_POLICIES") {
-        Ok(dir) => lianqin_policies::PolicyEngine::load(Path::new(&dir)).await,
-        Err(_) => lianqin_policies::PolicyEngine::builtin().await,
-    };
-    r.map_err(|e| PipelineError::Config(format!("policies: {e}")))
+    lianqin_policies::load_configured().await.map_err(|e| PipelineError::Config(format!("policies: {e}")))
 }
 
 /// Versions seen at the last start, `<data-dir>/audit/versions.json`.

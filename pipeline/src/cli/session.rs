@@ -1,0 +1,229 @@
+//! Who a command-line session acts as.
+//!
+//! * [`login`] — `lianqin sql --as USER`: the user must be in users.toml;
+//!   with `LIANQIN_PASSWORD` set the password is checked (argon2id), without
+//!   it the OS account that can run the binary on the data dir vouches for
+//!   the name. Every attempt is a `login` entry; a refusal is also a `denial`.
+//! * [`check_auditor`] — `lianqin audit search/export/prove --as NAME`: NAME
+//!   must hold the auditor role (read on the `audit` table); a refusal is a
+//!   `denial` entry. The unnamed local operator holds the key already and is
+//!   recorded as the OS user ([`os_user`]).
+//!
+//! Both take the policy from the caller ([`lianqin_policies::load_configured`]
+//! in the binary), so they are tested here against the built-in policy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lianqin_audit::{AuditEvent, EventKind, Outcome};
+use lianqin_policies::{PolicyEngine, Principal, TableDecision};
+
+use crate::PipelineError;
+use crate::audit::Audit;
+
+/// Environment variable holding the password of `sql --as` (optional).
+pub const PASSWORD_ENV: &str = "LIANQIN_PASSWORD";
+
+/// How a command-line user proves who they are.
+#[derive(Clone)]
+pub enum Credential {
+    /// A password, checked against the user's argon2id hash in users.toml.
+    Password(String),
+    /// None: the local operator names the user (`--as`).
+    LocalOperator,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.write_str(self.method())
+    }
+}
+
+impl Credential {
+    /// `$LIANQIN_PASSWORD` when set, else the local operator.
+    pub fn from_env() -> Credential {
+        match std::env::var(PASSWORD_ENV) {
+            Ok(pw) => Credential::Password(pw),
+            Err(_) => Credential::LocalOperator,
+        }
+    }
+
+    /// The login method recorded in the audit entry.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credential::Password(_) => "password",
+            Credential::LocalOperator => "local operator (--as)",
+        }
+    }
+}
+
+/// Why a session was refused — the user's mistake or the policy's verdict,
+/// never a crash.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The password did not match.
+    #[error("login failed for `{0}`")]
+    WrongPassword(String),
+    /// No such user in users.toml.
+    #[error("permission denied: unknown user `{0}` (see policies/users.toml)")]
+    UnknownUser(String),
+    /// The user may not read the audit trail.
+    #[error("permission denied: {user} may not read the audit trail ({reason})")]
+    NotAuditor {
+        /// The named reader.
+        user: String,
+        /// The policy's reason.
+        reason: String,
+    },
+    /// The audit entry could not be written (then nothing is allowed).
+    #[error(transparent)]
+    Audit(#[from] PipelineError),
+}
+
+/// The session id of this command-line process (`cli-<pid>`).
+pub fn cli_session() -> String {
+    format!("cli-{}", std::process::id())
+}
+
+/// The OS user running this process (`$USER`, `$USERNAME`, else `unknown`).
+pub fn os_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Logs `user` in under `policy` for a command-line session `session`:
+/// records a `login` entry (success or failure, with the method and policy
+/// version) and, when refused, a `denial` entry.
+pub fn login(
+    audit: &Audit,
+    policy: &PolicyEngine,
+    user: &str,
+    credential: &Credential,
+    session: &str,
+) -> Result<Principal, SessionError> {
+    let method = credential.method();
+    let record_login = |outcome, dept: &str, reason: Option<&str>| {
+        let mut ev = AuditEvent::new(EventKind::Login, user, dept, outcome);
+        ev.session = Some(session.to_string());
+        ev.client_addr = Some("local".into());
+        ev.rule_version = Some(policy.version());
+        ev.detail = serde_json::json!({"method": method, "reason": reason});
+        audit.record_durable(ev)
+    };
+    let who = match credential {
+        Credential::Password(pw) => policy.authenticate(user, pw).ok(),
+        Credential::LocalOperator => policy.principal(user),
+    };
+    let Some(who) = who else {
+        let known = policy.principal(user).is_some();
+        let reason = if known { "wrong password" } else { "unknown user" };
+        record_login(Outcome::Failure, "", Some(reason))?;
+        let mut ev = AuditEvent::new(EventKind::Denial, user, "", Outcome::Deny);
+        ev.detail = serde_json::json!({"reason": reason});
+        audit.record_durable(ev)?;
+        return Err(if known {
+            SessionError::WrongPassword(user.to_string())
+        } else {
+            SessionError::UnknownUser(user.to_string())
+        });
+    };
+    record_login(Outcome::Success, &who.department, None)?;
+    Ok(who)
+}
+
+/// `lianqin sql --as USER`: records a `policy_change` when the policy
+/// differs from the last one recorded in the data dir, then [`login`]s
+/// with `credential` in this process's session ([`cli_session`]).
+pub fn sql_login(
+    audit: &Audit,
+    policy: &Arc<PolicyEngine>,
+    user: &str,
+    credential: &Credential,
+) -> Result<Principal, SessionError> {
+    crate::audit::note_version(audit, "policy", &policy.version(), serde_json::Value::Null)?;
+    login(audit, policy, user, credential, &cli_session())
+}
+
+/// Does `user` hold the auditor role (read on the `audit` table)? A refusal
+/// is recorded as a `denial` entry in the `cli` stream of `data_dir`.
+pub fn check_auditor(data_dir: &Path, policy: &PolicyEngine, user: &str) -> Result<(), SessionError> {
+    let decision = match policy.principal(user) {
+        Some(p) => policy.decide_sync(&p, crate::audit_table::TABLE, &crate::audit_table::column_meta()),
+        None => TableDecision::deny(format!("unknown user `{user}`")),
+    };
+    if decision.allowed {
+        return Ok(());
+    }
+    let audit = Audit::open(data_dir, "cli", "cli", Duration::from_secs(3))?;
+    let mut ev = AuditEvent::new(EventKind::Denial, user, "", Outcome::Deny);
+    ev.tables = vec![crate::audit_table::TABLE.into()];
+    ev.rule = Some(decision.reason.clone());
+    ev.rule_version = Some(policy.version());
+    audit.record_durable(ev)?;
+    audit.sync();
+    Err(SessionError::NotAuditor { user: user.to_string(), reason: decision.reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &Path, audit: &Audit) -> Vec<(EventKind, Outcome, String)> {
+        audit.sync();
+        let key = crate::audit::master_key(dir, false).unwrap();
+        let mut out = Vec::new();
+        for s in crate::audit::streams(dir) {
+            for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::all()).unwrap() {
+                let e = r.unwrap().event;
+                out.push((e.kind, e.outcome, e.user));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn logins_are_checked_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Arc::new(PolicyEngine::builtin().await.unwrap());
+        let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
+
+        let who = sql_login(&audit, &policy, "liu.market", &Credential::LocalOperator).unwrap();
+        assert_eq!(who.department, "market");
+        let e = login(&audit, &policy, "nobody", &Credential::LocalOperator, "t").unwrap_err();
+        assert!(matches!(e, SessionError::UnknownUser(_)), "{e}");
+        assert!(e.to_string().contains("unknown user `nobody`"));
+        let e = login(&audit, &policy, "liu.market", &Credential::Password("wrong".into()), "t").unwrap_err();
+        assert!(matches!(e, SessionError::WrongPassword(_)), "{e}");
+        assert!(login(&audit, &policy, "liu.market", &Credential::Password("liu.market-demo".into()), "t").is_ok());
+        assert_eq!(format!("{:?}", Credential::Password("secret".into())), "password");
+
+        let got = entries(dir.path(), &audit);
+        let want = [
+            (EventKind::PolicyChange, Outcome::Success, "system:hub"),
+            (EventKind::Login, Outcome::Success, "liu.market"),
+            (EventKind::Login, Outcome::Failure, "nobody"),
+            (EventKind::Denial, Outcome::Deny, "nobody"),
+            (EventKind::Login, Outcome::Failure, "liu.market"),
+            (EventKind::Denial, Outcome::Deny, "liu.market"),
+            (EventKind::Login, Outcome::Success, "liu.market"),
+        ];
+        let got: Vec<_> = got.iter().map(|(k, o, u)| (*k, *o, u.as_str())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn only_the_auditor_role_reads_the_audit_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = PolicyEngine::builtin().await.unwrap();
+        check_auditor(dir.path(), &policy, "qian.audit").unwrap();
+        for user in ["liu.market", "nobody"] {
+            let e = check_auditor(dir.path(), &policy, user).unwrap_err();
+            assert!(matches!(e, SessionError::NotAuditor { .. }), "{e}");
+            assert!(e.to_string().starts_with(&format!("permission denied: {user} may not read the audit trail")));
+        }
+        let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
+        let got = entries(dir.path(), &audit);
+        assert_eq!(got.iter().filter(|(k, o, _)| *k == EventKind::Denial && *o == Outcome::Deny).count(), 2, "{got:?}");
+    }
+}
