@@ -185,14 +185,14 @@ impl Hub {
         &self,
         libraries: &BTreeMap<String, RecordBatch>,
         held: &TablePositions,
-        positions: &Positions,
+        positions: &[(String, u32, u64)],
     ) -> Result<u64, PipelineError> {
         let mut writes = Vec::new();
         for lib in LIBRARIES {
             let Some(batch) = libraries.get(lib) else { continue };
             let fresh_rows = skip_committed(batch, |p| held.of(lib, p))?;
             let write = if fresh_rows.num_rows() > 0 {
-                let (store, positions, name) = (Arc::clone(&self.store), positions.clone(), lib.to_string());
+                let (store, positions, name) = (Arc::clone(&self.store), positions.to_vec(), lib.to_string());
                 let fut = async move { store.append(&name, vec![fresh_rows], &positions).await };
                 Some(tokio::spawn(fut.instrument(tracing::Span::current())))
             } else {
@@ -242,7 +242,7 @@ impl Hub {
         raw_name: &str,
         split: &Split<'_>,
         ingested_at: i64,
-        positions: &Positions,
+        positions: &[(String, u32, u64)],
         raw_base: Option<Option<i64>>,
     ) -> Result<Option<Option<i64>>, PipelineError> {
         let raw = crate::normalize::raw_batch(&split.raw_records(), ingested_at)?;
