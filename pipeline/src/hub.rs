@@ -276,7 +276,7 @@ impl Hub {
     }
 
     /// Builds the runtime sources (connectors) from the config.
-    pub fn build_sources(&self) -> Result<Vec<(Box<dyn Source>, SourceContext, Duration)>, PipelineError> {
+    pub fn build_sources(&self) -> Result<Vec<(Source, SourceContext, Duration)>, PipelineError> {
         let mut out = Vec::new();
         for s in self.cfg.enabled_sources() {
             let src = s.connector.build(&s.id, &s.department).map_err(|e| PipelineError::Config(e.to_string()))?;
@@ -297,7 +297,9 @@ impl Hub {
                 return out;
             }
         };
-        for (mut src, ctx, _) in built {
+        for (src, ctx, _) in built {
+            // Streaming sources (HJ 212, webhooks, MQTT) have no pass to run.
+            let Source::Polling(mut src) = src else { continue };
             let id = src.id().to_string();
             let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
             if let Err(e) = &r {
@@ -774,23 +776,26 @@ impl Hub {
     ) -> Result<(), PipelineError> {
         let mut tasks = Vec::new();
         let built = if sources { self.build_sources()? } else { Vec::new() };
-        for (mut src, ctx, every) in built {
+        for (src, ctx, every) in built {
             let mut stop = shutdown.clone();
             let audit = self.audit.clone();
             let dept =
                 self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
                 let id = src.id().to_string();
-                if src.is_streaming() {
-                    // Servers that systems push to (HJ 212, webhooks, MQTT).
-                    let r =
-                        src.run(&ctx, every, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
-                    if let Err(e) = &r {
-                        warn!(source = %id, "streaming source stopped: {e}");
-                        let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
+                let mut src = match src {
+                    Source::Polling(src) => src,
+                    Source::Streaming(mut src) => {
+                        // Servers that systems push to (HJ 212, webhooks, MQTT).
+                        let r =
+                            src.run(&ctx, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
+                        if let Err(e) = &r {
+                            warn!(source = %id, "streaming source stopped: {e}");
+                            let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
+                        }
+                        return;
                     }
-                    return;
-                }
+                };
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
                     match &r {

@@ -21,8 +21,8 @@
 //! * [`query`] — analyst SQL.
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config.
-//! * [`demo`] — the simulated departments and `lianqin demo`.
-//! * [`bench`] — `lianqin bench ingest`.
+//! * `demo` — the simulated departments and `lianqin demo` (feature `demo`).
+//! * `bench` — `lianqin bench ingest` / `kafka` (feature `demo`).
 //! * [`flows`] — outbound flows and exports filtered per department.
 //! * [`pgserver`] — the Postgres wire protocol server (`lianqin serve`).
 
@@ -31,8 +31,10 @@
 pub mod audit;
 pub mod audit_ship;
 pub mod audit_table;
+#[cfg(feature = "demo")]
 pub mod bench;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod flows;
 pub mod hub;
@@ -44,6 +46,13 @@ pub mod query;
 pub mod schema;
 pub mod time;
 pub mod udf;
+
+/// What `lianqin demo` and `lianqin bench` answer in a build without the
+/// `demo` feature (production builds: `--no-default-features --features kafka`).
+#[cfg(not(feature = "demo"))]
+pub const NO_DEMO: &str = "this lianqin was built without the simulated department systems and benchmarks \
+(cargo feature `demo`); build it with default features, e.g. \
+`cargo run -p lianqin-pipeline --bin lianqin -- demo`";
 
 /// Errors of the pipeline. Each names what and where (source, record key,
 /// field, table, file and line).

@@ -318,6 +318,7 @@ fn data_dir_of(cfg: &HubConfig, cli: Option<PathBuf>) -> PathBuf {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        #[cfg(feature = "demo")]
         Cmd::Demo { once, data_dir, scale } => {
             init_tracing("warn");
             let cfg = lianqin_sim::SimConfig {
@@ -331,6 +332,7 @@ async fn main() -> Result<()> {
             let text = lianqin_pipeline::demo::run_demo(&data_dir, once, cfg).await?;
             println!("{text}");
         }
+        #[cfg(feature = "demo")]
         Cmd::Bench { what: BenchCmd::Kafka { brokers, records, batch } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
@@ -339,6 +341,7 @@ async fn main() -> Result<()> {
             println!("freshness samples  {}", r.samples);
             println!("fetch → committed  p50 {:.0} ms, p99 {:.0} ms", r.p50_ms, r.p99_ms);
         }
+        #[cfg(feature = "demo")]
         Cmd::Bench { what: BenchCmd::Ingest { records, batch, data_dir, change_feeds, pipelined } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
@@ -347,6 +350,8 @@ async fn main() -> Result<()> {
             let report = lianqin_pipeline::bench::ingest(&dir, records, batch, opts).await?;
             print!("{}", report.render());
         }
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo { .. } | Cmd::Bench { .. } => bail!(lianqin_pipeline::NO_DEMO),
         Cmd::Check { config } => {
             init_tracing("warn");
             let cfg = HubConfig::load(&config)?;
