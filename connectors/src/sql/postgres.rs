@@ -34,7 +34,7 @@ fn quote_path(s: &str) -> String {
 
 /// The prepared shape of the source's rows.
 #[derive(Debug, Clone)]
-struct Plan {
+pub(super) struct Plan {
     /// Page query without a checkpoint (first pass).
     first: String,
     /// Page query after a checkpoint (`$1` = watermark text, `$2` = key text).
