@@ -280,7 +280,10 @@ impl Hub {
         let mut out = Vec::new();
         for s in self.cfg.enabled_sources() {
             let src = s.connector.build(&s.id, &s.department).map_err(|e| PipelineError::Config(e.to_string()))?;
-            let ctx = SourceContext { bus: Arc::clone(&self.bus), topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id) };
+            let ctx = SourceContext {
+                bus: Arc::<dyn Bus>::clone(&self.bus),
+                topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id),
+            };
             out.push((src, ctx, Duration::from_secs(s.interval_secs)));
         }
         Ok(out)
