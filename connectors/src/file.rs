@@ -48,13 +48,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use encoding_rs::{Encoding, GB18030, GBK, UTF_8};
-use lianqin_bus::Envelope;
+use lianqin_model::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::{ConnectorError, RunStats, Source, SourceContext};
+use crate::{ConnectorError, PollingSource, RunStats, SourceContext};
 
 /// Text encoding of CSV drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -554,7 +554,7 @@ fn first_bad_byte(enc: &'static Encoding, raw: &[u8]) -> usize {
 }
 
 #[async_trait::async_trait]
-impl Source for FileSource {
+impl PollingSource for FileSource {
     fn id(&self) -> &str {
         &self.id
     }

@@ -59,14 +59,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lianqin_bus::Envelope;
 use lianqin_hj212::{CrcVariant, Hj212Message, Hj212Server, Hj212ServerConfig, Hj212Stats, MAX_DATA_LEN};
+use lianqin_model::Envelope;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectorError, RunStats, Source, SourceContext};
+use crate::{ConnectorError, SourceContext, StreamingSource};
 
 /// CRC variant of the devices on one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -264,26 +264,12 @@ impl Hj212Source {
 }
 
 #[async_trait::async_trait]
-impl Source for Hj212Source {
+impl StreamingSource for Hj212Source {
     fn id(&self) -> &str {
         &self.id
     }
 
-    /// Streaming source: nothing to poll.
-    async fn sync_once(&mut self, _ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
-        Ok(RunStats::default())
-    }
-
-    fn is_streaming(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &mut self,
-        ctx: &SourceContext,
-        _every: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError> {
+    async fn run(&mut self, ctx: &SourceContext, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnectorError> {
         if self.bound.is_none() {
             self.bind().await?;
         }

@@ -30,13 +30,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lianqin_bus::Envelope;
+use lianqin_model::Envelope;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::irs::{IrsAnswer, IrsAuth, IrsAuthConfig};
-use crate::{ConnectorError, RetryConfig, RunStats, Source, SourceContext, expand_env};
+use crate::{ConnectorError, PollingSource, RetryConfig, RunStats, SourceContext, expand_env};
 
 /// Request signing schemes beyond static headers.
 #[derive(Debug, Clone, Deserialize)]
@@ -372,7 +372,7 @@ impl HttpSource {
         let mut env = Envelope::upsert(&self.id, &self.department, key, rec.clone(), updated);
         if let Some(df) = &self.cfg.delete_field {
             if truthy(rec.get(df)) {
-                env.op = lianqin_bus::Op::Delete;
+                env.op = lianqin_model::Op::Delete;
             }
         }
         env.with_locator(locator)
@@ -398,7 +398,7 @@ fn describe(url: &str, params: &[(String, String)]) -> String {
 }
 
 #[async_trait::async_trait]
-impl Source for HttpSource {
+impl PollingSource for HttpSource {
     fn id(&self) -> &str {
         &self.id
     }

@@ -2,9 +2,16 @@
 //!
 //! A connector is declared in the hub's TOML config as one `[[sources]]`
 //! block with a `[sources.connector]` table whose `type` picks the kind
-//! ([`ConnectorConfig`]). At run time it becomes a [`Source`] that fetches new
-//! records, wraps each in an [`Envelope`] and publishes it to the source's raw
-//! topic together with its checkpoint ([`lianqin_bus::Bus::publish`]).
+//! ([`ConnectorConfig`]). At run time it becomes a [`Source`] of one of two
+//! kinds: a [`PollingSource`] that the hub calls on the source's schedule
+//! ([`PollingSource::sync_once`]), or a [`StreamingSource`] — a server that
+//! devices and systems push to — that runs until shutdown
+//! ([`StreamingSource::run`]). Either wraps each record in an [`Envelope`]
+//! and publishes it to the source's raw topic together with its checkpoint
+//! through a [`RecordSink`] ([`SourceContext::publish`]).
+//!
+//! Connectors depend on the record contract (`lianqin-model`) only, never on
+//! the transport: every `lianqin_bus::Bus` is a [`RecordSink`].
 //!
 //! Kinds:
 //! * [`http`] — JSON APIs with page / offset / cursor pagination, incremental
@@ -35,7 +42,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use lianqin_bus::{Bus, BusError, Checkpoint, Envelope};
+use lianqin_model::{Checkpoint, Envelope, RecordSink, SinkError};
 use serde::Deserialize;
 
 pub use retry::RetryConfig;
@@ -84,9 +91,9 @@ pub enum ConnectorError {
     Bus {
         /// Source id.
         source_id: String,
-        /// The bus error.
+        /// The bus error (its [`SinkError::inner`] is the bus's own error).
         #[source]
-        error: BusError,
+        error: SinkError,
     },
 }
 
@@ -133,16 +140,29 @@ impl ConnectorConfig {
         }
     }
 
-    /// Builds the runtime source.
-    pub fn build(&self, source_id: &str, department: &str) -> Result<Box<dyn Source>, ConnectorError> {
+    /// Builds the runtime source: polling (`http`, `file`, `sql`) or
+    /// streaming (`hj212`, `webhook`, `mqtt`).
+    pub fn build(&self, source_id: &str, department: &str) -> Result<Source, ConnectorError> {
         self.validate(source_id)?;
         Ok(match self {
-            ConnectorConfig::Http(c) => Box::new(http::HttpSource::new(source_id, department, c.clone())?),
-            ConnectorConfig::File(c) => Box::new(file::FileSource::new(source_id, department, c.clone())),
-            ConnectorConfig::Hj212(c) => Box::new(hj212::Hj212Source::new(source_id, department, c.clone())),
-            ConnectorConfig::Webhook(c) => Box::new(webhook::WebhookSource::new(source_id, department, c.clone())?),
-            ConnectorConfig::Mqtt(c) => Box::new(mqtt::MqttSource::new(source_id, department, c.clone())?),
-            ConnectorConfig::Sql(c) => Box::new(sql::SqlSource::new(source_id, department, c.clone())?),
+            ConnectorConfig::Http(c) => {
+                Source::Polling(Box::new(http::HttpSource::new(source_id, department, c.clone())?))
+            }
+            ConnectorConfig::File(c) => {
+                Source::Polling(Box::new(file::FileSource::new(source_id, department, c.clone())))
+            }
+            ConnectorConfig::Sql(c) => {
+                Source::Polling(Box::new(sql::SqlSource::new(source_id, department, c.clone())?))
+            }
+            ConnectorConfig::Hj212(c) => {
+                Source::Streaming(Box::new(hj212::Hj212Source::new(source_id, department, c.clone())))
+            }
+            ConnectorConfig::Webhook(c) => {
+                Source::Streaming(Box::new(webhook::WebhookSource::new(source_id, department, c.clone())?))
+            }
+            ConnectorConfig::Mqtt(c) => {
+                Source::Streaming(Box::new(mqtt::MqttSource::new(source_id, department, c.clone())?))
+            }
         })
     }
 }
@@ -150,8 +170,9 @@ impl ConnectorConfig {
 /// Where a source publishes: the bus and its raw topic.
 #[derive(Clone)]
 pub struct SourceContext {
-    /// The bus.
-    pub bus: Arc<dyn Bus>,
+    /// The bus, seen as a [`RecordSink`] (an `Arc<dyn lianqin_bus::Bus>`
+    /// coerces to it).
+    pub bus: Arc<dyn RecordSink>,
     /// The source's raw topic.
     pub topic: String,
 }
@@ -166,7 +187,7 @@ impl SourceContext {
     ) -> Result<(), ConnectorError> {
         let cp = Checkpoint { source: source_id.to_string(), value: checkpoint };
         self.bus
-            .publish(&self.topic, records, Some(cp))
+            .publish_records(&self.topic, records, Some(cp))
             .await
             .map_err(|error| ConnectorError::Bus { source_id: source_id.to_string(), error })
     }
@@ -202,7 +223,7 @@ impl SourceContext {
     /// Loads the source's last checkpoint.
     pub async fn checkpoint(&self, source_id: &str) -> Result<Option<serde_json::Value>, ConnectorError> {
         self.bus
-            .load_checkpoint(source_id)
+            .saved_checkpoint(source_id)
             .await
             .map_err(|error| ConnectorError::Bus { source_id: source_id.to_string(), error })
     }
@@ -231,34 +252,96 @@ impl RunStats {
     }
 }
 
-/// A running connector: one sync pass fetches everything new since its
-/// checkpoint and publishes it. The hub calls it on the source's schedule
-/// (polling sources) — §7.3.2 "real time or on a schedule".
+/// A connector the hub polls: one pass fetches everything new since its
+/// checkpoint and publishes it. The hub calls it on the source's schedule —
+/// §7.3.2 "real time or on a schedule" — and audits each pass as a run.
 #[async_trait::async_trait]
-pub trait Source: Send {
+pub trait PollingSource: Send {
     /// Source id.
     fn id(&self) -> &str;
     /// Runs one pass.
     async fn sync_once(&mut self, ctx: &SourceContext) -> Result<RunStats, ConnectorError>;
+}
 
-    /// True for streaming sources (servers that devices and systems push
-    /// to: HJ 212, webhooks, MQTT). The hub runs them with [`Source::run`]
-    /// instead of scheduling [`Source::sync_once`].
-    fn is_streaming(&self) -> bool {
-        false
+/// A connector that is a server devices and systems push to (HJ 212,
+/// webhooks, MQTT): it runs until shutdown and publishes as records arrive.
+/// There is no pass to schedule, so the hub neither polls nor audits it as a
+/// run; only its stopping with an error is audited.
+#[async_trait::async_trait]
+pub trait StreamingSource: Send {
+    /// Source id.
+    fn id(&self) -> &str;
+    /// Serves until `shutdown` turns true (records still being received are
+    /// published first).
+    async fn run(
+        &mut self,
+        ctx: &SourceContext,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ConnectorError>;
+}
+
+/// A runtime connector, as [`ConnectorConfig::build`] makes it: one of the two
+/// kinds.
+pub enum Source {
+    /// Called on the source's schedule.
+    Polling(Box<dyn PollingSource>),
+    /// Runs until shutdown.
+    Streaming(Box<dyn StreamingSource>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_streaming() { "Streaming" } else { "Polling" };
+        f.debug_tuple(kind).field(&self.id()).finish()
+    }
+}
+
+impl Source {
+    /// Source id.
+    pub fn id(&self) -> &str {
+        match self {
+            Source::Polling(s) => s.id(),
+            Source::Streaming(s) => s.id(),
+        }
     }
 
-    /// Runs a streaming source until `shutdown` turns true. The default
-    /// polls `sync_once` every `every`.
-    async fn run(
+    /// True for a [`StreamingSource`].
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Source::Streaming(_))
+    }
+
+    /// The polling source, or `None` for a streaming one.
+    pub fn into_polling(self) -> Option<Box<dyn PollingSource>> {
+        match self {
+            Source::Polling(s) => Some(s),
+            Source::Streaming(_) => None,
+        }
+    }
+
+    /// The streaming source, or `None` for a polling one.
+    pub fn into_streaming(self) -> Option<Box<dyn StreamingSource>> {
+        match self {
+            Source::Streaming(s) => Some(s),
+            Source::Polling(_) => None,
+        }
+    }
+
+    /// Runs the source until `shutdown` turns true, whatever its kind: a
+    /// streaming source serves; a polling source syncs every `every` (a
+    /// failed pass is logged and retried on the next tick).
+    pub async fn run(
         &mut self,
         ctx: &SourceContext,
         every: std::time::Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ConnectorError> {
+        let src = match self {
+            Source::Streaming(s) => return s.run(ctx, shutdown).await,
+            Source::Polling(s) => s,
+        };
         loop {
-            if let Err(e) = self.sync_once(ctx).await {
-                tracing::warn!(source = %self.id(), "sync failed (will retry next tick): {e}");
+            if let Err(e) = src.sync_once(ctx).await {
+                tracing::warn!(source = %src.id(), "sync failed (will retry next tick): {e}");
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -50,14 +50,14 @@
 
 use std::time::Duration;
 
-use lianqin_bus::Envelope;
+use lianqin_model::Envelope;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectorError, RunStats, Source, SourceContext, expand_env};
+use crate::{ConnectorError, SourceContext, StreamingSource, expand_env};
 
 /// Configuration of an `mqtt` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -378,26 +378,12 @@ async fn drive(
 }
 
 #[async_trait::async_trait]
-impl Source for MqttSource {
+impl StreamingSource for MqttSource {
     fn id(&self) -> &str {
         &self.id
     }
 
-    /// Streaming source: nothing to poll.
-    async fn sync_once(&mut self, _ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
-        Ok(RunStats::default())
-    }
-
-    fn is_streaming(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &mut self,
-        ctx: &SourceContext,
-        _every: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError> {
+    async fn run(&mut self, ctx: &SourceContext, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnectorError> {
         let (client, eventloop) = AsyncClient::new(self.options()?, 1024);
         let filters: Vec<SubscribeFilter> =
             self.cfg.topics.iter().map(|t| SubscribeFilter::new(t.clone(), self.qos())).collect();

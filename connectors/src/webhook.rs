@@ -61,7 +61,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -70,7 +69,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use lianqin_bus::Envelope;
+use lianqin_model::Envelope;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -78,7 +77,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tracing::{debug, info, warn};
 
-use crate::{ConnectorError, RunStats, Source, SourceContext, expand_env};
+use crate::{ConnectorError, SourceContext, StreamingSource, expand_env};
 
 /// Configuration of a `webhook` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -289,26 +288,12 @@ impl WebhookSource {
 }
 
 #[async_trait::async_trait]
-impl Source for WebhookSource {
+impl StreamingSource for WebhookSource {
     fn id(&self) -> &str {
         &self.id
     }
 
-    /// Streaming source: nothing to poll.
-    async fn sync_once(&mut self, _ctx: &SourceContext) -> Result<RunStats, ConnectorError> {
-        Ok(RunStats::default())
-    }
-
-    fn is_streaming(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &mut self,
-        ctx: &SourceContext,
-        _every: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError> {
+    async fn run(&mut self, ctx: &SourceContext, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnectorError> {
         if self.listener.is_none() {
             self.bind().await?;
         }

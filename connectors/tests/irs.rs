@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lianqin_bus::{Bus, EmbeddedBus, OffsetLookup};
 use lianqin_connectors::http::HttpSource;
-use lianqin_connectors::{ConnectorConfig, Source, SourceContext, set_env_override};
+use lianqin_connectors::{ConnectorConfig, PollingSource, SourceContext, set_env_override};
 use lianqin_sim::irs::{IrsSimConfig, start_irs};
 use serde_json::json;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lianqin_bus::{Bus, BusRecord, Consumer, EmbeddedBus, OffsetLookup};
 use lianqin_connectors::mqtt::{MqttConfig, MqttSource};
-use lianqin_connectors::{ConnectorConfig, ConnectorError, Source, SourceContext};
+use lianqin_connectors::{ConnectorConfig, ConnectorError, SourceContext, StreamingSource};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -66,11 +66,12 @@ struct Running {
 }
 
 fn start(cfg: &MqttConfig, ctx: &SourceContext) -> Running {
+    let built = ConnectorConfig::Mqtt(cfg.clone()).build("water_sensors", "environment").unwrap();
+    assert!(built.is_streaming(), "MQTT is a streaming source");
     let mut src = MqttSource::new("water_sensors", "environment", cfg.clone()).unwrap();
-    assert!(src.is_streaming());
     let (stop, rx) = watch::channel(false);
     let ctx = ctx.clone();
-    let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), rx).await });
+    let task = tokio::spawn(async move { src.run(&ctx, rx).await });
     Running { stop, task }
 }
 
@@ -227,7 +228,7 @@ async fn mqtt_unacked_when_not_durable_is_redelivered() {
     let broken = SourceContext { bus: Arc::clone(&bus) as Arc<dyn Bus>, topic: "raw.not_created".into() };
     let mut src = MqttSource::new("water_sensors", "environment", cfg.clone()).unwrap();
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(async move { src.run(&broken, Duration::from_secs(1), rx).await });
+    let task = tokio::spawn(async move { src.run(&broken, rx).await });
     // Let it connect and subscribe (clean_session=false keeps the
     // subscription for the second run).
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lianqin_bus::{Bus, BusError, BusRecord, Checkpoint, Consumer, EmbeddedBus, Envelope, OffsetLookup};
 use lianqin_connectors::sql::{SqlConfig, SqlSource};
-use lianqin_connectors::{ConnectorConfig, Source, SourceContext};
+use lianqin_connectors::{ConnectorConfig, PollingSource, SourceContext};
 use serde_json::Value;
 
 fn pg_url() -> Option<String> {
@@ -196,6 +196,8 @@ struct HangingBus {
     publishes: AtomicUsize,
     hang_at: usize,
 }
+
+lianqin_bus::impl_record_sink!(HangingBus);
 
 #[async_trait::async_trait]
 impl Bus for HangingBus {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lianqin_bus::{Bus, BusError, BusRecord, Checkpoint, Consumer, EmbeddedBus, Envelope, OffsetLookup, Op};
 use lianqin_connectors::sql::{SqlConfig, SqlSource};
-use lianqin_connectors::{ConnectorConfig, ConnectorError, Source, SourceContext};
+use lianqin_connectors::{ConnectorConfig, ConnectorError, PollingSource, SourceContext};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
@@ -353,6 +353,8 @@ struct HangingBus {
     publishes: AtomicUsize,
     hang_at: usize,
 }
+
+lianqin_bus::impl_record_sink!(HangingBus);
 
 #[async_trait::async_trait]
 impl Bus for HangingBus {

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use lianqin_bus::{Bus, BusRecord, EmbeddedBus, OffsetLookup};
 use lianqin_connectors::hj212::{Hj212Config, Hj212Crc, Hj212Source};
 use lianqin_connectors::webhook::{WebhookConfig, WebhookSource};
-use lianqin_connectors::{ConnectorConfig, Source, SourceContext};
+use lianqin_connectors::{ConnectorConfig, SourceContext, StreamingSource};
 use lianqin_hj212::{CrcVariant, DeviceOptions, encode_frame, simulate_device_with};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -79,12 +79,13 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     };
     assert_eq!(cfg.crc, Hj212Crc::Hj212);
     assert!(cfg.reply);
+    let built = ConnectorConfig::Hj212(cfg.clone()).build("env_hj212", "environment").unwrap();
+    assert!(built.is_streaming(), "HJ 212 is a streaming source");
     let mut src = Hj212Source::new("env_hj212", "environment", cfg);
-    assert!(src.is_streaming());
     let addr = src.bind().await.unwrap();
     let stats = src.stats().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), stop_rx).await });
+    let task = tokio::spawn(async move { src.run(&ctx, stop_rx).await });
 
     // Device A: three good frames + one bad-CRC frame, all in one write (sticky).
     let dev_a = vec![frame(SEG_AQI), frame(&seg_minute(0)), bad_crc(&seg_minute(59)), frame(SEG_WATER)];
@@ -163,7 +164,7 @@ async fn hj212_modbus_port_and_resent_frame_hashes_equal() {
     let mut src = Hj212Source::new("env_modbus", "environment", cfg);
     let addr = src.bind().await.unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), stop_rx).await });
+    let task = tokio::spawn(async move { src.run(&ctx, stop_rx).await });
     let f = encode_frame(&seg_minute(7), CrcVariant::Modbus).unwrap();
     let opts = DeviceOptions { crc: CrcVariant::Modbus, expected_replies: Some(1), ..Default::default() };
     // The same frame from two connections (a device resending after reconnect).
@@ -272,12 +273,13 @@ impl Hook {
 async fn start_hook(
     ctx: &SourceContext,
 ) -> (Hook, watch::Sender<bool>, tokio::task::JoinHandle<Result<(), lianqin_connectors::ConnectorError>>) {
+    let built = ConnectorConfig::Webhook(webhook_cfg()).build("police_110_push", "police").unwrap();
+    assert!(built.is_streaming(), "webhooks are streaming sources");
     let mut src = WebhookSource::new("police_110_push", "police", webhook_cfg()).unwrap();
-    assert!(src.is_streaming());
     let addr = src.bind().await.unwrap();
     let (tx, rx) = watch::channel(false);
     let ctx = ctx.clone();
-    let task = tokio::spawn(async move { src.run(&ctx, Duration::from_secs(1), rx).await });
+    let task = tokio::spawn(async move { src.run(&ctx, rx).await });
     let hook = Hook { url: format!("http://{addr}/hooks/110"), http: reqwest::Client::new() };
     (hook, tx, task)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lianqin_bus::{Bus, EmbeddedBus, Envelope, OffsetLookup};
 use lianqin_connectors::file::FileSource;
-use lianqin_connectors::{ConnectorConfig, Source, SourceContext};
+use lianqin_connectors::{ConnectorConfig, PollingSource, SourceContext};
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 use serde_json::{Value, json};
 

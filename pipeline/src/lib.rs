@@ -25,8 +25,8 @@
 //! * [`audit`] — the audit writer (a leaf: the hub and servers call it), the
 //!   replicated audit topic ([`audit::ship`]) and the `audit` SQL table
 //!   ([`audit::table`]).
-//! * [`demo`] — the simulated departments and `lianqin demo`.
-//! * [`bench`] — `lianqin bench ingest`.
+//! * `demo` — the simulated departments and `lianqin demo` (feature `demo`).
+//! * `bench` — `lianqin bench ingest` / `kafka` (feature `demo`).
 //! * [`flows`] — outbound flows and exports filtered per department.
 //! * [`server`] — the Postgres wire protocol server (`lianqin serve`).
 //! * [`cli`] — the `lianqin` command line's logic: logins, auditor checks, option values, error reports.
@@ -54,9 +54,11 @@ pub mod audit;
 pub use audit::ship as audit_ship;
 /// The `audit` SQL table (moved to [`audit::table`]; this path is kept).
 pub use audit::table as audit_table;
+#[cfg(feature = "demo")]
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod flows;
 pub mod hub;
@@ -68,6 +70,13 @@ pub mod schema;
 pub mod server;
 pub mod time;
 pub mod udf;
+
+/// What `lianqin demo` and `lianqin bench` answer in a build without the
+/// `demo` feature (production builds: `--no-default-features --features kafka`).
+#[cfg(not(feature = "demo"))]
+pub const NO_DEMO: &str = "this lianqin was built without the simulated department systems and benchmarks \
+(cargo feature `demo`); build it with default features, e.g. \
+`cargo run -p lianqin-pipeline --bin lianqin -- demo`";
 
 /// Errors of the pipeline. Each names what and where (source, record key,
 /// field, table, file and line).

@@ -22,14 +22,15 @@
 #![warn(missing_docs)]
 
 mod embedded;
-mod envelope;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
 use std::time::Duration;
 
 pub use embedded::EmbeddedBus;
-pub use envelope::{Envelope, Op, content_hash, partition_for};
+/// The record contract lives in `lianqin-model`; re-exported so pipeline code
+/// names it through the bus.
+pub use lianqin_model::{Checkpoint, Envelope, Op, RecordSink, SinkError, content_hash, partition_for};
 
 /// Errors from the bus. Each names the topic (and partition/offset where known).
 #[derive(Debug, thiserror::Error)]
@@ -65,16 +66,6 @@ pub enum BusError {
     Config(String),
 }
 
-/// A connector's checkpoint saved together with a publish: the source id and
-/// an opaque JSON value (cursor, last updated-at, file hashes, ...).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Checkpoint {
-    /// Source id.
-    pub source: String,
-    /// The checkpoint value.
-    pub value: serde_json::Value,
-}
-
 /// One record read from the bus, with its position.
 #[derive(Debug, Clone)]
 pub struct BusRecord {
@@ -93,8 +84,12 @@ pub struct BusRecord {
 pub type OffsetLookup = std::sync::Arc<dyn Fn(&str, u32) -> Option<u64> + Send + Sync>;
 
 /// A topic-partitioned, offset-addressed, durable record bus.
+///
+/// Every bus is also a [`RecordSink`] (what connectors publish through); an
+/// implementation gets that impl from [`impl_record_sink!`], which delegates
+/// to [`Bus::publish`] and [`Bus::load_checkpoint`].
 #[async_trait::async_trait]
-pub trait Bus: Send + Sync + 'static {
+pub trait Bus: RecordSink + Send + Sync + 'static {
     /// `embedded` or `kafka`.
     fn kind(&self) -> &'static str;
 
@@ -140,6 +135,43 @@ pub trait Consumer: Send {
     /// offsets. Informational: the libraries hold the authoritative offsets.
     async fn commit(&mut self, positions: &[(String, u32, u64)]) -> Result<(), BusError>;
 }
+
+/// Implements [`RecordSink`] for a [`Bus`] implementation by delegating to
+/// [`Bus::publish`] and [`Bus::load_checkpoint`] (the error is kept as
+/// [`SinkError::inner`]): `lianqin_bus::impl_record_sink!(MyBus);`.
+#[macro_export]
+macro_rules! impl_record_sink {
+    ($t:ty) => {
+        #[$crate::__private::async_trait]
+        impl $crate::RecordSink for $t {
+            async fn publish_records(
+                &self,
+                topic: &str,
+                records: &[$crate::Envelope],
+                checkpoint: Option<$crate::Checkpoint>,
+            ) -> Result<(), $crate::SinkError> {
+                $crate::Bus::publish(self, topic, records, checkpoint).await.map_err($crate::SinkError::new)
+            }
+
+            async fn saved_checkpoint(
+                &self,
+                source: &str,
+            ) -> Result<Option<$crate::__private::Value>, $crate::SinkError> {
+                $crate::Bus::load_checkpoint(self, source).await.map_err($crate::SinkError::new)
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use serde_json::Value;
+}
+
+impl_record_sink!(EmbeddedBus);
+#[cfg(feature = "kafka")]
+impl_record_sink!(kafka::KafkaBus);
 
 /// Name of the raw topic of a source: `<prefix>raw.<source>`.
 pub fn raw_topic(prefix: &str, source: &str) -> String {

@@ -215,6 +215,7 @@ async fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        #[cfg(feature = "demo")]
         Cmd::Demo { once, data_dir, scale } => {
             init_tracing("warn");
             let cfg = lianqin_sim::SimConfig {
@@ -228,6 +229,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             let text = lianqin_pipeline::demo::run_demo(&data_dir, once, cfg).await?;
             println!("{text}");
         }
+        #[cfg(feature = "demo")]
         Cmd::Bench { what: BenchCmd::Kafka { brokers, records, batch } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
@@ -236,6 +238,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             println!("freshness samples  {}", r.samples);
             println!("fetch → committed  p50 {:.0} ms, p99 {:.0} ms", r.p50_ms, r.p99_ms);
         }
+        #[cfg(feature = "demo")]
         Cmd::Bench { what: BenchCmd::Ingest { records, batch, data_dir, change_feeds, pipelined } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
@@ -244,6 +247,8 @@ async fn run(cmd: Cmd) -> Result<()> {
             let report = lianqin_pipeline::bench::ingest(&dir, records, batch, opts).await?;
             print!("{}", report.render());
         }
+        #[cfg(not(feature = "demo"))]
+        Cmd::Demo { .. } | Cmd::Bench { .. } => bail!(lianqin_pipeline::NO_DEMO),
         Cmd::Check { config } => {
             init_tracing("warn");
             let cfg = HubConfig::load(&config)?;

@@ -2,14 +2,15 @@
 //! sync pass of every source, and the per-source tasks of `lianqin run`.
 //! Each run is audited as a `connector_run` entry.
 //!
-//! Moved as-is from the hub module; the connector `Source` trait (polling
-//! and streaming kinds) is reshaped separately and will land here.
+//! Polling sources run a pass per interval; streaming sources (HJ 212,
+//! webhooks, MQTT) run until shutdown and are audited only when they stop
+//! with an error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lianqin_bus::raw_topic;
+use lianqin_bus::{Bus, raw_topic};
 use lianqin_connectors::{RunStats, Source, SourceContext};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -19,11 +20,11 @@ use crate::PipelineError;
 
 impl Hub {
     /// Builds the runtime sources (connectors) from the config.
-    pub fn build_sources(&self) -> Result<Vec<(Box<dyn Source>, SourceContext, Duration)>, PipelineError> {
+    pub fn build_sources(&self) -> Result<Vec<(Source, SourceContext, Duration)>, PipelineError> {
         let mut out = Vec::new();
         for s in self.cfg.enabled_sources() {
             let src = s.connector.build(&s.id, &s.department).map_err(|e| PipelineError::Config(e.to_string()))?;
-            let ctx = SourceContext { bus: Arc::clone(&self.bus), topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id) };
+            let ctx = SourceContext { bus: Arc::<dyn Bus>::clone(&self.bus), topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id) };
             out.push((src, ctx, Duration::from_secs(s.interval_secs)));
         }
         Ok(out)
@@ -40,7 +41,9 @@ impl Hub {
                 return out;
             }
         };
-        for (mut src, ctx, _) in built {
+        for (src, ctx, _) in built {
+            // Streaming sources (HJ 212, webhooks, MQTT) have no pass to run.
+            let Source::Polling(mut src) = src else { continue };
             let id = src.id().to_string();
             let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
             if let Err(e) = &r {
@@ -66,23 +69,25 @@ impl Hub {
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, PipelineError> {
         let mut tasks = Vec::new();
         let built = if sources { self.build_sources()? } else { Vec::new() };
-        for (mut src, ctx, every) in built {
+        for (src, ctx, every) in built {
             let mut stop = shutdown.clone();
             let audit = self.audit.clone();
             let dept =
                 self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
                 let id = src.id().to_string();
-                if src.is_streaming() {
-                    // Servers that systems push to (HJ 212, webhooks, MQTT).
-                    let r =
-                        src.run(&ctx, every, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
-                    if let Err(e) = &r {
-                        warn!(source = %id, "streaming source stopped: {e}");
-                        let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
+                let mut src = match src {
+                    Source::Polling(src) => src,
+                    Source::Streaming(mut src) => {
+                        // Servers that systems push to (HJ 212, webhooks, MQTT).
+                        let r = src.run(&ctx, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
+                        if let Err(e) = &r {
+                            warn!(source = %id, "streaming source stopped: {e}");
+                            let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
+                        }
+                        return;
                     }
-                    return;
-                }
+                };
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
                     match &r {
