@@ -283,7 +283,8 @@ columns = { mn = "utf8", water = "utf8", lon = "float64", active = "bool" }
             )
             .unwrap();
         assert_eq!(b.num_rows(), 2);
-        let names: Vec<&str> = b.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let schema = b.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["mn", "water", "lon", "active"]);
         let water = b.column(1).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
         assert_eq!(water.value(0), "西苕溪, 横塘");
