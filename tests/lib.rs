@@ -44,6 +44,46 @@ pub async fn count(data_dir: &Path, sql: &str) -> i64 {
     engine(data_dir).await.scalar_i64(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Whether this run is CI (`CI=true`, as CI systems set it, or `CI=1`):
+/// then a test that needs a service must not pass without it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// The value of `var` (a service address such as `LIANQIN_PG_URL`) when
+/// set and not empty. When it is missing the test cannot run: under CI
+/// ([`in_ci`]) that is a failure — this panics naming the variable — and
+/// elsewhere it prints a SKIPPED note and returns `None` (the test returns
+/// early). `tests/run.sh` starts every service and sets the variables.
+pub fn require_service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ if in_ci() => panic!(
+            "{var} is not set but CI=true: this test needs its service and must not pass without it \
+             (tests/run.sh starts the services and sets {var})"
+        ),
+        _ => {
+            eprintln!("\n!!!!! SKIPPED: {var} is not set (tests/run.sh starts the services and sets it) !!!!!\n");
+            None
+        }
+    }
+}
+
+/// Blocking [`wait_until`] for tests without a runtime: polls `f` every
+/// 100 ms until it returns true or `timeout` passes.
+pub fn wait_until_blocking(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
@@ -90,6 +130,18 @@ pub fn read_topic_raw(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// How many members the Kafka consumer group `group` has right now (0 when
+/// the broker cannot say). Blocking: call it from `spawn_blocking`.
+pub fn kafka_group_members(brokers: &str, group: &str) -> usize {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Ok(c) = ClientConfig::new().set("bootstrap.servers", brokers).create::<BaseConsumer>() else { return 0 };
+    c.fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()
+        .and_then(|l| l.groups().iter().find(|g| g.name() == group).map(|g| g.members().len()))
+        .unwrap_or(0)
 }
 
 /// The demo config (`lianqin_pipeline::demo::demo_config_toml`) with the bus

@@ -1,5 +1,6 @@
 //! The `mqtt` source against a real broker (tests/services/mosquitto.sh).
-//! Runs only when `LIANQIN_MQTT_BROKER` is set; otherwise prints `skipped`.
+//! Needs `LIANQIN_MQTT_BROKER`: without it the tests print SKIPPED, or fail
+//! under `CI=true`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,13 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+mod common;
+
+/// `LIANQIN_MQTT_BROKER` (host:port); see [`common::require_service`].
 fn broker() -> Option<(String, u16)> {
-    let b = std::env::var("LIANQIN_MQTT_BROKER").ok()?;
-    let (h, p) = b.rsplit_once(':')?;
-    Some((h.to_string(), p.parse().ok()?))
+    let b = common::require_service("LIANQIN_MQTT_BROKER")?;
+    let (h, p) = b.rsplit_once(':').expect("LIANQIN_MQTT_BROKER is host:port");
+    Some((h.to_string(), p.parse().expect("LIANQIN_MQTT_BROKER port")))
 }
 
 fn unique() -> String {
@@ -91,10 +95,7 @@ async fn poll_until(c: &mut Box<dyn Consumer>, got: &mut Vec<BusRecord>, want: u
 
 #[tokio::test]
 async fn mqtt_readings_with_manual_acks_and_persistent_session() {
-    let Some((host, port)) = broker() else {
-        println!("skipped: set LIANQIN_MQTT_BROKER (tests/services/mosquitto.sh start)");
-        return;
-    };
+    let Some((host, port)) = broker() else { return };
     let run = unique();
     let prefix = format!("lianqin-test/{run}");
     let client_id = format!("lianqin-src-{run}");
@@ -205,10 +206,7 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
 
 #[tokio::test]
 async fn mqtt_unacked_when_not_durable_is_redelivered() {
-    let Some((host, port)) = broker() else {
-        println!("skipped: set LIANQIN_MQTT_BROKER (tests/services/mosquitto.sh start)");
-        return;
-    };
+    let Some((host, port)) = broker() else { return };
     let run = unique();
     let prefix = format!("lianqin-test/{run}");
     let client_id = format!("lianqin-src2-{run}");

@@ -12,17 +12,10 @@ use lianqin_connectors::sql::{SqlConfig, SqlSource};
 use lianqin_connectors::{ConnectorConfig, PollingSource, SourceContext};
 use serde_json::Value;
 
+mod common;
+
 fn pg_url() -> Option<String> {
-    match std::env::var("LIANQIN_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "\n!!!!! SKIPPED: LIANQIN_PG_URL is not set. Run tests/run.sh, or start \
-                 tests/services/postgres.sh and export $(tests/services/postgres.sh env) !!!!!\n"
-            );
-            None
-        }
-    }
+    common::require_service("LIANQIN_PG_URL")
 }
 
 async fn db(url: &str) -> tokio_postgres::Client {

@@ -13,17 +13,10 @@ use lianqin_connectors::{ConnectorConfig, ConnectorError, PollingSource, SourceC
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
+mod common;
+
 fn mysql_url() -> Option<String> {
-    match std::env::var("LIANQIN_MYSQL_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "\n!!!!! SKIPPED: LIANQIN_MYSQL_URL is not set. Run tests/run.sh, or start \
-                 tests/services/mariadb.sh and export $(tests/services/mariadb.sh env) !!!!!\n"
-            );
-            None
-        }
-    }
+    common::require_service("LIANQIN_MYSQL_URL")
 }
 
 /// A test client: UTC session (literal TIMESTAMPs are UTC), utf8mb4.

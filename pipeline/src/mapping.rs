@@ -21,6 +21,12 @@
 //! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
 //! `_payload` (the whole record as JSON text) and `_flags` (JSON array of
 //! type problems found while reading fields with `on_error = "flag"`).
+//!
+//! A mapping may also declare reference tables (`[[references]]`, CSV files
+//! beside the mappings, see [`reference`]); each is a table its SQL can
+//! join by name, loaded and checked with the mapping.
+
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,7 @@ use lianqin_bus::Envelope;
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::reference::{ReferenceSpec, ReferenceTable};
 use crate::PipelineError;
 use crate::schema::ColumnType;
 use crate::time::parse_time_utc_micros;
@@ -121,11 +128,17 @@ pub struct Mapping {
     pub key_field: Option<String>,
     /// Raw fields, in a stable order.
     pub fields: BTreeMap<String, FieldSpec>,
+    /// Reference tables the SQL joins (`[[references]]`).
+    #[serde(default)]
+    pub references: Vec<ReferenceSpec>,
     /// Outputs.
     pub outputs: Vec<OutputSpec>,
     /// Where it was loaded from.
     #[serde(skip)]
     pub origin: String,
+    /// The reference tables, loaded (one per `references` entry).
+    #[serde(skip)]
+    pub tables: Vec<ReferenceTable>,
 }
 
 /// Mappings shipped in `schemas/mappings/` (compiled in).
@@ -139,8 +152,15 @@ pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
 ];
 
 impl Mapping {
-    /// Parses mapping text; `origin` names the file in errors.
+    /// Parses mapping text; `origin` names the file in errors. Reference
+    /// files are the compiled-in copies from `schemas/reference/`.
     pub fn parse(text: &str, origin: &str) -> Result<Mapping, PipelineError> {
+        Mapping::parse_in(text, origin, None)
+    }
+
+    /// Parses mapping text whose reference files are relative to `dir`
+    /// (the mapping file's folder), or compiled in when `dir` is `None`.
+    pub fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Mapping, PipelineError> {
         let mut m: Mapping =
             toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
         m.origin = origin.to_string();
@@ -154,6 +174,13 @@ impl Mapping {
                 )));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &m.references {
+            if !names.insert(r.name.as_str()) {
+                return Err(PipelineError::Config(format!("mapping {origin}: reference `{}` declared twice", r.name)));
+            }
+            m.tables.push(r.load(dir, origin)?);
+        }
         Ok(m)
     }
 
@@ -164,7 +191,7 @@ impl Mapping {
         if p.is_file() {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| PipelineError::Config(format!("mapping {}: {e}", p.display())))?;
-            return Mapping::parse(&text, &p.display().to_string());
+            return Mapping::parse_in(&text, &p.display().to_string(), p.parent());
         }
         let stem = Path::new(reference).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         for (name, text) in BUILTIN_MAPPINGS {

@@ -52,12 +52,18 @@ impl std::fmt::Debug for Normalizer {
 }
 
 impl Normalizer {
-    /// Builds a normalizer and checks the mapping: every output query must
+    /// Builds a normalizer and checks the mapping: its reference tables are
+    /// registered beside `raw` (by their names); every output query must
     /// plan over an empty `raw`, select `_row`, and produce only columns of
     /// its library with castable types. Errors name the mapping and output.
     pub async fn new(catalog: Arc<Catalog>, mapping: Arc<Mapping>, source: &str) -> Result<Self, PipelineError> {
         let ctx = SessionContext::new();
         crate::udf::register(&ctx, &catalog);
+        for t in &mapping.tables {
+            ctx.register_batch(t.name.as_str(), t.batch.clone()).map_err(|e| {
+                PipelineError::Config(format!("mapping {}: reference `{}` ({}): {e}", mapping.origin, t.name, t.origin))
+            })?;
+        }
         let n = Normalizer { catalog, mapping, source: source.to_string(), ctx };
         n.check().await?;
         Ok(n)

@@ -57,9 +57,10 @@ async fn matter_count(d: &std::path::Path, like: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_survives_broker_stop_and_start() {
-    let (Ok(brokers), Ok(kafka_sh)) = (std::env::var("LIANQIN_KAFKA_BROKERS"), std::env::var("LIANQIN_KAFKA_SCRIPT"))
-    else {
-        eprintln!("skipped: set LIANQIN_KAFKA_BROKERS and LIANQIN_KAFKA_SCRIPT (tests/run.sh does)");
+    let (Some(brokers), Some(kafka_sh)) = (
+        lianqin_tests::require_service("LIANQIN_KAFKA_BROKERS"),
+        lianqin_tests::require_service("LIANQIN_KAFKA_SCRIPT"),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

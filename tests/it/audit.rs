@@ -455,10 +455,7 @@ async fn shipped_audit_copy_verifies_and_survives_resends() {
 /// --from-kafka` verifies the copy read back from the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_topic_on_kafka_verifies() {
-    let Ok(brokers) = std::env::var("LIANQIN_KAFKA_BROKERS") else {
-        eprintln!("skipped: set LIANQIN_KAFKA_BROKERS (tests/run.sh starts a broker)");
-        return;
-    };
+    let Some(brokers) = lianqin_tests::require_service("LIANQIN_KAFKA_BROKERS") else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sim = demo::start_simulation(d, small()).await.unwrap();

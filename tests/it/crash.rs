@@ -39,10 +39,7 @@ async fn kill_9_mid_ingest_then_restart_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_ingest_on_kafka_then_restart_is_exact() {
-    let Ok(brokers) = std::env::var("LIANQIN_KAFKA_BROKERS") else {
-        eprintln!("skipped: set LIANQIN_KAFKA_BROKERS (tests/run.sh starts a broker)");
-        return;
-    };
+    let Some(brokers) = lianqin_tests::require_service("LIANQIN_KAFKA_BROKERS") else { return };
     crash_and_restart(Some(brokers)).await;
 }
 

@@ -48,10 +48,7 @@ pub(crate) fn mapping(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hj212_and_mqtt_readings_reach_the_libraries_and_bad_ones_raise_warnings() {
-    let Ok(broker) = std::env::var("LIANQIN_MQTT_BROKER") else {
-        eprintln!("skipped: LIANQIN_MQTT_BROKER not set (tests/run.sh starts mosquitto)");
-        return;
-    };
+    let Some(broker) = lianqin_tests::require_service("LIANQIN_MQTT_BROKER") else { return };
     let (mqtt_host, mqtt_port) = broker.rsplit_once(':').expect("LIANQIN_MQTT_BROKER is host:port");
     let mqtt_port: u16 = mqtt_port.parse().expect("MQTT port");
     // Unique per run: the broker keeps persistent sessions by client id.
@@ -178,8 +175,31 @@ time_field = "ts"
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every probe may still arrive; count what is on the bus once they did.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Earlier probes may still be on their way. One publisher, one topic,
+    // QoS 1: they reach the bus in order, so publish a last probe and count
+    // what is on the bus once that one is there.
+    probes += 1;
+    let last_ts = format!("2025-10-08T08:{:02}:{:02}+08:00", probes / 60, probes % 60);
+    client
+        .publish(
+            format!("sensors/water/{run}/probe"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&json!({"device_id": "probe", "ts": last_ts})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let from_start: lianqin_bus::OffsetLookup = std::sync::Arc::new(|_, _| None);
+    let mut reader =
+        bus.consumer("env-streams-probe-reader", std::slice::from_ref(&mqtt_topic), from_start).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last_seen = false;
+    while !last_seen && std::time::Instant::now() < deadline {
+        for r in reader.poll(100, Duration::from_millis(200)).await.unwrap() {
+            last_seen |= r.envelope.payload.get("ts").and_then(|t| t.as_str()) == Some(last_ts.as_str());
+        }
+    }
+    assert!(last_seen, "the last probe never reached the bus");
     let before = on_bus(mqtt_topic.clone()).await;
     for r in &readings {
         client

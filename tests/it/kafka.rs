@@ -16,13 +16,7 @@ use lianqin_tests::count;
 use serde_json::Value;
 
 fn brokers() -> Option<String> {
-    match std::env::var("LIANQIN_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            eprintln!("skipped: set LIANQIN_KAFKA_BROKERS (tests/run.sh starts a broker)");
-            None
-        }
-    }
+    lianqin_tests::require_service("LIANQIN_KAFKA_BROKERS")
 }
 
 /// The demo config with the bus switched to Kafka under a fresh topic prefix.
@@ -123,7 +117,8 @@ async fn two_workers_one_killed_the_other_takes_over() {
     let key = cfg.api_key.clone();
     let sim = demo::start_simulation(d, cfg).await.unwrap();
     let conf = d.join("hub.toml");
-    std::fs::write(&conf, kafka_config(&sim, &brokers, &prefix())).unwrap();
+    let prefix = prefix();
+    std::fs::write(&conf, kafka_config(&sim, &brokers, &prefix)).unwrap();
     let spawn = |role: &str, node: &str| -> Child {
         Command::new(lianqin_tests::lianqin_bin())
             .args(["run", "--role", role, "--node", node, "--config"])
@@ -145,7 +140,17 @@ async fn two_workers_one_killed_the_other_takes_over() {
         .await
     );
     let mut w2 = spawn("worker", "w2");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both workers in the consumer group (`<prefix>pipeline`, see
+    // `kafka_config`) before the records come.
+    let group = format!("{prefix}pipeline");
+    let both = lianqin_tests::wait_until(Duration::from_secs(60), || {
+        let (b, g) = (brokers.clone(), group.clone());
+        async move {
+            tokio::task::spawn_blocking(move || lianqin_tests::kafka_group_members(&b, &g)).await.unwrap_or(0) >= 2
+        }
+    })
+    .await;
+    assert!(both, "worker w2 never joined the consumer group {group}");
     let mut s = spawn("sources", "connectors");
     let truth = sim.truth();
     let total = truth.incidents.len() as i64;

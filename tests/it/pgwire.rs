@@ -28,6 +28,8 @@ fn data_dir() -> &'static Path {
 struct Server {
     child: Child,
     port: u16,
+    /// The server's stderr lines (its warnings) after the start-up line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -58,9 +60,21 @@ impl Server {
                 break;
             }
         }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port: port.expect("server did not report its port") }
+        // Keep draining stderr so the server never blocks on a full pipe;
+        // keep the lines for tests that wait on what the server reports.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Server { child, port: port.expect("server did not report its port"), log }
+    }
+
+    /// The stderr lines so far.
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     fn stop(&mut self) {
@@ -373,8 +387,11 @@ fn new_commits_become_visible_without_a_restart() {
     let before = count();
     // More records from the (larger) simulation are committed by another process.
     demo("2");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let after = count();
+    let mut after = before;
+    lianqin_tests::wait_until_blocking(std::time::Duration::from_secs(15), || {
+        after = count();
+        after > before
+    });
     assert!(after > before, "new commits not visible: {before} → {after}");
 }
 
@@ -640,7 +657,11 @@ fn policy_edits_apply_without_a_restart_and_are_audited() {
 
     // A broken policy is refused; the one in force stays.
     std::fs::write(pol.join("policy.csv"), "this is not a policy line\n").unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    // Wait until the server has read the broken file and refused it.
+    let refused = lianqin_tests::wait_until_blocking(std::time::Duration::from_secs(30), || {
+        server.log().iter().any(|l| l.contains("policy change refused"))
+    });
+    assert!(refused, "the server never refused the broken policy:\n{}", server.log().join("\n"));
     let (ok, _, err) = psql(port, "liu.market", "liu.market-demo", "disable", "SELECT count(*) FROM element");
     assert!(ok, "the policy in force was dropped for a broken file: {err}");
     let (ok, _, _) = psql(port, "liu.market", "liu.market-demo", "disable", q);

@@ -11,16 +11,7 @@ use lianqin_pipeline::hub::Hub;
 use lianqin_tests::count;
 
 fn pg_url() -> Option<String> {
-    match std::env::var("LIANQIN_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "\n!!!!! SKIPPED: LIANQIN_PG_URL is not set. Run tests/run.sh, or start \
-                 tests/services/postgres.sh and export $(tests/services/postgres.sh env) !!!!!\n"
-            );
-            None
-        }
-    }
+    lianqin_tests::require_service("LIANQIN_PG_URL")
 }
 
 /// Runs SQL with psql (the client the service script relies on too).
@@ -300,15 +291,7 @@ fn mysql_cli(url: &str, sql: &str) {
 /// arrive as new versions on the next pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn land_violation_cases_from_mysql_reach_the_libraries() {
-    let url = match std::env::var("LIANQIN_MYSQL_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            eprintln!(
-                "\n!!!!! SKIPPED: LIANQIN_MYSQL_URL is not set (tests/run.sh starts tests/services/mariadb.sh) !!!!!\n"
-            );
-            return;
-        }
-    };
+    let Some(url) = lianqin_tests::require_service("LIANQIN_MYSQL_URL") else { return };
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
     let table = format!("wfyd_case_{}_{n}", std::process::id());
     mysql_cli(

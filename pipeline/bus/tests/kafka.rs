@@ -2,7 +2,8 @@
 //!
 //! They run only when `LIANQIN_KAFKA_BROKERS` is set (e.g. after
 //! `tests/services/kafka.sh start` and `export $(tests/services/kafka.sh env)`);
-//! otherwise each test prints "skipped" and passes. The broker stop/start
+//! otherwise each test prints "skipped" and passes — except under `CI=true`,
+//! where a missing setting fails the test. The broker stop/start
 //! test additionally needs `LIANQIN_KAFKA_SCRIPT` (path of `kafka.sh`).
 //!
 //! Every test uses its own topics and groups (pid + time suffix), so reruns
@@ -23,10 +24,23 @@ use lianqin_bus::{Bus, BusError, BusRecord, Checkpoint, Consumer, Envelope, Offs
 static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn brokers(test: &str) -> Option<String> {
-    match std::env::var("LIANQIN_KAFKA_BROKERS") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
+    require_service(test, "LIANQIN_KAFKA_BROKERS")
+}
+
+/// The value of `var` (a service setting) when set and not empty. Missing
+/// under `CI=true` (or `CI=1`): panics naming the variable — a test that
+/// needs the broker must not pass without it. Elsewhere: prints that `test`
+/// was skipped and returns `None`.
+fn require_service(test: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ if std::env::var("CI")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")) =>
+        {
+            panic!("{test}: {var} is not set but CI=true: this test needs the Kafka broker (tests/run.sh sets {var})")
+        }
         _ => {
-            eprintln!("{test}: skipped: set LIANQIN_KAFKA_BROKERS (see tests/services/kafka.sh)");
+            eprintln!("{test}: skipped: set {var} (see tests/services/kafka.sh)");
             None
         }
     }
@@ -365,10 +379,7 @@ fn run_script(script: &str, cmd: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn survives_broker_stop_and_start() {
     let Some(b) = brokers("survives_broker_stop_and_start") else { return };
-    let Ok(script) = std::env::var("LIANQIN_KAFKA_SCRIPT") else {
-        eprintln!("survives_broker_stop_and_start: skipped: set LIANQIN_KAFKA_SCRIPT to tests/services/kafka.sh");
-        return;
-    };
+    let Some(script) = require_service("survives_broker_stop_and_start", "LIANQIN_KAFKA_SCRIPT") else { return };
     let _g = BROKER.write().await;
     let dir = tempfile::tempdir().unwrap();
     // Long delivery timeout: records wait in the producer through the outage.

@@ -1,0 +1,242 @@
+//! Golden tests of the shipped mappings: every `schemas/mappings/<m>.toml`
+//! has an input `schemas/mappings/golden/<m>.input.jsonl` (realistic
+//! records, at least one of them bad) and the exact library rows it must
+//! give, `schemas/mappings/golden/<m>.expected.json` (per library, the
+//! quarantine with its reasons included). The records run through the real
+//! [`Normalizer`] — the code the hub runs — and the result must equal the
+//! expected file. A mapping without golden files fails the test.
+//!
+//! Input lines: `{"key": …, "department": …, "payload": {…}}`, optionally
+//! `"op": "delete"`, `"source_time"`, `"locator"`, `"fetched_at"` (RFC 3339;
+//! default [`FETCHED_AT`]); an unparsable record is
+//! `{"key": …, "department": …, "error": "why", "raw": "the text"}`. The
+//! source id is the mapping name, the bus position `raw.<mapping>/0/<line
+//! index>`, `ingested_at` is [`INGESTED_AT`] — so every provenance column is
+//! deterministic and compared. Only `row_seq` (a row's position in the
+//! output, which follows DataFusion's execution order) is left out, and the
+//! rows of each library are compared in a canonical order.
+//!
+//! After a deliberate mapping change, regenerate and then REVIEW the diff:
+//! `LIANQIN_BLESS=1 cargo test -p lianqin-pipeline --test golden`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use lianqin_bus::{BusRecord, Envelope, Op};
+use lianqin_pipeline::mapping::Mapping;
+use lianqin_pipeline::normalize::Normalizer;
+use lianqin_pipeline::schema::Catalog;
+use serde_json::{Map, Value, json};
+
+/// `fetched_at` of records that do not set one.
+const FETCHED_AT: &str = "2025-10-08T01:00:00Z";
+/// `ingested_at` stamped on every row.
+const INGESTED_AT: &str = "2025-10-08T01:00:05Z";
+/// Columns left out of the comparison (see the module docs).
+const IGNORED: &[&str] = &["row_seq"];
+
+fn mappings_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/mappings")
+}
+
+fn bless() -> bool {
+    std::env::var("LIANQIN_BLESS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn micros(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("time {t:?}: {e}")).with_timezone(&Utc)
+}
+
+/// Reads `<m>.input.jsonl` into bus records.
+fn read_input(path: &Path, source: &str) -> Result<Vec<BusRecord>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("{at}: {e}"))?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let key = s("key").ok_or_else(|| format!("{at}: no \"key\""))?;
+        let dept = s("department").ok_or_else(|| format!("{at}: no \"department\""))?;
+        let mut env = match s("error") {
+            Some(err) => Envelope::unparsable(source, &dept, key, s("raw").unwrap_or_default(), err),
+            None => {
+                let payload = v.get("payload").cloned().ok_or_else(|| format!("{at}: no \"payload\""))?;
+                Envelope::upsert(source, &dept, key, payload, s("source_time"))
+            }
+        };
+        match s("op").as_deref() {
+            None | Some("upsert") => {}
+            Some("delete") => env.op = Op::Delete,
+            Some(o) => return Err(format!("{at}: op {o:?}")),
+        }
+        env.fetched_at = micros(s("fetched_at").as_deref().unwrap_or(FETCHED_AT));
+        env.locator = s("locator");
+        let offset = out.len() as u64;
+        out.push(BusRecord { topic: format!("raw.{source}"), partition: 0, offset, envelope: env });
+    }
+    Ok(out)
+}
+
+/// Runs the mapping over the input and renders what it produced.
+async fn run(catalog: &Arc<Catalog>, mapping_file: &Path, input: &Path) -> Result<Value, String> {
+    let mapping = Mapping::load(&mapping_file.display().to_string(), Path::new(".")).map_err(|e| e.to_string())?;
+    let source = mapping.name.clone();
+    let records = read_input(input, &source)?;
+    let normalizer =
+        Normalizer::new(Arc::clone(catalog), Arc::new(mapping), &source).await.map_err(|e| e.to_string())?;
+    let refs: Vec<&BusRecord> = records.iter().collect();
+    let out = normalizer.normalize(&refs, micros(INGESTED_AT).timestamp_micros()).await.map_err(|e| e.to_string())?;
+    let mut libs = Map::new();
+    for (lib, batch) in &out.libraries {
+        let mut w = arrow::json::ArrayWriter::new(Vec::new());
+        w.write(batch).map_err(|e| format!("{lib}: {e}"))?;
+        w.finish().map_err(|e| format!("{lib}: {e}"))?;
+        let bytes = w.into_inner();
+        let mut rows: Vec<Value> =
+            if bytes.is_empty() { Vec::new() } else { serde_json::from_slice(&bytes).map_err(|e| e.to_string())? };
+        for r in &mut rows {
+            if let Value::Object(o) = r {
+                for c in IGNORED {
+                    o.remove(*c);
+                }
+            }
+        }
+        rows.sort_by_cached_key(|r| r.to_string());
+        libs.insert(lib.clone(), Value::Array(rows));
+    }
+    Ok(json!({
+        "accepted": out.accepted,
+        "quarantined": out.quarantined,
+        "libraries": libs,
+    }))
+}
+
+/// Equal, with floats equal to 1e-9 relative (coordinate transforms may
+/// differ in the last bits between platforms).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) if x.fract() != 0.0 || y.fract() != 0.0 => {
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The first difference, as a JSON path, for the failure message.
+fn first_difference(path: &str, a: &Value, b: &Value) -> String {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                match (x.get(k), y.get(k)) {
+                    (Some(v), Some(w)) if same(v, w) => {}
+                    (Some(v), Some(w)) => return first_difference(&format!("{path}.{k}"), v, w),
+                    (v, w) => return format!("{path}.{k}: expected {v:?}, got {w:?}"),
+                }
+            }
+            String::new()
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                if !same(v, w) {
+                    return first_difference(&format!("{path}[{i}]"), v, w);
+                }
+            }
+            String::new()
+        }
+        (Value::Array(x), Value::Array(y)) => format!("{path}: expected {} rows, got {}", x.len(), y.len()),
+        _ => format!("{path}: expected {a}, got {b}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_mapping_gives_its_golden_rows() {
+    let catalog = Catalog::builtin().expect("catalog");
+    let dir = mappings_dir();
+    let golden = dir.join("golden");
+    let mut mappings: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("schemas/mappings")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    mappings.sort();
+    assert!(mappings.len() >= 10, "expected the shipped mappings in {}", dir.display());
+    let mut failures = Vec::new();
+    let mut names = BTreeSet::new();
+    for m in &mappings {
+        let name = m.file_stem().unwrap().to_string_lossy().to_string();
+        names.insert(name.clone());
+        let input = golden.join(format!("{name}.input.jsonl"));
+        let expected_path = golden.join(format!("{name}.expected.json"));
+        if !input.is_file() {
+            failures.push(format!("{name}: no golden input {} (every shipped mapping needs one)", input.display()));
+            continue;
+        }
+        let got = match run(&catalog, m, &input).await {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if got["quarantined"].as_u64() == Some(0) {
+            failures.push(format!("{name}: the golden input has no bad record (add one that is quarantined)"));
+        }
+        let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+        if bless() {
+            std::fs::write(&expected_path, &text).expect("write expected");
+            eprintln!("blessed {} — review the diff before committing", expected_path.display());
+            continue;
+        }
+        let expected: Value = match std::fs::read_to_string(&expected_path) {
+            Ok(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())),
+            Err(_) => {
+                failures.push(format!(
+                    "{name}: no {} (create it with LIANQIN_BLESS=1 and review it)",
+                    expected_path.display()
+                ));
+                continue;
+            }
+        };
+        if !same(&expected, &got) {
+            let actual = expected_path.with_extension("actual.json");
+            let _ = std::fs::write(&actual, &text);
+            failures.push(format!(
+                "{name}: output differs from {}: {} (full output in {})",
+                expected_path.display(),
+                first_difference("", &expected, &got),
+                actual.display()
+            ));
+        }
+    }
+    // Golden files of mappings that are gone.
+    for e in std::fs::read_dir(&golden).expect("schemas/mappings/golden") {
+        let f = e.unwrap().file_name().to_string_lossy().to_string();
+        if f.starts_with('.') {
+            continue;
+        }
+        let stem = f.split('.').next().unwrap_or_default();
+        if !names.contains(stem) {
+            failures.push(format!("golden/{f}: no mapping {stem}.toml"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden failure(s):\n  {}\nAfter a deliberate change: LIANQIN_BLESS=1 cargo test -p lianqin-pipeline --test golden, \
+         then review the diff.",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
