@@ -303,7 +303,12 @@ impl SignKey {
 
     /// Derives a signing key for another purpose (`label` gives domain
     /// separation; the log key uses `lianqin-audit/v1/sign`).
-    pub(crate) fn derive_labeled(suite: CryptoSuite, master: &MasterKey, label: &str, id: &[u8; 16]) -> Option<SignKey> {
+    pub(crate) fn derive_labeled(
+        suite: CryptoSuite,
+        master: &MasterKey,
+        label: &str,
+        id: &[u8; 16],
+    ) -> Option<SignKey> {
         let ed_label = format!("{label}-ed25519");
         let sm2_label = format!("{label}-sm2");
         let log_id = id;
@@ -317,8 +322,7 @@ impl SignKey {
             CryptoSuite::Gm => {
                 // Rejection sampling: retry with a counter until the scalar is in [1, n-1].
                 for ctr in 0u32..64 {
-                    let mut seed =
-                        suite.hmac(master.bytes(), &[sm2_label.as_bytes(), log_id, &ctr.to_be_bytes()]);
+                    let mut seed = suite.hmac(master.bytes(), &[sm2_label.as_bytes(), log_id, &ctr.to_be_bytes()]);
                     let k = sm2::dsa::SigningKey::from_slice(SM2_DISTID, &seed);
                     seed.zeroize();
                     if let Ok(k) = k {

@@ -52,7 +52,7 @@ pub use proof::{ExportProof, export_with_proof, verify_export};
 pub use read::{ExportFormat, Records, Tail, export};
 pub use registry::{REGISTRY_FILE, RegisteredStream, RegistryEntry};
 pub use root::{
-    ANCHOR_FORMAT, Anchor, AnchoredStream, RegistryHead, RegistrySummary, RootReport, StreamReport, anchor, build_anchor,
-    registered_streams, retire_stream, verify_root, verify_root_with, verify_with_anchor,
+    ANCHOR_FORMAT, Anchor, AnchoredStream, RegistryHead, RegistrySummary, RootReport, StreamReport, anchor,
+    build_anchor, registered_streams, retire_stream, verify_root, verify_root_with, verify_with_anchor,
 };
 pub use verify::{Problem, ProblemKind, TornTail, VerifyOptions, VerifyReport, verify, verify_with};

@@ -461,11 +461,7 @@ impl AuditLog {
         Ok(log)
     }
 
-    fn open_inner(
-        dir: PathBuf,
-        cfg: AuditConfig,
-        floor: Option<Checkpoint>,
-    ) -> Result<AuditLog> {
+    fn open_inner(dir: PathBuf, cfg: AuditConfig, floor: Option<Checkpoint>) -> Result<AuditLog> {
         if cfg.segment_max_bytes < 4096 {
             return Err(AuditError::Invalid { reason: "segment_max_bytes must be at least 4096".into() });
         }

@@ -284,7 +284,9 @@ impl Scanner {
             self.public_key = public_key.clone();
             self.keys = Some(keys);
         } else if !ct_eq(&prev, &self.head) {
-            return Err(format!("record #{index} does not continue the chain: an earlier record was altered or removed"));
+            return Err(format!(
+                "record #{index} does not continue the chain: an earlier record was altered or removed"
+            ));
         }
         let Some(keys) = &self.keys else { return Err("no registry header".into()) };
         let suite = keys.suite;
@@ -292,7 +294,9 @@ impl Scanner {
             return Err(format!("signature of record #{index} does not verify: forged or altered"));
         }
         match entry {
-            RegistryEntry::Registry { .. } if index > 0 => return Err(format!("record #{index}: second registry header")),
+            RegistryEntry::Registry { .. } if index > 0 => {
+                return Err(format!("record #{index}: second registry header"));
+            }
             RegistryEntry::Registry { .. } => {}
             RegistryEntry::Stream { stream, log_id, suite, created, public_key, adopted, .. } => {
                 if self.active(&stream).is_some() {
@@ -456,6 +460,23 @@ impl RegistryWriter {
             if scan.next_index > 0 {
                 return Ok(Vec::new());
             }
+            // Streams that name a registry which is gone: it was deleted; do not start a fresh one.
+            let marked: Vec<String> = std::fs::read_dir(root)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.path().join(REF_FILE).exists())
+                        .map(|e| e.file_name().to_string_lossy().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !marked.is_empty() {
+                return Err(AuditError::Registry {
+                    path: root.join(REGISTRY_FILE),
+                    reason: format!(
+                        "the stream registry is missing but stream(s) {marked:?} were registered in one: it was deleted; restore it from a backup (run verify)"
+                    ),
+                });
+            }
             let mut registry_id = [0u8; 16];
             rand::fill(&mut registry_id);
             let keys = RegistryKeys::derive(suite, master, registry_id)?;
@@ -496,20 +517,23 @@ impl RegistryWriter {
     where
         F: FnOnce(&Scanner, &Path) -> Result<Vec<RegistryEntry>>,
     {
-        let existed = self.path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| AuditError::io(&self.path, "opening stream registry", e))?;
-        if !existed {
-            file.sync_all().map_err(|e| AuditError::io(&self.path, "fsync of new registry", e))?;
-            File::open(&self.root)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| AuditError::io(&self.root, "fsync of audit root", e))?;
-        }
-        let len = file.metadata().map_err(|e| AuditError::io(&self.path, "stat of stream registry", e))?.len();
+        let open = |create: bool| {
+            OpenOptions::new()
+                .create(create)
+                .read(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| AuditError::io(&self.path, "opening stream registry", e))
+        };
+        let mut file = match open(false) {
+            Ok(f) => Some(f),
+            Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let len = match &file {
+            Some(f) => f.metadata().map_err(|e| AuditError::io(&self.path, "stat of stream registry", e))?.len(),
+            None => 0,
+        };
         if len < self.scan.valid_len {
             return Err(AuditError::Registry {
                 path: self.path.clone(),
@@ -519,7 +543,7 @@ impl RegistryWriter {
                 ),
             });
         }
-        if len > self.scan.valid_len {
+        if let Some(file) = file.as_mut().filter(|_| len > self.scan.valid_len) {
             let mut data = Vec::new();
             file.seek(SeekFrom::Start(self.scan.valid_len))
                 .and_then(|_| file.read_to_end(&mut data))
@@ -568,6 +592,16 @@ impl RegistryWriter {
             index += 1;
             buf.extend_from_slice(&rec);
         }
+        let mut file = match file {
+            Some(f) => f,
+            None => {
+                let f = open(true)?;
+                File::open(&self.root)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| AuditError::io(&self.root, "fsync of audit root", e))?;
+                f
+            }
+        };
         file.write_all(&buf).map_err(|e| AuditError::io(&self.path, "appending to stream registry", e))?;
         file.sync_data().map_err(|e| AuditError::io(&self.path, "fsync of stream registry", e))?;
         self.scan.feed(&buf).map_err(|e| AuditError::Registry {
@@ -605,7 +639,11 @@ impl RegistryWriter {
                     adopted: false,
                 }];
                 if let Some(cp) = last_cp {
-                    v.push(RegistryEntry::Progress { stream: stream.to_string(), log_id: header.log_id, checkpoint: cp });
+                    v.push(RegistryEntry::Progress {
+                        stream: stream.to_string(),
+                        log_id: header.log_id,
+                        checkpoint: cp,
+                    });
                 }
                 Ok(v)
             }

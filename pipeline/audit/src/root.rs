@@ -256,7 +256,12 @@ pub fn verify_root_with(
                 registry_id: scan.registry_id().map(hex::encode),
                 records: scan.next_index,
                 active_streams: scan.streams.values().filter(|s| s.retired.is_none()).count(),
-                retired_streams: scan.streams.values().filter(|s| s.retired.is_some()).map(|s| s.stream.clone()).collect(),
+                retired_streams: scan
+                    .streams
+                    .values()
+                    .filter(|s| s.retired.is_some())
+                    .map(|s| s.stream.clone())
+                    .collect(),
                 torn_tail: torn,
             });
             Some(scan)
@@ -295,7 +300,17 @@ pub fn verify_root_with(
                     reg_path.display()
                 ),
             )),
-            None => {}
+            None => problems.push(prob(
+                ProblemKind::RegistryMissing,
+                &reg_path,
+                None,
+                None,
+                format!(
+                    "stream {name:?} was registered in registry {} but {} has no valid header record",
+                    hex::encode(r.registry_id),
+                    reg_path.display()
+                ),
+            )),
             Some(k) if !r.verifies(k) => problems.push(prob(
                 ProblemKind::RegistryMissing,
                 &dir.join(crate::registry::REF_FILE),
@@ -333,17 +348,19 @@ pub fn verify_root_with(
         .as_ref()
         .map(|s| s.streams.iter().filter(|(_, r)| r.retired.is_none()).map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let mut expected: BTreeMap<String, ([u8; 16], String)> = BTreeMap::new();
+    let mut expected: Vec<(String, [u8; 16], String)> = Vec::new();
     for (name, r) in &registered {
-        expected.insert(name.clone(), (r.log_id, format!("registered in record #{} of the stream registry", r.record)));
+        expected.push((name.clone(), r.log_id, format!("registered in record #{} of the stream registry", r.record)));
     }
     if let Some(a) = anchor {
         for (name, s) in &a.streams {
-            expected.entry(name.clone()).or_insert((s.log_id, "recorded in the anchor".into()));
+            if !registered.get(name).is_some_and(|r| r.log_id == s.log_id) {
+                expected.push((name.clone(), s.log_id, "recorded in the anchor".into()));
+            }
         }
     }
     let mut absent: BTreeSet<String> = BTreeSet::new();
-    for (name, (log_id, why)) in &expected {
+    for (name, log_id, why) in &expected {
         let dir = root.join(name);
         let header = if dir.is_dir() { LogHeader::read(&dir).ok().flatten() } else { None };
         let checked = |what: &str| {
@@ -384,7 +401,7 @@ pub fn verify_root_with(
         let header = match LogHeader::read(&dir) {
             Ok(Some(h)) => h,
             Ok(None) => {
-                if !expected.contains_key(name) {
+                if !expected.iter().any(|(n, _, _)| n == name) {
                     warnings.push(format!("{}: directory without an audit log, ignored", dir.display()));
                 }
                 continue;
@@ -465,9 +482,7 @@ pub fn verify_root_with(
                 "the registry has {} records but the anchor recorded {}: truncated or rolled back",
                 s.next_index, a.records
             ))
-        } else if a.records > 0
-            && s.heads.as_ref().and_then(|h| h.get((a.records - 1) as usize)) != Some(&a.head)
-        {
+        } else if a.records > 0 && s.heads.as_ref().and_then(|h| h.get((a.records - 1) as usize)) != Some(&a.head) {
             Some(format!("registry record #{} differs from the anchored registry head: rewritten", a.records - 1))
         } else {
             None
@@ -580,10 +595,7 @@ pub fn retire_stream(root: impl AsRef<Path>, master: &MasterKey, stream: &str, r
     let root = root.as_ref();
     check_stream_name(stream)?;
     if !root.join(REGISTRY_FILE).exists() {
-        return Err(AuditError::Registry {
-            path: root.join(REGISTRY_FILE),
-            reason: "no stream registry here".into(),
-        });
+        return Err(AuditError::Registry { path: root.join(REGISTRY_FILE), reason: "no stream registry here".into() });
     }
     let mut w = RegistryWriter::open(root, master, CryptoSuite::Standard)?;
     let path = root.join(REGISTRY_FILE);
@@ -593,7 +605,12 @@ pub fn retire_stream(root: impl AsRef<Path>, master: &MasterKey, stream: &str, r
         };
         let time = Utc::now();
         let time = DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time);
-        Ok(vec![RegistryEntry::Retired { stream: stream.to_string(), log_id: r.log_id, time, reason: reason.to_string() }])
+        Ok(vec![RegistryEntry::Retired {
+            stream: stream.to_string(),
+            log_id: r.log_id,
+            time,
+            reason: reason.to_string(),
+        }])
     })?;
     // The directory may be created anew: its old marker no longer applies.
     let dir = root.join(stream);

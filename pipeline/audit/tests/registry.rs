@@ -224,6 +224,10 @@ fn deleted_registry_fails_through_the_stream_markers() {
     assert!(find(&r, ProblemKind::StreamMissing).is_some_and(|p| p.detail.contains("\"cli\"")));
 }
 
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Frame spans of the registry file.
 fn registry_records(root: &Path) -> (Vec<u8>, Vec<(usize, usize)>) {
     let d = read(&root.join(REGISTRY_FILE));
@@ -239,8 +243,7 @@ fn edited_registry_record_fails() {
     let (d, fr) = registry_records(t.path());
     assert!(fr.len() >= 5, "{} records", fr.len());
     // Rename stream "cli" to "clj" in its record (the attacker fixes the CRC).
-    let text = String::from_utf8_lossy(&d).to_string();
-    let at = text.find("\"stream\":\"cli\"").expect("cli record");
+    let at = find_bytes(&d, b"\"stream\":\"cli\"").expect("cli record");
     let span = *fr.iter().find(|(s, e)| *s <= at && at < *e).expect("span");
     let mut e = d.clone();
     e[at + 12] = b'j';
@@ -266,8 +269,7 @@ fn removed_registry_record_fails() {
     make_stream(t.path(), "hub", 6, 9);
     let (d, fr) = registry_records(t.path());
     // Drop the record that registered "cli".
-    let text = String::from_utf8_lossy(&d).to_string();
-    let at = text.find("\"kind\":\"stream\",\"stream\":\"cli\"").expect("cli record");
+    let at = find_bytes(&d, b"\"kind\":\"stream\",\"stream\":\"cli\"").expect("cli record");
     let span = *fr.iter().find(|(s, e)| *s <= at && at < *e).expect("span");
     let mut e = d[..span.0].to_vec();
     e.extend_from_slice(&d[span.1..]);
