@@ -178,6 +178,8 @@ struct StreamReg {
     w: RegistryWriter,
     stream: String,
     log_id: [u8; 16],
+    /// The last registry append failed (retried at the next sync).
+    error: Option<String>,
 }
 
 /// Handle to an open audit log. Cheap to clone (an `Arc`); all methods take
@@ -457,7 +459,7 @@ impl AuditLog {
         let last_cp = lock(&log.inner.w).written_cp.clone();
         reg.register(stream, &dir, last_cp)?;
         let log_id = log.inner.ring.log_id;
-        *lock(&log.inner.registry) = Some(StreamReg { w: reg, stream: stream.to_string(), log_id });
+        *lock(&log.inner.registry) = Some(StreamReg { w: reg, stream: stream.to_string(), log_id, error: None });
         Ok(log)
     }
 
@@ -872,9 +874,23 @@ impl AuditLog {
     }
 
     /// Flushes, writes a final checkpoint and fsyncs; further appends fail.
-    /// Called automatically when the last handle is dropped.
+    /// Called automatically when the last handle is dropped. For a stream
+    /// opened with [`AuditLog::open_stream`], an error recording the final
+    /// checkpoint in the registry is returned as [`AuditError::Registry`]
+    /// (the entries are durable nonetheless).
     pub fn close(&self) -> Result<()> {
-        close_shared(&self.inner)
+        close_shared(&self.inner)?;
+        match self.registry_error() {
+            Some(reason) => Err(AuditError::Registry { path: self.inner.dir.clone(), reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// For a stream opened with [`AuditLog::open_stream`]: why the last
+    /// attempt to record a durable checkpoint in the stream registry failed
+    /// (retried at every sync), if it did.
+    pub fn registry_error(&self) -> Option<String> {
+        lock(&self.inner.registry).as_ref().and_then(|r| r.error.clone())
     }
 }
 
@@ -1097,17 +1113,21 @@ fn sync_shared(s: &Shared) -> Result<()> {
             return Err(fail(&mut w, e));
         }
     }
+    {
+        let mut d = lock(&s.durable);
+        if target > d.seq {
+            d.seq = target;
+        }
+        s.durable_cv.notify_all();
+    }
+    // The entries are durable whatever happens to the registry: a failed registry append is
+    // kept (see `AuditLog::registry_error`, returned by `close`) and retried at the next sync.
     if let Some(cp) = to_register
         && let Some(r) = lock(&s.registry).as_mut()
     {
         let (stream, log_id) = (r.stream.clone(), r.log_id);
-        r.w.progress(&stream, log_id, &cp)?;
+        r.error = r.w.progress(&stream, log_id, &cp).err().map(|e| e.to_string());
     }
-    let mut d = lock(&s.durable);
-    if target > d.seq {
-        d.seq = target;
-    }
-    s.durable_cv.notify_all();
     Ok(())
 }
 
