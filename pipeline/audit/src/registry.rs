@@ -574,10 +574,9 @@ impl RegistryWriter {
         }
         // Encode against a copy of the state, then feed the bytes (validates them too).
         let mut buf = Vec::new();
-        let mut index = self.scan.next_index;
         let mut head = self.scan.head;
         let mut keys_new: Option<RegistryKeys> = None;
-        for e in &entries {
+        for (index, e) in (self.scan.next_index..).zip(entries.iter()) {
             if let RegistryEntry::Registry { registry_id, suite, .. } = e {
                 keys_new = Some(RegistryKeys::derive(*suite, &self.scan.master, *registry_id)?);
                 head = genesis(*suite);
@@ -589,7 +588,6 @@ impl RegistryWriter {
             let rec = encode_record(keys, index, &head, e)?;
             let body = &rec[4..rec.len() - 4];
             head = keys.suite.chain(&head, &keys.suite.leaf_hash(body));
-            index += 1;
             buf.extend_from_slice(&rec);
         }
         let mut file = match file {

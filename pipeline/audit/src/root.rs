@@ -354,7 +354,7 @@ pub fn verify_root_with(
     }
     if let Some(a) = anchor {
         for (name, s) in &a.streams {
-            if !registered.get(name).is_some_and(|r| r.log_id == s.log_id) {
+            if registered.get(name).is_none_or(|r| r.log_id != s.log_id) {
                 expected.push((name.clone(), s.log_id, "recorded in the anchor".into()));
             }
         }
