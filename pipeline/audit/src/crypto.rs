@@ -298,9 +298,23 @@ impl fmt::Debug for SignKey {
 impl SignKey {
     /// Derives the signing key deterministically from the master key and log id.
     pub(crate) fn derive(suite: CryptoSuite, master: &MasterKey, log_id: &[u8; 16]) -> Option<SignKey> {
+        Self::derive_labeled(suite, master, "lianqin-audit/v1/sign", log_id)
+    }
+
+    /// Derives a signing key for another purpose (`label` gives domain
+    /// separation; the log key uses `lianqin-audit/v1/sign`).
+    pub(crate) fn derive_labeled(
+        suite: CryptoSuite,
+        master: &MasterKey,
+        label: &str,
+        id: &[u8; 16],
+    ) -> Option<SignKey> {
+        let ed_label = format!("{label}-ed25519");
+        let sm2_label = format!("{label}-sm2");
+        let log_id = id;
         match suite {
             CryptoSuite::Standard => {
-                let mut seed = suite.hmac(master.bytes(), &[b"lianqin-audit/v1/sign-ed25519", log_id]);
+                let mut seed = suite.hmac(master.bytes(), &[ed_label.as_bytes(), log_id]);
                 let k = ed25519_dalek::SigningKey::from_bytes(&seed);
                 seed.zeroize();
                 Some(SignKey::Ed(Box::new(k)))
@@ -308,8 +322,7 @@ impl SignKey {
             CryptoSuite::Gm => {
                 // Rejection sampling: retry with a counter until the scalar is in [1, n-1].
                 for ctr in 0u32..64 {
-                    let mut seed =
-                        suite.hmac(master.bytes(), &[b"lianqin-audit/v1/sign-sm2", log_id, &ctr.to_be_bytes()]);
+                    let mut seed = suite.hmac(master.bytes(), &[sm2_label.as_bytes(), log_id, &ctr.to_be_bytes()]);
                     let k = sm2::dsa::SigningKey::from_slice(SM2_DISTID, &seed);
                     seed.zeroize();
                     if let Ok(k) = k {

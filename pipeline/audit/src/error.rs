@@ -116,6 +116,15 @@ pub enum AuditError {
         /// What is wrong.
         reason: String,
     },
+    /// The stream registry of an audit root is damaged, forged, or says a
+    /// stream is missing or was replaced (see [`crate::verify_root`]).
+    #[error("audit stream registry {path}: {reason}")]
+    Registry {
+        /// The registry file or stream directory concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// An exported proof does not verify.
     #[error("export proof does not verify: {reason}")]
     BadProof {

@@ -89,7 +89,7 @@ pub(crate) fn is_torn_tail(buf: &[u8], pos: usize) -> bool {
     // A valid frame later in the remainder means a damaged frame in the middle, not a torn tail.
     for p in pos + 1..buf.len() {
         if let Parsed::Frame { ty, .. } = parse_frame(buf, p)
-            && matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT)
+            && matches!(ty, T_ENTRY | T_SEGMENT | T_KEY | T_CHECKPOINT | crate::registry::T_REGISTRY)
         {
             return false;
         }
@@ -457,7 +457,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditErro
     Ok(out)
 }
 
-mod hex_array {
+pub(crate) mod hex_array {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
@@ -470,7 +470,7 @@ mod hex_array {
     }
 }
 
-mod hex_array16 {
+pub(crate) mod hex_array16 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))

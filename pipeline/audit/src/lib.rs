@@ -39,6 +39,8 @@ mod format;
 mod log;
 mod proof;
 mod read;
+mod registry;
+mod root;
 mod verify;
 
 pub use crypto::{CryptoSuite, Hash, MASTER_KEY_ENV, MasterKey};
@@ -48,4 +50,9 @@ pub use format::{Checkpoint, complete_frames_len};
 pub use log::{AuditConfig, AuditLog, FsyncPolicy, RecoveryInfo, Rotation, read};
 pub use proof::{ExportProof, export_with_proof, verify_export};
 pub use read::{ExportFormat, Records, Tail, export};
+pub use registry::{REGISTRY_FILE, RegisteredStream, RegistryEntry};
+pub use root::{
+    ANCHOR_FORMAT, Anchor, AnchoredStream, RegistryHead, RegistrySummary, RootReport, StreamReport, anchor,
+    build_anchor, registered_streams, retire_stream, verify_root, verify_root_with, verify_with_anchor,
+};
 pub use verify::{Problem, ProblemKind, TornTail, VerifyOptions, VerifyReport, verify, verify_with};

@@ -20,6 +20,7 @@ use crate::format::{
     segment_name, split_entry,
 };
 use crate::read::{ExportFormat, Records, Tail, export_records};
+use crate::registry::RegistryWriter;
 
 /// When the log calls `fsync` (`fdatasync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,8 @@ struct Writer {
     last_cp_seq: u64,
     last_cp_time: Instant,
     last_cp: Option<Checkpoint>,
+    /// The latest checkpoint written to `checkpoints.log`.
+    written_cp: Option<Checkpoint>,
     /// Checkpoints signed but not yet written (they wait until the entries they cover are durable).
     pending_cps: Vec<Checkpoint>,
     frame: Vec<u8>,
@@ -166,6 +169,17 @@ pub(crate) struct Shared {
     stop: AtomicBool,
     syncer: Mutex<Option<JoinHandle<()>>>,
     recovery: RecoveryInfo,
+    /// The stream registry of the audit root (streams opened with [`AuditLog::open_stream`]).
+    registry: Mutex<Option<StreamReg>>,
+}
+
+/// This stream's handle on the registry of its audit root.
+struct StreamReg {
+    w: RegistryWriter,
+    stream: String,
+    log_id: [u8; 16],
+    /// The last registry append failed (retried at the next sync).
+    error: Option<String>,
 }
 
 /// Handle to an open audit log. Cheap to clone (an `Arc`); all methods take
@@ -377,7 +391,79 @@ impl AuditLog {
     /// [`AuditError::WrongKey`]. Only the last segment is scanned; run
     /// [`crate::verify`] for a full check.
     pub fn open(dir: impl AsRef<Path>, cfg: AuditConfig) -> Result<AuditLog> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref().to_path_buf(), cfg, None)
+    }
+
+    /// Opens (or creates) stream `stream` under the audit root `root` (the
+    /// log is in `root/<stream>/`) and records it in the root's signed stream
+    /// registry (`root/streams.registry`, created on first use; it then
+    /// adopts the stream directories already present). Every checkpoint that
+    /// becomes durable is also recorded there, so deleting the stream, or
+    /// cutting entries together with `checkpoints.log`, fails
+    /// [`crate::verify_root`].
+    ///
+    /// Besides the refusals of [`AuditLog::open`], opening refuses
+    /// ([`AuditError::Registry`], [`AuditError::Truncated`] or
+    /// [`AuditError::Corrupt`]) a stream that the registry knows but whose
+    /// directory was emptied or holds another log, that ends before the
+    /// checkpoint recorded in the registry, or whose `checkpoints.log` lacks
+    /// it; and a stream directory whose `registry.ref` names another
+    /// registry (the registry was deleted or replaced). Like `open`, this
+    /// does not lock the stream against a second writer process: callers
+    /// hold a per-stream lock.
+    pub fn open_stream(root: impl AsRef<Path>, stream: &str, cfg: AuditConfig) -> Result<AuditLog> {
+        let root = root.as_ref();
+        crate::root::check_stream_name(stream)?;
+        let dir = root.join(stream);
+        let mut reg = RegistryWriter::open(root, &cfg.master_key, cfg.suite)?;
+        let floor = match reg.scan.active(stream) {
+            Some(r) => {
+                match LogHeader::read(&dir)? {
+                    None => {
+                        return Err(AuditError::Registry {
+                            path: dir.clone(),
+                            reason: format!(
+                                "stream {stream:?} is registered (log id {}) but its directory is missing or empty: deleted? run verify; an officer can retire it",
+                                hex::encode(r.log_id)
+                            ),
+                        });
+                    }
+                    Some(h) if h.log_id != r.log_id => {
+                        return Err(AuditError::Registry {
+                            path: dir.clone(),
+                            reason: format!(
+                                "stream {stream:?} is registered with log id {} but the directory holds log {}: replaced",
+                                hex::encode(r.log_id),
+                                hex::encode(h.log_id)
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+                r.last_checkpoint.clone()
+            }
+            None => None,
+        };
+        if let Some(r) = crate::registry::RegistryRef::read(&dir)
+            && reg.scan.keys.as_ref().is_none_or(|k| !r.verifies(k))
+        {
+            return Err(AuditError::Registry {
+                path: dir.join(crate::registry::REF_FILE),
+                reason: format!(
+                    "stream {stream:?} was registered in another stream registry than {}: the registry was deleted or replaced; run verify",
+                    root.join(crate::registry::REGISTRY_FILE).display()
+                ),
+            });
+        }
+        let log = Self::open_inner(dir.clone(), cfg, floor)?;
+        let last_cp = lock(&log.inner.w).written_cp.clone();
+        reg.register(stream, &dir, last_cp)?;
+        let log_id = log.inner.ring.log_id;
+        *lock(&log.inner.registry) = Some(StreamReg { w: reg, stream: stream.to_string(), log_id, error: None });
+        Ok(log)
+    }
+
+    fn open_inner(dir: PathBuf, cfg: AuditConfig, floor: Option<Checkpoint>) -> Result<AuditLog> {
         if cfg.segment_max_bytes < 4096 {
             return Err(AuditError::Invalid { reason: "segment_max_bytes must be at least 4096".into() });
         }
@@ -500,6 +586,40 @@ impl AuditLog {
             }
         }
 
+        if let Some(f) = &floor {
+            // The registry recorded this checkpoint as durable: the log must still reach it.
+            if f.seq > last_seq {
+                return Err(AuditError::Truncated { checkpoint: f.index, checkpoint_seq: f.seq, log_end: last_seq });
+            }
+            let have = last_cp.as_ref().map_or(0, |c| c.index);
+            if have < f.index {
+                return Err(AuditError::Corrupt {
+                    path: cps_path.clone(),
+                    offset: 0,
+                    seq: Some(f.seq),
+                    reason: format!(
+                        "the stream registry recorded checkpoint #{} (seq {}) but checkpoints.log ends at checkpoint #{have}: checkpoints.log removed or truncated",
+                        f.index, f.seq
+                    ),
+                });
+            }
+            if let Some(t) = &tip
+                && f.seq >= t.first_seq
+                && let Some(h) = t.heads.get((f.seq - t.first_seq) as usize)
+                && *h != f.head
+            {
+                return Err(AuditError::Corrupt {
+                    path: t.seg_path.clone(),
+                    offset: 0,
+                    seq: Some(f.seq),
+                    reason: format!(
+                        "chain head at seq {} does not match checkpoint #{} recorded in the stream registry",
+                        f.seq, f.index
+                    ),
+                });
+            }
+        }
+
         // Open files for appending.
         let (seg_no, seg_path, seg_file, seg_bytes) = match tip {
             Some(t) => {
@@ -546,6 +666,7 @@ impl AuditLog {
             next_cp_index: last_cp.as_ref().map_or(1, |c| c.index + 1),
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
             last_cp_time: Instant::now(),
+            written_cp: last_cp.clone(),
             last_cp,
             pending_cps: Vec::new(),
             frame: Vec::with_capacity(4096),
@@ -568,6 +689,7 @@ impl AuditLog {
             stop: AtomicBool::new(false),
             syncer: Mutex::new(None),
             recovery,
+            registry: Mutex::new(None),
         });
         if let FsyncPolicy::GroupCommit { interval } = shared.cfg.fsync {
             let s2 = Arc::clone(&shared);
@@ -752,9 +874,23 @@ impl AuditLog {
     }
 
     /// Flushes, writes a final checkpoint and fsyncs; further appends fail.
-    /// Called automatically when the last handle is dropped.
+    /// Called automatically when the last handle is dropped. For a stream
+    /// opened with [`AuditLog::open_stream`], an error recording the final
+    /// checkpoint in the registry is returned as [`AuditError::Registry`]
+    /// (the entries are durable nonetheless).
     pub fn close(&self) -> Result<()> {
-        close_shared(&self.inner)
+        close_shared(&self.inner)?;
+        match self.registry_error() {
+            Some(reason) => Err(AuditError::Registry { path: self.inner.dir.clone(), reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// For a stream opened with [`AuditLog::open_stream`]: why the last
+    /// attempt to record a durable checkpoint in the stream registry failed
+    /// (retried at every sync), if it did.
+    pub fn registry_error(&self) -> Option<String> {
+        lock(&self.inner.registry).as_ref().and_then(|r| r.error.clone())
     }
 }
 
@@ -939,6 +1075,7 @@ fn write_pending_cps(s: &Shared, w: &mut Writer, upto: u64) -> Result<bool> {
         let e = AuditError::io(&path, "writing checkpoints", e);
         return Err(fail(w, e));
     }
+    w.written_cp = w.pending_cps.get(n - 1).cloned();
     w.pending_cps.drain(..n);
     Ok(true)
 }
@@ -955,9 +1092,18 @@ fn sync_shared(s: &Shared) -> Result<()> {
         let mut w = lock(&s.w);
         return Err(fail(&mut w, e));
     }
-    let cp_file = {
+    let (cp_file, to_register) = {
         let mut w = lock(&s.w);
-        if write_pending_cps(s, &mut w, target)? { w.cp_file.try_clone().ok() } else { None }
+        let wrote = write_pending_cps(s, &mut w, target)?;
+        // The registry records a checkpoint only once entries and checkpoint are on disk.
+        let to_register = match lock(&s.registry).as_ref() {
+            Some(r) => w.written_cp.clone().filter(|cp| {
+                r.w.scan.active(&r.stream).and_then(|x| x.last_checkpoint.as_ref()).is_none_or(|c| c.seq < cp.seq)
+            }),
+            None => None,
+        };
+        let f = if wrote || to_register.is_some() { w.cp_file.try_clone().ok() } else { None };
+        (f, to_register)
     };
     if let Some(f) = cp_file {
         let p = s.dir.join(CHECKPOINTS_FILE);
@@ -967,11 +1113,21 @@ fn sync_shared(s: &Shared) -> Result<()> {
             return Err(fail(&mut w, e));
         }
     }
-    let mut d = lock(&s.durable);
-    if target > d.seq {
-        d.seq = target;
+    {
+        let mut d = lock(&s.durable);
+        if target > d.seq {
+            d.seq = target;
+        }
+        s.durable_cv.notify_all();
     }
-    s.durable_cv.notify_all();
+    // The entries are durable whatever happens to the registry: a failed registry append is
+    // kept (see `AuditLog::registry_error`, returned by `close`) and retried at the next sync.
+    if let Some(cp) = to_register
+        && let Some(r) = lock(&s.registry).as_mut()
+    {
+        let (stream, log_id) = (r.stream.clone(), r.log_id);
+        r.error = r.w.progress(&stream, log_id, &cp).err().map(|e| e.to_string());
+    }
     Ok(())
 }
 

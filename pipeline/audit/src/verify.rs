@@ -45,6 +45,18 @@ pub enum ProblemKind {
     AnchorMismatch,
     /// A segment other than the last ends with an incomplete frame.
     TornMiddle,
+    /// A stream the registry (or an anchor) knows is gone: directory deleted or emptied.
+    StreamMissing,
+    /// A stream's directory holds another log than the one registered / anchored, or an unreadable header.
+    StreamReplaced,
+    /// A stream directory that the registry does not list.
+    StreamUnregistered,
+    /// The stream registry is damaged, forged or not made with this master key.
+    RegistryCorrupt,
+    /// The stream registry is missing or was replaced although streams were registered in it.
+    RegistryMissing,
+    /// The stream registry is shorter than, or diverges from, the anchored registry head.
+    RegistryRollback,
 }
 
 /// One problem, located.
@@ -102,13 +114,16 @@ pub struct VerifyOptions {
     /// A checkpoint kept outside this machine: detects rollback or truncation
     /// of the whole directory (including `checkpoints.log`).
     pub anchor: Option<Checkpoint>,
+    /// More anchors, handled like [`VerifyOptions::anchor`] (e.g. the
+    /// checkpoint recorded in the stream registry and the one in an anchor file).
+    pub anchors: Vec<Checkpoint>,
     /// Stop scanning entries after this many problems.
     pub max_problems: usize,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { decrypt: true, anchor: None, max_problems: 16 }
+        VerifyOptions { decrypt: true, anchor: None, anchors: Vec::new(), max_problems: 16 }
     }
 }
 
@@ -286,7 +301,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
             }
         }
     }
-    if let Some(a) = &opts.anchor {
+    for a in opts.anchor.iter().chain(&opts.anchors) {
         if a.verify_signature(suite, &ring.log_id, &header.public_key) {
             cps.push(a.clone());
         } else {
@@ -554,7 +569,7 @@ pub fn verify_with(dir: impl AsRef<Path>, master: &MasterKey, opts: &VerifyOptio
     if !entry_problem {
         // Checkpoints beyond the end: whole entries were removed.
         if let Some(cp) = cps.get(cp_i..).and_then(|r| r.iter().find(|c| c.seq > rep.last_seq)) {
-            let is_anchor = opts.anchor.as_ref().is_some_and(|a| a == cp);
+            let is_anchor = opts.anchor.as_ref().is_some_and(|a| a == cp) || opts.anchors.contains(cp);
             problems.push(prob(
                 if is_anchor { ProblemKind::AnchorMismatch } else { ProblemKind::Truncated },
                 &segs.last().map(|s| s.1.clone()).unwrap_or_else(|| dir.to_path_buf()),
