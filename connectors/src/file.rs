@@ -624,6 +624,17 @@ impl PollingSource for FileSource {
     }
 }
 
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,16 +689,5 @@ mod tests {
         assert!(recs[1].error.as_ref().unwrap().contains("c.jsonl:2: bad JSON"));
         assert!(recs[2].error.as_ref().unwrap().contains("expected a JSON object"));
         assert_eq!(recs[3].key, "", "missing key stays empty for the pipeline to quarantine");
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

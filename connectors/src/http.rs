@@ -155,10 +155,10 @@ impl HttpConfig {
                 return Err(bad(format!("`{k}` must be a JSON pointer starting with '/', got {p:?}")));
             }
         }
-        if let Pagination::Cursor { next, .. } = &self.pagination {
-            if !next.starts_with('/') {
-                return Err(bad(format!("`pagination.next` must be a JSON pointer, got {next:?}")));
-            }
+        if let Pagination::Cursor { next, .. } = &self.pagination
+            && !next.starts_with('/')
+        {
+            return Err(bad(format!("`pagination.next` must be a JSON pointer, got {next:?}")));
         }
         let size = match &self.pagination {
             Pagination::Page { size, .. } => *size,
@@ -370,10 +370,10 @@ impl HttpSource {
         };
         let updated = rec.get(&self.cfg.updated_field).and_then(|v| v.as_str()).map(str::to_string);
         let mut env = Envelope::upsert(&self.id, &self.department, key, rec.clone(), updated);
-        if let Some(df) = &self.cfg.delete_field {
-            if truthy(rec.get(df)) {
-                env.op = lianqin_model::Op::Delete;
-            }
+        if let Some(df) = &self.cfg.delete_field
+            && truthy(rec.get(df))
+        {
+            env.op = lianqin_model::Op::Delete;
         }
         env.with_locator(locator)
     }

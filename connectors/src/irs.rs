@@ -369,10 +369,10 @@ impl IrsAuth {
             Some("18") => return IrsAnswer::Quota(msg_of(&v)),
             Some(c) => return IrsAnswer::Other(c.to_string(), msg_of(&v)),
         }
-        if let Some(Value::String(s)) = v.get("datas") {
-            if let Ok(inner) = serde_json::from_str::<Value>(s) {
-                v["datas"] = inner;
-            }
+        if let Some(Value::String(s)) = v.get("datas")
+            && let Ok(inner) = serde_json::from_str::<Value>(s)
+        {
+            v["datas"] = inner;
         }
         IrsAnswer::Ok(v)
     }

@@ -154,7 +154,7 @@ key_columns = ["jjdbh"]
     if opts.pipelined {
         let started = Instant::now();
         let publisher = {
-            let (bus, topic) = (bus.clone(), topic.clone());
+            let (bus, topic) = (std::sync::Arc::clone(&bus), topic.clone());
             tokio::spawn(async move { publish_synthetic(&bus, &topic, records).await })
         };
         let mut accepted = 0u64;

@@ -282,7 +282,7 @@ pub async fn run_demo(data_dir: &Path, once: bool, sim_cfg: SimConfig) -> Result
         }
         tick += 1;
         let changed = sim.advance(10);
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let _ = sim.write_env_files();
         }
         let (_, p) = cycle(&hub).await?;

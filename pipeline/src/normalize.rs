@@ -212,11 +212,11 @@ impl Normalizer {
                     let casted = cast(a, &target).map_err(|e| {
                         PipelineError::Mapping(format!("mapping {} column {}: {e}", self.mapping.origin, c.name))
                     })?;
-                    for i in 0..n {
+                    for (i, &row) in rows.iter().enumerate().take(n) {
                         if a.is_valid(i) && casted.is_null(i) {
                             rejections.push(self.reject(
                                 records,
-                                rows[i],
+                                row,
                                 &c.name,
                                 format!(
                                     "library `{lib_name}` column `{}`: value cannot be read as {}",
@@ -231,11 +231,11 @@ impl Normalizer {
                 None => arrow::array::new_null_array(&target, n),
             };
             if c.required {
-                for i in 0..n {
+                for (i, &row) in rows.iter().enumerate().take(n) {
                     if arr.is_null(i) {
                         rejections.push(self.reject(
                             records,
-                            rows[i],
+                            row,
                             &c.name,
                             format!("library `{lib_name}` column `{}` ({}) is required but empty", c.name, c.zh),
                         ));
@@ -245,11 +245,11 @@ impl Normalizer {
             if let (Some(code), ColumnType::Utf8) = (&c.codes, c.ty) {
                 let table = &self.catalog.codes[code];
                 if let Some(s) = arr.as_any().downcast_ref::<StringArray>() {
-                    for i in 0..n {
+                    for (i, &row) in rows.iter().enumerate().take(n) {
                         if s.is_valid(i) && !table.contains(s.value(i)) {
                             rejections.push(self.reject(
                                 records,
-                                rows[i],
+                                row,
                                 &c.name,
                                 format!(
                                     "library `{lib_name}` column `{}`: {:?} is not in code table `{code}` ({})",

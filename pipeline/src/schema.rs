@@ -220,13 +220,13 @@ impl Catalog {
                 if !seen.insert(c.name.as_str()) {
                     return Err(PipelineError::Schema(format!("library {}: duplicate column {}", lib.table, c.name)));
                 }
-                if let Some(code) = &c.codes {
-                    if !self.codes.contains_key(code) {
-                        return Err(PipelineError::Schema(format!(
-                            "library {} column {}: unknown code table {code}",
-                            lib.table, c.name
-                        )));
-                    }
+                if let Some(code) = &c.codes
+                    && !self.codes.contains_key(code)
+                {
+                    return Err(PipelineError::Schema(format!(
+                        "library {} column {}: unknown code table {code}",
+                        lib.table, c.name
+                    )));
                 }
             }
             if lib.column(&lib.key).is_none() {

@@ -26,19 +26,17 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f%z") {
         return Ok(dt.with_timezone(&Utc));
     }
-    if t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(ms) = t.parse::<i64>() {
-            if let Some(dt) = DateTime::from_timestamp_millis(ms) {
-                return Ok(dt);
-            }
-        }
+    if t.len() == 13
+        && t.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(ms) = t.parse::<i64>()
+        && let Some(dt) = DateTime::from_timestamp_millis(ms)
+    {
+        return Ok(dt);
     }
     let normalized: String = t
-        .replace('年', "-")
-        .replace('月', "-")
+        .replace(['年', '月'], "-")
         .replace('日', " ")
-        .replace('时', ":")
-        .replace('分', ":")
+        .replace(['时', '分'], ":")
         .replace('秒', "")
         .replace('T', " ")
         .replace('/', "-");
@@ -51,10 +49,10 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         }
     }
     for f in ["%Y-%m-%d", "%Y%m%d"] {
-        if let Ok(d) = NaiveDate::parse_from_str(n, f) {
-            if let Some(ndt) = d.and_hms_opt(0, 0, 0) {
-                return local(ndt, s);
-            }
+        if let Ok(d) = NaiveDate::parse_from_str(n, f)
+            && let Some(ndt) = d.and_hms_opt(0, 0, 0)
+        {
+            return local(ndt, s);
         }
     }
     Err(format!("unrecognized time {s:?}"))

@@ -117,7 +117,7 @@ async fn hub_survives_broker_stop_and_start() {
     let incidents_ok: BTreeSet<String> = truth
         .incidents
         .iter()
-        .filter(|v| v.get("jd").map_or(true, |x| x.is_number() || x.is_null()))
+        .filter(|v| v.get("jd").is_none_or(|x| x.is_number() || x.is_null()))
         .filter_map(|v| v.get("jjdbh").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string))
         .collect();
     let want_110 = incidents_ok.len() as i64;

@@ -28,7 +28,7 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 /// An incident the 110 mapping must accept: it has a key and numeric
 /// coordinates (the broken ones lack the key or carry text in `jd`).
 fn incident_ok(v: &Value) -> bool {
-    s(v, "jjdbh").is_some() && v.get("jd").map_or(true, |x| x.is_number() || x.is_null())
+    s(v, "jjdbh").is_some() && v.get("jd").is_none_or(|x| x.is_number() || x.is_null())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! 预警 (early-warning) matter for a reading worse than the water body's
 //! target class (GB 3838-2002).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lianqin_pipeline::config::HubConfig;
@@ -103,9 +104,9 @@ time_field = "ts"
     }
     let bus = hub.bus();
     let published = |topic: String, n: u64| {
-        let bus = bus.clone();
+        let bus = Arc::clone(&bus);
         wait_until(Duration::from_secs(30), move || {
-            let (bus, topic) = (bus.clone(), topic.clone());
+            let (bus, topic) = (Arc::clone(&bus), topic.clone());
             async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>() >= n).unwrap_or(false) }
         })
     };
@@ -153,7 +154,7 @@ time_field = "ts"
     });
     let mqtt_topic = topics["env_mqtt_water"].clone();
     let on_bus = |topic: String| {
-        let bus = bus.clone();
+        let bus = Arc::clone(&bus);
         async move { bus.end_offsets(&topic).await.map(|o| o.iter().sum::<u64>()).unwrap_or(0) }
     };
     // The connector subscribes when it has connected: probe (a device that

@@ -373,15 +373,15 @@ async fn data(
             s.counters.quota.fetch_add(1, Ordering::SeqCst);
             return code("18", "超过调用次数限制");
         }
-        if let Some(n) = s.cfg.expire_after_calls {
-            if sec.calls_with_request >= n {
-                // The secret's lifetime ran out mid-sync.
-                if let Some(r) = sec.request.take() {
-                    sec.old_requests.push(r);
-                }
-                s.counters.expired.fetch_add(1, Ordering::SeqCst);
-                return code("11", "请求秘钥已过期");
+        if let Some(n) = s.cfg.expire_after_calls
+            && sec.calls_with_request >= n
+        {
+            // The secret's lifetime ran out mid-sync.
+            if let Some(r) = sec.request.take() {
+                sec.old_requests.push(r);
             }
+            s.counters.expired.fetch_add(1, Ordering::SeqCst);
+            return code("11", "请求秘钥已过期");
         }
         sec.calls_with_request += 1;
     }

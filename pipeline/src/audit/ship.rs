@@ -219,12 +219,15 @@ impl AuditSink for BusSink {
     }
 }
 
+/// A stream this process ships: its lock file and shipped positions per file.
+type HeldStream = (File, BTreeMap<String, u64>);
+
 /// Ships the streams of a data dir (see module docs).
 pub struct Shipper {
     data_dir: PathBuf,
     sink: Arc<dyn AuditSink>,
     /// Streams this process ships: lock file and positions.
-    held: Mutex<BTreeMap<String, (File, BTreeMap<String, u64>)>>,
+    held: Mutex<BTreeMap<String, HeldStream>>,
     /// One round at a time (background task and `ship_now`).
     round: tokio::sync::Mutex<()>,
 }

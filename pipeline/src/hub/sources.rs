@@ -24,7 +24,10 @@ impl Hub {
         let mut out = Vec::new();
         for s in self.cfg.enabled_sources() {
             let src = s.connector.build(&s.id, &s.department).map_err(|e| PipelineError::Config(e.to_string()))?;
-            let ctx = SourceContext { bus: Arc::<dyn Bus>::clone(&self.bus), topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id) };
+            let ctx = SourceContext {
+                bus: Arc::<dyn Bus>::clone(&self.bus),
+                topic: raw_topic(&self.cfg.bus.topic_prefix, &s.id),
+            };
             out.push((src, ctx, Duration::from_secs(s.interval_secs)));
         }
         Ok(out)
@@ -80,7 +83,8 @@ impl Hub {
                     Source::Polling(src) => src,
                     Source::Streaming(mut src) => {
                         // Servers that systems push to (HJ 212, webhooks, MQTT).
-                        let r = src.run(&ctx, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
+                        let r =
+                            src.run(&ctx, stop.clone()).await.map(|_| Default::default()).map_err(|e| e.to_string());
                         if let Err(e) = &r {
                             warn!(source = %id, "streaming source stopped: {e}");
                             let _ = audit.record(crate::audit::connector_run(&id, &dept, &r));
@@ -97,10 +101,10 @@ impl Hub {
                         Ok(_) => {}
                         Err(e) => warn!(source = %id, "sync failed (will retry next tick): {e}"),
                     }
-                    if r.as_ref().map(|s| s.records > 0).unwrap_or(true) {
-                        if let Err(e) = audit.record(crate::audit::connector_run(&id, &dept, &r)) {
-                            warn!("audit: {e}");
-                        }
+                    if r.as_ref().map(|s| s.records > 0).unwrap_or(true)
+                        && let Err(e) = audit.record(crate::audit::connector_run(&id, &dept, &r))
+                    {
+                        warn!("audit: {e}");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}

@@ -178,11 +178,14 @@ impl ReferenceSpec {
     }
 }
 
+/// A CSV record: the line it starts on (1-based) and its cells.
+type CsvRecord = (usize, Vec<String>);
+
 /// Splits CSV text into records with the line each starts on (1-based).
 /// RFC 4180: `"` quotes a cell, `""` inside quotes is a quote, quoted cells
 /// may hold commas and newlines. Blank lines and lines starting with `#`
 /// (outside quotes) are skipped.
-fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+fn csv_records(text: &str) -> Result<Vec<CsvRecord>, (usize, String)> {
     let mut out = Vec::new();
     let mut line = 1usize;
     let mut chars = text.chars().peekable();
