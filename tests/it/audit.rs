@@ -557,3 +557,106 @@ async fn audit_suite_chosen_in_hub_config() {
         .to_string();
     assert!(err.contains("bad.toml") && err.contains("line 2") && err.contains("sm9"), "{err}");
 }
+
+/// Runs `lianqin audit verify` (optionally `--anchor`) and returns (ok, stdout + stderr).
+fn cli_verify(d: &std::path::Path, anchor: Option<&std::path::Path>) -> (bool, String) {
+    let mut c = Command::new(lianqin_bin());
+    c.args(["audit", "verify", "--data-dir"]).arg(d);
+    if let Some(a) = anchor {
+        c.arg("--anchor").arg(a);
+    }
+    let o = c.output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// A copy of a data dir (the audit trail and its key) to tamper with.
+fn copy_dir(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to.path()).status().unwrap();
+    assert!(st.success());
+    to
+}
+
+/// Deleting a whole stream, or cutting a stream's last entries together with
+/// its `checkpoints.log`, fails `lianqin audit verify` with the reason (the
+/// signed stream registry); an anchor kept outside the data dir catches a
+/// rollback of the whole audit directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_streams_and_cut_tails_fail_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = demo::start_simulation(d, small()).await.unwrap();
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        demo::cycle(&hub).await.unwrap();
+        hub.audit().sync();
+    }
+    sim.shutdown().await;
+    let (ok, _, err) = cli_sql(d, Some("wang.police"), &[], "SELECT count(*) FROM matter");
+    assert!(ok, "{err}");
+    let streams: Vec<_> = lianqin_pipeline::audit::streams(d);
+    assert!(streams.len() >= 2, "hub and CLI streams: {streams:?}");
+    let (ok, text) = cli_verify(d, None);
+    assert!(ok, "{text}");
+
+    // An anchor outside the data dir, taken now.
+    let outside = tempfile::tempdir().unwrap();
+    let anchor = outside.path().join("anchor.json");
+    let a = Command::new(lianqin_bin())
+        .args(["audit", "anchor", "--data-dir"])
+        .arg(d)
+        .arg("--out")
+        .arg(&anchor)
+        .output()
+        .unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let (ok, text) = cli_verify(d, Some(&anchor));
+    assert!(ok, "{text}");
+
+    // 1. A whole stream directory deleted.
+    let gone = copy_dir(d);
+    let victim = streams.iter().find(|s| !s.ends_with("demo-hub")).unwrap().file_name().unwrap().to_owned();
+    std::fs::remove_dir_all(gone.path().join("audit").join(&victim)).unwrap();
+    let (ok, text) = cli_verify(gone.path(), None);
+    assert!(!ok, "a deleted stream passed verify:\n{text}");
+    assert!(text.contains(&*victim.to_string_lossy()), "the report names the stream: {text}");
+
+    // 2. The hub stream's last entries cut together with checkpoints.log.
+    let cut = copy_dir(d);
+    let hub_stream = cut.path().join("audit").join("demo-hub");
+    let mut segs: Vec<_> = std::fs::read_dir(&hub_stream)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
+    std::fs::remove_file(hub_stream.join("checkpoints.log")).unwrap();
+    let (ok, text) = cli_verify(cut.path(), None);
+    assert!(!ok, "cut entries + removed checkpoints.log passed verify:\n{text}");
+    assert!(text.contains("demo-hub"), "{text}");
+    let (ok, _) = cli_verify(cut.path(), Some(&anchor));
+    assert!(!ok);
+
+    // 3. The whole audit dir rolled back to an earlier copy: only the anchor sees it.
+    let before = copy_dir(d);
+    let (ok, err) = {
+        let (ok, _, err) = cli_sql(d, Some("wang.police"), &[], "SELECT count(*) FROM element");
+        (ok, err)
+    };
+    assert!(ok, "{err}");
+    let later = outside.path().join("later.json");
+    let a = Command::new(lianqin_bin())
+        .args(["audit", "anchor", "--data-dir"])
+        .arg(d)
+        .arg("--out")
+        .arg(&later)
+        .output()
+        .unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let (ok, text) = cli_verify(before.path(), Some(&later));
+    assert!(!ok, "a rolled-back audit dir passed verify with a newer anchor:\n{text}");
+}

@@ -203,11 +203,11 @@ impl Audit {
                 .ok_or_else(|| PipelineError::Config(format!("{ROTATE_ENV}={v}: seconds > 0")))?;
             cfg.rotate_every.interval = Some(Duration::from_secs(secs));
         }
-        let log = match AuditLog::open(root.join(&name), cfg.clone()) {
+        let log = match AuditLog::open_stream(&root, &name, cfg.clone()) {
             // An existing stream keeps its suite (the header records it).
             Err(lianqin_audit::AuditError::SuiteMismatch { found, .. }) => {
                 cfg.suite = found;
-                AuditLog::open(root.join(&name), cfg)
+                AuditLog::open_stream(&root, &name, cfg)
             }
             r => r,
         }

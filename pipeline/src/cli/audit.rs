@@ -125,6 +125,21 @@ pub enum AuditCmd {
         /// instead: read it back with the Kafka settings of this hub config.
         #[arg(long = "from-kafka", value_name = "HUB_CONFIG")]
         from_kafka: Option<PathBuf>,
+        /// Also check against an anchor written earlier by `lianqin audit
+        /// anchor` (kept outside the data dir): a rolled-back or cut stream fails.
+        #[arg(long, value_name = "ANCHOR_JSON")]
+        anchor: Option<PathBuf>,
+    },
+    /// Write the latest signed checkpoints of every stream and the stream
+    /// registry's head to a file outside the data dir (an anchor for
+    /// `lianqin audit verify --anchor`).
+    Anchor {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Where to write the anchor (a path the security officer controls).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Rebuild the audit streams from the replicated audit topic into
     /// OUT/audit/ (then `lianqin audit verify --data-dir OUT`).
@@ -278,7 +293,7 @@ pub async fn run(what: AuditCmd) -> Result<()> {
             let (streams, n) = mirror_topic(&config, &out)?;
             println!("{n} messages, streams {streams:?} → {}", out.join("audit").display());
         }
-        AuditCmd::Verify { data_dir, from_kafka } => {
+        AuditCmd::Verify { data_dir, from_kafka, anchor } => {
             let key = master_key(&data_dir, false)?;
             let tmp = tempfile::tempdir()?;
             let data_dir = match from_kafka {
@@ -289,14 +304,19 @@ pub async fn run(what: AuditCmd) -> Result<()> {
                 }
                 None => data_dir,
             };
-            let all = streams(&data_dir);
-            if all.is_empty() {
+            let root = data_dir.join("audit");
+            if streams(&data_dir).is_empty() && !root.join("streams.registry").exists() {
                 bail!("{}: no audit streams under audit/", data_dir.display());
             }
-            let mut bad = 0;
-            for dir in all {
-                let r = lianqin_audit::verify(&dir, &key)?;
-                let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let report = match &anchor {
+                Some(path) => {
+                    let a = lianqin_audit::Anchor::read(path).with_context(|| format!("anchor {}", path.display()))?;
+                    lianqin_audit::verify_with_anchor(&root, &key, &a)?
+                }
+                None => lianqin_audit::verify_root(&root, &key)?,
+            };
+            for s in &report.streams {
+                let (name, r) = (&s.stream, &s.report);
                 if r.is_ok() {
                     println!(
                         "ok   {name:<12} {} entries ({} tags checked), {} segments, {} signed checkpoints, head {}",
@@ -310,16 +330,26 @@ pub async fn run(what: AuditCmd) -> Result<()> {
                         println!("     note: torn final frame after a crash: {t:?}");
                     }
                 } else {
-                    bad += 1;
                     println!("FAIL {name:<12} {} problem(s)", r.problems.len());
                     if let Some(p) = &r.first_problem {
                         println!("     first: {p}");
                     }
                 }
             }
-            if bad > 0 {
+            for p in &report.problems {
+                println!("FAIL {p}");
+            }
+            for w in &report.warnings {
+                println!("note: {w}");
+            }
+            if !report.is_ok() {
                 std::process::exit(1);
             }
+        }
+        AuditCmd::Anchor { data_dir, out } => {
+            let key = master_key(&data_dir, false)?;
+            lianqin_audit::anchor(data_dir.join("audit"), &key, &out)?;
+            println!("anchor written to {}", out.display());
         }
         AuditCmd::Search { data_dir, filter, as_user } => {
             let key = master_key(&data_dir, false)?;
