@@ -21,6 +21,17 @@ fn small() -> SimConfig {
     }
 }
 
+/// One sync-and-process cycle of the demo hub against small simulated departments.
+async fn one_demo_cycle(d: &std::path::Path) {
+    let sim = demo::start_simulation(d, small()).await.unwrap();
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        demo::cycle(&hub).await.unwrap();
+        hub.audit().sync();
+    }
+    sim.shutdown().await;
+}
+
 fn events(d: &std::path::Path, kind: EventKind) -> Vec<lianqin_audit::AuditRecord> {
     let key = lianqin_pipeline::audit::master_key(d, false).unwrap();
     let mut out = Vec::new();
@@ -585,13 +596,7 @@ fn copy_dir(from: &std::path::Path) -> tempfile::TempDir {
 async fn deleted_streams_and_cut_tails_fail_verify() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sim = demo::start_simulation(d, small()).await.unwrap();
-    {
-        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
-        demo::cycle(&hub).await.unwrap();
-        hub.audit().sync();
-    }
-    sim.shutdown().await;
+    one_demo_cycle(d).await;
     let (ok, _, err) = cli_sql(d, Some("wang.police"), &[], "SELECT count(*) FROM matter");
     assert!(ok, "{err}");
     let streams: Vec<_> = lianqin_pipeline::audit::streams(d);

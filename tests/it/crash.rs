@@ -19,9 +19,21 @@ fn spawn_hub(config: &std::path::Path, data: &std::path::Path, key: &str) -> Chi
         .env(demo::DEMO_KEY_ENV, key)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(hub_log(data))
         .spawn()
         .expect("spawn lianqin run")
+}
+
+/// The hubs' stderr, appended to `<data>/hub.log` (shown when a test fails).
+fn hub_log(data: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(data.join("hub.log")).expect("hub.log")
+}
+
+/// The last lines the hubs wrote, for failure messages.
+fn hub_log_tail(data: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(data.join("hub.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 async fn raw_rows(d: &std::path::Path) -> i64 {
@@ -105,7 +117,7 @@ async fn crash_and_restart(kafka: Option<String>) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     child.kill().ok();
     let _ = child.wait();
-    assert!(done, "hub did not catch up after restart (killed at {at_kill} raw rows)");
+    assert!(done, "hub did not catch up after restart (killed at {at_kill} raw rows); hub log:\n{}", hub_log_tail(d));
 
     // Exactly the sources' records.
     assert_eq!(count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%'").await, want_110);
