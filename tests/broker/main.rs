@@ -46,6 +46,34 @@ impl Drop for Hub {
     }
 }
 
+/// Ticket numbers whose current `matter` row is not the source's newest version.
+async fn stale_tickets(d: &std::path::Path, tickets: &[Value]) -> Vec<String> {
+    let Ok(e) = lianqin_tests::try_engine(d).await else { return vec!["<libraries not readable>".into()] };
+    let mut current = std::collections::HashMap::new();
+    let Ok(batches) =
+        e.sql("SELECT substr(matter_id, 7) AS k, content_hash FROM matter WHERE matter_id LIKE '12345:%'").await
+    else {
+        return vec!["<query failed>".into()];
+    };
+    for b in batches {
+        let text = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (k, h) = (text(0), text(1));
+        let k = k.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let h = h.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            current.insert(k.value(i).to_string(), h.value(i).to_string());
+        }
+    }
+    let mut stale = Vec::new();
+    for t in tickets {
+        let Some(id) = t.get("ticket_no").and_then(Value::as_str) else { continue };
+        if current.get(id) != Some(&lianqin_bus::content_hash(t)) {
+            stale.push(id.to_string());
+        }
+    }
+    stale
+}
+
 async fn matter_count(d: &std::path::Path, like: &str) -> i64 {
     match lianqin_tests::try_engine(d).await {
         Ok(e) => {
@@ -126,8 +154,16 @@ async fn hub_survives_broker_stop_and_start() {
         matter_count(d, "110:%").await == want_110 && matter_count(d, "12345:%").await == want_12345
     })
     .await;
-    // Let in-flight work settle, then check the versions too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The changes made during the outage become visible: every ticket's
+    // current row reaches the source's newest version (same content hash).
+    // The counts above do not cover this (a changed ticket keeps its
+    // count), so wait on the versions themselves while the hub runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut mismatched = stale_tickets(d, &truth.tickets).await;
+    while !mismatched.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        mismatched = stale_tickets(d, &truth.tickets).await;
+    }
     drop(hub);
     assert!(
         done,
@@ -148,31 +184,6 @@ async fn hub_survives_broker_stop_and_start() {
         )
         .await;
         assert_eq!(dups, 0, "{raw} stored one bus record twice");
-    }
-    // The changes made during the outage are visible: every ticket's
-    // current row is the source's newest version (same content hash).
-    let e = lianqin_tests::engine(d).await;
-    let mut current = std::collections::HashMap::new();
-    for b in e
-        .sql("SELECT substr(matter_id, 7) AS k, content_hash FROM matter WHERE matter_id LIKE '12345:%'")
-        .await
-        .unwrap()
-    {
-        let text = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
-        let (k, h) = (text(0), text(1));
-        let k = k.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
-        let h = h.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
-        for i in 0..b.num_rows() {
-            current.insert(k.value(i).to_string(), h.value(i).to_string());
-        }
-    }
-    let mut mismatched = Vec::new();
-    for t in &truth.tickets {
-        let Some(id) = t.get("ticket_no").and_then(Value::as_str) else { continue };
-        let want = lianqin_bus::content_hash(t);
-        if current.get(id) != Some(&want) {
-            mismatched.push(id.to_string());
-        }
     }
     assert!(
         mismatched.is_empty(),
