@@ -92,7 +92,8 @@ impl Hub {
             if recs.is_empty() {
                 return Ok(stats);
             }
-            let split = self.repeats.classify(id, &recs);
+            let split =
+                self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)));
             stats.repeats = split.repeats;
             let ingested_at = self.next_ingest_time().await;
             let t_norm = Instant::now();

@@ -147,7 +147,19 @@ impl RepeatIndex {
     /// decided version of its key, or of an earlier record of the batch with
     /// that key. Repeats of a version the raw table lacks go to `raw_gap`
     /// (once per version).
-    pub fn classify<'a>(&self, source: &str, recs: &'a [BusRecord]) -> Split<'a> {
+    ///
+    /// `replayed(r)` says that some library already holds `r`'s own bus
+    /// position (the replay after a crash between the library commits and
+    /// the raw commit). Libraries commit side by side, so such a version may
+    /// be in one library and not in another: it is not a repeat but fresh —
+    /// the libraries that hold it skip it by position, the others and the
+    /// raw table receive it.
+    pub fn classify<'a>(
+        &self,
+        source: &str,
+        recs: &'a [BusRecord],
+        replayed: impl Fn(&BusRecord) -> bool,
+    ) -> Split<'a> {
         let st = self.state();
         let mut split = Split { fresh: Vec::with_capacity(recs.len()), ..Default::default() };
         let mut in_batch: HashMap<String, &str> = HashMap::new();
@@ -156,6 +168,15 @@ impl RepeatIndex {
             let key = version_key(&r.envelope);
             let seen_in_batch = in_batch.get(&key) == Some(&hash);
             let decided = st.newest.get(&(source.to_string(), key.clone())).map(String::as_str) == Some(hash);
+            if decided && !seen_in_batch && !st.missing_raw.is_empty() && replayed(r) {
+                let gap = (source.to_string(), key.clone(), hash.to_string());
+                if st.missing_raw.contains(&gap) {
+                    split.gaps.push(gap);
+                    in_batch.insert(key, hash);
+                    split.fresh.push(r);
+                    continue;
+                }
+            }
             if decided || seen_in_batch {
                 split.repeats += 1;
                 if !st.missing_raw.is_empty() && !seen_in_batch {
@@ -230,7 +251,7 @@ mod tests {
         assert_eq!(idx.newest("s", "a"), Some(a2.envelope.hash.clone()));
         assert!(idx.reflects("s", Some(3)) && !idx.reflects("s", Some(4)) && !idx.reflects("t", Some(3)));
         let batch = vec![rec("a", 2, 5), rec("a", 1, 6), b1.clone(), rec("b", 1, 7)];
-        let split = idx.classify("s", &batch);
+        let split = idx.classify("s", &batch, |_| false);
         // a=2 repeats; a=1 goes back to an older version: fresh; b twice in a batch: once.
         assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![6, 2]);
         assert_eq!(split.repeats, 2);
@@ -241,10 +262,10 @@ mod tests {
         assert_eq!(idx.newest("s", "a"), Some(a1.envelope.hash.clone()));
         assert_eq!(idx.newest("s", "b"), Some(b1.envelope.hash.clone()));
         assert!(idx.reflects("s", Some(3)), "no mark given: unchanged");
-        idx.committed("s", &idx.classify("s", &[]), Some(Some(4)));
+        idx.committed("s", &idx.classify("s", &[], |_| false), Some(Some(4)));
         assert!(idx.reflects("s", Some(4)));
         // Other sources are separate.
-        assert_eq!(idx.classify("t", &[rec("a", 2, 0)]).fresh.len(), 1);
+        assert_eq!(idx.classify("t", &[rec("a", 2, 0)], |_| false).fresh.len(), 1);
     }
 
     #[test]
@@ -265,7 +286,7 @@ mod tests {
         // A library holds a=1, the raw table does not (crash between commits).
         assert_eq!(idx.load("s", Some(1), [seen(&a, (10, 0), false)]), 1);
         let batch = vec![rec("a", 1, 4), rec("a", 1, 5), rec("c", 1, 3)];
-        let split = idx.classify("s", &batch);
+        let split = idx.classify("s", &batch, |_| false);
         assert_eq!(split.repeats, 2);
         assert_eq!(split.raw_gap.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4]);
         assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3]);
@@ -274,10 +295,30 @@ mod tests {
         idx.committed("s", &split, Some(Some(2)));
         // Filled: the next copy is a plain repeat.
         let again = [rec("a", 1, 9)];
-        let split = idx.classify("s", &again);
+        let split = idx.classify("s", &again, |_| false);
         assert_eq!((split.repeats, split.fresh.len(), split.raw_gap.len()), (1, 0, 0));
         // A reload replaces the source's gaps.
         assert_eq!(idx.load("s", Some(2), [seen(&a, (10, 0), false)]), 1);
         assert_eq!(idx.load("s", Some(2), [seen(&a, (10, 0), true)]), 0);
+    }
+
+    #[test]
+    fn a_version_some_library_holds_at_its_own_position_is_fresh_again() {
+        // Libraries commit side by side: after a crash one library may hold
+        // offset 0 and another not. Replayed at the same position, the
+        // version is normalized again (the libraries that hold it skip it by
+        // position); a copy at a new position stays a repeat.
+        let idx = RepeatIndex::new();
+        let a = rec("a", 1, 0);
+        idx.load("s", Some(1), [seen(&a, (10, 0), false)]);
+        let batch = vec![rec("a", 1, 0), rec("a", 1, 7)];
+        let split = idx.classify("s", &batch, |r| r.offset < 1);
+        assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(split.repeats, 1);
+        assert!(split.raw_gap.is_empty());
+        idx.committed("s", &split, Some(Some(2)));
+        let later = [rec("a", 1, 9)];
+        let split = idx.classify("s", &later, |_| true);
+        assert_eq!((split.repeats, split.fresh.len(), split.raw_gap.len()), (1, 0, 0));
     }
 }
