@@ -18,9 +18,10 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::{cast, concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lianqin_bus::BusRecord;
+use tracing::{info, warn};
 
 use crate::PipelineError;
 use crate::mapping::{Mapping, Rejection, build_raw_batch};
@@ -127,24 +128,8 @@ impl Normalizer {
         let envs: Vec<&lianqin_bus::Envelope> = records.iter().map(|r| &r.envelope).collect();
         let indices: Vec<usize> = (0..records.len()).collect();
         let (raw, mut rejections) = build_raw_batch(&self.mapping, &self.source, &envs, &indices)?;
-        let mut outputs: Vec<(String, RecordBatch)> = Vec::new();
-        if raw.num_rows() > 0 {
-            self.register_raw(raw.clone())?;
-            for (i, out) in self.mapping.outputs.iter().enumerate() {
-                let df = self.ctx.sql(&out.sql).await.map_err(|e| {
-                    PipelineError::Mapping(format!("mapping {} output #{}: {e}", self.mapping.origin, i + 1))
-                })?;
-                let batches = df.collect().await.map_err(|e| {
-                    PipelineError::Mapping(format!("mapping {} output #{}: {e}", self.mapping.origin, i + 1))
-                })?;
-                let schema: SchemaRef = match batches.first() {
-                    Some(b) => b.schema(),
-                    None => continue,
-                };
-                let b = concat_batches(&schema, &batches).map_err(|e| PipelineError::Internal(e.to_string()))?;
-                outputs.push((out.library.clone(), b));
-            }
-        }
+        let outputs =
+            if raw.num_rows() > 0 { self.run_isolating(&raw, records, &mut rejections).await? } else { Vec::new() };
         // Validate and cast each output; collect failing records.
         let mut shaped: Vec<(String, RecordBatch, Vec<i64>)> = Vec::new();
         for (lib, b) in outputs {
@@ -179,6 +164,84 @@ impl Normalizer {
             out.libraries.insert("quarantine".into(), self.quarantine_batch(&first, records, ingested_at)?);
         }
         Ok(out)
+    }
+
+    /// Runs every output query of the mapping over `raw` (registered as the
+    /// table `raw`). Returns the rows per output, or the first error.
+    async fn run_outputs(&self, raw: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, String> {
+        self.register_raw(raw.clone()).map_err(|e| e.to_string())?;
+        let mut outputs = Vec::with_capacity(self.mapping.outputs.len());
+        for (i, out) in self.mapping.outputs.iter().enumerate() {
+            let whr = |e: datafusion::error::DataFusionError| {
+                format!("mapping {} output #{} ({}): {e}", self.mapping.origin, i + 1, out.library)
+            };
+            let df = self.ctx.sql(&out.sql).await.map_err(whr)?;
+            let batches = df.collect().await.map_err(whr)?;
+            let Some(first) = batches.first() else { continue };
+            let b = concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
+            outputs.push((out.library.clone(), b));
+        }
+        Ok(outputs)
+    }
+
+    /// Runs the mapping over `raw`; when that fails at run time (a CAST that
+    /// rejects one value, a function that errors on one input), finds the
+    /// failing record(s) by bisection instead of failing the batch: each
+    /// record that fails alone becomes a rejection naming the error (it goes
+    /// to quarantine), and the outputs of every part that ran are returned.
+    /// A bad record therefore costs about 2·log2(n) extra runs of shrinking
+    /// parts, and the hub never loops on it.
+    async fn run_isolating(
+        &self,
+        raw: &RecordBatch,
+        records: &[&BusRecord],
+        rejections: &mut Vec<Rejection>,
+    ) -> Result<Vec<(String, RecordBatch)>, PipelineError> {
+        let first_error = match self.run_outputs(raw).await {
+            Ok(outputs) => return Ok(outputs),
+            Err(e) => e,
+        };
+        warn!(source = %self.source, rows = raw.num_rows(), error = %first_error,
+            "mapping failed at run time; isolating the failing records");
+        let rows_of = |b: &RecordBatch| -> Vec<i64> {
+            b.column_by_name("_row")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                .map(|a| a.iter().map(|v| v.unwrap_or(-1)).collect())
+                .unwrap_or_default()
+        };
+        let mut outputs = Vec::new();
+        // Parts still to run (offset, length), largest first.
+        let n = raw.num_rows();
+        let mut parts = vec![(n / 2, n - n / 2), (0, n / 2)];
+        let mut isolated = 0usize;
+        while let Some((offset, len)) = parts.pop() {
+            if len == 0 {
+                continue;
+            }
+            let part = raw.slice(offset, len);
+            match self.run_outputs(&part).await {
+                Ok(o) => outputs.extend(o),
+                Err(e) if len == 1 => {
+                    isolated += 1;
+                    for row in rows_of(&part) {
+                        let index = row.max(0) as usize;
+                        let key = records.get(index).map(|r| r.envelope.key.as_str()).unwrap_or("?");
+                        rejections.push(Rejection {
+                            index,
+                            field: None,
+                            reason: format!("source `{}` record `{key}`: failed at run time: {e}", self.source),
+                        });
+                    }
+                }
+                Err(_) => {
+                    let half = len / 2;
+                    parts.push((offset + half, len - half));
+                    parts.push((offset, half));
+                }
+            }
+        }
+        info!(source = %self.source, isolated, rows = n, "run-time failures isolated; the rest of the batch goes on");
+        Ok(outputs)
     }
 
     /// Casts an output to the library's columns (in schema order), validates
@@ -474,4 +537,77 @@ pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch
         Arc::new(off.finish()),
     ];
     RecordBatch::try_new(Catalog::raw_schema(), arrays).map_err(|e| PipelineError::Internal(format!("raw: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lianqin_bus::Envelope;
+
+    /// A mapping whose SQL fails at run time on one value (a strict CAST).
+    fn casting_mapping() -> Mapping {
+        Mapping::parse(
+            r#"
+name = "t"
+version = "1"
+key_field = "id"
+[fields]
+id = { type = "utf8", required = true }
+n = "utf8"
+[[outputs]]
+library = "matter_event"
+sql = "SELECT _row, 'm:' || id AS event_id, 'm:' || id AS matter_id, 'intake' AS stage, CAST(CAST(n AS INT) AS VARCHAR) AS note FROM raw"
+"#,
+            "test",
+        )
+        .unwrap()
+    }
+
+    fn records(n: usize, bad: &[usize]) -> Vec<BusRecord> {
+        (0..n)
+            .map(|i| {
+                let v = if bad.contains(&i) { "abc".to_string() } else { i.to_string() };
+                let payload = serde_json::json!({"id": i.to_string(), "n": v});
+                BusRecord {
+                    topic: "raw.t".into(),
+                    partition: 0,
+                    offset: i as u64,
+                    envelope: Envelope::upsert("t", "police", i.to_string(), payload, None),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_record_failing_at_run_time_is_quarantined_and_the_rest_go_on() {
+        let catalog = Catalog::builtin().unwrap();
+        let n = Normalizer::new(catalog, Arc::new(casting_mapping()), "t").await.unwrap();
+        let recs = records(10_000, &[4_321]);
+        let refs: Vec<&BusRecord> = recs.iter().collect();
+        let out = n.normalize(&refs, 0).await.expect("the batch must not fail as a whole");
+        assert_eq!(out.accepted, 9_999);
+        assert_eq!(out.quarantined, 1);
+        assert_eq!(out.libraries["matter_event"].num_rows(), 9_999);
+        let q = &out.libraries["quarantine"];
+        assert_eq!(q.num_rows(), 1);
+        let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(q)).unwrap().to_string();
+        assert!(text.contains("record `4321`") && text.contains("failed at run time"), "{text}");
+        assert!(text.contains("abc"), "the quarantined record keeps its value: {text}");
+    }
+
+    #[tokio::test]
+    async fn several_bad_records_and_a_batch_of_only_bad_ones() {
+        let catalog = Catalog::builtin().unwrap();
+        let n = Normalizer::new(catalog, Arc::new(casting_mapping()), "t").await.unwrap();
+        let recs = records(100, &[0, 37, 38, 99]);
+        let refs: Vec<&BusRecord> = recs.iter().collect();
+        let out = n.normalize(&refs, 0).await.unwrap();
+        assert_eq!((out.accepted, out.quarantined), (96, 4));
+        assert_eq!(out.libraries["matter_event"].num_rows(), 96);
+        let recs = records(3, &[0, 1, 2]);
+        let refs: Vec<&BusRecord> = recs.iter().collect();
+        let out = n.normalize(&refs, 0).await.unwrap();
+        assert_eq!((out.accepted, out.quarantined), (0, 3));
+        assert!(!out.libraries.contains_key("matter_event"));
+    }
 }

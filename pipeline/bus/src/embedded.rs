@@ -271,12 +271,10 @@ impl EmbeddedConsumer {
             let from = self.positions[&(topic.clone(), p)];
             let rows = self.bus.read_from(&topic, p, from, max - out.len())?;
             for (offset, bytes) in rows {
-                let envelope = Envelope::from_bytes(&bytes).map_err(|e| BusError::Decode {
-                    topic: topic.clone(),
-                    partition: p,
-                    offset,
-                    detail: e.to_string(),
-                })?;
+                // Bytes that do not decode go on as an `undecodable` envelope
+                // (to quarantine, with the bytes), never stop the consumer.
+                let envelope = Envelope::from_bytes(&bytes)
+                    .unwrap_or_else(|e| Envelope::undecodable(&topic, p, offset, &bytes, &e.to_string()));
                 self.positions.insert((topic.clone(), p), offset + 1);
                 out.push(BusRecord { topic: topic.clone(), partition: p, offset, envelope });
             }

@@ -756,16 +756,16 @@ fn poll_batch(c: &BaseConsumer<GroupContext>, state: &GroupState, max: usize, wa
                 let topic = m.topic().to_string();
                 let partition = m.partition().max(0) as u32;
                 let offset = m.offset().max(0) as u64;
-                let decoded = match m.payload() {
-                    Some(bytes) => Envelope::from_bytes(bytes).map_err(|e| e.to_string()),
-                    None => Err("empty payload".to_string()),
+                // A message that does not decode goes on as an `undecodable`
+                // envelope (to quarantine, with its bytes) instead of
+                // stopping the consumer at its offset.
+                let bytes = m.payload().unwrap_or_default();
+                let envelope = match m.payload() {
+                    Some(b) => Envelope::from_bytes(b)
+                        .unwrap_or_else(|e| Envelope::undecodable(&topic, partition, offset, b, &e.to_string())),
+                    None => Envelope::undecodable(&topic, partition, offset, bytes, "empty payload"),
                 };
-                match decoded {
-                    Ok(envelope) => out.push(BusRecord { topic, partition, offset, envelope }),
-                    Err(detail) => {
-                        return (out, Some(BusError::Decode { topic, partition, offset, detail }));
-                    }
-                }
+                out.push(BusRecord { topic, partition, offset, envelope });
             }
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                 return (out, Some(BusError::Kafka(format!("consume (fatal): {code}"))));

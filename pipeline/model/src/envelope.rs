@@ -105,6 +105,29 @@ impl Envelope {
         }
     }
 
+    /// Builds the envelope standing for bytes on the bus at `topic`/`partition`/
+    /// `offset` that do not decode as an envelope (a corrupted or foreign
+    /// message). It carries the bytes (as text when they are UTF-8, else
+    /// `hex:` and their hex digits) and the reason, and goes to quarantine
+    /// like any unparsable record instead of stopping the consumer. Its key
+    /// is the bus position; source and department are empty (the pipeline
+    /// fills them from the topic's source).
+    pub fn undecodable(topic: &str, partition: u32, offset: u64, bytes: &[u8], detail: &str) -> Self {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_string(),
+            Err(_) => format!("hex:{}", hex::encode(bytes)),
+        };
+        let position = format!("{topic}/{partition}/{offset}");
+        Envelope::unparsable(
+            "",
+            "",
+            format!("bus:{position}"),
+            text,
+            format!("undecodable bus record at {position}: {detail}"),
+        )
+        .with_locator(format!("bus {position}"))
+    }
+
     /// Sets the locator (file:line, page) and returns self.
     pub fn with_locator(mut self, locator: impl Into<String>) -> Self {
         self.locator = Some(locator.into());

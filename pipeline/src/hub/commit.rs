@@ -54,12 +54,21 @@ impl Hub {
     pub(super) async fn commit_batch(&self, batch: Vec<BusRecord>) -> Result<(ProcessStats, Positions), PipelineError> {
         let mut by_source: BTreeMap<String, Vec<BusRecord>> = BTreeMap::new();
         let mut positions: BTreeMap<(String, u32), u64> = BTreeMap::new();
-        for r in batch {
+        for mut r in batch {
             let next = r.offset + 1;
             let e = positions.entry((r.topic.clone(), r.partition)).or_insert(next);
             *e = (*e).max(next);
             match self.by_topic.get(&r.topic) {
-                Some(id) => by_source.entry(id.clone()).or_default().push(r),
+                Some(id) => {
+                    // An undecodable bus record knows only its topic.
+                    if r.envelope.source.is_empty()
+                        && let Some(src) = self.sources.get(id)
+                    {
+                        r.envelope.source = src.id.clone();
+                        r.envelope.department = src.department.clone();
+                    }
+                    by_source.entry(id.clone()).or_default().push(r)
+                }
                 None => warn!(topic = %r.topic, "record from a topic with no source; ignored"),
             }
         }

@@ -76,6 +76,9 @@ impl ProcessStats {
 
 struct SourceRuntime {
     id: String,
+    /// Owning department (fills records that arrive without one: undecodable
+    /// bus records).
+    department: String,
     topic: String,
     normalizer: Normalizer,
 }
@@ -147,7 +150,10 @@ impl Hub {
             bus.ensure_topic(&topic, cfg.bus.partitions).await.map_err(PipelineError::Bus)?;
             store.ensure_raw(&s.id).await?;
             by_topic.insert(topic.clone(), s.id.clone());
-            sources.insert(s.id.clone(), SourceRuntime { id: s.id.clone(), topic, normalizer });
+            sources.insert(
+                s.id.clone(),
+                SourceRuntime { id: s.id.clone(), department: s.department.clone(), topic, normalizer },
+            );
         }
         let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
         // One audit stream per node (several nodes may share a data dir).

@@ -32,7 +32,8 @@
 //! the reason.
 //!
 //! Each file is processed once, identified by the SHA-256 of its content:
-//! rows are published in chunks, each chunk together with a checkpoint that
+//! rows are read and published in chunks of `chunk_rows` (a file is never
+//! held whole in memory: [`stream`]), each chunk together with a checkpoint that
 //! records how far into the file it got; when the file is done it is moved to
 //! `processed/` (or to `failed/` with a `<name>.reason.txt` when it cannot be
 //! read at all). A file dropped again with the same content is not ingested
@@ -44,16 +45,19 @@
 //! reason, with file and line) so that they reach quarantine; the rest of the
 //! file goes through.
 
+mod stream;
+
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use encoding_rs::{Encoding, GB18030, GBK, UTF_8};
 use lianqin_model::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tracing::{Instrument, info, info_span, warn};
 
+use self::stream::{CsvStream, JsonlStream, RecordMaker, RecordStream, VecStream};
 use crate::{ConnectorError, PollingSource, RunStats, SourceContext};
 
 /// Text encoding of CSV drops.
@@ -249,186 +253,57 @@ impl FileSource {
         std::fs::rename(path, &target).map_err(|e| self.io(path, e))
     }
 
-    /// Parses one file into envelopes (in file order).
-    fn parse(&self, path: &Path, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
+    /// The encoding of a CSV file (`auto`: UTF-8 when the whole file is).
+    fn encoding(&self, all_utf8: bool) -> &'static Encoding {
+        match self.cfg.encoding {
+            TextEncoding::Utf8 => UTF_8,
+            TextEncoding::Gbk => GBK,
+            TextEncoding::Gb18030 => GB18030,
+            TextEncoding::Auto if all_utf8 => UTF_8,
+            TextEncoding::Auto => GB18030,
+        }
+    }
+
+    /// Opens a file's records as a stream (module docs of [`stream`]).
+    /// `all_utf8` comes from the file's [`stream::scan`]. An error rejects
+    /// the whole file (unreadable workbook, bad header, missing key column).
+    fn open_stream(
+        &self,
+        path: &Path,
+        reader: Box<dyn BufRead + Send>,
+        all_utf8: bool,
+    ) -> Result<Box<dyn RecordStream>, String> {
         let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let maker = RecordMaker::of(self);
         match self.format_of(path) {
-            Some(FileFormat::Jsonl) => Ok(self.parse_jsonl(&name, bytes)),
-            Some(FileFormat::Csv) => self.parse_csv(&name, bytes),
-            Some(FileFormat::Xlsx) => self.parse_xlsx(&name, bytes),
+            Some(FileFormat::Jsonl) => Ok(Box::new(JsonlStream::new(maker, &name, reader))),
+            Some(FileFormat::Csv) => {
+                Ok(Box::new(CsvStream::new(maker, &name, reader, self.encoding(all_utf8), self.cfg.delimiter as u8)?))
+            }
+            Some(FileFormat::Xlsx) => {
+                let mut bytes = Vec::new();
+                let mut reader = reader;
+                reader.read_to_end(&mut bytes).map_err(|e| format!("{name}: read error: {e}"))?;
+                Ok(Box::new(VecStream(self.parse_xlsx(&name, &bytes)?.into_iter())))
+            }
             _ => Err(format!("{name}: unknown format")),
         }
     }
 
-    fn key_of(&self, obj: &Map<String, Value>) -> String {
-        let mut parts = Vec::with_capacity(self.cfg.key_columns.len());
-        for k in &self.cfg.key_columns {
-            match obj.get(k) {
-                Some(Value::String(s)) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
-                Some(Value::Number(n)) => parts.push(n.to_string()),
-                _ => return String::new(),
-            }
-        }
-        parts.join("|")
-    }
-
-    fn record(&self, obj: Map<String, Value>, locator: String) -> Envelope {
-        let key = self.key_of(&obj);
-        let updated =
-            self.cfg.updated_field.as_ref().and_then(|f| obj.get(f)).and_then(|v| v.as_str()).map(str::to_string);
-        Envelope::upsert(&self.id, &self.department, key, Value::Object(obj), updated).with_locator(locator)
-    }
-
-    fn parse_jsonl(&self, name: &str, bytes: &[u8]) -> Vec<Envelope> {
+    /// Parses a whole file held in memory into envelopes (in file order):
+    /// the same streams as a sync pass, for tests and tools.
+    pub fn parse(&self, path: &Path, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
+        let all_utf8 = std::str::from_utf8(bytes).is_ok();
+        let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(bytes.to_vec()));
+        let mut stream = self.open_stream(path, reader, all_utf8)?;
         let mut out = Vec::new();
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
+        loop {
+            let chunk = stream.next_chunk(10_000)?;
+            if chunk.is_empty() {
+                return Ok(out);
             }
-            let loc = format!("{name}:{}", i + 1);
-            match std::str::from_utf8(line) {
-                Err(e) => out.push(
-                    Envelope::unparsable(
-                        &self.id,
-                        &self.department,
-                        "",
-                        hex::encode(line),
-                        format!("{loc}: not UTF-8: {e}"),
-                    )
-                    .with_locator(loc),
-                ),
-                Ok(text) => match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Object(o)) => out.push(self.record(o, loc)),
-                    Ok(other) => out.push(
-                        Envelope::unparsable(
-                            &self.id,
-                            &self.department,
-                            "",
-                            text.to_string(),
-                            format!("{loc}: expected a JSON object, got {}", json_kind(&other)),
-                        )
-                        .with_locator(loc),
-                    ),
-                    Err(e) => out.push(
-                        Envelope::unparsable(
-                            &self.id,
-                            &self.department,
-                            "",
-                            text.to_string(),
-                            format!("{loc}: bad JSON: {e}"),
-                        )
-                        .with_locator(loc),
-                    ),
-                },
-            }
+            out.extend(chunk);
         }
-        out
-    }
-
-    fn parse_csv(&self, name: &str, bytes: &[u8]) -> Result<Vec<Envelope>, String> {
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let enc: &'static Encoding = match self.cfg.encoding {
-            TextEncoding::Utf8 => UTF_8,
-            TextEncoding::Gbk => GBK,
-            TextEncoding::Gb18030 => GB18030,
-            TextEncoding::Auto => {
-                if std::str::from_utf8(bytes).is_ok() {
-                    UTF_8
-                } else {
-                    GB18030
-                }
-            }
-        };
-        // Decode line by line so one bad line cannot poison the file. In GBK
-        // and GB18030 the byte 0x0A only ever means a line feed.
-        let mut out = Vec::new();
-        let mut good = String::with_capacity(bytes.len());
-        let mut line_map: Vec<usize> = Vec::new(); // decoded line index -> physical line
-        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let (text, had_errors) = enc.decode_without_bom_handling(raw);
-            if had_errors {
-                let loc = format!("{name}:{}", i + 1);
-                let bad_at = first_bad_byte(enc, raw);
-                out.push((
-                    i + 1,
-                    Envelope::unparsable(
-                        &self.id,
-                        &self.department,
-                        "",
-                        hex::encode(raw),
-                        format!("{loc}: bytes not valid {} at byte {bad_at} (raw line kept as hex)", enc.name()),
-                    )
-                    .with_locator(loc),
-                ));
-                continue;
-            }
-            if i == 0 && text.trim().is_empty() {
-                return Err(format!("{name}: empty header line"));
-            }
-            good.push_str(&text);
-            good.push('\n');
-            line_map.push(i + 1);
-        }
-        let mut rdr =
-            csv::ReaderBuilder::new().delimiter(self.cfg.delimiter as u8).flexible(true).from_reader(good.as_bytes());
-        let headers: Vec<String> = rdr
-            .headers()
-            .map_err(|e| format!("{name}: header row: {e}"))?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect();
-        for k in &self.cfg.key_columns {
-            if !headers.contains(k) {
-                return Err(format!("{name}: key column `{k}` not in header {headers:?}"));
-            }
-        }
-        for rec in rdr.records() {
-            let physical = |pos: Option<&csv::Position>| {
-                pos.map(|p| line_map.get(p.line() as usize - 1).copied().unwrap_or(p.line() as usize)).unwrap_or(0)
-            };
-            match rec {
-                Ok(r) => {
-                    let line = physical(r.position());
-                    if r.iter().all(|f| f.trim().is_empty()) {
-                        continue;
-                    }
-                    let loc = format!("{name}:{line}");
-                    if r.len() != headers.len() {
-                        let raw: Vec<&str> = r.iter().collect();
-                        out.push((
-                            line,
-                            Envelope::unparsable(
-                                &self.id,
-                                &self.department,
-                                "",
-                                raw.join(","),
-                                format!("{loc}: {} fields, header has {}", r.len(), headers.len()),
-                            )
-                            .with_locator(loc),
-                        ));
-                        continue;
-                    }
-                    let mut obj = Map::new();
-                    for (h, v) in headers.iter().zip(r.iter()) {
-                        obj.insert(h.clone(), Value::String(v.trim().to_string()));
-                    }
-                    out.push((line, self.record(obj, loc)));
-                }
-                Err(e) => {
-                    let line = physical(e.position());
-                    let loc = format!("{name}:{line}");
-                    out.push((
-                        line,
-                        Envelope::unparsable(&self.id, &self.department, "", String::new(), format!("{loc}: {e}"))
-                            .with_locator(loc),
-                    ));
-                }
-            }
-        }
-        out.sort_by_key(|(line, _)| *line);
-        Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 }
 
@@ -485,7 +360,7 @@ impl FileSource {
                 }
                 obj.insert(h.clone(), xlsx_value(c));
             }
-            out.push(self.record(obj, format!("{name}!{sheet}:{}", abs + 1)));
+            out.push(RecordMaker::of(self).record(obj, format!("{name}!{sheet}:{}", abs + 1)));
         }
         Ok(out)
     }
@@ -571,15 +446,16 @@ impl PollingSource for FileSource {
             };
             let mut stats = RunStats::default();
             for path in self.list()? {
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
+                let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+                // Pass 1: identity and encoding, in fixed blocks.
+                let scan = match std::fs::File::open(&path).and_then(|f| stream::scan(std::io::BufReader::new(f))) {
+                    Ok(s) => s,
                     Err(e) => {
                         warn!(source = %self.id, path = %path.display(), "cannot read file: {e}");
                         continue;
                     }
                 };
-                let hash = hex::encode(Sha256::digest(&bytes));
-                let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+                let hash = scan.hash;
                 let progress =
                     cp.files.get(&hash).cloned().unwrap_or(FileProgress { name: name.clone(), ..Default::default() });
                 if progress.done {
@@ -587,7 +463,16 @@ impl PollingSource for FileSource {
                     self.move_to(&path, &self.cfg.processed(), None)?;
                     continue;
                 }
-                let records = match self.parse(&path, &bytes) {
+                // Pass 2: records, one chunk at a time.
+                let file = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!(source = %self.id, path = %path.display(), "cannot read file: {e}");
+                        continue;
+                    }
+                };
+                let reader: Box<dyn BufRead + Send> = Box::new(std::io::BufReader::with_capacity(1 << 16, file));
+                let mut records = match self.open_stream(&path, reader, scan.utf8) {
                     Ok(r) => r,
                     Err(reason) => {
                         warn!(source = %self.id, file = %name, "file rejected: {reason}");
@@ -595,26 +480,46 @@ impl PollingSource for FileSource {
                         continue;
                     }
                 };
-                let total = records.len() as u64;
-                let mut published = progress.published.min(total);
-                while published < total {
-                    let end = (published as usize + self.cfg.chunk_rows).min(records.len());
-                    let chunk = &records[published as usize..end];
-                    let done = end as u64 == total;
-                    cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published: end as u64, done });
+                let mut published = progress.published;
+                let mut read_error = None;
+                if let Err(e) = records.skip(published) {
+                    read_error = Some(e);
+                }
+                // One chunk ahead, so the last chunk's checkpoint says `done`.
+                let mut chunk = match &read_error {
+                    None => records.next_chunk(self.cfg.chunk_rows).unwrap_or_else(|e| {
+                        read_error = Some(e);
+                        Vec::new()
+                    }),
+                    Some(_) => Vec::new(),
+                };
+                while read_error.is_none() {
+                    let next = match records.next_chunk(self.cfg.chunk_rows) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            read_error = Some(e);
+                            break;
+                        }
+                    };
+                    let done = next.is_empty();
+                    published += chunk.len() as u64;
+                    cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published, done });
                     let value = serde_json::to_value(&cp).unwrap_or(Value::Null);
-                    ctx.publish(&self.id, chunk, value).await?;
+                    ctx.publish(&self.id, &chunk, value).await?;
                     stats.records += chunk.len() as u64;
                     stats.unparsable += chunk.iter().filter(|e| e.error.is_some()).count() as u64;
-                    published = end as u64;
+                    if done {
+                        break;
+                    }
+                    chunk = next;
                 }
-                if total == 0 {
-                    cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published: 0, done: true });
-                    let value = serde_json::to_value(&cp).unwrap_or(Value::Null);
-                    ctx.publish(&self.id, &[], value).await?;
+                if let Some(e) = read_error {
+                    // Published chunks stay published; the next pass resumes after them.
+                    warn!(source = %self.id, file = %name, published, "file read stopped: {e}");
+                    continue;
                 }
                 stats.units += 1;
-                info!(source = %self.id, file = %name, records = total, "file ingested");
+                info!(source = %self.id, file = %name, records = published, "file ingested");
                 self.move_to(&path, &self.cfg.processed(), None)?;
             }
             Ok(stats)
