@@ -11,6 +11,7 @@ mod flows;
 mod hj212_crash;
 mod kafka;
 mod pgwire;
+mod poison;
 mod policy;
 mod pushed_and_gateway;
 mod sql_source;
