@@ -462,7 +462,7 @@ mod tests {
         let read = Arc::new(AtomicU64::new(0));
         let reader = std::io::BufReader::with_capacity(
             1 << 16,
-            Counting { inner: Cursor::new(bytes.clone()), read: read.clone() },
+            Counting { inner: Cursor::new(bytes.clone()), read: Arc::clone(&read) },
         );
         let mut s = JsonlStream::new(maker("id"), "big.jsonl", reader);
         let mut total = 0usize;
