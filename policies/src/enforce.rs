@@ -74,6 +74,39 @@ pub fn check_plan(plan: &LogicalPlan, admin: bool) -> Result<(), PolicyError> {
     }
 }
 
+/// Refuse the EXPLAIN forms that would show what the row filter hides.
+///
+/// A non-administrator may run a plain `EXPLAIN` (the rewritten plan, no
+/// numbers); `EXPLAIN ANALYZE` (its metrics count the rows each scan read
+/// before the row filter), `EXPLAIN VERBOSE` (it prints the physical plan
+/// with statistics: the whole table's row count and sizes) and `EXPLAIN`
+/// with statistics switched on are refused. Administrators may run all of
+/// them.
+pub fn check_explain(plan: &LogicalPlan, admin: bool) -> Result<(), PolicyError> {
+    if admin {
+        return Ok(());
+    }
+    let mut bad: Option<&'static str> = None;
+    plan.apply_with_subqueries(|n| {
+        bad = match n {
+            LogicalPlan::Analyze(_) => Some("EXPLAIN ANALYZE (its metrics count rows before the row filter)"),
+            LogicalPlan::Explain(ex) if ex.verbose => {
+                Some("EXPLAIN VERBOSE (it shows table statistics from before the row filter)")
+            }
+            LogicalPlan::Explain(ex) if ex.show_statistics == Some(true) => {
+                Some("EXPLAIN with statistics (they count rows before the row filter)")
+            }
+            _ => None,
+        };
+        Ok(if bad.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })
+    .map_err(|e| PolicyError::Enforce(e.to_string()))?;
+    match bad {
+        Some(w) => Err(PolicyError::StatementDenied(format!("{w} is reserved to administrators"))),
+        None => Ok(()),
+    }
+}
+
 /// Check a parsed SQL statement (before planning): refuses DDL, DML, COPY,
 /// CREATE EXTERNAL TABLE, SET, ... for non-admins. Equivalent to
 /// [`check_plan`] but usable without a session.
@@ -178,7 +211,9 @@ pub fn enforce(
             let opt = ExplainOption::default()
                 .with_verbose(ex.verbose)
                 .with_format(ex.explain_format)
-                .with_show_statistics(ex.show_statistics);
+                // Statistics only when the statement asks (never from the
+                // session default): they count the rows of the whole table.
+                .with_show_statistics(Some(ex.show_statistics.unwrap_or(false)));
             Ok(LogicalPlanBuilder::from(secured).explain_option_format(opt)?.build()?)
         }
         other => enforce_query(other, decide, masks, 0),

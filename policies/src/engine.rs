@@ -422,7 +422,9 @@ impl PolicyEngine {
     /// every table scan with `columns_of(table)` as the column metadata.
     ///
     /// Admin DDL/DML/SET plans are returned unchanged; everything else goes
-    /// through [`crate::enforce`].
+    /// through [`crate::enforce`]. Non-administrators get plain `EXPLAIN`
+    /// only ([`crate::check_explain`]): no ANALYZE, VERBOSE or statistics,
+    /// which would count the rows before the row filter.
     pub fn secure_plan(
         &self,
         who: &Principal,
@@ -431,6 +433,7 @@ impl PolicyEngine {
     ) -> Result<LogicalPlan, PolicyError> {
         let admin = self.is_admin(who);
         crate::enforce::check_plan(&plan, admin)?;
+        crate::enforce::check_explain(&plan, admin)?;
         if admin && !crate::enforce::is_query(&plan) {
             return Ok(plan);
         }

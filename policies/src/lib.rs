@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use datafusion::logical_expr::Expr;
 
 pub use codes::{departments, is_department};
-pub use enforce::{check_plan, check_statement, enforce, is_query, table_key};
+pub use enforce::{check_explain, check_plan, check_statement, enforce, is_query, table_key};
 pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use error::{AuthError, PolicyError};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};
