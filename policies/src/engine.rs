@@ -55,23 +55,18 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-async fn read(dir: &Path, name: &str) -> Result<String, PolicyError> {
-    let p = dir.join(name);
-    tokio::fs::read_to_string(&p).await.map_err(|source| PolicyError::Io { file: p.display().to_string(), source })
-}
-
 impl PolicyEngine {
     /// Load `model.conf`, `policy.csv` and `users.toml` from `dir`. The token
     /// key for HashToken columns comes from `LIANQIN_TOKEN_KEY` (see
     /// [`PolicyEngine::with_token_key`] to set it from config instead).
     ///
-    /// A malformed file refuses to load with a [`PolicyError::File`] naming the
-    /// file and line.
+    /// The folder must be sealed (`policy.manifest`, see
+    /// [`crate::seal`]): a folder without one, or whose files do not match
+    /// it, is refused ([`PolicyError::Unsealed`],
+    /// [`PolicyError::ManifestMismatch`]). A malformed file refuses to load
+    /// with a [`PolicyError::File`] naming the file and line.
     pub async fn load(dir: &Path) -> Result<PolicyEngine, PolicyError> {
-        let model = read(dir, "model.conf").await?;
-        let policy = read(dir, "policy.csv").await?;
-        let users = read(dir, "users.toml").await?;
-        Self::from_texts(&model, &policy, &users, MaskFunctions::from_env()).await
+        crate::manifest::load_sealed(dir, MaskFunctions::from_env()).await
     }
 
     /// The starter files compiled into the crate (`policies/model.conf`,

@@ -25,6 +25,28 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// A policy folder is not a sealed set: no `policy.manifest`, or one
+    /// that does not describe the files. Nothing of it is loaded.
+    #[error("policy folder {dir} is not sealed ({reason}): edit the files, then run `lianqin policy seal --dir {dir}`")]
+    Unsealed {
+        /// The folder.
+        dir: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A policy file does not match its SHA-256 in `policy.manifest`
+    /// (half-written, or edited without sealing). Nothing is loaded.
+    #[error(
+        "{file}: SHA-256 {actual} does not match {expected} in policy.manifest (file incomplete or edited without `lianqin policy seal`)"
+    )]
+    ManifestMismatch {
+        /// The file.
+        file: String,
+        /// Hash the manifest names.
+        expected: String,
+        /// Hash of the file as read.
+        actual: String,
+    },
     /// casbin refused the model or the policy.
     #[error("casbin: {0}")]
     Casbin(String),

@@ -8,7 +8,9 @@
 //!   including those inside subqueries, CTEs, joins, unions and views, becomes
 //!   `Projection(masked columns) ← Filter(row filter) ← TableScan`.
 //! * [`PolicySource`] / [`load_configured`] — the one place that reads
-//!   `$LIANQIN_POLICIES` (else the built-in files).
+//!   `$LIANQIN_POLICIES` (else the built-in files). A folder loads only as
+//!   a sealed set ([`seal`], `policy.manifest` with each file's SHA-256):
+//!   a truncated, partial or unsealed edit is refused.
 //! * Departments (the casbin domains) are the codes of
 //!   `schemas/codes/department.toml` ([`departments`]).
 //! * [`check_plan`] / [`check_statement`] refuse DDL, DML, COPY, SET, ... for
@@ -26,6 +28,7 @@ mod codes;
 mod enforce;
 mod engine;
 mod error;
+mod manifest;
 mod mask;
 mod principal;
 mod rules;
@@ -40,6 +43,7 @@ pub use codes::{departments, is_department};
 pub use enforce::{check_explain, check_plan, check_statement, enforce, is_query, table_key};
 pub use engine::{EVERYONE_ROLE, PolicyEngine};
 pub use error::{AuthError, PolicyError};
+pub use manifest::{MANIFEST, POLICY_FILES, seal};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};
 pub use principal::{Principal, SCRAM_MIN_ITERATIONS, ScramVerifier, hash_password};
 pub use rules::SENSITIVITY_LABELS;

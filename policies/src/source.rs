@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::{PolicyEngine, PolicyError};
 
 /// The environment variable naming a policy folder (`model.conf`,
-/// `policy.csv`, `users.toml`); unset: the built-in files.
+/// `policy.csv`, `users.toml`, sealed by `policy.manifest`); unset: the
+/// built-in files.
 pub const POLICIES_ENV: &str = "LIANQIN_POLICIES";
 
 /// Where the policy files are.
@@ -20,7 +21,8 @@ pub const POLICIES_ENV: &str = "LIANQIN_POLICIES";
 pub enum PolicySource {
     /// The starter files compiled into this crate (never change).
     Builtin,
-    /// A folder holding `model.conf`, `policy.csv` and `users.toml`.
+    /// A folder holding `model.conf`, `policy.csv`, `users.toml` and the
+    /// `policy.manifest` that seals them.
     Dir(PathBuf),
 }
 
@@ -33,7 +35,10 @@ impl PolicySource {
         }
     }
 
-    /// Loads the policy.
+    /// Loads the policy. A folder must be a sealed set: without
+    /// `policy.manifest`, or with a file that does not match it (truncated,
+    /// half-written, edited without `lianqin policy seal`), it is refused
+    /// and nothing of it is used.
     pub async fn load(&self) -> Result<PolicyEngine, PolicyError> {
         match self {
             PolicySource::Builtin => PolicyEngine::builtin().await,
@@ -99,6 +104,9 @@ mod tests {
             std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
         }
         let src = PolicySource::Dir(dir.path().to_path_buf());
+        // Not sealed yet: refused.
+        assert!(matches!(src.load().await, Err(PolicyError::Unsealed { .. })));
+        crate::seal(dir.path()).await.unwrap();
         let builtin = PolicySource::Builtin.load().await.unwrap();
         assert_eq!(src.load().await.unwrap().version(), builtin.version());
         assert_eq!(PolicySource::Builtin.files_hash(), None);
@@ -108,6 +116,6 @@ mod tests {
         assert_ne!(src.files_hash().unwrap(), before);
         assert!(src.load().await.is_err());
         let missing = PolicySource::Dir(dir.path().join("nope"));
-        assert!(matches!(missing.load().await, Err(PolicyError::Io { .. })));
+        assert!(matches!(missing.load().await, Err(PolicyError::Unsealed { .. } | PolicyError::Io { .. })));
     }
 }

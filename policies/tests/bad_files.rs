@@ -39,9 +39,13 @@ async fn load_from_dir_and_io_error() {
     for (n, t) in [("model.conf", MODEL), ("policy.csv", POLICY), ("users.toml", USERS)] {
         std::fs::write(dir.path().join(n), t).unwrap();
     }
+    lianqin_policies::seal(dir.path()).await.unwrap();
     let e = PolicyEngine::load(dir.path()).await.unwrap();
     assert_eq!(e.version(), PolicyEngine::builtin().await.unwrap().version());
     std::fs::write(dir.path().join("policy.csv"), format!("{POLICY}\np, admin, *, x, *, read, *, allow\n")).unwrap();
+    // An unsealed edit is refused; sealed, it loads.
+    assert!(matches!(PolicyEngine::load(dir.path()).await, Err(PolicyError::ManifestMismatch { .. })));
+    lianqin_policies::seal(dir.path()).await.unwrap();
     assert_ne!(PolicyEngine::load(dir.path()).await.unwrap().version(), e.version());
     std::fs::remove_file(dir.path().join("users.toml")).unwrap();
     assert!(matches!(PolicyEngine::load(dir.path()).await, Err(PolicyError::Io { .. })));
