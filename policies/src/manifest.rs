@@ -9,7 +9,9 @@
 //! (naming the file with the expected and actual hashes) and builds the
 //! engine from exactly the bytes it checked — so a half-written file, or an
 //! edit not yet sealed, is never in force. The built-in files are compiled
-//! into the binary and need no manifest.
+//! into the binary and need no manifest to load; `policies/` carries one
+//! all the same, so a copy of it is a sealed folder (a unit test keeps it
+//! current).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -184,6 +186,17 @@ mod tests {
             assert_ne!(v2, v);
             assert_eq!(load_sealed(d, MaskFunctions::from_env()).await.unwrap().version(), v2);
         }
+    }
+
+    /// `policies/` is sealed too (so `LIANQIN_POLICIES=policies` and copies
+    /// of it load): an edit of the built-in files must be sealed with them.
+    #[tokio::test]
+    async fn the_shipped_folder_is_sealed() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let e = load_sealed(root, MaskFunctions::from_env())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n(after editing policies/*, run `lianqin policy seal --dir policies`)"));
+        assert_eq!(e.version(), PolicyEngine::builtin().await.unwrap().version());
     }
 
     #[tokio::test]

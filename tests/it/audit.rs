@@ -303,6 +303,12 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     let mut text = std::fs::read_to_string(pol.path().join("policy.csv")).unwrap();
     text.push_str("p, hotline_agent, hotline_12345, codes, *, read, *, allow\n");
     std::fs::write(pol.path().join("policy.csv"), text).unwrap();
+    let sealed = std::process::Command::new(lianqin_tests::lianqin_bin())
+        .args(["policy", "seal", "--dir"])
+        .arg(pol.path())
+        .output()
+        .unwrap();
+    assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
     let before = events(d, EventKind::PolicyChange).len();
     let (ok, _, err) =
         cli_sql(d, Some("chen.ecology"), &[("LIANQIN_POLICIES", pol.path().to_str().unwrap())], "SELECT 1");

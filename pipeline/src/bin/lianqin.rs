@@ -153,6 +153,14 @@ enum PolicyCmd {
         #[arg(long)]
         table: String,
     },
+    /// Seal a policy folder after editing it: check that its files load,
+    /// then write `policy.manifest` (each file's SHA-256 and the version).
+    /// Only a sealed folder is loaded (`lianqin serve` applies the edit then).
+    Seal {
+        /// The policy folder (model.conf, policy.csv, users.toml).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +322,11 @@ async fn run(cmd: Cmd) -> Result<()> {
             let Some(who) = policy.principal(&user) else { bail!("unknown user `{user}` (see policies/users.toml)") };
             let cols = lianqin_pipeline::query::columns_of(&catalog, &table);
             println!("{}", policy.explain(&who, &table, &cols));
+        }
+        Cmd::Policy { what: PolicyCmd::Seal { dir } } => {
+            init_tracing("warn");
+            let version = lianqin_policies::seal(&dir).await.with_context(|| format!("seal {}", dir.display()))?;
+            println!("sealed {}: version {version}", dir.display());
         }
         Cmd::Compact { data_dir } => {
             init_tracing("warn");

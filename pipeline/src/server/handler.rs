@@ -122,14 +122,21 @@ pub(super) fn wire_types(types: &[Option<DataType>]) -> Vec<Type> {
 }
 
 /// One statement's view of its connection: the shared server state, the
-/// session id and the client address (for the audit entries).
+/// session id, the client address (for the audit entries) and the policy
+/// in force when the statement arrived — the one that secures it and whose
+/// version its audit entry names, even if a reload lands in between.
 pub(super) struct Ctx<'a> {
     pub(super) shared: &'a Shared,
     pub(super) session: &'a str,
     pub(super) peer: SocketAddr,
+    pub(super) policy: Arc<lianqin_policies::PolicyEngine>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(shared: &'a Shared, session: &'a str, peer: SocketAddr) -> Ctx<'a> {
+        Ctx { shared, session, peer, policy: shared.policy() }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn audit(
         &self,
@@ -152,7 +159,7 @@ impl Ctx<'_> {
         };
         let mut ev = AuditEvent::new(kind, &who.name, &who.department, outcome);
         // The same policy detail as `lianqin sql --as` records.
-        policy_detail(&mut ev, &self.shared.policy(), who, &self.shared.catalog, &tables, &columns);
+        policy_detail(&mut ev, &self.policy, who, &self.shared.catalog, &tables, &columns);
         ev.session = Some(self.session.to_string());
         ev.client_addr = Some(self.peer.to_string());
         ev.sql = Some(sql.to_string());
@@ -176,8 +183,7 @@ impl Ctx<'_> {
     pub(super) fn secure(&self, who: &Principal, plan: LogicalPlan) -> Result<LogicalPlan, (bool, String)> {
         let catalog = &self.shared.catalog;
         let secured = self
-            .shared
-            .policy()
+            .policy
             .secure_plan(who, plan, &|t| columns_of(catalog, t))
             .map_err(|e| (true, format!("permission denied: {e}")))?;
         if !lianqin_policies::is_query(&secured) {
@@ -246,7 +252,7 @@ impl SimpleQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let who = principal_of(&self.shared, &self.authenticated, client)?;
-        let ctx = Ctx { shared: &self.shared, session: &self.session, peer: self.peer };
+        let ctx = Ctx::new(&self.shared, &self.session, self.peer);
         if let Some(p) = show_param(query).filter(|_| !query.trim().trim_end_matches(';').contains(';')) {
             return Ok(vec![ctx.show(&who, &p).await?]);
         }
@@ -307,7 +313,7 @@ impl QueryParser for WireParser {
         if let Some(p) = show_param(&text) {
             return Ok(Some(WireStatement { sql: text, kind: WireKind::Show(p) }));
         }
-        let ctx = Ctx { shared: &self.shared, session: &self.session, peer: self.peer };
+        let ctx = Ctx::new(&self.shared, &self.session, self.peer);
         let engine = self.shared.engine().await.map_err(|e| pg_error("58000", e.to_string()))?;
         let (target, plan) = ctx.route(&who, &engine, &stmt).await;
         let plan = plan.map_err(|(c, m)| pg_error(c, m))?;
@@ -384,7 +390,7 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let who = principal_of(&self.shared, &self.authenticated, client)?;
-        let ctx = Ctx { shared: &self.shared, session: &self.session, peer: self.peer };
+        let ctx = Ctx::new(&self.shared, &self.session, self.peer);
         let st = &portal.statement.statement;
         match &st.kind {
             WireKind::Session(tag) => Ok(session_response(tag)),

@@ -1,9 +1,13 @@
 //! Policy hot reload: with `$LIANQIN_POLICIES` set (a
 //! [`PolicySource::Dir`](lianqin_policies::PolicySource)), the server looks
-//! at the folder every [`POLICY_CHECK`]; an edit that loads applies to the
-//! next statement of every session and is an audited `policy_change` with
-//! both versions; one that does not load is refused (the policy in force
-//! stays) and recorded as a failed `policy_change`.
+//! at the folder every [`POLICY_CHECK`]; a sealed set that loads
+//! (`lianqin policy seal`: `policy.manifest` names each file's SHA-256)
+//! applies to the next statement of every session and is an audited
+//! `policy_change` with both versions; one that does not load — a file
+//! half-written or edited but not yet sealed, a manifest that does not
+//! match, a file that does not parse — is refused (the policy in force
+//! stays) and recorded as a failed `policy_change`. Each statement is
+//! secured and audited under one snapshot of the policy (`handler::Ctx`).
 
 use std::sync::Arc;
 use std::time::Duration;
