@@ -25,6 +25,13 @@ pub fn lianqin_bin() -> PathBuf {
     bin
 }
 
+/// The password of a built-in demo user (`<user>-demo`; `admin-demo` for
+/// `sys.admin`), for `sql --as` / `export --as` (`LIANQIN_PASSWORD`) and
+/// Postgres logins.
+pub fn demo_password(user: &str) -> String {
+    if user == "sys.admin" { "admin-demo".into() } else { format!("{user}-demo") }
+}
+
 /// Opens a fresh query session over a data dir (sees the latest commits).
 pub async fn engine(data_dir: &Path) -> QueryEngine {
     let catalog = Catalog::builtin().expect("catalog");

@@ -192,6 +192,12 @@ impl PolicyEngine {
         crate::principal::ScramVerifier::parse(v).ok()
     }
 
+    /// Whether users.toml lets the OS account `os_user` act as `user`
+    /// without a password (`local_operators` of the user's entry).
+    pub fn trusts_local_operator(&self, user: &str, os_user: &str) -> bool {
+        self.inner.users.get(user).is_some_and(|r| r.entry.local_operators.iter().any(|o| o == os_user))
+    }
+
     /// The principal for a known user (no password check: for trusted callers
     /// such as a CLI already authenticated by the OS, and for tests).
     pub fn principal(&self, user: &str) -> Option<Principal> {

@@ -48,6 +48,12 @@ pub(crate) struct UserEntry {
     /// [`ScramVerifier`]).
     #[serde(default)]
     pub scram: Option<String>,
+    /// OS accounts trusted to act as this user on the hub's machine
+    /// without the password (`lianqin sql/export --as`); each such login
+    /// is audited as a trusted local operator. Empty: the password is
+    /// needed (unless the OS account has the user's name).
+    #[serde(default)]
+    pub local_operators: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

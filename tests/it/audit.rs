@@ -70,6 +70,7 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     let out = Command::new(lianqin_bin())
         .args(["sql", "--as", "wang.police", "--data-dir"])
         .arg(d)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("wang.police"))
         .arg("SELECT count(*) AS n FROM matter WHERE stage = 'intake'")
         .output()
         .unwrap();
@@ -140,7 +141,7 @@ fn cli_sql(d: &std::path::Path, user: Option<&str>, env: &[(&str, &str)], query:
     let mut c = Command::new(lianqin_bin());
     c.arg("sql").arg("--format").arg("json").arg("--data-dir").arg(d);
     if let Some(u) = user {
-        c.args(["--as", u]);
+        c.args(["--as", u]).env("LIANQIN_PASSWORD", lianqin_tests::demo_password(u));
     }
     for (k, v) in env {
         c.env(k, v);
@@ -322,6 +323,7 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     let x = Command::new(lianqin_bin())
         .args(["export", "--as", "chen.ecology", "--table", "matter", "--out"])
         .arg(&out_csv)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("chen.ecology"))
         .arg("--data-dir")
         .arg(d)
         .output()

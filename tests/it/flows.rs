@@ -128,6 +128,7 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
             "--out",
         ])
         .arg(&out_file)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("liu.market"))
         .arg("--data-dir")
         .arg(d)
         .output()
@@ -145,6 +146,7 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
     let out = Command::new(lianqin_bin())
         .args(["export", "--as", "zhao.aux", "--table", "raw_police_110", "--out"])
         .arg(&denied)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("zhao.aux"))
         .arg("--data-dir")
         .arg(d)
         .output()

@@ -14,4 +14,5 @@ mod pgwire;
 mod poison;
 mod policy;
 mod pushed_and_gateway;
+mod redteam;
 mod sql_source;

@@ -40,17 +40,14 @@ impl Server {
     /// With `policies`, the server reads (and watches) that policy folder.
     fn start_with(dir: &Path, extra: &[&str], policies: Option<&Path>) -> Server {
         let mut cmd = Command::new(lianqin_bin());
-        if let Some(p) = policies {
-            cmd.env("LIANQIN_POLICIES", p);
-        }
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        match policies {
+            Some(p) => cmd.env("LIANQIN_POLICIES", p),
+            // The built-in demo users, on loopback only.
+            None => cmd.env_remove("LIANQIN_POLICIES").arg("--demo-users"),
+        };
+        let mut child =
+            cmd.arg("--data-dir").arg(dir).args(extra).env("RUST_LOG", "warn").stderr(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut port = None;
         for line in lines.by_ref() {
@@ -101,7 +98,7 @@ impl Drop for Server {
 }
 
 fn password(user: &str) -> String {
-    if user == "sys.admin" { "admin-demo".into() } else { format!("{user}-demo") }
+    lianqin_tests::demo_password(user)
 }
 
 /// psql --csv; returns (ok, stdout, stderr).
@@ -127,6 +124,7 @@ fn cli(user: &str, q: &str) -> String {
     let out = Command::new(lianqin_bin())
         .args(["sql", "--format", "csv", "--as", user, "--data-dir"])
         .arg(data_dir())
+        .env("LIANQIN_PASSWORD", password(user))
         .arg(q)
         .output()
         .unwrap();
@@ -558,7 +556,7 @@ async fn run_with_a_server_section_serves_logins() {
         format!("{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n", demo::demo_config_toml(&sim, demo::DEMO_KEY_ENV));
     std::fs::write(&conf, text).unwrap();
     let mut child = Command::new(lianqin_bin())
-        .args(["run", "--config"])
+        .args(["run", "--demo-users", "--config"])
         .arg(&conf)
         .arg("--data-dir")
         .arg(&d)
@@ -583,6 +581,7 @@ async fn run_with_a_server_section_serves_logins() {
             let out = Command::new(lianqin_bin())
                 .args(["sql", "--format", "csv", "--as", "he.office", "--data-dir"])
                 .arg(&d2)
+                .env("LIANQIN_PASSWORD", password("he.office"))
                 .arg(&q2)
                 .output()
                 .unwrap();

@@ -10,7 +10,7 @@ fn sql(dir: &std::path::Path, user: Option<&str>, q: &str) -> (bool, String, Str
     let mut c = Command::new(lianqin_bin());
     c.args(["sql", "--format", "csv", "--data-dir"]).arg(dir);
     if let Some(u) = user {
-        c.args(["--as", u]);
+        c.args(["--as", u]).env("LIANQIN_PASSWORD", lianqin_tests::demo_password(u));
     }
     let out = c.arg(q).output().unwrap();
     (

@@ -56,6 +56,10 @@ enum Cmd {
         /// connector checkpoints and audit stream.
         #[arg(long)]
         node: Option<String>,
+        /// Let `[server]` log in the built-in demo users (without
+        /// LIANQIN_POLICIES); only on a loopback address.
+        #[arg(long)]
+        demo_users: bool,
     },
     /// Validate a config and its mappings without starting anything.
     Check {
@@ -76,7 +80,9 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
-        /// Query as this user (default: the OS user); recorded in the audit trail.
+        /// Query as this user, with their password (LIANQIN_PASSWORD or a
+        /// prompt) unless you are the OS account of that name or one of its
+        /// trusted local_operators; recorded in the audit trail.
         #[arg(long = "as")]
         as_user: Option<String>,
         /// The query.
@@ -109,13 +115,18 @@ enum Cmd {
         /// PEM private key for TLS.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Log in the built-in demo users (passwords `<user>-demo`) when
+        /// LIANQIN_POLICIES is not set; only on a loopback address.
+        #[arg(long)]
+        demo_users: bool,
     },
     /// Export a table or query with USER's permissions to a file (audited).
     Export {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
-        /// Export as this user (policies/users.toml): their rows and masks only.
+        /// Export as this user (policies/users.toml): their rows and masks
+        /// only; their password from LIANQIN_PASSWORD or a prompt (see `sql --as`).
         #[arg(long = "as")]
         as_user: String,
         /// Table to export (with --where); or use --sql.
@@ -284,7 +295,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             }
             println!("{}: config and {} mapping(s) are valid", config.display(), cfg.enabled_sources().count());
         }
-        Cmd::Run { config, data_dir, role, node } => {
+        Cmd::Run { config, data_dir, role, node, demo_users } => {
             init_tracing("info");
             let mut cfg = HubConfig::load(&config)?;
             if node.is_some() {
@@ -293,6 +304,10 @@ async fn run(cmd: Cmd) -> Result<()> {
             let (sources, worker) = role.runs();
             let dir = data_dir_of(&cfg, data_dir);
             let server = cfg.server.as_ref().map(|s| s.resolve(&cfg.base_dir));
+            if let Some(scfg) = &server {
+                lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), scfg.listen, demo_users)
+                    .with_context(|| format!("{}: [server]", config.display()))?;
+            }
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
             let (tx, rx) = watch::channel(false);
@@ -336,8 +351,9 @@ async fn run(cmd: Cmd) -> Result<()> {
                 println!("{t:<28} {removed:>5} small files → {added:>3} (history kept)");
             }
         }
-        Cmd::Serve { data_dir, listen, tls_cert, tls_key } => {
+        Cmd::Serve { data_dir, listen, tls_cert, tls_key, demo_users } => {
             init_tracing("info");
+            lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), listen, demo_users)?;
             if !data_dir.join("lake").is_dir() {
                 bail!(
                     "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
@@ -359,6 +375,15 @@ async fn run(cmd: Cmd) -> Result<()> {
         Cmd::Export { data_dir, as_user, table, where_, sql, format, out } => {
             init_tracing("warn");
             let query = lianqin_pipeline::cli::export_query(table.as_deref(), where_.as_deref(), sql.as_deref())?;
+            // The exporter proves who they are first (as `sql --as`).
+            {
+                let policy = load_configured().await.context("policies")?;
+                let audit =
+                    lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+                let _sync = SyncOnDrop(audit.clone());
+                let session = format!("export-{}", std::process::id());
+                session::login(&audit, &policy, &as_user, &Credential::from_env(&as_user), &session)?;
+            }
             let req = lianqin_pipeline::flows::ExportRequest { sql: query, format: format.output(), out: out.clone() };
             let n = lianqin_pipeline::flows::export(&data_dir, &as_user, &req).await?;
             eprintln!("exported {n} rows to {}", out.display());
@@ -386,7 +411,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             let (user, department) = match as_user {
                 Some(u) => {
                     let policy = Arc::new(load_configured().await.context("policies")?);
-                    let who = session::sql_login(&audit, &policy, &u, &Credential::from_env())?;
+                    let who = session::sql_login(&audit, &policy, &u, &Credential::from_env(&u))?;
                     let dept = who.department.clone();
                     engine = engine.with_policy(policy, who);
                     (u, dept)

@@ -14,6 +14,34 @@ pub mod shell;
 
 use crate::query::OutputFormat;
 
+/// Whether a server started by `lianqin serve` / `lianqin run` (`[server]`)
+/// may use the policy of `source` on `listen`.
+///
+/// The built-in policy's users are demo users with published passwords
+/// (`<user>-demo`): they are refused unless the command was given
+/// `--demo-users` (`demo_users`) *and* listens on loopback only. A policy
+/// folder (`$LIANQIN_POLICIES`) is always accepted. The error tells the
+/// operator what to do.
+pub fn check_demo_users(
+    source: &lianqin_policies::PolicySource,
+    listen: std::net::SocketAddr,
+    demo_users: bool,
+) -> Result<(), crate::PipelineError> {
+    if source.dir().is_some() {
+        return Ok(());
+    }
+    let why = match (demo_users, listen.ip().is_loopback()) {
+        (true, true) => return Ok(()),
+        (true, false) => "--demo-users is only for a loopback address (127.0.0.1, ::1)",
+        (false, _) => "the built-in demo users (passwords `<user>-demo`) need --demo-users and a loopback address",
+    };
+    Err(crate::PipelineError::Config(format!(
+        "refusing to serve on {listen} with the built-in demo users: {why}; set {} to your sealed policy folder \
+         (`lianqin policy seal --dir DIR`)",
+        lianqin_policies::POLICIES_ENV
+    )))
+}
+
 /// What `lianqin run` runs in this process (`--role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -103,6 +131,22 @@ mod tests {
         assert_eq!(ExportFormat::from_str("json", false).unwrap(), ExportFormat::Jsonl);
         assert_eq!(ExportFormat::from_str("csv", false).unwrap().output(), OutputFormat::Csv);
         assert!(ExportFormat::from_str("xlsx", false).is_err());
+    }
+
+    #[test]
+    fn demo_users_only_on_loopback_with_the_flag() {
+        use lianqin_policies::PolicySource;
+        let lo: std::net::SocketAddr = "127.0.0.1:5433".parse().unwrap();
+        let lo6: std::net::SocketAddr = "[::1]:5433".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:5433".parse().unwrap();
+        assert!(check_demo_users(&PolicySource::Builtin, lo, true).is_ok());
+        assert!(check_demo_users(&PolicySource::Builtin, lo6, true).is_ok());
+        for (addr, flag) in [(lo, false), (any, false), (any, true)] {
+            let e = check_demo_users(&PolicySource::Builtin, addr, flag).unwrap_err().to_string();
+            assert!(e.contains("LIANQIN_POLICIES") && e.contains(&addr.to_string()), "{e}");
+        }
+        let dir = PolicySource::Dir("/etc/lianqin/policies".into());
+        assert!(check_demo_users(&dir, any, false).is_ok());
     }
 
     #[test]

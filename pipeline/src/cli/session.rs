@@ -1,9 +1,12 @@
 //! Who a command-line session acts as.
 //!
-//! * [`login`] — `lianqin sql --as USER`: the user must be in users.toml;
-//!   with `LIANQIN_PASSWORD` set the password is checked (argon2id), without
-//!   it the OS account that can run the binary on the data dir vouches for
-//!   the name. Every attempt is a `login` entry; a refusal is also a `denial`.
+//! * [`login`] — `lianqin sql --as USER` / `export --as USER`: the user
+//!   must be in users.toml and prove it: the password (argon2id) from
+//!   `LIANQIN_PASSWORD`, or typed at a prompt when stdin is a terminal.
+//!   Without one, only the OS account of the same name, or one that USER's
+//!   users.toml entry lists in `local_operators` (a configured trust), may
+//!   act as USER; anyone else is refused. Every attempt is a `login` entry
+//!   naming the method and the OS account; a refusal is also a `denial`.
 //! * [`check_auditor`] — `lianqin audit search/export/prove --as NAME`: NAME
 //!   must hold the auditor role (read on the `audit` table); a refusal is a
 //!   `denial` entry. The unnamed local operator holds the key already and is
@@ -30,8 +33,13 @@ pub const PASSWORD_ENV: &str = "LIANQIN_PASSWORD";
 pub enum Credential {
     /// A password, checked against the user's argon2id hash in users.toml.
     Password(String),
-    /// None: the local operator names the user (`--as`).
-    LocalOperator,
+    /// None: the local operator (this OS account) names the user (`--as`);
+    /// accepted only for the OS account of the same name or a trusted
+    /// local operator of the user (users.toml `local_operators`).
+    LocalOperator {
+        /// The OS account running the command.
+        os_user: String,
+    },
 }
 
 impl std::fmt::Debug for Credential {
@@ -42,27 +50,64 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// `$LIANQIN_PASSWORD` when set, else the local operator.
-    pub fn from_env() -> Credential {
-        match std::env::var(PASSWORD_ENV) {
-            Ok(pw) => Credential::Password(pw),
-            Err(_) => Credential::LocalOperator,
+    /// `$LIANQIN_PASSWORD` when set; else, when `user` is not the OS
+    /// account itself and stdin is a terminal, the password typed at a
+    /// prompt (not echoed); else the local operator.
+    pub fn from_env(user: &str) -> Credential {
+        if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+            return Credential::Password(pw);
         }
+        let os_user = os_user();
+        if user != os_user
+            && std::io::IsTerminal::is_terminal(&std::io::stdin())
+            && let Some(pw) = prompt_password(user)
+        {
+            return Credential::Password(pw);
+        }
+        Credential::LocalOperator { os_user }
     }
 
     /// The login method recorded in the audit entry.
     pub fn method(&self) -> &'static str {
         match self {
             Credential::Password(_) => "password",
-            Credential::LocalOperator => "local operator (--as)",
+            Credential::LocalOperator { .. } => "local operator (--as)",
         }
     }
+}
+
+/// Reads a password from the terminal with echo off (`stty`); `None` when
+/// nothing could be read.
+fn prompt_password(user: &str) -> Option<String> {
+    use std::io::Write;
+    let stty = |arg: &str| std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    eprint!("password for {user}: ");
+    let _ = std::io::stderr().flush();
+    let echo_off = stty("-echo").is_ok_and(|s| s.success());
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if echo_off {
+        let _ = stty("echo");
+    }
+    eprintln!();
+    read.ok().filter(|n| *n > 0).map(|_| line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Why a session was refused — the user's mistake or the policy's verdict,
 /// never a crash.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// `--as` someone else without their password or a configured trust.
+    #[error(
+        "permission denied: acting as `{user}` needs {user}'s password: set {PASSWORD_ENV} (or type it at the prompt), \
+         or list your OS account `{os_user}` in {user}'s local_operators in users.toml"
+    )]
+    PasswordRequired {
+        /// The named user.
+        user: String,
+        /// The OS account that tried.
+        os_user: String,
+    },
     /// The password did not match.
     #[error("login failed for `{0}`")]
     WrongPassword(String),
@@ -103,29 +148,43 @@ pub fn login(
     session: &str,
 ) -> Result<Principal, SessionError> {
     let method = credential.method();
+    let (os, trust) = match credential {
+        Credential::Password(_) => (os_user(), None),
+        Credential::LocalOperator { os_user } if os_user == user => (os_user.clone(), Some("same OS account")),
+        Credential::LocalOperator { os_user } if policy.trusts_local_operator(user, os_user) => {
+            (os_user.clone(), Some("trusted local operator (users.toml local_operators)"))
+        }
+        Credential::LocalOperator { os_user } => (os_user.clone(), None),
+    };
     let record_login = |outcome, dept: &str, reason: Option<&str>| {
         let mut ev = AuditEvent::new(EventKind::Login, user, dept, outcome);
         ev.session = Some(session.to_string());
         ev.client_addr = Some("local".into());
         ev.rule_version = Some(policy.version());
-        ev.detail = serde_json::json!({"method": method, "reason": reason});
+        ev.detail = serde_json::json!({"method": method, "os_user": os, "trust": trust, "reason": reason});
         audit.record_durable(ev)
     };
     let who = match credential {
         Credential::Password(pw) => policy.authenticate(user, pw).ok(),
-        Credential::LocalOperator => policy.principal(user),
+        Credential::LocalOperator { .. } if trust.is_some() => policy.principal(user),
+        Credential::LocalOperator { .. } => None,
     };
     let Some(who) = who else {
         let known = policy.principal(user).is_some();
-        let reason = if known { "wrong password" } else { "unknown user" };
+        let no_password = matches!(credential, Credential::LocalOperator { .. });
+        let reason = match (known, no_password) {
+            (false, _) => "unknown user",
+            (true, true) => "password required",
+            (true, false) => "wrong password",
+        };
         record_login(Outcome::Failure, "", Some(reason))?;
         let mut ev = AuditEvent::new(EventKind::Denial, user, "", Outcome::Deny);
         ev.detail = serde_json::json!({"reason": reason});
         audit.record_durable(ev)?;
-        return Err(if known {
-            SessionError::WrongPassword(user.to_string())
-        } else {
-            SessionError::UnknownUser(user.to_string())
+        return Err(match (known, no_password) {
+            (false, _) => SessionError::UnknownUser(user.to_string()),
+            (true, true) => SessionError::PasswordRequired { user: user.to_string(), os_user: os.clone() },
+            (true, false) => SessionError::WrongPassword(user.to_string()),
         });
     };
     record_login(Outcome::Success, &who.department, None)?;
@@ -188,9 +247,16 @@ mod tests {
         let policy = Arc::new(PolicyEngine::builtin().await.unwrap());
         let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
 
-        let who = sql_login(&audit, &policy, "liu.market", &Credential::LocalOperator).unwrap();
+        let op = |u: &str| Credential::LocalOperator { os_user: u.to_string() };
+        let who = sql_login(&audit, &policy, "liu.market", &Credential::Password("liu.market-demo".into())).unwrap();
         assert_eq!(who.department, "market");
-        let e = login(&audit, &policy, "nobody", &Credential::LocalOperator, "t").unwrap_err();
+        // Someone else's name without the password: refused.
+        let e = login(&audit, &policy, "liu.market", &op("mallory"), "t").unwrap_err();
+        assert!(matches!(e, SessionError::PasswordRequired { .. }), "{e}");
+        assert!(e.to_string().contains(PASSWORD_ENV), "{e}");
+        // The OS account of the same name needs none.
+        assert!(login(&audit, &policy, "liu.market", &op("liu.market"), "t").is_ok());
+        let e = login(&audit, &policy, "nobody", &op("nobody"), "t").unwrap_err();
         assert!(matches!(e, SessionError::UnknownUser(_)), "{e}");
         assert!(e.to_string().contains("unknown user `nobody`"));
         let e = login(&audit, &policy, "liu.market", &Credential::Password("wrong".into()), "t").unwrap_err();
@@ -202,6 +268,9 @@ mod tests {
         let want = [
             (EventKind::PolicyChange, Outcome::Success, "system:hub"),
             (EventKind::Login, Outcome::Success, "liu.market"),
+            (EventKind::Login, Outcome::Failure, "liu.market"),
+            (EventKind::Denial, Outcome::Deny, "liu.market"),
+            (EventKind::Login, Outcome::Success, "liu.market"),
             (EventKind::Login, Outcome::Failure, "nobody"),
             (EventKind::Denial, Outcome::Deny, "nobody"),
             (EventKind::Login, Outcome::Failure, "liu.market"),
@@ -210,6 +279,46 @@ mod tests {
         ];
         let got: Vec<_> = got.iter().map(|(k, o, u)| (*k, *o, u.as_str())).collect();
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_trusted_local_operator_is_configured_in_users_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+        let users = read("users.toml").replacen(
+            "name = \"liu.market\"",
+            "name = \"liu.market\"\nlocal_operators = [\"ops\"]",
+            1,
+        );
+        assert_ne!(users, read("users.toml"), "users.toml layout changed");
+        let policy = PolicyEngine::from_texts(
+            &read("model.conf"),
+            &read("policy.csv"),
+            &users,
+            lianqin_policies::MaskFunctions::from_env(),
+        )
+        .await
+        .unwrap();
+        let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
+        let op = |u: &str| Credential::LocalOperator { os_user: u.to_string() };
+        assert!(login(&audit, &policy, "liu.market", &op("ops"), "t").is_ok());
+        assert!(login(&audit, &policy, "wang.police", &op("ops"), "t").is_err());
+        audit.sync();
+        let key = crate::audit::master_key(dir.path(), false).unwrap();
+        let mut trusts = Vec::new();
+        for s in crate::audit::streams(dir.path()) {
+            for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::all()).unwrap() {
+                let e = r.unwrap().event;
+                if e.kind == EventKind::Login {
+                    trusts.push((e.user, e.detail["os_user"].clone(), e.detail["trust"].is_string()));
+                }
+            }
+        }
+        assert_eq!(
+            trusts,
+            vec![("liu.market".into(), "ops".into(), true), ("wang.police".into(), "ops".into(), false)]
+        );
     }
 
     #[tokio::test]

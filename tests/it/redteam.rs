@@ -1,0 +1,275 @@
+//! Red-team checks of the trust boundaries (issue 11): a policy folder is
+//! used only as a sealed set (a truncated file is refused and the policy in
+//! force stays, also in the running server's reload), the built-in demo
+//! users are never served beyond loopback, `--as` someone else needs their
+//! password, and EXPLAIN shows a restricted user no counts from before the
+//! row filter. None of these needs an outside service.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use lianqin_tests::{demo_password, lianqin_bin, wait_until_blocking};
+
+const DENY_MARKET_MATTERS: &str = "p, market_analyst, market, matter*, *, read, *, deny\n";
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A policy folder: the shipped files plus a final deny line, sealed.
+fn sealed_policies(dir: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for f in ["model.conf", "policy.csv", "users.toml"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let csv = std::fs::read_to_string(dir.join("policy.csv")).unwrap();
+    std::fs::write(dir.join("policy.csv"), format!("{}\n{DENY_MARKET_MATTERS}", csv.trim_end())).unwrap();
+    let out = Command::new(lianqin_bin()).args(["policy", "seal", "--dir"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// policy.csv as if a writer had not yet written its final (deny) line.
+fn truncate_final_line(dir: &Path) {
+    let csv = std::fs::read_to_string(dir.join("policy.csv")).unwrap();
+    let cut = csv.strip_suffix(DENY_MARKET_MATTERS).expect("deny line last");
+    std::fs::write(dir.join("policy.csv"), cut).unwrap();
+}
+
+fn explain_market_matters(policies: &Path) -> Output {
+    Command::new(lianqin_bin())
+        .args(["policy", "explain", "--user", "liu.market", "--table", "matter_history"])
+        .env("LIANQIN_POLICIES", policies)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_truncated_policy_file_is_refused() {
+    let pol = tempfile::tempdir().unwrap();
+    sealed_policies(pol.path());
+    let out = explain_market_matters(pol.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("DENIED"), "the sealed deny rule is in force: {}", text(&out));
+
+    // What is left parses, but it is not the sealed set: refused, naming
+    // the file and both hashes.
+    truncate_final_line(pol.path());
+    let out = explain_market_matters(pol.path());
+    assert!(!out.status.success(), "a truncated policy was used: {}", text(&out));
+    let err = text(&out);
+    assert!(err.contains("policy.csv") && err.contains("does not match") && err.contains("policy.manifest"), "{err}");
+    assert!(!err.contains("ALLOWED"), "{err}");
+
+    // Without a manifest nothing loads either.
+    std::fs::remove_file(pol.path().join("policy.manifest")).unwrap();
+    let out = explain_market_matters(pol.path());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("lianqin policy seal"), "{}", text(&out));
+}
+
+/// An empty data dir `lianqin serve` and `lianqin sql` accept.
+fn empty_data_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("lake")).unwrap();
+    d
+}
+
+/// `lianqin serve` with `args`; returns the child and its stderr lines (a
+/// thread keeps reading them).
+fn serve(data: &Path, args: &[&str], policies: Option<&Path>) -> (std::process::Child, Arc<Mutex<Vec<String>>>) {
+    let mut cmd = Command::new(lianqin_bin());
+    cmd.arg("serve").args(args).arg("--data-dir").arg(data).env("RUST_LOG", "warn").stderr(Stdio::piped());
+    match policies {
+        Some(p) => cmd.env("LIANQIN_POLICIES", p),
+        None => cmd.env_remove("LIANQIN_POLICIES"),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    (child, log)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    if !wait_until_blocking(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)))) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn the_server_keeps_the_sealed_policy_when_a_file_is_truncated() {
+    let data = empty_data_dir();
+    let pol = tempfile::tempdir().unwrap();
+    sealed_policies(pol.path());
+    let (child, log) = serve(data.path(), &["--listen", "127.0.0.1:0"], Some(pol.path()));
+    let up = wait_until_blocking(Duration::from_secs(60), || {
+        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on"))
+    });
+    assert!(up, "server did not start: {:?}", log.lock().unwrap());
+    truncate_final_line(pol.path());
+    let refused = wait_until_blocking(Duration::from_secs(30), || {
+        log.lock().unwrap().iter().any(|l| l.contains("policy change refused") && l.contains("does not match"))
+    });
+    let lines = log.lock().unwrap().clone();
+    stop(child);
+    assert!(refused, "the reload did not refuse the truncated policy.csv: {lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("policy reloaded")), "a truncated policy was applied: {lines:?}");
+}
+
+#[test]
+fn demo_users_are_not_served_beyond_loopback() {
+    let data = empty_data_dir();
+    for args in [
+        &["--listen", "0.0.0.0:0"][..],
+        &["--listen", "0.0.0.0:0", "--demo-users"][..],
+        &["--listen", "127.0.0.1:0"][..],
+    ] {
+        let (mut child, log) = serve(data.path(), args, None);
+        let exited = wait_until_blocking(Duration::from_secs(30), || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            stop(child);
+            panic!("serve {args:?} with the demo users kept running");
+        }
+        let status = child.wait().unwrap();
+        // Let the reader thread take the last lines.
+        wait_until_blocking(Duration::from_secs(5), || !log.lock().unwrap().is_empty());
+        let err = log.lock().unwrap().join("\n");
+        assert!(!status.success(), "{args:?}");
+        assert!(err.contains("LIANQIN_POLICIES") && err.contains("demo users"), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    }
+    // On loopback with the flag the demo still works.
+    let (child, log) = serve(data.path(), &["--listen", "127.0.0.1:0", "--demo-users"], None);
+    let up = wait_until_blocking(Duration::from_secs(60), || {
+        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on"))
+    });
+    stop(child);
+    assert!(up, "{:?}", log.lock().unwrap());
+}
+
+#[test]
+fn as_someone_else_needs_their_password() {
+    let data = empty_data_dir();
+    let sql = |password: Option<&str>| {
+        let mut c = Command::new(lianqin_bin());
+        c.args(["sql", "--format", "csv", "--as", "liu.market", "--data-dir"])
+            .arg(data.path())
+            .arg("SELECT 1 AS one")
+            .env_remove("LIANQIN_POLICIES")
+            .stdin(Stdio::null());
+        match password {
+            Some(p) => c.env("LIANQIN_PASSWORD", p),
+            None => c.env_remove("LIANQIN_PASSWORD"),
+        };
+        c.output().unwrap()
+    };
+    let out = sql(None);
+    assert!(!out.status.success(), "--as without a password was accepted: {}", text(&out));
+    assert!(text(&out).contains("LIANQIN_PASSWORD") && text(&out).contains("liu.market"), "{}", text(&out));
+    let out = sql(Some("guess"));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("login failed"), "{}", text(&out));
+    let out = sql(Some(&demo_password("liu.market")));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // export --as too.
+    let dest = data.path().join("x.csv");
+    let out = Command::new(lianqin_bin())
+        .args(["export", "--as", "liu.market", "--sql", "SELECT 1", "--out"])
+        .arg(&dest)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("LIANQIN_PASSWORD")
+        .env_remove("LIANQIN_POLICIES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !dest.exists(), "{}", text(&out));
+    assert!(text(&out).contains("LIANQIN_PASSWORD"), "{}", text(&out));
+
+    // Every refusal is audited as a failed login.
+    let key = lianqin_pipeline::audit::master_key(data.path(), false).unwrap();
+    let mut failed = 0;
+    for s in lianqin_pipeline::audit::streams(data.path()) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::all()).unwrap() {
+            let e = r.unwrap().event;
+            if e.kind == lianqin_audit::EventKind::Login && e.outcome == lianqin_audit::Outcome::Failure {
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 3);
+}
+
+/// One demo data dir for the EXPLAIN test.
+fn demo_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = Command::new(lianqin_bin()).args(["demo", "--once", "--data-dir"]).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        dir
+    })
+}
+
+#[tokio::test]
+async fn explain_reveals_no_hidden_row_counts() {
+    let d = demo_dir();
+    let policy = std::sync::Arc::new(lianqin_pipeline::flows::load_policies().await.unwrap());
+    let total = lianqin_tests::count(d, "SELECT count(*) FROM element_history").await;
+    let as_user = |user: &str| {
+        let policy = std::sync::Arc::clone(&policy);
+        let who = policy.principal(user).unwrap();
+        async move { lianqin_tests::engine(d).await.with_policy(policy, who) }
+    };
+    let market = as_user("liu.market").await;
+    let visible = market.scalar_i64("SELECT count(*) FROM element_history").await.unwrap();
+    assert!(visible < total, "the demo must hide elements from market ({visible} of {total})");
+
+    for q in [
+        "EXPLAIN ANALYZE SELECT count(*) FROM element_history",
+        "EXPLAIN ANALYZE VERBOSE SELECT * FROM element_history",
+        "EXPLAIN VERBOSE SELECT count(*) FROM element_history",
+        "EXPLAIN VERBOSE SELECT * FROM element WHERE kind = 'person'",
+    ] {
+        let err = market.sql(q).await.unwrap_err().to_string();
+        assert!(err.contains("permission denied") && err.contains("reserved to administrators"), "{q}: {err}");
+    }
+    let counted = |t: &str| {
+        ["output_rows", "Rows=", "metrics=", "num_rows"].iter().any(|m| t.contains(m))
+            || t.contains(&format!("={total}"))
+    };
+    for q in [
+        "EXPLAIN SELECT count(*) FROM element_history",
+        "EXPLAIN FORMAT TREE SELECT count(*) FROM element_history",
+        "EXPLAIN SELECT * FROM element WHERE kind = 'person'",
+        "EXPLAIN (COSTS) SELECT count(*) FROM element_history",
+        "EXPLAIN (COSTS OFF) SELECT count(*) FROM element_history",
+        "EXPLAIN (ANALYZE) SELECT count(*) FROM element_history",
+    ] {
+        match market.sql(q).await {
+            Ok(b) => {
+                let t =
+                    lianqin_pipeline::query::format_batches(&b, lianqin_pipeline::query::OutputFormat::Csv).unwrap();
+                assert!(!counted(&t), "{q} shows counts:\n{t}");
+            }
+            // Forms DataFusion does not parse are errors, never a plan.
+            Err(e) => assert!(!counted(&e.to_string()), "{q}: {e}"),
+        }
+    }
+    // An administrator's EXPLAIN ANALYZE does count (the check can fail).
+    let admin = as_user("sys.admin").await;
+    let b = admin.sql("EXPLAIN ANALYZE SELECT count(*) FROM element_history").await.unwrap();
+    let t = lianqin_pipeline::query::format_batches(&b, lianqin_pipeline::query::OutputFormat::Csv).unwrap();
+    assert!(counted(&t), "{t}");
+}
