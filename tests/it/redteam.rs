@@ -273,3 +273,51 @@ async fn explain_reveals_no_hidden_row_counts() {
     let t = lianqin_pipeline::query::format_batches(&b, lianqin_pipeline::query::OutputFormat::Csv).unwrap();
     assert!(counted(&t), "{t}");
 }
+
+/// The same through the Postgres wire server (psql as a restricted user).
+#[test]
+fn explain_over_the_wire_reveals_no_hidden_row_counts() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        assert!(!lianqin_tests::in_ci(), "psql is missing but CI=true");
+        eprintln!("\n!!!!! SKIPPED: psql is not installed !!!!!\n");
+        return;
+    }
+    let (child, log) = serve(demo_dir(), &["--listen", "127.0.0.1:0", "--demo-users"], None);
+    let port = wait_until_blocking(Duration::from_secs(60), || {
+        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on 127.0.0.1:"))
+    })
+    .then(|| {
+        log.lock().unwrap().iter().find_map(|l| {
+            l.split("Postgres wire server on 127.0.0.1:").nth(1)?.split_whitespace().next()?.parse::<u16>().ok()
+        })
+    })
+    .flatten();
+    let psql = |user: &str, q: &str| {
+        let port = port.expect("server port");
+        let conn = format!("host=127.0.0.1 port={port} user={user} dbname=lianqin sslmode=disable connect_timeout=10");
+        let out = Command::new("psql")
+            .args([&conn, "--csv", "-X", "-v", "ON_ERROR_STOP=1", "-c", q])
+            .env("PGPASSWORD", demo_password(user))
+            .env_remove("PGSERVICE")
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let results: Vec<(&str, (bool, String))> = [
+        "EXPLAIN ANALYZE SELECT count(*) FROM element_history",
+        "EXPLAIN VERBOSE SELECT count(*) FROM element_history",
+        "EXPLAIN SELECT count(*) FROM element_history",
+    ]
+    .into_iter()
+    .map(|q| (q, psql("liu.market", q)))
+    .collect();
+    let admin = psql("sys.admin", "EXPLAIN ANALYZE SELECT count(*) FROM element_history");
+    stop(child);
+    for (q, (ok, out)) in &results[..2] {
+        assert!(!ok && out.contains("permission denied") && out.contains("reserved to administrators"), "{q}: {out}");
+    }
+    let (ok, out) = &results[2].1;
+    assert!(ok, "{out}");
+    assert!(!["output_rows", "Rows=", "metrics="].iter().any(|m| out.contains(m)), "{out}");
+    assert!(admin.0 && admin.1.contains("output_rows"), "{}", admin.1);
+}
