@@ -3,7 +3,8 @@
 //! [`ValueEnum`](clap::ValueEnum)s instead of hand-parsed strings), who a
 //! session acts as ([`session`]: `sql --as` logins, the auditor check of
 //! `audit … --as`), the security officers' `audit` commands ([`audit`]), the
-//! interactive SQL shell ([`shell`]) and how errors reach the user
+//! interactive SQL shell ([`shell`]), whether the built-in demo users may
+//! be served ([`check_demo_users`]) and how errors reach the user
 //! ([`report`]).
 //!
 //! `src/bin/lianqin.rs` keeps only the command tree and calls in here.

@@ -11,6 +11,9 @@
 //!   Every attempt — success or failure, with the client address and session
 //!   id — is an audit `login` entry. Passwords never reach this process in
 //!   clear (SCRAM) and nothing about them is logged.
+//!   The built-in policy's demo users are served only when the command
+//!   allows them (`--demo-users` on a loopback address,
+//!   `cli::check_demo_users`).
 //! * **TLS** (optional): rustls with the configured PEM certificate and key.
 //!   When TLS is configured, unencrypted logins are refused.
 //! * **Queries**, simple and extended protocol (prepared statements with
@@ -22,6 +25,9 @@
 //!   or denial is audited like `lianqin sql` (user, department, SQL, tables,
 //!   rows, duration, outcome, session, client address); if the entry cannot
 //!   be written the result is withheld.
+//!   A statement is secured and audited under one snapshot of the policy,
+//!   so its entry names the version that decided it. Restricted users get
+//!   plain `EXPLAIN` only (no ANALYZE, VERBOSE or statistics).
 //! * **Session statements** drivers send (`SET`, `RESET`, `BEGIN`, `COMMIT`,
 //!   `ROLLBACK`, `DISCARD`, `DEALLOCATE`) are acknowledged without touching
 //!   the shared session; `SHOW <param>` answers the usual parameters and
