@@ -328,3 +328,233 @@ fn bench_envelope(k: u64) -> Result<Envelope, PipelineError> {
     let ts = v.get("updated_at").and_then(|x| x.as_str()).map(str::to_string);
     Ok(Envelope::upsert("bench_110", "police", key, v, ts))
 }
+
+/// Result of `lianqin bench file`: a drop file through the real path.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FileReport {
+    /// Records the file connector published (lines, broken ones included).
+    pub records: u64,
+    /// Records accepted into the libraries.
+    pub accepted: u64,
+    /// Records quarantined (broken lines, failed checks).
+    pub quarantined: u64,
+    /// Seconds from the start of the connector's pass to the last commit.
+    pub seconds: f64,
+    /// Seconds the connector took to read, parse and publish durably (side
+    /// by side with the worker).
+    pub connector_seconds: f64,
+    /// Records per second, end to end.
+    pub rec_per_s: f64,
+    /// Peak resident set size, MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl FileReport {
+    /// Human-readable summary.
+    pub fn render(&self) -> String {
+        format!(
+            "records            {}\naccepted           {}\nquarantined        {}\n\
+             connector          {:.2} s (read, parse, durable publish; side by side with the worker)\n\
+             end to end         {:.2} s = {:.0} records/s (file → bus → mapping → Delta libraries)\n\
+             peak RSS           {:.0} MiB\n",
+            self.records,
+            self.accepted,
+            self.quarantined,
+            self.connector_seconds,
+            self.seconds,
+            self.rec_per_s,
+            self.peak_rss_mib
+        )
+    }
+}
+
+/// Ingests one work-order file (the side-by-side benchmark's, see
+/// `../shared/bench`) through the real path, as `lianqin run` does: the
+/// `file` connector reads it chunk by chunk and publishes durably to the
+/// embedded bus while a worker normalizes (mapping `hotline_12345_orders`:
+/// the same normalization as the DuckDB peer, plus provenance, repeat check
+/// and quarantine) and commits to the Delta libraries. `data_dir` should be
+/// empty; the input is linked into its drop folder, never modified.
+pub async fn file(data_dir: &Path, input: &Path, batch: usize, chunk: usize) -> Result<FileReport, PipelineError> {
+    let input = std::fs::canonicalize(input)
+        .map_err(|e| PipelineError::Config(format!("bench input {}: {e}", input.display())))?;
+    let drop = data_dir.join("drop");
+    std::fs::create_dir_all(&drop).map_err(|e| PipelineError::Internal(format!("{}: {e}", drop.display())))?;
+    let name = input.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "input.jsonl".into());
+    std::os::unix::fs::symlink(&input, drop.join(&name))
+        .map_err(|e| PipelineError::Internal(format!("link {} into {}: {e}", input.display(), drop.display())))?;
+    let text = format!(
+        r#"
+[pipeline]
+batch_max_records = {batch}
+[[sources]]
+id = "hotline_12345_orders"
+department = "hotline_12345"
+mapping = "hotline_12345_orders"
+interval_secs = 3600
+[sources.connector]
+type = "file"
+dir = "{drop}"
+key_columns = ["orderNum"]
+chunk_rows = {chunk}
+"#,
+        drop = drop.display()
+    );
+    let cfg = HubConfig::parse(&text, "bench-file", data_dir)?;
+    let hub = std::sync::Arc::new(Hub::open(cfg, data_dir).await?);
+    let started = Instant::now();
+    let connector = {
+        let hub = std::sync::Arc::clone(&hub);
+        tokio::spawn(async move {
+            let r = hub.sync_sources_once().await;
+            (r, started.elapsed().as_secs_f64())
+        })
+    };
+    let (mut accepted, mut quarantined) = (0u64, 0u64);
+    let (runs, connector_seconds) = loop {
+        // Once the connector is done, one more pass drains the rest.
+        let finished = connector.is_finished();
+        let stats = hub.process_available().await?;
+        accepted += stats.accepted;
+        quarantined += stats.quarantined;
+        if finished {
+            break connector.await.map_err(|e| PipelineError::Internal(format!("bench connector: {e}")))?;
+        }
+        if stats.read == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut records = 0;
+    for (id, r) in runs {
+        records += r.map_err(|e| PipelineError::Internal(format!("source {id}: {e}")))?.records;
+    }
+    Ok(FileReport {
+        records,
+        accepted,
+        quarantined,
+        seconds,
+        connector_seconds,
+        rec_per_s: records as f64 / seconds.max(1e-9),
+        peak_rss_mib: peak_rss() as f64 / 1048576.0,
+    })
+}
+
+/// One `lianqin bench side-by-side` sitting: the DuckDB peer and the hub on
+/// the same file, alternately, on the same machine.
+#[derive(Debug, Clone)]
+pub struct SideBySide {
+    /// Input lines.
+    pub records: u64,
+    /// The peer's records/s, one per run.
+    pub duckdb_rec_per_s: Vec<f64>,
+    /// The peer's peak RSS, MiB (largest run).
+    pub duckdb_peak_rss_mib: f64,
+    /// The hub's runs (`lianqin bench file`, one process each).
+    pub hub: Vec<FileReport>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl SideBySide {
+    /// Median records/s of the hub ÷ that of DuckDB.
+    pub fn ratio(&self) -> f64 {
+        let hub: Vec<f64> = self.hub.iter().map(|r| r.rec_per_s).collect();
+        median(&hub) / median(&self.duckdb_rec_per_s).max(1e-9)
+    }
+
+    /// Human-readable summary.
+    pub fn render(&self) -> String {
+        let hub: Vec<f64> = self.hub.iter().map(|r| r.rec_per_s).collect();
+        let rss = self.hub.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+        let mut s = String::new();
+        let _ = writeln!(s, "input              {} lines (../shared/bench generator)", self.records);
+        let _ = writeln!(
+            s,
+            "duckdb normalize   median {:.0} records/s over {} runs {:?}, peak RSS {:.0} MiB",
+            median(&self.duckdb_rec_per_s),
+            self.duckdb_rec_per_s.len(),
+            self.duckdb_rec_per_s.iter().map(|x| x.round() as u64).collect::<Vec<_>>(),
+            self.duckdb_peak_rss_mib
+        );
+        let _ = writeln!(
+            s,
+            "lianqin ingest     median {:.0} records/s over {} runs {:?}, peak RSS {:.0} MiB",
+            median(&hub),
+            hub.len(),
+            hub.iter().map(|x| x.round() as u64).collect::<Vec<_>>(),
+            rss
+        );
+        if let Some(last) = self.hub.last() {
+            let _ = writeln!(s, "lianqin counts     {} accepted, {} quarantined", last.accepted, last.quarantined);
+        }
+        let _ = writeln!(s, "ratio              {:.2}× DuckDB (hub ÷ peer, medians)", self.ratio());
+        s
+    }
+}
+
+/// Runs the side-by-side ingest benchmark: `peer.sh` (DuckDB) and
+/// `<exe> bench file` (the hub, a fresh process and data folder each run)
+/// alternately on the same generated file, `runs` times each.
+pub fn side_by_side(
+    exe: &Path,
+    peer_dir: &Path,
+    records: u64,
+    runs: usize,
+    out: &Path,
+) -> Result<SideBySide, PipelineError> {
+    let peer = peer_dir.join("peer.sh");
+    if !peer.is_file() {
+        return Err(PipelineError::Config(format!(
+            "the DuckDB peer {} is missing (give --peer-dir or LIANQIN_BENCH_PEER)",
+            peer.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| PipelineError::Internal(format!("{}: {e}", out.display())))?;
+    let run = |cmd: &mut std::process::Command, what: &str| -> Result<String, PipelineError> {
+        let o = cmd.output().map_err(|e| PipelineError::Internal(format!("{what}: {e}")))?;
+        if !o.status.success() {
+            return Err(PipelineError::Internal(format!(
+                "{what} failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let input = out.join(format!("tickets_{records}.jsonl"));
+    let mut report = SideBySide { records, duckdb_rec_per_s: Vec::new(), duckdb_peak_rss_mib: 0.0, hub: Vec::new() };
+    for _ in 0..runs.max(1) {
+        let text = run(
+            std::process::Command::new("bash").arg(&peer).arg(records.to_string()).arg(out).arg("1"),
+            "the DuckDB peer",
+        )?;
+        for line in text.lines().filter(|l| l.starts_with('{')) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| PipelineError::Internal(format!("peer output `{line}`: {e}")))?;
+            report.duckdb_rec_per_s.push(v["rec_per_s"].as_f64().unwrap_or(0.0));
+            report.duckdb_peak_rss_mib = report.duckdb_peak_rss_mib.max(v["peak_rss_mib"].as_f64().unwrap_or(0.0));
+        }
+        let dir = tempfile::tempdir().map_err(|e| PipelineError::Internal(format!("temp dir: {e}")))?;
+        let text = run(
+            std::process::Command::new(exe)
+                .args(["bench", "file", "--json", "--input"])
+                .arg(&input)
+                .arg("--data-dir")
+                .arg(dir.path()),
+            "lianqin bench file",
+        )?;
+        let r: FileReport = serde_json::from_str(text.trim())
+            .map_err(|e| PipelineError::Internal(format!("bench file output `{}`: {e}", text.trim())))?;
+        report.hub.push(r);
+    }
+    Ok(report)
+}

@@ -145,6 +145,7 @@ pub struct Mapping {
 pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
     ("police_110", include_str!("../../schemas/mappings/police_110.toml")),
     ("hotline_12345", include_str!("../../schemas/mappings/hotline_12345.toml")),
+    ("hotline_12345_orders", include_str!("../../schemas/mappings/hotline_12345_orders.toml")),
     ("market_enterprise", include_str!("../../schemas/mappings/market_enterprise.toml")),
     ("law_enforcement_case", include_str!("../../schemas/mappings/law_enforcement_case.toml")),
     ("env_water_quality", include_str!("../../schemas/mappings/env_water_quality.toml")),

@@ -207,6 +207,43 @@ enum BenchCmd {
         #[arg(long)]
         pipelined: bool,
     },
+    /// One work-order file through the real path, as `lianqin run` reads a
+    /// drop folder (file connector → durable bus → mapping
+    /// `hotline_12345_orders` → Delta libraries).
+    File {
+        /// JSON-lines file of 12345 work orders (`../shared/bench/gen_tickets.py`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Records per micro-batch.
+        #[arg(long, default_value_t = 50_000)]
+        batch: usize,
+        /// Records the connector reads and publishes at a time.
+        #[arg(long, default_value_t = 20_000)]
+        chunk: usize,
+        /// Folder for the run (default: a temporary folder, removed after).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the report as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The side-by-side ingest benchmark: the DuckDB peer (`peer.sh`) and
+    /// `bench file` alternately on the same generated file; prints the
+    /// medians and the ratio hub ÷ DuckDB.
+    SideBySide {
+        /// Work orders to generate.
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The peer's folder (with peer.sh).
+        #[arg(long, env = "LIANQIN_BENCH_PEER", default_value = "../shared/bench")]
+        peer_dir: PathBuf,
+        /// Where the generated file and the peer's output go.
+        #[arg(long, default_value = "bench-data")]
+        out: PathBuf,
+    },
 }
 
 fn init_tracing(default: &str) {
@@ -264,6 +301,28 @@ async fn run(cmd: Cmd) -> Result<()> {
             let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
             let opts = lianqin_pipeline::bench::IngestOptions { change_feeds, pipelined };
             let report = lianqin_pipeline::bench::ingest(&dir, records, batch, opts).await?;
+            print!("{}", report.render());
+        }
+        #[cfg(feature = "demo")]
+        Cmd::Bench { what: BenchCmd::File { input, batch, chunk, data_dir, json } } => {
+            init_tracing("warn");
+            let tmp = tempfile::tempdir()?;
+            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let report = lianqin_pipeline::bench::file(&dir, &input, batch, chunk).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+        }
+        #[cfg(feature = "demo")]
+        Cmd::Bench { what: BenchCmd::SideBySide { records, runs, peer_dir, out } } => {
+            init_tracing("warn");
+            let exe = std::env::current_exe()?;
+            let report = tokio::task::spawn_blocking(move || {
+                lianqin_pipeline::bench::side_by_side(&exe, &peer_dir, records, runs, &out)
+            })
+            .await??;
             print!("{}", report.render());
         }
         #[cfg(not(feature = "demo"))]
