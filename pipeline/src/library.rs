@@ -21,7 +21,7 @@
 //! records below its own transaction version, so a crash between two
 //! commits neither loses nor doubles a row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +47,9 @@ pub struct LibraryStore {
     catalog: Arc<Catalog>,
     /// One lock per table, so commits to different tables run side by side.
     tables: Mutex<BTreeMap<String, Arc<Mutex<DeltaTable>>>>,
+    /// Positions already read, per table and application id, with the table
+    /// version they were read at ([`LibraryStore::position`]).
+    positions: std::sync::Mutex<HashMap<(String, String), (Option<u64>, Option<u64>)>>,
 }
 
 impl std::fmt::Debug for LibraryStore {
@@ -64,7 +67,7 @@ impl LibraryStore {
     pub async fn open(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
         let root = data_dir.join("lake");
         std::fs::create_dir_all(&root).map_err(|e| PipelineError::Library(format!("{}: {e}", root.display())))?;
-        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()) };
+        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default() };
         for lib in LIBRARIES {
             let schema = store.catalog.arrow_schema(lib)?;
             store.ensure(lib, schema).await?;
@@ -77,7 +80,7 @@ impl LibraryStore {
     /// writes).
     pub async fn open_existing(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
         let root = data_dir.join("lake");
-        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()) };
+        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default() };
         let mut names: Vec<String> = LIBRARIES.iter().map(|s| s.to_string()).collect();
         names.extend(store.raw_tables_on_disk());
         for name in names {
@@ -163,27 +166,70 @@ impl LibraryStore {
         let txns: Vec<Transaction> =
             positions.iter().map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64)).collect();
         let props = CommitProperties::default().with_application_transactions(txns);
+        let before = current.version();
         let table = current
             .clone()
             .write(batches)
             .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties())
             .with_commit_properties(props)
             .await
             .map_err(|e| delta_err(name, e))?;
         *current = table;
+        self.remember_commit(name, before, current.version(), positions);
         Ok(())
     }
 
+    /// Keeps the position cache true after our own commit: the positions it
+    /// carried are known; the others still hold when the commit came right
+    /// after the version they were read at (no other writer in between),
+    /// and are forgotten otherwise.
+    fn remember_commit(&self, name: &str, before: Option<u64>, after: Option<u64>, positions: &[(String, u32, u64)]) {
+        let Ok(mut cache) = self.positions.lock() else { return };
+        let only_ours = matches!((before, after), (Some(b), Some(a)) if a == b + 1);
+        cache.retain(|(t, _), (v, _)| {
+            if t != name {
+                return true;
+            }
+            if only_ours && *v == before {
+                *v = after;
+                return true;
+            }
+            false
+        });
+        for (topic, p, o) in positions {
+            cache.insert((name.to_string(), txn_app_id(topic, *p)), (after, Some(*o)));
+        }
+    }
+
     /// The next offset recorded for a partition in a table (None = never).
+    ///
+    /// Answered from memory when the table is still at the version the
+    /// position was last read or written at (our own commits keep it true);
+    /// read from the Delta log only when the table moved otherwise (another
+    /// writer committed and [`LibraryStore::refresh`] loaded it).
     pub async fn position(&self, name: &str, topic: &str, partition: u32) -> Result<Option<u64>, PipelineError> {
         let Some(slot) = self.slot(name).await else { return Ok(None) };
         let table = slot.lock().await;
+        let version = table.version();
+        let app_id = txn_app_id(topic, partition);
+        let cache_key = (name.to_string(), app_id);
+        if let Ok(cache) = self.positions.lock()
+            && let Some((v, pos)) = cache.get(&cache_key)
+            && *v == version
+        {
+            return Ok(*pos);
+        }
         let Ok(state) = table.snapshot() else { return Ok(None) };
         let v = state
-            .transaction_version(table.log_store().as_ref(), txn_app_id(topic, partition))
+            .transaction_version(table.log_store().as_ref(), cache_key.1.clone())
             .await
             .map_err(|e| delta_err(name, e))?;
-        Ok(v.map(|v| v.max(0) as u64))
+        let pos = v.map(|v| v.max(0) as u64);
+        if let Ok(mut cache) = self.positions.lock() {
+            cache.insert(cache_key, (version, pos));
+        }
+        Ok(pos)
     }
 
     /// Reloads every table from disk (for readers while a hub writes).
@@ -242,6 +288,44 @@ impl LibraryStore {
         let t = slot.lock().await.clone();
         Some(t)
     }
+}
+
+/// Columns whose values are (nearly) all distinct: whole records, hashes,
+/// keys, free text. Parquet would try a dictionary for each and give up
+/// after a page; they are written plain from the start.
+const DISTINCT_COLUMNS: &[&str] = &[
+    "payload",
+    "raw",
+    "content_hash",
+    "source_key",
+    "source_locator",
+    "locator",
+    "reason",
+    "quarantine_id",
+    "matter_id",
+    "element_id",
+    "event_id",
+    "title",
+    "content",
+    "address",
+    "attributes",
+    "bus_offset",
+    "fetched_at",
+];
+
+/// Parquet settings of every commit: Snappy (Delta's default) and no
+/// dictionary for [`DISTINCT_COLUMNS`].
+fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::schema::types::ColumnPath;
+    let mut b = WriterProperties::builder()
+        .set_created_by(format!("lianqin {}", env!("CARGO_PKG_VERSION")))
+        .set_compression(Compression::SNAPPY);
+    for c in DISTINCT_COLUMNS {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+    }
+    b.build()
 }
 
 /// The raw table name of a source.

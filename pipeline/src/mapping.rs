@@ -19,7 +19,8 @@
 //! Besides the declared fields, `raw` has `_row` (the record's index in the
 //! batch; every output must select it so rows can be traced back),
 //! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
-//! `_payload` (the whole record as JSON text) and `_flags` (JSON array of
+//! `_payload` (the whole record as JSON text; filled only when an output
+//! query names it) and `_flags` (JSON array of
 //! type problems found while reading fields with `on_error = "flag"`).
 //!
 //! A mapping may also declare reference tables (`[[references]]`, CSV files
@@ -207,6 +208,13 @@ impl Mapping {
         )))
     }
 
+    /// Whether any output query reads `_payload` (the whole record as JSON
+    /// text). When none does, the `raw` batch leaves the column NULL instead
+    /// of serializing every record once more.
+    pub fn uses_payload(&self) -> bool {
+        self.outputs.iter().any(|o| o.sql.contains("_payload"))
+    }
+
     /// `name@version`.
     pub fn version_tag(&self) -> String {
         format!("{}@{}", self.name, self.version)
@@ -309,6 +317,27 @@ fn kind_of(v: &Value) -> String {
     }
 }
 
+/// "source `s` record `k`" in a rejection.
+struct Who<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "source `{}` record `{}`", self.0, if self.1.is_empty() { "?" } else { self.1 })
+    }
+}
+
+/// ` (locator)` after a record's name in a rejection, or nothing.
+struct Where<'a>(Option<&'a str>);
+
+impl std::fmt::Display for Where<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(l) => write!(f, " ({l})"),
+            None => Ok(()),
+        }
+    }
+}
+
 enum ColBuilder {
     Utf8(StringBuilder),
     Int(Int64Builder),
@@ -376,9 +405,11 @@ pub fn build_raw_batch(
     let mut rejections = Vec::new();
     let key_field = mapping.key_field.as_deref().unwrap_or("key");
     let mut convs: Vec<Conv> = Vec::with_capacity(specs.len());
+    let with_payload = mapping.uses_payload();
     'records: for (env, &index) in envelopes.iter().zip(indices) {
-        let who = format!("source `{source}` record `{}`", if env.key.is_empty() { "?" } else { &env.key });
-        let where_ = env.locator.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+        // Only rejections print these.
+        let who = Who(source, &env.key);
+        let where_ = Where(env.locator.as_deref());
         if let Some(err) = &env.error {
             rejections.push(Rejection { index, field: None, reason: format!("{who}: unparsable: {err}") });
             continue;
@@ -441,7 +472,11 @@ pub fn build_raw_batch(
         op.append_value(env.op.as_str());
         st.append_option(env.source_time.as_deref());
         dept.append_value(&env.department);
-        payload.append_value(env.payload.to_string());
+        if with_payload {
+            payload.append_value(env.payload_text());
+        } else {
+            payload.append_null();
+        }
         if row_flags.is_empty() {
             flags.append_null();
         } else {

@@ -9,6 +9,11 @@
 //! the batch goes through. Provenance (source, key, department, fetched-at,
 //! content hash, mapping version, bus position) is attached by the pipeline,
 //! never by the mapping.
+//!
+//! The mapping's queries are planned once per source ([`raw_slot`]); a batch
+//! only executes them.
+
+mod raw_slot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +24,9 @@ use arrow::array::{
 };
 use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::DataType;
-use datafusion::prelude::SessionContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use lianqin_bus::BusRecord;
 use tracing::{info, warn};
 
@@ -44,6 +51,12 @@ pub struct Normalizer {
     mapping: Arc<Mapping>,
     source: String,
     ctx: SessionContext,
+    /// The batch the plans read (the `raw` table).
+    slot: raw_slot::Slot,
+    /// Each output's physical plan (planned once, in [`Normalizer::new`]).
+    plans: Vec<Arc<dyn ExecutionPlan>>,
+    /// One batch at a time runs through the slot.
+    running: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Normalizer {
@@ -58,21 +71,36 @@ impl Normalizer {
     /// plan over an empty `raw`, select `_row`, and produce only columns of
     /// its library with castable types. Errors name the mapping and output.
     pub async fn new(catalog: Arc<Catalog>, mapping: Arc<Mapping>, source: &str) -> Result<Self, PipelineError> {
-        let ctx = SessionContext::new();
+        // Plans are executed again and again (see `raw_slot`): no dynamic
+        // filters, which live in a plan between executions.
+        let config = SessionConfig::new().set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
+        let ctx = SessionContext::new_with_config(config);
         crate::udf::register(&ctx, &catalog);
         for t in &mapping.tables {
             ctx.register_batch(t.name.as_str(), t.batch.clone()).map_err(|e| {
                 PipelineError::Config(format!("mapping {}: reference `{}` ({}): {e}", mapping.origin, t.name, t.origin))
             })?;
         }
-        let n = Normalizer { catalog, mapping, source: source.to_string(), ctx };
-        n.check().await?;
+        let raw = raw_slot::RawSlot::new(mapping.raw_schema());
+        let slot = raw.slot();
+        ctx.register_table("raw", Arc::new(raw))
+            .map_err(|e| PipelineError::Internal(format!("mapping {}: register raw: {e}", mapping.origin)))?;
+        let mut n = Normalizer {
+            catalog,
+            mapping,
+            source: source.to_string(),
+            ctx,
+            slot,
+            plans: Vec::new(),
+            running: tokio::sync::Mutex::new(()),
+        };
+        n.plans = n.check_and_plan().await?;
         Ok(n)
     }
 
-    async fn check(&self) -> Result<(), PipelineError> {
-        let empty = RecordBatch::new_empty(self.mapping.raw_schema());
-        self.register_raw(empty)?;
+    /// Checks every output query (see [`Normalizer::new`]) and plans it.
+    async fn check_and_plan(&self) -> Result<Vec<Arc<dyn ExecutionPlan>>, PipelineError> {
+        let mut plans = Vec::with_capacity(self.mapping.outputs.len());
         for (i, out) in self.mapping.outputs.iter().enumerate() {
             let whr = format!("mapping {} output #{} ({})", self.mapping.origin, i + 1, out.library);
             if out.library == "quarantine" {
@@ -110,16 +138,11 @@ impl Normalizer {
                     return Err(PipelineError::Config(format!("{whr}: required column `{}` is not selected", c.name)));
                 }
             }
+            let plan =
+                df.create_physical_plan().await.map_err(|e| PipelineError::Config(format!("{whr}: plan: {e}")))?;
+            plans.push(plan);
         }
-        Ok(())
-    }
-
-    fn register_raw(&self, batch: RecordBatch) -> Result<(), PipelineError> {
-        let _ = self.ctx.deregister_table("raw");
-        self.ctx
-            .register_batch("raw", batch)
-            .map(|_| ())
-            .map_err(|e| PipelineError::Internal(format!("register raw: {e}")))
+        Ok(plans)
     }
 
     /// Normalizes records (all of this normalizer's source). `ingested_at`
@@ -169,14 +192,24 @@ impl Normalizer {
     /// Runs every output query of the mapping over `raw` (registered as the
     /// table `raw`). Returns the rows per output, or the first error.
     async fn run_outputs(&self, raw: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, String> {
-        self.register_raw(raw.clone()).map_err(|e| e.to_string())?;
+        let _one_at_a_time = self.running.lock().await;
+        *self.slot.lock().map_err(|_| "raw slot poisoned".to_string())? = Some(raw.clone());
+        let result = self.execute_plans().await;
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Executes every output's plan over the batch in the slot.
+    async fn execute_plans(&self) -> Result<Vec<(String, RecordBatch)>, String> {
         let mut outputs = Vec::with_capacity(self.mapping.outputs.len());
-        for (i, out) in self.mapping.outputs.iter().enumerate() {
+        for ((i, out), plan) in self.mapping.outputs.iter().enumerate().zip(&self.plans) {
             let whr = |e: datafusion::error::DataFusionError| {
                 format!("mapping {} output #{} ({}): {e}", self.mapping.origin, i + 1, out.library)
             };
-            let df = self.ctx.sql(&out.sql).await.map_err(whr)?;
-            let batches = df.collect().await.map_err(whr)?;
+            let plan = reset_plan_states(Arc::clone(plan)).map_err(whr)?;
+            let batches = collect(plan, self.ctx.task_ctx()).await.map_err(whr)?;
             let Some(first) = batches.first() else { continue };
             let b = concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
             outputs.push((out.library.clone(), b));
@@ -390,7 +423,7 @@ impl Normalizer {
             field.append_option(r.field.as_deref());
             match &rec.envelope.payload {
                 serde_json::Value::String(s) => raw.append_value(s),
-                v => raw.append_value(v.to_string()),
+                _ => raw.append_value(rec.envelope.payload_text()),
             }
             loc.append_option(rec.envelope.locator.as_deref());
             recs.push(rec);
@@ -508,7 +541,7 @@ pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch
         op.append_value(e.op.as_str());
         match &e.payload {
             serde_json::Value::String(s) if e.error.is_some() => payload.append_value(s),
-            v => payload.append_value(v.to_string()),
+            _ => payload.append_value(e.payload_text()),
         }
         st.append_option(e.source_time.as_deref());
         err.append_option(e.error.as_deref());
@@ -576,6 +609,64 @@ sql = "SELECT _row, 'm:' || id AS event_id, 'm:' || id AS matter_id, 'intake' AS
                 }
             })
             .collect()
+    }
+
+    /// The plans are made once and executed per batch: operators that keep
+    /// state between executions (a hash join's build side, an aggregate)
+    /// must see each batch afresh, never the previous one.
+    #[tokio::test]
+    async fn plans_made_once_see_each_batch_afresh() {
+        let m = Mapping::parse(
+            r#"
+name = "t"
+version = "1"
+key_field = "id"
+[fields]
+id = { type = "utf8", required = true }
+n = "utf8"
+[[outputs]]
+library = "matter_event"
+sql = """
+SELECT r._row, 'm:' || r.id AS event_id, 'm:' || r.id AS matter_id, 'intake' AS stage,
+  CAST(g.c AS VARCHAR) || '/' || r.n AS note
+FROM raw r JOIN (SELECT n, count(*) AS c FROM raw GROUP BY n) g ON r.n = g.n
+"""
+"#,
+            "test",
+        )
+        .unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let norm = Normalizer::new(catalog, Arc::new(m), "t").await.unwrap();
+        let batch = |ids: std::ops::Range<usize>, n: &str| -> Vec<BusRecord> {
+            ids.map(|i| BusRecord {
+                topic: "raw.t".into(),
+                partition: 0,
+                offset: i as u64,
+                envelope: Envelope::upsert(
+                    "t",
+                    "police",
+                    i.to_string(),
+                    serde_json::json!({"id": i.to_string(), "n": n}),
+                    None,
+                ),
+            })
+            .collect()
+        };
+        for (ids, n) in [(0..100, "a"), (1000..1050, "b"), (7..8, "c")] {
+            let want = ids.len();
+            let first = ids.start;
+            let recs = batch(ids, n);
+            let refs: Vec<&BusRecord> = recs.iter().collect();
+            let out = norm.normalize(&refs, 0).await.unwrap();
+            let ev = &out.libraries["matter_event"];
+            assert_eq!(ev.num_rows(), want, "batch {n}");
+            let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(ev)).unwrap().to_string();
+            assert!(
+                text.contains(&format!("{want}/{n}")) && text.contains(&format!("m:{first} ")),
+                "batch {n}: {text}"
+            );
+            assert!(!text.contains("/a") || n == "a", "batch {n} sees an earlier batch: {text}");
+        }
     }
 
     #[tokio::test]

@@ -6,10 +6,17 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `topics` | topic | partition count |
-//! | `log` | (topic, partition, offset) | record bytes |
+//! | `batches` | (topic, partition, first offset) | the records of one publish to that partition: a record count (u32 LE), then each record as length (u32 LE) and bytes; at most [`BATCH_MAX_RECORDS`] records or [`BATCH_MAX_BYTES`] per value |
+//! | `log` | (topic, partition, offset) | record bytes (one record per key, as hubs before batch framing wrote it; read, never written) |
 //! | `ends` | (topic, partition) | next offset |
 //! | `checkpoints` | source id | checkpoint JSON |
 //! | `group_offsets` | (group, topic, partition) | next offset |
+//!
+//! A publish writes one `batches` value per partition (split at the limits)
+//! in one fsynced transaction, instead of one B-tree key per record: the
+//! bus keeps Kafka's per-record offsets, but pays the store's per-key cost
+//! once per batch. A reader finds the batch holding an offset by a range
+//! lookup and skips the records before it.
 //!
 //! One process owns the store at a time (redb takes a file lock), which is
 //! the embedded default's single-machine deployment.
@@ -26,6 +33,13 @@ use crate::{BusError, BusRecord, Checkpoint, Consumer, Envelope, OffsetLookup, p
 
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("topics");
 const LOG: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log");
+const BATCHES: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("batches");
+
+/// Most records in one `batches` value.
+pub const BATCH_MAX_RECORDS: usize = 4096;
+/// Most bytes of records in one `batches` value (a record larger than this
+/// gets a value of its own).
+pub const BATCH_MAX_BYTES: usize = 4 << 20;
 const ENDS: TableDefinition<(&str, u32), u64> = TableDefinition::new("ends");
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
 const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("group_offsets");
@@ -56,6 +70,7 @@ impl EmbeddedBus {
         {
             tx.open_table(TOPICS).map_err(|e| bus.err(e))?;
             tx.open_table(LOG).map_err(|e| bus.err(e))?;
+            tx.open_table(BATCHES).map_err(|e| bus.err(e))?;
             tx.open_table(ENDS).map_err(|e| bus.err(e))?;
             tx.open_table(CHECKPOINTS).map_err(|e| bus.err(e))?;
             tx.open_table(GROUP_OFFSETS).map_err(|e| bus.err(e))?;
@@ -91,7 +106,15 @@ impl EmbeddedBus {
     pub fn total_records(&self) -> Result<u64, BusError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(LOG).map_err(|e| self.err(e))?;
-        t.len().map_err(|e| self.err(e))
+        let mut n = t.len().map_err(|e| self.err(e))?;
+        let b = tx.open_table(BATCHES).map_err(|e| self.err(e))?;
+        for item in b.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (topic, p, first) = k.value();
+            n += batch_records(v.value()).map_err(|e| self.err(format!("{topic}/{p} batch at {first}: {e}")))?.len()
+                as u64;
+        }
+        Ok(n)
     }
 
     fn append(&self, topic: &str, items: Vec<(u32, Vec<u8>)>, checkpoint: Option<Checkpoint>) -> Result<(), BusError> {
@@ -104,17 +127,17 @@ impl EmbeddedBus {
             }
             drop(topics);
             let mut ends = tx.open_table(ENDS).map_err(|e| self.err(e))?;
-            let mut log = tx.open_table(LOG).map_err(|e| self.err(e))?;
-            let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut batches = tx.open_table(BATCHES).map_err(|e| self.err(e))?;
+            let mut by_partition: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
             for (p, bytes) in &items {
-                let off = match next.get(p) {
-                    Some(o) => *o,
-                    None => ends.get((topic, *p)).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0),
-                };
-                log.insert((topic, *p, off), bytes.as_slice()).map_err(|e| self.err(e))?;
-                next.insert(*p, off + 1);
+                by_partition.entry(*p).or_default().push(bytes.as_slice());
             }
-            for (p, off) in next {
+            for (p, records) in by_partition {
+                let mut off = ends.get((topic, p)).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
+                for chunk in batch_chunks(&records) {
+                    batches.insert((topic, p, off), encode_batch(chunk).as_slice()).map_err(|e| self.err(e))?;
+                    off += chunk.len() as u64;
+                }
                 ends.insert((topic, p), off).map_err(|e| self.err(e))?;
             }
             if let Some(cp) = checkpoint {
@@ -132,10 +155,41 @@ impl EmbeddedBus {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let log = tx.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
+        // Records written one per key by earlier hubs come first (their
+        // offsets are below every batch's).
         let range = log.range((topic, partition, from)..(topic, partition, u64::MAX)).map_err(|e| self.err(e))?;
         for item in range.take(max) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             out.push((k.value().2, v.value().to_vec()));
+        }
+        if out.len() >= max {
+            return Ok(out);
+        }
+        let from = out.last().map_or(from, |(o, _)| o + 1);
+        let batches = tx.open_table(BATCHES).map_err(|e| self.err(e))?;
+        // The batch holding `from` starts at or before it.
+        let start =
+            match batches.range((topic, partition, 0)..=(topic, partition, from)).map_err(|e| self.err(e))?.next_back()
+            {
+                Some(item) => item.map_err(|e| self.err(e))?.0.value().2,
+                None => from,
+            };
+        let range = batches.range((topic, partition, start)..(topic, partition, u64::MAX)).map_err(|e| self.err(e))?;
+        for item in range {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let first = k.value().2;
+            let records = batch_records(v.value())
+                .map_err(|e| self.err(format!("topic `{topic}` partition {partition} batch at offset {first}: {e}")))?;
+            for (i, bytes) in records.into_iter().enumerate() {
+                let offset = first + i as u64;
+                if offset < from {
+                    continue;
+                }
+                out.push((offset, bytes.to_vec()));
+                if out.len() >= max {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
@@ -157,6 +211,59 @@ impl EmbeddedBus {
         let t = tx.open_table(GROUP_OFFSETS).map_err(|e| self.err(e))?;
         Ok(t.get((group, topic, p)).map_err(|e| self.err(e))?.map(|v| v.value()))
     }
+}
+
+/// Splits one partition's records of a publish at the batch limits.
+fn batch_chunks<'a, 'b>(records: &'b [&'a [u8]]) -> Vec<&'b [&'a [u8]]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let full = i - start >= BATCH_MAX_RECORDS || (i > start && bytes + r.len() > BATCH_MAX_BYTES);
+        if full {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += r.len();
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// One `batches` value: count, then length-prefixed records.
+fn encode_batch(records: &[&[u8]]) -> Vec<u8> {
+    let size = 4 + records.iter().map(|r| r.len() + 4).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// The records of a `batches` value (borrowed), or why it is malformed.
+fn batch_records(value: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let u32_at = |at: usize| -> Result<usize, String> {
+        let b = value.get(at..at + 4).ok_or_else(|| format!("cut short at byte {at}"))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let n = u32_at(0)?;
+    let mut out = Vec::with_capacity(n.min(BATCH_MAX_RECORDS));
+    let mut at = 4;
+    for i in 0..n {
+        let len = u32_at(at).map_err(|e| format!("record {i}: {e}"))?;
+        let end = (at + 4).checked_add(len).filter(|e| *e <= value.len());
+        let Some(end) = end else { return Err(format!("record {i} of {n}: cut short")) };
+        out.push(&value[at + 4..end]);
+        at = end;
+    }
+    if at != value.len() {
+        return Err(format!("{} bytes after record {n}", value.len() - at));
+    }
+    Ok(out)
 }
 
 fn store_err(path: &Path, e: impl std::fmt::Display) -> BusError {
@@ -377,5 +484,85 @@ mod tests {
         });
         let got = c.poll(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(got.len(), 1);
+    }
+
+    /// Offsets are per record whatever the batching: a publish bigger than
+    /// one batch value, read from every offset with small and large polls,
+    /// after records written one per key (as earlier hubs did), gives every
+    /// record once, in order, at its offset.
+    #[tokio::test]
+    async fn batches_keep_per_record_offsets_after_legacy_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        bus.ensure_topic("t", 1).await.unwrap();
+        // Three records as an earlier hub stored them: one key each.
+        {
+            let tx = bus.db.begin_write().unwrap();
+            {
+                let mut log = tx.open_table(LOG).unwrap();
+                let mut ends = tx.open_table(ENDS).unwrap();
+                for i in 0..3u64 {
+                    let legacy = serde_json::to_vec(&env(&format!("old{i}"))).unwrap();
+                    log.insert(("t", 0, i), legacy.as_slice()).unwrap();
+                }
+                ends.insert(("t", 0), 3).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let n = BATCH_MAX_RECORDS * 2 + 10;
+        let recs: Vec<_> = (0..n).map(|i| env(&format!("k{i}"))).collect();
+        bus.publish("t", &recs, None).await.unwrap();
+        bus.publish("t", &[env("last")], None).await.unwrap();
+        let total = n as u64 + 4;
+        assert_eq!(bus.end_offsets("t").await.unwrap(), vec![total]);
+        assert_eq!(bus.total_records().unwrap(), total);
+        let key_at = |o: u64| match o {
+            0..3 => format!("old{o}"),
+            o if o == total - 1 => "last".to_string(),
+            o => format!("k{}", o - 3),
+        };
+        for from in [0, 2, 3, 4, 4098, 4099, total - 2, total - 1, total] {
+            for max in [1, 7, 5000, 100_000] {
+                let got = bus.read_from("t", 0, from, max).unwrap();
+                let want = ((total - from) as usize).min(max);
+                assert_eq!(got.len(), want, "from {from} max {max}");
+                for (i, (off, bytes)) in got.iter().enumerate() {
+                    assert_eq!(*off, from + i as u64);
+                    assert_eq!(Envelope::from_bytes(bytes).unwrap().key, key_at(*off), "offset {off}");
+                }
+            }
+        }
+        // A consumer polling 1 000 at a time sees each record once.
+        let lookup: OffsetLookup = Arc::new(|_, _| None);
+        let mut c = bus.consumer("g", &["t".to_string()], lookup).await.unwrap();
+        let mut seen = 0u64;
+        loop {
+            let b = c.poll(1000, Duration::from_millis(10)).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            for r in b {
+                assert_eq!(r.offset, seen);
+                assert_eq!(r.envelope.key, key_at(seen));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, total);
+    }
+
+    #[test]
+    fn batch_values_split_at_the_limits_and_reject_garbage() {
+        let small = vec![0u8; 10];
+        let recs: Vec<&[u8]> = vec![small.as_slice(); BATCH_MAX_RECORDS + 1];
+        let chunks = batch_chunks(&recs);
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![BATCH_MAX_RECORDS, 1]);
+        let big = vec![1u8; BATCH_MAX_BYTES];
+        let recs: Vec<&[u8]> = vec![small.as_slice(), big.as_slice(), small.as_slice()];
+        assert_eq!(batch_chunks(&recs).iter().map(|c| c.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+        let v = encode_batch(&[b"ab", b"", b"c"]);
+        assert_eq!(batch_records(&v).unwrap(), vec![&b"ab"[..], &b""[..], &b"c"[..]]);
+        assert!(batch_records(&v[..v.len() - 1]).unwrap_err().contains("cut short"));
+        assert!(batch_records(&[v.as_slice(), b"x"].concat()).unwrap_err().contains("1 bytes after"));
+        assert!(batch_records(&[]).is_err());
     }
 }

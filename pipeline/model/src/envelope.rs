@@ -1,5 +1,7 @@
 //! The raw envelope every connector emits: one source record with its provenance.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,7 +28,13 @@ impl Op {
 }
 
 /// One record from a departmental source system, as it travels on the bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The payload's canonical JSON text is computed once, when the envelope is
+/// built (it is what [`content_hash`] hashes), and kept beside the parsed
+/// value: the bus frame carries it as is ([`Envelope::to_bytes`]) and the
+/// pipeline stores it in the raw table ([`Envelope::payload_text`]) without
+/// serializing the record again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// Source id from the hub config (e.g. `police_110`).
     pub source: String,
@@ -43,7 +51,7 @@ pub struct Envelope {
     pub source_time: Option<String>,
     /// When the connector fetched it.
     pub fetched_at: DateTime<Utc>,
-    /// SHA-256 (hex) of the payload's canonical JSON text.
+    /// The payload's content hash ([`content_hash`]: XXH3-128, hex).
     pub hash: String,
     /// Set when the connector could not parse the record (bad JSON,
     /// undecodable bytes). Such envelopes go straight to quarantine with this
@@ -54,6 +62,27 @@ pub struct Envelope {
     /// error messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locator: Option<String>,
+    /// The payload's canonical JSON text, when known (always for envelopes
+    /// built by the constructors or decoded from the bus).
+    #[serde(skip)]
+    canonical: Option<Arc<str>>,
+}
+
+impl PartialEq for Envelope {
+    /// Equal records: every field but the cached payload text (which is
+    /// derived from `payload`).
+    fn eq(&self, o: &Self) -> bool {
+        self.source == o.source
+            && self.department == o.department
+            && self.key == o.key
+            && self.op == o.op
+            && self.payload == o.payload
+            && self.source_time == o.source_time
+            && self.fetched_at == o.fetched_at
+            && self.hash == o.hash
+            && self.error == o.error
+            && self.locator == o.locator
+    }
 }
 
 impl Envelope {
@@ -65,7 +94,8 @@ impl Envelope {
         payload: serde_json::Value,
         source_time: Option<String>,
     ) -> Self {
-        let hash = content_hash(&payload);
+        let canonical = canonical_text(&payload);
+        let hash = content_hash_bytes(canonical.as_bytes());
         Envelope {
             source: source.to_string(),
             department: department.to_string(),
@@ -77,6 +107,7 @@ impl Envelope {
             hash,
             error: None,
             locator: None,
+            canonical: Some(canonical),
         }
     }
 
@@ -90,7 +121,8 @@ impl Envelope {
         reason: String,
     ) -> Self {
         let payload = serde_json::Value::String(raw_text);
-        let hash = content_hash(&payload);
+        let canonical = canonical_text(&payload);
+        let hash = content_hash_bytes(canonical.as_bytes());
         Envelope {
             source: source.to_string(),
             department: department.to_string(),
@@ -102,6 +134,7 @@ impl Envelope {
             hash,
             error: Some(reason),
             locator: None,
+            canonical: Some(canonical),
         }
     }
 
@@ -134,23 +167,71 @@ impl Envelope {
         self
     }
 
-    /// Serializes to the bus wire format (JSON).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing a struct of strings and a Value cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The payload's canonical JSON text (the text [`content_hash`] hashes):
+    /// kept from construction or decoding, serialized only when missing.
+    pub fn payload_text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.canonical {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(canonical_text(&self.payload).to_string()),
+        }
     }
 
-    /// Parses the bus wire format.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// Serializes to the bus wire format: the binary frame of
+    /// [`crate::wire`] (header fields, then the payload's canonical text as
+    /// is).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::wire::encode(self, &self.payload_text())
+    }
+
+    /// Parses the bus wire format: the binary frame, or the JSON object
+    /// earlier hubs wrote (records already on a bus stay readable).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::wire::WireError> {
+        crate::wire::decode(bytes)
+    }
+
+    /// Assembles a decoded envelope (for [`crate::wire`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        source: String,
+        department: String,
+        key: String,
+        op: Op,
+        payload: serde_json::Value,
+        source_time: Option<String>,
+        fetched_at: DateTime<Utc>,
+        hash: String,
+        error: Option<String>,
+        locator: Option<String>,
+        canonical: Option<Arc<str>>,
+    ) -> Self {
+        Envelope { source, department, key, op, payload, source_time, fetched_at, hash, error, locator, canonical }
     }
 }
 
-/// SHA-256 (hex) over the canonical JSON text of a value. `serde_json`
-/// keeps object keys sorted (no `preserve_order`), so equal records hash equal.
+/// The canonical JSON text of a value (object keys sorted, no whitespace).
+fn canonical_text(v: &serde_json::Value) -> Arc<str> {
+    // Serializing a Value cannot fail.
+    Arc::from(serde_json::to_string(v).unwrap_or_default())
+}
+
+/// The content hash of a record: XXH3-128 (32 hex digits) over the
+/// canonical JSON text of its payload. `serde_json` keeps object keys sorted
+/// (no `preserve_order`), so equal records hash equal whatever the key order
+/// at the source.
+///
+/// It tells repeats and changes apart; it is not a security boundary (the
+/// audit chain keeps SHA-256), so a fast non-cryptographic hash with 128 bits
+/// (collisions negligible for billions of versions) is the right tool.
 pub fn content_hash(v: &serde_json::Value) -> String {
-    let text = serde_json::to_vec(v).unwrap_or_default();
-    hex::encode(Sha256::digest(&text))
+    let mut text = Vec::with_capacity(512);
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut text, v);
+    content_hash_bytes(&text)
+}
+
+/// [`content_hash`] of canonical JSON text already serialized.
+pub fn content_hash_bytes(canonical: &[u8]) -> String {
+    format!("{:032x}", twox_hash::XxHash3_128::oneshot(canonical))
 }
 
 /// Stable partition for a key: the first 8 bytes of SHA-256, modulo the count.
@@ -175,12 +256,28 @@ mod tests {
         assert_eq!(content_hash(&a), content_hash(&b));
         let c: serde_json::Value = serde_json::from_str(r#"{"b":"y","a":1}"#).unwrap();
         assert_ne!(content_hash(&a), content_hash(&c));
+        assert_eq!(content_hash(&a).len(), 32);
+    }
+
+    #[test]
+    fn hash_is_xxh3_128_of_the_canonical_text() {
+        // Reference value: XXH3-128 (seed 0) of `{"a":1,"b":"x"}` as the
+        // xxhsum tool prints it (`xxhsum -H2`).
+        let a: serde_json::Value = serde_json::from_str(r#"{"b":"x","a":1}"#).unwrap();
+        assert_eq!(content_hash(&a), "724a582427b9c9a67ccf902d0d19f6c9");
+        assert_eq!(content_hash(&a), content_hash_bytes(br#"{"a":1,"b":"x"}"#));
     }
 
     #[test]
     fn round_trip_and_partition_spread() {
         let e = Envelope::upsert("s", "police", "k1", serde_json::json!({"x": "湖州"}), None);
         assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap(), e);
+        assert_eq!(Envelope::from_bytes(&e.to_bytes()).unwrap().payload_text(), r#"{"x":"湖州"}"#);
+        // The JSON envelopes earlier hubs wrote still decode.
+        let legacy = serde_json::to_vec(&e).unwrap();
+        let back = Envelope::from_bytes(&legacy).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.payload_text(), r#"{"x":"湖州"}"#);
         let mut seen = [0u32; 4];
         for i in 0..1000 {
             seen[partition_for(&format!("key{i}"), 4) as usize] += 1;

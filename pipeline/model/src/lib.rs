@@ -7,13 +7,15 @@
 //! which a connector publishes durably. Connectors (`lianqin-connectors`)
 //! depend on this crate only; the buses (`lianqin-bus`: embedded redb,
 //! Kafka) implement [`RecordSink`] and re-export these types, so the pipeline
-//! keeps naming them `lianqin_bus::Envelope` and so on.
+//! keeps naming them `lianqin_bus::Envelope` and so on. [`wire`] is the
+//! envelope's binary bus frame.
 
 #![warn(missing_docs)]
 
 mod envelope;
+pub mod wire;
 
-pub use envelope::{Envelope, Op, content_hash, partition_for};
+pub use envelope::{Envelope, Op, content_hash, content_hash_bytes, partition_for};
 
 /// A connector's checkpoint saved together with a publish: the source id and
 /// an opaque JSON value (cursor, last updated-at, file hashes, ...).

@@ -114,7 +114,9 @@ impl Hub {
             let t_commit = Instant::now();
             let feeds_ms = self.commit_libraries(&norm.libraries, &held, &positions).await?;
             let libraries_ms = t_commit.elapsed().as_millis() as u64;
+            let t_raw = Instant::now();
             let mark = self.commit_raw(&raw_name, &split, ingested_at, &positions, raw_base).await?;
+            let raw_ms = t_raw.elapsed().as_millis() as u64;
             // Quarantine decisions are audited (after the commit that made them).
             if let Some(q) = norm.libraries.get("quarantine") {
                 self.audit_quarantine(id, q);
@@ -128,6 +130,7 @@ impl Hub {
                 quarantined = stats.quarantined,
                 normalize_ms = norm_ms,
                 libraries_ms,
+                raw_ms,
                 feeds_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"

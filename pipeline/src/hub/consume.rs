@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use lianqin_bus::{BusRecord, Consumer, OffsetLookup};
 use tokio::sync::watch;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{Hub, ProcessStats};
 use crate::PipelineError;
@@ -146,9 +146,15 @@ impl Hub {
                 }
             }
             let Some(c) = consumer.as_mut() else { continue };
+            let t_poll = std::time::Instant::now();
             let batch = match until.poll(&mut **c, self).await {
                 None => break,
-                Some(Ok(b)) => b,
+                Some(Ok(b)) => {
+                    if !b.is_empty() {
+                        debug!(records = b.len(), poll_ms = t_poll.elapsed().as_millis() as u64, "polled");
+                    }
+                    b
+                }
                 Some(Err(e)) => {
                     consumer = None;
                     let log = |e: &PipelineError| {
