@@ -41,6 +41,9 @@ pub fn txn_app_id(topic: &str, partition: u32) -> String {
     format!("lianqin:{topic}:{partition}")
 }
 
+/// (table, application id) → (table version read at, next offset).
+type PositionCache = HashMap<(String, String), (Option<u64>, Option<u64>)>;
+
 /// The Delta tables of one data dir.
 pub struct LibraryStore {
     root: PathBuf,
@@ -49,7 +52,7 @@ pub struct LibraryStore {
     tables: Mutex<BTreeMap<String, Arc<Mutex<DeltaTable>>>>,
     /// Positions already read, per table and application id, with the table
     /// version they were read at ([`LibraryStore::position`]).
-    positions: std::sync::Mutex<HashMap<(String, String), (Option<u64>, Option<u64>)>>,
+    positions: std::sync::Mutex<PositionCache>,
 }
 
 impl std::fmt::Debug for LibraryStore {

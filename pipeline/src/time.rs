@@ -20,6 +20,9 @@ pub fn parse_time_utc_micros(s: &str) -> Result<i64, String> {
 /// Parses a timestamp (see [`parse_time_utc_micros`]).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
+    if let Some(dt) = fast_iso(t) {
+        return Ok(dt);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.with_timezone(&Utc));
     }
@@ -58,6 +61,45 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     Err(format!("unrecognized time {s:?}"))
 }
 
+/// The layouts most records carry, read without format strings or
+/// allocation: `YYYY-MM-DD HH:MM:SS` (Beijing time) and
+/// `YYYY-MM-DDTHH:MM:SS` followed by `Z` or `±HH:MM` (no fraction). `None`
+/// for anything else (the general parser decides, including what is
+/// invalid).
+fn fast_iso(t: &str) -> Option<DateTime<Utc>> {
+    let b = t.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut v = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        Some(v)
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let ndt = date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    match (b[10], &b[19..]) {
+        (b' ', []) => beijing().from_local_datetime(&ndt).single().map(|d| d.with_timezone(&Utc)),
+        (b'T', [b'Z']) => Some(ndt.and_utc()),
+        (b'T', [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]) => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let d = |i: usize| i32::from(digits[i] - b'0');
+            let secs = (d(0) * 10 + d(1)) * 3600 + (d(2) * 10 + d(3)) * 60;
+            let offset = FixedOffset::east_opt(if *sign == b'-' { -secs } else { secs })?;
+            offset.from_local_datetime(&ndt).single().map(|d| d.with_timezone(&Utc))
+        }
+        _ => None,
+    }
+}
+
 fn local(ndt: NaiveDateTime, s: &str) -> Result<DateTime<Utc>, String> {
     beijing()
         .from_local_datetime(&ndt)
@@ -68,7 +110,43 @@ fn local(ndt: NaiveDateTime, s: &str) -> Result<DateTime<Utc>, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The general parser alone (what `parse_time` did before the fast path).
+    fn general(s: &str) -> Option<DateTime<Utc>> {
+        let t = s.trim();
+        if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+            return Some(dt.with_timezone(&Utc));
+        }
+        let n = t.replace('T', " ");
+        NaiveDateTime::parse_from_str(&n, "%Y-%m-%d %H:%M:%S").ok().and_then(|ndt| local(ndt, s).ok())
+    }
+
+    proptest! {
+        /// The fast path agrees with chrono's parsers wherever it answers,
+        /// on valid and invalid dates and offsets alike.
+        #[test]
+        fn fast_path_agrees_with_chrono(y in 1900i32..2100, mo in 0u32..14, d in 0u32..33, h in 0u32..26,
+                                        mi in 0u32..61, se in 0u32..61, tz in 0usize..5, oh in 0u32..16, om in 0u32..60) {
+            let base = format!("{y:04}-{mo:02}-{d:02}");
+            let time = format!("{h:02}:{mi:02}:{se:02}");
+            let s = match tz {
+                0 => format!("{base} {time}"),
+                1 => format!("{base}T{time}Z"),
+                2 => format!("{base}T{time}+{oh:02}:{om:02}"),
+                3 => format!("{base}T{time}-{oh:02}:{om:02}"),
+                _ => format!("{base}T{time}"),
+            };
+            if let Some(fast) = fast_iso(&s) {
+                prop_assert_eq!(Some(fast), general(&s), "{}", s);
+            }
+            if let Some(g) = general(&s) {
+                prop_assert_eq!(parse_time(&s).ok(), Some(g), "{}", s);
+            }
+        }
+    }
 
     #[test]
     fn formats() {
@@ -84,6 +162,8 @@ mod tests {
             assert_eq!(parse_time(s).unwrap(), want, "{s}");
         }
         assert!(parse_time("东经120度").is_err());
+        assert!(parse_time("2025-02-29 10:00:00").is_err());
+        assert!(parse_time("2025-03-15 24:00:00").is_err());
         assert!(parse_time("2025-02-30 10:00:00").is_err());
     }
 }
