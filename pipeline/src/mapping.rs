@@ -19,13 +19,21 @@
 //! Besides the declared fields, `raw` has `_row` (the record's index in the
 //! batch; every output must select it so rows can be traced back),
 //! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
-//! `_payload` (the whole record as JSON text) and `_flags` (JSON array of
-//! type problems found while reading fields with `on_error = "flag"`).
+//! `_payload` (the whole record as JSON text), `_flags` (JSON array of
+//! type problems found while reading fields with `on_error = "flag"`) and,
+//! last, `_public_payload` (the record without its personal fields).
+//!
+//! A field carrying personal data says so with a semantic label
+//! (`personal = "citizen_id"`, see [`personal`]): ids built from it use
+//! `person_token(...)`, and `attributes` is `_public_payload`, never
+//! `_payload`; [`Mapping::parse`] refuses an output that selects `_payload`
+//! when the mapping has personal fields.
 //!
 //! A mapping may also declare reference tables (`[[references]]`, CSV files
 //! beside the mappings, see [`reference`]); each is a table its SQL can
 //! join by name, loaded and checked with the mapping.
 
+pub mod personal;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -40,6 +48,7 @@ use lianqin_bus::Envelope;
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::personal::{PersonalFields, PersonalKind};
 use self::reference::{ReferenceSpec, ReferenceTable};
 use crate::PipelineError;
 use crate::schema::ColumnType;
@@ -62,7 +71,7 @@ pub enum OnError {
 pub enum FieldSpec {
     /// `name = "float64"`.
     Short(ColumnType),
-    /// `name = { type = "float64", required = true, on_error = "flag", path = "/a/b" }`.
+    /// `name = { type = "float64", required = true, on_error = "flag", path = "/a/b", personal = "phone" }`.
     Full {
         /// Type.
         #[serde(rename = "type")]
@@ -76,6 +85,11 @@ pub enum FieldSpec {
         /// JSON pointer when the field is nested (default: top-level by name).
         #[serde(default)]
         path: Option<String>,
+        /// Semantic label when the field is personal data (`citizen_id`,
+        /// `phone`, `name`, `address`, `plate`); checked by
+        /// [`Mapping::parse`], which names the file and field.
+        #[serde(default)]
+        personal: Option<String>,
     },
 }
 
@@ -97,6 +111,13 @@ impl FieldSpec {
     fn path(&self) -> Option<&str> {
         match self {
             FieldSpec::Full { path: Some(p), .. } => Some(p),
+            _ => None,
+        }
+    }
+    /// The personal label, if the field declares one (valid after parsing).
+    pub fn personal(&self) -> Option<PersonalKind> {
+        match self {
+            FieldSpec::Full { personal: Some(p), .. } => PersonalKind::parse(p).ok(),
             _ => None,
         }
     }
@@ -168,13 +189,18 @@ impl Mapping {
         if m.outputs.is_empty() {
             return Err(PipelineError::Config(format!("mapping {origin}: no [[outputs]]")));
         }
-        for name in m.fields.keys() {
+        for (name, spec) in &m.fields {
             if name.starts_with('_') {
                 return Err(PipelineError::Config(format!(
                     "mapping {origin}: field `{name}`: names starting with '_' are reserved"
                 )));
             }
+            if let FieldSpec::Full { personal: Some(p), .. } = spec {
+                PersonalKind::parse(p)
+                    .map_err(|e| PipelineError::Config(format!("mapping {origin}: field `{name}`: personal: {e}")))?;
+            }
         }
+        personal::check_outputs(&m)?;
         let mut names = std::collections::BTreeSet::new();
         for r in &m.references {
             if !names.insert(r.name.as_str()) {
@@ -226,7 +252,13 @@ impl Mapping {
         for (name, spec) in &self.fields {
             fields.push(Field::new(name, spec.ty().arrow(), true));
         }
+        fields.push(Field::new("_public_payload", DataType::Utf8, true));
         Arc::new(Schema::new(fields))
+    }
+
+    /// The declared personal fields: (name, JSON pointer, label).
+    pub fn personal_fields(&self) -> PersonalFields<'_> {
+        self.fields.iter().filter_map(|(n, s)| Some((n.as_str(), s.path(), s.personal()?))).collect()
     }
 }
 
@@ -461,6 +493,8 @@ pub fn build_raw_batch(
         Arc::new(flags.finish()),
     ];
     arrays.extend(cols.into_iter().map(ColBuilder::finish));
+    // Personal data (see `personal`): the record without its personal fields.
+    arrays.push(personal::public_payload_for(mapping, &arrays[5]));
     let batch = RecordBatch::try_new(mapping.raw_schema(), arrays)
         .map_err(|e| PipelineError::Internal(format!("raw batch for {source}: {e}")))?;
     Ok((batch, rejections))

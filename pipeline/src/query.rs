@@ -131,6 +131,7 @@ impl QueryEngine {
     pub async fn new(store: &LibraryStore, catalog: &Catalog) -> Result<Self, PipelineError> {
         let ctx = SessionContext::new();
         crate::udf::register(&ctx, catalog);
+        crate::udf::forbid_oracles(&ctx);
         let mut tables = Vec::new();
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
