@@ -63,12 +63,8 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             .all_columns(&catalog.provenance)
             .map(|c| {
                 let label = format!("{:?}", c.sensitivity).to_lowercase();
-                let semantic = match c.name.as_str() {
-                    "id_value" => Some("citizen_id"),
-                    "phone" => Some("phone"),
-                    _ => None,
-                };
-                ColumnMeta::new(&c.name, &label, semantic)
+                // By label (schemas/libraries), never by column name.
+                ColumnMeta::new(&c.name, &label, c.personal.as_deref())
             })
             .collect();
         cols.push(ColumnMeta::new("row_seq", "internal", None));

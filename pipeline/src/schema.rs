@@ -80,6 +80,13 @@ pub struct ColumnDef {
     pub en: String,
     /// Sensitivity label.
     pub sensitivity: Sensitivity,
+    /// Semantic label of personal content (`citizen_id`, `phone`, `name`,
+    /// `address`, `plate`; see [`crate::mapping::personal`]): the column
+    /// holds, or derives from, personal fields of mappings. Policies mask by
+    /// it (`sem:<label>` rules); such a column must be `sensitive` or
+    /// `secret`.
+    #[serde(default)]
+    pub personal: Option<String>,
     /// Must be non-null.
     #[serde(default)]
     pub required: bool,
@@ -219,6 +226,17 @@ impl Catalog {
             for c in lib.all_columns(&self.provenance) {
                 if !seen.insert(c.name.as_str()) {
                     return Err(PipelineError::Schema(format!("library {}: duplicate column {}", lib.table, c.name)));
+                }
+                if let Some(p) = &c.personal {
+                    crate::mapping::personal::PersonalKind::parse(p).map_err(|e| {
+                        PipelineError::Schema(format!("library {} column {}: personal: {e}", lib.table, c.name))
+                    })?;
+                    if c.sensitivity < Sensitivity::Sensitive {
+                        return Err(PipelineError::Schema(format!(
+                            "library {} column {}: personal ({p}) data must be labelled sensitive or secret, not {:?}",
+                            lib.table, c.name, c.sensitivity
+                        )));
+                    }
                 }
                 if let Some(code) = &c.codes
                     && !self.codes.contains_key(code)

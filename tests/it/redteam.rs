@@ -321,3 +321,156 @@ fn explain_over_the_wire_reveals_no_hidden_row_counts() {
     assert!(!["output_rows", "Rows=", "metrics="].iter().any(|m| out.contains(m)), "{out}");
     assert!(admin.0 && admin.1.contains("output_rows"), "{}", admin.1);
 }
+
+/// Demo users whose policy shows no personal column unmasked (the police
+/// analyst, the station officer and the administrator may, by policy).
+const MASKED_USERS: &[&str] =
+    &["zhao.aux", "chen.ecology", "liu.market", "sun.law", "zhou.natres", "wu.agri", "zheng.hotline", "he.office"];
+
+/// Raw fields the simulators fill with personal data (their ground truth):
+/// citizen IDs, phones and names of persons.
+const PERSONAL_RAW_FIELDS: &[&str] =
+    &["bjrxm", "bjrsfzh", "bjrdh", "caller_name", "caller_phone", "party_id_card", "legal_rep", "sfzh"];
+
+/// Clear citizen IDs (GB 11643, 18 characters, valid check digit) in `s`.
+fn citizen_ids(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    for i in 0..b.len().saturating_sub(17) {
+        let w = &b[i..i + 18];
+        let digits =
+            w[..17].iter().all(u8::is_ascii_digit) && (w[17].is_ascii_digit() || w[17] == b'X' || w[17] == b'x');
+        let bounded =
+            (i == 0 || !b[i - 1].is_ascii_alphanumeric()) && b.get(i + 18).is_none_or(|c| !c.is_ascii_alphanumeric());
+        if digits && bounded {
+            let id = String::from_utf8_lossy(w).to_string();
+            if lianqin_domain::validate_citizen_id(&id).is_ok() {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// Mobile phone numbers (`1[3-9]` + 9 digits, not inside a longer number).
+fn phones(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    for i in 0..b.len().saturating_sub(10) {
+        let w = &b[i..i + 11];
+        let bounded = (i == 0 || !b[i - 1].is_ascii_digit()) && b.get(i + 11).is_none_or(|c| !c.is_ascii_digit());
+        if bounded && w[0] == b'1' && (b'3'..=b'9').contains(&w[1]) && w.iter().all(u8::is_ascii_digit) {
+            out.push(String::from_utf8_lossy(w).to_string());
+        }
+    }
+    out
+}
+
+/// The planted personal values of the demo (read as the hub, no policy):
+/// names (at least two characters) and the IDs and phones as a cross-check.
+async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
+    let engine = lianqin_tests::engine(d).await;
+    let mut names = std::collections::BTreeSet::new();
+    let mut ids_and_phones = 0;
+    for t in engine.tables().iter().filter(|t| t.starts_with("raw_")) {
+        let b = engine.sql(&format!("SELECT payload FROM {t} WHERE payload IS NOT NULL")).await.unwrap();
+        for batch in &b {
+            let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+            let col = col.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            for i in 0..col.len() {
+                let Ok(serde_json::Value::Object(o)) = serde_json::from_str(col.value(i)) else { continue };
+                for f in PERSONAL_RAW_FIELDS {
+                    let Some(v) = o.get(*f).and_then(|v| v.as_str()) else { continue };
+                    if f.ends_with("xm") || f.ends_with("name") || *f == "legal_rep" {
+                        if v.chars().count() >= 2 {
+                            names.insert(v.to_string());
+                        }
+                    } else {
+                        ids_and_phones += 1;
+                    }
+                }
+                if o.get("party_type").and_then(|v| v.as_str()) == Some("个人")
+                    && let Some(n) = o.get("party_name").and_then(|v| v.as_str())
+                {
+                    names.insert(n.to_string());
+                }
+            }
+        }
+    }
+    (names.into_iter().collect(), ids_and_phones)
+}
+
+/// `lianqin sql --as <user>` (CSV), or `None` when the user may not read `table`.
+fn sql_as(d: &Path, user: &str, table: &str) -> Option<String> {
+    let out = Command::new(lianqin_bin())
+        .args(["sql", "--format", "csv", "--as", user, "--data-dir"])
+        .arg(d)
+        .arg(format!("SELECT * FROM \"{table}\""))
+        .env("LIANQIN_PASSWORD", demo_password(user))
+        .env_remove("LIANQIN_POLICIES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    let err = text(&out);
+    assert!(err.contains("permission denied") || err.contains("denied"), "{user} {table}: {err}");
+    None
+}
+
+/// Issue 11 item 1: every column of every table each demo user may read,
+/// through the CLI, holds no clear citizen ID, no phone number and no name
+/// planted in the simulators' records. Fails on the old mappings (`'cid:' ||
+/// bjrsfzh` ids, `_payload AS attributes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_clear_personal_data_reaches_masked_users() {
+    let d = demo_dir();
+    let (names, ids_and_phones) = planted_personal_values(d).await;
+    assert!(names.len() > 20 && ids_and_phones > 20, "the demo plants personal data ({} names)", names.len());
+    let tables: Vec<String> = lianqin_tests::engine(d).await.tables().to_vec();
+    let d = d.to_path_buf();
+    let names = Arc::new(names);
+    let handles: Vec<_> = MASKED_USERS
+        .iter()
+        .map(|user| {
+            let (d, tables, names) = (d.clone(), tables.clone(), Arc::clone(&names));
+            std::thread::spawn(move || {
+                let mut hits = Vec::new();
+                let mut read = 0;
+                for t in &tables {
+                    let Some(csv) = sql_as(&d, user, t) else { continue };
+                    read += 1;
+                    for line in csv.lines() {
+                        for id in citizen_ids(line) {
+                            hits.push(format!("{user} {t}: citizen ID {id} in {line}"));
+                        }
+                        for p in phones(line) {
+                            hits.push(format!("{user} {t}: phone {p} in {line}"));
+                        }
+                        for n in names.iter().filter(|n| line.contains(n.as_str())) {
+                            hits.push(format!("{user} {t}: name {n} in {line}"));
+                        }
+                    }
+                }
+                (user, read, hits)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        let (user, read, hits) = h.join().unwrap();
+        assert!(read >= 1, "{user} reads no table at all");
+        all.extend(hits.into_iter().take(5));
+    }
+    assert!(all.is_empty(), "personal data in clear:\n{}", all.join("\n"));
+}
+
+#[test]
+fn the_scanners_find_what_they_look_for() {
+    assert_eq!(citizen_ids("a,11010519491231002X,b"), vec!["11010519491231002X"]);
+    assert!(citizen_ids("110105194912310021").is_empty(), "bad check digit");
+    assert!(citizen_ids("110105********002X").is_empty());
+    assert_eq!(phones("tel 13957216688;"), vec!["13957216688"]);
+    assert!(phones("139****6688 123957216688").is_empty());
+}
