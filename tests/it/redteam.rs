@@ -3,7 +3,10 @@
 //! force stays, also in the running server's reload), the built-in demo
 //! users are never served beyond loopback, `--as` someone else needs their
 //! password, and EXPLAIN shows a restricted user no counts from before the
-//! row filter. None of these needs an outside service.
+//! row filter; and no clear citizen ID, phone number or planted name reaches
+//! a demo user whose policy masks personal data, through `lianqin sql --as`
+//! and the Postgres wire (issue 11 item 1). None of these needs an outside
+//! service (the wire scan uses psql and python3-psycopg when installed).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -410,6 +413,24 @@ async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
     (names.into_iter().collect(), ids_and_phones)
 }
 
+/// What of the personal data `text` (rows of `table` as `user` read them)
+/// shows in clear, one line per hit.
+fn scan(user: &str, table: &str, text: &str, names: &[String]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for line in text.lines() {
+        for id in citizen_ids(line) {
+            hits.push(format!("{user} {table}: citizen ID {id} in {line}"));
+        }
+        for p in phones(line) {
+            hits.push(format!("{user} {table}: phone {p} in {line}"));
+        }
+        for n in names.iter().filter(|n| line.contains(n.as_str())) {
+            hits.push(format!("{user} {table}: name {n} in {line}"));
+        }
+    }
+    hits
+}
+
 /// `lianqin sql --as <user>` (CSV), or `None` when the user may not read `table`.
 fn sql_as(d: &Path, user: &str, table: &str) -> Option<String> {
     let out = Command::new(lianqin_bin())
@@ -451,17 +472,7 @@ async fn no_clear_personal_data_reaches_masked_users() {
                 for t in &tables {
                     let Some(csv) = sql_as(&d, user, t) else { continue };
                     read += 1;
-                    for line in csv.lines() {
-                        for id in citizen_ids(line) {
-                            hits.push(format!("{user} {t}: citizen ID {id} in {line}"));
-                        }
-                        for p in phones(line) {
-                            hits.push(format!("{user} {t}: phone {p} in {line}"));
-                        }
-                        for n in names.iter().filter(|n| line.contains(n.as_str())) {
-                            hits.push(format!("{user} {t}: name {n} in {line}"));
-                        }
-                    }
+                    hits.extend(scan(user, t, &csv, &names));
                 }
                 (user, read, hits)
             })
@@ -483,4 +494,69 @@ fn the_scanners_find_what_they_look_for() {
     assert!(citizen_ids("110105********002X").is_empty());
     assert_eq!(phones("tel 13957216688;"), vec!["13957216688"]);
     assert!(phones("139****6688 123957216688 ab13957216688c").is_empty());
+}
+
+/// The same scan through the Postgres wire server: the simple query
+/// protocol (psql) and the extended one (psycopg, prepared statements).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_clear_personal_data_over_the_wire() {
+    let have = |c: &str, a: &[&str]| Command::new(c).args(a).output().is_ok_and(|o| o.status.success());
+    if !have("psql", &["--version"]) || !have("python3", &["-c", "import psycopg"]) {
+        assert!(!lianqin_tests::in_ci(), "psql or psycopg is missing but CI=true");
+        eprintln!("\n!!!!! SKIPPED: psql or python3-psycopg is not installed !!!!!\n");
+        return;
+    }
+    let d = demo_dir();
+    let (names, _) = planted_personal_values(d).await;
+    let tables: Vec<String> = lianqin_tests::engine(d).await.tables().to_vec();
+    let (child, log) = serve(d, &["--listen", "127.0.0.1:0", "--demo-users"], None);
+    let port = wait_until_blocking(Duration::from_secs(60), || {
+        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on 127.0.0.1:"))
+    })
+    .then(|| {
+        log.lock().unwrap().iter().find_map(|l| {
+            l.split("Postgres wire server on 127.0.0.1:").nth(1)?.split_whitespace().next()?.parse::<u16>().ok()
+        })
+    })
+    .flatten();
+    let Some(port) = port else {
+        stop(child);
+        panic!("server did not start: {:?}", log.lock().unwrap());
+    };
+    let mut hits = Vec::new();
+    let mut read = 0;
+    for user in MASKED_USERS {
+        let conn = format!("host=127.0.0.1 port={port} user={user} dbname=lianqin sslmode=disable connect_timeout=10");
+        for t in &tables {
+            let out = Command::new("psql")
+                .args([&conn, "--csv", "-X", "-v", "ON_ERROR_STOP=1", "-c", &format!("SELECT * FROM \"{t}\"")])
+                .env("PGPASSWORD", demo_password(user))
+                .env_remove("PGSERVICE")
+                .output()
+                .unwrap();
+            if out.status.success() {
+                read += 1;
+                hits.extend(scan(user, &format!("{t} (simple)"), &String::from_utf8_lossy(&out.stdout), &names));
+            }
+        }
+        let list = tables.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ");
+        let script = format!(
+            "import psycopg\n\
+             conn = psycopg.connect(host='127.0.0.1', port={port}, user={user:?}, password={pw:?}, dbname='lianqin', sslmode='disable', connect_timeout=10, autocommit=True)\n\
+             for t in [{list}]:\n    \
+             try:\n        rows = conn.execute('SELECT * FROM \"' + t + '\" WHERE 1 = %s', (1,), prepare=True).fetchall()\n    \
+             except psycopg.Error:\n        continue\n    \
+             for r in rows:\n        print(t, '|', ','.join('' if v is None else str(v) for v in r))\n",
+            pw = demo_password(user)
+        );
+        let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(rows.lines().count() > 0, "{user} read no row over the extended protocol");
+        hits.extend(scan(user, "(extended)", &rows, &names));
+    }
+    stop(child);
+    assert!(read >= MASKED_USERS.len(), "the users read almost nothing over the wire ({read} tables)");
+    hits.truncate(20);
+    assert!(hits.is_empty(), "personal data in clear over the wire:\n{}", hits.join("\n"));
 }
