@@ -560,3 +560,21 @@ async fn no_clear_personal_data_over_the_wire() {
     hits.truncate(20);
     assert!(hits.is_empty(), "personal data in clear over the wire:\n{}", hits.join("\n"));
 }
+
+/// `person_token` would confirm a guessed citizen ID against element ids:
+/// query sessions do not have it, whoever asks (mappings only).
+#[tokio::test]
+async fn person_token_is_not_an_oracle() {
+    let d = empty_data_dir();
+    let engine = lianqin_tests::engine(d.path()).await;
+    let err = engine.sql("SELECT person_token('11010519491231002X')").await.unwrap_err().to_string();
+    assert!(err.contains("person_token"), "{err}");
+    let out = Command::new(lianqin_bin())
+        .args(["sql", "--format", "csv", "--data-dir"])
+        .arg(d.path())
+        .arg("SELECT person_token('11010519491231002X') AS t")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && !text(&out).contains("pt:"), "{}", text(&out));
+}
