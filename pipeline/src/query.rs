@@ -137,6 +137,8 @@ impl QueryEngine {
             let provider = table.table_provider().await.map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
             let sql_name =
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
+            // Rows written before personal data was classified: read through the new rules.
+            let provider = crate::legacy::history_view(&name, &sql_name, provider)?;
             ctx.register_table(sql_name.as_str(), provider)
                 .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
             tables.push(sql_name);
