@@ -162,6 +162,28 @@ pub struct Mapping {
     pub tables: Vec<ReferenceTable>,
 }
 
+/// Keys a field table may have (`name = { type = …, … }`).
+const FIELD_KEYS: &[&str] = &["type", "required", "on_error", "path", "personal"];
+
+/// Field tables are read untagged, which would ignore a misspelt key (a
+/// `persnal = "phone"` would silently leave a phone in `attributes`):
+/// unknown keys are refused, naming the file, the field and the key.
+fn check_field_keys(text: &str, origin: &str) -> Result<(), PipelineError> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
+    let Some(toml::Value::Table(fields)) = doc.get("fields") else { return Ok(()) };
+    for (name, spec) in fields {
+        if let toml::Value::Table(t) = spec
+            && let Some(k) = t.keys().find(|k| !FIELD_KEYS.contains(&k.as_str()))
+        {
+            return Err(PipelineError::Config(format!(
+                "mapping {origin}: field `{name}`: unknown key `{k}` (expected one of {})",
+                FIELD_KEYS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Mappings shipped in `schemas/mappings/` (compiled in).
 pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
     ("police_110", include_str!("../../schemas/mappings/police_110.toml")),
@@ -185,6 +207,7 @@ impl Mapping {
     pub fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Mapping, PipelineError> {
         let mut m: Mapping =
             toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
+        check_field_keys(text, origin)?;
         m.origin = origin.to_string();
         if m.outputs.is_empty() {
             return Err(PipelineError::Config(format!("mapping {origin}: no [[outputs]]")));

@@ -400,6 +400,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml") && e.contains("output #1") && e.contains("`sfzh` (phone)"), "{e}");
+        let e =
+            mapping(r#"sfzh = { type = "utf8", persnal = "phone" }"#, "SELECT _row FROM raw").unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("field `sfzh`") && e.contains("unknown key `persnal`"), "{e}");
         // Without personal fields `_payload` stays allowed.
         assert!(mapping(r#"x = "utf8""#, "SELECT _row, _payload FROM raw").is_ok());
     }
