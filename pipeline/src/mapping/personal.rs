@@ -241,7 +241,15 @@ fn load_or_create(path: &Path) -> Result<TokenKey, PipelineError> {
         return Ok(k);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err("create folder", &e))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| err("create folder", &e))?;
+        // A folder made for the key is the owner's only (0700).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err("chmod 0700", &e))?;
+        }
+    }
     let key: [u8; 32] = rand::random();
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err("create", &e))?;
     #[cfg(unix)]
@@ -429,6 +437,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
         }
         std::fs::write(&p, "zz").unwrap();
         let e = load_or_create(&p).unwrap_err().to_string();
