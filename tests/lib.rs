@@ -180,3 +180,10 @@ pub async fn assert_no_doubled_library_rows(data_dir: &Path) {
         assert_eq!(count(data_dir, &sql).await, 0, "{t} has doubled rows");
     }
 }
+
+/// The element id the shipped mappings give a person or vehicle identified
+/// by `value` (`person_token`, keyed like the hub in this process and the
+/// `lianqin` processes it starts: `LIANQIN_TOKEN_KEY` or the per-user key).
+pub fn person_token(value: &str) -> String {
+    lianqin_pipeline::mapping::personal::token_key().expect("person-token key").token(value).expect("a non-empty value")
+}

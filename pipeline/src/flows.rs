@@ -149,6 +149,7 @@ pub async fn secured_rows(
 ) -> Result<Vec<RecordBatch>, PipelineError> {
     let ctx = SessionContext::new();
     crate::udf::register(&ctx, catalog);
+    crate::udf::forbid_oracles(&ctx);
     policy.mask_functions().register(&ctx);
     let mem = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
         .map_err(|e| PipelineError::Query(e.to_string()))?;

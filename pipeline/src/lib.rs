@@ -62,6 +62,7 @@ pub mod config;
 pub mod demo;
 pub mod flows;
 pub mod hub;
+pub mod legacy;
 pub mod library;
 pub mod mapping;
 pub mod normalize;

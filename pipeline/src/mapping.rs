@@ -20,13 +20,21 @@
 //! batch; every output must select it so rows can be traced back),
 //! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
 //! `_payload` (the whole record as JSON text; filled only when an output
-//! query names it) and `_flags` (JSON array of
-//! type problems found while reading fields with `on_error = "flag"`).
+//! query names it), `_flags` (JSON array of
+//! type problems found while reading fields with `on_error = "flag"`) and,
+//! last, `_public_payload` (the record without its personal fields).
+//!
+//! A field carrying personal data says so with a semantic label
+//! (`personal = "citizen_id"`, see [`personal`]): ids built from it use
+//! `person_token(...)`, and `attributes` is `_public_payload`, never
+//! `_payload`; [`Mapping::parse`] refuses an output that selects `_payload`
+//! when the mapping has personal fields.
 //!
 //! A mapping may also declare reference tables (`[[references]]`, CSV files
 //! beside the mappings, see [`reference`]); each is a table its SQL can
 //! join by name, loaded and checked with the mapping.
 
+pub mod personal;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -41,6 +49,7 @@ use lianqin_bus::Envelope;
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::personal::{PersonalFields, PersonalKind};
 use self::reference::{ReferenceSpec, ReferenceTable};
 use crate::PipelineError;
 use crate::schema::ColumnType;
@@ -63,7 +72,7 @@ pub enum OnError {
 pub enum FieldSpec {
     /// `name = "float64"`.
     Short(ColumnType),
-    /// `name = { type = "float64", required = true, on_error = "flag", path = "/a/b" }`.
+    /// `name = { type = "float64", required = true, on_error = "flag", path = "/a/b", personal = "phone" }`.
     Full {
         /// Type.
         #[serde(rename = "type")]
@@ -77,6 +86,11 @@ pub enum FieldSpec {
         /// JSON pointer when the field is nested (default: top-level by name).
         #[serde(default)]
         path: Option<String>,
+        /// Semantic label when the field is personal data (`citizen_id`,
+        /// `phone`, `name`, `address`, `plate`); checked by
+        /// [`Mapping::parse`], which names the file and field.
+        #[serde(default)]
+        personal: Option<String>,
     },
 }
 
@@ -98,6 +112,13 @@ impl FieldSpec {
     fn path(&self) -> Option<&str> {
         match self {
             FieldSpec::Full { path: Some(p), .. } => Some(p),
+            _ => None,
+        }
+    }
+    /// The personal label, if the field declares one (valid after parsing).
+    pub fn personal(&self) -> Option<PersonalKind> {
+        match self {
+            FieldSpec::Full { personal: Some(p), .. } => PersonalKind::parse(p).ok(),
             _ => None,
         }
     }
@@ -142,6 +163,28 @@ pub struct Mapping {
     pub tables: Vec<ReferenceTable>,
 }
 
+/// Keys a field table may have (`name = { type = …, … }`).
+const FIELD_KEYS: &[&str] = &["type", "required", "on_error", "path", "personal"];
+
+/// Field tables are read untagged, which would ignore a misspelt key (a
+/// `persnal = "phone"` would silently leave a phone in `attributes`):
+/// unknown keys are refused, naming the file, the field and the key.
+fn check_field_keys(text: &str, origin: &str) -> Result<(), PipelineError> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
+    let Some(toml::Value::Table(fields)) = doc.get("fields") else { return Ok(()) };
+    for (name, spec) in fields {
+        if let toml::Value::Table(t) = spec
+            && let Some(k) = t.keys().find(|k| !FIELD_KEYS.contains(&k.as_str()))
+        {
+            return Err(PipelineError::Config(format!(
+                "mapping {origin}: field `{name}`: unknown key `{k}` (expected one of {})",
+                FIELD_KEYS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Mappings shipped in `schemas/mappings/` (compiled in).
 pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
     ("police_110", include_str!("../../schemas/mappings/police_110.toml")),
@@ -165,17 +208,23 @@ impl Mapping {
     pub fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Mapping, PipelineError> {
         let mut m: Mapping =
             toml::from_str(text).map_err(|e| PipelineError::Config(format!("mapping {origin}: {e}")))?;
+        check_field_keys(text, origin)?;
         m.origin = origin.to_string();
         if m.outputs.is_empty() {
             return Err(PipelineError::Config(format!("mapping {origin}: no [[outputs]]")));
         }
-        for name in m.fields.keys() {
+        for (name, spec) in &m.fields {
             if name.starts_with('_') {
                 return Err(PipelineError::Config(format!(
                     "mapping {origin}: field `{name}`: names starting with '_' are reserved"
                 )));
             }
+            if let FieldSpec::Full { personal: Some(p), .. } = spec {
+                PersonalKind::parse(p)
+                    .map_err(|e| PipelineError::Config(format!("mapping {origin}: field `{name}`: personal: {e}")))?;
+            }
         }
+        personal::check_outputs(&m)?;
         let mut names = std::collections::BTreeSet::new();
         for r in &m.references {
             if !names.insert(r.name.as_str()) {
@@ -234,7 +283,13 @@ impl Mapping {
         for (name, spec) in &self.fields {
             fields.push(Field::new(name, spec.ty().arrow(), true));
         }
+        fields.push(Field::new("_public_payload", DataType::Utf8, true));
         Arc::new(Schema::new(fields))
+    }
+
+    /// The declared personal fields: (name, JSON pointer, label).
+    pub fn personal_fields(&self) -> PersonalFields<'_> {
+        self.fields.iter().filter_map(|(n, s)| Some((n.as_str(), s.path(), s.personal()?))).collect()
     }
 }
 
@@ -496,6 +551,8 @@ pub fn build_raw_batch(
         Arc::new(flags.finish()),
     ];
     arrays.extend(cols.into_iter().map(ColBuilder::finish));
+    // Personal data (see `personal`): the record without its personal fields.
+    arrays.push(personal::public_payload_for(mapping, &arrays[5]));
     let batch = RecordBatch::try_new(mapping.raw_schema(), arrays)
         .map_err(|e| PipelineError::Internal(format!("raw batch for {source}: {e}")))?;
     Ok((batch, rejections))

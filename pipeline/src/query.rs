@@ -63,12 +63,8 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             .all_columns(&catalog.provenance)
             .map(|c| {
                 let label = format!("{:?}", c.sensitivity).to_lowercase();
-                let semantic = match c.name.as_str() {
-                    "id_value" => Some("citizen_id"),
-                    "phone" => Some("phone"),
-                    _ => None,
-                };
-                ColumnMeta::new(&c.name, &label, semantic)
+                // By label (schemas/libraries), never by column name.
+                ColumnMeta::new(&c.name, &label, c.personal.as_deref())
             })
             .collect();
         cols.push(ColumnMeta::new("row_seq", "internal", None));
@@ -131,6 +127,7 @@ impl QueryEngine {
     pub async fn new(store: &LibraryStore, catalog: &Catalog) -> Result<Self, PipelineError> {
         let ctx = SessionContext::new();
         crate::udf::register(&ctx, catalog);
+        crate::udf::forbid_oracles(&ctx);
         let mut tables = Vec::new();
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
@@ -140,6 +137,8 @@ impl QueryEngine {
             let provider = table.table_provider().await.map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
             let sql_name =
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
+            // Rows written before personal data was classified: read through the new rules.
+            let provider = crate::legacy::history_view(&name, &sql_name, provider)?;
             ctx.register_table(sql_name.as_str(), provider)
                 .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
             tables.push(sql_name);

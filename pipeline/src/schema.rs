@@ -80,6 +80,13 @@ pub struct ColumnDef {
     pub en: String,
     /// Sensitivity label.
     pub sensitivity: Sensitivity,
+    /// Semantic label of personal content (`citizen_id`, `phone`, `name`,
+    /// `address`, `plate`; see [`crate::mapping::personal`]): the column
+    /// holds, or derives from, personal fields of mappings. Policies mask by
+    /// it (`sem:<label>` rules); such a column must be `sensitive` or
+    /// `secret`.
+    #[serde(default)]
+    pub personal: Option<String>,
     /// Must be non-null.
     #[serde(default)]
     pub required: bool,
@@ -220,6 +227,17 @@ impl Catalog {
                 if !seen.insert(c.name.as_str()) {
                     return Err(PipelineError::Schema(format!("library {}: duplicate column {}", lib.table, c.name)));
                 }
+                if let Some(p) = &c.personal {
+                    crate::mapping::personal::PersonalKind::parse(p).map_err(|e| {
+                        PipelineError::Schema(format!("library {} column {}: personal: {e}", lib.table, c.name))
+                    })?;
+                    if c.sensitivity < Sensitivity::Sensitive {
+                        return Err(PipelineError::Schema(format!(
+                            "library {} column {}: personal ({p}) data must be labelled sensitive or secret, not {:?}",
+                            lib.table, c.name, c.sensitivity
+                        )));
+                    }
+                }
                 if let Some(code) = &c.codes
                     && !self.codes.contains_key(code)
                 {
@@ -289,5 +307,34 @@ mod tests {
         assert_eq!(c.codes["matter_stage"].lookup("研判").unwrap().code, "assessment");
         assert!(c.arrow_schema("element").unwrap().field_with_name("content_hash").is_ok());
         assert!(c.library("nope").is_err());
+    }
+
+    #[test]
+    fn personal_columns_are_labelled_and_sensitive() {
+        let c = Catalog::builtin().unwrap();
+        let el = c.library("element").unwrap();
+        let label = |n: &str| el.column(n).and_then(|c| c.personal.clone());
+        assert_eq!(label("name").as_deref(), Some("name"));
+        assert_eq!(label("id_value").as_deref(), Some("citizen_id"));
+        assert_eq!(label("phone").as_deref(), Some("phone"));
+        assert_eq!(label("element_id"), None, "person ids are keyed tokens");
+        // The policy sees the label, not the column name.
+        let meta = crate::query::columns_of(&c, "element_history");
+        let sem = |n: &str| meta.iter().find(|m| m.name == n).and_then(|m| m.semantic.clone());
+        assert_eq!(sem("name").as_deref(), Some("name"));
+        assert_eq!(sem("id_value").as_deref(), Some("citizen_id"));
+
+        let mut bad =
+            Catalog { libraries: c.libraries.clone(), provenance: c.provenance.clone(), codes: c.codes.clone() };
+        let lib = bad.libraries.get_mut("matter").unwrap();
+        let col = lib.columns.iter_mut().find(|c| c.name == "title").unwrap();
+        col.personal = Some("name".into());
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("library matter column title") && e.contains("sensitive or secret"), "{e}");
+        let col = bad.libraries.get_mut("matter").unwrap().columns.iter_mut().find(|c| c.name == "title").unwrap();
+        col.sensitivity = Sensitivity::Sensitive;
+        col.personal = Some("nick".into());
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains("column title") && e.contains("\"nick\""), "{e}");
     }
 }

@@ -12,6 +12,11 @@
 //! | `add_working_days(ts, n)` | timestamp | `n` working days after `ts`'s date (counted from the next day, official calendar with 调休), same time of day; NULL for a year not yet published |
 //! | `water_class(code1, v1, code2, v2, …)` | text | GB 3838-2002 class (`I`…`V`, `劣V`) from HJ 212 factor codes and values |
 //! | `water_worse(class, target)` | boolean | true when `class` is worse than the target class |
+//! | `person_token(value)` | text | `pt:<hex>`, the keyed token of a personal value (mappings only; see [`crate::mapping::personal`]); NULL for NULL or blank |
+//!
+//! `person_token` is registered for mappings only: in a query session it
+//! would be an oracle confirming a guessed ID, so [`forbid_oracles`] removes
+//! it there.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +49,7 @@ enum Kind {
     AddWorkingDays,
     WaterClass,
     WaterWorse,
+    PersonToken,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -124,6 +130,25 @@ impl ScalarUDFImpl for LianqinUdf {
                     } else {
                         b.append_value(serde_json::to_string(&v).unwrap_or_default());
                     }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::PersonToken => {
+                arity(1)?;
+                let s = utf8(&arrays[0])?;
+                let mut b = StringBuilder::with_capacity(n, n * 67);
+                // The key is resolved on first use (never at planning), so a
+                // mapping checks without one; a missing key fails the batch.
+                let key = if s.null_count() < n {
+                    Some(
+                        crate::mapping::personal::token_key()
+                            .map_err(|e| DataFusionError::Execution(format!("person_token: {e}")))?,
+                    )
+                } else {
+                    None
+                };
+                for i in 0..n {
+                    b.append_option(key.as_ref().filter(|_| s.is_valid(i)).and_then(|k| k.token(s.value(i))));
                 }
                 Arc::new(b.finish())
             }
@@ -281,9 +306,21 @@ pub fn register(ctx: &SessionContext, catalog: &Catalog) {
         ("add_working_days", Kind::AddWorkingDays, any(2)),
         ("water_class", Kind::WaterClass, Signature::variadic_any(Volatility::Immutable)),
         ("water_worse", Kind::WaterWorse, any(2)),
+        ("person_token", Kind::PersonToken, any(1)),
     ];
     for (name, kind, signature) in defs {
         let codes = if kind == Kind::CodeOf { codes.clone() } else { BTreeMap::new() };
         ctx.register_udf(ScalarUDF::new_from_impl(LianqinUdf { name, kind, signature, codes }));
+    }
+}
+
+/// Functions of mapping sessions that must not be callable in a query
+/// session (oracles over keyed tokens): `person_token`.
+pub const MAPPING_ONLY: &[&str] = &["person_token"];
+
+/// Removes [`MAPPING_ONLY`] functions from a query session.
+pub fn forbid_oracles(ctx: &SessionContext) {
+    for f in MAPPING_ONLY {
+        ctx.deregister_udf(f);
     }
 }

@@ -16,6 +16,9 @@
 //! output, which follows DataFusion's execution order) is left out, and the
 //! rows of each library are compared in a canonical order.
 //!
+//! Person tokens (`person_token`) are keyed with [`GOLDEN_TOKEN_KEY`], so
+//! expected ids do not depend on the machine's key.
+//!
 //! After a deliberate mapping change, regenerate and then REVIEW the diff:
 //! `LIANQIN_BLESS=1 cargo test -p lianqin-pipeline --test golden`.
 
@@ -34,6 +37,8 @@ use serde_json::{Map, Value, json};
 const FETCHED_AT: &str = "2025-10-08T01:00:00Z";
 /// `ingested_at` stamped on every row.
 const INGESTED_AT: &str = "2025-10-08T01:00:05Z";
+/// Token key of the golden runs (a test key, never a hub's).
+const GOLDEN_TOKEN_KEY: &[u8] = b"lianqin-golden-test-key";
 /// Columns left out of the comparison (see the module docs).
 const IGNORED: &[&str] = &["row_seq"];
 
@@ -163,6 +168,9 @@ fn first_difference(path: &str, a: &Value, b: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_mapping_gives_its_golden_rows() {
+    lianqin_pipeline::mapping::personal::install_key(lianqin_pipeline::mapping::personal::TokenKey::from_bytes(
+        GOLDEN_TOKEN_KEY,
+    ));
     let catalog = Catalog::builtin().expect("catalog");
     let dir = mappings_dir();
     let golden = dir.join("golden");

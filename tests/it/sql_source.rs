@@ -124,7 +124,14 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
         1
     );
     assert_eq!(
-        count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await,
+        count(
+            d,
+            &format!(
+                "SELECT count(*) FROM element WHERE element_id = '{}' AND kind = 'person'",
+                lianqin_tests::person_token("330502198001011231")
+            )
+        )
+        .await,
         1
     );
     // Exact decimals survive (numeric → text → float64 in the mapping).
@@ -340,7 +347,14 @@ async fn land_violation_cases_from_mysql_reach_the_libraries() {
         1
     );
     assert_eq!(
-        count(d, "SELECT count(*) FROM element WHERE element_id = 'cid:330502198001011231' AND kind = 'person'").await,
+        count(
+            d,
+            &format!(
+                "SELECT count(*) FROM element WHERE element_id = '{}' AND kind = 'person'",
+                lianqin_tests::person_token("330502198001011231")
+            )
+        )
+        .await,
         1
     );
     assert_eq!(

@@ -66,7 +66,10 @@ async fn describe(catalog: &Catalog, engine: &QueryEngine, name: &str) {
                 "  {:<18} {:<9} {:<10} {} / {}",
                 c.name,
                 c.ty.name(),
-                format!("{:?}", c.sensitivity).to_lowercase(),
+                match &c.personal {
+                    Some(p) => format!("{:?}:{p}", c.sensitivity).to_lowercase(),
+                    None => format!("{:?}", c.sensitivity).to_lowercase(),
+                },
                 c.zh,
                 c.en
             );

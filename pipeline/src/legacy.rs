@@ -1,0 +1,229 @@
+//! Library history written before personal data was classified (issue 11,
+//! item 1), read through the new rules.
+//!
+//! Rows written by the mapping versions listed in [`LEGACY`] carry personal
+//! data in columns that are not labelled personal: person and vehicle ids
+//! in clear (`element.element_id`, `matter.party_element_id` = `cid:<citizen
+//! ID>` / `plate:<plate>`), the whole source record in `attributes`, and
+//! party names in `matter.title` / `matter.content`. Nothing is rewritten on
+//! disk (history is never destroyed, and the raw tables keep every record);
+//! instead every query session reads `element_history` and `matter_history`
+//! through a view ([`history_view`]) that, for those rows only:
+//!
+//! * replaces `cid:<id>` / `plate:<plate>` ids by the keyed token of the id
+//!   ([`crate::mapping::personal`]: `pt:<hex>`, so an old row joins the new
+//!   rows of the same person when the hub key is the same);
+//! * removes the mapping's personal fields from `attributes`;
+//! * rewrites titles and contents built from a party's name as the new
+//!   mappings do (`个人涉嫌<violation>案`, `个人违法用地案`).
+//!
+//! The view's scan keeps the table's name, so the policy rewrite applies the
+//! table's row filters and masks to it as before (the view is inlined);
+//! the functions of the view are not registered in the session, so a query
+//! cannot call them (the token would otherwise be an oracle).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::col;
+
+use crate::PipelineError;
+use crate::mapping::personal::{self, PersonalFields, PersonalKind};
+
+/// Mapping versions that wrote personal data outside personal columns:
+/// (mapping, versions, the raw fields that are personal).
+pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
+    ("police_110", &["1"], &["bjrxm", "bjrsfzh", "bjrdh", "cph"]),
+    ("hotline_12345", &["1"], &["caller_name", "caller_phone"]),
+    ("hotline_12345_orders", &["1"], &["callerName", "callerPhone", "enterpriseName"]),
+    ("market_enterprise", &["1"], &["legal_rep"]),
+    ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card"]),
+    ("nr_land_violation", &["1"], &["wfzt", "sfzh"]),
+];
+
+/// The legacy entry of a `mapping_version` (`name@version`), if any.
+fn legacy_of(mapping_version: &str) -> Option<(&'static str, &'static [&'static str])> {
+    let (name, version) = mapping_version.rsplit_once('@')?;
+    LEGACY.iter().find(|(n, vs, _)| *n == name && vs.contains(&version)).map(|(n, _, f)| (*n, *f))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fix {
+    /// `(id, mapping_version)` → the id, tokenized when a legacy clear id.
+    Id,
+    /// `(attributes, mapping_version)` → without the personal fields.
+    Attributes,
+    /// `(title, mapping_version, party_element_id, content)` → title.
+    Title,
+    /// `(content, mapping_version, party_element_id)` → content.
+    Content,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LegacyUdf {
+    name: &'static str,
+    fix: Fix,
+    signature: Signature,
+}
+
+fn strings(a: &ArrayRef) -> DfResult<StringArray> {
+    let c = arrow::compute::cast(a, &DataType::Utf8)?;
+    c.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| DataFusionError::Internal("expected text".into()))
+}
+
+/// A party that may be a person in a legacy row: anything but a unit code
+/// (a masked or hashed id counts as a person: the safe side).
+fn person_party(party: Option<&str>) -> bool {
+    party.is_none_or(|p| !p.starts_with("uscc:"))
+}
+
+impl ScalarUDFImpl for LegacyUdf {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let cols: Vec<StringArray> = arrays.iter().map(strings).collect::<DfResult<_>>()?;
+        let get = |c: usize, i: usize| cols.get(c).filter(|a| a.is_valid(i)).map(|a| a.value(i));
+        let mut key = None;
+        let mut b = StringBuilder::with_capacity(n, n * 32);
+        for i in 0..n {
+            let value = get(0, i);
+            let Some((mapping, fields)) = get(1, i).and_then(legacy_of) else {
+                b.append_option(value);
+                continue;
+            };
+            let out: Option<String> = match self.fix {
+                Fix::Id => match value {
+                    Some(v) if v.starts_with("cid:") || v.starts_with("plate:") => {
+                        if key.is_none() {
+                            key = Some(personal::token_key().map_err(|e| DataFusionError::Execution(format!("{e}")))?);
+                        }
+                        let clear = v.split_once(':').map(|(_, c)| c).unwrap_or_default();
+                        key.as_ref().and_then(|k| k.token(clear))
+                    }
+                    other => other.map(str::to_string),
+                },
+                Fix::Attributes => {
+                    let p: PersonalFields<'_> = fields.iter().map(|f| (*f, None, PersonalKind::Name)).collect();
+                    value.and_then(|v| personal::strip_personal(v, &p))
+                }
+                Fix::Title => match mapping {
+                    "law_enforcement_case" if person_party(get(2, i)) => {
+                        Some(format!("个人涉嫌{}案", get(3, i).unwrap_or_default()))
+                    }
+                    "nr_land_violation" if person_party(get(2, i)) => Some("个人违法用地案".to_string()),
+                    _ => value.map(str::to_string),
+                },
+                Fix::Content => match (mapping, value) {
+                    ("nr_land_violation", Some(v)) if person_party(get(2, i)) => Some(
+                        v.split_once(" 违法用地 ").map(|(_, rest)| format!("个人 违法用地 {rest}")).unwrap_or_default(),
+                    ),
+                    (_, v) => v.map(str::to_string),
+                },
+            };
+            b.append_option(out);
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
+fn udf(name: &'static str, fix: Fix) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(LegacyUdf {
+        name,
+        fix,
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }))
+}
+
+/// The expression a column of `table` (`element` or `matter`) is read
+/// through, or `None` when read as stored.
+fn fixed(library: &str, column: &str) -> Option<Expr> {
+    let mv = || col("mapping_version");
+    Some(match (library, column) {
+        ("element", "element_id") => udf("lianqin_legacy_id", Fix::Id).call(vec![col(column), mv()]),
+        ("matter", "party_element_id") => udf("lianqin_legacy_id", Fix::Id).call(vec![col(column), mv()]),
+        (_, "attributes") => udf("lianqin_legacy_attributes", Fix::Attributes).call(vec![col(column), mv()]),
+        ("matter", "title") => udf("lianqin_legacy_title", Fix::Title).call(vec![
+            col(column),
+            mv(),
+            col("party_element_id"),
+            col("content"),
+        ]),
+        ("matter", "content") => {
+            udf("lianqin_legacy_content", Fix::Content).call(vec![col(column), mv(), col("party_element_id")])
+        }
+        _ => return None,
+    })
+}
+
+/// `<library>_history` as read by queries: the stored table (`provider`,
+/// scanned under the name `sql_name` so the policy applies as before) with
+/// legacy rows read through the new rules (see the module docs). Other
+/// tables are returned unchanged.
+pub fn history_view(
+    library: &str,
+    sql_name: &str,
+    provider: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>, PipelineError> {
+    if !matches!(library, "element" | "matter") {
+        return Ok(provider);
+    }
+    let err = |e: DataFusionError| PipelineError::Query(format!("{sql_name}: legacy view: {e}"));
+    let schema = provider.schema();
+    let scan = LogicalPlanBuilder::scan(sql_name, provider_as_source(provider), None).map_err(err)?;
+    let exprs: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| match fixed(library, f.name()) {
+            Some(e) if schema.field_with_name("mapping_version").is_ok() => {
+                datafusion::logical_expr::cast(e, f.data_type().clone()).alias(f.name())
+            }
+            _ => col(f.name()),
+        })
+        .collect();
+    let plan = scan.project(exprs).map_err(err)?.build().map_err(err)?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{BUILTIN_MAPPINGS, Mapping};
+
+    /// The legacy field lists are the personal fields the mappings now
+    /// declare (a field added there must be stripped from old rows too).
+    #[test]
+    fn legacy_fields_are_the_declared_personal_fields() {
+        let shipped: &[(&str, &str)] = &[
+            ("nr_land_violation", include_str!("../../schemas/mappings/nr_land_violation.toml")),
+            ("law_enforcement_case", include_str!("../../schemas/mappings/law_enforcement_case.toml")),
+        ];
+        for (name, text) in BUILTIN_MAPPINGS.iter().chain(shipped) {
+            let m = Mapping::parse(text, name).unwrap();
+            let declared: Vec<&str> = m.personal_fields().iter().map(|(n, _, _)| *n).collect();
+            if declared.is_empty() {
+                continue;
+            }
+            let (_, _, legacy) = LEGACY.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("{name}"));
+            for d in declared {
+                assert!(legacy.contains(&d), "{name}: personal field {d} missing from LEGACY");
+            }
+        }
+    }
+}
