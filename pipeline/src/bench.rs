@@ -533,15 +533,32 @@ pub fn side_by_side(
     let input = out.join(format!("tickets_{records}.jsonl"));
     let mut report = SideBySide { records, duckdb_rec_per_s: Vec::new(), duckdb_peak_rss_mib: 0.0, hub: Vec::new() };
     for _ in 0..runs.max(1) {
-        let text = run(
+        // peer.sh appends each run's JSON line to `duckdb_runs.jsonl` and
+        // prints only a summary: read the lines this run added.
+        let runs_file = out.join("duckdb_runs.jsonl");
+        let before = std::fs::read_to_string(&runs_file).map(|t| t.lines().count()).unwrap_or(0);
+        run(
             std::process::Command::new("bash").arg(&peer).arg(records.to_string()).arg(out).arg("1"),
             "the DuckDB peer",
         )?;
-        for line in text.lines().filter(|l| l.starts_with('{')) {
+        let text = std::fs::read_to_string(&runs_file)
+            .map_err(|e| PipelineError::Internal(format!("the DuckDB peer's runs {}: {e}", runs_file.display())))?;
+        let mut got = 0;
+        for line in text.lines().skip(before).filter(|l| l.starts_with('{')) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| PipelineError::Internal(format!("peer output `{line}`: {e}")))?;
-            report.duckdb_rec_per_s.push(v["rec_per_s"].as_f64().unwrap_or(0.0));
+            let Some(rate) = v["rec_per_s"].as_f64().filter(|r| *r > 0.0) else {
+                return Err(PipelineError::Internal(format!("peer output `{line}` has no rec_per_s")));
+            };
+            report.duckdb_rec_per_s.push(rate);
             report.duckdb_peak_rss_mib = report.duckdb_peak_rss_mib.max(v["peak_rss_mib"].as_f64().unwrap_or(0.0));
+            got += 1;
+        }
+        if got == 0 {
+            return Err(PipelineError::Internal(format!(
+                "the DuckDB peer added no run to {} (see ../shared/bench/README.md)",
+                runs_file.display()
+            )));
         }
         let dir = tempfile::tempdir().map_err(|e| PipelineError::Internal(format!("temp dir: {e}")))?;
         let text = run(
