@@ -577,23 +577,22 @@ mod tests {
     use super::*;
     use lianqin_bus::Envelope;
 
+    /// A mapping over the fields `id` (the key) and `n` with one
+    /// `matter_event` output.
+    fn mapping_with(sql: &str) -> Mapping {
+        let text = format!(
+            "name = \"t\"\nversion = \"1\"\nkey_field = \"id\"\n[fields]\nid = {{ type = \"utf8\", required = true }}\n\
+             n = \"utf8\"\n[[outputs]]\nlibrary = \"matter_event\"\nsql = \"\"\"\n{sql}\n\"\"\"\n"
+        );
+        Mapping::parse(&text, "test").unwrap()
+    }
+
     /// A mapping whose SQL fails at run time on one value (a strict CAST).
     fn casting_mapping() -> Mapping {
-        Mapping::parse(
-            r#"
-name = "t"
-version = "1"
-key_field = "id"
-[fields]
-id = { type = "utf8", required = true }
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = "SELECT _row, 'm:' || id AS event_id, 'm:' || id AS matter_id, 'intake' AS stage, CAST(CAST(n AS INT) AS VARCHAR) AS note FROM raw"
-"#,
-            "test",
+        mapping_with(
+            "SELECT _row, 'm:' || id AS event_id, 'm:' || id AS matter_id, 'intake' AS stage, \
+             CAST(CAST(n AS INT) AS VARCHAR) AS note FROM raw",
         )
-        .unwrap()
     }
 
     fn records(n: usize, bad: &[usize]) -> Vec<BusRecord> {
@@ -616,25 +615,11 @@ sql = "SELECT _row, 'm:' || id AS event_id, 'm:' || id AS matter_id, 'intake' AS
     /// must see each batch afresh, never the previous one.
     #[tokio::test]
     async fn plans_made_once_see_each_batch_afresh() {
-        let m = Mapping::parse(
-            r#"
-name = "t"
-version = "1"
-key_field = "id"
-[fields]
-id = { type = "utf8", required = true }
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = """
-SELECT r._row, 'm:' || r.id AS event_id, 'm:' || r.id AS matter_id, 'intake' AS stage,
-  CAST(g.c AS VARCHAR) || '/' || r.n AS note
-FROM raw r JOIN (SELECT n, count(*) AS c FROM raw GROUP BY n) g ON r.n = g.n
-"""
-"#,
-            "test",
-        )
-        .unwrap();
+        let m = mapping_with(
+            "SELECT r._row, 'm:' || r.id AS event_id, 'm:' || r.id AS matter_id, 'intake' AS stage, \
+               CAST(g.c AS VARCHAR) || '/' || r.n AS note \
+             FROM raw r JOIN (SELECT n, count(*) AS c FROM raw GROUP BY n) g ON r.n = g.n",
+        );
         let catalog = Catalog::builtin().unwrap();
         let norm = Normalizer::new(catalog, Arc::new(m), "t").await.unwrap();
         let batch = |ids: std::ops::Range<usize>, n: &str| -> Vec<BusRecord> {

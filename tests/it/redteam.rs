@@ -101,6 +101,19 @@ fn serve(data: &Path, args: &[&str], policies: Option<&Path>) -> (std::process::
     (child, log)
 }
 
+/// The port `lianqin serve` reports it listens on (waits up to 60 s).
+fn listening_port(log: &Mutex<Vec<String>>) -> Option<u16> {
+    let prefix = "Postgres wire server on 127.0.0.1:";
+    wait_until_blocking(Duration::from_secs(60), || log.lock().unwrap().iter().any(|l| l.contains(prefix)))
+        .then(|| {
+            log.lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.split(prefix).nth(1)?.split_whitespace().next()?.parse::<u16>().ok())
+        })
+        .flatten()
+}
+
 fn stop(mut child: std::process::Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     if !wait_until_blocking(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)))) {
@@ -286,15 +299,7 @@ fn explain_over_the_wire_reveals_no_hidden_row_counts() {
         return;
     }
     let (child, log) = serve(demo_dir(), &["--listen", "127.0.0.1:0", "--demo-users"], None);
-    let port = wait_until_blocking(Duration::from_secs(60), || {
-        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on 127.0.0.1:"))
-    })
-    .then(|| {
-        log.lock().unwrap().iter().find_map(|l| {
-            l.split("Postgres wire server on 127.0.0.1:").nth(1)?.split_whitespace().next()?.parse::<u16>().ok()
-        })
-    })
-    .flatten();
+    let port = listening_port(&log);
     let psql = |user: &str, q: &str| {
         let port = port.expect("server port");
         let conn = format!("host=127.0.0.1 port={port} user={user} dbname=lianqin sslmode=disable connect_timeout=10");
@@ -510,15 +515,7 @@ async fn no_clear_personal_data_over_the_wire() {
     let (names, _) = planted_personal_values(d).await;
     let tables: Vec<String> = lianqin_tests::engine(d).await.tables().to_vec();
     let (child, log) = serve(d, &["--listen", "127.0.0.1:0", "--demo-users"], None);
-    let port = wait_until_blocking(Duration::from_secs(60), || {
-        log.lock().unwrap().iter().any(|l| l.contains("Postgres wire server on 127.0.0.1:"))
-    })
-    .then(|| {
-        log.lock().unwrap().iter().find_map(|l| {
-            l.split("Postgres wire server on 127.0.0.1:").nth(1)?.split_whitespace().next()?.parse::<u16>().ok()
-        })
-    })
-    .flatten();
+    let port = listening_port(&log);
     let Some(port) = port else {
         stop(child);
         panic!("server did not start: {:?}", log.lock().unwrap());
