@@ -158,6 +158,12 @@ impl EmbeddedBus {
 
     fn read_from(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, BusError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        // Caught up: nothing to read (and no batch to look into).
+        let ends = tx.open_table(ENDS).map_err(|e| self.err(e))?;
+        let end = ends.get((topic, partition)).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
+        if from >= end {
+            return Ok(Vec::new());
+        }
         let log = tx.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         // Records written one per key by earlier hubs come first (their
