@@ -261,7 +261,7 @@ impl Mapping {
     /// text). When none does, the `raw` batch leaves the column NULL instead
     /// of serializing every record once more.
     pub fn uses_payload(&self) -> bool {
-        self.outputs.iter().any(|o| o.sql.contains("_payload"))
+        self.outputs.iter().any(|o| o.sql.replace("_public_payload", "").contains("_payload"))
     }
 
     /// `name@version`.
@@ -461,6 +461,9 @@ pub fn build_raw_batch(
     let key_field = mapping.key_field.as_deref().unwrap_or("key");
     let mut convs: Vec<Conv> = Vec::with_capacity(specs.len());
     let with_payload = mapping.uses_payload();
+    let with_public = personal::uses_public_payload(mapping);
+    let personal = mapping.personal_fields();
+    let mut public = StringBuilder::with_capacity(n, if with_public { n * 256 } else { 0 });
     'records: for (env, &index) in envelopes.iter().zip(indices) {
         // Only rejections print these.
         let who = Who(source, &env.key);
@@ -532,6 +535,8 @@ pub fn build_raw_batch(
         } else {
             payload.append_null();
         }
+        // Personal data (see `personal`): the record without its personal fields.
+        public.append_option(if with_public { personal::public_text(&env.payload, &personal) } else { None });
         if row_flags.is_empty() {
             flags.append_null();
         } else {
@@ -551,8 +556,7 @@ pub fn build_raw_batch(
         Arc::new(flags.finish()),
     ];
     arrays.extend(cols.into_iter().map(ColBuilder::finish));
-    // Personal data (see `personal`): the record without its personal fields.
-    arrays.push(personal::public_payload_for(mapping, &arrays[5]));
+    arrays.push(Arc::new(public.finish()));
     let batch = RecordBatch::try_new(mapping.raw_schema(), arrays)
         .map_err(|e| PipelineError::Internal(format!("raw batch for {source}: {e}")))?;
     Ok((batch, rejections))

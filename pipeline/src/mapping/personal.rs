@@ -43,7 +43,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -277,21 +276,36 @@ pub type PersonalFields<'a> = Vec<(&'a str, Option<&'a str>, PersonalKind)>;
 /// non-object payloads give `None` (nothing is passed on that cannot be
 /// checked).
 pub fn strip_personal(payload: &str, personal: &PersonalFields<'_>) -> Option<String> {
-    let mut v: Value = serde_json::from_str(payload).ok()?;
-    if !v.is_object() {
-        return None;
-    }
-    for (name, path, _) in personal {
-        match path {
-            None => {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove(*name);
+    let v: Value = serde_json::from_str(payload).ok()?;
+    public_text(&v, personal)
+}
+
+/// [`strip_personal`] of a record already parsed: its canonical JSON text
+/// without the personal fields, `None` when it is not an object. Top-level
+/// fields are left out while serializing (no copy of the record).
+pub fn public_text(payload: &Value, personal: &PersonalFields<'_>) -> Option<String> {
+    let obj = payload.as_object()?;
+    if personal.iter().any(|(_, path, _)| path.is_some()) {
+        let mut v = payload.clone();
+        for (name, path, _) in personal {
+            match path {
+                None => {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove(*name);
+                    }
                 }
+                Some(p) => remove_pointer(&mut v, p),
             }
-            Some(p) => remove_pointer(&mut v, p),
+        }
+        return Some(v.to_string());
+    }
+    struct Without<'a>(&'a serde_json::Map<String, Value>, &'a PersonalFields<'a>);
+    impl serde::Serialize for Without<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().filter(|(k, _)| !self.1.iter().any(|(n, _, _)| n == k)))
         }
     }
-    Some(v.to_string())
+    serde_json::to_string(&Without(obj, personal)).ok()
 }
 
 fn remove_pointer(v: &mut Value, pointer: &str) {
@@ -313,31 +327,9 @@ fn remove_pointer(v: &mut Value, pointer: &str) {
     }
 }
 
-/// The `_public_payload` column of a raw batch from its `_payload` column:
-/// all null unless `wanted` (some output query uses it).
-pub fn public_payload_column(payload: &ArrayRef, personal: &PersonalFields<'_>, wanted: bool) -> ArrayRef {
-    let n = payload.len();
-    let mut b = StringBuilder::with_capacity(n, if wanted { n * 128 } else { 0 });
-    match payload.as_any().downcast_ref::<StringArray>() {
-        Some(p) if wanted => {
-            for i in 0..n {
-                b.append_option(if p.is_valid(i) { strip_personal(p.value(i), personal) } else { None });
-            }
-        }
-        _ => b.append_nulls(n),
-    }
-    Arc::new(b.finish())
-}
-
 /// Whether some output query of `m` reads `_public_payload`.
 pub fn uses_public_payload(m: &Mapping) -> bool {
     m.outputs.iter().any(|o| o.sql.contains("_public_payload"))
-}
-
-/// The `_public_payload` column of `mapping`'s raw batch, from its
-/// `_payload` column (computed only when an output uses it).
-pub fn public_payload_for(mapping: &Mapping, payload: &ArrayRef) -> ArrayRef {
-    public_payload_column(payload, &mapping.personal_fields(), uses_public_payload(mapping))
 }
 
 /// A mapping with personal fields may not pass the whole record
