@@ -182,8 +182,11 @@ pub async fn assert_no_doubled_library_rows(data_dir: &Path) {
 }
 
 /// The element id the shipped mappings give a person or vehicle identified
-/// by `value` (`person_token`, keyed like the hub in this process and the
-/// `lianqin` processes it starts: `LIANQIN_TOKEN_KEY` or the per-user key).
-pub fn person_token(value: &str) -> String {
-    lianqin_pipeline::mapping::personal::token_key().expect("person-token key").token(value).expect("a non-empty value")
+/// by `value` in the hub on `data_dir` (`person_token`, keyed by that data
+/// dir's secret: `LIANQIN_TOKEN_KEY` or `<data_dir>/secrets/token.key`).
+pub fn person_token(data_dir: &Path, value: &str) -> String {
+    lianqin_pipeline::mapping::personal::data_dir_key(data_dir)
+        .expect("person-token key")
+        .token(value)
+        .expect("a non-empty value")
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lianqin_pipeline::audit::{Audit, policy_engine};
+use lianqin_pipeline::audit::Audit;
 use lianqin_pipeline::library::LibraryStore;
 use lianqin_pipeline::query::{Querier, QueryEngine};
 use lianqin_pipeline::schema::Catalog;
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
     let catalog = Catalog::builtin()?;
     let store = LibraryStore::open_existing(&dir, Arc::clone(&catalog)).await?;
-    let policy = Arc::new(policy_engine().await?);
+    let policy = Arc::new(lianqin_pipeline::policy::load(&dir).await?);
     let who = policy.principal("chen.ecology").ok_or_else(|| anyhow::anyhow!("no demo user chen.ecology"))?;
     let audit = Audit::open(&dir, "bench", "bench", Duration::from_secs(3))?;
     let plain = QueryEngine::new(&store, &catalog).await?.with_policy(Arc::clone(&policy), who.clone());

@@ -162,8 +162,6 @@ pub async fn open_demo_hub(data_dir: &Path, sim: &Simulation) -> Result<Hub, Pip
     let path = dir.join("lianqin.toml");
     std::fs::write(&path, &text).map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
     let cfg = HubConfig::parse(&text, &path.display().to_string(), &dir)?;
-    // Person tokens keyed by this data dir's secret (created 0600 on first use).
-    crate::mapping::personal::install_data_dir_key(data_dir)?;
     Hub::open(cfg, data_dir).await
 }
 

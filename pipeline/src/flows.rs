@@ -33,9 +33,9 @@ use crate::schema::Catalog;
 
 pub use crate::config::FlowConfig;
 
-/// Loads the policies from `$LIANQIN_POLICIES` or the built-in files.
-pub async fn load_policies() -> Result<PolicyEngine, PipelineError> {
-    lianqin_policies::load_configured().await.map_err(|e| PipelineError::Config(format!("policies: {e}")))
+/// Loads the policies for `data_dir` (see [`crate::policy::load`]).
+pub async fn load_policies(data_dir: &Path) -> Result<PolicyEngine, PipelineError> {
+    crate::policy::load(data_dir).await
 }
 
 struct Flow {
@@ -71,7 +71,7 @@ impl Flows {
         if cfgs.is_empty() {
             return Ok(None);
         }
-        let policy = Arc::new(load_policies().await?);
+        let policy = Arc::new(load_policies(data_dir).await?);
         let mut flows = Vec::new();
         for c in cfgs {
             let who = policy.principal(&c.user).ok_or_else(|| {
@@ -207,7 +207,7 @@ pub struct ExportRequest {
 pub async fn export(data_dir: &Path, user: &str, req: &ExportRequest) -> Result<u64, PipelineError> {
     use lianqin_audit::{AuditEvent, EventKind, Outcome};
     let catalog = Catalog::builtin()?;
-    let policy = Arc::new(load_policies().await?);
+    let policy = Arc::new(load_policies(data_dir).await?);
     let audit = Audit::open(data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
     let Some(who) = policy.principal(user) else {
         let mut ev = AuditEvent::new(EventKind::Export, user, "", Outcome::Deny);

@@ -36,7 +36,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::col;
 
 use crate::PipelineError;
-use crate::mapping::personal::{self, PersonalFields, PersonalKind};
+use crate::mapping::personal::{self, KeyScope, PersonalFields, PersonalKind};
 
 /// Mapping versions that wrote personal data outside personal columns:
 /// (mapping, versions, the raw fields that are personal).
@@ -71,6 +71,8 @@ enum Fix {
 struct LegacyUdf {
     name: &'static str,
     fix: Fix,
+    /// The key of tokens for legacy clear ids (the data dir's).
+    key: KeyScope,
     signature: Signature,
 }
 
@@ -112,7 +114,7 @@ impl ScalarUDFImpl for LegacyUdf {
                 Fix::Id => match value {
                     Some(v) if v.starts_with("cid:") || v.starts_with("plate:") => {
                         if key.is_none() {
-                            key = Some(personal::token_key().map_err(|e| DataFusionError::Execution(format!("{e}")))?);
+                            key = Some(self.key.key().map_err(|e| DataFusionError::Execution(format!("{e}")))?);
                         }
                         let clear = v.split_once(':').map(|(_, c)| c).unwrap_or_default();
                         key.as_ref().and_then(|k| k.token(clear))
@@ -143,30 +145,31 @@ impl ScalarUDFImpl for LegacyUdf {
     }
 }
 
-fn udf(name: &'static str, fix: Fix) -> Arc<ScalarUDF> {
+fn udf(name: &'static str, fix: Fix, key: &KeyScope) -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(LegacyUdf {
         name,
         fix,
+        key: key.clone(),
         signature: Signature::variadic_any(Volatility::Immutable),
     }))
 }
 
 /// The expression a column of `table` (`element` or `matter`) is read
 /// through, or `None` when read as stored.
-fn fixed(library: &str, column: &str) -> Option<Expr> {
+fn fixed(library: &str, column: &str, key: &KeyScope) -> Option<Expr> {
     let mv = || col("mapping_version");
     Some(match (library, column) {
-        ("element", "element_id") => udf("lianqin_legacy_id", Fix::Id).call(vec![col(column), mv()]),
-        ("matter", "party_element_id") => udf("lianqin_legacy_id", Fix::Id).call(vec![col(column), mv()]),
-        (_, "attributes") => udf("lianqin_legacy_attributes", Fix::Attributes).call(vec![col(column), mv()]),
-        ("matter", "title") => udf("lianqin_legacy_title", Fix::Title).call(vec![
+        ("element", "element_id") => udf("lianqin_legacy_id", Fix::Id, key).call(vec![col(column), mv()]),
+        ("matter", "party_element_id") => udf("lianqin_legacy_id", Fix::Id, key).call(vec![col(column), mv()]),
+        (_, "attributes") => udf("lianqin_legacy_attributes", Fix::Attributes, key).call(vec![col(column), mv()]),
+        ("matter", "title") => udf("lianqin_legacy_title", Fix::Title, key).call(vec![
             col(column),
             mv(),
             col("party_element_id"),
             col("content"),
         ]),
         ("matter", "content") => {
-            udf("lianqin_legacy_content", Fix::Content).call(vec![col(column), mv(), col("party_element_id")])
+            udf("lianqin_legacy_content", Fix::Content, key).call(vec![col(column), mv(), col("party_element_id")])
         }
         _ => return None,
     })
@@ -180,6 +183,7 @@ pub fn history_view(
     library: &str,
     sql_name: &str,
     provider: Arc<dyn TableProvider>,
+    key: &KeyScope,
 ) -> Result<Arc<dyn TableProvider>, PipelineError> {
     if !matches!(library, "element" | "matter") {
         return Ok(provider);
@@ -190,7 +194,7 @@ pub fn history_view(
     let exprs: Vec<Expr> = schema
         .fields()
         .iter()
-        .map(|f| match fixed(library, f.name()) {
+        .map(|f| match fixed(library, f.name(), key) {
             Some(e) if schema.field_with_name("mapping_version").is_ok() => {
                 datafusion::logical_expr::cast(e, f.data_type().clone()).alias(f.name())
             }

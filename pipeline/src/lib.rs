@@ -27,6 +27,7 @@
 //!   ([`audit::table`]).
 //! * `demo` — the simulated departments and `lianqin demo` (feature `demo`).
 //! * `bench` — `lianqin bench ingest` / `kafka` (feature `demo`).
+//! * [`policy`] — the one policy loader (policy set + the data dir's token key).
 //! * [`flows`] — outbound flows and exports filtered per department.
 //! * [`server`] — the Postgres wire protocol server (`lianqin serve`).
 //! * [`cli`] — the `lianqin` command line's logic: logins, auditor checks, option values, error reports.
@@ -38,10 +39,10 @@
 //! time, schema            ← leaves (with the crate root's PipelineError)
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
-//! udf → schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  query → audit, audit::table, library, schema, udf
+//! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
+//! library → schema;  query → audit, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
-//! config → schema
+//! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
 //! hub → audit, audit::ship, config, flows, library, mapping, normalize, query, schema
 //! demo, bench → config, hub, query
@@ -66,6 +67,7 @@ pub mod legacy;
 pub mod library;
 pub mod mapping;
 pub mod normalize;
+pub mod policy;
 pub mod query;
 pub mod schema;
 pub mod server;

@@ -31,6 +31,7 @@ use lianqin_bus::BusRecord;
 use tracing::{info, warn};
 
 use crate::PipelineError;
+use crate::mapping::personal::KeyScope;
 use crate::mapping::{Mapping, Rejection, build_raw_batch};
 use crate::schema::{Catalog, ColumnType};
 
@@ -70,12 +71,26 @@ impl Normalizer {
     /// registered beside `raw` (by their names); every output query must
     /// plan over an empty `raw`, select `_row`, and produce only columns of
     /// its library with castable types. Errors name the mapping and output.
+    /// `person_token` is keyed with the process key
+    /// ([`crate::mapping::personal::token_key`]); a hub uses [`Normalizer::new_in`].
     pub async fn new(catalog: Arc<Catalog>, mapping: Arc<Mapping>, source: &str) -> Result<Self, PipelineError> {
+        Normalizer::new_in(catalog, mapping, source, KeyScope::Process).await
+    }
+
+    /// [`Normalizer::new`] with `person_token` keyed from `key` (a hub:
+    /// its data dir's key).
+    pub async fn new_in(
+        catalog: Arc<Catalog>,
+        mapping: Arc<Mapping>,
+        source: &str,
+        key: KeyScope,
+    ) -> Result<Self, PipelineError> {
         // Plans are executed again and again (see `raw_slot`): no dynamic
         // filters, which live in a plan between executions.
         let config = SessionConfig::new().set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
         let ctx = SessionContext::new_with_config(config);
         crate::udf::register(&ctx, &catalog);
+        ctx.register_udf(crate::mapping::personal::person_token_udf(key));
         for t in &mapping.tables {
             ctx.register_batch(t.name.as_str(), t.batch.clone()).map_err(|e| {
                 PipelineError::Config(format!("mapping {}: reference `{}` ({}): {e}", mapping.origin, t.name, t.origin))

@@ -128,6 +128,11 @@ impl QueryEngine {
         let ctx = SessionContext::new();
         crate::udf::register(&ctx, catalog);
         crate::udf::forbid_oracles(&ctx);
+        // Legacy clear ids are tokenized with the data dir's key.
+        let key = match store.root().parent() {
+            Some(d) => crate::mapping::personal::KeyScope::DataDir(d.to_path_buf()),
+            None => crate::mapping::personal::KeyScope::Process,
+        };
         let mut tables = Vec::new();
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
@@ -138,7 +143,7 @@ impl QueryEngine {
             let sql_name =
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
             // Rows written before personal data was classified: read through the new rules.
-            let provider = crate::legacy::history_view(&name, &sql_name, provider)?;
+            let provider = crate::legacy::history_view(&name, &sql_name, provider, &key)?;
             ctx.register_table(sql_name.as_str(), provider)
                 .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
             tables.push(sql_name);

@@ -49,7 +49,6 @@ enum Kind {
     AddWorkingDays,
     WaterClass,
     WaterWorse,
-    PersonToken,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -130,25 +129,6 @@ impl ScalarUDFImpl for LianqinUdf {
                     } else {
                         b.append_value(serde_json::to_string(&v).unwrap_or_default());
                     }
-                }
-                Arc::new(b.finish())
-            }
-            Kind::PersonToken => {
-                arity(1)?;
-                let s = utf8(&arrays[0])?;
-                let mut b = StringBuilder::with_capacity(n, n * 67);
-                // The key is resolved on first use (never at planning), so a
-                // mapping checks without one; a missing key fails the batch.
-                let key = if s.null_count() < n {
-                    Some(
-                        crate::mapping::personal::token_key()
-                            .map_err(|e| DataFusionError::Execution(format!("person_token: {e}")))?,
-                    )
-                } else {
-                    None
-                };
-                for i in 0..n {
-                    b.append_option(key.as_ref().filter(|_| s.is_valid(i)).and_then(|k| k.token(s.value(i))));
                 }
                 Arc::new(b.finish())
             }
@@ -306,12 +286,14 @@ pub fn register(ctx: &SessionContext, catalog: &Catalog) {
         ("add_working_days", Kind::AddWorkingDays, any(2)),
         ("water_class", Kind::WaterClass, Signature::variadic_any(Volatility::Immutable)),
         ("water_worse", Kind::WaterWorse, any(2)),
-        ("person_token", Kind::PersonToken, any(1)),
     ];
     for (name, kind, signature) in defs {
         let codes = if kind == Kind::CodeOf { codes.clone() } else { BTreeMap::new() };
         ctx.register_udf(ScalarUDF::new_from_impl(LianqinUdf { name, kind, signature, codes }));
     }
+    // Keyed with the process key; a hub's mapping sessions re-register it
+    // with their data dir's key (`Normalizer::new_in`).
+    ctx.register_udf(crate::mapping::personal::person_token_udf(crate::mapping::personal::KeyScope::Process));
 }
 
 /// Functions of mapping sessions that must not be callable in a query

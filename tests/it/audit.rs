@@ -94,9 +94,20 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     // search itself is audited.
     let v = Command::new(lianqin_bin()).args(["audit", "verify", "--data-dir"]).arg(d).output().unwrap();
     assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    // Naming an auditor needs the auditor's password (as `sql --as`).
     let s = Command::new(lianqin_bin())
         .args(["audit", "search", "--as", "qian.audit", "--user", "wang.police", "--data-dir"])
         .arg(d)
+        .env_remove("LIANQIN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!s.status.success());
+    assert!(String::from_utf8_lossy(&s.stderr).contains("password"), "{}", String::from_utf8_lossy(&s.stderr));
+    assert!(!String::from_utf8_lossy(&s.stdout).contains("stage = 'intake'"));
+    let s = Command::new(lianqin_bin())
+        .args(["audit", "search", "--as", "qian.audit", "--user", "wang.police", "--data-dir"])
+        .arg(d)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("qian.audit"))
         .output()
         .unwrap();
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
@@ -341,6 +352,7 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
     let s = Command::new(lianqin_bin())
         .args(["audit", "search", "--as", "wang.police", "--data-dir"])
         .arg(d)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("wang.police"))
         .output()
         .unwrap();
     assert!(!s.status.success());
@@ -364,6 +376,7 @@ async fn every_kind_of_event_follows_its_action_and_only_auditors_read_the_audit
             "--data-dir",
         ])
         .arg(d)
+        .env("LIANQIN_PASSWORD", lianqin_tests::demo_password("qian.audit"))
         .output()
         .unwrap();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));

@@ -26,7 +26,7 @@ fn small() -> SimConfig {
 
 /// Rows of `sql` as `user` through the same enforcement as `lianqin sql --as`.
 async fn secured_count(dir: &std::path::Path, user: &str, sql: &str) -> i64 {
-    let policy = Arc::new(lianqin_pipeline::flows::load_policies().await.unwrap());
+    let policy = Arc::new(lianqin_pipeline::flows::load_policies(dir).await.unwrap());
     let who = policy.principal(user).unwrap();
     lianqin_tests::engine(dir).await.with_policy(policy, who).scalar_i64(sql).await.unwrap()
 }

@@ -207,7 +207,7 @@ updated_field = "updated_at"
             lit(&format!("110:{}", o["jjdbh"].as_str().unwrap())),
             lit(stage_code(o["jqzt"].as_str().unwrap())),
             lit(o["xzqh"].as_str().unwrap()),
-            lit(&lianqin_tests::person_token(o["bjrsfzh"].as_str().unwrap())),
+            lit(&lianqin_tests::person_token(d, o["bjrsfzh"].as_str().unwrap())),
         );
         assert_eq!(count(d, &sql).await, 1, "{sql}");
     }

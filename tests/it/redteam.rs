@@ -241,7 +241,7 @@ fn demo_dir() -> &'static Path {
 #[tokio::test]
 async fn explain_reveals_no_hidden_row_counts() {
     let d = demo_dir();
-    let policy = std::sync::Arc::new(lianqin_pipeline::flows::load_policies().await.unwrap());
+    let policy = std::sync::Arc::new(lianqin_pipeline::flows::load_policies(d).await.unwrap());
     let total = lianqin_tests::count(d, "SELECT count(*) FROM element_history").await;
     let as_user = |user: &str| {
         let policy = std::sync::Arc::clone(&policy);
@@ -638,7 +638,7 @@ async fn history_written_before_the_labels_is_read_through_them() {
     // As stored, the old rows hold the clear ID: the check below can fail.
     let ids = csv(engine.sql("SELECT element_id FROM element_history WHERE kind = 'person' ORDER BY 1").await.unwrap());
     let want = {
-        let mut w = [lianqin_tests::person_token(cid), lianqin_tests::person_token(party_cid)];
+        let mut w = [lianqin_tests::person_token(d.path(), cid), lianqin_tests::person_token(d.path(), party_cid)];
         w.sort();
         w
     };
@@ -647,7 +647,7 @@ async fn history_written_before_the_labels_is_read_through_them() {
         .sql("SELECT party_element_id, title, content, attributes FROM matter ORDER BY matter_id")
         .await
         .unwrap());
-    assert!(m.contains(&lianqin_tests::person_token(cid)) && m.contains("个人涉嫌非法占用耕地案"), "{m}");
+    assert!(m.contains(&lianqin_tests::person_token(d.path(), cid)) && m.contains("个人涉嫌非法占用耕地案"), "{m}");
     let leaks = |s: &str| {
         !citizen_ids(s).is_empty()
             || !phones(s).is_empty()
@@ -660,7 +660,7 @@ async fn history_written_before_the_labels_is_read_through_them() {
     assert!(!leaks(&attrs), "{attrs}");
 
     // A masked user reading everything sees no personal value.
-    let policy = Arc::new(lianqin_pipeline::flows::load_policies().await.unwrap());
+    let policy = Arc::new(lianqin_pipeline::flows::load_policies(d.path()).await.unwrap());
     let who = policy.principal("he.office").unwrap();
     let office = lianqin_tests::engine(d.path()).await.with_policy(policy, who);
     for t in ["element_history", "matter_history", "element", "matter"] {
@@ -668,4 +668,118 @@ async fn history_written_before_the_labels_is_read_through_them() {
         assert!(out.lines().count() > 1, "{t}: {out}");
         assert!(!leaks(&out), "{t}: {out}");
     }
+}
+
+/// `lianqin sql|token` on the demo dir as `user` (their demo password), or
+/// as the local operator when `user` is `None`.
+fn lianqin_as(user: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(lianqin_bin());
+    c.args(args).env_remove("LIANQIN_POLICIES").stdin(Stdio::null());
+    if let Some(u) = user {
+        c.args(["--as", u]).env("LIANQIN_PASSWORD", demo_password(u));
+    } else {
+        c.env_remove("LIANQIN_PASSWORD");
+    }
+    c.arg("--data-dir").arg(demo_dir()).output().unwrap()
+}
+
+/// `lianqin token resolve` shows the identifier behind a token only as the
+/// user's policy shows `element.id_value`: in clear for the owning
+/// department, masked for the office, not at all for another department;
+/// each resolution is an audited query.
+#[test]
+fn a_token_resolves_only_as_far_as_the_policy_shows() {
+    let out = lianqin_as(
+        None,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT element_id, id_value FROM element WHERE kind = 'person' AND department = 'police' ORDER BY 1 LIMIT 1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (token, cid) = stdout.lines().nth(1).and_then(|l| l.split_once(',')).expect("a police person");
+    assert!(token.starts_with("pt:") && citizen_ids(cid).len() == 1, "{stdout}");
+    let resolve = |user: Option<&str>, t: &str| lianqin_as(user, &["token", "resolve", "--format", "csv", t]);
+
+    let own = resolve(Some("wang.police"), token);
+    assert!(own.status.success() && text(&own).contains(cid), "{}", text(&own));
+    let office = resolve(Some("he.office"), token);
+    assert!(office.status.success(), "{}", text(&office));
+    assert!(!text(&office).contains(cid) && citizen_ids(&text(&office)).is_empty(), "{}", text(&office));
+    assert!(text(&office).contains(&format!("{}********{}", &cid[..6], &cid[14..])), "{}", text(&office));
+    let other = resolve(Some("liu.market"), token);
+    assert!(!other.status.success() && !text(&other).contains(cid), "{}", text(&other));
+    assert!(text(&other).contains("no element with this id that you may read"), "{}", text(&other));
+    let bad = resolve(None, cid);
+    assert!(!bad.status.success() && text(&bad).contains("is not a person token"), "{}", text(&bad));
+
+    // Each resolution is a query entry of its user.
+    let key = lianqin_pipeline::audit::master_key(demo_dir(), false).unwrap();
+    let mut users = Vec::new();
+    for s in lianqin_pipeline::audit::streams(demo_dir()) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::all()).unwrap() {
+            let e = r.unwrap().event;
+            if e.kind == lianqin_audit::EventKind::Query && e.sql.as_deref().is_some_and(|q| q.contains(token)) {
+                users.push(e.user);
+            }
+        }
+    }
+    for u in ["wang.police", "he.office", "liu.market"] {
+        assert!(users.iter().any(|x| x == u), "{u} not audited: {users:?}");
+    }
+}
+
+/// The policy's `hash` mask is keyed by the same data-dir secret as the
+/// hub's `person_token`: an analyst whose policy hashes citizen IDs sees,
+/// for every person, the hex of its element id — joinable, never clear.
+#[test]
+fn hashed_ids_are_the_element_tokens() {
+    let out = lianqin_as(
+        Some("sun.law"),
+        &["sql", "--format", "csv", "SELECT element_id, id_value FROM element WHERE kind = 'person' ORDER BY 1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let rows: Vec<(&str, &str)> = stdout.lines().skip(1).filter_map(|l| l.split_once(',')).collect();
+    assert!(rows.len() >= 5, "{stdout}");
+    for (id, value) in rows {
+        assert_eq!(id.strip_prefix("pt:"), Some(value), "{stdout}");
+    }
+    assert!(citizen_ids(&stdout).is_empty(), "{stdout}");
+}
+
+/// `lianqin run` with `[[flows]]` but without a policy folder would send
+/// shared data out as the built-in demo users: refused, unless asked for.
+#[test]
+fn flows_do_not_run_as_demo_users_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        "[[flows]]\nname = \"to-office\"\nuser = \"he.office\"\nlibraries = [\"matter\"]\nsink = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(lianqin_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("LIANQIN_POLICIES")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing to run 1 flow(s)") && text(&out).contains("LIANQIN_POLICIES"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("data").join("lake").exists(), "the hub started anyway");
 }

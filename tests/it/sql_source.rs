@@ -128,7 +128,7 @@ async fn land_violation_cases_from_postgres_reach_the_libraries() {
             d,
             &format!(
                 "SELECT count(*) FROM element WHERE element_id = '{}' AND kind = 'person'",
-                lianqin_tests::person_token("330502198001011231")
+                lianqin_tests::person_token(d, "330502198001011231")
             )
         )
         .await,
@@ -351,7 +351,7 @@ async fn land_violation_cases_from_mysql_reach_the_libraries() {
             d,
             &format!(
                 "SELECT count(*) FROM element WHERE element_id = '{}' AND kind = 'person'",
-                lianqin_tests::person_token("330502198001011231")
+                lianqin_tests::person_token(d, "330502198001011231")
             )
         )
         .await,

@@ -292,12 +292,6 @@ impl Audit {
     }
 }
 
-/// The policy engine the query paths use: `$LIANQIN_POLICIES` or the
-/// built-in `policies/` files.
-pub async fn policy_engine() -> Result<lianqin_policies::PolicyEngine, PipelineError> {
-    lianqin_policies::load_configured().await.map_err(|e| PipelineError::Config(format!("policies: {e}")))
-}
-
 /// Versions seen at the last start, `<data-dir>/audit/versions.json`.
 fn versions_path(data_dir: &Path) -> PathBuf {
     data_dir.join("audit").join("versions.json")

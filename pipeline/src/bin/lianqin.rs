@@ -63,7 +63,8 @@ enum Cmd {
         #[arg(long)]
         node: Option<String>,
         /// Let `[server]` log in the built-in demo users (without
-        /// LIANQIN_POLICIES); only on a loopback address.
+        /// LIANQIN_POLICIES; only on a loopback address) and `[[flows]]`
+        /// run as them.
         #[arg(long)]
         demo_users: bool,
     },
@@ -151,6 +152,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Person tokens (`pt:…` ids of persons and vehicles).
+    Token {
+        #[command(subcommand)]
+        what: TokenCmd,
+    },
     /// Security officers' tools over the encrypted audit trail.
     Audit {
         #[command(subcommand)]
@@ -177,6 +183,26 @@ enum PolicyCmd {
         /// The policy folder (model.conf, policy.csv, users.toml).
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// The identifier behind a person token, as USER's policy shows it
+    /// (masked unless the policy shows the value; audited as a query).
+    Resolve {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Resolve as this user (password as for `sql --as`); without it
+        /// the local operator, unrestricted, recorded as local:<os user>.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// The token (`pt:` and 64 hex digits, as in element_id).
+        token: String,
     },
 }
 
@@ -373,6 +399,8 @@ async fn run(cmd: Cmd) -> Result<()> {
                 lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), scfg.listen, demo_users)
                     .with_context(|| format!("{}: [server]", config.display()))?;
             }
+            lianqin_pipeline::cli::check_demo_flows(&PolicySource::from_env(), cfg.flows.len(), demo_users)
+                .with_context(|| format!("{}: [[flows]]", config.display()))?;
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
             let (tx, rx) = watch::channel(false);
@@ -442,7 +470,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             let query = lianqin_pipeline::cli::export_query(table.as_deref(), where_.as_deref(), sql.as_deref())?;
             // The exporter proves who they are first (as `sql --as`).
             {
-                let policy = load_configured().await.context("policies")?;
+                let policy = lianqin_pipeline::policy::load(&data_dir).await?;
                 let audit =
                     lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
                 let _sync = SyncOnDrop(audit.clone());
@@ -459,37 +487,8 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Sql { data_dir, format, query, as_user } => {
             init_tracing("warn");
-            if !data_dir.join("lake").is_dir() {
-                bail!(
-                    "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
-                    data_dir.display()
-                );
-            }
             let catalog = Catalog::builtin()?;
-            let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
-            let audit =
-                lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
-            let mut engine = QueryEngine::new(&store, &catalog).await?;
-            // `--as USER` queries with USER's permissions (policies/); without
-            // it the local operator, who can read the data dir's files
-            // anyway, queries unrestricted (recorded as local:<os user>).
-            let (user, department) = match as_user {
-                Some(u) => {
-                    let policy = Arc::new(load_configured().await.context("policies")?);
-                    let who = session::sql_login(&audit, &policy, &u, &Credential::from_env(&u))?;
-                    let dept = who.department.clone();
-                    engine = engine.with_policy(policy, who);
-                    (u, dept)
-                }
-                None => (format!("local:{}", session::os_user()), String::new()),
-            };
-            let who = lianqin_pipeline::query::Querier {
-                user,
-                department,
-                session: Some(session::cli_session()),
-                client_addr: Some("local".into()),
-            };
-            let engine = engine.with_audit(audit.clone(), who);
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
             let _sync = SyncOnDrop(audit);
             match query {
                 Some(q) => {
@@ -502,8 +501,60 @@ async fn run(cmd: Cmd) -> Result<()> {
                 None => lianqin_pipeline::cli::shell::shell(&engine, &catalog, format, &data_dir).await?,
             }
         }
+        Cmd::Token { what: TokenCmd::Resolve { data_dir, as_user, format, token } } => {
+            init_tracing("warn");
+            lianqin_pipeline::cli::token::check_token(&token)?;
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
+            let _sync = SyncOnDrop(audit);
+            let batches = lianqin_pipeline::cli::token::resolve(&engine, &token).await?;
+            if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
+                bail!("{token}: no element with this id that you may read");
+            }
+            print!("{}", format_batches(&batches, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+        }
     }
     Ok(())
+}
+
+/// A query session over `data_dir`, audited in the `cli` stream: with
+/// `--as USER` (logged in as for `sql --as`) under USER's policy; without
+/// it the local operator, who can read the data dir's files anyway,
+/// unrestricted (recorded as local:<os user>).
+async fn query_engine(
+    data_dir: &std::path::Path,
+    catalog: &Arc<Catalog>,
+    as_user: Option<String>,
+) -> Result<(QueryEngine, lianqin_pipeline::audit::Audit)> {
+    if !data_dir.join("lake").is_dir() {
+        bail!(
+            "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
+            data_dir.display()
+        );
+    }
+    let store = LibraryStore::open_existing(data_dir, Arc::clone(catalog)).await?;
+    let audit = lianqin_pipeline::audit::Audit::open(data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+    let mut engine = QueryEngine::new(&store, catalog).await?;
+    let (user, department) = match as_user {
+        Some(u) => {
+            let policy = Arc::new(lianqin_pipeline::policy::load(data_dir).await?);
+            let who = session::sql_login(&audit, &policy, &u, &Credential::from_env(&u))?;
+            let dept = who.department.clone();
+            engine = engine.with_policy(policy, who);
+            (u, dept)
+        }
+        None => (format!("local:{}", session::os_user()), String::new()),
+    };
+    let who = lianqin_pipeline::query::Querier {
+        user,
+        department,
+        session: Some(session::cli_session()),
+        client_addr: Some("local".into()),
+    };
+    Ok((engine.with_audit(audit.clone(), who), audit))
 }
 
 /// Flushes the audit stream when the command ends.

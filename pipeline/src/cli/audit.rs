@@ -1,8 +1,8 @@
 //! `lianqin audit …`: the security officers' tools over the encrypted audit
 //! trail — verify, mirror from the replicated topic, search, export, prove,
 //! check a proof, tail. Reading the trail is itself audited (`audit_read`);
-//! a named reader (`--as`) must hold the auditor role
-//! ([`super::session::check_auditor`]).
+//! a named reader (`--as`) logs in and must hold the auditor role
+//! ([`super::session::auditor_login`]: password as for `sql --as`, then the auditor role).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use lianqin_audit::{EventKind, Outcome};
 
 use super::ExportFormat;
-use super::session::{check_auditor, os_user};
+use super::session::{Credential, auditor_login, os_user};
 
 /// `--kind` of the audit filters (the event kinds, snake_case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -354,7 +354,7 @@ pub async fn run(what: AuditCmd) -> Result<()> {
         AuditCmd::Search { data_dir, filter, as_user } => {
             let key = master_key(&data_dir, false)?;
             if let Some(u) = &as_user {
-                check_auditor(&data_dir, &load_configured().await?, u)?;
+                auditor_login(&data_dir, &load_configured().await?, u, &Credential::from_env(u))?;
             }
             let f = audit_filter(&filter)?;
             let mut n = 0u64;
@@ -383,7 +383,7 @@ pub async fn run(what: AuditCmd) -> Result<()> {
         AuditCmd::Export { data_dir, filter, format, as_user } => {
             let key = master_key(&data_dir, false)?;
             if let Some(u) = &as_user {
-                check_auditor(&data_dir, &load_configured().await?, u)?;
+                auditor_login(&data_dir, &load_configured().await?, u, &Credential::from_env(u))?;
             }
             let f = audit_filter(&filter)?;
             let fmt = format.audit();
@@ -397,7 +397,7 @@ pub async fn run(what: AuditCmd) -> Result<()> {
         AuditCmd::Prove { data_dir, stream, from_seq, to_seq, as_user } => {
             let key = master_key(&data_dir, false)?;
             let reader = as_user.unwrap_or_else(os_user);
-            check_auditor(&data_dir, &load_configured().await?, &reader)?;
+            auditor_login(&data_dir, &load_configured().await?, &reader, &Credential::from_env(&reader))?;
             let dir = data_dir.join("audit").join(&stream);
             let proof = lianqin_audit::export_with_proof(&dir, &key, from_seq, to_seq)
                 .with_context(|| format!("audit stream {stream}"))?;

@@ -4,7 +4,8 @@
 //! session acts as ([`session`]: `sql --as` logins, the auditor check of
 //! `audit … --as`), the security officers' `audit` commands ([`audit`]), the
 //! interactive SQL shell ([`shell`]), whether the built-in demo users may
-//! be served ([`check_demo_users`]) and how errors reach the user
+//! be served ([`check_demo_users`]) or run flows ([`check_demo_flows`]),
+//! token resolution ([`token`]) and how errors reach the user
 //! ([`report`]).
 //!
 //! `src/bin/lianqin.rs` keeps only the command tree and calls in here.
@@ -12,6 +13,7 @@
 pub mod audit;
 pub mod session;
 pub mod shell;
+pub mod token;
 
 use crate::query::OutputFormat;
 
@@ -39,6 +41,25 @@ pub fn check_demo_users(
     Err(crate::PipelineError::Config(format!(
         "refusing to serve on {listen} with the built-in demo users: {why}; set {} to your sealed policy folder \
          (`lianqin policy seal --dir DIR`)",
+        lianqin_policies::POLICIES_ENV
+    )))
+}
+
+/// Whether `lianqin run` may deliver `[[flows]]` under the policy of
+/// `source`: flows read shared data as a named user, and the built-in
+/// policy's users are demo users, so flows need `$LIANQIN_POLICIES` (a
+/// sealed folder) or an explicit `--demo-users`.
+pub fn check_demo_flows(
+    source: &lianqin_policies::PolicySource,
+    flows: usize,
+    demo_users: bool,
+) -> Result<(), crate::PipelineError> {
+    if flows == 0 || demo_users || source.dir().is_some() {
+        return Ok(());
+    }
+    Err(crate::PipelineError::Config(format!(
+        "refusing to run {flows} flow(s) as built-in demo users: set {} to your sealed policy folder \
+         (`lianqin policy seal --dir DIR`), or pass --demo-users to try them with the demo policy",
         lianqin_policies::POLICIES_ENV
     )))
 }
@@ -148,6 +169,16 @@ mod tests {
         }
         let dir = PolicySource::Dir("/etc/lianqin/policies".into());
         assert!(check_demo_users(&dir, any, false).is_ok());
+    }
+
+    #[test]
+    fn flows_need_a_policy_folder_or_the_demo_flag() {
+        use lianqin_policies::PolicySource;
+        let e = check_demo_flows(&PolicySource::Builtin, 2, false).unwrap_err().to_string();
+        assert!(e.contains("2 flow(s)") && e.contains("LIANQIN_POLICIES") && e.contains("--demo-users"), "{e}");
+        assert!(check_demo_flows(&PolicySource::Builtin, 2, true).is_ok());
+        assert!(check_demo_flows(&PolicySource::Builtin, 0, false).is_ok());
+        assert!(check_demo_flows(&PolicySource::Dir("/etc/lianqin/policies".into()), 2, false).is_ok());
     }
 
     #[test]

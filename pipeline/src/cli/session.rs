@@ -7,10 +7,11 @@
 //!   users.toml entry lists in `local_operators` (a configured trust), may
 //!   act as USER; anyone else is refused. Every attempt is a `login` entry
 //!   naming the method and the OS account; a refusal is also a `denial`.
-//! * [`check_auditor`] — `lianqin audit search/export/prove --as NAME`: NAME
-//!   must hold the auditor role (read on the `audit` table); a refusal is a
-//!   `denial` entry. The unnamed local operator holds the key already and is
-//!   recorded as the OS user ([`os_user`]).
+//! * [`auditor_login`] — `lianqin audit search/export/prove --as NAME`: NAME
+//!   logs in as above, then must hold the auditor role (read on the `audit`
+//!   table, [`check_auditor`]); a refusal is a `denial` entry. The unnamed
+//!   local operator holds the key already and is recorded as the OS user
+//!   ([`os_user`]).
 //!
 //! Both take the policy from the caller ([`lianqin_policies::load_configured`]
 //! in the binary), so they are tested here against the built-in policy.
@@ -204,9 +205,32 @@ pub fn sql_login(
     login(audit, policy, user, credential, &cli_session())
 }
 
+/// `lianqin audit search|export|prove --as NAME`: NAME proves who they are
+/// as for `sql --as` ([`login`] with `credential`: a password, the same OS
+/// account, or a trusted local operator), then must hold the auditor role
+/// ([`check_auditor`]). Both steps are recorded in the `cli` stream.
+pub fn auditor_login(
+    data_dir: &Path,
+    policy: &PolicyEngine,
+    user: &str,
+    credential: &Credential,
+) -> Result<(), SessionError> {
+    let audit = Audit::open(data_dir, "cli", "cli", Duration::from_secs(3))?;
+    let out = login(&audit, policy, user, credential, &cli_session()).and_then(|_| auditor_in(&audit, policy, user));
+    audit.sync();
+    out
+}
+
 /// Does `user` hold the auditor role (read on the `audit` table)? A refusal
 /// is recorded as a `denial` entry in the `cli` stream of `data_dir`.
 pub fn check_auditor(data_dir: &Path, policy: &PolicyEngine, user: &str) -> Result<(), SessionError> {
+    let audit = Audit::open(data_dir, "cli", "cli", Duration::from_secs(3))?;
+    let out = auditor_in(&audit, policy, user);
+    audit.sync();
+    out
+}
+
+fn auditor_in(audit: &Audit, policy: &PolicyEngine, user: &str) -> Result<(), SessionError> {
     let decision = match policy.principal(user) {
         Some(p) => policy.decide_sync(&p, crate::audit_table::TABLE, &crate::audit_table::column_meta()),
         None => TableDecision::deny(format!("unknown user `{user}`")),
@@ -214,13 +238,11 @@ pub fn check_auditor(data_dir: &Path, policy: &PolicyEngine, user: &str) -> Resu
     if decision.allowed {
         return Ok(());
     }
-    let audit = Audit::open(data_dir, "cli", "cli", Duration::from_secs(3))?;
     let mut ev = AuditEvent::new(EventKind::Denial, user, "", Outcome::Deny);
     ev.tables = vec![crate::audit_table::TABLE.into()];
     ev.rule = Some(decision.reason.clone());
     ev.rule_version = Some(policy.version());
     audit.record_durable(ev)?;
-    audit.sync();
     Err(SessionError::NotAuditor { user: user.to_string(), reason: decision.reason })
 }
 
@@ -334,5 +356,28 @@ mod tests {
         let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
         let got = entries(dir.path(), &audit);
         assert_eq!(got.iter().filter(|(k, o, _)| *k == EventKind::Denial && *o == Outcome::Deny).count(), 2, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn naming_an_auditor_needs_the_auditors_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = PolicyEngine::builtin().await.unwrap();
+        let op = Credential::LocalOperator { os_user: "someone.else".into() };
+        let e = auditor_login(dir.path(), &policy, "qian.audit", &op).unwrap_err();
+        assert!(matches!(e, SessionError::PasswordRequired { .. }), "{e}");
+        let wrong = Credential::Password("guess".into());
+        assert!(matches!(
+            auditor_login(dir.path(), &policy, "qian.audit", &wrong).unwrap_err(),
+            SessionError::WrongPassword(_)
+        ));
+        auditor_login(dir.path(), &policy, "qian.audit", &Credential::Password("qian.audit-demo".into())).unwrap();
+        // The right password of a user without the role is still refused.
+        let e = auditor_login(dir.path(), &policy, "wang.police", &Credential::Password("wang.police-demo".into()))
+            .unwrap_err();
+        assert!(matches!(e, SessionError::NotAuditor { .. }), "{e}");
+        let audit = Audit::open(dir.path(), "cli", "cli", Duration::from_secs(3)).unwrap();
+        let got = entries(dir.path(), &audit);
+        let logins = got.iter().filter(|(k, _, _)| *k == EventKind::Login).count();
+        assert_eq!(logins, 4, "{got:?}");
     }
 }

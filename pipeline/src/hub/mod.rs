@@ -46,6 +46,7 @@ use crate::audit::Audit;
 use crate::config::{BusKind, HubConfig};
 use crate::library::LibraryStore;
 use crate::mapping::Mapping;
+use crate::mapping::personal::KeyScope;
 use crate::normalize::Normalizer;
 use crate::schema::Catalog;
 
@@ -139,11 +140,14 @@ impl Hub {
     pub async fn open_with_bus(cfg: HubConfig, data_dir: &Path, bus: Arc<dyn Bus>) -> Result<Hub, PipelineError> {
         let catalog = Catalog::builtin()?;
         let store = Arc::new(LibraryStore::open(data_dir, Arc::clone(&catalog)).await?);
+        // Person tokens keyed by this data dir's secret (created 0600 on first use).
+        crate::mapping::personal::data_dir_key(data_dir)?;
+        let key = KeyScope::DataDir(data_dir.to_path_buf());
         let mut sources = BTreeMap::new();
         let mut by_topic = HashMap::new();
         for s in cfg.enabled_sources() {
             let mapping = Arc::new(Mapping::load(&s.mapping, &cfg.base_dir)?);
-            let normalizer = Normalizer::new(Arc::clone(&catalog), mapping, &s.id)
+            let normalizer = Normalizer::new_in(Arc::clone(&catalog), mapping, &s.id, key.clone())
                 .await
                 .map_err(|e| PipelineError::Config(format!("source `{}`: {e}", s.id)))?;
             let topic = raw_topic(&cfg.bus.topic_prefix, &s.id);
@@ -295,7 +299,7 @@ impl Hub {
 async fn record_start(audit: &Audit, cfg: &HubConfig, bus: &Arc<dyn Bus>) -> Result<(), PipelineError> {
     use lianqin_audit::{AuditEvent, EventKind, Outcome};
     let config = cfg.version();
-    let policy = match crate::audit::policy_engine().await {
+    let policy = match crate::policy::load(audit.data_dir()).await {
         Ok(p) => Some(p.version()),
         Err(e) => {
             warn!("audit: cannot read the policy files to record their version: {e}");

@@ -27,22 +27,33 @@
 //!
 //! ## The hub secret
 //!
-//! [`token_key`] resolves, in order: a key installed with [`install_key`]
-//! (embedding, tests); the environment variable
-//! `LIANQIN_TOKEN_KEY` (its UTF-8 bytes); the key installed with
-//! [`install_data_dir_key`] (`<data dir>/secrets/token.key`, 32 random bytes
-//! hex-encoded, created with mode 0600 on first use, so `lianqin demo` works
-//! out of the box and a data dir keeps its tokens across restarts); failing
-//! both, the per-user key `$LIANQIN_HOME/token.key` (default
-//! `$HOME/.lianqin/token.key`), created the same way. The key is never
-//! logged or printed; [`TokenKey`]'s `Debug` shows only where it came from.
-//! Changing the key changes every token: person elements would no longer
-//! merge with those written before.
+//! Each hub has its own secret, kept beside its libraries:
+//! [`data_dir_key`] resolves, in order, a key installed with [`install_key`]
+//! (embedding, deterministic tests); the environment variable
+//! `LIANQIN_TOKEN_KEY` (its UTF-8 bytes; one secret for several data dirs);
+//! `<data dir>/secrets/token.key` (32 random bytes hex-encoded, created with
+//! mode 0600 on first use, so `lianqin demo` and `lianqin run` work out of
+//! the box and a data dir keeps its tokens across restarts). Hubs of one
+//! process on different data dirs get different keys. The mapping sessions
+//! of a hub ([`crate::normalize::Normalizer::new_in`]), its query sessions
+//! (the legacy view, the policy's `hash` mask: [`crate::policy`]) and
+//! `lianqin token` use that key. Code without a data dir (`lianqin check`,
+//! a mapping tried alone) uses [`token_key`]: installed key, environment,
+//! then the per-user key `$LIANQIN_HOME/token.key` (default
+//! `$HOME/.lianqin/token.key`). The key is never logged or printed;
+//! [`TokenKey`]'s `Debug` shows only where it came from. Changing the key
+//! changes every token: person elements would no longer merge with those
+//! written before.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use arrow::array::{Array, StringArray, StringBuilder};
+use arrow::datatypes::DataType;
+use datafusion::common::DataFusionError;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -159,8 +170,11 @@ pub fn normalize(value: &str) -> String {
     lianqin_domain::normalize_text(value).to_uppercase()
 }
 
-static INSTALLED: RwLock<Option<TokenKey>> = RwLock::new(None);
+/// The per-user key, once loaded.
+static USER_KEY: RwLock<Option<TokenKey>> = RwLock::new(None);
 static EXPLICIT: RwLock<Option<TokenKey>> = RwLock::new(None);
+/// Data-dir keys already read, by key file path.
+static DATA_DIR_KEYS: RwLock<BTreeMap<PathBuf, TokenKey>> = RwLock::new(BTreeMap::new());
 
 /// Makes `key` the key of this process, before `LIANQIN_TOKEN_KEY` and key
 /// files (embedding, deterministic tests).
@@ -168,16 +182,49 @@ pub fn install_key(key: TokenKey) {
     *EXPLICIT.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
 }
 
-/// Loads (or creates, mode 0600) `<data_dir>/secrets/token.key` and makes it
-/// the key of this process unless `LIANQIN_TOKEN_KEY` is set. Call once per
-/// process before normalizing (the hub, `demo`); returns the key in force.
-pub fn install_data_dir_key(data_dir: &Path) -> Result<TokenKey, PipelineError> {
+/// The key file of a data dir: `<data_dir>/secrets/token.key`.
+pub fn data_dir_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("secrets").join("token.key")
+}
+
+/// The key of the hub on `data_dir` (see the module docs for the order):
+/// an installed key, `LIANQIN_TOKEN_KEY`, else `<data_dir>/secrets/token.key`,
+/// created (mode 0600) on first use. Read once per process and data dir.
+pub fn data_dir_key(data_dir: &Path) -> Result<TokenKey, PipelineError> {
+    if let Some(k) = EXPLICIT.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Ok(k);
+    }
     if let Some(k) = env_key() {
         return Ok(k);
     }
-    let k = load_or_create(&data_dir.join("secrets").join("token.key"))?;
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+    let path = data_dir_key_path(data_dir);
+    if let Some(k) = DATA_DIR_KEYS.read().unwrap_or_else(|e| e.into_inner()).get(&path) {
+        return Ok(k.clone());
+    }
+    let k = load_or_create(&path)?;
+    DATA_DIR_KEYS.write().unwrap_or_else(|e| e.into_inner()).insert(path, k.clone());
     Ok(k)
+}
+
+/// Where a session takes its person-token key from: a data dir's key
+/// ([`data_dir_key`]) or, without one, the process key ([`token_key`]).
+/// Resolved when first needed, so planning never needs the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyScope {
+    /// [`data_dir_key`] of this folder.
+    DataDir(PathBuf),
+    /// [`token_key`].
+    Process,
+}
+
+impl KeyScope {
+    /// The key of this scope.
+    pub fn key(&self) -> Result<TokenKey, PipelineError> {
+        match self {
+            KeyScope::DataDir(d) => data_dir_key(d),
+            KeyScope::Process => token_key(),
+        }
+    }
 }
 
 fn env_key() -> Option<TokenKey> {
@@ -196,7 +243,8 @@ pub fn user_key_path() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".lianqin").join("token.key"))
 }
 
-/// The key in force (see the module docs for the order).
+/// The key of code without a data dir (see the module docs): an installed
+/// key, `LIANQIN_TOKEN_KEY`, else the per-user key file.
 pub fn token_key() -> Result<TokenKey, PipelineError> {
     if let Some(k) = EXPLICIT.read().unwrap_or_else(|e| e.into_inner()).clone() {
         return Ok(k);
@@ -204,7 +252,7 @@ pub fn token_key() -> Result<TokenKey, PipelineError> {
     if let Some(k) = env_key() {
         return Ok(k);
     }
-    if let Some(k) = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone() {
+    if let Some(k) = USER_KEY.read().unwrap_or_else(|e| e.into_inner()).clone() {
         return Ok(k);
     }
     let Some(p) = user_key_path() else {
@@ -213,8 +261,53 @@ pub fn token_key() -> Result<TokenKey, PipelineError> {
         )));
     };
     let k = load_or_create(&p)?;
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+    *USER_KEY.write().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
     Ok(k)
+}
+
+/// The SQL function `person_token(value)` keyed from `scope`: `pt:<hex>`
+/// of each value, NULL for NULL or blank. The key is resolved on first use
+/// (never at planning), so a mapping checks without one; a missing key fails
+/// the batch.
+pub fn person_token_udf(scope: KeyScope) -> ScalarUDF {
+    ScalarUDF::new_from_impl(PersonTokenUdf { scope, signature: Signature::any(1, Volatility::Immutable) })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PersonTokenUdf {
+    scope: KeyScope,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PersonTokenUdf {
+    fn name(&self) -> &str {
+        "person_token"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [a] = arrays.as_slice() else {
+            return Err(DataFusionError::Plan("person_token takes one argument".into()));
+        };
+        let c = arrow::compute::cast(a, &DataType::Utf8)?;
+        let s = c.as_any().downcast_ref::<StringArray>().ok_or_else(|| DataFusionError::Internal("text".into()))?;
+        let mut b = StringBuilder::with_capacity(n, n * 67);
+        let key = if s.null_count() < n {
+            Some(self.scope.key().map_err(|e| DataFusionError::Execution(format!("person_token: {e}")))?)
+        } else {
+            None
+        };
+        for i in 0..n {
+            b.append_option(key.as_ref().filter(|_| s.is_valid(i)).and_then(|k| k.token(s.value(i))));
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
 }
 
 /// Reads a hex key file, or creates it (32 random bytes, mode 0600, written
@@ -369,6 +462,32 @@ mod tests {
         assert!(!a.contains("330502"));
         assert_eq!(k.token("  "), None);
         assert!(!format!("{k:?}").contains("k1"));
+    }
+
+    /// Two hubs in one process on two data dirs: each keys its tokens with
+    /// its own secret (kept 0600 in the data dir, the same after a reload).
+    #[tokio::test]
+    async fn each_data_dir_has_its_own_key() {
+        assert!(std::env::var(TOKEN_KEY_ENV).is_err(), "run the tests without {TOKEN_KEY_ENV}");
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let token = |dir: PathBuf| async move {
+            let ctx = datafusion::prelude::SessionContext::new();
+            ctx.register_udf(person_token_udf(KeyScope::DataDir(dir)));
+            let b = ctx.sql("SELECT person_token('330502198001011231') AS t").await.unwrap().collect().await.unwrap();
+            b[0].column(0).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string()
+        };
+        let (ta, tb) = (token(a.path().to_path_buf()).await, token(b.path().to_path_buf()).await);
+        assert!(ta.starts_with(TOKEN_PREFIX) && tb.starts_with(TOKEN_PREFIX));
+        assert_ne!(ta, tb, "two data dirs, one key");
+        assert_eq!(ta, data_dir_key(a.path()).unwrap().token("330502198001011231").unwrap());
+        let file = data_dir_key_path(a.path());
+        let again = load_or_create(&file).unwrap().token("330502198001011231").unwrap();
+        assert_eq!(again, ta, "the key file is what the hub used");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl PgServer {
     /// silent fallback to plain text).
     pub async fn new(cfg: &PgServerConfig, data_dir: &Path, policies: PolicySource) -> Result<PgServer, PipelineError> {
         let (tls, cert_pem) = tls::acceptor(cfg)?;
-        let policy = policies.load().await.map_err(|e| PipelineError::Config(format!("policies ({policies}): {e}")))?;
+        let policy = crate::policy::load_from(&policies, data_dir).await?;
         let audit = Audit::open(data_dir, "pgwire", "pgwire", Duration::from_secs(3))?;
         let policy_files = Mutex::new(policies.files_hash());
         let shared = Shared {

@@ -46,7 +46,13 @@ impl Shared {
         }
         let old = self.policy();
         use lianqin_audit::{AuditEvent, EventKind, Outcome};
-        match self.policy_source.load().await {
+        match self
+            .policy_source
+            .load()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|p| crate::policy::keyed(p, &self.data_dir).map_err(|e| e.to_string()))
+        {
             Ok(new) if new.version() == old.version() => {}
             Ok(new) => {
                 let version = new.version();

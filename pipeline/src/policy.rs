@@ -1,0 +1,33 @@
+//! The one policy loader of the runtime: the policy set in force
+//! (`$LIANQIN_POLICIES`, a sealed folder, or the built-in `policies/` files;
+//! [`lianqin_policies::PolicySource`]) with the `hash` mask keyed by the
+//! data dir's person-token secret ([`crate::mapping::personal::data_dir_key`]),
+//! so a hashed column equals the `person_token` ids the hub wrote and an
+//! analyst can join on it without seeing the value.
+//!
+//! Every path that decides a statement loads through here: `lianqin sql
+//! --as`, `export`, `token`, the Postgres wire server and its hot reload,
+//! outbound flows, the auditor checks of `lianqin audit`.
+
+use std::path::Path;
+
+use lianqin_policies::{PolicyEngine, PolicySource};
+
+use crate::PipelineError;
+
+/// The policy of `$LIANQIN_POLICIES` (or the built-in files) for `data_dir`.
+pub async fn load(data_dir: &Path) -> Result<PolicyEngine, PipelineError> {
+    load_from(&PolicySource::from_env(), data_dir).await
+}
+
+/// The policy of `source` for `data_dir`.
+pub async fn load_from(source: &PolicySource, data_dir: &Path) -> Result<PolicyEngine, PipelineError> {
+    let engine = source.load().await.map_err(|e| PipelineError::Config(format!("policies ({source}): {e}")))?;
+    keyed(engine, data_dir)
+}
+
+/// `engine` with its `hash` mask keyed by `data_dir`'s token secret.
+pub fn keyed(engine: PolicyEngine, data_dir: &Path) -> Result<PolicyEngine, PipelineError> {
+    let key = crate::mapping::personal::data_dir_key(data_dir)?;
+    Ok(engine.with_token_key(key.bytes()))
+}
