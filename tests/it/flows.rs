@@ -24,6 +24,11 @@ fn small() -> SimConfig {
     }
 }
 
+/// A keyed hash as the policy's `hash` mask writes it (64 hex digits).
+fn hashed(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Rows of `sql` as `user` through the same enforcement as `lianqin sql --as`.
 async fn secured_count(dir: &std::path::Path, user: &str, sql: &str) -> i64 {
     let policy = Arc::new(lianqin_pipeline::flows::load_policies(dir).await.unwrap());
@@ -69,8 +74,9 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
     for e in &elements {
         let r = &e["row"];
         assert!(r["kind"] == "unit_place" || r["department"] == "market", "element leaked to market: {r}");
-        // Citizen IDs are tokens (no token key: NULL), phones masked.
-        assert!(r.get("id_value").is_none_or(Value::is_null), "id_value leaked: {r}");
+        // Identifiers (labelled citizen_id) are keyed hashes (the data dir's
+        // token key), phones masked.
+        assert!(r.get("id_value").is_none_or(|v| v.is_null() || hashed(v)), "id_value leaked: {r}");
         if let Some(p) = r.get("phone").and_then(Value::as_str) {
             assert!(p.contains('*'), "phone not masked: {r}");
         }
@@ -140,7 +146,7 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
         rows.len() as i64,
         secured_count(d, "liu.market", "SELECT count(*) FROM element WHERE kind = 'unit_place'").await
     );
-    assert!(rows.iter().all(|r| r.get("id_value").is_none_or(Value::is_null)));
+    assert!(rows.iter().all(|r| r.get("id_value").is_none_or(|v| v.is_null() || hashed(v))), "{rows:?}");
     // A user without the table gets nothing and the refusal is audited.
     let denied = d.join("denied.csv");
     let out = Command::new(lianqin_bin())
