@@ -40,6 +40,7 @@ mod data;
 mod files;
 pub mod geo;
 mod http;
+pub mod identity;
 pub mod ids;
 pub mod irs;
 mod world;

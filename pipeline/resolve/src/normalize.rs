@@ -1,0 +1,142 @@
+//! Field normalization before matching, per identifier type (issue 13,
+//! item 1): a 15-digit citizen ID and its 18-digit form compare equal,
+//! full-width digits and spaces never cost a match. Values that do not
+//! validate (a citizen ID with a bad check digit) are dropped from the
+//! comparison — never guessed — and the caller keeps them flagged.
+//!
+//! The field names are the model's (`schemas/resolution/person.toml`):
+//! `citizen_id`, `mobile`/`landline` (from `phone`), `name`, `birth_date`,
+//! `address`, `uscc`.
+
+use std::collections::BTreeMap;
+
+use lianqin_domain::normalize_text;
+use lianqin_domain::text::normalize_code;
+
+/// A citizen ID in its 18-character form (15-digit numbers upgraded),
+/// `None` when it does not validate.
+pub fn citizen_id(s: &str) -> Option<String> {
+    lianqin_domain::citizen_id::parse_citizen_id(s).ok().map(|c| c.number)
+}
+
+/// Digits of a phone number in its canonical form (mobile: 11 digits, any
+/// `+86`/`0086` prefix dropped; landline: area code + number; a bare local
+/// number gets Huzhou's `0572`), `None` when it is not a phone number.
+pub fn phone(s: &str) -> Option<String> {
+    let p = lianqin_domain::phone::normalize_phone_in_area(s, lianqin_domain::phone::HUZHOU_AREA_CODE).ok()?;
+    let digits: String = p.number.chars().filter(char::is_ascii_digit).collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+/// A name: NFKC, no spaces or middle dots (`张 三`, `阿依·古丽`).
+pub fn name(s: &str) -> Option<String> {
+    let n: String = normalize_text(s).chars().filter(|c| !c.is_whitespace() && !matches!(c, '·' | '•' | '.')).collect();
+    (!n.is_empty()).then_some(n)
+}
+
+/// An address: NFKC, no spaces, without the leading province and city
+/// (`浙江省湖州市吴兴区…` and `吴兴区…` compare equal).
+pub fn address(s: &str) -> Option<String> {
+    let mut a: String = normalize_text(s).chars().filter(|c| !c.is_whitespace()).collect();
+    for p in ["浙江省", "浙江", "湖州市", "湖州"] {
+        if let Some(rest) = a.strip_prefix(p) {
+            a = rest.to_string();
+        }
+    }
+    (!a.is_empty()).then_some(a)
+}
+
+/// A date as `YYYY-MM-DD` from the usual forms (`2025-03-19`,
+/// `2025.03.19`, `2025/3/19`, `20250319`, `2025年3月19日`).
+pub fn date(s: &str) -> Option<String> {
+    let t = normalize_text(s);
+    let digits: Vec<&str> = t.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).collect();
+    let (y, m, d) = match digits.as_slice() {
+        [ymd] if ymd.len() == 8 => (ymd[0..4].parse().ok()?, ymd[4..6].parse().ok()?, ymd[6..8].parse().ok()?),
+        [y, m, d, ..] => (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?),
+        _ => return None,
+    };
+    let date = chrono_like(y, m, d)?;
+    Some(date)
+}
+
+fn chrono_like(y: i32, m: u32, d: u32) -> Option<String> {
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    ((1850..=2100).contains(&y) && (1..=days).contains(&d)).then(|| format!("{y:04}-{m:02}-{d:02}"))
+}
+
+/// A USCC upper-cased without spaces, `None` when it does not validate.
+pub fn uscc(s: &str) -> Option<String> {
+    lianqin_domain::validate_uscc(s).ok().map(|u| u.code)
+}
+
+/// Normalizes a person record's fields in place of the raw ones: each known
+/// field through its rule (unknown fields kept as NFKC text); `phone`
+/// becomes `mobile` or `landline`; a birth date missing is taken from the
+/// citizen ID. Empty or invalid values are left out.
+pub fn person(raw: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        let n = match k.as_str() {
+            "citizen_id" => citizen_id(v),
+            // Mobiles are personal; a landline is shared by a household.
+            "phone" => {
+                if let Some(p) = phone(v) {
+                    let kind = if p.starts_with('1') { "mobile" } else { "landline" };
+                    out.insert(kind.to_string(), p);
+                }
+                None
+            }
+            "name" => name(v),
+            "address" => address(v),
+            "birth_date" => date(v),
+            "uscc" => uscc(v),
+            _ => Some(normalize_code(v)).filter(|s| !s.is_empty()),
+        };
+        if let Some(n) = n {
+            out.insert(k.clone(), n);
+        }
+    }
+    if !out.contains_key("birth_date")
+        && let Some(c) = out.get("citizen_id")
+    {
+        let b = &c[6..14];
+        out.insert("birth_date".into(), format!("{}-{}-{}", &b[0..4], &b[4..6], &b[6..8]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_compare_in_one_form() {
+        // 15-digit and 18-digit forms of one number.
+        let id18 = lianqin_domain::upgrade_15_to_18("330502800101123").unwrap();
+        assert_eq!(citizen_id("330502800101123").as_deref(), Some(id18.as_str()));
+        assert_eq!(citizen_id(&id18.replace('0', "０")).as_deref(), Some(id18.as_str()));
+        assert_eq!(citizen_id("330502198001011230"), None, "bad check digit is dropped, not guessed");
+        assert_eq!(phone("+86 138-0572-1234").as_deref(), Some("13805721234"));
+        assert_eq!(phone("１３８０５７２１２３４").as_deref(), Some("13805721234"));
+        assert_eq!(name(" 张　三 ").as_deref(), Some("张三"));
+        assert_eq!(address("浙江省湖州市吴兴区 凤凰路12号"), address("吴兴区凤凰路12号"));
+        for d in ["2025-03-19", "2025.03.19", "2025/3/19", "20250319", "2025年3月19日"] {
+            assert_eq!(date(d).as_deref(), Some("2025-03-19"), "{d}");
+        }
+        assert_eq!(date("2025-02-30"), None);
+    }
+
+    #[test]
+    fn birth_date_comes_from_the_id_when_missing() {
+        let id = lianqin_domain::upgrade_15_to_18("330502800101123").unwrap();
+        let raw = BTreeMap::from([("citizen_id".to_string(), id), ("name".to_string(), "张三".to_string())]);
+        assert_eq!(person(&raw).get("birth_date").map(String::as_str), Some("1980-01-01"));
+    }
+}
