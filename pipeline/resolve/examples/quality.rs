@@ -15,16 +15,18 @@ fn main() {
     let model = Model::person();
     let recs: Vec<Record> =
         w.records.iter().map(|r| Record { id: r.id.clone(), fields: normalize::person(&r.fields) }).collect();
+    let rss_before = rss_mib();
     let t = std::time::Instant::now();
     let mut r = Resolver::new(model.clone());
     for rec in &recs {
         r.add(rec.clone()).expect("unique ids");
     }
     let took = t.elapsed();
+    let rss_resolver = rss_mib() - rss_before;
     let clusters = r.clusters();
     let (p, rc) = pairwise_quality(&clusters, &w.person_of);
     println!(
-        "{} records, {} persons, {} clusters, {} comparisons, {:.1} µs/record; precision {p:.4}, recall {rc:.4}, review queue {}",
+        "{} records, {} persons, {} clusters, {} comparisons, {:.1} µs/record, resolver +{rss_resolver:.0} MiB RSS; precision {p:.4}, recall {rc:.4}, review queue {}",
         recs.len(),
         w.persons,
         clusters.len(),
@@ -92,4 +94,13 @@ fn main() {
     for (k, n) in kinds.iter().take(15) {
         println!("  {n:>5}  {k}");
     }
+}
+
+/// Resident set size of this process (Linux), MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .map(|kb: f64| kb / 1024.0)
+        .unwrap_or(0.0)
 }

@@ -43,24 +43,11 @@ pub struct PairScore {
 /// value is missing or no level holds.
 pub fn level_of(c: &Comparison, a: Option<&str>, b: Option<&str>) -> Option<usize> {
     let (a, b) = (a?, b?);
-    c.levels.iter().position(|l| {
-        let min = l.min.unwrap_or(0.0);
-        match l.kind {
-            LevelKind::Exact => a == b,
-            LevelKind::JaroWinkler => strsim::jaro_winkler(a, b) >= min,
-            LevelKind::Levenshtein => (strsim::levenshtein(a, b) as f64) <= min,
-            LevelKind::Prefix => {
-                let n = min as usize;
-                a.chars().count() >= n && b.chars().count() >= n && a.chars().take(n).eq(b.chars().take(n))
-            }
-            LevelKind::DateWithin => days(a).zip(days(b)).is_some_and(|(x, y)| ((x - y).abs() as f64) <= min),
-            LevelKind::Else => true,
-        }
-    })
+    c.levels.iter().position(|l| crate::store::level_holds(l.kind, l.min.unwrap_or(0.0), a, b))
 }
 
 /// Days since 0000-03-01 of a `YYYY-MM-DD` date (for differences only).
-fn days(s: &str) -> Option<i64> {
+pub(crate) fn days(s: &str) -> Option<i64> {
     let mut it = s.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, d) = (it.next()??, it.next()??, it.next()??);
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
@@ -106,6 +93,9 @@ pub fn score(model: &Model, a: &BTreeMap<String, String>, b: &BTreeMap<String, S
         };
         weight += w;
         parts.push(Part { field: c.field.clone(), level, weight: w });
+    }
+    if strong.is_some() {
+        conflict = None;
     }
     let probability = if strong.is_some() { 1.0 } else { Model::probability(weight) };
     PairScore { strong, conflict, weight, probability, parts }

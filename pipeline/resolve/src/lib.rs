@@ -23,6 +23,7 @@ pub mod compare;
 pub mod config;
 pub mod normalize;
 pub mod resolver;
+mod store;
 
 pub use compare::{PairScore, Part, score};
 pub use config::Model;

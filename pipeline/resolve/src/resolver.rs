@@ -32,6 +32,7 @@ use serde::Serialize;
 use crate::ResolveError;
 use crate::compare::{PairScore, score};
 use crate::config::Model;
+use crate::store::{Scorer, Store};
 
 /// One source record to resolve: its id (`<source>:<key>[#role]`), and its
 /// normalized fields ([`crate::normalize`]).
@@ -67,14 +68,6 @@ pub enum Rule {
 }
 
 impl Rule {
-    fn rank(&self) -> (u8, f64) {
-        match self {
-            Rule::Operator { .. } => (0, 0.0),
-            Rule::Strong { .. } => (1, 0.0),
-            Rule::Score { weight, .. } => (2, -weight),
-        }
-    }
-
     /// Short text (`operator`, `strong:citizen_id`, `score 23.4`).
     pub fn describe(&self) -> String {
         match self {
@@ -133,43 +126,68 @@ pub struct ReviewItem {
     pub score: PairScore,
 }
 
-#[derive(Debug, Clone)]
+/// An edge's rule, compact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CRule {
+    /// Decision index (a merge).
+    Operator(u32),
+    /// Strong field index.
+    Strong(u16),
+    /// Match weight.
+    Score(f32),
+}
+
+impl CRule {
+    fn rank(self) -> (u8, f32) {
+        match self {
+            CRule::Operator(_) => (0, 0.0),
+            CRule::Strong(_) => (1, 0.0),
+            CRule::Score(w) => (2, -w),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Edge {
-    other: usize,
-    rule: Rule,
+    other: u32,
+    rule: CRule,
 }
 
 /// The resolver (see the module docs).
 #[derive(Debug)]
 pub struct Resolver {
     model: Model,
-    records: Vec<Record>,
-    by_id: HashMap<String, usize>,
-    /// (blocking rule, key) → records; strong fields are rules too.
-    blocks: HashMap<(usize, String), Vec<usize>>,
+    store: Store,
+    scorer: Scorer,
+    by_id: HashMap<Box<str>, u32>,
+    /// Blocking key hash → records; strong fields are rules too.
+    blocks: HashMap<u64, Vec<u32>>,
     /// Accepted and operator edges.
     edges: Vec<Vec<Edge>>,
-    /// Pairs in the review band (low, high index) with their scores.
-    review: BTreeMap<(usize, usize), PairScore>,
-    cannot: HashSet<(usize, usize)>,
+    /// Pairs in the review band (low, high index) with their weight.
+    review: BTreeMap<(u32, u32), f32>,
+    cannot: HashSet<(u32, u32)>,
     decisions: Vec<Decision>,
-    /// Cluster root (smallest-id member) of each record, and the edge that
-    /// joined it.
-    cluster: Vec<usize>,
-    joined_by: Vec<Option<Rule>>,
+    /// Cluster seed (smallest-id member) of each record.
+    cluster: Vec<u32>,
+    /// The edge that joined each record to its cluster.
+    joined_by: Vec<Option<CRule>>,
     comparisons: u64,
 }
 
-fn pair(a: usize, b: usize) -> (usize, usize) {
-    if a < b { (a, b) } else { (b, a) }
+fn pair(a: usize, b: usize) -> (u32, u32) {
+    if a < b { (a as u32, b as u32) } else { (b as u32, a as u32) }
 }
 
 impl Resolver {
     /// An empty resolver for `model`.
     pub fn new(model: Model) -> Resolver {
+        let store = Store::new(&model);
+        let scorer = Scorer::new(&model, &store);
         Resolver {
             model,
-            records: Vec::new(),
+            store,
+            scorer,
             by_id: HashMap::new(),
             blocks: HashMap::new(),
             edges: Vec::new(),
@@ -189,12 +207,12 @@ impl Resolver {
 
     /// Records resolved so far.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.store.len()
     }
 
     /// No records yet.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.store.len() == 0
     }
 
     /// Pairs scored so far.
@@ -202,77 +220,62 @@ impl Resolver {
         self.comparisons
     }
 
-    fn keys(&self, r: &Record) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
-        let nb = self.model.blocking.len();
-        for (i, b) in self.model.blocking.iter().enumerate() {
-            let mut key = String::new();
-            let mut ok = true;
-            for f in &b.fields {
-                match r.fields.get(f).filter(|v| !v.is_empty()) {
-                    Some(v) => {
-                        match b.prefix {
-                            Some(n) => key.extend(v.chars().take(n)),
-                            None => key.push_str(v),
-                        }
-                        key.push('\u{1f}');
-                    }
-                    None => ok = false,
-                }
-            }
-            if ok {
-                out.push((i, key));
-            }
-        }
-        for (j, s) in self.model.strong.iter().enumerate() {
-            if let Some(v) = r.fields.get(&s.field).filter(|v| !v.is_empty()) {
-                out.push((nb + j, v.clone()));
-            }
-        }
-        out
+    fn id(&self, i: usize) -> &str {
+        &self.store.ids[i]
     }
 
-    /// Adds a record (a record with a known id replaces nothing: ids are
-    /// unique; resending it is an error) and re-clusters what it touched.
-    /// Returns its cluster id.
+    /// The public form of a compact rule.
+    fn rule(&self, r: CRule) -> Rule {
+        match r {
+            CRule::Operator(d) => match &self.decisions[d as usize] {
+                Decision::Merge { reason, .. } | Decision::Split { reason, .. } => Rule::Operator { reason: reason.clone() },
+            },
+            CRule::Strong(i) => Rule::Strong { field: self.model.strong[i as usize].field.clone() },
+            CRule::Score(w) => {
+                Rule::Score { weight: f64::from(w), probability: Model::probability(f64::from(w)) }
+            }
+        }
+    }
+
+    /// Adds a record (ids are unique: resending one is an error) and
+    /// re-clusters what it touched. Returns its cluster id.
     pub fn add(&mut self, record: Record) -> Result<String, ResolveError> {
-        if self.by_id.contains_key(&record.id) {
+        if self.by_id.contains_key(record.id.as_str()) {
             return Err(ResolveError::Duplicate(record.id));
         }
-        let idx = self.records.len();
-        let keys = self.keys(&record);
+        let idx = self.store.push(&record.id, &record.fields);
+        let keys = self.scorer.keys(&self.store, idx);
         let mut candidates = BTreeSet::new();
         for k in &keys {
             if let Some(v) = self.blocks.get(k) {
                 candidates.extend(v.iter().copied());
             }
         }
-        self.by_id.insert(record.id.clone(), idx);
-        self.records.push(record);
+        self.by_id.insert(record.id.into(), idx as u32);
         self.edges.push(Vec::new());
-        self.cluster.push(idx);
+        self.cluster.push(idx as u32);
         self.joined_by.push(None);
         for k in keys {
-            self.blocks.entry(k).or_default().push(idx);
+            self.blocks.entry(k).or_default().push(idx as u32);
         }
         for c in candidates {
+            let c = c as usize;
             self.comparisons += 1;
-            let s = score(&self.model, &self.records[c].fields, &self.records[idx].fields);
-            let rule = match (&s.strong, s.probability) {
-                (Some(f), _) => Some(Rule::Strong { field: f.clone() }),
-                (None, p) if p >= self.model.accept && s.conflict.is_none() => {
-                    Some(Rule::Score { weight: s.weight, probability: p })
-                }
-                (None, p) => {
+            let q = self.scorer.quick(&self.store, c, idx);
+            let p = Model::probability(q.weight);
+            let rule = match q.strong {
+                Some(f) => Some(CRule::Strong(f)),
+                None if p >= self.model.accept && !q.conflict => Some(CRule::Score(q.weight as f32)),
+                None => {
                     if p >= self.model.review {
-                        self.review.insert(pair(c, idx), s);
+                        self.review.insert(pair(c, idx), q.weight as f32);
                     }
                     None
                 }
             };
             if let Some(rule) = rule {
-                self.edges[c].push(Edge { other: idx, rule: rule.clone() });
-                self.edges[idx].push(Edge { other: c, rule });
+                self.edges[c].push(Edge { other: idx as u32, rule });
+                self.edges[idx].push(Edge { other: c as u32, rule });
             }
         }
         self.recluster(idx);
@@ -285,8 +288,8 @@ impl Resolver {
         let mut stack = vec![start];
         while let Some(n) = stack.pop() {
             for e in &self.edges[n] {
-                if seen.insert(e.other) {
-                    stack.push(e.other);
+                if seen.insert(e.other as usize) {
+                    stack.push(e.other as usize);
                 }
             }
         }
@@ -294,28 +297,26 @@ impl Resolver {
     }
 
     /// Recomputes the clusters of `start`'s component: edges in a fixed
-    /// order, each uniting two clusters unless a cannot-link forbids it.
+    /// order, each uniting two clusters unless a pair across them may not
+    /// share a cluster ([`Resolver::apart`]).
     fn recluster(&mut self, start: usize) {
         let comp = self.component(start);
-        let mut edges: Vec<(usize, usize, &Rule)> = Vec::new();
+        let mut edges: Vec<(usize, usize, CRule)> = Vec::new();
         for &a in &comp {
             for e in &self.edges[a] {
-                if a < e.other {
-                    edges.push((a, e.other, &e.rule));
+                if a < e.other as usize {
+                    edges.push((a, e.other as usize, e.rule));
                 }
             }
         }
-        let id = |i: usize| self.records[i].id.as_str();
+        let ordered = |x: &(usize, usize, CRule)| {
+            let (p, q) = (self.id(x.0), self.id(x.1));
+            if p < q { (p, q) } else { (q, p) }
+        };
         edges.sort_by(|x, y| {
             let (rx, ry) = (x.2.rank(), y.2.rank());
-            rx.0.cmp(&ry.0).then(rx.1.total_cmp(&ry.1)).then_with(|| {
-                let kx = if id(x.0) < id(x.1) { (id(x.0), id(x.1)) } else { (id(x.1), id(x.0)) };
-                let ky = if id(y.0) < id(y.1) { (id(y.0), id(y.1)) } else { (id(y.1), id(y.0)) };
-                kx.cmp(&ky)
-            })
+            rx.0.cmp(&ry.0).then(rx.1.total_cmp(&ry.1)).then_with(|| ordered(x).cmp(&ordered(y)))
         });
-        // Union–find over the component, with member lists for the
-        // cannot-link check.
         let pos: HashMap<usize, usize> = comp.iter().enumerate().map(|(i, &r)| (r, i)).collect();
         let mut parent: Vec<usize> = (0..comp.len()).collect();
         let mut members: Vec<Vec<usize>> = comp.iter().map(|&r| vec![r]).collect();
@@ -326,13 +327,12 @@ impl Resolver {
             }
             x
         }
-        let constrained = !self.cannot.is_empty();
         for &(a, b, _) in &edges {
             let (ra, rb) = (find(&mut parent, pos[&a]), find(&mut parent, pos[&b]));
             if ra == rb {
                 continue;
             }
-            if members[ra].iter().any(|&x| members[rb].iter().any(|&y| self.apart(x, y, constrained))) {
+            if members[ra].iter().any(|&x| members[rb].iter().any(|&y| self.apart(x, y))) {
                 continue;
             }
             let (small, big) = if members[ra].len() < members[rb].len() { (ra, rb) } else { (rb, ra) };
@@ -342,43 +342,42 @@ impl Resolver {
         }
         for (i, &r) in comp.iter().enumerate() {
             let root = find(&mut parent, i);
-            let min = members[root].iter().copied().min_by(|x, y| id(*x).cmp(id(*y))).unwrap_or(r);
-            self.cluster[r] = min;
+            let min = members[root].iter().copied().min_by(|x, y| self.id(*x).cmp(self.id(*y))).unwrap_or(r);
+            self.cluster[r] = min as u32;
         }
         // What joined each record: its first edge (in the fixed order) to
         // another member of its cluster; the smallest-id member is the seed.
-        let mut joined: HashMap<usize, Rule> = HashMap::new();
+        let mut joined: HashMap<usize, CRule> = HashMap::new();
         for &(a, b, rule) in &edges {
             if self.cluster[a] == self.cluster[b] {
-                for r in [a, b] {
-                    joined.entry(r).or_insert_with(|| rule.clone());
-                }
+                joined.entry(a).or_insert(rule);
+                joined.entry(b).or_insert(rule);
             }
         }
         for &r in &comp {
-            self.joined_by[r] = if self.cluster[r] == r { None } else { joined.get(&r).cloned() };
+            self.joined_by[r] = if self.cluster[r] as usize == r { None } else { joined.get(&r).copied() };
         }
     }
 
     /// May `x` and `y` not share a cluster? An operator split them, or
     /// their own score has a conflict (different strong ids, a veto level)
     /// and no operator merged them.
-    fn apart(&self, x: usize, y: usize, constrained: bool) -> bool {
-        if constrained && self.cannot.contains(&pair(x, y)) {
+    fn apart(&self, x: usize, y: usize) -> bool {
+        if !self.cannot.is_empty() && self.cannot.contains(&pair(x, y)) {
             return true;
         }
-        if self.edges[x].iter().any(|e| e.other == y && matches!(e.rule, Rule::Operator { .. })) {
+        if self.edges[x].iter().any(|e| e.other as usize == y && matches!(e.rule, CRule::Operator(_))) {
             return false;
         }
-        score(&self.model, &self.records[x].fields, &self.records[y].fields).conflict.is_some()
+        self.scorer.quick(&self.store, x, y).conflict
     }
 
     fn cluster_id(&self, idx: usize) -> String {
-        format!("{}:{}", self.model.kind, self.records[self.cluster[idx]].id)
+        format!("{}:{}", self.model.kind, self.id(self.cluster[idx] as usize))
     }
 
     fn index(&self, id: &str) -> Result<usize, ResolveError> {
-        self.by_id.get(id).copied().ok_or_else(|| ResolveError::UnknownRecord(id.to_string()))
+        self.by_id.get(id).map(|&i| i as usize).ok_or_else(|| ResolveError::UnknownRecord(id.to_string()))
     }
 
     /// The cluster of a record.
@@ -386,15 +385,13 @@ impl Resolver {
         Ok(self.cluster_id(self.index(record)?))
     }
 
+    fn link(&self, i: usize) -> Link {
+        Link { record: self.id(i).to_string(), cluster: self.cluster_id(i), rule: self.joined_by[i].map(|r| self.rule(r)) }
+    }
+
     /// Every record's link, in record-id order.
     pub fn links(&self) -> Vec<Link> {
-        let mut out: Vec<Link> = (0..self.records.len())
-            .map(|i| Link {
-                record: self.records[i].id.clone(),
-                cluster: self.cluster_id(i),
-                rule: self.joined_by[i].clone(),
-            })
-            .collect();
+        let mut out: Vec<Link> = (0..self.len()).map(|i| self.link(i)).collect();
         out.sort_by(|a, b| a.record.cmp(&b.record));
         out
     }
@@ -402,8 +399,8 @@ impl Resolver {
     /// Clusters: cluster id → member record ids (sorted).
     pub fn clusters(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for i in 0..self.records.len() {
-            out.entry(self.cluster_id(i)).or_default().push(self.records[i].id.clone());
+        for i in 0..self.len() {
+            out.entry(self.cluster_id(i)).or_default().push(self.id(i).to_string());
         }
         for v in out.values_mut() {
             v.sort();
@@ -411,16 +408,21 @@ impl Resolver {
         out
     }
 
+    /// The full score of two resolved records.
+    fn full_score(&self, a: usize, b: usize) -> PairScore {
+        score(&self.model, &self.store.fields_of(a), &self.store.fields_of(b))
+    }
+
     /// Uncertain pairs whose records are in different clusters.
     pub fn review_queue(&self) -> Vec<ReviewItem> {
         let mut out: Vec<ReviewItem> = self
             .review
-            .iter()
-            .filter(|((a, b), _)| self.cluster[*a] != self.cluster[*b])
-            .map(|((a, b), s)| {
-                let (x, y) = (&self.records[*a].id, &self.records[*b].id);
-                let (a, b) = if x < y { (x, y) } else { (y, x) };
-                ReviewItem { a: a.clone(), b: b.clone(), score: s.clone() }
+            .keys()
+            .filter(|(a, b)| self.cluster[*a as usize] != self.cluster[*b as usize])
+            .map(|&(a, b)| {
+                let (a, b) = (a as usize, b as usize);
+                let (a, b) = if self.id(a) < self.id(b) { (a, b) } else { (b, a) };
+                ReviewItem { a: self.id(a).to_string(), b: self.id(b).to_string(), score: self.full_score(a, b) }
             })
             .collect();
         out.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
@@ -442,10 +444,10 @@ impl Resolver {
                 self.cannot.remove(&pair(x, y));
             }
         }
-        let rule = Rule::Operator { reason: reason.clone() };
-        self.edges[ia].push(Edge { other: ib, rule: rule.clone() });
-        self.edges[ib].push(Edge { other: ia, rule });
         self.decisions.push(Decision::Merge { a: a.to_string(), b: b.to_string(), reason });
+        let rule = CRule::Operator((self.decisions.len() - 1) as u32);
+        self.edges[ia].push(Edge { other: ib as u32, rule });
+        self.edges[ib].push(Edge { other: ia as u32, rule });
         self.recluster(ia);
         Ok(self.cluster_id(ia))
     }
@@ -459,7 +461,7 @@ impl Resolver {
         if others.is_empty() {
             return Err(ResolveError::Decision(format!("{record} is alone in its cluster; nothing to split")));
         }
-        let from: Vec<String> = others.iter().map(|&m| self.records[m].id.clone()).collect();
+        let from: Vec<String> = others.iter().map(|&m| self.id(m).to_string()).collect();
         self.apply_split(i, &others);
         self.decisions.push(Decision::Split { record: record.to_string(), from: from.clone(), reason });
         Ok(from)
@@ -469,8 +471,8 @@ impl Resolver {
         for &m in others {
             self.cannot.insert(pair(i, m));
             // An operator merge between them is withdrawn.
-            self.edges[i].retain(|e| !(e.other == m && matches!(e.rule, Rule::Operator { .. })));
-            self.edges[m].retain(|e| !(e.other == i && matches!(e.rule, Rule::Operator { .. })));
+            self.edges[i].retain(|e| !(e.other as usize == m && matches!(e.rule, CRule::Operator(_))));
+            self.edges[m].retain(|e| !(e.other as usize == i && matches!(e.rule, CRule::Operator(_))));
         }
         self.recluster(i);
         for &m in others {
@@ -509,32 +511,32 @@ impl Resolver {
     }
 
     /// Why the records of `cluster` are together: each member with the
-    /// rule that joined it, and the full score of every scored pair inside.
+    /// rule that joined it, and the full score of every linked pair inside.
     pub fn explain(&self, cluster: &str) -> Result<Explanation, ResolveError> {
-        let root = self
-            .records
-            .iter()
-            .position(|r| self.cluster_id(self.by_id[&r.id]) == cluster)
+        let seed = cluster
+            .strip_prefix(&format!("{}:", self.model.kind))
+            .and_then(|id| self.by_id.get(id))
+            .map(|&i| i as usize)
+            .filter(|&i| self.cluster[i] as usize == i)
             .ok_or_else(|| ResolveError::UnknownRecord(cluster.to_string()))?;
-        let members = self.members(root);
+        let members = self.members(seed);
         let mut pairs = Vec::new();
         for &a in &members {
             for e in &self.edges[a] {
-                if a < e.other && members.contains(&e.other) {
-                    let s = score(&self.model, &self.records[a].fields, &self.records[e.other].fields);
-                    pairs.push((self.records[a].id.clone(), self.records[e.other].id.clone(), e.rule.describe(), s));
+                let b = e.other as usize;
+                if a < b && members.contains(&b) {
+                    let (x, y) = if self.id(a) < self.id(b) { (a, b) } else { (b, a) };
+                    pairs.push((
+                        self.id(x).to_string(),
+                        self.id(y).to_string(),
+                        self.rule(e.rule).describe(),
+                        self.full_score(x, y),
+                    ));
                 }
             }
         }
         pairs.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
-        let mut links: Vec<Link> = members
-            .iter()
-            .map(|&m| Link {
-                record: self.records[m].id.clone(),
-                cluster: cluster.to_string(),
-                rule: self.joined_by[m].clone(),
-            })
-            .collect();
+        let mut links: Vec<Link> = members.iter().map(|&m| self.link(m)).collect();
         links.sort_by(|a, b| a.record.cmp(&b.record));
         Ok(Explanation { cluster: cluster.to_string(), members: links, pairs })
     }
