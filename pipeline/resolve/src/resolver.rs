@@ -228,12 +228,12 @@ impl Resolver {
     fn rule(&self, r: CRule) -> Rule {
         match r {
             CRule::Operator(d) => match &self.decisions[d as usize] {
-                Decision::Merge { reason, .. } | Decision::Split { reason, .. } => Rule::Operator { reason: reason.clone() },
+                Decision::Merge { reason, .. } | Decision::Split { reason, .. } => {
+                    Rule::Operator { reason: reason.clone() }
+                }
             },
             CRule::Strong(i) => Rule::Strong { field: self.model.strong[i as usize].field.clone() },
-            CRule::Score(w) => {
-                Rule::Score { weight: f64::from(w), probability: Model::probability(f64::from(w)) }
-            }
+            CRule::Score(w) => Rule::Score { weight: f64::from(w), probability: Model::probability(f64::from(w)) },
         }
     }
 
@@ -386,7 +386,11 @@ impl Resolver {
     }
 
     fn link(&self, i: usize) -> Link {
-        Link { record: self.id(i).to_string(), cluster: self.cluster_id(i), rule: self.joined_by[i].map(|r| self.rule(r)) }
+        Link {
+            record: self.id(i).to_string(),
+            cluster: self.cluster_id(i),
+            rule: self.joined_by[i].map(|r| self.rule(r)),
+        }
     }
 
     /// Every record's link, in record-id order.
