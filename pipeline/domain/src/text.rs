@@ -47,6 +47,16 @@ pub fn normalize_text(s: &str) -> String {
     out
 }
 
+/// The one form of a person's or unit's name used to compare records across
+/// departments: [`normalize_text`] — NFKC (full-width letters, digits and
+/// brackets → half-width, `（有限公司）` → `(有限公司)`), zero-width
+/// characters removed, runs of whitespace collapsed to one space, trimmed.
+/// Letters keep their case and nothing else is changed: names are compared,
+/// not repaired.
+pub fn normalize_name(s: &str) -> String {
+    normalize_text(s)
+}
+
 /// Normalises an identifier-like code before validation: NFKC, every
 /// whitespace and zero-width character removed, ASCII letters upper-cased
 /// (so a trailing ID check character `x` becomes `X`, domain.md §9.2).
@@ -440,6 +450,14 @@ mod tests {
         assert_eq!(normalize_text("\u{3000} 湖州市\u{3000}\u{3000}吴兴区 "), "湖州市 吴兴区");
         assert_eq!(normalize_text("甲。乙、"), "甲。乙、");
         assert_eq!(normalize_code(" 11010519491231002x\u{FEFF}"), "11010519491231002X");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize_name("\u{3000}张\u{3000}\u{3000}三 "), "张 三");
+        assert_eq!(normalize_name("湖州ＡＢＣ环保科技（有限公司）\u{200B}"), "湖州ABC环保科技(有限公司)");
+        assert_eq!(normalize_name("Mary  Ann\tSmith"), "Mary Ann Smith");
+        assert_eq!(normalize_name("  "), "");
     }
 
     #[test]
