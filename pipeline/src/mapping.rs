@@ -21,7 +21,9 @@
 //! `_key`, `_op` (`upsert`/`delete`), `_source_time`, `_department`,
 //! `_payload` (the whole record as JSON text; filled only when an output
 //! query names it), `_flags` (JSON array of
-//! type problems found while reading fields with `on_error = "flag"`) and,
+//! `type.<field>` for each field whose value could not be read and became
+//! NULL — by default every field but the key and the `required` ones, see
+//! [`OnError`]) and,
 //! last, `_public_payload` (the record without its personal fields).
 //!
 //! A field carrying personal data says so with a semantic label
@@ -55,14 +57,20 @@ use crate::PipelineError;
 use crate::schema::ColumnType;
 use crate::time::parse_time_utc_micros;
 
-/// What to do when a field's value has the wrong type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// What to do when a field's value cannot be read as its type.
+///
+/// Unless a field says otherwise, a secondary field never costs the record:
+/// a field that is neither `required` nor the mapping's `key_field` becomes
+/// NULL and the record carries the flag `type.<field>` ([`OnError::Flag`]);
+/// the key and required fields send the record to quarantine
+/// ([`OnError::Quarantine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
-    /// The record goes to quarantine (default).
-    #[default]
+    /// The record goes to quarantine (default for the key and required fields).
     Quarantine,
-    /// The field becomes null and the record carries a flag.
+    /// The field becomes null and the record carries a flag (default for
+    /// every other field).
     Flag,
 }
 
@@ -80,9 +88,9 @@ pub enum FieldSpec {
         /// Missing or null sends the record to quarantine.
         #[serde(default)]
         required: bool,
-        /// Wrong-type handling.
+        /// Wrong-type handling; when absent, see [`OnError`].
         #[serde(default)]
-        on_error: OnError,
+        on_error: Option<OnError>,
         /// JSON pointer when the field is nested (default: top-level by name).
         #[serde(default)]
         path: Option<String>,
@@ -103,10 +111,14 @@ impl FieldSpec {
     fn required(&self) -> bool {
         matches!(self, FieldSpec::Full { required: true, .. })
     }
-    fn on_error(&self) -> OnError {
+    /// What a value that cannot be read does: the field's own `on_error`,
+    /// else quarantine for the key field (`is_key`) and required fields and
+    /// a flag for every other field (see [`OnError`]).
+    fn on_error(&self, is_key: bool) -> OnError {
         match self {
-            FieldSpec::Short(_) => OnError::Quarantine,
-            FieldSpec::Full { on_error, .. } => *on_error,
+            FieldSpec::Full { on_error: Some(e), .. } => *e,
+            _ if is_key || self.required() => OnError::Quarantine,
+            _ => OnError::Flag,
         }
     }
     fn path(&self) -> Option<&str> {
@@ -340,6 +352,10 @@ fn convert(v: &Value, ty: ColumnType) -> Result<Conv, String> {
         (ColumnType::Float64, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
         (ColumnType::Float64, Value::String(s)) => match s.trim().parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Conv::Float(f)),
+            // Coordinates typed as text: `东经120.1度`, `北纬30°30′`.
+            _ if s.contains(['度', '°', '经', '纬']) => lianqin_domain::parse_degrees(s)
+                .map(Conv::Float)
+                .map_err(|e| format!("expected a number, got {s:?} ({})", e.rule)),
             _ => Err(format!("expected a number, got {s:?}")),
         },
         (ColumnType::Bool, Value::Bool(b)) => Ok(Conv::Bool(*b)),
@@ -499,7 +515,7 @@ pub fn build_raw_batch(
                 None => Conv::Null,
                 Some(v) => match convert(v, spec.ty()) {
                     Ok(c) => c,
-                    Err(why) => match spec.on_error() {
+                    Err(why) => match spec.on_error(Some(name.as_str()) == mapping.key_field.as_deref()) {
                         OnError::Quarantine => {
                             rejections.push(Rejection {
                                 index,
@@ -588,7 +604,7 @@ sql = "SELECT _row FROM raw"
         let e = |k: &str, v: Value| Envelope::upsert("s", "police", k, v, None);
         let envs = [
             e("1", serde_json::json!({"id": "1", "x": "3.5", "y": "未检出", "t": "2025-03-15 10:30:00"})),
-            e("2", serde_json::json!({"id": "2", "x": "东经120度"})),
+            e("2", serde_json::json!({"id": "2", "x": "东经120度", "t": "2025.03.19"})),
             e("", serde_json::json!({"x": 1})),
             e("4", serde_json::json!({"id": "无"})),
             e("5", serde_json::json!([1, 2])),
@@ -596,14 +612,63 @@ sql = "SELECT _row FROM raw"
         let refs: Vec<&Envelope> = envs.iter().collect();
         let idx: Vec<usize> = (0..envs.len()).collect();
         let (b, rej) = build_raw_batch(&m, "s", &refs, &idx).unwrap();
-        assert_eq!(b.num_rows(), 1);
-        assert_eq!(rej.len(), 4);
-        assert!(rej[0].reason.contains("field `x`") && rej[0].reason.contains("东经120度"), "{}", rej[0].reason);
-        assert!(rej[1].reason.contains("missing key field `id`"));
-        assert!(rej[2].reason.contains("required field `id`"));
-        assert!(rej[3].reason.contains("not a JSON object"));
+        // A secondary field that cannot be read costs the field, not the record.
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(rej.len(), 3);
+        assert!(rej[0].reason.contains("missing key field `id`"));
+        assert!(rej[1].reason.contains("required field `id`"));
+        assert!(rej[2].reason.contains("not a JSON object"));
         let flags = b.column_by_name("_flags").unwrap();
         let flags = flags.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
         assert_eq!(flags.value(0), r#"["type.y"]"#);
+        assert_eq!(flags.value(1), r#"["type.x"]"#);
+        let x = b.column_by_name("x").unwrap();
+        assert!(x.is_null(1), "东经120度 is not a position: NULL");
+        let t = b.column_by_name("t").unwrap();
+        let t = t.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().unwrap();
+        assert_eq!(t.value(1), parse_time_utc_micros("2025-03-19 00:00:00").unwrap());
+    }
+
+    /// The key and required fields still quarantine a record whose value
+    /// cannot be read, as does a field that asks for it; coordinates typed
+    /// in degrees are read.
+    #[test]
+    fn key_and_required_fields_still_quarantine() {
+        let m = Mapping::parse(
+            r#"
+name = "t"
+version = "1"
+key_field = "id"
+[fields]
+id = "int64"
+n = { type = "int64", required = true }
+strict = { type = "float64", on_error = "quarantine" }
+jd = "float64"
+wd = "float64"
+[[outputs]]
+library = "matter"
+sql = "SELECT _row FROM raw"
+"#,
+            "test",
+        )
+        .unwrap();
+        let e = |k: &str, v: Value| Envelope::upsert("s", "police", k, v, None);
+        let envs = [
+            e("a", serde_json::json!({"id": "a", "n": 1})),
+            e("2", serde_json::json!({"id": 2, "n": "many"})),
+            e("3", serde_json::json!({"id": 3, "n": 1, "strict": "x"})),
+            e("4", serde_json::json!({"id": 4, "n": 1, "jd": "东经120.1度", "wd": "北纬30°30′"})),
+        ];
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        let idx: Vec<usize> = (0..envs.len()).collect();
+        let (b, rej) = build_raw_batch(&m, "s", &refs, &idx).unwrap();
+        let fields: Vec<Option<&str>> = rej.iter().map(|r| r.field.as_deref()).collect();
+        assert_eq!(fields, [Some("id"), Some("n"), Some("strict")]);
+        assert_eq!(b.num_rows(), 1);
+        assert!(b.column_by_name("_flags").unwrap().is_null(0));
+        let f = |c: &str| {
+            b.column_by_name(c).unwrap().as_any().downcast_ref::<arrow::array::Float64Array>().unwrap().value(0)
+        };
+        assert_eq!((f("jd"), f("wd")), (120.1, 30.5));
     }
 }

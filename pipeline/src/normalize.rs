@@ -6,7 +6,11 @@
 //! columns, code tables, types). A record with any failing row goes to the
 //! `quarantine` library with the reason and its raw record — all of its
 //! rows are held back, so a record is never half-applied — and the rest of
-//! the batch goes through. Provenance (source, key, department, fetched-at,
+//! the batch goes through. A secondary field never costs the record: a value
+//! that cannot be read as its type, in a raw field that is neither the key
+//! nor `required` ([`crate::mapping::OnError`]) or in a library column that
+//! is neither the library's key nor required, becomes NULL and the record's
+//! rows carry the flag `type.<field>`. Provenance (source, key, department, fetched-at,
 //! content hash, mapping version, bus position) is attached by the pipeline,
 //! never by the mapping.
 //!
@@ -170,14 +174,21 @@ impl Normalizer {
             if raw.num_rows() > 0 { self.run_isolating(&raw, records, &mut rejections).await? } else { Vec::new() };
         // Validate and cast each output; collect failing records.
         let mut shaped: Vec<(String, RecordBatch, Vec<i64>)> = Vec::new();
+        let mut cast_flags: Vec<(i64, String)> = Vec::new();
         for (lib, b) in outputs {
-            let (batch, rows, bad) = self.shape(&lib, &b, records)?;
+            let (batch, rows, bad) = self.shape(&lib, &b, records, &mut cast_flags)?;
             rejections.extend(bad);
             shaped.push((lib, batch, rows));
         }
         let bad_rows: BTreeSet<usize> = rejections.iter().map(|r| r.index).collect();
         let mut out = Normalized { quarantined: bad_rows.len(), accepted: 0, ..Default::default() };
-        let raw_flags = flags_by_row(&raw);
+        let mut raw_flags = flags_by_row(&raw);
+        for (row, flag) in cast_flags {
+            let v = raw_flags.entry(row).or_default();
+            if !v.contains(&flag) {
+                v.push(flag);
+            }
+        }
         for (lib, batch, rows) in shaped {
             let keep: BooleanArray = rows.iter().map(|r| Some(!bad_rows.contains(&(*r as usize)))).collect();
             let batch = filter_record_batch(&batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))?;
@@ -294,12 +305,15 @@ impl Normalizer {
 
     /// Casts an output to the library's columns (in schema order), validates
     /// required/code columns. Returns the library-column batch, `_row`s, and
-    /// rejections.
+    /// rejections; a value of a secondary column (neither the library's key
+    /// nor required) that cannot be cast is NULL and adds `(_row,
+    /// "type.<column>")` to `flags`.
     fn shape(
         &self,
         lib_name: &str,
         b: &RecordBatch,
         records: &[&BusRecord],
+        flags: &mut Vec<(i64, String)>,
     ) -> Result<(RecordBatch, Vec<i64>, Vec<Rejection>), PipelineError> {
         let lib = self.catalog.library(lib_name)?;
         let rows_col = b
@@ -323,8 +337,11 @@ impl Normalizer {
                     let casted = cast(a, &target).map_err(|e| {
                         PipelineError::Mapping(format!("mapping {} column {}: {e}", self.mapping.origin, c.name))
                     })?;
+                    let secondary = !c.required && c.name != lib.key;
                     for (i, &row) in rows.iter().enumerate().take(n) {
-                        if a.is_valid(i) && casted.is_null(i) {
+                        if a.is_valid(i) && casted.is_null(i) && secondary {
+                            flags.push((row, format!("type.{}", c.name)));
+                        } else if a.is_valid(i) && casted.is_null(i) {
                             rejections.push(self.reject(
                                 records,
                                 row,
@@ -684,6 +701,28 @@ mod tests {
         let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(q)).unwrap().to_string();
         assert!(text.contains("record `4321`") && text.contains("failed at run time"), "{text}");
         assert!(text.contains("abc"), "the quarantined record keeps its value: {text}");
+    }
+
+    /// A value of a secondary library column that cannot be cast costs the
+    /// column (NULL + `type.<column>`), not the record; the key still
+    /// quarantines it.
+    #[tokio::test]
+    async fn a_secondary_column_that_cannot_be_cast_is_flagged() {
+        let m = Mapping::parse(
+            "name = \"t\"\nversion = \"1\"\nkey_field = \"id\"\n[fields]\nid = { type = \"utf8\", required = true }\n\
+             n = \"utf8\"\n[[outputs]]\nlibrary = \"matter\"\nsql = \"SELECT _row, 'm:' || id AS matter_id, \
+             'intake' AS stage, false AS important, n AS lon, false AS deleted FROM raw\"\n",
+            "test",
+        )
+        .unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let norm = Normalizer::new(catalog, Arc::new(m), "t").await.unwrap();
+        let recs = records(3, &[1]);
+        let refs: Vec<&BusRecord> = recs.iter().collect();
+        let out = norm.normalize(&refs, 0).await.unwrap();
+        assert_eq!((out.accepted, out.quarantined), (3, 0));
+        let text = arrow::util::pretty::pretty_format_batches(&[out.libraries["matter"].clone()]).unwrap().to_string();
+        assert_eq!(text.matches(r#"["type.lon"]"#).count(), 1, "{text}");
     }
 
     #[tokio::test]

@@ -11,8 +11,9 @@ pub fn beijing() -> FixedOffset {
 /// Parses a timestamp and returns UTC microseconds since the epoch.
 ///
 /// Accepts RFC 3339 / ISO-8601 with offset or `Z`, `YYYY-MM-DD HH:MM[:SS[.f]]`,
-/// `YYYY/M/D H:M[:S]`, `YYYYMMDDHHMMSS`, `YYYY年M月D日[ H时M分[S秒]]`, bare dates,
-/// and 13-digit epoch milliseconds.
+/// `YYYY/M/D H:M[:S]`, `YYYY.M.D H:M[:S]`, `YYYYMMDDHHMMSS`,
+/// `YYYY年M月D日[ H时M分[S秒]]`, bare dates (`2025-03-19`, `2025/03/19`,
+/// `2025.3.19`, `20250319`), and 13-digit epoch milliseconds.
 pub fn parse_time_utc_micros(s: &str) -> Result<i64, String> {
     parse_time(s).map(|t| t.timestamp_micros())
 }
@@ -43,9 +44,10 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .replace('秒', "")
         .replace('T', " ")
         .replace('/', "-");
+    let normalized = dotted_date(&normalized);
     let n = normalized.trim().trim_end_matches(':');
     const FORMATS: &[&str] =
-        &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y%m%d%H%M%S", "%Y%m%d %H%M%S"];
+        &["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y%m%d%H%M%S", "%Y%m%d %H%M%S", "%Y%m%d%H%M"];
     for f in FORMATS {
         if let Ok(ndt) = NaiveDateTime::parse_from_str(n, f) {
             return local(ndt, s);
@@ -97,6 +99,22 @@ fn fast_iso(t: &str) -> Option<DateTime<Utc>> {
             offset.from_local_datetime(&ndt).single().map(|d| d.with_timezone(&Utc))
         }
         _ => None,
+    }
+}
+
+/// `2025.3.19[ 08:05…]` → `2025-3-19[ 08:05…]`: the dots of a
+/// `YYYY.M.D` date (not a fraction of a second after it) become dashes.
+fn dotted_date(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = s.trim_start();
+    let date_len = t.find([' ', 'T']).unwrap_or(t.len());
+    let date = &t[..date_len];
+    let parts: Vec<&str> = date.split('.').collect();
+    let digits =
+        |p: &str, n: std::ops::RangeInclusive<usize>| n.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 3 && digits(parts[0], 4..=4) && digits(parts[1], 1..=2) && digits(parts[2], 1..=2) {
+        std::borrow::Cow::Owned(format!("{}{}", date.replace('.', "-"), &t[date_len..]))
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
@@ -161,6 +179,20 @@ mod tests {
         ] {
             assert_eq!(parse_time(s).unwrap(), want, "{s}");
         }
+        let day = parse_time("2025-03-19T00:00:00+08:00").unwrap();
+        for s in ["2025.03.19", "2025.3.19", "2025/03/19", "2025/3/19", "20250319", "2025-03-19", "2025年3月19日"] {
+            assert_eq!(parse_time(s).unwrap(), day, "{s}");
+        }
+        let at = parse_time("2025-03-19T08:05:00+08:00").unwrap();
+        for s in ["2025.3.19 08:05", "2025.03.19 08:05:00", "2025/03/19 08:05", "2025.3.19T08:05", "202503190805"] {
+            assert_eq!(parse_time(s).ok(), Some(at), "{s}");
+        }
+        assert_eq!(
+            parse_time("2025.03.19 08:05:00.5").unwrap(),
+            at + chrono::Duration::milliseconds(500),
+            "the fraction's dot stays a fraction"
+        );
+        assert!(parse_time("2025.13.19").is_err());
         assert!(parse_time("东经120度").is_err());
         assert!(parse_time("2025-02-29 10:00:00").is_err());
         assert!(parse_time("2025-03-15 24:00:00").is_err());

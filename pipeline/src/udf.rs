@@ -6,6 +6,13 @@
 //! | `check(kind, value)` | text | the rule a value breaks (`uscc.check_digit`, …) or NULL; kinds `uscc`, `citizen_id`, `plate`, `phone`, `division` |
 //! | `flags(a, b, …)` | text | JSON array of the non-null arguments, NULL when all are NULL |
 //! | `nfkc(text)` | text | NFKC: full-width → half-width, trimmed |
+//! | `norm_citizen_id(text)` | text | the 18-character citizen ID (whitespace removed, full-width folded, `x` → `X`, 15 → 18 digits); NULL when it breaks a GB 11643 rule — never repaired |
+//! | `norm_uscc(text)` | text | the USCC trimmed, full-width folded, upper-cased; NULL unless 18 characters of the GB 32100 alphabet (check characters are `check('uscc', …)`'s job) |
+//! | `norm_plate(text)` | text | the plate NFKC-folded, upper-cased, without spaces, dots or hyphens (`浙ｅ·１２３４５` → `浙E12345`) |
+//! | `norm_phone(text)` | text | E.164-like digits of the number as dialled in China: `13812345678`, landlines with their area code `05722123456` (`+86`/`0086` forms, spaces, dashes, full-width digits accepted; extension dropped); NULL when it is not a number (a local number without area code included) |
+//! | `norm_name(text)` | text | a name NFKC-folded, whitespace collapsed and trimmed |
+//! | `org_code_of_uscc(text)` | text | the 9-character GB 11714 organisation code inside a valid USCC (characters 9–17); NULL when the USCC is invalid |
+//! | `norm_org_code(text)` | text | a stand-alone organisation code, `XXXXXXXX-X` or `XXXXXXXXX`, as 9 characters; NULL when its check character is wrong — joins `org_code_of_uscc` |
 //! | `wgs84_lon(lon, lat, crs)` / `wgs84_lat(…)` | float | coordinates converted from `crs` (WGS-84, GCJ-02, BD-09, CGCS2000) to WGS-84 |
 //! | `division_from_point(lon, lat)` | text | Huzhou district/county code for a WGS-84 point (approximate) |
 //! | `division_from_address(text)` | text | district/county code from an address |
@@ -13,6 +20,13 @@
 //! | `water_class(code1, v1, code2, v2, …)` | text | GB 3838-2002 class (`I`…`V`, `劣V`) from HJ 212 factor codes and values |
 //! | `water_worse(class, target)` | boolean | true when `class` is worse than the target class |
 //! | `person_token(value)` | text | `pt:<hex>`, the keyed token of a personal value (mappings only; see [`crate::mapping::personal`]); NULL for NULL or blank |
+//!
+//! The `norm_*` functions (and `org_code_of_uscc`) give the one form of an
+//! identifier records are matched on; each returns NULL for NULL, blank or a
+//! null sentinel (`无`, `/`, `暂无`, …) and, where it says so, for invalid
+//! input (see [`lianqin_domain`]: `normalize_citizen_id`, `normalize_uscc`,
+//! `normalize_plate`, `normalize_phone_digits`, `normalize_name`,
+//! `uscc_org_code`, `validate_org_code`).
 //!
 //! `person_token` is registered for mappings only: in a query session it
 //! would be an oracle confirming a guessed ID, so [`forbid_oracles`] removes
@@ -42,6 +56,13 @@ enum Kind {
     Check,
     Flags,
     Nfkc,
+    NormCitizenId,
+    NormUscc,
+    NormPlate,
+    NormPhone,
+    NormName,
+    OrgCodeOfUscc,
+    NormOrgCode,
     Wgs84Lon,
     Wgs84Lat,
     DivisionFromPoint,
@@ -247,9 +268,43 @@ impl ScalarUDFImpl for LianqinUdf {
                 }
                 Arc::new(b.finish())
             }
+            Kind::NormCitizenId
+            | Kind::NormUscc
+            | Kind::NormPlate
+            | Kind::NormPhone
+            | Kind::NormName
+            | Kind::OrgCodeOfUscc
+            | Kind::NormOrgCode => {
+                arity(1)?;
+                let s = utf8(&arrays[0])?;
+                let mut b = StringBuilder::with_capacity(n, n * 18);
+                for i in 0..n {
+                    b.append_option(s.is_valid(i).then(|| normalized(self.kind, s.value(i))).flatten());
+                }
+                Arc::new(b.finish())
+            }
         };
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// The matching form of one identifier (the `norm_*` functions): `None` for
+/// a blank value, a null sentinel, or a value the rule rejects.
+fn normalized(kind: Kind, v: &str) -> Option<String> {
+    if lianqin_domain::text::is_null_sentinel(v) {
+        return None;
+    }
+    let out = match kind {
+        Kind::NormCitizenId => lianqin_domain::normalize_citizen_id(v).ok(),
+        Kind::NormUscc => lianqin_domain::normalize_uscc(v).ok(),
+        Kind::NormPlate => Some(lianqin_domain::normalize_plate(v)),
+        Kind::NormPhone => lianqin_domain::normalize_phone_digits(v).ok(),
+        Kind::NormName => Some(lianqin_domain::normalize_name(v)),
+        Kind::OrgCodeOfUscc => lianqin_domain::uscc_org_code(v).ok(),
+        Kind::NormOrgCode => lianqin_domain::validate_org_code(v).ok(),
+        _ => None,
+    };
+    out.filter(|s| !s.is_empty())
 }
 
 fn utf8(a: &ArrayRef) -> Result<StringArray> {
@@ -279,6 +334,13 @@ pub fn register(ctx: &SessionContext, catalog: &Catalog) {
         ("check", Kind::Check, any(2)),
         ("flags", Kind::Flags, Signature::variadic_any(Volatility::Immutable)),
         ("nfkc", Kind::Nfkc, any(1)),
+        ("norm_citizen_id", Kind::NormCitizenId, any(1)),
+        ("norm_uscc", Kind::NormUscc, any(1)),
+        ("norm_plate", Kind::NormPlate, any(1)),
+        ("norm_phone", Kind::NormPhone, any(1)),
+        ("norm_name", Kind::NormName, any(1)),
+        ("org_code_of_uscc", Kind::OrgCodeOfUscc, any(1)),
+        ("norm_org_code", Kind::NormOrgCode, any(1)),
         ("wgs84_lon", Kind::Wgs84Lon, any(3)),
         ("wgs84_lat", Kind::Wgs84Lat, any(3)),
         ("division_from_point", Kind::DivisionFromPoint, any(2)),
@@ -304,5 +366,51 @@ pub const MAPPING_ONLY: &[&str] = &["person_token"];
 pub fn forbid_oracles(ctx: &SessionContext) {
     for f in MAPPING_ONLY {
         ctx.deregister_udf(f);
+    }
+}
+
+#[cfg(test)]
+mod norm_tests {
+    use super::*;
+
+    /// The `norm_*` functions over one row each: SQL text → value (NULL as `None`).
+    async fn one(sql_expr: &str) -> Option<String> {
+        let ctx = SessionContext::new();
+        register(&ctx, &Catalog::builtin().unwrap());
+        let batches = ctx.sql(&format!("SELECT {sql_expr} AS v")).await.unwrap().collect().await.unwrap();
+        let col = cast(batches[0].column(0), &DataType::Utf8).unwrap();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        col.is_valid(0).then(|| col.value(0).to_string())
+    }
+
+    #[tokio::test]
+    async fn norm_functions() {
+        for (expr, want) in [
+            ("norm_citizen_id('110105491231002')", Some("11010519491231002X")),
+            ("norm_citizen_id(' １１０１０５１９４９１２３１００２ｘ ')", Some("11010519491231002X")),
+            ("norm_citizen_id('110105194912310021')", None),
+            ("norm_citizen_id('  ')", None),
+            ("norm_citizen_id(NULL)", None),
+            ("norm_uscc(' ９１３５０２００７７６０４９６５３ａ')", Some("91350200776049653A")),
+            ("norm_uscc('91350203m0001qay9b')", Some("91350203M0001QAY9B")),
+            ("norm_uscc('暂无')", None),
+            ("norm_uscc('913502007760')", None),
+            ("norm_plate('浙ｅ·１２３４５')", Some("浙E12345")),
+            ("norm_plate(' 浙E 12345 ')", Some("浙E12345")),
+            ("norm_plate('')", None),
+            ("norm_phone('+86 138-1234-5678')", Some("13812345678")),
+            ("norm_phone('0572-2123456')", Some("05722123456")),
+            ("norm_phone('2123456')", None),
+            ("norm_phone('/')", None),
+            ("norm_name('\u{3000}张\u{3000}三 ')", Some("张 三")),
+            ("norm_name('无')", None),
+            ("org_code_of_uscc('91350200776049653A')", Some("776049653")),
+            ("org_code_of_uscc('91350203M0001QAY9B')", None),
+            ("norm_org_code('77604965-3')", Some("776049653")),
+            ("norm_org_code('776049654')", None),
+            ("norm_org_code('77604965-3') = org_code_of_uscc('91350200776049653A')", Some("true")),
+        ] {
+            assert_eq!(one(expr).await.as_deref(), want, "{expr}");
+        }
     }
 }

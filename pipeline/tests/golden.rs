@@ -248,3 +248,37 @@ async fn every_shipped_mapping_gives_its_golden_rows() {
         failures.join("\n  ")
     );
 }
+
+/// The person elements of one library's golden output: id_value → element_id.
+fn person_ids(mapping: &str) -> std::collections::BTreeMap<String, String> {
+    let path = mappings_dir().join("golden").join(format!("{mapping}.expected.json"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("expected file")).expect("json");
+    v["libraries"]["element"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "person")
+        .map(|e| {
+            (
+                e["id_value"].as_str().unwrap_or_default().to_string(),
+                e["element_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Identifier normalization across departments, read off the golden files
+/// (so a re-bless that breaks it fails here): 110 sends the 15-digit ID
+/// `330502800101123`, law enforcement the 18-digit `330502198001011231` of
+/// the same person — one element id, one stored id value.
+#[test]
+fn a_15_digit_id_and_its_18_digit_form_are_one_person_element() {
+    let police_input = std::fs::read_to_string(mappings_dir().join("golden/police_110.input.jsonl")).unwrap();
+    assert!(police_input.contains("\"bjrsfzh\": \"330502800101123\""), "the 110 golden input sends the 15-digit form");
+    let law_input = std::fs::read_to_string(mappings_dir().join("golden/law_enforcement_case.input.jsonl")).unwrap();
+    assert!(law_input.contains("\"party_id_card\": \"330502198001011231\""));
+    let (police, law) = (person_ids("police_110"), person_ids("law_enforcement_case"));
+    let id = "330502198001011231";
+    assert!(police.get(id).is_some_and(|e| e.starts_with("pt:")), "110 stores the upgraded id: {police:?}");
+    assert_eq!(police.get(id), law.get(id), "one element for both departments");
+}

@@ -25,10 +25,10 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
 }
 
-/// An incident the 110 mapping must accept: it has a key and numeric
-/// coordinates (the broken ones lack the key or carry text in `jd`).
+/// An incident the 110 mapping must accept: it has a key (the broken one
+/// lacks it; the one whose `jd` is text is accepted, flagged).
 fn incident_ok(v: &Value) -> bool {
-    s(v, "jjdbh").is_some() && v.get("jd").is_none_or(|x| x.is_number() || x.is_null())
+    s(v, "jjdbh").is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,6 +107,17 @@ async fn sources_to_libraries_to_sql_with_known_counts() {
     assert_eq!(processed.read, processed.accepted + processed.quarantined + processed.repeats);
     let broken = truth.broken.len() as i64;
     assert_eq!(count(d, "SELECT count(*) FROM quarantine").await, broken, "broken: {:?}", truth.broken);
+
+    // A secondary field never costs the record: the incident whose `jd` is
+    // `东经120度` is a matter with its coordinate NULL and the flag `type.jd`.
+    assert!(!truth.flagged.is_empty());
+    for f in &truth.flagged {
+        let sql = format!(
+            "SELECT count(*) FROM matter WHERE matter_id = '110:{}' AND lon IS NULL AND flags LIKE '%\"{}\"%'",
+            f.key, f.flag
+        );
+        assert_eq!(count(d, &sql).await, 1, "{sql}");
+    }
 
     // Elements carry provenance.
     assert_eq!(
@@ -216,7 +227,7 @@ async fn flaky_sources_recover_without_losing_or_skipping_pages() {
         assert!(r.is_ok(), "{src}: {r:?}");
     }
     let truth = sim.truth();
-    // Every keyed incident reached its raw table (one is later quarantined for its `jd`).
+    // Every keyed incident reached its raw table (the one with text in `jd` is flagged, not quarantined).
     let keys: BTreeSet<&str> = truth.incidents.iter().filter_map(|v| s(v, "jjdbh")).collect();
     assert_eq!(
         count(d, "SELECT count(DISTINCT source_key) FROM raw_police_110 WHERE source_key <> ''").await,

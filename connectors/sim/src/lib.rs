@@ -57,7 +57,8 @@ pub use world::{CASE_STAGES, INCIDENT_STAGES, TICKET_STAGES};
 pub struct SimConfig {
     /// Seed for every generator; the same seed gives the same records, files and timestamps.
     pub seed: u64,
-    /// Number of well-formed 110 incidents. The 110 server always serves 2 broken items on top.
+    /// Number of well-formed 110 incidents. The 110 server always serves 2 planted items on top:
+    /// one broken (no `jjdbh`), one flagged (`jd` = `东经120度`).
     pub incidents: usize,
     /// Number of 12345 tickets.
     pub tickets: usize,
@@ -128,7 +129,7 @@ pub struct Simulation {
 /// servers serve them (`(updated_at, key)` ascending; a missing key sorts as `""`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Truth {
-    /// 110 items exactly as served, including the 2 broken ones.
+    /// 110 items exactly as served, including the 2 planted ones (one broken, one flagged).
     pub incidents: Vec<Value>,
     /// 12345 tickets as served.
     pub tickets: Vec<Value>,
@@ -143,6 +144,24 @@ pub struct Truth {
     pub complaints: Vec<ComplaintRow>,
     /// Every broken record, served or written.
     pub broken: Vec<BrokenRecord>,
+    /// Records served with a secondary field the hub cannot read: accepted,
+    /// that field NULL, flagged (110: the item whose `jd` is `"东经120度"`).
+    pub flagged: Vec<FlaggedRecord>,
+}
+
+/// A record the hub accepts with one field NULL and a flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlaggedRecord {
+    /// `"police_110"`, … (as in [`BrokenRecord::source`]).
+    pub source: &'static str,
+    /// The record key (110: jjdbh).
+    pub key: String,
+    /// The raw field that cannot be read (`"jd"`).
+    pub field: &'static str,
+    /// The flag the record carries in the libraries (`"type.jd"`).
+    pub flag: String,
+    /// What is wrong with the field.
+    pub why: &'static str,
 }
 
 /// A record that a connector cannot parse into its source's shape.
@@ -324,12 +343,13 @@ impl Simulation {
             env_rows: w.env_rows.clone(),
             complaints: w.complaints.clone(),
             broken,
+            flagged: w.http_flagged(),
         }
     }
 
     /// Move up to `n` records to their next stage — round-robin over 110 incidents (jqzt),
     /// 12345 tickets (status) and law-enforcement cases (stage), each time the least recently
-    /// updated record that is neither broken nor in its final stage. All records changed by one
+    /// updated record that is neither planted (broken or flagged) nor in its final stage. All records changed by one
     /// call get the same new `updated_at`, one simulated minute after the previous call's (and
     /// strictly after every existing timestamp). A record moves at most one stage per call.
     /// Returns how many records changed (less than `n` when fewer are eligible, 0 once

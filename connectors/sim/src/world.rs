@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use crate::data::{self, CATS, Cat, DIVISIONS, Division, VIOLATIONS, fill, pick, weighted};
 use crate::geo::{gcj02_to_bd09, round6, wgs84_to_gcj02};
 use crate::ids::{USCC_ALPHABET, citizen_id_check_char, org_code_check_char, uscc_check_char};
-use crate::{BrokenRecord, ComplaintRow, EnvRow, SimConfig};
+use crate::{BrokenRecord, ComplaintRow, EnvRow, FlaggedRecord, SimConfig};
 
 /// 110 incident stages (jqzt), in order (clause 6.4.2 matter stages 接警 → 总结).
 pub const INCIDENT_STAGES: [&str; 5] = ["接警", "研判", "处置", "复盘", "总结"];
@@ -50,6 +50,9 @@ pub(crate) struct Rec {
     pub stage: usize,
     /// Why the record is broken (it is still served as-is).
     pub broken: Option<&'static str>,
+    /// A secondary field the hub cannot read, and why: the record is accepted
+    /// with that field NULL and the flag `type.<field>` (it is served as-is).
+    pub flagged: Option<(&'static str, &'static str)>,
     /// The JSON object served.
     pub value: Value,
     /// Values revealed by later stages (ticket satisfaction, case penalty amount).
@@ -235,7 +238,8 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
     let mut rng = sub_rng(cfg.seed, 110);
     let total = cfg.incidents + 2;
     let times = timeline(&mut rng, total, base_time(3, 1, 8), 45);
-    // The two broken items sit at fixed positions in the timeline.
+    // The two planted items sit at fixed positions in the timeline: one
+    // broken (no key), one with a longitude the hub flags.
     let missing_key_at = total / 3;
     let bad_jd_at = (2 * total) / 3;
     let mut out = Vec::with_capacity(total);
@@ -281,6 +285,7 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
         });
         let mut key = Some(jjdbh);
         let mut broken = None;
+        let mut flagged = None;
         if i == missing_key_at {
             if let Some(o) = v.as_object_mut() {
                 o.remove("jjdbh");
@@ -289,9 +294,9 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
             broken = Some("missing jjdbh (the record key)");
         } else if i == bad_jd_at {
             v["jd"] = json!("东经120度");
-            broken = Some("jd is a string (\"东经120度\"), not a number");
+            flagged = Some(("jd", "jd is text (\"东经120度\"), whole degrees: not a position"));
         }
-        out.push(Rec { key, updated_at, stage, broken, value: v, hidden: Value::Null });
+        out.push(Rec { key, updated_at, stage, broken, flagged, value: v, hidden: Value::Null });
     }
     out.sort_by(cmp_rec);
     out
@@ -363,6 +368,7 @@ fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
             updated_at,
             stage,
             broken: None,
+            flagged: None,
             value: v,
             hidden: json!({ "satisfaction": sat, "reply": reply_text(cat) }),
         });
@@ -462,7 +468,15 @@ fn gen_enterprises(cfg: &SimConfig) -> Vec<Rec> {
             "coord": "WGS-84",
             "updated_at": fmt_iso(updated_at),
         });
-        out.push(Rec { key: Some(code), updated_at, stage: 0, broken: None, value: v, hidden: Value::Null });
+        out.push(Rec {
+            key: Some(code),
+            updated_at,
+            stage: 0,
+            broken: None,
+            flagged: None,
+            value: v,
+            hidden: Value::Null,
+        });
     }
     out.sort_by(cmp_rec);
     out
@@ -523,6 +537,7 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
             updated_at,
             stage,
             broken: None,
+            flagged: None,
             value: v,
             hidden: json!({ "amount": amount }),
         });
@@ -570,7 +585,7 @@ impl World {
     }
 
     /// Move up to `n` records (round-robin over 110, 12345, cases; the least recently updated
-    /// non-final, non-broken record of each source first) to their next stage. All records changed
+    /// non-final record of each source that is not planted (broken or flagged) first) to their next stage. All records changed
     /// by one call share one new timestamp, one minute after the previous clock.
     pub fn advance(&mut self, n: usize) -> usize {
         let ts = self.clock + Duration::minutes(1);
@@ -587,7 +602,10 @@ impl World {
                 1 => &mut self.tickets,
                 _ => &mut self.cases,
             };
-            let Some(rec) = recs.iter_mut().find(|r| r.broken.is_none() && r.stage + 1 < 5 && r.updated_at < ts) else {
+            let Some(rec) = recs
+                .iter_mut()
+                .find(|r| r.broken.is_none() && r.flagged.is_none() && r.stage + 1 < 5 && r.updated_at < ts)
+            else {
                 exhausted[which] = true;
                 continue;
             };
@@ -627,6 +645,25 @@ impl World {
             self.cases.sort_by(cmp_rec);
         }
         changed
+    }
+
+    /// Records among the HTTP sources that are accepted with a flag.
+    pub fn http_flagged(&self) -> Vec<FlaggedRecord> {
+        let mut out = Vec::new();
+        for src in [Src::Police110, Src::Hotline12345, Src::Market, Src::LawEnforcement] {
+            for r in self.records(src) {
+                if let (Some((field, why)), Some(key)) = (r.flagged, &r.key) {
+                    out.push(FlaggedRecord {
+                        source: src.name(),
+                        key: key.clone(),
+                        field,
+                        flag: format!("type.{field}"),
+                        why,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Broken records among the HTTP sources.
@@ -675,7 +712,8 @@ mod tests {
             let cfg = SimConfig { incidents: n, tickets: n, enterprises: n, cases: n, ..SimConfig::default() };
             let w = World::generate(&cfg);
             assert_eq!(w.incidents.len(), n + 2);
-            assert_eq!(w.http_broken().len(), 2);
+            assert_eq!(w.http_broken().len(), 1);
+            assert_eq!(w.http_flagged().len(), 1);
             assert_eq!(w.enterprises.len(), n);
             let bad = w.enterprises.iter().filter(|r| !uscc_is_valid(r.key.as_deref().unwrap_or(""))).count();
             assert_eq!(bad, 2.min(n));

@@ -486,23 +486,26 @@ async fn check_digits_and_broken_records_are_as_documented() -> TestResult {
     let ids: Vec<&str> = truth.incidents.iter().filter_map(|v| v["bjrsfzh"].as_str()).collect();
     let bad = ids.iter().filter(|id| !citizen_id_is_valid(id)).count();
     assert!(bad > 0 && bad * 10 < ids.len(), "{bad} of {}", ids.len());
-    // Coordinates inside Huzhou, of the right type except the one broken item.
+    // Coordinates inside Huzhou, of the right type except the one flagged item.
     for v in truth.incidents.iter().chain(&truth.tickets).chain(&truth.enterprises).chain(&truth.cases) {
         let (lng, lat) = (v.get("jd").or(v.get("lng")), v.get("wd").or(v.get("lat")));
         if let (Some(lng), Some(lat)) = (lng.and_then(Value::as_f64), lat.and_then(Value::as_f64)) {
             assert!((119.2..=120.5).contains(&lng) && (30.4..=31.2).contains(&lat), "{v}");
         }
     }
-    // Broken 110 items.
+    // The broken 110 item (no key) and the flagged one (jd in whole degrees).
     let b110: Vec<_> = truth.broken.iter().filter(|b| b.source == "police_110").collect();
-    assert_eq!(b110.len(), 2);
+    assert_eq!(b110.len(), 1);
+    assert!(b110[0].key.is_none());
     assert_eq!(truth.incidents.iter().filter(|v| v.get("jjdbh").is_none()).count(), 1);
     let bad_jd: Vec<&Value> = truth.incidents.iter().filter(|v| v["jd"].is_string()).collect();
     assert_eq!(bad_jd.len(), 1);
     assert_eq!(bad_jd[0]["jd"], "东经120度");
-    assert!(b110.iter().any(|b| b.key.is_none()));
-    assert!(b110.iter().any(|b| b.key.as_deref() == bad_jd[0]["jjdbh"].as_str()));
-    assert_eq!(truth.broken.len(), 2 + 1 + 1);
+    assert_eq!(truth.flagged.len(), 1);
+    let f = &truth.flagged[0];
+    assert_eq!((f.source, f.field, f.flag.as_str()), ("police_110", "jd", "type.jd"));
+    assert_eq!(Some(f.key.as_str()), bad_jd[0]["jjdbh"].as_str());
+    assert_eq!(truth.broken.len(), 1 + 1 + 1);
     sim.shutdown().await;
     Ok(())
 }
@@ -527,7 +530,8 @@ async fn tiny_configs_work_and_seed_is_deterministic() -> TestResult {
     assert_eq!(all_incidents(&a, None, 2).await?, ta.incidents);
     assert_eq!(all_enterprises(&a, None, 1).await?, ta.enterprises);
     assert_eq!(ta.env_rows.len(), 2);
-    assert_eq!(ta.broken.len(), 4);
+    assert_eq!(ta.broken.len(), 3);
+    assert_eq!(ta.flagged.len(), 1);
     let f1 = std::fs::read(d1.path().join("水质监测_20250315_01.csv"))?;
     let f2 = std::fs::read(d2.path().join("水质监测_20250315_01.csv"))?;
     assert_eq!(f1, f2);
@@ -535,7 +539,7 @@ async fn tiny_configs_work_and_seed_is_deterministic() -> TestResult {
     let d3 = tempfile::tempdir()?;
     let z = start(zero, d3.path()).await?;
     assert_eq!(all_cases(&z, None, 10).await?, Vec::<Value>::new());
-    assert_eq!(z.truth().incidents.len(), 2, "the two broken 110 items are always served");
+    assert_eq!(z.truth().incidents.len(), 2, "the two planted 110 items are always served");
     assert_eq!(z.advance(3), 0);
     a.shutdown().await;
     b.shutdown().await;

@@ -163,6 +163,22 @@ pub fn parse_citizen_id(s: &str) -> Result<CitizenId, IdError> {
     validate_citizen_id(&n)
 }
 
+/// The one form of a citizen identity number used to match records across
+/// departments: the 18-character GB 11643-1999 number.
+///
+/// Input is normalised with [`normalize_code`] (surrounding and inner
+/// whitespace removed, full-width → half-width by NFKC, lower-case `x` →
+/// `X`); a 15-digit GB 11643-1989 number is upgraded with
+/// [`upgrade_15_to_18`]; the result must then pass every rule of
+/// [`validate_citizen_id`]. Anything else is an error with that rule — the
+/// number is never repaired or guessed (a wrong check character stays an
+/// error, it is not recomputed).
+///
+/// `１１０１０５ ４９１２３１００２` → `11010519491231002X`.
+pub fn normalize_citizen_id(s: &str) -> Result<String, IdError> {
+    parse_citizen_id(s).map(|c| c.number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +226,31 @@ mod tests {
         assert_eq!(upgrade_15_to_18("33050280010112").unwrap_err().rule, "citizen_id.length");
         assert_eq!(upgrade_15_to_18("33050280010112A").unwrap_err().rule, "citizen_id.charset");
         assert_eq!(upgrade_15_to_18("990502800101123").unwrap_err().rule, "citizen_id.division");
+    }
+
+    #[test]
+    fn normalized_form() {
+        for s in [
+            "11010519491231002X",
+            "11010519491231002x",
+            " 110105 19491231 002X ",
+            "１１０１０５１９４９１２３１００２ｘ",
+            "110105491231002",
+            "１１０１０５４９１２３１００２",
+            "\u{3000}110105491231002\u{FEFF}",
+        ] {
+            assert_eq!(normalize_citizen_id(s).as_deref(), Ok("11010519491231002X"), "{s:?}");
+        }
+        for (s, rule) in [
+            ("110105194912310021", "citizen_id.check_digit"),
+            ("11010519491231002", "citizen_id.length"),
+            ("330502800230123", "citizen_id.birth_date"),
+            ("990502800101123", "citizen_id.division"),
+            ("", "citizen_id.length"),
+            ("身份证11010519491231002X", "citizen_id.length"),
+        ] {
+            assert_eq!(normalize_citizen_id(s).unwrap_err().rule, rule, "{s:?}");
+        }
     }
 
     #[test]

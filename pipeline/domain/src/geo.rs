@@ -345,9 +345,136 @@ pub fn division_from_address(address: &str) -> Option<&'static str> {
     text.contains("湖州").then_some(crate::codes::HUZHOU_CITY)
 }
 
+/// Reads a longitude or latitude written as text, as departments type them
+/// into coordinate fields: `120.1`, `东经120.1度`, `北纬30.5度`, `120.1°E`,
+/// `E120.1`, `西经75.5度` (negative), `南纬33.9°` (negative), and
+/// degree–minute–second forms `东经120度5分30秒` / `120°5′30″E` /
+/// `120°5'30"`. Input is NFKC-normalised first (full-width digits work) and
+/// whitespace is ignored.
+///
+/// Rules:
+/// * `degrees.format` — not one of those forms;
+/// * `degrees.precision` — a written-out whole number of degrees with no
+///   minutes (`东经120度`): 1° is about 100 km, not a position, so it is
+///   not read as one (a bare number `120` is just a number and is read);
+/// * `degrees.range` — beyond ±180° (or minutes/seconds ≥ 60).
+pub fn parse_degrees(s: &str) -> Result<f64, IdError> {
+    let bad = |rule: &'static str, why: &str| IdError::new(rule, format!("{s:?}: {why}"));
+    // NFKC spells ″ as two primes; put it back.
+    let t: String = crate::text::normalize_text(s).replace("′′", "″").chars().filter(|c| !c.is_whitespace()).collect();
+    if let Ok(v) = t.parse::<f64>() {
+        return if !v.is_finite() {
+            Err(bad("degrees.format", "not a finite number"))
+        } else if v.abs() > 180.0 {
+            Err(bad("degrees.range", "beyond ±180°"))
+        } else {
+            Ok(v)
+        };
+    }
+    let mut rest: &str = &t;
+    let mut sign = 0.0f64;
+    for (p, sg) in
+        [("东经", 1.0), ("北纬", 1.0), ("西经", -1.0), ("南纬", -1.0), ("E", 1.0), ("N", 1.0), ("W", -1.0), ("S", -1.0)]
+    {
+        if let Some(r) = rest.strip_prefix(p) {
+            rest = r;
+            sign = sg;
+            break;
+        }
+    }
+    if sign == 0.0 {
+        for (p, sg) in [("E", 1.0), ("N", 1.0), ("W", -1.0), ("S", -1.0)] {
+            if let Some(r) = rest.strip_suffix(p) {
+                rest = r;
+                sign = sg;
+                break;
+            }
+        }
+    }
+    // Split "<deg>度<min>分<sec>秒" into its numbers.
+    let mut parts: Vec<(&str, char)> = Vec::new();
+    let mut start = 0;
+    for (i, c) in rest.char_indices() {
+        let unit = match c {
+            '度' | '°' => 'd',
+            '分' | '′' | '\'' => 'm',
+            '秒' | '″' | '"' => 's',
+            _ => continue,
+        };
+        parts.push((&rest[start..i], unit));
+        start = i + c.len_utf8();
+    }
+    if start < rest.len() {
+        // Trailing digits without a unit: minutes after degrees, seconds after minutes.
+        let unit = match parts.last() {
+            None if sign != 0.0 => 'd',
+            Some((_, 'd')) => 'm',
+            Some((_, 'm')) => 's',
+            _ => return Err(bad("degrees.format", "not a number of degrees")),
+        };
+        parts.push((&rest[start..], unit));
+    }
+    let units: String = parts.iter().map(|(_, u)| *u).collect();
+    if !matches!(units.as_str(), "d" | "dm" | "dms") {
+        return Err(bad("degrees.format", "expected degrees, then optionally minutes and seconds"));
+    }
+    let number = |p: &str| -> Result<f64, IdError> {
+        let ok = !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && p.bytes().filter(|b| *b == b'.').count() <= 1
+            && p.bytes().any(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(bad("degrees.format", "not a number of degrees"));
+        }
+        p.parse::<f64>().map_err(|_| bad("degrees.format", "not a number of degrees"))
+    };
+    let deg = number(parts[0].0)?;
+    let min = parts.get(1).map(|p| number(p.0)).transpose()?;
+    let sec = parts.get(2).map(|p| number(p.0)).transpose()?;
+    if min.is_none() && !parts[0].0.contains('.') {
+        return Err(bad("degrees.precision", "whole degrees (about 100 km) are not a position"));
+    }
+    if min.is_some_and(|m| m >= 60.0) || sec.is_some_and(|x| x >= 60.0) {
+        return Err(bad("degrees.range", "minutes and seconds are below 60"));
+    }
+    let v = deg + min.unwrap_or(0.0) / 60.0 + sec.unwrap_or(0.0) / 3600.0;
+    if v > 180.0 {
+        return Err(bad("degrees.range", "beyond ±180°"));
+    }
+    Ok(if sign < 0.0 { -v } else { v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn degrees_as_text() {
+        let deg = |s: &str| parse_degrees(s).map_err(|e| e.rule);
+        assert_eq!(deg("东经120.1度"), Ok(120.1));
+        assert_eq!(deg("北纬30.5度"), Ok(30.5));
+        assert_eq!(deg(" 东经 １２０.１ 度 "), Ok(120.1));
+        assert_eq!(deg("120.1°E"), Ok(120.1));
+        assert_eq!(deg("E120.1"), Ok(120.1));
+        assert_eq!(deg("西经75.5度"), Ok(-75.5));
+        assert_eq!(deg("南纬33.9°"), Ok(-33.9));
+        assert_eq!(deg("120.25"), Ok(120.25));
+        assert_eq!(deg("120"), Ok(120.0));
+        assert_eq!(deg("东经120度30分"), Ok(120.5));
+        assert!((parse_degrees("120°30′36″E").unwrap() - 120.51).abs() < 1e-9);
+        assert!((parse_degrees("东经120度30分36秒").unwrap() - 120.51).abs() < 1e-9);
+        assert_eq!(deg("北纬30°30'"), Ok(30.5));
+        assert_eq!(deg("东经120度"), Err("degrees.precision"));
+        assert_eq!(deg("120°"), Err("degrees.precision"));
+        assert_eq!(deg("东经一百二十度"), Err("degrees.format"));
+        assert_eq!(deg("东经120.1.2度"), Err("degrees.format"));
+        assert_eq!(deg(""), Err("degrees.format"));
+        assert_eq!(deg("度"), Err("degrees.format"));
+        assert_eq!(deg("东经200.5度"), Err("degrees.range"));
+        assert_eq!(deg("东经120度75分"), Err("degrees.range"));
+        assert_eq!(deg("NaN"), Err("degrees.format"));
+        assert_eq!(deg("1e400"), Err("degrees.format"));
+    }
 
     #[test]
     fn domain_vector_wgs_to_gcj() {

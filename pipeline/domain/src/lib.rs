@@ -35,15 +35,16 @@ pub mod uscc;
 pub mod water;
 
 pub use calendar::{CalendarError, add_working_days, is_working_day, working_days_between};
-pub use citizen_id::{CitizenId, Sex, upgrade_15_to_18, validate_citizen_id};
+pub use citizen_id::{CitizenId, Sex, normalize_citizen_id, upgrade_15_to_18, validate_citizen_id};
 pub use error::{Flag, IdError, Violation};
 pub use geo::{
-    Crs, bd09_to_wgs84, division_from_address, division_from_point, gcj02_to_wgs84, to_wgs84, wgs84_to_gcj02,
+    Crs, bd09_to_wgs84, division_from_address, division_from_point, gcj02_to_wgs84, parse_degrees, to_wgs84,
+    wgs84_to_gcj02,
 };
-pub use phone::{Phone, PhoneKind, normalize_phone};
-pub use plate::{Plate, PlateKind, validate_plate};
-pub use text::{normalize_text, parse_datetime_cn};
-pub use uscc::{Uscc, validate_uscc};
+pub use phone::{Phone, PhoneKind, normalize_phone, normalize_phone_digits};
+pub use plate::{Plate, PlateKind, normalize_plate, validate_plate};
+pub use text::{normalize_name, normalize_text, parse_date_cn, parse_datetime_cn};
+pub use uscc::{Uscc, normalize_uscc, uscc_org_code, validate_org_code, validate_uscc};
 pub use water::{WaterClass, classify, worse_than_target};
 
 /// The value kinds accepted by [`check_field`].

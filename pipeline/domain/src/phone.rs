@@ -95,6 +95,20 @@ pub fn normalize_phone_in_area(s: &str, default_area: &str) -> Result<Phone, IdE
     normalize_phone_impl(s, Some(default_area))
 }
 
+/// The one form of a phone number used to match records across
+/// departments: E.164-like digits only, in the national form a caller in
+/// China dials — mobile `13812345678`, landline with its area code
+/// `05722123456`, service `4001234567` / `12345`.
+///
+/// Whatever [`normalize_phone`] accepts is accepted (`+86` / `0086` / `86`
+/// prefixes, spaces, dashes, brackets, full-width digits); its rules are
+/// the errors. An extension (`转8001`) is not part of the number and is
+/// dropped. A local number without an area code is an error
+/// (`phone.missing_area_code`): the area is not guessed.
+pub fn normalize_phone_digits(s: &str) -> Result<String, IdError> {
+    normalize_phone(s).map(|p| p.number.chars().filter(char::is_ascii_digit).collect())
+}
+
 fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, IdError> {
     let n = crate::text::normalize_code(s);
     let (main, ext) = split_extension(&n);
@@ -136,7 +150,10 @@ fn normalize_phone_impl(s: &str, default_area: Option<&str>) -> Result<Phone, Id
     }
     // After a country code the trunk 0 is optional; re-add it for landlines.
     let owned;
-    if had_country && !national.starts_with('0') && !national.starts_with('1') {
+    // Beijing `+86 10 …` (area 010, 8-digit subscriber) is the one landline
+    // whose area code starts with 1.
+    let beijing = national.len() == 10 && national.starts_with("10");
+    if had_country && !national.starts_with('0') && (!national.starts_with('1') || beijing) {
         owned = format!("0{national}");
         national = &owned;
     }
@@ -265,6 +282,8 @@ mod tests {
         }
         assert_eq!(canon("010-12345678"), "ERR phone.landline"); // subscriber starts with 1
         assert_eq!(canon("010-62345678"), "010-62345678");
+        assert_eq!(canon("+86 10 6234 5678"), "010-62345678");
+        assert_eq!(canon("008610-62345678"), "010-62345678");
         assert_eq!(canon("021 6234 5678"), "021-62345678");
         assert_eq!(canon("0571-87654321"), "0571-87654321");
         let p = normalize_phone("0572-2123456转8001").unwrap();
@@ -274,6 +293,26 @@ mod tests {
         assert_eq!(canon("2123456"), "ERR phone.missing_area_code");
         let p = normalize_phone_in_area("2123456", HUZHOU_AREA_CODE).unwrap();
         assert_eq!(p.number, "0572-2123456");
+    }
+
+    #[test]
+    fn digits_form() {
+        let digits = |s: &str| normalize_phone_digits(s).unwrap_or_else(|e| format!("ERR {}", e.rule));
+        for (s, want) in [
+            ("+86 138-1234-5678", "13812345678"),
+            ("１３８ １２３４ ５６７８", "13812345678"),
+            ("0086 13812345678", "13812345678"),
+            ("0572-2123456", "05722123456"),
+            ("+86 572 2123456", "05722123456"),
+            ("(0572)２１２３４５６转8001", "05722123456"),
+            ("010-62345678", "01062345678"),
+            ("400-123-4567", "4001234567"),
+            ("12345", "12345"),
+            ("2123456", "ERR phone.missing_area_code"),
+            ("12812345678", "ERR phone.mobile"),
+        ] {
+            assert_eq!(digits(s), want, "{s}");
+        }
     }
 
     #[test]

@@ -47,6 +47,16 @@ pub fn normalize_text(s: &str) -> String {
     out
 }
 
+/// The one form of a person's or unit's name used to compare records across
+/// departments: [`normalize_text`] — NFKC (full-width letters, digits and
+/// brackets → half-width, `（有限公司）` → `(有限公司)`), zero-width
+/// characters removed, runs of whitespace collapsed to one space, trimmed.
+/// Letters keep their case and nothing else is changed: names are compared,
+/// not repaired.
+pub fn normalize_name(s: &str) -> String {
+    normalize_text(s)
+}
+
 /// Normalises an identifier-like code before validation: NFKC, every
 /// whitespace and zero-width character removed, ASCII letters upper-cased
 /// (so a trailing ID check character `x` becomes `X`, domain.md §9.2).
@@ -443,6 +453,14 @@ mod tests {
     }
 
     #[test]
+    fn names() {
+        assert_eq!(normalize_name("\u{3000}张\u{3000}\u{3000}三 "), "张 三");
+        assert_eq!(normalize_name("湖州ＡＢＣ环保科技（有限公司）\u{200B}"), "湖州ABC环保科技(有限公司)");
+        assert_eq!(normalize_name("Mary  Ann\tSmith"), "Mary Ann Smith");
+        assert_eq!(normalize_name("  "), "");
+    }
+
+    #[test]
     fn null_sentinels() {
         for s in ["", "  ", "无", "/", "-", "暂无", "NULL", "null", "　"] {
             assert!(is_null_sentinel(s), "{s:?}");
@@ -488,6 +506,9 @@ mod tests {
         assert_eq!(local_str("2025-03-15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("2025/3/15"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("20250315"), "2025-03-15 00:00:00.000 +08:00");
+        for s in ["2025.03.15", "2025.3.15", "2025/03/15"] {
+            assert_eq!(local_str(s), "2025-03-15 00:00:00.000 +08:00", "{s}");
+        }
         assert_eq!(local_str("2025年3月15日"), "2025-03-15 00:00:00.000 +08:00");
         assert_eq!(local_str("20250315103000123"), "2025-03-15 10:30:00.123 +08:00");
         assert_eq!(local_str("2025-03-15 24:00"), "2025-03-16 00:00:00.000 +08:00");

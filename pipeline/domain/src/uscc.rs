@@ -243,6 +243,45 @@ pub fn validate_uscc(s: &str) -> Result<Uscc, IdError> {
     Ok(Uscc { code, department: dept, org_type: typ, division, org_code })
 }
 
+/// The one form of a 统一社会信用代码 used to match records across
+/// departments: [`normalize_code`] (whitespace removed, full-width →
+/// half-width by NFKC, upper-cased), which must then have the shape of a
+/// code — 18 characters of [`USCC_CHARSET`] (rules `uscc.length`,
+/// `uscc.charset`).
+///
+/// The check characters are **not** verified here: a code failing GB 32100
+/// is still the identifier the department registered, and
+/// [`validate_uscc`] (SQL `check('uscc', …)`) flags it. Nothing is
+/// repaired (`O` is not read as `0`).
+pub fn normalize_uscc(s: &str) -> Result<String, IdError> {
+    let code = normalize_code(s);
+    let count = code.chars().count();
+    if count != 18 {
+        return Err(IdError::new("uscc.length", format!("{s:?} has {count} characters, expected 18")));
+    }
+    if let Some(c) = code.chars().find(|c| uscc_value(*c).is_none()) {
+        return Err(IdError::new(
+            "uscc.charset",
+            format!("{s:?}: character {c:?} is not in the GB 32100 alphabet (no I, O, S, V, Z)"),
+        ));
+    }
+    Ok(code)
+}
+
+/// The GB 11714 organisation code embedded in a valid USCC: characters
+/// 9–17 (1-based, GB 32100-2015 §4.4), nine characters without a hyphen.
+/// A stand-alone organisation code read with [`validate_org_code`]
+/// (`XXXXXXXX-X` or `XXXXXXXXX`) equals it exactly when both name the same
+/// organisation, so the two can be joined.
+///
+/// The USCC must pass [`validate_uscc`] (its rule is returned otherwise):
+/// the organisation code of a mistyped USCC would link the wrong unit.
+///
+/// `91350200776049653A` → `776049653`.
+pub fn uscc_org_code(uscc: &str) -> Result<String, IdError> {
+    validate_uscc(uscc).map(|u| u.org_code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +330,27 @@ mod tests {
         assert_eq!(org_code_check_char("MA5CJQ4N"), Some('5'));
         assert_eq!(validate_org_code("77604965-3"), Ok("776049653".to_string()));
         assert_eq!(validate_org_code("776049654").unwrap_err().rule, "org_code.check_digit");
+    }
+
+    #[test]
+    fn normalized_form_and_org_code() {
+        for s in ["91350200776049653A", " 9135 0200 7760 4965 3a ", "９１３５０２００７７６０４９６５３ａ"]
+        {
+            assert_eq!(normalize_uscc(s).as_deref(), Ok("91350200776049653A"), "{s:?}");
+        }
+        // A wrong check character is kept (flagged elsewhere), not repaired.
+        assert_eq!(normalize_uscc("91350203m0001qay9b").as_deref(), Ok("91350203M0001QAY9B"));
+        assert_eq!(normalize_uscc("9135020077604965").unwrap_err().rule, "uscc.length");
+        assert_eq!(normalize_uscc("9135020O776049653A").unwrap_err().rule, "uscc.charset");
+        assert_eq!(normalize_uscc("").unwrap_err().rule, "uscc.length");
+
+        assert_eq!(uscc_org_code("91350200776049653A").as_deref(), Ok("776049653"));
+        assert_eq!(uscc_org_code("９１４４０１０１ｍａ５ｃｊｑ４ｎ５９").as_deref(), Ok("MA5CJQ4N5"));
+        assert_eq!(uscc_org_code("91350203M0001QAY9B").unwrap_err().rule, "uscc.check_digit");
+        // The organisation code, written either way, links to its USCC.
+        for org in ["77604965-3", "776049653", "７７６０４９６５－３"] {
+            assert_eq!(validate_org_code(org), uscc_org_code("91350200776049653A"), "{org}");
+        }
     }
 
     #[test]

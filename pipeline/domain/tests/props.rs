@@ -58,6 +58,37 @@ fn ref_id_check(body: &[u8]) -> u8 {
     }
 }
 
+/// Full-width form of ASCII text (U+0021–U+007E → U+FF01–U+FF5E, space →
+/// U+3000), as Chinese input methods type it (Unicode Halfwidth and
+/// Fullwidth Forms block).
+fn full_width(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '!'..='~' => char::from_u32(c as u32 + 0xFEE0).unwrap(),
+            ' ' => '\u{3000}',
+            c => c,
+        })
+        .collect()
+}
+
+/// Decorates an identifier the way records arrive: optionally full-width,
+/// optionally lower-case, with spaces inside and around.
+fn decorate(s: &str, width: bool, lower: bool, space_at: usize) -> String {
+    let mut t = if lower { s.to_lowercase() } else { s.to_string() };
+    let at = t.char_indices().nth(space_at % (t.chars().count() + 1)).map(|(i, _)| i).unwrap_or(t.len());
+    t.insert(at, ' ');
+    let t = format!(" {t}\t");
+    if width { full_width(&t) } else { t }
+}
+
+/// GB 11643-1989 → 1999 by the standard's recipe: the 15-digit number
+/// `AAAAAAYYMMDDSSS` becomes `AAAAAA19YYMMDDSSS` + MOD 11-2 check.
+fn ref_upgrade(old: &str) -> String {
+    let body = format!("{}19{}", &old[..6], &old[6..]);
+    let c = ref_id_check(body.as_bytes()) as char;
+    format!("{body}{c}")
+}
+
 fn province() -> impl Strategy<Value = &'static str> {
     prop::sample::select(codes::PROVINCES.iter().map(|(c, _)| *c).collect::<Vec<_>>())
 }
@@ -191,6 +222,94 @@ proptest! {
         prop_assert_eq!(p.number, num);
     }
 
+    /// A citizen ID in any width / case / spacing, and its 15-digit form
+    /// when it has one, normalise to the 18-character number.
+    #[test]
+    fn citizen_id_normalises_every_form((id, birth, _s) in valid_id(), width: bool, lower: bool, at in 0usize..20) {
+        prop_assert_eq!(citizen_id::normalize_citizen_id(&decorate(&id, width, lower, at)), Ok(id.clone()));
+        if birth.year() / 100 == 19 {
+            let old = format!("{}{}", &id[..6], &id[8..17]);
+            prop_assert_eq!(ref_upgrade(&old), id.clone());
+            prop_assert_eq!(citizen_id::normalize_citizen_id(&decorate(&old, width, false, at)), Ok(id.clone()));
+        }
+    }
+
+    /// A changed digit is an error, never a repaired number.
+    #[test]
+    fn citizen_id_normalise_never_guesses((id, _b, _s) in valid_id(), pos in 0usize..17, delta in 1u8..10) {
+        let mut b = id.clone().into_bytes();
+        b[pos] = b'0' + (b[pos] - b'0' + delta) % 10;
+        let bad = String::from_utf8(b).unwrap();
+        prop_assert!(citizen_id::normalize_citizen_id(&bad).is_err(), "{id} -> {bad}");
+    }
+
+    /// A USCC in any width / case / spacing normalises to itself; its
+    /// characters 9–17 are its organisation code, which the stand-alone
+    /// code (with or without the hyphen) reads to.
+    #[test]
+    fn uscc_normalises_and_embeds_its_org_code(code in valid_uscc(), width: bool, lower: bool, at in 0usize..20, dash: bool) {
+        prop_assert_eq!(uscc::normalize_uscc(&decorate(&code, width, lower, at)), Ok(code.clone()));
+        let org = &code[8..17];
+        prop_assert_eq!(ref_org_check(&org.as_bytes()[..8]) as char, org.chars().nth(8).unwrap());
+        prop_assert_eq!(uscc::uscc_org_code(&decorate(&code, width, lower, at)), Ok(org.to_string()));
+        let written = if dash { format!("{}-{}", &org[..8], &org[8..]) } else { org.to_string() };
+        prop_assert_eq!(uscc::validate_org_code(&decorate(&written, width, false, 0)), Ok(org.to_string()));
+    }
+
+    /// Plates: full-width, lower-case, spaced and dotted forms fold to one.
+    #[test]
+    fn plates_fold(
+        prov in prop::sample::select(codes::PLATE_PROVINCES.iter().map(|(c, _)| *c).collect::<Vec<_>>()),
+        rest in "[A-HJ-NP-Z][A-HJ-NP-Z0-9]{5,6}", width: bool, lower: bool, at in 0usize..9,
+    ) {
+        let p = format!("{prov}{rest}");
+        prop_assert_eq!(plate::normalize_plate(&decorate(&p, width, lower, at)), p.clone());
+        prop_assert_eq!(plate::normalize_plate(&format!("{prov}{}·{}", &rest[..1], &rest[1..])), p.clone());
+    }
+
+    /// Phones: a mobile in its +86 / spaced / dashed / full-width forms and a
+    /// landline with its area code give the same digits.
+    #[test]
+    fn phones_to_digits(
+        num in "1[3-9][0-9]{9}",
+        prefix in prop::sample::select(vec!["", "+86", "+86 ", "0086", "86", "(+86) ", "+86-"]),
+        area in prop::sample::select(vec!["010", "021", "0572", "0571", "0755"]),
+        sub in "[2-8][0-9]{6,7}", width: bool,
+    ) {
+        // 3-digit area codes (010, 02x) have 8-digit subscriber numbers.
+        let sub = if area.len() == 3 && sub.len() == 7 { format!("{sub}0") } else { sub };
+        let m = format!("{prefix}{}-{}-{}", &num[..3], &num[3..7], &num[7..]);
+        let m = if width { full_width(&m) } else { m };
+        prop_assert_eq!(phone::normalize_phone_digits(&m), Ok(num.clone()));
+        let want = format!("{area}{sub}");
+        for l in [format!("{area}-{sub}"), format!("({area}){sub}"), format!("+86 {} {sub}", &area[1..]), format!("0086{}{sub}", &area[1..])] {
+            let l = if width { full_width(&l) } else { l };
+            prop_assert_eq!(phone::normalize_phone_digits(&l), Ok(want.clone()), "{}", l);
+        }
+    }
+
+    /// Names: NFKC, whitespace collapsed and trimmed — the same as folding
+    /// the full-width block by hand and joining the words with one space.
+    #[test]
+    fn names_fold(words in prop::collection::vec("[a-zA-Z0-9()张王李湖州环保]{1,6}", 1..4), width: bool, pad in "[ \t\u{3000}]{1,3}") {
+        let typed = words.join(&pad);
+        let typed = format!("{pad}{}{pad}", if width { full_width(&typed) } else { typed });
+        prop_assert_eq!(text::normalize_name(&typed), words.join(" "));
+    }
+
+    /// Degrees written as text read back to the number; whole degrees
+    /// written out are refused, never rounded into a position.
+    #[test]
+    fn degrees_read_back(deg in 73u32..135, frac in 1u32..1_000_000, lon: bool) {
+        let v = format!("{deg}.{frac:06}");
+        let want: f64 = v.parse().unwrap();
+        let word = if lon { "东经" } else { "北纬" };
+        prop_assert_eq!(lianqin_domain::geo::parse_degrees(&format!("{word}{v}度")), Ok(want));
+        prop_assert_eq!(lianqin_domain::geo::parse_degrees(&format!("{v}°{}", if lon { "E" } else { "N" })), Ok(want));
+        prop_assert_eq!(lianqin_domain::geo::parse_degrees(&full_width(&v)), Ok(want));
+        prop_assert_eq!(lianqin_domain::geo::parse_degrees(&format!("{word}{deg}度")).unwrap_err().rule, "degrees.precision");
+    }
+
     #[test]
     fn gcj_round_trip_inside_china(lon in 73.0f64..135.0, lat in 18.0f64..53.0) {
         // gcj → wgs → gcj
@@ -295,6 +414,13 @@ proptest! {
         let _ = citizen_id::parse_citizen_id(&s);
         let _ = citizen_id::upgrade_15_to_18(&s);
         let _ = citizen_id::citizen_id_check_char(&s);
+        let _ = citizen_id::normalize_citizen_id(&s);
+        let _ = uscc::normalize_uscc(&s);
+        let _ = uscc::uscc_org_code(&s);
+        let _ = plate::normalize_plate(&s);
+        let _ = phone::normalize_phone_digits(&s);
+        let _ = text::normalize_name(&s);
+        let _ = geo::parse_degrees(&s);
         let _ = plate::validate_plate(&s);
         let _ = phone::normalize_phone(&s);
         let _ = phone::normalize_phone_in_area(&s, "0572");
