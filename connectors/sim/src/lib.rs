@@ -42,6 +42,7 @@ pub mod geo;
 mod http;
 pub mod identity;
 pub mod ids;
+pub mod incidents;
 pub mod irs;
 mod world;
 

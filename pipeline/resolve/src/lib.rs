@@ -12,6 +12,9 @@
 //! * [`normalize`] — identifiers in one form before matching (citizen ID
 //!   15→18, phones, names, addresses, dates);
 //! * [`compare`] — the score of a pair with every part kept (explainable);
+//! * [`matters`] — joint matters: reports of one incident from several
+//!   departments linked by cited numbers, a shared party, or nearness in
+//!   space and time (`schemas/resolution/matter.toml`);
 //! * [`resolver`] — the incremental, order-independent clusters, the review
 //!   queue, operator merge/split as kept decisions, explanations, and
 //!   pairwise precision/recall against a ground truth.
@@ -21,12 +24,14 @@
 
 pub mod compare;
 pub mod config;
+pub mod matters;
 pub mod normalize;
 pub mod resolver;
 mod store;
 
 pub use compare::{PairScore, Part, score};
 pub use config::Model;
+pub use matters::{MatterDecision, MatterGrouper, MatterRule, MatterRules, Report};
 pub use resolver::{Decision, Explanation, Link, Record, Resolver, ReviewItem, Rule, pairwise_quality};
 
 /// What can go wrong.
