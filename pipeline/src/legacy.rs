@@ -99,7 +99,10 @@ impl ScalarUDFImpl for LegacyUdf {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Each argument at full length (`values_to_arrays` gives length-1
+        // arrays when every argument is a scalar, e.g. a column missing
+        // from an older file).
+        let arrays: Vec<_> = args.args.iter().map(|a| a.to_array(n)).collect::<DfResult<_>>()?;
         let cols: Vec<StringArray> = arrays.iter().map(strings).collect::<DfResult<_>>()?;
         let get = |c: usize, i: usize| cols.get(c).filter(|a| a.is_valid(i)).map(|a| a.value(i));
         let mut key = None;

@@ -20,6 +20,9 @@
 //! * [`hub`] — sources + worker runtime: one consume loop, batch commits in
 //!   named steps, the repeat index, post-commit steps (change feeds, flows).
 //! * [`query`] — analyst SQL.
+//! * [`current`] — the current state of `matter`/`matter_event` kept as a
+//!   snapshot refreshed from new history files (not re-aggregated per query).
+//! * [`joint`] — joint matters (`matter_group`).
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config: owns every config type.
 //! * [`audit`] — the audit writer (a leaf: the hub and servers call it), the
@@ -40,7 +43,8 @@
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  query → audit, audit::table, legacy, library, mapping::personal, schema, udf
+//! library → schema;  current → legacy, mapping::personal, schema;  joint → (lianqin-resolve)
+//! query → audit, current, joint, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
@@ -59,10 +63,12 @@ pub use audit::table as audit_table;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod current;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod flows;
 pub mod hub;
+pub mod joint;
 pub mod legacy;
 pub mod library;
 pub mod mapping;

@@ -11,6 +11,7 @@
 //! * `raw_<source>` — every record of a source as received.
 //! * `codes` — all code tables (`code_table`, `code`, `zh`, `en`).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StringBuilder};
@@ -57,7 +58,8 @@ pub struct QueryEngine {
 /// Column metadata (sensitivity, semantic) of a table for the policy engine.
 pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::ColumnMeta> {
     use lianqin_policies::ColumnMeta;
-    let base = table.trim_end_matches("_history");
+    let current = table.ends_with("_current");
+    let base = table.trim_end_matches("_history").trim_end_matches("_current");
     if let Ok(lib) = catalog.library(base) {
         let mut cols: Vec<ColumnMeta> = lib
             .all_columns(&catalog.provenance)
@@ -67,7 +69,17 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
                 ColumnMeta::new(&c.name, &label, c.personal.as_deref())
             })
             .collect();
-        cols.push(ColumnMeta::new("row_seq", "internal", None));
+        if current {
+            // Derived from `source_id` (its label) and a count.
+            let source = cols.iter().find(|c| c.name == "source_id").cloned();
+            cols.push(match source {
+                Some(s) => ColumnMeta { name: "sources".into(), ..s },
+                None => ColumnMeta::new("sources", "internal", None),
+            });
+            cols.push(ColumnMeta::new("versions", "public", None));
+        } else {
+            cols.push(ColumnMeta::new("row_seq", "internal", None));
+        }
         return cols;
     }
     if table.starts_with("raw_") {
@@ -84,6 +96,17 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
     }
     if table == crate::audit::table::TABLE {
         return crate::audit::table::column_meta();
+    }
+    if table == crate::joint::TABLE {
+        // The report's own labels where it has them (schemas/libraries).
+        let matter = columns_of(catalog, "matter_history");
+        return crate::joint::column_labels()
+            .into_iter()
+            .map(|(n, label)| match matter.iter().find(|m| m.name == n) {
+                Some(m) => m.clone(),
+                None => ColumnMeta::new(n, label, None),
+            })
+            .collect();
     }
     if table == "codes" {
         return ["code_table", "code", "zh", "en"].iter().map(|n| ColumnMeta::new(n, "public", None)).collect();
@@ -112,7 +135,7 @@ pub fn current_view_sql(catalog: &Catalog, library: &str) -> Result<String, Pipe
             cols.push(format!("last_value(\"{n}\" {order}) FILTER (WHERE \"{n}\" IS NOT NULL) AS \"{n}\"", n = c.name));
         }
     }
-    cols.push("array_to_string(array_agg(DISTINCT source_id), ',') AS sources".to_string());
+    cols.push("array_to_string(array_sort(array_agg(DISTINCT source_id)), ',') AS sources".to_string());
     cols.push("count(*) AS versions".to_string());
     let deleted_filter = if lib.column("deleted").is_some() { "WHERE NOT deleted" } else { "" };
     Ok(format!(
@@ -134,6 +157,8 @@ impl QueryEngine {
             None => crate::mapping::personal::KeyScope::Process,
         };
         let mut tables = Vec::new();
+        let mut matter_history = None;
+        let mut current = Vec::new();
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
         for name in names {
@@ -144,17 +169,71 @@ impl QueryEngine {
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
             // Rows written before personal data was classified: read through the new rules.
             let provider = crate::legacy::history_view(&name, &sql_name, provider, &key)?;
+            if name == "matter" {
+                matter_history = Some(Arc::clone(&provider));
+            }
+            if crate::current::SNAPSHOT_LIBRARIES.contains(&name.as_str()) {
+                let files: Vec<String> = table
+                    .get_file_uris()
+                    .map_err(|e| PipelineError::Query(format!("{name}: {e}")))?
+                    .filter_map(|u| u.rsplit('/').next().map(str::to_string))
+                    .collect();
+                let dir = store.root().parent().map(|d| crate::current::snapshot_dir(d, &name));
+                let t = crate::current::CurrentTable::new(
+                    catalog,
+                    &name,
+                    Arc::clone(&provider),
+                    store.root().join(&name),
+                    files,
+                    dir,
+                )
+                .await?;
+                current.push((name.clone(), Arc::new(t)));
+            }
             ctx.register_table(sql_name.as_str(), provider)
                 .map_err(|e| PipelineError::Query(format!("{sql_name}: {e}")))?;
             tables.push(sql_name);
+        }
+        let matter_current = current.iter().find(|(l, _)| l == "matter").map(|(_, t)| Arc::clone(t));
+        for (lib, t) in current {
+            let name = crate::current::table_name(&lib);
+            ctx.register_table(name.as_str(), t).map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            tables.push(name);
         }
         for lib in ["element", "matter", "matter_event"] {
             if !tables.contains(&format!("{lib}_history")) {
                 continue;
             }
-            let sql = format!("CREATE VIEW {lib} AS {}", current_view_sql(catalog, lib)?);
+            let sql = if tables.contains(&crate::current::table_name(lib)) {
+                let deleted = if catalog.library(lib)?.column("deleted").is_some() { " WHERE NOT deleted" } else { "" };
+                format!("CREATE VIEW {lib} AS SELECT * FROM {}{deleted}", crate::current::table_name(lib))
+            } else {
+                format!("CREATE VIEW {lib} AS {}", current_view_sql(catalog, lib)?)
+            };
             ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("view {lib}: {e}")))?;
             tables.push(lib.to_string());
+        }
+        // Joint matters: grouped over every report in a session of their own
+        // (no policy), then filtered by the caller's policy like any table.
+        if let Some(history) = matter_history {
+            let inner = SessionContext::new();
+            inner.register_table("matter_history", history).map_err(|e| PipelineError::Query(e.to_string()))?;
+            let view = match matter_current {
+                Some(t) => {
+                    inner.register_table("matter_current", t).map_err(|e| PipelineError::Query(e.to_string()))?;
+                    "SELECT * FROM matter_current WHERE NOT deleted".to_string()
+                }
+                None => current_view_sql(catalog, "matter")?,
+            };
+            inner
+                .sql(&format!("CREATE VIEW matter AS {view}"))
+                .await
+                .map_err(|e| PipelineError::Query(format!("view matter: {e}")))?;
+            let data_dir = store.root().parent().map(Path::to_path_buf);
+            let table = crate::joint::MatterGroupTable::new(inner, data_dir).await?;
+            ctx.register_table(crate::joint::TABLE, Arc::new(table))
+                .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::joint::TABLE)))?;
+            tables.push(crate::joint::TABLE.to_string());
         }
         ctx.register_batch("codes", codes_batch(catalog)?).map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
         tables.push("codes".into());

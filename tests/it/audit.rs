@@ -79,7 +79,7 @@ async fn every_action_leaves_an_encrypted_verifiable_entry() {
     let mine: Vec<_> = queries.iter().filter(|r| r.event.user == "wang.police").collect();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].event.rows, Some(1));
-    assert!(mine[0].event.tables.contains(&"matter_history".to_string()), "{:?}", mine[0].event.tables);
+    assert!(mine[0].event.tables.contains(&"matter_current".to_string()), "{:?}", mine[0].event.tables);
     assert!(mine[0].event.sql.as_deref().unwrap().contains("stage = 'intake'"));
 
     // The log holds no plaintext: the SQL text is not in any segment.

@@ -5,10 +5,12 @@
 mod audit;
 mod cli;
 mod crash;
+mod current;
 mod e2e;
 mod env_streams;
 mod flows;
 mod hj212_crash;
+mod joint;
 mod kafka;
 mod pgwire;
 mod poison;

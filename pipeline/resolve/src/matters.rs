@@ -152,7 +152,7 @@ impl MatterRule {
 }
 
 /// An operator decision on joint matters (kept as history).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum MatterDecision {
     /// Two reports are one incident.

@@ -152,6 +152,12 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Joint matters: reports of one incident from several departments
+    /// (the `matter_group` table).
+    Matter {
+        #[command(subcommand)]
+        what: MatterCmd,
+    },
     /// Person tokens (`pt:…` ids of persons and vehicles).
     Token {
         #[command(subcommand)]
@@ -183,6 +189,57 @@ enum PolicyCmd {
         /// The policy folder (model.conf, policy.csv, users.toml).
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MatterCmd {
+    /// The joint matter of a report (or a group id): every report in time
+    /// order and the rule that joined it, as USER's policy shows them.
+    Explain {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// As this user (password as for `sql --as`); without it the local
+        /// operator, unrestricted, recorded as local:<os user>.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// A matter id (`<source>:<key>`) or a joint matter id (`mg:…`).
+        id: String,
+    },
+    /// Operator decision: reports A and B are one incident (kept, audited).
+    Confirm {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The officer who decided.
+        #[arg(long)]
+        by: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+        /// A matter id.
+        a: String,
+        /// Another matter id.
+        b: String,
+    },
+    /// Operator decision: report ID is not the incident of the other reports
+    /// of its joint matter; it never re-joins them (kept, audited).
+    Split {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The officer who decided.
+        #[arg(long)]
+        by: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+        /// The matter id to split off.
+        id: String,
     },
 }
 
@@ -500,6 +557,39 @@ async fn run(cmd: Cmd) -> Result<()> {
                 }
                 None => lianqin_pipeline::cli::shell::shell(&engine, &catalog, format, &data_dir).await?,
             }
+        }
+        Cmd::Matter { what: MatterCmd::Explain { data_dir, as_user, format, id } } => {
+            init_tracing("warn");
+            lianqin_pipeline::cli::matter::check_id(&id)?;
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
+            let _sync = SyncOnDrop(audit);
+            let batches = lianqin_pipeline::cli::matter::explain(&engine, &id).await?;
+            if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
+                bail!("{id}: no matter with this id that you may read");
+            }
+            print!("{}", format_batches(&batches, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+        }
+        Cmd::Matter { what: MatterCmd::Confirm { data_dir, by, reason, a, b } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let what = lianqin_pipeline::joint::Decide::Confirm { a, b };
+            let d = lianqin_pipeline::cli::matter::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            println!("decided: {}", serde_json::to_string(&d)?);
+        }
+        Cmd::Matter { what: MatterCmd::Split { data_dir, by, reason, id } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let what = lianqin_pipeline::joint::Decide::Split { report: id };
+            let d = lianqin_pipeline::cli::matter::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            println!("decided: {}", serde_json::to_string(&d)?);
         }
         Cmd::Token { what: TokenCmd::Resolve { data_dir, as_user, format, token } } => {
             init_tracing("warn");

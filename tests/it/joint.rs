@@ -1,0 +1,163 @@
+//! Joint matters (`matter_group`, issue 13 item 4) over the demo's real
+//! libraries: every current report is in exactly one joint matter, the
+//! caller's policy filters the reports, `lianqin matter explain` shows the
+//! rules, and operator decisions hold across processes and are audited.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use lianqin_tests::{demo_password, lianqin_bin};
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn demo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(lianqin_bin()).args(["demo", "--once", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
+fn lianqin(dir: &Path, user: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(lianqin_bin());
+    c.args(args).env_remove("LIANQIN_POLICIES").stdin(Stdio::null());
+    if let Some(u) = user {
+        c.args(["--as", u]).env("LIANQIN_PASSWORD", demo_password(u));
+    }
+    c.arg("--data-dir").arg(dir).output().unwrap()
+}
+
+/// CSV rows (header skipped) of a query.
+fn rows(dir: &Path, user: Option<&str>, sql: &str) -> Vec<Vec<String>> {
+    let out = lianqin(dir, user, &["sql", "--format", "csv", sql]);
+    assert!(out.status.success(), "{sql}: {}", text(&out));
+    let mut r = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    r.remove(0);
+    r
+}
+
+fn csv_rows(s: &str) -> Vec<Vec<String>> {
+    s.lines().filter(|l| !l.is_empty()).map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// group id → its matter ids.
+fn groups(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in rows(dir, None, "SELECT group_id, matter_id FROM matter_group") {
+        g.entry(r[0].clone()).or_default().insert(r[1].clone());
+    }
+    g
+}
+
+#[test]
+fn every_report_is_in_one_joint_matter_and_the_policy_filters_them() {
+    let d = demo();
+    let d = d.path();
+    let matters: BTreeSet<String> =
+        rows(d, None, "SELECT matter_id FROM matter").into_iter().map(|r| r[0].clone()).collect();
+    let grouped = rows(d, None, "SELECT matter_id, group_id, rule FROM matter_group");
+    assert_eq!(grouped.len(), matters.len(), "one row per current report");
+    assert_eq!(grouped.iter().map(|r| r[0].clone()).collect::<BTreeSet<_>>(), matters);
+    let g = groups(d);
+    assert!(g.len() < matters.len(), "the demo has reports of one incident: {} groups", g.len());
+    for (gid, members) in &g {
+        // A group is named after one of its reports, which has no rule.
+        let seed = gid.strip_prefix("mg:").expect("mg: ids");
+        assert!(members.contains(seed), "{gid}: {members:?}");
+    }
+    for r in &grouped {
+        assert_eq!(r[2].is_empty(), r[1] == format!("mg:{}", r[0]), "only a group's first report has no rule: {r:?}");
+    }
+
+    // Ecology sees pollution (a) and toxic goods (b) and its own rows: the
+    // same reports in matter_group as in matter, never another's.
+    let q = |t: &str| format!("SELECT matter_id, category, department FROM {t} ORDER BY matter_id");
+    let eco_matter = rows(d, Some("chen.ecology"), &q("matter"));
+    let eco_group = rows(d, Some("chen.ecology"), &q("matter_group"));
+    assert!(!eco_group.is_empty() && eco_group.len() < grouped.len(), "{} of {}", eco_group.len(), grouped.len());
+    assert_eq!(eco_group, eco_matter);
+    for r in &eco_group {
+        assert!(["a", "b"].contains(&r[1].as_str()) || r[2] == "ecology", "{r:?}");
+    }
+
+    // explain: the local operator sees the whole group; a user who may read
+    // none of its reports gets a plain refusal.
+    let (gid, members) = g.iter().max_by_key(|(_, m)| m.len()).unwrap();
+    let any = members.iter().next().unwrap();
+    let out = lianqin(d, None, &["matter", "explain", "--format", "csv", any]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(shown.len(), members.len() + 1, "{}", text(&out));
+    assert!(shown.iter().skip(1).all(|r| &r[0] == gid), "{}", text(&out));
+    let cats: BTreeSet<String> = shown.iter().skip(1).map(|r| r[3].clone()).collect();
+    let stranger = if cats.iter().any(|c| c == "d") { "zhou.natres" } else { "liu.market" };
+    let out = lianqin(d, Some(stranger), &["matter", "explain", any]);
+    assert!(!out.status.success() && text(&out).contains("no matter with this id that you may read"), "{}", text(&out));
+    let out = lianqin(d, None, &["matter", "explain", "x' OR '1'='1"]);
+    assert!(!out.status.success() && text(&out).contains("is not a matter id"), "{}", text(&out));
+}
+
+#[test]
+fn operator_decisions_hold_across_processes_and_are_audited() {
+    let d = demo();
+    let d = d.path();
+    let before = groups(d);
+    let (gid, members) = before.iter().find(|(_, m)| m.len() >= 3).expect("a joint matter of 3 reports");
+    let out_report = members.iter().find(|m| gid != &format!("mg:{m}")).unwrap().clone();
+    let singles: Vec<String> =
+        before.values().filter(|m| m.len() == 1).map(|m| m.iter().next().unwrap().clone()).take(2).collect();
+    assert_eq!(singles.len(), 2);
+
+    // Refused without a reason, or when there is nothing to split.
+    let no_reason = lianqin(d, None, &["matter", "split", "--by", "li.station", "--reason", " ", &out_report]);
+    assert!(!no_reason.status.success() && text(&no_reason).contains("--reason"), "{}", text(&no_reason));
+    let lone = lianqin(d, None, &["matter", "split", "--by", "li.station", "--reason", "x", &singles[0]]);
+    assert!(!lone.status.success() && text(&lone).contains("other reports in its group"), "{}", text(&lone));
+
+    let split =
+        lianqin(d, None, &["matter", "split", "--by", "li.station", "--reason", "a different discharge", &out_report]);
+    assert!(split.status.success(), "{}", text(&split));
+    let confirm = lianqin(
+        d,
+        None,
+        &["matter", "confirm", "--by", "wang.officer", "--reason", "caller confirmed", &singles[0], &singles[1]],
+    );
+    assert!(confirm.status.success(), "{}", text(&confirm));
+
+    // A new process (a restart) reads the same groups.
+    for _ in 0..2 {
+        let after = groups(d);
+        let home = after.iter().find(|(_, m)| m.contains(&out_report)).unwrap();
+        assert_eq!(home.1.len(), 1, "the split report is alone: {home:?}");
+        let rest: BTreeSet<String> = members.iter().filter(|m| **m != out_report).cloned().collect();
+        assert!(after.values().any(|m| *m == rest), "the others stay together");
+        let both = after.values().find(|m| m.contains(&singles[0])).unwrap();
+        assert!(both.contains(&singles[1]), "{both:?}");
+    }
+    let rule = rows(
+        d,
+        None,
+        &format!("SELECT rule FROM matter_group WHERE matter_id IN ('{}', '{}')", singles[0], singles[1]),
+    );
+    assert!(
+        rule.iter().any(|r| r.join(",").contains("operator confirmed (wang.officer: caller confirmed)")),
+        "{rule:?}"
+    );
+
+    // Kept and audited.
+    let log = std::fs::read_to_string(lianqin_pipeline::joint::decisions_path(d)).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let key = lianqin_pipeline::audit::master_key(d, false).unwrap();
+    let mut audited = 0;
+    for s in lianqin_pipeline::audit::streams(d) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::all()).unwrap() {
+            let e = r.unwrap().event;
+            if e.detail.get("action").and_then(|a| a.as_str()) == Some("matter_decision") {
+                audited += 1;
+            }
+        }
+    }
+    assert_eq!(audited, 2);
+}
