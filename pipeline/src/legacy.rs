@@ -42,7 +42,8 @@ use crate::mapping::personal::{self, KeyScope, PersonalFields, PersonalKind};
 /// (mapping, versions, the raw fields that are personal).
 pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
     ("police_110", &["1"], &["bjrxm", "bjrsfzh", "bjrdh", "cph"]),
-    ("hotline_12345", &["1"], &["caller_name", "caller_phone"]),
+    // v2 rows may carry the handler (承办人) in `attributes`: declared personal in v3.
+    ("hotline_12345", &["1", "2"], &["caller_name", "caller_phone", "handler"]),
     ("hotline_12345_orders", &["1"], &["callerName", "callerPhone", "enterpriseName"]),
     ("market_enterprise", &["1"], &["legal_rep"]),
     ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card"]),

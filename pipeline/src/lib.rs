@@ -23,6 +23,7 @@
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
 //! * [`joint`] — joint matters (`matter_group`).
+//! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config: owns every config type.
 //! * [`audit`] — the audit writer (a leaf: the hub and servers call it), the
@@ -43,8 +44,8 @@
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  current → legacy, mapping::personal, schema;  joint → (lianqin-resolve)
-//! query → audit, current, joint, audit::table, legacy, library, mapping::personal, schema, udf
+//! library → schema;  current → legacy, mapping::personal, schema;  joint → (lianqin-resolve);  kpi ← leaf (SQL text)
+//! query → audit, current, joint, kpi, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
@@ -69,6 +70,7 @@ pub mod demo;
 pub mod flows;
 pub mod hub;
 pub mod joint;
+pub mod kpi;
 pub mod legacy;
 pub mod library;
 pub mod mapping;

@@ -10,6 +10,8 @@
 //! * `quarantine` — records that could not be normalized, with reasons.
 //! * `raw_<source>` — every record of a source as received.
 //! * `codes` — all code tables (`code_table`, `code`, `zh`, `en`).
+//! * `kpi_matter_facts`, `kpi_matter`, `kpi_overdue_callback` — station
+//!   supervision KPIs ([`crate::kpi`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -235,6 +237,7 @@ impl QueryEngine {
                 .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::joint::TABLE)))?;
             tables.push(crate::joint::TABLE.to_string());
         }
+        crate::kpi::register(&ctx, &mut tables).await?;
         ctx.register_batch("codes", codes_batch(catalog)?).map_err(|e| PipelineError::Query(format!("codes: {e}")))?;
         tables.push("codes".into());
         tables.sort();

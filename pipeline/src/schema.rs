@@ -185,6 +185,7 @@ const BUILTIN_CODES: &[&str] = &[
     include_str!("../../schemas/codes/department.toml"),
     include_str!("../../schemas/codes/division.toml"),
     include_str!("../../schemas/codes/id_type.toml"),
+    include_str!("../../schemas/codes/satisfaction.toml"),
 ];
 
 /// The schema catalog: libraries, provenance and code tables.

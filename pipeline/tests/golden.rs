@@ -282,3 +282,63 @@ fn a_15_digit_id_and_its_18_digit_form_are_one_person_element() {
     assert!(police.get(id).is_some_and(|e| e.starts_with("pt:")), "110 stores the upgraded id: {police:?}");
     assert_eq!(police.get(id), law.get(id), "one element for both departments");
 }
+
+/// §8.1.2 callback deadlines on the official calendar, through the shipped
+/// citizen-report mappings: a closing whose 3 working days reach a year whose
+/// holiday notice is not embedded (2027), or that starts in one (2024), gets
+/// NULL `callback_due` and the flag `calendar.callback_due` — the matter is
+/// kept, never given a guessed date; a closing before the 2026 Spring
+/// Festival (days off 02-15 … 02-23, Saturday 02-14 worked) gets the date
+/// worked out by hand from the State Council notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_due_is_null_and_flagged_when_the_calendar_year_is_not_published() {
+    lianqin_pipeline::mapping::personal::install_key(lianqin_pipeline::mapping::personal::TokenKey::from_bytes(
+        GOLDEN_TOKEN_KEY,
+    ));
+    let catalog = Arc::new(Catalog::builtin().expect("catalog"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (closing time in Beijing time, expected callback_due in UTC or None for the flag)
+    let cases = [
+        ("2026-12-30 16:00:00", None),
+        ("2024-12-20 15:00:00", None),
+        ("2026-02-13 16:00:00", Some("2026-02-25T08:00:00Z")),
+    ];
+    for (mapping, department) in [("police_110", "police"), ("hotline_12345", "hotline")] {
+        let mut lines = Vec::new();
+        for (i, (closed, _)) in cases.iter().enumerate() {
+            let payload = if mapping == "police_110" {
+                json!({"jjdbh": format!("J3305022026000{i}"), "bjsj": "2024-12-01 08:00:00", "jqzt": "总结",
+                       "xzqh": "330502", "gxdw": "吴兴区太湖生态联勤警务站", "updated_at": closed})
+            } else {
+                json!({"ticket_no": format!("HZ2026000{i}"), "accept_time": "2024-12-01 08:00:00", "status": "办结",
+                       "division": "330502", "finish_time": closed, "updated_at": closed})
+            };
+            lines.push(json!({"key": format!("k{i}"), "department": department, "payload": payload}).to_string());
+        }
+        let input = dir.path().join(format!("{mapping}.jsonl"));
+        std::fs::write(&input, lines.join("\n")).expect("write input");
+        let out = run(&catalog, &mappings_dir().join(format!("{mapping}.toml")), &input).await.expect("mapping runs");
+        assert_eq!(out["accepted"], json!(cases.len()), "{mapping}: every closing is kept: {out}");
+        let matters = out["libraries"]["matter"].as_array().expect("matter rows");
+        for (closed, due) in cases {
+            let closed_utc = chrono::NaiveDateTime::parse_from_str(closed, "%Y-%m-%d %H:%M:%S").unwrap()
+                - chrono::Duration::hours(8);
+            let want_closed = closed_utc.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let row = matters
+                .iter()
+                .find(|m| m["closed_at"].as_str() == Some(want_closed.as_str()))
+                .unwrap_or_else(|| panic!("{mapping}: no matter closed at {want_closed}: {matters:?}"));
+            let flags = row["flags"].as_str().unwrap_or("[]");
+            match due {
+                None => {
+                    assert!(row.get("callback_due").is_none_or(Value::is_null), "{mapping} {closed}: {row}");
+                    assert!(flags.contains("\"calendar.callback_due\""), "{mapping} {closed}: flags {flags}");
+                }
+                Some(due) => {
+                    assert_eq!(row["callback_due"].as_str(), Some(due), "{mapping} {closed}");
+                    assert!(!flags.contains("calendar."), "{mapping} {closed}: flags {flags}");
+                }
+            }
+        }
+    }
+}

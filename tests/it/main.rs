@@ -12,6 +12,7 @@ mod flows;
 mod hj212_crash;
 mod joint;
 mod kafka;
+mod kpi;
 mod pgwire;
 mod poison;
 mod policy;

@@ -148,6 +148,30 @@ pub struct Truth {
     /// Records served with a secondary field the hub cannot read: accepted,
     /// that field NULL, flagged (110: the item whose `jd` is `"东经120度"`).
     pub flagged: Vec<FlaggedRecord>,
+    /// Records with a known timeline planted for the KPI tests (12345 tickets finished around
+    /// the Spring Festival, on make-up working days, in an unpublished calendar year, and a
+    /// re-handled ticket), with their callback deadline worked out by hand. Also in `tickets`.
+    pub planted: Vec<PlantedRecord>,
+}
+
+/// A record planted with a known timeline (also served, and in its source's list in [`Truth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlantedRecord {
+    /// `"hotline_12345"`.
+    pub source: &'static str,
+    /// The record key (12345: ticket_no).
+    pub key: String,
+    /// What the record tests.
+    pub why: &'static str,
+    /// Finish time as served (`YYYY-MM-DD HH:MM:SS`, Beijing time), if finished.
+    pub closed_at: Option<&'static str>,
+    /// Closed + 3 working days on the official calendar, worked out by hand from the State
+    /// Council notice (Beijing time); `None` when the calendar year is not published.
+    pub callback_due: Option<&'static str>,
+    /// Callback time as served, if called back.
+    pub callback_at: Option<&'static str>,
+    /// The flag the matter must carry (`"calendar.callback_due"`), if any.
+    pub flag: Option<String>,
 }
 
 /// A record the hub accepts with one field NULL and a flag.
@@ -345,6 +369,7 @@ impl Simulation {
             complaints: w.complaints.clone(),
             broken,
             flagged: w.http_flagged(),
+            planted: w.http_planted(),
         }
     }
 

@@ -53,6 +53,8 @@ pub(crate) struct Rec {
     /// A secondary field the hub cannot read, and why: the record is accepted
     /// with that field NULL and the flag `type.<field>` (it is served as-is).
     pub flagged: Option<(&'static str, &'static str)>,
+    /// A planted record with a known timeline (see [`planted_tickets`]); it never advances.
+    pub planted: Option<crate::PlantedRecord>,
     /// The JSON object served.
     pub value: Value,
     /// Values revealed by later stages (ticket satisfaction, case penalty amount).
@@ -296,7 +298,7 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
             v["jd"] = json!("东经120度");
             flagged = Some(("jd", "jd is text (\"东经120度\"), whole degrees: not a position"));
         }
-        out.push(Rec { key, updated_at, stage, broken, flagged, value: v, hidden: Value::Null });
+        out.push(Rec { key, updated_at, stage, broken, flagged, planted: None, value: v, hidden: Value::Null });
     }
     out.sort_by(cmp_rec);
     out
@@ -308,6 +310,8 @@ fn satisfaction(rng: &mut StdRng) -> &'static str {
 
 fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
     let mut rng = sub_rng(cfg.seed, 12345);
+    // Handlers (承办人) come from their own stream, so adding them left every other field as it was.
+    let mut handlers = sub_rng(cfg.seed, 12346);
     let times = timeline(&mut rng, cfg.tickets, base_time(3, 1, 9), 50);
     let mut out = Vec::with_capacity(cfg.tickets);
     for (i, updated_at) in times.into_iter().enumerate() {
@@ -361,6 +365,8 @@ fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
             "reply": finish.map(|_| reply_text(cat)),
             "callback_time": if stage == 4 { Some(fmt_local(updated_at)) } else { None },
             "satisfaction": if stage == 4 { Some(sat) } else { None },
+            "handler": data::person_name(&mut handlers),
+            "original_ticket_no": null,
             "updated_at": fmt_local(updated_at),
         });
         out.push(Rec {
@@ -369,12 +375,158 @@ fn gen_tickets(cfg: &SimConfig) -> Vec<Rec> {
             stage,
             broken: None,
             flagged: None,
+            planted: None,
             value: v,
             hidden: json!({ "satisfaction": sat, "reply": reply_text(cat) }),
         });
     }
+    if cfg.tickets > 0 {
+        out.extend(planted_tickets());
+    }
     out.sort_by(cmp_rec);
     out
+}
+
+/// One planted 12345 ticket: (ticket no, accepted, finished, called back, satisfaction, status
+/// index, original ticket no, handler, why, callback due worked out by hand, flag).
+type PlantedTicket = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    usize,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// 12345 tickets with known timelines around the 2025 Spring Festival (days off 01-28 … 02-04,
+/// make-up working days Sunday 01-26 and Saturday 02-08) and in 2024, whose holiday notice is
+/// not embedded. Their callback deadlines were worked out by hand from the State Council
+/// notice, not by the hub's calendar. They are dated before the generated window (so
+/// `advance`'s clock and incremental sync are unaffected) and never advance.
+const PLANTED_TICKETS: &[PlantedTicket] = &[
+    (
+        "HZ20250124990001",
+        "2025-01-24 09:30:00",
+        Some("2025-01-27 16:00:00"),
+        Some("2025-02-06 10:00:00"),
+        Some("满意"),
+        4,
+        None,
+        "沈建国",
+        "finished on the last working day before the Spring Festival: due 3 working days after the holiday; called back in time",
+        Some("2025-02-07 16:00:00"),
+        None,
+    ),
+    (
+        "HZ20250125990002",
+        "2025-01-25 10:00:00",
+        Some("2025-01-26 11:00:00"),
+        Some("2025-02-08 09:30:00"),
+        Some("不满意"),
+        4,
+        None,
+        "姚明华",
+        "finished on the make-up working Sunday 01-26 (which does not count itself); called back on the make-up Saturday 02-08, after the deadline; dissatisfied",
+        Some("2025-02-06 11:00:00"),
+        None,
+    ),
+    (
+        "HZ20250207990003",
+        "2025-02-07 14:00:00",
+        Some("2025-02-08 10:00:00"),
+        None,
+        None,
+        3,
+        None,
+        "钱丽萍",
+        "finished on the make-up working Saturday 02-08; never called back (overdue)",
+        Some("2025-02-12 10:00:00"),
+        None,
+    ),
+    (
+        "HZ20241216990004",
+        "2024-12-16 09:00:00",
+        Some("2024-12-20 15:00:00"),
+        None,
+        None,
+        3,
+        None,
+        "陆海峰",
+        "finished in 2024, a year whose holiday notice is not embedded: no deadline, flagged",
+        None,
+        Some("calendar.callback_due"),
+    ),
+    (
+        "HZ20250210990005",
+        "2025-02-10 09:00:00",
+        None,
+        None,
+        None,
+        2,
+        Some("HZ20250125990002"),
+        "吴晓燕",
+        "re-handling (重办) of the dissatisfied HZ20250125990002 by another handler",
+        None,
+        None,
+    ),
+];
+
+fn planted_tickets() -> Vec<Rec> {
+    let local = |t: &str| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap_or_default();
+    PLANTED_TICKETS
+        .iter()
+        .map(|&(no, accept, finish, callback, sat, stage, original, handler, why, due, flag)| {
+            let updated = callback.or(finish).unwrap_or(accept);
+            let value = json!({
+                "ticket_no": no,
+                "accept_time": accept,
+                "channel": "电话",
+                "appeal_type": "投诉",
+                "title": "河道边有人倾倒建筑垃圾",
+                "content": "市民反映吴兴区织里镇河道边有人倾倒建筑垃圾，请尽快处理",
+                "address": "湖州市吴兴区织里镇大港路18号",
+                "division": "330502",
+                "lng": 120.274915,
+                "lat": 30.843182,
+                "coord": "BD-09",
+                "caller_name": "张伟",
+                "caller_phone": "13867250001",
+                "status": TICKET_STAGES[stage],
+                "handling_dept": "吴兴区综合行政执法局",
+                "deadline": null,
+                "finish_time": finish,
+                "reply": finish.map(|_| reply_text(Cat::WasteDumping)),
+                "callback_time": callback,
+                "satisfaction": sat,
+                "handler": handler,
+                "original_ticket_no": original,
+                "updated_at": updated,
+            });
+            Rec {
+                key: Some(no.to_string()),
+                updated_at: local(updated),
+                stage,
+                broken: None,
+                flagged: None,
+                planted: Some(crate::PlantedRecord {
+                    source: "hotline_12345",
+                    key: no.to_string(),
+                    why,
+                    closed_at: finish,
+                    callback_due: due,
+                    callback_at: callback,
+                    flag: flag.map(str::to_string),
+                }),
+                value,
+                hidden: Value::Null,
+            }
+        })
+        .collect()
 }
 
 fn reply_text(cat: Cat) -> &'static str {
@@ -474,6 +626,7 @@ fn gen_enterprises(cfg: &SimConfig) -> Vec<Rec> {
             stage: 0,
             broken: None,
             flagged: None,
+            planted: None,
             value: v,
             hidden: Value::Null,
         });
@@ -538,6 +691,7 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
             stage,
             broken: None,
             flagged: None,
+            planted: None,
             value: v,
             hidden: json!({ "amount": amount }),
         });
@@ -602,10 +756,9 @@ impl World {
                 1 => &mut self.tickets,
                 _ => &mut self.cases,
             };
-            let Some(rec) = recs
-                .iter_mut()
-                .find(|r| r.broken.is_none() && r.flagged.is_none() && r.stage + 1 < 5 && r.updated_at < ts)
-            else {
+            let Some(rec) = recs.iter_mut().find(|r| {
+                r.broken.is_none() && r.flagged.is_none() && r.planted.is_none() && r.stage + 1 < 5 && r.updated_at < ts
+            }) else {
                 exhausted[which] = true;
                 continue;
             };
@@ -664,6 +817,15 @@ impl World {
             }
         }
         out
+    }
+
+    /// Planted records (known timelines) among the HTTP sources.
+    pub fn http_planted(&self) -> Vec<crate::PlantedRecord> {
+        [Src::Police110, Src::Hotline12345, Src::Market, Src::LawEnforcement]
+            .iter()
+            .flat_map(|s| self.records(*s))
+            .filter_map(|r| r.planted.clone())
+            .collect()
     }
 
     /// Broken records among the HTTP sources.
@@ -734,7 +896,15 @@ mod tests {
             w.advance(10_000);
         }
         assert_eq!(w.advance(1), 0);
-        assert!(w.tickets.iter().all(|r| r.stage == 4 && r.value["satisfaction"].is_string()));
+        let generated = w.tickets.iter().filter(|r| r.planted.is_none());
+        assert!(generated.clone().all(|r| r.stage == 4 && r.value["satisfaction"].is_string()));
+        assert_eq!(generated.count(), 10);
+        // Planted tickets keep their known timeline.
+        for r in w.tickets.iter().filter(|r| r.planted.is_some()) {
+            let p = PLANTED_TICKETS.iter().find(|p| Some(p.0) == r.key.as_deref()).expect("planted ticket");
+            assert_eq!((r.stage, r.value["finish_time"].as_str()), (p.5, p.2));
+        }
+        assert_eq!(w.tickets.iter().filter(|r| r.planted.is_some()).count(), PLANTED_TICKETS.len());
         assert!(w.cases.iter().all(|r| r.value["amount"].is_number()));
     }
 }
