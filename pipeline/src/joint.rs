@@ -27,7 +27,6 @@
 //! split never re-merges and a confirmation holds; each is also an audit
 //! entry (written by the caller, see `lianqin matter`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,56 +87,14 @@ pub struct LoggedDecision {
     pub decision: MatterDecision,
 }
 
-/// Reads the decision log (empty when there is none). A torn last line (a
-/// crash while appending) is ignored; any other bad line is an error naming
-/// the file and line.
+/// Reads the decision log (empty when there is none; see [`crate::journal`]).
 pub fn load_decisions(data_dir: &Path) -> Result<Vec<LoggedDecision>, PipelineError> {
-    let path = decisions_path(data_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(PipelineError::Config(format!("{}: {e}", path.display()))),
-    };
-    let complete = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<LoggedDecision>(line) {
-            Ok(d) => out.push(d),
-            Err(_) if i + 1 == lines.len() && !complete => break,
-            Err(e) => return Err(PipelineError::Config(format!("{}:{}: {e}", path.display(), i + 1))),
-        }
-    }
-    Ok(out)
+    crate::journal::load(&decisions_path(data_dir))
 }
 
 /// Appends `d` to the decision log durably (fsync).
 pub fn append_decision(data_dir: &Path, d: &LoggedDecision) -> Result<(), PipelineError> {
-    let path = decisions_path(data_dir);
-    let err = |e: std::io::Error| PipelineError::Config(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    // A torn last line is a decision whose append never completed (its
-    // command failed before it said "decided"): cut it off, as a write-ahead
-    // log does, so the new decision starts on its own line.
-    if let Ok(bytes) = std::fs::read(&path)
-        && !bytes.is_empty()
-        && !bytes.ends_with(b"\n")
-    {
-        let keep = bytes.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-        let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(err)?;
-        f.set_len(keep as u64).and_then(|_| f.sync_all()).map_err(err)?;
-        tracing::warn!(file = %path.display(), "joint matters: an incomplete decision line was cut off");
-    }
-    let mut line = serde_json::to_string(d).map_err(|e| PipelineError::Internal(e.to_string()))?;
-    line.push('\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(err)?;
-    f.write_all(line.as_bytes()).and_then(|_| f.sync_all()).map_err(err)?;
-    Ok(())
+    crate::journal::append(&decisions_path(data_dir), d)
 }
 
 /// The report rows (columns [`REPORT_COLUMNS`] plus title, content, lon,
@@ -368,7 +325,7 @@ mod tests {
         // A crash in the middle of the second append.
         let p = decisions_path(dir.path());
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"{\"at\":\"2026-12-0").unwrap();
+        std::io::Write::write_all(&mut f, b"{\"at\":\"2026-12-0").unwrap();
         drop(f);
         assert_eq!(load_decisions(dir.path()).unwrap(), vec![logged(1)]);
         append_decision(dir.path(), &logged(2)).unwrap();

@@ -36,7 +36,8 @@
 //!   the callback record.
 //! * Satisfaction rate = (`satisfied` + `basically_satisfied`) / answers.
 //! * `reopened` counts matters of the period that a later matter reopened
-//!   (`reopened_from` points to them); `reopenings` counts re-handlings
+//!   (`reopened_from` points to them) or that a dissatisfied second callback
+//!   reopened (`matter_recheck.reopened`, [`crate::recheck`]); `reopenings` counts re-handlings
 //!   received in the period.
 //!
 //! Joint matters (联合事项): `kpi_matter_facts.group_id` is the matter's
@@ -89,7 +90,7 @@ const FACTS_SQL: &str = "SELECT m.matter_id, {group} AS group_id, m.station, m.d
   END AS callback_status,
   m.satisfaction,
   m.reopened_from,
-  r.reopened_from IS NOT NULL AS reopened
+  r.reopened_from IS NOT NULL{recheck_reopened} AS reopened
 FROM matter m
 LEFT JOIN (
   SELECT matter_id, min(event_time) AS first_handled_at
@@ -97,17 +98,30 @@ LEFT JOIN (
 ) e ON e.matter_id = m.matter_id
 LEFT JOIN (
   SELECT DISTINCT reopened_from FROM matter WHERE reopened_from IS NOT NULL
-) r ON r.reopened_from = m.matter_id{group_join}";
+) r ON r.reopened_from = m.matter_id{group_join}{recheck_join}";
 
 /// `kpi_matter_facts` over `matter`, with joint matters when the session
-/// has `matter_group`.
-fn facts_sql(joint: bool) -> String {
+/// has `matter_group` and second-callback reopenings when it has
+/// `matter_recheck`.
+fn facts_sql(joint: bool, recheck: bool) -> String {
     let (group, join) = if joint {
         ("COALESCE(g.group_id, m.matter_id)", "\nLEFT JOIN matter_group g ON g.matter_id = m.matter_id")
     } else {
         ("m.matter_id", "")
     };
-    FACTS_SQL.replace("{group}", group).replace("{group_join}", join)
+    let (reopened, recheck_join) = if recheck {
+        (
+            " OR rc.matter_id IS NOT NULL",
+            "\nLEFT JOIN (SELECT DISTINCT matter_id FROM matter_recheck WHERE reopened) rc ON rc.matter_id = m.matter_id",
+        )
+    } else {
+        ("", "")
+    };
+    FACTS_SQL
+        .replace("{group}", group)
+        .replace("{group_join}", join)
+        .replace("{recheck_reopened}", reopened)
+        .replace("{recheck_join}", recheck_join)
 }
 
 /// The aggregates of `kpi_matter` over the `kpi_matter_facts` rows of one
@@ -153,12 +167,12 @@ const OVERDUE_SQL: &str = "SELECT matter_id, station, department, division, mont
 FROM kpi_matter_facts WHERE callback_status IN ('late', 'missing')";
 
 /// The KPI views, in creation order (later ones read earlier ones).
-pub fn views(joint: bool) -> Vec<KpiView> {
+pub fn views(joint: bool, recheck: bool) -> Vec<KpiView> {
     vec![
         KpiView {
             name: "kpi_matter_facts",
             about: "one row per matter: periods, hours to handling and closure, callback status",
-            sql: facts_sql(joint),
+            sql: facts_sql(joint, recheck),
         },
         KpiView {
             name: "kpi_matter",
@@ -181,7 +195,8 @@ pub async fn register(ctx: &SessionContext, tables: &mut Vec<String>) -> Result<
         return Ok(());
     }
     let joint = tables.iter().any(|t| t == crate::joint::TABLE);
-    for v in views(joint) {
+    let recheck = tables.iter().any(|t| t == crate::recheck::TABLE);
+    for v in views(joint, recheck) {
         ctx.sql(&format!("CREATE VIEW {} AS {}", v.name, v.sql))
             .await
             .map_err(|e| PipelineError::Query(format!("view {}: {e}", v.name)))?;

@@ -23,6 +23,8 @@
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
 //! * [`joint`] — joint matters (`matter_group`).
+//! * [`recheck`] — the half-yearly second callback (`matter_recheck`), kept in a
+//!   [`journal`] (append-only JSON lines, also the joint-matter decisions).
 //! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config: owns every config type.
@@ -44,8 +46,8 @@
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  current → legacy, mapping::personal, schema;  joint → (lianqin-resolve);  kpi ← leaf (SQL text)
-//! query → audit, current, joint, kpi, audit::table, legacy, library, mapping::personal, schema, udf
+//! library → schema;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
+//! query → audit, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
@@ -70,6 +72,7 @@ pub mod demo;
 pub mod flows;
 pub mod hub;
 pub mod joint;
+pub mod journal;
 pub mod kpi;
 pub mod legacy;
 pub mod library;
@@ -77,6 +80,7 @@ pub mod mapping;
 pub mod normalize;
 pub mod policy;
 pub mod query;
+pub mod recheck;
 pub mod schema;
 pub mod server;
 pub mod time;

@@ -10,6 +10,7 @@
 //! * `quarantine` — records that could not be normalized, with reasons.
 //! * `raw_<source>` — every record of a source as received.
 //! * `codes` — all code tables (`code_table`, `code`, `zh`, `en`).
+//! * `matter_recheck` — second callbacks drawn and their results ([`crate::recheck`]).
 //! * `kpi_matter_facts`, `kpi_matter`, `kpi_overdue_callback` — station
 //!   supervision KPIs ([`crate::kpi`]).
 
@@ -109,6 +110,9 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
                 None => ColumnMeta::new(n, label, None),
             })
             .collect();
+    }
+    if table == crate::recheck::TABLE {
+        return crate::recheck::column_labels().into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
     }
     if table == "codes" {
         return ["code_table", "code", "zh", "en"].iter().map(|n| ColumnMeta::new(n, "public", None)).collect();
@@ -236,6 +240,15 @@ impl QueryEngine {
             ctx.register_table(crate::joint::TABLE, Arc::new(table))
                 .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::joint::TABLE)))?;
             tables.push(crate::joint::TABLE.to_string());
+        }
+        // Second callbacks (the journal of the data dir; empty without one).
+        if tables.iter().any(|t| t == "matter")
+            && let Some(data_dir) = store.root().parent()
+        {
+            let batch = crate::recheck::table_batch(&crate::recheck::load(data_dir)?)?;
+            ctx.register_batch(crate::recheck::TABLE, batch)
+                .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::recheck::TABLE)))?;
+            tables.push(crate::recheck::TABLE.to_string());
         }
         crate::kpi::register(&ctx, &mut tables).await?;
         ctx.register_batch("codes", codes_batch(catalog)?).map_err(|e| PipelineError::Query(format!("codes: {e}")))?;

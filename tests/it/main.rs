@@ -17,5 +17,6 @@ mod pgwire;
 mod poison;
 mod policy;
 mod pushed_and_gateway;
+mod recheck;
 mod redteam;
 mod sql_source;

@@ -158,6 +158,13 @@ enum Cmd {
         #[command(subcommand)]
         what: MatterCmd,
     },
+    /// The half-yearly second callback (§8.1.3–8.1.4): draw at least 30% of
+    /// each station's callback records, record the results, reopen
+    /// dissatisfied cases for another handler (the `matter_recheck` table).
+    Recheck {
+        #[command(subcommand)]
+        what: RecheckCmd,
+    },
     /// Person tokens (`pt:…` ids of persons and vehicles).
     Token {
         #[command(subcommand)]
@@ -240,6 +247,49 @@ enum MatterCmd {
         reason: String,
         /// The matter id to split off.
         id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecheckCmd {
+    /// Draw the second callbacks of a half year: per station ⌈30%⌉ of its
+    /// callback records (100% once it has 3 reopened cases), in a seeded
+    /// order; a later draw of the same half only adds (new records, 100%).
+    Draw {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Half year, Beijing time: 2026H1 or 2026H2.
+        #[arg(long)]
+        half: String,
+        /// Seed of the order (recorded; random when omitted).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The officer who draws.
+        #[arg(long)]
+        by: String,
+    },
+    /// Record the result of a drawn matter's second callback (once; never
+    /// changed). `dissatisfied` reopens the case for --handler, who must not
+    /// be the original handler.
+    Result {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The citizen's answer: satisfied, basically_satisfied, dissatisfied (or 满意, 基本满意, 不满意).
+        #[arg(long)]
+        answer: String,
+        /// The new handler of a reopened case (a name; kept only as a keyed token).
+        #[arg(long)]
+        handler: Option<String>,
+        /// What the citizen said (kept).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The officer who called back.
+        #[arg(long)]
+        by: String,
+        /// The matter id.
+        matter_id: String,
     },
 }
 
@@ -590,6 +640,33 @@ async fn run(cmd: Cmd) -> Result<()> {
             let what = lianqin_pipeline::joint::Decide::Split { report: id };
             let d = lianqin_pipeline::cli::matter::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
             println!("decided: {}", serde_json::to_string(&d)?);
+        }
+        Cmd::Recheck { what: RecheckCmd::Draw { data_dir, half, seed, by } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let summary = lianqin_pipeline::cli::recheck::draw(&engine, &audit, &data_dir, &half, seed, &by).await?;
+            print!("{}", lianqin_pipeline::cli::recheck::render(&summary));
+        }
+        Cmd::Recheck { what: RecheckCmd::Result { data_dir, answer, handler, note, by, matter_id } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let e = lianqin_pipeline::cli::recheck::result(
+                &engine,
+                &audit,
+                &data_dir,
+                &catalog,
+                &matter_id,
+                &answer,
+                handler.as_deref(),
+                &note,
+                &by,
+            )
+            .await?;
+            println!("recorded: {}", serde_json::to_string(&e)?);
         }
         Cmd::Token { what: TokenCmd::Resolve { data_dir, as_user, format, token } } => {
             init_tracing("warn");
