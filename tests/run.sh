@@ -5,6 +5,7 @@
 #   * a throwaway PostgreSQL cluster (Debian's postgresql, initdb/pg_ctl under /tmp)
 #   * a throwaway MariaDB server (Debian's mariadb-server, under /tmp, port 13306)
 #   * psql and Python psycopg (clients of `lianqin serve`; installed when missing)
+#   * fonts-droid-fallback and poppler-utils (report PDFs; installed when missing)
 #   * cargo fmt --check and cargo clippy -D warnings before any test runs
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
@@ -64,6 +65,14 @@ fi
 if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
   echo "==> installing psycopg (pip)"
   python3 -m pip install --quiet "psycopg[binary]"
+fi
+
+# Reports (tests/it/report.rs): a CJK TrueType font for the PDF and
+# poppler-utils (pdftotext, pdftoppm) to read it back; installed only when missing.
+if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || ! command -v pdftotext >/dev/null 2>&1; then
+  echo "==> installing fonts-droid-fallback and poppler-utils"
+  apt-get install -y -qq fonts-droid-fallback poppler-utils >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq fonts-droid-fallback poppler-utils >/dev/null; }
 fi
 
 echo "==> cargo test --workspace"

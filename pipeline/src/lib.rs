@@ -25,6 +25,8 @@
 //! * [`joint`] — joint matters (`matter_group`).
 //! * [`recheck`] — the half-yearly second callback (`matter_recheck`), kept in a
 //!   [`journal`] (append-only JSON lines, also the joint-matter decisions).
+//! * [`report`] — monthly and half-yearly station reports (XLSX + PDF via
+//!   `lianqin-report`) from the KPI views, with the reader's permissions.
 //! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config: owns every config type.
@@ -47,7 +49,7 @@
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
 //! library → schema;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
-//! query → audit, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
+//! report → query, kpi, recheck, (lianqin-report);  query → audit, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
@@ -81,6 +83,7 @@ pub mod normalize;
 pub mod policy;
 pub mod query;
 pub mod recheck;
+pub mod report;
 pub mod schema;
 pub mod server;
 pub mod time;

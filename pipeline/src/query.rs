@@ -291,6 +291,11 @@ impl QueryEngine {
         }
     }
 
+    /// The department of the session's user (None: unrestricted).
+    pub fn department(&self) -> Option<&str> {
+        self.policy.as_ref().map(|(_, who)| who.department.as_str())
+    }
+
     /// Table and view names.
     pub fn tables(&self) -> &[String] {
         &self.tables

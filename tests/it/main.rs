@@ -19,4 +19,5 @@ mod policy;
 mod pushed_and_gateway;
 mod recheck;
 mod redteam;
+mod report;
 mod sql_source;

@@ -165,6 +165,12 @@ enum Cmd {
         #[command(subcommand)]
         what: RecheckCmd,
     },
+    /// Station reports (§8.2): an XLSX workbook and a PDF in Chinese from the
+    /// KPI views, with USER's permissions; audited as an export.
+    Report {
+        #[command(subcommand)]
+        what: ReportCmd,
+    },
     /// Person tokens (`pt:…` ids of persons and vehicles).
     Token {
         #[command(subcommand)]
@@ -290,6 +296,47 @@ enum RecheckCmd {
         by: String,
         /// The matter id.
         matter_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCmd {
+    /// A station's month: `<out>/月报-<station>-<month>.xlsx` and `.pdf`.
+    Monthly {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// As this user (password as for `sql --as`); without it the local
+        /// operator, unrestricted, recorded as local:<os user>.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// The station (as in `matter.station`).
+        #[arg(long)]
+        station: String,
+        /// The month, YYYY-MM (Beijing time, by receipt).
+        #[arg(long)]
+        month: String,
+        /// Folder for the two files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// A half year for the office: every station you may see (or --station).
+    HalfYear {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// As this user (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// The half year, e.g. 2026H2.
+        #[arg(long)]
+        half: String,
+        /// Only this station.
+        #[arg(long)]
+        station: Option<String>,
+        /// Folder for the two files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -667,6 +714,25 @@ async fn run(cmd: Cmd) -> Result<()> {
             )
             .await?;
             println!("recorded: {}", serde_json::to_string(&e)?);
+        }
+        Cmd::Report { what } => {
+            init_tracing("warn");
+            let (data_dir, as_user, scope, out) = match what {
+                ReportCmd::Monthly { data_dir, as_user, station, month, out } => {
+                    (data_dir, as_user, lianqin_pipeline::report::Scope::Monthly { station, month }, out)
+                }
+                ReportCmd::HalfYear { data_dir, as_user, half, station, out } => {
+                    (data_dir, as_user, lianqin_pipeline::report::Scope::HalfYear { half, station }, out)
+                }
+            };
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user.clone()).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let user = as_user.unwrap_or_else(|| format!("local:{}", session::os_user()));
+            let files = lianqin_pipeline::cli::report::write(&engine, &audit, &user, &scope, &out).await?;
+            for f in files {
+                println!("{}", f.display());
+            }
         }
         Cmd::Token { what: TokenCmd::Resolve { data_dir, as_user, format, token } } => {
             init_tracing("warn");

@@ -6,7 +6,7 @@
 //! interactive SQL shell ([`shell`]), whether the built-in demo users may
 //! be served ([`check_demo_users`]) or run flows ([`check_demo_flows`]),
 //! token resolution ([`token`]), joint-matter explanations and operator
-//! decisions ([`matter`]), the second callback ([`recheck`]) and how errors reach the user
+//! decisions ([`matter`]), the second callback ([`recheck`]), station reports ([`report`]) and how errors reach the user
 //! ([`report`]).
 //!
 //! `src/bin/lianqin.rs` keeps only the command tree and calls in here.
@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod matter;
 pub mod recheck;
+pub mod report;
 pub mod session;
 pub mod shell;
 pub mod token;
