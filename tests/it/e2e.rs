@@ -55,6 +55,20 @@ async fn sources_to_libraries_to_sql_with_known_counts() {
         count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '12369:%'").await,
         truth.complaints.len() as i64
     );
+    // Case outcomes (Appendix B) from the 110 handling result (处理结果),
+    // known from 复盘 on: 行政案件 → admin_police, 刑事案件 → criminal.
+    let mut classified = 0;
+    for (cljg, outcome) in [("行政案件", "admin_police"), ("刑事案件", "criminal")] {
+        let want = truth.incidents.iter().filter(|v| incident_ok(v) && s(v, "cljg") == Some(cljg)).count() as i64;
+        classified += want;
+        let sql = format!("SELECT count(*) FROM matter WHERE matter_id LIKE '110:%' AND outcome = '{outcome}'");
+        assert_eq!(count(d, &sql).await, want, "{outcome}");
+    }
+    assert!(classified > 0, "the simulator serves classified incidents");
+    assert_eq!(
+        count(d, "SELECT count(*) FROM matter WHERE matter_id LIKE '110:%' AND outcome IS NOT NULL").await,
+        classified
+    );
     // Early warnings (预警) only for samples worse than their target class.
     assert!(count(d, "SELECT count(*) FROM matter WHERE stage = 'warning' AND matter_id LIKE 'wq:%'").await > 0);
 

@@ -238,6 +238,8 @@ fn fill_vars(t: &str, vars: &[(&'static str, String)]) -> String {
 
 fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
     let mut rng = sub_rng(cfg.seed, 110);
+    // The handling result (处理结果) has its own stream, so adding it left every other field as it was.
+    let mut results = sub_rng(cfg.seed, 1101);
     let total = cfg.incidents + 2;
     let times = timeline(&mut rng, total, base_time(3, 1, 8), 45);
     // The two planted items sit at fixed positions in the timeline: one
@@ -285,6 +287,15 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
             "gxdw": pick(&mut rng, d.stations),
             "updated_at": fmt_local(updated_at),
         });
+        // 处理结果, known from 复盘 on: what the incident became (Appendix B).
+        let cljg = weighted(
+            &mut results,
+            &[("行政案件", 55), ("刑事案件", 10), ("不予立案", 25), ("移交其他部门", 10)],
+            "行政案件",
+        );
+        if stage >= 3 {
+            v["cljg"] = json!(cljg);
+        }
         let mut key = Some(jjdbh);
         let mut broken = None;
         let mut flagged = None;
@@ -298,7 +309,8 @@ fn gen_incidents(cfg: &SimConfig) -> Vec<Rec> {
             v["jd"] = json!("东经120度");
             flagged = Some(("jd", "jd is text (\"东经120度\"), whole degrees: not a position"));
         }
-        out.push(Rec { key, updated_at, stage, broken, flagged, planted: None, value: v, hidden: Value::Null });
+        let hidden = json!({ "cljg": cljg });
+        out.push(Rec { key, updated_at, stage, broken, flagged, planted: None, value: v, hidden });
     }
     out.sort_by(cmp_rec);
     out
@@ -767,6 +779,9 @@ impl World {
             match which {
                 0 => {
                     rec.value["jqzt"] = json!(INCIDENT_STAGES[rec.stage]);
+                    if rec.stage >= 3 {
+                        rec.value["cljg"] = rec.hidden["cljg"].clone();
+                    }
                     rec.value["updated_at"] = json!(fmt_local(ts));
                 }
                 1 => {
