@@ -21,6 +21,13 @@
 //!   snapshot row — two writers with skewed clocks —, another schema): the
 //!   whole history is aggregated again.
 //!
+//! A snapshot is built in one streaming pass ([`fold::Folder`]) over the
+//! versions sorted by key ([`full_fold_sql`]); the sort spills to disk past
+//! [`BUILD_MEMORY`], so building it holds a bounded amount of memory
+//! whatever the history's size ([`full_sql`], the same rule as an ordered
+//! aggregate, holds every key's state at once: ~10 KB per key; it stays the
+//! reference and serves read-only data dirs).
+//!
 //! The snapshot is a cache: deleting `current/` loses nothing; a data dir
 //! that cannot be written still answers (the state is computed per query).
 //! It holds what `<library>_history` holds (already tokenized; masks apply
@@ -39,7 +46,6 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
@@ -49,6 +55,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
 use crate::schema::Catalog;
+
+pub mod fold;
 
 /// Libraries served from a snapshot (see the module docs).
 pub const SNAPSHOT_LIBRARIES: &[&str] = &["matter", "matter_event"];
@@ -108,31 +116,43 @@ pub fn full_sql(catalog: &Catalog, library: &str) -> Result<String, PipelineErro
     Ok(format!("SELECT \"{key}\", {} FROM h GROUP BY \"{key}\"", out.join(", ")))
 }
 
-/// The current state from snapshot `snap` and new history rows `new`
-/// (every new row newer than every snapshot row).
-pub fn incremental_sql(catalog: &Catalog, library: &str) -> Result<String, PipelineError> {
+/// `SELECT` list of the snapshot's columns, quoted.
+fn column_list(catalog: &Catalog, library: &str) -> Result<(String, String), PipelineError> {
     let (key, cols) = agg_columns(catalog, library)?;
-    let quoted: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
-    let list = quoted.join(", ");
-    let mut out = aggregates(&cols, "_o1, _o2");
-    out.push(
-        "array_to_string(array_sort(array_distinct(flatten(array_agg(string_to_array(sources, ','))))), ',') AS sources"
-            .into(),
-    );
-    out.push("sum(versions) AS versions".into());
+    Ok((key, cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")))
+}
+
+/// Every history row of `h` in the shape [`fold::Folder`] reads, sorted by
+/// key then `(ingested_at, row_seq)`.
+pub fn full_fold_sql(catalog: &Catalog, library: &str) -> Result<String, PipelineError> {
+    let (key, list) = column_list(catalog, library)?;
     Ok(format!(
-        "WITH nk AS (SELECT DISTINCT \"{key}\" AS k FROM new), \
-         touched AS ( \
-           SELECT \"{key}\", {list}, sources, versions, CAST(-9223372036854775807 AS BIGINT) AS _o1, CAST(0 AS BIGINT) AS _o2 \
-             FROM snap WHERE \"{key}\" IN (SELECT k FROM nk) \
-           UNION ALL \
-           SELECT \"{key}\", {list}, CAST(source_id AS VARCHAR) AS sources, CAST(1 AS BIGINT) AS versions, \
-                  CAST(ingested_at AS BIGINT) AS _o1, CAST(row_seq AS BIGINT) AS _o2 FROM new) \
-         SELECT \"{key}\", {list}, sources, versions FROM snap WHERE \"{key}\" NOT IN (SELECT k FROM nk) \
-         UNION ALL \
-         SELECT \"{key}\", {} FROM touched GROUP BY \"{key}\"",
-        out.join(", ")
+        "SELECT \"{key}\", {list}, CAST(source_id AS VARCHAR) AS sources, CAST(1 AS BIGINT) AS versions, \
+                CAST(ingested_at AS BIGINT) AS _o1, CAST(row_seq AS BIGINT) AS _o2 \
+           FROM h ORDER BY \"{key}\", _o1, _o2"
     ))
+}
+
+/// Incremental refresh from snapshot `snap` and new history rows `new`
+/// (every new row newer than every snapshot row): the snapshot rows of keys
+/// without new rows, kept as they are, and the rows to fold — the snapshot
+/// row of each touched key (ordered before any new row) and the new rows.
+pub fn incremental_sql(catalog: &Catalog, library: &str) -> Result<(String, String), PipelineError> {
+    let (key, list) = column_list(catalog, library)?;
+    let keep = format!(
+        "SELECT \"{key}\", {list}, sources, versions FROM snap \
+          WHERE \"{key}\" NOT IN (SELECT DISTINCT \"{key}\" FROM new)"
+    );
+    let fold = format!(
+        "SELECT \"{key}\", {list}, CAST(sources AS VARCHAR) AS sources, CAST(versions AS BIGINT) AS versions, \
+                CAST(-9223372036854775807 AS BIGINT) AS _o1, CAST(0 AS BIGINT) AS _o2 \
+           FROM snap WHERE \"{key}\" IN (SELECT DISTINCT \"{key}\" FROM new) \
+         UNION ALL \
+         SELECT \"{key}\", {list}, CAST(source_id AS VARCHAR) AS sources, CAST(1 AS BIGINT) AS versions, \
+                CAST(ingested_at AS BIGINT) AS _o1, CAST(row_seq AS BIGINT) AS _o2 FROM new \
+         ORDER BY \"{key}\", _o1, _o2"
+    );
+    Ok((keep, fold))
 }
 
 fn df_err(what: &str, e: impl std::fmt::Display) -> PipelineError {
@@ -223,9 +243,8 @@ impl CurrentTable {
         (meta.schema == self.schema_tag() && dir.join(&meta.snapshot).is_file()).then_some(meta)
     }
 
-    /// The current state as a DataFrame of `ctx`, the snapshot's new meta
-    /// and how it was obtained.
-    async fn compute(&self, ctx: &SessionContext) -> Result<(DataFrame, Option<Meta>, Refresh), PipelineError> {
+    /// What to do for the current state in `ctx` (see [`Plan`]).
+    async fn compute(&self, ctx: &SessionContext) -> Result<Plan, PipelineError> {
         let lib = self.library.as_str();
         if let Some(meta) = self.read_meta() {
             let covered: std::collections::HashSet<&str> = meta.files.iter().map(String::as_str).collect();
@@ -244,7 +263,7 @@ impl CurrentTable {
                     .await
                     .map_err(|e| df_err(lib, e))?;
                 if new.is_empty() {
-                    return Ok((snap_df, Some(meta), Refresh::Reused));
+                    return Ok(Plan::Reused(snap_df));
                 }
                 let new_df = ctx
                     .read_parquet(new, ParquetReadOptions::default().schema(&self.history_schema))
@@ -260,11 +279,13 @@ impl CurrentTable {
                     && min_new > max_old
                 {
                     let max_new = scalar_i64(ctx, "SELECT CAST(max(ingested_at) AS BIGINT) FROM new").await?;
-                    let df = ctx.sql(&incremental_sql(&self.catalog, lib)?).await.map_err(|e| df_err(lib, e))?;
+                    let (keep, fold) = incremental_sql(&self.catalog, lib)?;
+                    let keep = ctx.sql(&keep).await.map_err(|e| df_err(lib, e))?;
+                    let fold = ctx.sql(&fold).await.map_err(|e| df_err(lib, e))?;
                     let mut files = meta.files.clone();
                     files.extend(self.files.iter().filter(|f| !covered.contains(f.as_str())).cloned());
                     let meta = Meta { files, max_ingested_at: max_new.or(meta.max_ingested_at), ..meta };
-                    return Ok((df, Some(meta), Refresh::Incremental));
+                    return Ok(Plan::Build { keep: Some(keep), fold, meta, kind: Refresh::Incremental });
                 }
                 tracing::info!(library = lib, "current state: new rows not newer than the snapshot, recomputing");
                 ctx.deregister_table("new").map_err(|e| df_err(lib, e))?;
@@ -273,7 +294,7 @@ impl CurrentTable {
         }
         ctx.register_table("h", Arc::clone(&self.history)).map_err(|e| df_err(lib, e))?;
         let max = scalar_i64(ctx, "SELECT CAST(max(ingested_at) AS BIGINT) FROM h").await?;
-        let df = ctx.sql(&full_sql(&self.catalog, lib)?).await.map_err(|e| df_err(lib, e))?;
+        let fold = ctx.sql(&full_fold_sql(&self.catalog, lib)?).await.map_err(|e| df_err(lib, e))?;
         let meta = Meta {
             snapshot: String::new(),
             files: self.files.clone(),
@@ -281,7 +302,7 @@ impl CurrentTable {
             schema: self.schema_tag(),
             rows: 0,
         };
-        Ok((df, Some(meta), Refresh::Full))
+        Ok(Plan::Build { keep: None, fold, meta, kind: Refresh::Full })
     }
 
     fn key_scope(&self) -> crate::mapping::personal::KeyScope {
@@ -295,16 +316,16 @@ impl CurrentTable {
     /// written) and returns the provider to scan and what was done.
     pub async fn refresh(&self) -> Result<(Arc<dyn TableProvider>, Refresh), PipelineError> {
         let lib = self.library.as_str();
-        let ctx = SessionContext::new();
-        let (df, meta, kind) = self.compute(&ctx).await?;
-        if kind == Refresh::Reused {
-            return Ok((df.into_view(), kind));
-        }
-        let (Some(dir), Some(mut meta)) = (self.dir.as_ref(), meta) else {
-            return Ok((df.into_view(), Refresh::PerQuery));
+        let ctx = bounded_context()?;
+        let (keep, fold, mut meta, kind) = match self.compute(&ctx).await? {
+            Plan::Reused(df) => return Ok((df.into_view(), Refresh::Reused)),
+            Plan::Build { keep, fold, meta, kind } => (keep, fold, meta, kind),
+        };
+        let Some(dir) = self.dir.as_ref() else {
+            return self.per_query().await;
         };
         let started = std::time::Instant::now();
-        match write_snapshot(dir, df, &mut meta).await {
+        match write_snapshot(dir, &self.schema, keep, fold, &mut meta).await {
             Ok(path) => {
                 tracing::debug!(
                     library = lib,
@@ -325,12 +346,59 @@ impl CurrentTable {
             Err(e) => {
                 // A read-only data dir still answers: computed per query.
                 tracing::warn!(library = lib, error = %e, "current state: snapshot not written, computing per query");
-                let ctx = SessionContext::new();
-                let (df, _, _) = self.compute(&ctx).await?;
-                Ok((df.into_view(), Refresh::PerQuery))
+                self.per_query().await
             }
         }
     }
+
+    /// The current state as a view over all history ([`full_sql`]), for a
+    /// data dir whose snapshot folder cannot be written.
+    async fn per_query(&self) -> Result<(Arc<dyn TableProvider>, Refresh), PipelineError> {
+        let lib = self.library.as_str();
+        let ctx = SessionContext::new();
+        ctx.register_table("h", Arc::clone(&self.history)).map_err(|e| df_err(lib, e))?;
+        let df = ctx.sql(&full_sql(&self.catalog, lib)?).await.map_err(|e| df_err(lib, e))?;
+        Ok((df.into_view(), Refresh::PerQuery))
+    }
+}
+
+/// What [`CurrentTable::compute`] found to do.
+enum Plan {
+    /// The snapshot covers every history file.
+    Reused(DataFrame),
+    /// Write a new snapshot: the rows of `keep` as they are, then the
+    /// rows of `fold` (sorted versions) folded into current rows.
+    Build { keep: Option<DataFrame>, fold: DataFrame, meta: Meta, kind: Refresh },
+}
+
+/// Memory a snapshot build may hold before its sort spills to disk.
+const BUILD_MEMORY: usize = 256 << 20;
+
+/// A session whose sorts spill past [`BUILD_MEMORY`], so that building the
+/// current state of any history size holds a bounded amount in memory.
+fn bounded_context() -> Result<SessionContext, PipelineError> {
+    let rt = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(BUILD_MEMORY, 1.0)
+        .build_arc()
+        .map_err(|e| df_err("current state", e))?;
+    Ok(SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), rt))
+}
+
+/// `b` with the columns of `schema` (a snapshot read back may carry string
+/// views where the snapshot schema says strings).
+fn conform(
+    b: &arrow::array::RecordBatch,
+    schema: &SchemaRef,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    let cols =
+        b.columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { arrow::compute::cast(c, f.data_type()) }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+    arrow::array::RecordBatch::try_new(Arc::clone(schema), cols)
 }
 
 async fn scalar_i64(ctx: &SessionContext, sql: &str) -> Result<Option<i64>, PipelineError> {
@@ -345,20 +413,51 @@ async fn scalar_i64(ctx: &SessionContext, sql: &str) -> Result<Option<i64>, Pipe
 /// Writes `df` as the new snapshot of `dir` (temporary name, fsync,
 /// rename; then `meta.json` the same way) and removes snapshots older than
 /// the previous one that no reader opened in the last minute.
-async fn write_snapshot(dir: &Path, df: DataFrame, meta: &mut Meta) -> Result<PathBuf, PipelineError> {
+async fn write_snapshot(
+    dir: &Path,
+    schema: &SchemaRef,
+    keep: Option<DataFrame>,
+    fold: DataFrame,
+    meta: &mut Meta,
+) -> Result<PathBuf, PipelineError> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::{Compression, ZstdLevel};
+    use datafusion::parquet::file::properties::WriterProperties;
+    use futures::StreamExt;
     let io = |e: std::io::Error| PipelineError::Library(format!("{}: {e}", dir.display()));
+    let pq = |e: datafusion::parquet::errors::ParquetError| PipelineError::Library(format!("{}: {e}", dir.display()));
+    let ar = |e: arrow::error::ArrowError| df_err("current state", e);
     std::fs::create_dir_all(dir).map_err(io)?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let name = format!("snap-{stamp}-{}.parquet", std::process::id());
     let tmp = dir.join(format!(".{name}.tmp"));
-    let batches = df
-        .write_parquet(&tmp.to_string_lossy(), DataFrameWriteOptions::new().with_single_file_output(true), None)
-        .await
-        .map_err(|e| df_err("current state", e))?;
-    meta.rows = batches
-        .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
-        .sum();
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&tmp).map_err(io)?, Arc::clone(schema), Some(props)).map_err(pq)?;
+    let mut rows = 0u64;
+    if let Some(keep) = keep {
+        let mut s = keep.execute_stream().await.map_err(|e| df_err("current state", e))?;
+        while let Some(b) = s.next().await {
+            let b = conform(&b.map_err(|e| df_err("current state", e))?, schema).map_err(ar)?;
+            rows += b.num_rows() as u64;
+            w.write(&b).map_err(pq)?;
+        }
+    }
+    let mut folder = fold::Folder::new(Arc::clone(schema)).map_err(ar)?;
+    let mut s = fold.execute_stream().await.map_err(|e| df_err("current state", e))?;
+    while let Some(b) = s.next().await {
+        let b = b.map_err(|e| df_err("current state", e))?;
+        if let Some(o) = folder.push(b).map_err(ar)? {
+            rows += o.num_rows() as u64;
+            w.write(&o).map_err(pq)?;
+        }
+    }
+    if let Some(o) = folder.finish().map_err(ar)? {
+        rows += o.num_rows() as u64;
+        w.write(&o).map_err(pq)?;
+    }
+    w.close().map_err(pq)?;
+    meta.rows = rows;
     let final_path = dir.join(&name);
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, &final_path).map_err(io)?;
