@@ -83,6 +83,7 @@ pub mod normalize;
 pub mod policy;
 pub mod query;
 pub mod recheck;
+pub mod replay;
 pub mod report;
 pub mod schema;
 pub mod server;

@@ -19,5 +19,6 @@ mod policy;
 mod pushed_and_gateway;
 mod recheck;
 mod redteam;
+mod replay;
 mod report;
 mod sql_source;

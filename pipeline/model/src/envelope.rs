@@ -27,6 +27,17 @@ impl Op {
     }
 }
 
+/// How the locator of a record replayed from quarantine begins (see
+/// [`Envelope::replay_run`]).
+pub const REPLAY_PREFIX: &str = "replay:";
+
+/// The replay run named by a locator (`replay:<run>:…`), if it names one.
+pub fn replay_run_of(locator: &str) -> Option<&str> {
+    let rest = locator.strip_prefix(REPLAY_PREFIX)?;
+    let run = rest.split(':').next()?;
+    (!run.is_empty()).then_some(run)
+}
+
 /// One record from a departmental source system, as it travels on the bus.
 ///
 /// The payload's canonical JSON text is computed once, when the envelope is
@@ -165,6 +176,13 @@ impl Envelope {
     pub fn with_locator(mut self, locator: impl Into<String>) -> Self {
         self.locator = Some(locator.into());
         self
+    }
+
+    /// The quarantine replay run this record belongs to, if it is one: a
+    /// replayed record's locator is `replay:<run>:<quarantine id>`, followed
+    /// by ` @ <original locator>` when it had one ([`REPLAY_PREFIX`]).
+    pub fn replay_run(&self) -> Option<&str> {
+        replay_run_of(self.locator.as_deref()?)
     }
 
     /// The payload's canonical JSON text (the text [`content_hash`] hashes):

@@ -15,7 +15,7 @@
 mod envelope;
 pub mod wire;
 
-pub use envelope::{Envelope, Op, content_hash, content_hash_bytes, partition_for};
+pub use envelope::{Envelope, Op, REPLAY_PREFIX, content_hash, content_hash_bytes, partition_for, replay_run_of};
 
 /// A connector's checkpoint saved together with a publish: the source id and
 /// an opaque JSON value (cursor, last updated-at, file hashes, ...).

@@ -100,6 +100,32 @@ enum Cmd {
         #[command(subcommand)]
         what: PolicyCmd,
     },
+    /// Replay a source's quarantined records through its current mapping,
+    /// after fixing the mapping or a code table: each open record lands or
+    /// is quarantined again with the new reason, exactly once (a run cut
+    /// short is finished by running the command again); audited.
+    Replay {
+        /// The hub config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder holding all state (overrides `data_dir` in the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The source whose quarantined records to replay.
+        #[arg(long)]
+        source: String,
+        /// Only records whose quarantine reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only records quarantined since this time (RFC 3339, or a date in
+        /// China time: 2026-12-05).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only publish the records on the bus and leave deciding them to
+        /// the running workers (Kafka).
+        #[arg(long)]
+        publish_only: bool,
+    },
     /// Compact the libraries' small files now (history is kept; nothing is vacuumed).
     Compact {
         /// Folder holding all state.
@@ -589,6 +615,48 @@ async fn run(cmd: Cmd) -> Result<()> {
             init_tracing("warn");
             let version = lianqin_policies::seal(&dir).await.with_context(|| format!("seal {}", dir.display()))?;
             println!("sealed {}: version {version}", dir.display());
+        }
+        Cmd::Replay { config, data_dir, source, reason, since, publish_only } => {
+            init_tracing("warn");
+            let cfg = HubConfig::load(&config)?;
+            let dir = data_dir_of(&cfg, data_dir);
+            let filter = lianqin_pipeline::replay::Filter {
+                reason,
+                since_micros: since.as_deref().map(lianqin_pipeline::replay::parse_since).transpose()?,
+            };
+            let hub = Hub::open(cfg, &dir).await.with_context(|| {
+                format!(
+                    "open the hub on {} (on the embedded bus a running `lianqin run` holds it: stop it first; \
+                     on Kafka use --publish-only while workers run)",
+                    dir.display()
+                )
+            })?;
+            let who = format!("local:{}", lianqin_pipeline::cli::session::os_user());
+            let p = lianqin_pipeline::replay::publish(&hub, &who, &source, &filter, |done, total| {
+                eprintln!("replay {source}: published {done}/{total}");
+            })
+            .await?;
+            let resumed = if p.resumed { " (an unfinished run, taken up again)" } else { "" };
+            println!("replay run {}{resumed}: {} record(s) of `{source}` published", p.run, p.published);
+            if publish_only {
+                println!(
+                    "the workers decide them; see: lianqin sql \"SELECT reason, count(*) FROM quarantine WHERE locator LIKE 'replay:{}:%' GROUP BY 1\"",
+                    p.run
+                );
+            } else {
+                hub.process_available().await?;
+                let engine = lianqin_pipeline::query::QueryEngine::new(&hub.store(), &hub.catalog()).await?;
+                let o = lianqin_pipeline::replay::outcome(&engine, &source, &p.run).await?;
+                println!("  landed in the libraries:   {}", o.landed());
+                println!("  quarantined again:         {}", o.decided - o.landed());
+                for (reason, n) in &o.quarantined {
+                    println!("    {n:>6}  {reason}");
+                }
+                println!(
+                    "  not decided (stale: the source sent a newer version since): {}",
+                    p.published.saturating_sub(o.decided)
+                );
+            }
         }
         Cmd::Compact { data_dir } => {
             init_tracing("warn");

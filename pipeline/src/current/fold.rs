@@ -68,8 +68,8 @@ impl Folder {
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         match self.carry.take() {
             Some(c) => {
-                let r = vec![0..c.num_rows()];
-                self.fold(&c, &r)
+                let all: Range<usize> = 0..c.num_rows();
+                self.fold(&c, std::slice::from_ref(&all))
             }
             None => Ok(None),
         }

@@ -285,7 +285,12 @@ impl CurrentTable {
                     let mut files = meta.files.clone();
                     files.extend(self.files.iter().filter(|f| !covered.contains(f.as_str())).cloned());
                     let meta = Meta { files, max_ingested_at: max_new.or(meta.max_ingested_at), ..meta };
-                    return Ok(Plan::Build { keep: Some(keep), fold, meta, kind: Refresh::Incremental });
+                    return Ok(Plan::Build {
+                        keep: Some(keep),
+                        fold: Box::new(fold),
+                        meta,
+                        kind: Refresh::Incremental,
+                    });
                 }
                 tracing::info!(library = lib, "current state: new rows not newer than the snapshot, recomputing");
                 ctx.deregister_table("new").map_err(|e| df_err(lib, e))?;
@@ -302,7 +307,7 @@ impl CurrentTable {
             schema: self.schema_tag(),
             rows: 0,
         };
-        Ok(Plan::Build { keep: None, fold, meta, kind: Refresh::Full })
+        Ok(Plan::Build { keep: None, fold: Box::new(fold), meta, kind: Refresh::Full })
     }
 
     fn key_scope(&self) -> crate::mapping::personal::KeyScope {
@@ -325,7 +330,7 @@ impl CurrentTable {
             return self.per_query().await;
         };
         let started = std::time::Instant::now();
-        match write_snapshot(dir, &self.schema, keep, fold, &mut meta).await {
+        match write_snapshot(dir, &self.schema, keep, *fold, &mut meta).await {
             Ok(path) => {
                 tracing::debug!(
                     library = lib,
@@ -368,7 +373,7 @@ enum Plan {
     Reused(DataFrame),
     /// Write a new snapshot: the rows of `keep` as they are, then the
     /// rows of `fold` (sorted versions) folded into current rows.
-    Build { keep: Option<DataFrame>, fold: DataFrame, meta: Meta, kind: Refresh },
+    Build { keep: Option<DataFrame>, fold: Box<DataFrame>, meta: Meta, kind: Refresh },
 }
 
 /// Memory a snapshot build may hold before its sort spills to disk.

@@ -122,7 +122,15 @@ impl Hub {
                 self.audit_quarantine(id, q);
             }
             // Only now is the batch durable: remember the new versions.
-            self.repeats.committed(id, &split, mark);
+            let quarantined: std::collections::HashSet<String> = norm
+                .libraries
+                .get("quarantine")
+                .and_then(|q| q.column_by_name("quarantine_id").and_then(strings))
+                .map(|ids| ids.iter().flatten().map(str::to_string).collect())
+                .unwrap_or_default();
+            self.repeats.committed(id, &split, mark, |r| {
+                !quarantined.is_empty() && quarantined.contains(&format!("{}/{}/{}", r.topic, r.partition, r.offset))
+            });
             info!(
                 read = stats.read,
                 repeats = stats.repeats,
@@ -311,12 +319,17 @@ impl Hub {
             let keyed = "CASE WHEN source_key <> '' THEN source_key ELSE '#' || content_hash END";
             let mut parts = vec![format!(
                 "SELECT CASE WHEN error IS NULL AND source_key <> '' THEN source_key ELSE '#' || content_hash END AS k, \
-                 content_hash AS h, ingested_at, bus_offset, 1 AS r FROM {t}"
+                 content_hash AS h, ingested_at, bus_offset, 1 AS r, CAST(NULL AS BIGINT) AS tq, CAST(NULL AS BIGINT) AS tl, \
+                 CASE WHEN locator LIKE '{prefix}%' THEN split_part(locator, ':', 2) END AS rp FROM {t}",
+                prefix = lianqin_bus::REPLAY_PREFIX
             )];
             for lib in ["element_history", "matter_history", "matter_event_history", "quarantine"] {
                 if engine.tables().iter().any(|n| n == lib) {
                     parts.push(format!(
-                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset, 0 AS r FROM {lib} WHERE source_id = '{id}'"
+                        "SELECT {keyed} AS k, content_hash AS h, ingested_at, bus_offset, 0 AS r, {tq} AS tq, {tl} AS tl, \
+                         CAST(NULL AS VARCHAR) AS rp FROM {lib} WHERE source_id = '{id}'",
+                        tq = if lib == "quarantine" { "CAST(ingested_at AS BIGINT)" } else { "CAST(NULL AS BIGINT)" },
+                        tl = if lib == "quarantine" { "CAST(NULL AS BIGINT)" } else { "CAST(ingested_at AS BIGINT)" },
                     ));
                 }
             }
@@ -326,7 +339,9 @@ impl Hub {
             // version per key.
             let sql = format!(
                 "SELECT k, h, max(r) AS in_raw, max(ingested_at) AS t, \
-                 last_value(bus_offset ORDER BY ingested_at, bus_offset) AS o FROM ({all}) GROUP BY k, h"
+                 last_value(bus_offset ORDER BY ingested_at, bus_offset) AS o, max(rp) AS rp, \
+                 CAST(max(tq) IS NOT NULL AND (max(tl) IS NULL OR max(tq) > max(tl)) AS BIGINT) AS open \
+                 FROM ({all}) GROUP BY k, h"
             );
             // The version of the raw table this scan reflects (read first).
             let raw_version = self.store.version(&t).await;
@@ -337,9 +352,15 @@ impl Hub {
                         .ok()
                         .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
                 };
-                let (Some(k), Some(h), Some(in_raw), Some(ts), Some(off)) =
-                    (strings(b.column(0)), strings(b.column(1)), ints(2), ints(3), ints(4))
-                else {
+                let (Some(k), Some(h), Some(in_raw), Some(ts), Some(off), Some(rp), Some(open)) = (
+                    strings(b.column(0)),
+                    strings(b.column(1)),
+                    ints(2),
+                    ints(3),
+                    ints(4),
+                    strings(b.column(5)),
+                    ints(6),
+                ) else {
                     return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
                 };
                 for i in 0..b.num_rows() {
@@ -351,6 +372,8 @@ impl Hub {
                         hash: h.value(i).to_string(),
                         position: (ts.value(i), off.value(i)),
                         in_raw: in_raw.value(i) != 0,
+                        replay: rp.is_valid(i).then(|| rp.value(i).to_string()),
+                        open: open.is_valid(i) && open.value(i) != 0,
                     });
                 }
             }

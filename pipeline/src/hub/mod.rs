@@ -226,6 +226,11 @@ impl Hub {
         &self.cfg
     }
 
+    /// The bus topic of a configured source (None: no such source).
+    pub fn topic_of(&self, source: &str) -> Option<&str> {
+        self.sources.get(source).map(|s| s.topic.as_str())
+    }
+
     /// The hub's audit stream.
     pub fn audit(&self) -> &Audit {
         &self.audit

@@ -43,6 +43,10 @@ pub struct SeenVersion {
     pub position: (i64, i64),
     /// Whether the raw table holds it (else only a library does: a gap).
     pub in_raw: bool,
+    /// The newest quarantine replay run that decided it, if any.
+    pub replay: Option<String>,
+    /// Whether its newest decision was quarantine (else it landed).
+    pub open: bool,
 }
 
 /// A gap: `(source, version key, content hash)` of a version missing from
@@ -57,6 +61,12 @@ struct State {
     missing_raw: HashSet<Gap>,
     /// Source → Delta version of its raw table this index reflects.
     raw_versions: HashMap<String, Option<i64>>,
+    /// (source, version key) → the quarantine replay run that last decided
+    /// the newest version (absent when no replay did).
+    replays: HashMap<(String, String), String>,
+    /// (source, version key) whose newest decided version was quarantined:
+    /// only those are replayed.
+    open: HashSet<(String, String)>,
 }
 
 /// The records of one batch of one source, split by the index.
@@ -107,7 +117,9 @@ impl RepeatIndex {
     /// become gaps (the source's earlier gaps are replaced). Returns the
     /// number of gaps.
     pub fn load(&self, source: &str, raw_version: Option<i64>, seen: impl IntoIterator<Item = SeenVersion>) -> usize {
-        let mut newest: HashMap<String, ((i64, i64), String)> = HashMap::new();
+        // key → (position, hash, replay run, open) of its newest version.
+        type Newest = ((i64, i64), String, Option<String>, bool);
+        let mut newest: HashMap<String, Newest> = HashMap::new();
         let mut gaps = Vec::new();
         for v in seen {
             if !v.in_raw {
@@ -115,9 +127,9 @@ impl RepeatIndex {
             }
             match newest.get_mut(&v.key) {
                 Some(cur) if cur.0 >= v.position => {}
-                Some(cur) => *cur = (v.position, v.hash),
+                Some(cur) => *cur = (v.position, v.hash, v.replay, v.open),
                 None => {
-                    newest.insert(v.key, (v.position, v.hash));
+                    newest.insert(v.key, (v.position, v.hash, v.replay, v.open));
                 }
             }
         }
@@ -125,7 +137,15 @@ impl RepeatIndex {
         st.raw_versions.insert(source.to_string(), raw_version);
         st.missing_raw.retain(|(s, _, _)| s != source);
         st.missing_raw.extend(gaps);
-        for (key, (_, hash)) in newest {
+        st.replays.retain(|(s, _), _| s != source);
+        st.open.retain(|(s, _)| s != source);
+        for (key, (_, hash, replay, open)) in newest {
+            if open {
+                st.open.insert((source.to_string(), key.clone()));
+            }
+            if let Some(run) = replay {
+                st.replays.insert((source.to_string(), key.clone()), run);
+            }
             st.newest.insert((source.to_string(), key), hash);
         }
         st.missing_raw.iter().filter(|(s, _, _)| s == source).count()
@@ -154,6 +174,13 @@ impl RepeatIndex {
     /// be in one library and not in another: it is not a repeat but fresh —
     /// the libraries that hold it skip it by position, the others and the
     /// raw table receive it.
+    ///
+    /// A record replayed from quarantine ([`Envelope::replay_run`]) is
+    /// fresh only when it is still the newest decided version of its key,
+    /// that decision was quarantine, and no record of the same replay run
+    /// decided it yet; otherwise (the source sent a newer version since, an
+    /// earlier replay landed it, or the run published it twice) it is a
+    /// repeat.
     pub fn classify<'a>(
         &self,
         source: &str,
@@ -163,9 +190,25 @@ impl RepeatIndex {
         let st = self.state();
         let mut split = Split { fresh: Vec::with_capacity(recs.len()), ..Default::default() };
         let mut in_batch: HashMap<String, &str> = HashMap::new();
+        // Keys a replayed record of this batch decides (whatever its run:
+        // one decision per version and batch).
+        let mut replayed_in_batch: HashSet<String> = HashSet::new();
         for r in recs {
             let hash = r.envelope.hash.as_str();
             let key = version_key(&r.envelope);
+            if let Some(run) = r.envelope.replay_run() {
+                let decided = st.newest.get(&(source.to_string(), key.clone())).map(String::as_str) == Some(hash);
+                let open = st.open.contains(&(source.to_string(), key.clone()));
+                let done = st.replays.get(&(source.to_string(), key.clone())).map(String::as_str) == Some(run)
+                    || replayed_in_batch.contains(&key);
+                if decided && open && !done {
+                    replayed_in_batch.insert(key);
+                    split.fresh.push(r);
+                } else {
+                    split.repeats += 1;
+                }
+                continue;
+            }
             let seen_in_batch = in_batch.get(&key) == Some(&hash);
             let decided = st.newest.get(&(source.to_string(), key.clone())).map(String::as_str) == Some(hash);
             if decided && !seen_in_batch && !st.missing_raw.is_empty() && replayed(r) {
@@ -199,8 +242,15 @@ impl RepeatIndex {
     /// are filled, its fresh versions become the decided ones, and, when
     /// `raw_version` is given, the index is marked as reflecting that
     /// raw-table version (leave it `None` when another worker may have
-    /// committed in between, so the next batch reloads).
-    pub fn committed(&self, source: &str, split: &Split<'_>, raw_version: Option<Option<i64>>) {
+    /// committed in between, so the next batch reloads). `quarantined(r)`
+    /// says whether fresh record `r` went to quarantine.
+    pub fn committed(
+        &self,
+        source: &str,
+        split: &Split<'_>,
+        raw_version: Option<Option<i64>>,
+        quarantined: impl Fn(&BusRecord) -> bool,
+    ) {
         let mut st = self.state();
         for gap in &split.gaps {
             st.missing_raw.remove(gap);
@@ -210,7 +260,21 @@ impl RepeatIndex {
         }
         for r in &split.fresh {
             // Accepted or quarantined, this version has been decided.
-            st.newest.insert((source.to_string(), version_key(&r.envelope)), r.envelope.hash.clone());
+            let key = (source.to_string(), version_key(&r.envelope));
+            match r.envelope.replay_run() {
+                Some(run) => {
+                    st.replays.insert(key.clone(), run.to_string());
+                }
+                None => {
+                    st.replays.remove(&key);
+                }
+            }
+            if quarantined(r) {
+                st.open.insert(key.clone());
+            } else {
+                st.open.remove(&key);
+            }
+            st.newest.insert(key, r.envelope.hash.clone());
         }
     }
 }
@@ -229,7 +293,14 @@ mod tests {
     }
 
     fn seen(r: &BusRecord, position: (i64, i64), in_raw: bool) -> SeenVersion {
-        SeenVersion { key: version_key(&r.envelope), hash: r.envelope.hash.clone(), position, in_raw }
+        SeenVersion {
+            key: version_key(&r.envelope),
+            hash: r.envelope.hash.clone(),
+            position,
+            in_raw,
+            replay: None,
+            open: false,
+        }
     }
 
     #[test]
@@ -258,11 +329,11 @@ mod tests {
         assert!(split.raw_gap.is_empty());
         // Nothing is remembered before the commit.
         assert_eq!(idx.newest("s", "b"), None);
-        idx.committed("s", &split, None);
+        idx.committed("s", &split, None, |_| false);
         assert_eq!(idx.newest("s", "a"), Some(a1.envelope.hash.clone()));
         assert_eq!(idx.newest("s", "b"), Some(b1.envelope.hash.clone()));
         assert!(idx.reflects("s", Some(3)), "no mark given: unchanged");
-        idx.committed("s", &idx.classify("s", &[], |_| false), Some(Some(4)));
+        idx.committed("s", &idx.classify("s", &[], |_| false), Some(Some(4)), |_| false);
         assert!(idx.reflects("s", Some(4)));
         // Other sources are separate.
         assert_eq!(idx.classify("t", &[rec("a", 2, 0)], |_| false).fresh.len(), 1);
@@ -292,7 +363,7 @@ mod tests {
         assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3]);
         // The raw table gets both, in bus order.
         assert_eq!(split.raw_records().iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3, 4]);
-        idx.committed("s", &split, Some(Some(2)));
+        idx.committed("s", &split, Some(Some(2)), |_| false);
         // Filled: the next copy is a plain repeat.
         let again = [rec("a", 1, 9)];
         let split = idx.classify("s", &again, |_| false);
@@ -316,9 +387,55 @@ mod tests {
         assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0]);
         assert_eq!(split.repeats, 1);
         assert!(split.raw_gap.is_empty());
-        idx.committed("s", &split, Some(Some(2)));
+        idx.committed("s", &split, Some(Some(2)), |_| false);
         let later = [rec("a", 1, 9)];
         let split = idx.classify("s", &later, |_| true);
         assert_eq!((split.repeats, split.fresh.len(), split.raw_gap.len()), (1, 0, 0));
+    }
+
+    fn replayed(key: &str, n: i64, offset: u64, run: &str) -> BusRecord {
+        let mut r = rec(key, n, offset);
+        r.envelope.locator = Some(format!("replay:{run}:raw.s/0/{offset} @ file.jsonl:3"));
+        r
+    }
+
+    #[test]
+    fn a_replay_decides_the_newest_version_once_per_run() {
+        let idx = RepeatIndex::new();
+        let (a1, b1, b2) = (rec("a", 1, 0), rec("b", 1, 1), rec("b", 2, 2));
+        let mut a1_open = seen(&a1, (10, 0), true);
+        a1_open.open = true;
+        let mut b1_open = seen(&b1, (10, 1), true);
+        b1_open.open = true;
+        idx.load("s", Some(1), [a1_open.clone(), b1_open, seen(&b2, (11, 2), true)]);
+        // a=1 is the newest version of a: replayed once per run (twice in a
+        // batch counts once); b=1 was superseded by b=2: stale, a repeat.
+        let batch = vec![replayed("a", 1, 5, "r1"), replayed("a", 1, 6, "r1"), replayed("b", 1, 7, "r1")];
+        let split = idx.classify("s", &batch, |_| false);
+        assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(split.repeats, 2);
+        // Quarantined again (the mapping still fails).
+        idx.committed("s", &split, None, |_| true);
+        // The same run published again (a crash before its checkpoint): a repeat.
+        let again = vec![replayed("a", 1, 8, "r1")];
+        assert!(idx.classify("s", &again, |_| false).fresh.is_empty());
+        // A later run replays it again; an unchanged re-fetch stays a repeat.
+        let later = vec![replayed("a", 1, 9, "r2"), rec("a", 1, 10)];
+        let split = idx.classify("s", &later, |_| false);
+        assert_eq!(split.fresh.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![9]);
+        // Copies of two runs in one batch: decided once.
+        let two = vec![replayed("a", 1, 20, "r5"), replayed("a", 1, 21, "r6")];
+        assert_eq!(idx.classify("s", &two, |_| false).fresh.len(), 1);
+        // It lands: no run replays it again (copies of two runs on the bus).
+        idx.committed("s", &split, None, |_| false);
+        assert!(idx.classify("s", &[replayed("a", 1, 13, "r4")], |_| false).fresh.is_empty());
+        // After a restart the scan tells which run decided it.
+        let idx = RepeatIndex::new();
+        let mut v = seen(&a1, (12, 5), true);
+        v.replay = Some("r1".into());
+        v.open = true;
+        idx.load("s", Some(2), [a1_open, v]);
+        assert!(idx.classify("s", &[replayed("a", 1, 11, "r1")], |_| false).fresh.is_empty());
+        assert_eq!(idx.classify("s", &[replayed("a", 1, 12, "r3")], |_| false).fresh.len(), 1);
     }
 }
