@@ -19,6 +19,8 @@
 //! * [`library`] — the Delta tables and exactly-once commits.
 //! * [`hub`] — sources + worker runtime: one consume loop, batch commits in
 //!   named steps, the repeat index, post-commit steps (change feeds, flows).
+//! * [`replay`] — quarantined records through the current mapping again
+//!   (`lianqin replay`), exactly once.
 //! * [`query`] — analyst SQL.
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
@@ -54,6 +56,7 @@
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
 //! hub → audit, audit::ship, config, flows, library, mapping, normalize, query, schema
+//! replay → audit, hub, library, query
 //! demo, bench → config, hub, query
 //! ```
 
