@@ -175,9 +175,21 @@ pub struct HubConfig {
     /// Audit trail settings (`[audit]`).
     #[serde(default)]
     pub audit: AuditSection,
+    /// Prometheus `/metrics` served by `lianqin run` (`[metrics]`, see
+    /// [`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
     /// Directory the config came from (mapping paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[metrics]`: where `lianqin run` serves `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address to listen on (e.g. `127.0.0.1:9464`; port 0 picks one).
+    pub listen: std::net::SocketAddr,
 }
 
 /// One `[[flows]]` block of the hub config.

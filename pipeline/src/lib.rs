@@ -21,6 +21,7 @@
 //!   named steps, the repeat index, post-commit steps (change feeds, flows).
 //! * [`replay`] — quarantined records through the current mapping again
 //!   (`lianqin replay`), exactly once.
+//! * [`metrics`] — Prometheus `/metrics` of a running hub (a leaf the hub updates).
 //! * [`query`] — analyst SQL.
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
@@ -46,7 +47,7 @@
 //! Lower modules never import higher ones:
 //!
 //! ```text
-//! time, schema            ← leaves (with the crate root's PipelineError)
+//! time, schema, metrics   ← leaves (with the crate root's PipelineError)
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
@@ -55,7 +56,7 @@
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
-//! hub → audit, audit::ship, config, flows, library, mapping, normalize, query, schema
+//! hub → audit, audit::ship, config, flows, library, mapping, metrics, normalize, query, schema
 //! replay → audit, hub, library, query
 //! demo, bench → config, hub, query
 //! ```
@@ -82,6 +83,7 @@ pub mod kpi;
 pub mod legacy;
 pub mod library;
 pub mod mapping;
+pub mod metrics;
 pub mod normalize;
 pub mod policy;
 pub mod query;

@@ -13,6 +13,7 @@ mod hj212_crash;
 mod joint;
 mod kafka;
 mod kpi;
+mod metrics;
 mod pgwire;
 mod poison;
 mod policy;

@@ -581,9 +581,21 @@ async fn run(cmd: Cmd) -> Result<()> {
             }
             lianqin_pipeline::cli::check_demo_flows(&PolicySource::from_env(), cfg.flows.len(), demo_users)
                 .with_context(|| format!("{}: [[flows]]", config.display()))?;
+            let metrics_listen = cfg.metrics.as_ref().map(|m| m.listen);
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
             let (tx, rx) = watch::channel(false);
+            if let Some(listen) = metrics_listen {
+                // `[metrics]`: Prometheus scrapes GET /metrics.
+                let listener = lianqin_pipeline::metrics::bind(listen).await?;
+                tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
+                let (m, h, stop) = (hub.metrics(), Arc::clone(&hub) as Arc<dyn lianqin_pipeline::metrics::Backlog>, rx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = lianqin_pipeline::metrics::serve(m, h, listener, stop).await {
+                        tracing::error!("metrics server stopped: {e}");
+                    }
+                });
+            }
             if let Some(scfg) = server {
                 // `[server]`: also serve the libraries over the Postgres protocol.
                 let pg = PgServer::new(&scfg, &dir, PolicySource::from_env()).await?;

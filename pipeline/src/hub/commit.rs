@@ -101,6 +101,7 @@ impl Hub {
             if recs.is_empty() {
                 return Ok(stats);
             }
+            let oldest = recs.iter().map(|r| r.envelope.fetched_at).min();
             let split =
                 self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)));
             stats.repeats = split.repeats;
@@ -142,6 +143,17 @@ impl Hub {
                 feeds_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"
+            );
+            self.metrics.batch(
+                id,
+                crate::metrics::Batch {
+                    read: stats.read,
+                    accepted: stats.accepted,
+                    quarantined: stats.quarantined,
+                    repeated: stats.repeats,
+                    seconds: started.elapsed().as_secs_f64(),
+                    lag_seconds: oldest.map(|t| (chrono::Utc::now() - t).as_seconds_f64()),
+                },
             );
             Ok(stats)
         }

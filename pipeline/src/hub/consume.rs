@@ -193,6 +193,19 @@ impl Hub {
     }
 
     /// The raw topics of the configured sources.
+    /// Records on the bus not yet committed, per topic: the end of each
+    /// partition minus the position the raw table holds.
+    pub async fn backlog(&self) -> Result<Vec<(String, u64)>, PipelineError> {
+        let lookup = self.make_lookup().await?;
+        let mut out = Vec::new();
+        for t in self.topics() {
+            let ends = self.bus.end_offsets(&t).await.map_err(PipelineError::Bus)?;
+            let n = ends.iter().enumerate().map(|(p, end)| end.saturating_sub(lookup(&t, p as u32).unwrap_or(0))).sum();
+            out.push((t, n));
+        }
+        Ok(out)
+    }
+
     fn topics(&self) -> Vec<String> {
         self.sources.values().map(|s| s.topic.clone()).collect()
     }
@@ -232,4 +245,11 @@ async fn pause(shutdown: &mut watch::Receiver<bool>) -> bool {
         _ = shutdown.changed() => {}
     }
     *shutdown.borrow()
+}
+
+#[async_trait::async_trait]
+impl crate::metrics::Backlog for Hub {
+    async fn backlog(&self) -> Result<Vec<(String, u64)>, PipelineError> {
+        Hub::backlog(self).await
+    }
 }

@@ -99,6 +99,8 @@ pub struct Hub {
     audit: Audit,
     /// Run after each library commit (change feeds, flows, …), in order.
     post_commit: Vec<Arc<dyn PostCommit>>,
+    /// Prometheus metrics (`crate::metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -186,6 +188,7 @@ impl Hub {
             repeats: RepeatIndex::new(),
             post_commit,
             audit,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             cfg,
             data_dir: data_dir.to_path_buf(),
             bus,
@@ -229,6 +232,11 @@ impl Hub {
     /// The bus topic of a configured source (None: no such source).
     pub fn topic_of(&self, source: &str) -> Option<&str> {
         self.sources.get(source).map(|s| s.topic.as_str())
+    }
+
+    /// The hub's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The hub's audit stream.

@@ -49,6 +49,7 @@ impl Hub {
             let Source::Polling(mut src) = src else { continue };
             let id = src.id().to_string();
             let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
+            self.metrics.source_run(&id, r.as_ref().map(|s| (s.records, s.retries)).map_err(|_| ()));
             if let Err(e) = &r {
                 warn!(source = %id, "sync failed: {e}");
             }
@@ -75,6 +76,7 @@ impl Hub {
         for (src, ctx, every) in built {
             let mut stop = shutdown.clone();
             let audit = self.audit.clone();
+            let metrics = self.metrics();
             let dept =
                 self.cfg.sources.iter().find(|s| s.id == src.id()).map(|s| s.department.clone()).unwrap_or_default();
             tasks.push(tokio::spawn(async move {
@@ -94,6 +96,7 @@ impl Hub {
                 };
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
+                    metrics.source_run(&id, r.as_ref().map(|s| (s.records, s.retries)).map_err(|_| ()));
                     match &r {
                         Ok(s) if s.records > 0 => {
                             info!(source = %id, records = s.records, retries = s.retries, "sync pass done")
