@@ -22,6 +22,7 @@
 //! * [`replay`] — quarantined records through the current mapping again
 //!   (`lianqin replay`), exactly once.
 //! * [`metrics`] — Prometheus `/metrics` of a running hub (a leaf the hub updates).
+//! * [`status`] — `lianqin status`: each source's feed (state, last error, today, lag, open quarantine).
 //! * [`query`] — analyst SQL.
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
@@ -57,7 +58,7 @@
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
 //! hub → audit, audit::ship, config, flows, library, mapping, metrics, normalize, query, schema
-//! replay → audit, hub, library, query
+//! replay → audit, hub, library, query;  status → audit, config, library, query
 //! demo, bench → config, hub, query
 //! ```
 
@@ -92,6 +93,7 @@ pub mod replay;
 pub mod report;
 pub mod schema;
 pub mod server;
+pub mod status;
 pub mod time;
 pub mod udf;
 

@@ -122,7 +122,11 @@ impl Metrics {
         registry.register("records_read", "Records taken from the bus into a batch", m.read.clone());
         registry.register("records_accepted", "Records that landed in the libraries", m.accepted.clone());
         registry.register("records_quarantined", "Records sent to quarantine", m.quarantined.clone());
-        registry.register("records_repeated", "Records that repeated a decided version (no change)", m.repeated.clone());
+        registry.register(
+            "records_repeated",
+            "Records that repeated a decided version (no change)",
+            m.repeated.clone(),
+        );
         registry.register("batches", "Batches committed", m.batches.clone());
         registry.register("batch_seconds", "Time to commit a batch of a source", m.batch_seconds.clone());
         registry.register(
@@ -132,7 +136,11 @@ impl Metrics {
         );
         registry.register("source_runs", "Connector passes, by outcome", m.runs.clone());
         registry.register("source_records_published", "Records a connector published on the bus", m.published.clone());
-        registry.register("source_retries", "Requests a connector retried after a transient failure", m.retries.clone());
+        registry.register(
+            "source_retries",
+            "Requests a connector retried after a transient failure",
+            m.retries.clone(),
+        );
         registry.register(
             "source_last_success_timestamp_seconds",
             "When a connector pass last succeeded (Unix time)",

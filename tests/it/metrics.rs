@@ -38,7 +38,9 @@ async fn scrape(url: &str) -> Result<BTreeMap<String, f64>, String> {
         let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let value = match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count).unwrap_or(0.0),
             prometheus_parse::Value::Summary(_) => continue,
         };
@@ -142,13 +144,48 @@ key_columns = ["id"]
     // The broken source: its runs fail, it never succeeded.
     assert!(get("lianqin_source_runs_total{outcome=error,source=metrics_broken}") >= 1.0, "{m:#?}");
     assert!(!m.contains_key("lianqin_source_last_success_timestamp_seconds{source=metrics_broken}"));
+    // `lianqin status` (while the hub runs) says the same.
+    let st = status(&config, &data);
+    assert_eq!(st["metrics_test"]["state"], "ok", "{st:#?}");
+    assert_eq!(st["metrics_test"]["records"], 500);
+    let open: i64 = st["metrics_test"]["quarantine"].as_array().unwrap().iter().map(|r| r[1].as_i64().unwrap()).sum();
+    assert_eq!(open, 5, "{st:#?}");
+    assert!(st["metrics_test"]["quarantine"][0][0].as_str().unwrap().contains("failed at run time"), "{st:#?}");
+    assert!(st["metrics_test"]["lag_p99_s"].as_f64().is_some(), "{st:#?}");
+    assert_eq!(st["metrics_broken"]["state"], "failing", "{st:#?}");
+    assert!(st["metrics_broken"]["last_error"][1].as_str().unwrap().contains("cannot read drop directory"), "{st:#?}");
     // Fixed (its folder appears): the next pass succeeds.
     std::fs::create_dir_all(&missing).unwrap();
     let recovered = wait_until(Duration::from_secs(30), || async {
-        scrape(&url).await.unwrap_or_default().contains_key("lianqin_source_last_success_timestamp_seconds{source=metrics_broken}")
+        scrape(&url)
+            .await
+            .unwrap_or_default()
+            .contains_key("lianqin_source_last_success_timestamp_seconds{source=metrics_broken}")
     })
     .await;
+    let recovered_status =
+        wait_until(Duration::from_secs(30), || async { status(&config, &data)["metrics_broken"]["state"] == "ok" })
+            .await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(recovered, "{}", log_tail());
+    assert!(recovered_status, "status: {:#?}", status(&config, &data));
+}
+
+/// `lianqin status --json`, by source.
+fn status(config: &Path, data: &Path) -> serde_json::Value {
+    let out = Command::new(lianqin_bin())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("lianqin status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut by_source = serde_json::Map::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        by_source.insert(v["source"].as_str().unwrap().to_string(), v);
+    }
+    serde_json::Value::Object(by_source)
 }

@@ -100,6 +100,21 @@ enum Cmd {
         #[command(subcommand)]
         what: PolicyCmd,
     },
+    /// Each source's feed: state (FAILING when its last pass failed, with
+    /// the error), records in all and today, open quarantine by reason, lag
+    /// fetched → committed, when it last brought records. Works while
+    /// `lianqin run` is running; reading the run results is audited.
+    Status {
+        /// The hub config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder holding all state (overrides `data_dir` in the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print JSON (one object per source) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a source's quarantined records through its current mapping,
     /// after fixing the mapping or a code table: each open record lands or
     /// is quarantined again with the new reason, exactly once (a run cut
@@ -589,7 +604,8 @@ async fn run(cmd: Cmd) -> Result<()> {
                 // `[metrics]`: Prometheus scrapes GET /metrics.
                 let listener = lianqin_pipeline::metrics::bind(listen).await?;
                 tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
-                let (m, h, stop) = (hub.metrics(), Arc::clone(&hub) as Arc<dyn lianqin_pipeline::metrics::Backlog>, rx.clone());
+                let (m, h, stop) =
+                    (hub.metrics(), Arc::clone(&hub) as Arc<dyn lianqin_pipeline::metrics::Backlog>, rx.clone());
                 tokio::spawn(async move {
                     if let Err(e) = lianqin_pipeline::metrics::serve(m, h, listener, stop).await {
                         tracing::error!("metrics server stopped: {e}");
@@ -627,6 +643,35 @@ async fn run(cmd: Cmd) -> Result<()> {
             init_tracing("warn");
             let version = lianqin_policies::seal(&dir).await.with_context(|| format!("seal {}", dir.display()))?;
             println!("sealed {}: version {version}", dir.display());
+        }
+        Cmd::Status { config, data_dir, json } => {
+            init_tracing("warn");
+            let cfg = HubConfig::load(&config)?;
+            let dir = data_dir_of(&cfg, data_dir);
+            let catalog = Catalog::builtin()?;
+            let store = LibraryStore::open_existing(&dir, Arc::clone(&catalog)).await?;
+            let engine = lianqin_pipeline::query::QueryEngine::new(&store, &catalog).await?;
+            let runs = lianqin_pipeline::status::connector_runs(&dir)?;
+            let who = format!("local:{}", lianqin_pipeline::cli::session::os_user());
+            {
+                use lianqin_audit::{AuditEvent, EventKind, Outcome};
+                let audit =
+                    lianqin_pipeline::audit::Audit::open(&dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+                let mut ev = AuditEvent::new(EventKind::AuditRead, who, "", Outcome::Success);
+                ev.tables = vec!["audit".into()];
+                ev.detail = serde_json::json!({ "command": "status", "kind": "connector_run" });
+                audit.record_durable(ev)?;
+                audit.sync();
+            }
+            let now = chrono::Utc::now();
+            let rows = lianqin_pipeline::status::collect(&engine, &cfg, &runs, now).await?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", lianqin_pipeline::status::render(&rows, now));
+            }
         }
         Cmd::Replay { config, data_dir, source, reason, since, publish_only } => {
             init_tracing("warn");

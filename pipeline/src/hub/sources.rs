@@ -94,6 +94,9 @@ impl Hub {
                         return;
                     }
                 };
+                // Passes without records are audited only after a failure
+                // (so the trail shows the recovery).
+                let mut failed_before = false;
                 loop {
                     let r = src.sync_once(&ctx).await.map_err(|e| e.to_string());
                     metrics.source_run(&id, r.as_ref().map(|s| (s.records, s.retries)).map_err(|_| ()));
@@ -104,11 +107,12 @@ impl Hub {
                         Ok(_) => {}
                         Err(e) => warn!(source = %id, "sync failed (will retry next tick): {e}"),
                     }
-                    if r.as_ref().map(|s| s.records > 0).unwrap_or(true)
+                    if (r.as_ref().map(|s| s.records > 0).unwrap_or(true) || failed_before)
                         && let Err(e) = audit.record(crate::audit::connector_run(&id, &dept, &r))
                     {
                         warn!("audit: {e}");
                     }
+                    failed_before = r.is_err();
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.changed() => break,
