@@ -54,8 +54,9 @@ pub struct SourceStatus {
     pub records_today: i64,
     /// Records quarantined today.
     pub quarantined_today: i64,
-    /// Open quarantined records (newest decision quarantine) by reason,
-    /// most frequent first.
+    /// Open quarantined records (newest decision quarantine) by kind of
+    /// reason (the reason without its source/record prefix, up to its first
+    /// `: `), most frequent first.
     pub quarantine: Vec<(String, i64)>,
     /// When the newest record was committed.
     pub last_committed: Option<DateTime<Utc>>,
@@ -155,7 +156,9 @@ pub async fn collect(
             };
             let landed_cond = if landed.is_empty() { "TRUE" } else { "(l.t IS NULL OR l.t < q.t)" };
             let sql = format!(
-                "WITH q AS (SELECT source_key, content_hash, reason, CAST(ingested_at AS BIGINT) AS t, \
+                "WITH q AS (SELECT source_key, content_hash, \
+                                   split_part(regexp_replace(reason, '^source `[^`]*` record `[^`]*`: ', ''), ': ', 1) AS reason, \
+                                   CAST(ingested_at AS BIGINT) AS t, \
                                    row_number() OVER (PARTITION BY source_key, content_hash ORDER BY ingested_at DESC, bus_offset DESC) AS n \
                               FROM quarantine WHERE source_id = '{id}') \
                  SELECT q.reason, count(*) AS c FROM q {landed_join} WHERE q.n = 1 AND {landed_cond} \
