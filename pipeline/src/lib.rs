@@ -29,6 +29,8 @@
 //! * [`joint`] — joint matters (`matter_group`).
 //! * [`recheck`] — the half-yearly second callback (`matter_recheck`), kept in a
 //!   [`journal`] (append-only JSON lines, also the joint-matter decisions).
+//! * [`confirm`] — record confirmation (效力互认): signed confirmations of a
+//!   matter version (`matter_confirmation`), `lianqin confirm`.
 //! * [`report`] — monthly and half-yearly station reports (XLSX + PDF via
 //!   `lianqin-report`) from the KPI views, with the reader's permissions.
 //! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
@@ -52,8 +54,8 @@
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
-//! report → query, kpi, recheck, (lianqin-report);  query → audit, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
+//! library → schema;  confirm → journal;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
+//! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal
 //! flows → audit, config, library, query, schema, udf
@@ -73,6 +75,7 @@ pub use audit::table as audit_table;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod current;
 #[cfg(feature = "demo")]
 pub mod demo;

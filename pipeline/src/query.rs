@@ -11,6 +11,7 @@
 //! * `raw_<source>` — every record of a source as received.
 //! * `codes` — all code tables (`code_table`, `code`, `zh`, `en`).
 //! * `matter_recheck` — second callbacks drawn and their results ([`crate::recheck`]).
+//! * `matter_confirmation` — signed record confirmations and whether each is of the current version ([`crate::confirm`]).
 //! * `kpi_matter_facts`, `kpi_matter`, `kpi_overdue_callback` — station
 //!   supervision KPIs ([`crate::kpi`]).
 
@@ -110,6 +111,9 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
                 None => ColumnMeta::new(n, label, None),
             })
             .collect();
+    }
+    if table == crate::confirm::TABLE || table == crate::confirm::LOG_TABLE {
+        return crate::confirm::column_labels().into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
     }
     if table == crate::recheck::TABLE {
         return crate::recheck::column_labels().into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
@@ -249,6 +253,19 @@ impl QueryEngine {
             ctx.register_batch(crate::recheck::TABLE, batch)
                 .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::recheck::TABLE)))?;
             tables.push(crate::recheck::TABLE.to_string());
+        }
+        // Record confirmations (效力互认; the journal of the data dir).
+        if tables.iter().any(|t| t == "matter")
+            && let Some(data_dir) = store.root().parent()
+        {
+            let batch = crate::confirm::table_batch(&crate::confirm::load(data_dir)?)?;
+            ctx.register_batch(crate::confirm::LOG_TABLE, batch)
+                .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::confirm::LOG_TABLE)))?;
+            ctx.sql(&crate::confirm::view_sql())
+                .await
+                .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::confirm::TABLE)))?;
+            tables.push(crate::confirm::LOG_TABLE.to_string());
+            tables.push(crate::confirm::TABLE.to_string());
         }
         crate::kpi::register(&ctx, &mut tables).await?;
         ctx.register_batch("codes", codes_batch(catalog)?).map_err(|e| PipelineError::Query(format!("codes: {e}")))?;

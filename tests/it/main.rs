@@ -4,6 +4,7 @@
 
 mod audit;
 mod cli;
+mod confirm;
 mod crash;
 mod current;
 mod e2e;

@@ -212,6 +212,12 @@ enum Cmd {
         #[command(subcommand)]
         what: ReportCmd,
     },
+    /// Record confirmation (效力互认, §6.4.3): departments sign the version
+    /// of a matter they confirm; anyone can verify the signatures.
+    Confirm {
+        #[command(subcommand)]
+        what: ConfirmCmd,
+    },
     /// Person tokens (`pt:…` ids of persons and vehicles).
     Token {
         #[command(subcommand)]
@@ -398,6 +404,54 @@ enum TokenCmd {
         format: OutputFormat,
         /// The token (`pt:` and 64 hex digits, as in element_id).
         token: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfirmCmd {
+    /// Make a department's signing key: the private key to --out (0600,
+    /// kept by the department) and its public key registered in the data dir.
+    Keygen {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The department (code table `department`).
+        #[arg(long)]
+        department: String,
+        /// Where to write the private key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Confirm the current version of a matter as USER of their department,
+    /// signed with the department's key; audited.
+    Record {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The confirming user (password as for `sql --as`); the matter must
+        /// be visible to them.
+        #[arg(long = "as")]
+        as_user: String,
+        /// The department's signing key (from `confirm keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A remark kept with the confirmation.
+        #[arg(long)]
+        note: Option<String>,
+        /// The matter id.
+        matter_id: String,
+    },
+    /// Check every confirmation's signature against the departments'
+    /// registered keys; exits non-zero naming each one that fails. With
+    /// --matter: also that the matter's current version is confirmed.
+    Verify {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Only this matter: its current version must have a confirmation
+        /// that verifies (one of an older version does not count).
+        #[arg(long)]
+        matter: Option<String>,
     },
 }
 
@@ -779,6 +833,90 @@ async fn run(cmd: Cmd) -> Result<()> {
                 }
                 None => lianqin_pipeline::cli::shell::shell(&engine, &catalog, format, &data_dir).await?,
             }
+        }
+        Cmd::Confirm { what: ConfirmCmd::Keygen { data_dir, department, out } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            if !catalog.codes.get("department").is_some_and(|t| t.contains(&department)) {
+                bail!("department `{department}` is not in code table department");
+            }
+            let public = lianqin_pipeline::confirm::keygen(&data_dir, &department, &out)?;
+            let audit =
+                lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+            let _sync = SyncOnDrop(audit.clone());
+            let mut ev = lianqin_audit::AuditEvent::new(
+                lianqin_audit::EventKind::ConfigChange,
+                format!("local:{}", session::os_user()),
+                &department,
+                lianqin_audit::Outcome::Success,
+            );
+            ev.detail =
+                serde_json::json!({ "action": "confirm_keygen", "department": department, "public_key": public });
+            audit.record_durable(ev)?;
+            println!(
+                "signing key for `{department}` written to {} (keep it there: 0600); public key {public} registered",
+                out.display()
+            );
+        }
+        Cmd::Confirm { what: ConfirmCmd::Record { data_dir, as_user, key, note, matter_id } } => {
+            init_tracing("warn");
+            lianqin_pipeline::cli::matter::check_id(&matter_id)?;
+            let catalog = Catalog::builtin()?;
+            let key = lianqin_pipeline::confirm::read_key(&key)?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, Some(as_user.clone())).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let policy = lianqin_pipeline::policy::load(&data_dir).await?;
+            let department = policy.principal(&as_user).map(|p| p.department.clone()).unwrap_or_default();
+            let v = lianqin_pipeline::cli::confirm::matter_version(&engine, &matter_id).await?;
+            let c = lianqin_pipeline::confirm::sign_and_append(&data_dir, v, &department, &as_user, note, &key)?;
+            let mut ev = lianqin_audit::AuditEvent::new(
+                lianqin_audit::EventKind::Other,
+                &as_user,
+                &department,
+                lianqin_audit::Outcome::Success,
+            );
+            ev.tables = vec![lianqin_pipeline::confirm::TABLE.into()];
+            ev.detail = serde_json::json!({ "action": "confirm_record", "matter_id": c.matter_id, "content_hash": c.content_hash, "department": c.department });
+            audit.record_durable(ev)?;
+            println!(
+                "confirmed {} version {} for {} by {} at {}",
+                c.matter_id, c.content_hash, c.department, c.by, c.at
+            );
+        }
+        Cmd::Confirm { what: ConfirmCmd::Verify { data_dir, matter: Some(id) } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit);
+            for c in lianqin_pipeline::cli::confirm::check_matter(&engine, &data_dir, &id).await? {
+                println!(
+                    "{id}: version {} confirmed by {} of {} at {} (signature verifies)",
+                    c.content_hash, c.by, c.department, c.at
+                );
+            }
+        }
+        Cmd::Confirm { what: ConfirmCmd::Verify { data_dir, matter: None } } => {
+            init_tracing("warn");
+            let (n, bad) = lianqin_pipeline::confirm::verify(&data_dir)?;
+            for (line, c, problem) in &bad {
+                eprintln!(
+                    "{}:{line}: {} confirmed by {} of {}: {}",
+                    lianqin_pipeline::confirm::journal_path(&data_dir).display(),
+                    c.matter_id,
+                    c.by,
+                    c.department,
+                    match problem {
+                        lianqin_pipeline::confirm::Problem::UnknownKey =>
+                            "signed with a key not registered for that department",
+                        lianqin_pipeline::confirm::Problem::BadSignature =>
+                            "the signature does not match the entry (changed after signing)",
+                    }
+                );
+            }
+            if !bad.is_empty() {
+                bail!("{} of {n} confirmation(s) do not verify", bad.len());
+            }
+            println!("{n} confirmation(s): every signature verifies");
         }
         Cmd::Matter { what: MatterCmd::Explain { data_dir, as_user, format, id } } => {
             init_tracing("warn");

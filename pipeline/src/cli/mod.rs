@@ -12,6 +12,7 @@
 //! `src/bin/lianqin.rs` keeps only the command tree and calls in here.
 
 pub mod audit;
+pub mod confirm;
 pub mod matter;
 pub mod recheck;
 pub mod report;
