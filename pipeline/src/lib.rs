@@ -31,6 +31,7 @@
 //!   [`journal`] (append-only JSON lines, also the joint-matter decisions).
 //! * [`confirm`] — record confirmation (效力互认): signed confirmations of a
 //!   matter version (`matter_confirmation`), `lianqin confirm`.
+//! * [`sharing`] — sharing requests → approval → grants with expiry (`lianqin share`).
 //! * [`report`] — monthly and half-yearly station reports (XLSX + PDF via
 //!   `lianqin-report`) from the KPI views, with the reader's permissions.
 //! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
@@ -57,7 +58,7 @@
 //! library → schema;  confirm → journal;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
 //! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
 //! server → audit, audit::table, library, query, schema, config
-//! config → schema;  policy → mapping::personal
+//! config → schema;  policy → mapping::personal, sharing;  sharing → journal
 //! flows → audit, config, library, query, schema, udf
 //! hub → audit, audit::ship, config, flows, library, mapping, metrics, normalize, query, schema
 //! replay → audit, hub, library, query;  status → audit, config, library, query
@@ -96,6 +97,7 @@ pub mod replay;
 pub mod report;
 pub mod schema;
 pub mod server;
+pub mod sharing;
 pub mod status;
 pub mod time;
 pub mod udf;

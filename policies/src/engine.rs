@@ -36,11 +36,29 @@ pub struct PolicyEngine {
 /// (token key set, user, table, column metadata).
 type CacheKey = (bool, String, String, Vec<ColumnMeta>);
 
+/// An approved sharing grant (申请-审批-授权) as the policy sees it: a role
+/// of its own (`role`), given to `user` of `department`, whose `rules` are
+/// `policy.csv` lines without the leading `p, ` (their subject is `role`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The grant's role name (unique per grant).
+    pub role: String,
+    /// The user it is granted to.
+    pub user: String,
+    /// The user's department.
+    pub department: String,
+    /// Its rules.
+    pub rules: Vec<String>,
+}
+
 struct Inner {
     enforcer: Enforcer,
     policy: PolicyFile,
     users: BTreeMap<String, UserRecord>,
     version: String,
+    /// The model, policy and users texts it was built from (grants are
+    /// added to them, [`PolicyEngine::with_grants`]).
+    texts: [String; 3],
     cache: Mutex<HashMap<CacheKey, TableDecision>>,
 }
 
@@ -80,6 +98,49 @@ impl PolicyEngine {
         model: &str,
         policy: &str,
         users: &str,
+        masks: MaskFunctions,
+    ) -> Result<PolicyEngine, PolicyError> {
+        Self::build(model, policy, users, &[], masks).await
+    }
+
+    /// This policy plus approved sharing grants, each a role of its own
+    /// given to one user in their department: its rules are checked like
+    /// any `policy.csv` line (shown as `grants` in errors). The version
+    /// names the grants too (`<version>+grants:<sha256>`).
+    pub async fn with_grants(self, grants: &[Grant]) -> Result<PolicyEngine, PolicyError> {
+        if grants.is_empty() {
+            return Ok(self);
+        }
+        let [model, policy, users] = self.inner.texts.clone();
+        let mut all = policy.clone();
+        if !all.ends_with('\n') {
+            all.push('\n');
+        }
+        let mut h = Sha256::new();
+        for g in grants {
+            for r in &g.rules {
+                all.push_str(&format!("p, {r}\n"));
+                h.update(r.as_bytes());
+                h.update(b"\n");
+            }
+            h.update(format!("{}|{}|{}\n", g.user, g.role, g.department).as_bytes());
+        }
+        let base = self.version();
+        let mut e = Self::build(&model, &all, &users, grants, self.masks.clone()).await.map_err(|e| match e {
+            PolicyError::File { line, message, .. } => PolicyError::File { file: "grants".into(), line, message },
+            other => other,
+        })?;
+        let inner = Arc::get_mut(&mut e.inner).expect("a new engine is not shared");
+        inner.version = format!("{base}+grants:{}", hex::encode(h.finalize()));
+        inner.texts = [model, policy, users];
+        Ok(e)
+    }
+
+    async fn build(
+        model: &str,
+        policy: &str,
+        users: &str,
+        grants: &[Grant],
         masks: MaskFunctions,
     ) -> Result<PolicyEngine, PolicyError> {
         check_model(model, "model.conf")?;
@@ -122,6 +183,23 @@ impl PolicyEngine {
                 text.push_str(&format!("g, {}, {}, {}\n", u.name, r, u.department));
             }
         }
+        for g in grants {
+            let Some(u) = users_map.get(&g.user) else {
+                return Err(PolicyError::File {
+                    file: "grants".into(),
+                    line: 0,
+                    message: format!("grant {}: no user {:?}", g.role, g.user),
+                });
+            };
+            if u.entry.department != g.department || !pf.roles.contains(&g.role) {
+                return Err(PolicyError::File {
+                    file: "grants".into(),
+                    line: 0,
+                    message: format!("grant {} for {:?}: department or rules do not match the user", g.role, g.user),
+                });
+            }
+            text.push_str(&format!("g, {}, {}, {}\n", g.user, g.role, g.department));
+        }
         let m = DefaultModel::from_str(model).await.map_err(|e| PolicyError::Casbin(format!("model.conf: {e}")))?;
         let enforcer = Enforcer::new(m, StringAdapter::new(text))
             .await
@@ -139,6 +217,7 @@ impl PolicyEngine {
                 policy: pf,
                 users: users_map,
                 version,
+                texts: [model.to_string(), policy.to_string(), users.to_string()],
                 cache: Mutex::new(HashMap::new()),
             }),
             masks,

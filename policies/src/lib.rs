@@ -41,7 +41,7 @@ use datafusion::logical_expr::Expr;
 
 pub use codes::{departments, is_department};
 pub use enforce::{check_explain, check_plan, check_statement, enforce, is_query, table_key};
-pub use engine::{EVERYONE_ROLE, PolicyEngine};
+pub use engine::{EVERYONE_ROLE, Grant, PolicyEngine};
 pub use error::{AuthError, PolicyError};
 pub use manifest::{MANIFEST, POLICY_FILES, seal};
 pub use mask::{MaskFunctions, TOKEN_FN, mask_value, register_mask_functions, token_value};

@@ -23,4 +23,5 @@ mod recheck;
 mod redteam;
 mod replay;
 mod report;
+mod sharing;
 mod sql_source;

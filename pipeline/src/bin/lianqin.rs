@@ -212,6 +212,13 @@ enum Cmd {
         #[command(subcommand)]
         what: ReportCmd,
     },
+    /// Sharing requests → approval → grants with expiry (申请-审批-授权):
+    /// ask another department for its rows; its approver decides; an
+    /// approved grant is enforced until it ends or is revoked. Audited.
+    Share {
+        #[command(subcommand)]
+        what: ShareCmd,
+    },
     /// Record confirmation (效力互认, §6.4.3): departments sign the version
     /// of a matter they confirm; anyone can verify the signatures.
     Confirm {
@@ -233,8 +240,12 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum PolicyCmd {
     /// Print which rules apply to USER on TABLE and why (policies from
-    /// `$LIANQIN_POLICIES` or the built-in `policies/` files).
+    /// `$LIANQIN_POLICIES` or the built-in `policies/` files, plus the
+    /// sharing grants in force in the data dir).
     Explain {
+        /// Folder holding all state (its sharing grants are shown too).
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
         /// User name (policies/users.toml).
         #[arg(long)]
         user: String,
@@ -404,6 +415,82 @@ enum TokenCmd {
         format: OutputFormat,
         /// The token (`pt:` and 64 hex digits, as in element_id).
         token: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShareCmd {
+    /// Ask `--from` department for rows of a shared library.
+    Request {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The requesting user (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: String,
+        /// element, matter or matter_event (a trailing * adds history/current).
+        #[arg(long)]
+        table: String,
+        /// The department whose rows are asked for.
+        #[arg(long)]
+        from: String,
+        /// Extra row condition in the policy's syntax, e.g. `category=a`.
+        #[arg(long)]
+        rows: Option<String>,
+        /// What the rows are for.
+        #[arg(long)]
+        purpose: String,
+        /// Until when (RFC 3339, or a date: to its end, China time).
+        #[arg(long)]
+        until: String,
+    },
+    /// Approve a pending request (a sharing_approver of the asked department).
+    Approve {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The approver (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: String,
+        /// The request id (`sr-…`).
+        id: String,
+    },
+    /// Reject a pending request, with a reason.
+    Reject {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The approver (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// The request id.
+        id: String,
+    },
+    /// End a grant now (its approver or its requester), with a reason.
+    Revoke {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Who revokes (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// The request id.
+        id: String,
+    },
+    /// Every request with its status (pending, granted, rejected, revoked, expired).
+    List {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// One JSON object per request.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -685,9 +772,13 @@ async fn run(cmd: Cmd) -> Result<()> {
             });
             hub.run_roles(rx, sources, worker).await?;
         }
-        Cmd::Policy { what: PolicyCmd::Explain { user, table } } => {
+        Cmd::Policy { what: PolicyCmd::Explain { data_dir, user, table } } => {
             init_tracing("warn");
-            let policy = load_configured().await.context("policies")?;
+            let policy = if data_dir.is_dir() {
+                lianqin_pipeline::policy::load(&data_dir).await?
+            } else {
+                load_configured().await.context("policies")?
+            };
             let catalog = Catalog::builtin()?;
             let Some(who) = policy.principal(&user) else { bail!("unknown user `{user}` (see policies/users.toml)") };
             let cols = lianqin_pipeline::query::columns_of(&catalog, &table);
@@ -834,6 +925,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                 None => lianqin_pipeline::cli::shell::shell(&engine, &catalog, format, &data_dir).await?,
             }
         }
+        Cmd::Share { what } => share(what).await?,
         Cmd::Confirm { what: ConfirmCmd::Keygen { data_dir, department, out } } => {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
@@ -1020,6 +1112,84 @@ async fn run(cmd: Cmd) -> Result<()> {
 /// `--as USER` (logged in as for `sql --as`) under USER's policy; without
 /// it the local operator, who can read the data dir's files anyway,
 /// unrestricted (recorded as local:<os user>).
+/// `lianqin share …`: each step logs the user in (password as for `sql
+/// --as`), appends to the sharing journal and writes a durable audit entry.
+async fn share(what: ShareCmd) -> Result<()> {
+    init_tracing("warn");
+    let login = |data_dir: PathBuf, user: String| async move {
+        let audit = lianqin_pipeline::audit::Audit::open(&data_dir, "cli", "cli", std::time::Duration::from_secs(3))?;
+        let policy = Arc::new(lianqin_pipeline::policy::load(&data_dir).await?);
+        let who = session::sql_login(&audit, &policy, &user, &Credential::from_env(&user))?;
+        anyhow::Ok((data_dir, audit, policy, who))
+    };
+    use lianqin_pipeline::sharing;
+    match what {
+        ShareCmd::Request { data_dir, as_user, table, from, rows, purpose, until } => {
+            let until = sharing::parse_until(&until)?;
+            let (d, audit, policy, who) = login(data_dir, as_user).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let r =
+                sharing::request(&d, &policy, &who.name, &who.department, &table, rows, &from, &purpose, until).await?;
+            audit.record_durable(sharing::audit_event("share_request", &r, None))?;
+            println!(
+                "request {} filed: {} rows of `{}` for {} until {} — waiting for a sharing_approver of {}",
+                r.id, r.table, r.from_department, r.by, r.until, r.from_department
+            );
+        }
+        ShareCmd::Approve { data_dir, as_user, id } => {
+            let (d, audit, policy, who) = login(data_dir, as_user).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let (r, dec) = sharing::decide(&d, &policy, &id, &who.name, "approve", None)?;
+            audit.record_durable(sharing::audit_event("share_approve", &r, Some(&dec)))?;
+            println!(
+                "{id} approved by {}: {} may read {} rows of `{}` until {}",
+                dec.by, r.by, r.from_department, r.table, r.until
+            );
+        }
+        ShareCmd::Reject { data_dir, as_user, reason, id } => {
+            let (d, audit, policy, who) = login(data_dir, as_user).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let (r, dec) = sharing::decide(&d, &policy, &id, &who.name, "reject", Some(reason))?;
+            audit.record_durable(sharing::audit_event("share_reject", &r, Some(&dec)))?;
+            println!("{id} rejected by {}", dec.by);
+        }
+        ShareCmd::Revoke { data_dir, as_user, reason, id } => {
+            let (d, audit, policy, who) = login(data_dir, as_user).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let (r, dec) = sharing::decide(&d, &policy, &id, &who.name, "revoke", Some(reason))?;
+            audit.record_durable(sharing::audit_event("share_revoke", &r, Some(&dec)))?;
+            println!("{id} revoked by {}", dec.by);
+        }
+        ShareCmd::List { data_dir, json } => {
+            let now = chrono::Utc::now();
+            for s in sharing::load(&data_dir)? {
+                let status = s.status(now);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "status": status, "request": s.request, "decision": s.decision, "revoked": s.revoked })
+                    );
+                } else {
+                    let r = &s.request;
+                    println!(
+                        "{} {:<8} {} ({}) ← {} `{}`{} until {} — {}",
+                        r.id,
+                        format!("{status:?}").to_lowercase(),
+                        r.by,
+                        r.department,
+                        r.from_department,
+                        r.table,
+                        r.rows.as_deref().map(|x| format!(" where {x}")).unwrap_or_default(),
+                        r.until,
+                        r.purpose
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn query_engine(
     data_dir: &std::path::Path,
     catalog: &Arc<Catalog>,

@@ -179,13 +179,13 @@ impl PgServer {
         info!(%addr, tls = self.tls.is_some(), "Postgres wire server listening");
         let mut policy_check = tokio::time::interval(POLICY_CHECK);
         policy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let watching = self.shared.policy_source.dir().is_some();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }
                 }
-                _ = policy_check.tick(), if watching => self.shared.reload_policy_if_changed().await,
+                // The policy folder and the sharing grants.
+                _ = policy_check.tick() => self.shared.reload_policy_if_changed().await,
                 acc = listener.accept() => {
                     let (socket, peer) = match acc {
                         Ok(x) => x,

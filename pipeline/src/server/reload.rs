@@ -34,9 +34,19 @@ impl Shared {
     /// sessions) and is recorded as a `policy_change` entry with both
     /// versions; one that does not load is refused — the old policy stays
     /// in force — and recorded as a failed `policy_change` naming the error.
+    ///
+    /// Sharing grants count as part of the policy: a new approval, a
+    /// revocation or a grant reaching its end reloads it too.
     pub(super) async fn reload_policy_if_changed(&self) {
-        let Some(dir) = self.policy_source.dir().map(std::path::Path::to_path_buf) else { return };
-        let Some(hash) = self.policy_source.files_hash() else { return };
+        let dir = self.policy_source.dir().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let grants = match crate::sharing::active_grants(&self.data_dir, chrono::Utc::now()) {
+            Ok((g, _)) => g.iter().map(|g| g.role.clone()).collect::<Vec<_>>().join(","),
+            Err(e) => {
+                warn!("sharing grants unreadable, keeping the policy in force: {e}");
+                return;
+            }
+        };
+        let hash = format!("{}|{grants}", self.policy_source.files_hash().unwrap_or_else(|| "builtin".into()));
         {
             let mut seen = self.policy_files.lock().await;
             if seen.as_deref() == Some(hash.as_str()) {
@@ -46,13 +56,7 @@ impl Shared {
         }
         let old = self.policy();
         use lianqin_audit::{AuditEvent, EventKind, Outcome};
-        match self
-            .policy_source
-            .load()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|p| crate::policy::keyed(p, &self.data_dir).map_err(|e| e.to_string()))
-        {
+        match crate::policy::load_from(&self.policy_source, &self.data_dir).await.map_err(|e| e.to_string()) {
             Ok(new) if new.version() == old.version() => {}
             Ok(new) => {
                 let version = new.version();
