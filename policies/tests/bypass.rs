@@ -398,3 +398,37 @@ async fn error_side_channel_on_hidden_rows() {
         }
     }
 }
+
+/// A sharing grant is a role of its own for one user: it reads what the
+/// grant's rule allows, nobody else gains, and a grant that names another
+/// department than its user's, an unknown user or a rule that does not
+/// parse is refused (it would otherwise break loading for everyone).
+#[tokio::test]
+async fn grants_give_one_user_one_rule_and_bad_grants_are_refused() {
+    use lianqin_policies::Grant;
+    let base = PolicyEngine::builtin().await.unwrap();
+    let grant = |user: &str, dept: &str, rule: &str| Grant {
+        role: "grant_sr_1".into(),
+        user: user.into(),
+        department: dept.into(),
+        rules: vec![format!("grant_sr_1, {dept}, matter*, *, read, {rule}, allow")],
+    };
+    let market = base.principal("liu.market").unwrap();
+    let before = base.decide(&market, "matter", &matter_meta()).await;
+    let e = base.clone().with_grants(&[grant("liu.market", "market", "department=police & category=a")]).await.unwrap();
+    assert!(e.version().starts_with(&base.version()) && e.version().contains("+grants:"), "{}", e.version());
+    let after = e.decide(&market, "matter", &matter_meta()).await;
+    assert!(after.allowed);
+    assert_ne!(format!("{:?}", before.row_filter), format!("{:?}", after.row_filter), "the grant adds rows");
+    assert!(format!("{:?}", after.row_filter).contains("police"), "{:?}", after.row_filter);
+    // Another market user gains nothing.
+    let eco = e.principal("chen.ecology").unwrap();
+    assert_eq!(
+        format!("{:?}", e.decide(&eco, "matter", &matter_meta()).await.row_filter),
+        format!("{:?}", base.decide(&eco, "matter", &matter_meta()).await.row_filter)
+    );
+    // Refused grants.
+    assert!(base.clone().with_grants(&[grant("liu.market", "police", "category=a")]).await.is_err());
+    assert!(base.clone().with_grants(&[grant("nobody", "market", "category=a")]).await.is_err());
+    assert!(base.clone().with_grants(&[grant("liu.market", "market", "nonsense(")]).await.is_err());
+}
