@@ -190,3 +190,34 @@ pub fn person_token(data_dir: &Path, value: &str) -> String {
         .token(value)
         .expect("a non-empty value")
 }
+
+/// A `lianqin` command's stdout and stderr, together (for messages).
+pub fn cli_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Runs `lianqin <args> --data-dir d` with the built-in policy, as `user`
+/// (their demo password in `LIANQIN_PASSWORD`) when given.
+pub fn cli_run(d: &Path, user: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(lianqin_bin());
+    c.args(args).arg("--data-dir").arg(d).env_remove("LIANQIN_POLICIES");
+    if let Some(u) = user {
+        c.env("LIANQIN_PASSWORD", demo_password(u));
+    }
+    c.output().expect("run lianqin")
+}
+
+/// [`cli_run`] that must succeed; its output.
+pub fn cli_ok(d: &Path, user: Option<&str>, args: &[&str]) -> String {
+    let o = cli_run(d, user, args);
+    assert!(o.status.success(), "{args:?}: {}", cli_text(&o));
+    cli_text(&o)
+}
+
+/// [`cli_run`] that must fail with a message containing `why`, without a panic.
+pub fn cli_refused(d: &Path, user: Option<&str>, args: &[&str], why: &str) {
+    let o = cli_run(d, user, args);
+    assert!(!o.status.success(), "{args:?} must be refused: {}", cli_text(&o));
+    assert!(cli_text(&o).contains(why), "{args:?}: {}", cli_text(&o));
+    assert!(!cli_text(&o).contains("panicked"), "{}", cli_text(&o));
+}

@@ -5,12 +5,10 @@
 //! and is filtered by the reader's policy.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use lianqin_pipeline::confirm::{self, MatterVersion};
 use lianqin_pipeline::demo;
 use lianqin_sim::SimConfig;
-use lianqin_tests::{demo_password, lianqin_bin};
 
 fn small() -> SimConfig {
     SimConfig {
@@ -24,31 +22,7 @@ fn small() -> SimConfig {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn lianqin(d: &Path, user: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(lianqin_bin());
-    c.args(args).arg("--data-dir").arg(d).env_remove("LIANQIN_POLICIES");
-    if let Some(u) = user {
-        c.env("LIANQIN_PASSWORD", demo_password(u));
-    }
-    c.output().unwrap()
-}
-
-fn ok(d: &Path, user: Option<&str>, args: &[&str]) -> String {
-    let o = lianqin(d, user, args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn refused(d: &Path, user: Option<&str>, args: &[&str], why: &str) {
-    let o = lianqin(d, user, args);
-    assert!(!o.status.success(), "{args:?} must be refused: {}", text(&o));
-    assert!(text(&o).contains(why), "{args:?}: {}", text(&o));
-    assert!(!text(&o).contains("panicked"), "{}", text(&o));
-}
+use lianqin_tests::{cli_ok as ok, cli_refused as refused, cli_run as run, cli_text as text};
 
 fn csv(d: &Path, user: Option<&str>, sql: &str) -> Vec<String> {
     let mut args = vec!["sql", "--format", "csv"];
@@ -88,7 +62,7 @@ async fn departments_confirm_versions_and_signatures_are_checked() {
     // The police analyst confirms matter a; an ecology analyst cannot use
     // the police key (nor read a police matter outside their categories).
     ok(d, Some("wang.police"), &["confirm", "record", "--as", "wang.police", "--key", key_s, "--note", "已核实", a]);
-    let o = lianqin(d, Some("chen.ecology"), &["confirm", "record", "--as", "chen.ecology", "--key", key_s, a]);
+    let o = run(d, Some("chen.ecology"), &["confirm", "record", "--as", "chen.ecology", "--key", key_s, a]);
     assert!(!o.status.success(), "{}", text(&o));
     refused(
         d,

@@ -5,12 +5,10 @@
 //! explain`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use lianqin_pipeline::demo;
 use lianqin_sim::SimConfig;
-use lianqin_tests::{demo_password, lianqin_bin};
 
 fn small() -> SimConfig {
     SimConfig {
@@ -24,30 +22,7 @@ fn small() -> SimConfig {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn run(d: &Path, user: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(lianqin_bin());
-    c.args(args).arg("--data-dir").arg(d).env_remove("LIANQIN_POLICIES");
-    if let Some(u) = user {
-        c.env("LIANQIN_PASSWORD", demo_password(u));
-    }
-    c.output().unwrap()
-}
-
-fn ok(d: &Path, user: Option<&str>, args: &[&str]) -> String {
-    let o = run(d, user, args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn refused(d: &Path, user: Option<&str>, args: &[&str], why: &str) {
-    let o = run(d, user, args);
-    assert!(!o.status.success(), "{args:?} must be refused: {}", text(&o));
-    assert!(text(&o).contains(why), "{args:?}: {}", text(&o));
-}
+use lianqin_tests::{cli_ok as ok, cli_refused as refused};
 
 /// How many police matters of category `cat` `user` reads.
 fn police_rows(d: &Path, user: Option<&str>, cat: &str) -> i64 {
