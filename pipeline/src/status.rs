@@ -16,10 +16,9 @@ use std::path::Path;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
-use crate::config::HubConfig;
 use crate::library::raw_table;
 use crate::query::QueryEngine;
 
@@ -90,12 +89,12 @@ fn today_start_micros(now: DateTime<Utc>) -> i64 {
     (midnight - chrono::Duration::hours(8)).and_utc().timestamp_micros()
 }
 
-/// The figures of every source of `cfg` over the data dir of `engine`;
+/// The figures of every source in `sources` over the data dir of `engine`;
 /// `runs` are the connector passes read from the audit trail
 /// ([`connector_runs`]).
 pub async fn collect(
     engine: &QueryEngine,
-    cfg: &HubConfig,
+    sources: &[SourceRef],
     runs: &BTreeMap<String, Runs>,
     now: DateTime<Utc>,
 ) -> Result<Vec<SourceStatus>, PipelineError> {
@@ -103,7 +102,7 @@ pub async fn collect(
     let day_ago = now.timestamp_micros() - 86_400_000_000;
     let has = |t: &str| engine.tables().iter().any(|n| n == t);
     let mut out = Vec::new();
-    for s in &cfg.sources {
+    for s in sources {
         let id = quote(&s.id);
         let raw = raw_table(&s.id);
         let (mut records, mut records_today, mut last_committed, mut lag_p50_s, mut lag_p99_s) =
@@ -157,7 +156,7 @@ pub async fn collect(
             let landed_cond = if landed.is_empty() { "TRUE" } else { "(l.t IS NULL OR l.t < q.t)" };
             let sql = format!(
                 "WITH q AS (SELECT source_key, content_hash, \
-                                   split_part(regexp_replace(reason, '^source `[^`]*` record `[^`]*`: ', ''), ': ', 1) AS reason, \
+                                   split_part(regexp_replace(reason, '^source `[^`]*` record `[^`]*`( \\([^)]*\\))?: ', ''), ': ', 1) AS reason, \
                                    CAST(ingested_at AS BIGINT) AS t, \
                                    row_number() OVER (PARTITION BY source_key, content_hash ORDER BY ingested_at DESC, bus_offset DESC) AS n \
                               FROM quarantine WHERE source_id = '{id}') \
@@ -200,6 +199,38 @@ pub async fn collect(
         });
     }
     Ok(out)
+}
+
+/// A configured source: its id and department.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SourceRef {
+    /// Source id.
+    pub id: String,
+    /// Owning department.
+    pub department: String,
+}
+
+/// The sources of a hub config file, read without resolving anything else
+/// (`${ENV}` secrets, mappings): whoever checks a feed need not hold its
+/// secrets.
+pub fn sources_of(config: &Path) -> Result<Vec<SourceRef>, PipelineError> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        sources: Vec<SourceRef>,
+    }
+    let text =
+        std::fs::read_to_string(config).map_err(|e| PipelineError::Config(format!("{}: {e}", config.display())))?;
+    let doc: Doc = toml::from_str(&text).map_err(|e| PipelineError::Config(format!("{}: {e}", config.display())))?;
+    Ok(doc.sources)
+}
+
+/// The data dir a config names (`data_dir`), if any, read the same way.
+pub fn data_dir_of(config: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let doc: toml::Table = toml::from_str(&text).ok()?;
+    let d = std::path::PathBuf::from(doc.get("data_dir")?.as_str()?);
+    Some(if d.is_relative() { config.parent().unwrap_or(Path::new(".")).join(d) } else { d })
 }
 
 /// A source's connector passes as the audit trail has them.
@@ -308,4 +339,24 @@ pub fn render(rows: &[SourceStatus], now: DateTime<Utc>) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_is_read_for_its_sources_without_its_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hub.toml");
+        std::fs::write(
+            &p,
+            "data_dir = \"state\"\n[[sources]]\nid = \"police_110\"\ndepartment = \"police\"\nmapping = \"m.toml\"\n\
+             [sources.connector]\ntype = \"http\"\nurl = \"http://x\"\nheaders = { \"X-API-Key\" = \"${NOT_SET_ANYWHERE}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(sources_of(&p).unwrap(), vec![SourceRef { id: "police_110".into(), department: "police".into() }]);
+        assert_eq!(data_dir_of(&p), Some(dir.path().join("state")));
+        assert!(sources_of(&dir.path().join("missing.toml")).unwrap_err().to_string().contains("missing.toml"));
+    }
 }

@@ -791,8 +791,11 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Status { config, data_dir, json } => {
             init_tracing("warn");
-            let cfg = HubConfig::load(&config)?;
-            let dir = data_dir_of(&cfg, data_dir);
+            // Only the sources' ids: no secrets needed to look at a feed.
+            let sources = lianqin_pipeline::status::sources_of(&config)?;
+            let dir = data_dir
+                .or_else(|| lianqin_pipeline::status::data_dir_of(&config))
+                .unwrap_or_else(|| PathBuf::from("lianqin-data"));
             let catalog = Catalog::builtin()?;
             let store = LibraryStore::open_existing(&dir, Arc::clone(&catalog)).await?;
             let engine = lianqin_pipeline::query::QueryEngine::new(&store, &catalog).await?;
@@ -809,7 +812,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                 audit.sync();
             }
             let now = chrono::Utc::now();
-            let rows = lianqin_pipeline::status::collect(&engine, &cfg, &runs, now).await?;
+            let rows = lianqin_pipeline::status::collect(&engine, &sources, &runs, now).await?;
             if json {
                 for r in &rows {
                     println!("{}", serde_json::to_string(r)?);
