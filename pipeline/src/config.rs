@@ -179,6 +179,10 @@ pub struct HubConfig {
     /// [`crate::metrics`]).
     #[serde(default)]
     pub metrics: Option<MetricsSection>,
+    /// The web console served by `lianqin run` (`[console]`, see
+    /// [`crate::console`]).
+    #[serde(default)]
+    pub console: Option<ConsoleSection>,
     /// Directory the config came from (mapping paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -190,6 +194,19 @@ pub struct HubConfig {
 pub struct MetricsSection {
     /// Address to listen on (e.g. `127.0.0.1:9464`; port 0 picks one).
     pub listen: std::net::SocketAddr,
+}
+
+/// `[console]` of the hub config: `lianqin run` serves the web console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Address to listen on (e.g. `127.0.0.1:8080`; port 0 picks one).
+    pub listen: SocketAddr,
+    /// Mark the session cookie `Secure` (default true). Browsers keep
+    /// `Secure` cookies over plain HTTP only on loopback addresses; behind
+    /// a TLS-terminating proxy keep it on.
+    #[serde(default = "yes")]
+    pub secure_cookies: bool,
 }
 
 /// One `[[flows]]` block of the hub config.

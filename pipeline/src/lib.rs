@@ -77,6 +77,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+pub mod console;
 pub mod current;
 #[cfg(feature = "demo")]
 pub mod demo;

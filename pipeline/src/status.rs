@@ -177,12 +177,7 @@ pub async fn collect(
         let run = runs.get(&s.id);
         let last_success = run.and_then(|r| r.last_success);
         let last_error = run.and_then(|r| r.last_error.clone());
-        let state = match (&last_success, &last_error) {
-            (_, None) if last_success.is_some() || records > 0 => State::Ok,
-            (None, None) => State::Unknown,
-            (Some(ok), Some((err, _))) if ok > err => State::Ok,
-            _ => State::Failing,
-        };
+        let state = state_of(last_success, last_error.as_ref().map(|(t, _)| *t), records);
         out.push(SourceStatus {
             source: s.id.clone(),
             department: s.department.clone(),
@@ -199,6 +194,38 @@ pub async fn collect(
         });
     }
     Ok(out)
+}
+
+/// A source's state from its last passes: failing when the last failure
+/// is newer than the last success; unknown without passes or records.
+pub fn state_of(last_success: Option<DateTime<Utc>>, last_error: Option<DateTime<Utc>>, records: i64) -> State {
+    match (last_success, last_error) {
+        (_, None) if last_success.is_some() || records > 0 => State::Ok,
+        (None, None) => State::Unknown,
+        (Some(ok), Some(err)) if ok > err => State::Ok,
+        _ => State::Failing,
+    }
+}
+
+/// The kind of a quarantine reason: without its `source `…` record `…`
+/// (…): ` prefix, up to its first `: ` (as `collect` groups them).
+pub fn reason_kind(reason: &str) -> String {
+    let mut r = reason;
+    if let Some(rest) = r.strip_prefix("source `")
+        && let Some(i) = rest.find("` record `")
+        && let Some(j) = rest[i + 10..].find('`')
+    {
+        let mut after = &rest[i + 10 + j + 1..];
+        if let Some(p) = after.strip_prefix(" (")
+            && let Some(k) = p.find(')')
+        {
+            after = &p[k + 1..];
+        }
+        if let Some(a) = after.strip_prefix(": ") {
+            r = a;
+        }
+    }
+    r.split(": ").next().unwrap_or(r).to_string()
 }
 
 /// A configured source: its id and department.
@@ -343,6 +370,17 @@ pub fn render(rows: &[SourceStatus], now: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reason_kinds_drop_the_locator_and_the_details() {
+        use super::reason_kind;
+        assert_eq!(
+            reason_kind("source `s` record `k1` (file a.jsonl line 3): failed at run time: cast"),
+            "failed at run time"
+        );
+        assert_eq!(reason_kind("source `s` record `k1`: missing required field `id`"), "missing required field `id`");
+        assert_eq!(reason_kind("not JSON: expected value"), "not JSON");
+    }
+
     use super::*;
 
     #[test]

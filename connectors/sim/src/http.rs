@@ -46,12 +46,14 @@ pub(crate) struct Shared {
     pub cfg: SimConfig,
     world: Mutex<World>,
     counters: [Counters; 4],
+    /// While set, every request answers `500` ([`crate::Simulation::set_outage`]).
+    pub outage: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     pub fn new(cfg: SimConfig) -> Shared {
         let world = World::generate(&cfg);
-        Shared { cfg, world: Mutex::new(world), counters: Default::default() }
+        Shared { cfg, world: Mutex::new(world), counters: Default::default(), outage: Default::default() }
     }
 
     /// Lock the world (a poisoned lock is still usable: every mutation leaves it consistent).
@@ -164,7 +166,7 @@ async fn gate(sh: &Shared, src: Src, headers: &HeaderMap) -> Option<Response> {
         c.slowed.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(dur).await;
     }
-    if hits(f.error_500_every) {
+    if hits(f.error_500_every) || sh.outage.load(Ordering::SeqCst) {
         c.errors_500.fetch_add(1, Ordering::SeqCst);
         return Some(error(src, StatusCode::INTERNAL_SERVER_ERROR, "simulated internal error"));
     }

@@ -393,6 +393,13 @@ impl Simulation {
         files::write_batch(&self.shared, &self.env_drop_dir, n)
     }
 
+    /// An outage of every department system: while `on`, every request
+    /// (any server, any path) answers `500` with the source's JSON error
+    /// envelope, counted as `errors_500`; off, they answer normally again.
+    pub fn set_outage(&self, on: bool) {
+        self.shared.outage.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Requests served so far, per server.
     pub fn request_counts(&self) -> RequestCounts {
         self.shared.counts()

@@ -167,6 +167,13 @@ enum Cmd {
         /// LIANQIN_POLICIES is not set; only on a loopback address.
         #[arg(long)]
         demo_users: bool,
+        /// Also serve the web console on this address (libraries, SQL, map,
+        /// audit; with --config also the Sources pages).
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
+        /// Hub config whose sources the console's Sources pages show.
+        #[arg(long, requires = "console")]
+        config: Option<PathBuf>,
     },
     /// Export a table or query with USER's permissions to a file (audited).
     Export {
@@ -738,6 +745,16 @@ async fn run(cmd: Cmd) -> Result<()> {
             lianqin_pipeline::cli::check_demo_flows(&PolicySource::from_env(), cfg.flows.len(), demo_users)
                 .with_context(|| format!("{}: [[flows]]", config.display()))?;
             let metrics_listen = cfg.metrics.as_ref().map(|m| m.listen);
+            let console = cfg.console.clone();
+            if let Some(c) = &console {
+                lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), c.listen, demo_users)
+                    .with_context(|| format!("{}: [console]", config.display()))?;
+            }
+            let console_sources: Vec<lianqin_pipeline::status::SourceRef> = cfg
+                .sources
+                .iter()
+                .map(|s| lianqin_pipeline::status::SourceRef { id: s.id.clone(), department: s.department.clone() })
+                .collect();
             let hub = Arc::new(Hub::open(cfg, &dir).await?);
             tracing::info!(data_dir = %dir.display(), bus = hub.bus().kind(), "hub started");
             let (tx, rx) = watch::channel(false);
@@ -750,6 +767,24 @@ async fn run(cmd: Cmd) -> Result<()> {
                 tokio::spawn(async move {
                     if let Err(e) = lianqin_pipeline::metrics::serve(m, h, listener, stop).await {
                         tracing::error!("metrics server stopped: {e}");
+                    }
+                });
+            }
+            if let Some(ccfg) = console {
+                // `[console]`: the web console, with replay through this hub.
+                let listener = lianqin_pipeline::console::bind(ccfg.listen).await?;
+                tracing::info!(listen = %listener.local_addr()?, "serving the web console");
+                let con = Arc::new(lianqin_pipeline::console::Console::new(
+                    &dir,
+                    PolicySource::from_env(),
+                    console_sources,
+                    Some(Arc::clone(&hub)),
+                    ccfg.secure_cookies,
+                )?);
+                let stop = rx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = con.serve(listener, stop).await {
+                        tracing::error!("web console stopped: {e}");
                     }
                 });
             }
@@ -871,9 +906,13 @@ async fn run(cmd: Cmd) -> Result<()> {
                 println!("{t:<28} {removed:>5} small files → {added:>3} (history kept)");
             }
         }
-        Cmd::Serve { data_dir, listen, tls_cert, tls_key, demo_users } => {
+        Cmd::Serve { data_dir, listen, tls_cert, tls_key, demo_users, console, config } => {
             init_tracing("info");
             lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), listen, demo_users)?;
+            if let Some(c) = console {
+                lianqin_pipeline::cli::check_demo_users(&PolicySource::from_env(), c, demo_users)
+                    .context("--console")?;
+            }
             if !data_dir.join("lake").is_dir() {
                 bail!(
                     "{}: no libraries here (run `lianqin demo --once` or `lianqin run` first, or pass --data-dir)",
@@ -886,6 +925,27 @@ async fn run(cmd: Cmd) -> Result<()> {
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
             eprintln!("lianqin: Postgres wire server on {} (data dir {})", listener.local_addr()?, data_dir.display());
             let (tx, rx) = watch::channel(false);
+            if let Some(addr) = console {
+                let sources = match &config {
+                    Some(c) => lianqin_pipeline::status::sources_of(c)?,
+                    None => Vec::new(),
+                };
+                let con = Arc::new(lianqin_pipeline::console::Console::new(
+                    &data_dir,
+                    PolicySource::from_env(),
+                    sources,
+                    None,
+                    true,
+                )?);
+                let l = lianqin_pipeline::console::bind(addr).await?;
+                eprintln!("lianqin: web console on http://{}", l.local_addr()?);
+                let stop = rx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = con.serve(l, stop).await {
+                        tracing::error!("web console stopped: {e}");
+                    }
+                });
+            }
             tokio::spawn(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = tx.send(true);
