@@ -6,6 +6,9 @@
 #   * a throwaway MariaDB server (Debian's mariadb-server, under /tmp, port 13306)
 #   * psql and Python psycopg (clients of `lianqin serve`; installed when missing)
 #   * fonts-droid-fallback and poppler-utils (report PDFs; installed when missing)
+#   * Debian's chromium and Playwright for Python (web console browser tests;
+#     installed when missing; Playwright drives /usr/bin/chromium, it downloads
+#     no browser)
 #   * cargo fmt --check and cargo clippy -D warnings before any test runs
 # Usage: tests/run.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  (default: ./target)   LIANQIN_SKIP_SERVICES=1 to skip services
@@ -73,6 +76,18 @@ if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || ! comma
   echo "==> installing fonts-droid-fallback and poppler-utils"
   apt-get install -y -qq fonts-droid-fallback poppler-utils >/dev/null 2>&1 \
     || { apt-get update -qq >/dev/null && apt-get install -y -qq fonts-droid-fallback poppler-utils >/dev/null; }
+fi
+
+# Web console (tests/it/console.rs): Debian's Chromium, driven by Playwright
+# for Python with executable_path; installed only when missing.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium"
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+fi
+if ! python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
+  echo "==> installing playwright (pip; no browser download)"
+  python3 -m pip install --quiet playwright
 fi
 
 echo "==> cargo test --workspace"

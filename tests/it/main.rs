@@ -5,6 +5,7 @@
 mod audit;
 mod cli;
 mod confirm;
+mod console;
 mod crash;
 mod current;
 mod e2e;

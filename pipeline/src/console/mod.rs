@@ -205,8 +205,7 @@ impl Console {
     pub(crate) fn record(
         &self,
         kind: EventKind,
-        user: &str,
-        department: &str,
+        (user, department): (&str, &str),
         outcome: Outcome,
         session: Option<&str>,
         client: &str,
@@ -227,7 +226,7 @@ impl Console {
         outcome: Outcome,
         detail: serde_json::Value,
     ) -> Result<(), PipelineError> {
-        self.record(kind, &c.who.name, &c.who.department, outcome, Some(&c.session.audit_id), &c.client, detail)
+        self.record(kind, (&c.who.name, &c.who.department), outcome, Some(&c.session.audit_id), &c.client, detail)
     }
 
     /// The sources `who` may operate: all for administrators, their

@@ -71,8 +71,7 @@ impl Console {
         let deny = |user: &str, dept: &str, session: Option<&str>, reason: &str| {
             let _ = self.record(
                 EventKind::Denial,
-                user,
-                dept,
+                (user, dept),
                 Outcome::Deny,
                 session,
                 &client,
@@ -158,8 +157,7 @@ pub(super) async fn login(
                 serde_json::json!({"method": "password", "via": "console", "policy_version": policy.version()});
             if let Err(e) = c.record(
                 EventKind::Login,
-                &who.name,
-                &who.department,
+                (&who.name, &who.department),
                 Outcome::Success,
                 Some(&s.audit_id),
                 &client,
@@ -178,8 +176,7 @@ pub(super) async fn login(
             let reason = if policy.principal(user).is_some() { "wrong password" } else { "unknown user" };
             let _ = c.record(
                 EventKind::Login,
-                user,
-                "",
+                (user, ""),
                 Outcome::Failure,
                 None,
                 &client,
@@ -187,8 +184,7 @@ pub(super) async fn login(
             );
             let _ = c.record(
                 EventKind::Denial,
-                user,
-                "",
+                (user, ""),
                 Outcome::Deny,
                 None,
                 &client,
@@ -628,7 +624,7 @@ pub(super) async fn reconcile(State(c): St, ConnectInfo(a): Addr, headers: Heade
 /// `source`, landed in a library, quarantined (and not landed), pending.
 fn reconcile_sql(tables: &[String], source: &str) -> Option<String> {
     let raw = crate::library::raw_table(source);
-    if !tables.iter().any(|t| *t == raw) {
+    if !tables.contains(&raw) {
         return None;
     }
     let s = quote(source);
