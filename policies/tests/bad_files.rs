@@ -84,8 +84,8 @@ async fn bad_users() {
     };
     expect_line(load(MODEL, POLICY, &text).await, "users.toml", entry_line, "unknown department");
     // TOML syntax error: the line of the error.
-    let text = format!("{USERS}\n[[user]]\nname = \"x\nroles = []\n");
-    let line = line_of(&text, "name = \"x");
+    let text = format!("{USERS}\n[[user]]\nname = \"unterminated\nroles = []\n");
+    let line = line_of(&text, "name = \"unterminated");
     expect_line(load(MODEL, POLICY, &text).await, "users.toml", line, "");
     // Undefined role.
     let text = USERS.replacen("roles = [\"auditor\"]", "roles = [\"auditorr\"]", 1);
