@@ -130,6 +130,11 @@ pub struct HttpConfig {
     /// Request signing (e.g. `{ type = "irs", app_key = "${IRS_APP_KEY}", app_secret = "${IRS_APP_SECRET}" }`).
     #[serde(default)]
     pub auth: Option<HttpAuth>,
+    /// JSON pointer to the number of matching records the API reports
+    /// (e.g. `/data/total`), read from the first page of a pass: the
+    /// source's own count for reconciliation (`RunStats::reported`).
+    #[serde(default)]
+    pub total: Option<String>,
 }
 
 fn default_since() -> String {
@@ -418,6 +423,11 @@ impl PollingSource for HttpSource {
             // Position within the current `since`: page number / offset / cursor.
             let mut page_idx: u32 = 0;
             let mut cursor: Option<String> = None;
+            // Reconciliation: the source's count (first page) and the
+            // distinct keys published; reported only for a pass read to the end.
+            let mut reported: Option<u64> = None;
+            let mut keys = std::collections::HashSet::new();
+            let mut finished = false;
             for _ in 0..self.cfg.max_pages {
                 let mut params: Vec<(String, String)> = vec![(self.cfg.since_param.clone(), since.clone())];
                 let size = match &self.cfg.pagination {
@@ -440,6 +450,11 @@ impl PollingSource for HttpSource {
                 let location = describe(&self.cfg.url, &params);
                 let (page, retries) = self.get_page(&params).await?;
                 stats.retries += retries;
+                if stats.units == 0
+                    && let Some(ptr) = &self.cfg.total
+                {
+                    reported = page.pointer(ptr).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
+                }
                 let items = match page.pointer(&self.cfg.records) {
                     Some(Value::Array(a)) => a.clone(),
                     Some(Value::Null) | None => Vec::new(),
@@ -452,6 +467,7 @@ impl PollingSource for HttpSource {
                     }
                 };
                 if items.is_empty() {
+                    finished = true;
                     break;
                 }
                 let envelopes: Vec<Envelope> = items
@@ -467,6 +483,14 @@ impl PollingSource for HttpSource {
                 stats.records += envelopes.len() as u64;
                 stats.unparsable += envelopes.iter().filter(|e| e.key.is_empty()).count() as u64;
                 stats.units += 1;
+                if self.cfg.total.is_some() {
+                    // A record without a key counts once per content.
+                    keys.extend(
+                        envelopes
+                            .iter()
+                            .map(|e| if e.key.is_empty() { format!("\0{}", e.hash) } else { e.key.clone() }),
+                    );
+                }
                 debug!(source = %self.id, %location, n = envelopes.len(), since = %new_since, "page published");
                 let next_cursor = match &self.cfg.pagination {
                     Pagination::Cursor { next, .. } => page.pointer(next).and_then(|v| match v {
@@ -482,12 +506,16 @@ impl PollingSource for HttpSource {
                         // Opaque cursors are stable within a walk; follow them to the end.
                         match next_cursor {
                             Some(c) => cursor = Some(c),
-                            None => break,
+                            None => {
+                                finished = true;
+                                break;
+                            }
                         }
                         since = new_since;
                     }
                     _ => {
                         if short_page {
+                            finished = true;
                             break;
                         }
                         if new_since > since {
@@ -498,6 +526,10 @@ impl PollingSource for HttpSource {
                         }
                     }
                 }
+            }
+            if self.cfg.total.is_some() {
+                stats.distinct = keys.len() as u64;
+                stats.reported = if finished { reported } else { None };
             }
             Ok(stats)
         }

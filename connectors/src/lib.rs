@@ -100,6 +100,8 @@ pub enum ConnectorError {
 /// The connector part of a `[[sources]]` block, selected by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// A config is parsed once per source: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ConnectorConfig {
     /// A JSON HTTP API ([`http::HttpConfig`]).
     Http(http::HttpConfig),
@@ -240,6 +242,13 @@ pub struct RunStats {
     pub units: u64,
     /// Requests retried after a transient failure.
     pub retries: u64,
+    /// For reconciliation: how many records the source itself reported for
+    /// this pass (HTTP: the `total` its first page named), when it reports
+    /// one and the pass read to the end; `None` otherwise.
+    pub reported: Option<u64>,
+    /// Distinct record keys published in this pass (what `reported` is
+    /// compared with: a page boundary may deliver a record twice).
+    pub distinct: u64,
 }
 
 impl RunStats {
@@ -249,6 +258,11 @@ impl RunStats {
         self.unparsable += o.unparsable;
         self.units += o.units;
         self.retries += o.retries;
+        self.reported = match (self.reported, o.reported) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.distinct += o.distinct;
     }
 }
 

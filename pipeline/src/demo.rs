@@ -44,6 +44,7 @@ type = "http"
 url = "{p110}/api/110/incidents"
 headers = {{ "X-API-Key" = "${{{env}}}" }}
 records = "/data/items"
+total = "/data/total"     # the API's own count: reconciliation (web console)
 key_field = "jjdbh"
 updated_field = "updated_at"
 since_param = "updated_since"
@@ -61,6 +62,7 @@ type = "http"
 url = "{h12345}/api/12345/tickets"
 headers = {{ "Authorization" = "Bearer ${{{env}}}" }}
 records = "/rows"
+total = "/total"
 key_field = "ticket_no"
 updated_field = "updated_at"
 since_param = "since"
@@ -94,6 +96,7 @@ type = "http"
 url = "{zhzf}/api/zhzf/cases"
 headers = {{ "X-API-Key" = "${{{env}}}" }}
 records = "/result/records"
+total = "/result/total"
 key_field = "case_no"
 updated_field = "updated_at"
 since_param = "modifiedSince"

@@ -300,6 +300,55 @@ pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, Pipelin
     Ok(out)
 }
 
+/// One successful connector pass as the audit trail has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Source id.
+    pub source: String,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+    /// Records published (repeats at page boundaries included).
+    pub records: u64,
+    /// What the source itself reported for the pass (HTTP `total`), when it does.
+    pub reported: Option<u64>,
+    /// Distinct keys published (compared with `reported`).
+    pub distinct: u64,
+}
+
+/// Every successful connector pass of `sources` in the audit trail of
+/// `data_dir`, oldest first (reconciliation of source-reported counts).
+pub fn connector_passes(data_dir: &Path, sources: &[SourceRef]) -> Result<Vec<Pass>, PipelineError> {
+    use lianqin_audit::{AuditFilter, EventKind, Outcome};
+    let mut out = Vec::new();
+    let streams = crate::audit::streams(data_dir);
+    if streams.is_empty() {
+        return Ok(out);
+    }
+    let key = crate::audit::master_key(data_dir, false)?;
+    for st in streams {
+        let records =
+            lianqin_audit::read(&st, &key, AuditFilter { kind: Some(EventKind::ConnectorRun), ..Default::default() })
+                .map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?;
+        for r in records {
+            let ev = r.map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?.event;
+            let Some(source) = ev.detail.get("source").and_then(|v| v.as_str()) else { continue };
+            if ev.outcome != Outcome::Success || !sources.iter().any(|s| s.id == source) {
+                continue;
+            }
+            let n = |k: &str| ev.detail.get(k).and_then(|v| v.as_u64());
+            out.push(Pass {
+                source: source.to_string(),
+                at: ev.time,
+                records: n("records").unwrap_or(0),
+                reported: n("reported"),
+                distinct: n("distinct").unwrap_or(0),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.source.cmp(&b.source)));
+    Ok(out)
+}
+
 /// The table `lianqin status` prints.
 pub fn render(rows: &[SourceStatus], now: DateTime<Utc>) -> String {
     use std::fmt::Write;

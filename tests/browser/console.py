@@ -129,6 +129,24 @@ def replay(page, source, n):
     wait_for(page, f"/quarantine?source={source}", lambda p: p.inner_text("#open-count") == "0", "nothing open after the replay")
 
 
+def reconcile(page, http_source, file_source):
+    """Per source and day: raw vs libraries vs quarantine balance once the
+    replay landed everything; the HTTP source's own totals match."""
+    login(page, "xu.ops")
+    page.goto(URL + "/reconcile")
+    rows = [[c.inner_text() for c in r.locator("td").all()] for r in page.locator("#reconcile tbody tr").all()]
+    mine = [r for r in rows if r[0] == file_source]
+    check(mine, f"{file_source} has reconciliation rows: {rows}")
+    check(all(r[6].startswith("平") for r in mine) and sum(int(r[2]) for r in mine) == sum(int(r[3]) for r in mine),
+          f"{file_source}: every received version landed: {mine}")
+    rep = [[c.inner_text() for c in r.locator("td").all()] for r in page.locator(f"#reported tbody tr[data-source={http_source}]").all()]
+    check(rep, f"{http_source} has source-reported rows: {page.inner_text('#reported')}")
+    check(all(r[6].startswith("平") for r in rep) and any(int(r[3]) > 0 for r in rep),
+          f"{http_source}: the API's totals match what was published: {rep}")
+    files = page.locator(f"#reported tbody tr[data-source={file_source}]").all()
+    check(all("not reported" in r.inner_text() for r in files), "a drop folder reports no count")
+
+
 def analyst(page):
     """chen.ecology: only permitted rows, masked columns; no IT or audit pages."""
     login(page, "chen.ecology")

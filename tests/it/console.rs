@@ -8,6 +8,8 @@
 //! * a mapping that fails at run time quarantines 5 of 500 records; after
 //!   the fix (new mapping, hub restarted after a SIGKILL) the IT user replays
 //!   them in the browser and they land exactly once;
+//! * reconciliation balances raw, libraries and quarantine per day, and the
+//!   110 API's own totals match what its connector published;
 //! * an analyst sees only permitted rows and masked columns, downloads CSV,
 //!   the map; an auditor finds those queries, and every stream verifies;
 //! * a POST without the CSRF token, from another origin, with a foreign or a
@@ -207,6 +209,8 @@ listen = "127.0.0.1:{port}"
         5,
         "nothing is removed from quarantine"
     );
+
+    step(&url, d, "reconcile", &["police_110", "police_drop"]);
 
     // 3. Analysts, auditors, refusals.
     step(&url, d, "analyst", &[]);

@@ -344,7 +344,7 @@ pub fn connector_run(
     let (outcome, detail) = match result {
         Ok(s) => (
             Outcome::Success,
-            serde_json::json!({"source": source, "records": s.records, "unparsable": s.unparsable, "units": s.units, "retries": s.retries}),
+            serde_json::json!({"source": source, "records": s.records, "unparsable": s.unparsable, "units": s.units, "retries": s.retries, "reported": s.reported, "distinct": s.distinct}),
         ),
         Err(e) => (Outcome::Failure, serde_json::json!({"source": source, "error": e})),
     };
