@@ -79,6 +79,12 @@ fn seconds_histogram() -> Histogram {
 /// The hub's metric families (see the module docs).
 #[derive(Debug)]
 pub struct Metrics {
+    /// Open Postgres-wire connections (`[server]`).
+    pub pgwire_sessions: Gauge,
+    /// Postgres-wire connections accepted since start.
+    pub pgwire_connections: Counter,
+    /// Live web-console sessions (`[console]`).
+    pub console_sessions: Gauge,
     registry: Registry,
     read: Family<SourceLabel, Counter>,
     accepted: Family<SourceLabel, Counter>,
@@ -117,6 +123,9 @@ impl Metrics {
             retries: Family::default(),
             last_success: Family::default(),
             backlog: Family::default(),
+            pgwire_sessions: Gauge::default(),
+            pgwire_connections: Counter::default(),
+            console_sessions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("records_read", "Records taken from the bus into a batch", m.read.clone());
@@ -147,6 +156,9 @@ impl Metrics {
             m.last_success.clone(),
         );
         registry.register("bus_backlog", "Records on the bus not yet committed (at scrape time)", m.backlog.clone());
+        registry.register("pgwire_sessions", "Open Postgres-wire connections", m.pgwire_sessions.clone());
+        registry.register("pgwire_connections", "Postgres-wire connections accepted", m.pgwire_connections.clone());
+        registry.register("console_sessions", "Live web-console sessions", m.console_sessions.clone());
         Metrics { registry, ..m }
     }
 

@@ -64,7 +64,8 @@ async fn metrics_match_the_libraries_and_show_a_failing_source() {
     }
     std::fs::write(drop.join("a.jsonl"), text).unwrap();
     std::fs::write(d.join("metrics_test.toml"), MAPPING).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, pg_port, console_port) = (free(), free(), free());
     let config = d.join("hub.toml");
     std::fs::write(
         &config,
@@ -74,6 +75,10 @@ async fn metrics_match_the_libraries_and_show_a_failing_source() {
 kind = "embedded"
 [metrics]
 listen = "127.0.0.1:{port}"
+[server]
+listen = "127.0.0.1:{pg_port}"
+[console]
+listen = "127.0.0.1:{console_port}"
 [[sources]]
 id = "metrics_test"
 department = "police"
@@ -104,7 +109,7 @@ key_columns = ["id"]
     let data = d.join("data");
     let log = std::fs::File::create(d.join("hub.log")).unwrap();
     let mut child = Command::new(lianqin_bin())
-        .args(["run", "--config"])
+        .args(["run", "--demo-users", "--config"])
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)
@@ -144,6 +149,32 @@ key_columns = ["id"]
     // The broken source: its runs fail, it never succeeded.
     assert!(get("lianqin_source_runs_total{outcome=error,source=metrics_broken}") >= 1.0, "{m:#?}");
     assert!(!m.contains_key("lianqin_source_last_success_timestamp_seconds{source=metrics_broken}"));
+    // Sessions: an open Postgres-wire connection and a console login are counted.
+    let pg = std::net::TcpStream::connect(("127.0.0.1", pg_port)).expect("connect to [server]");
+    let gauge = |name: &'static str, want: f64| {
+        let url = url.clone();
+        async move {
+            wait_until(Duration::from_secs(20), || async {
+                scrape(&url).await.unwrap_or_default().get(name) == Some(&want)
+            })
+            .await
+        }
+    };
+    assert!(gauge("lianqin_pgwire_sessions{}", 1.0).await, "{:#?}", scrape(&url).await);
+    std::mem::drop(pg);
+    assert!(gauge("lianqin_pgwire_sessions{}", 0.0).await, "{:#?}", scrape(&url).await);
+    assert!(scrape(&url).await.unwrap()["lianqin_pgwire_connections_total{}"] >= 1.0);
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{console_port}/login"))
+        .form(&[("user", "xu.ops"), ("password", "xu.ops-demo")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "console login");
+    assert!(gauge("lianqin_console_sessions{}", 1.0).await, "{:#?}", scrape(&url).await);
     // `lianqin status` (while the hub runs) says the same.
     let st = status(&config, &data);
     assert_eq!(st["metrics_test"]["state"], "ok", "{st:#?}");

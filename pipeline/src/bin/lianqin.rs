@@ -774,13 +774,16 @@ async fn run(cmd: Cmd) -> Result<()> {
                 // `[console]`: the web console, with replay through this hub.
                 let listener = lianqin_pipeline::console::bind(ccfg.listen).await?;
                 tracing::info!(listen = %listener.local_addr()?, "serving the web console");
-                let con = Arc::new(lianqin_pipeline::console::Console::new(
-                    &dir,
-                    PolicySource::from_env(),
-                    console_sources,
-                    Some(Arc::clone(&hub)),
-                    ccfg.secure_cookies,
-                )?);
+                let con = Arc::new(
+                    lianqin_pipeline::console::Console::new(
+                        &dir,
+                        PolicySource::from_env(),
+                        console_sources,
+                        Some(Arc::clone(&hub)),
+                        ccfg.secure_cookies,
+                    )?
+                    .with_metrics(hub.metrics()),
+                );
                 let stop = rx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = con.serve(listener, stop).await {
@@ -790,7 +793,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             }
             if let Some(scfg) = server {
                 // `[server]`: also serve the libraries over the Postgres protocol.
-                let pg = PgServer::new(&scfg, &dir, PolicySource::from_env()).await?;
+                let pg = PgServer::new(&scfg, &dir, PolicySource::from_env()).await?.with_metrics(hub.metrics());
                 let listener = tokio::net::TcpListener::bind(scfg.listen)
                     .await
                     .with_context(|| format!("[server] listen on {}", scfg.listen))?;

@@ -72,6 +72,7 @@ pub struct Console {
     audit: Audit,
     sessions: Sessions,
     secure_cookies: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -109,7 +110,21 @@ impl Console {
             audit,
             sessions: Sessions::default(),
             secure_cookies,
+            metrics: None,
         })
+    }
+
+    /// Reports live sessions in `metrics` (`lianqin_console_sessions`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Updates the session gauge (after a login or logout).
+    pub(crate) fn count_sessions(&self) {
+        if let Some(m) = &self.metrics {
+            m.console_sessions.set(self.sessions.live() as i64);
+        }
     }
 
     /// The routes of the console.

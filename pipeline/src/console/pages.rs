@@ -166,6 +166,7 @@ pub(super) async fn login(
                 c.sessions.end(&id);
                 return login_page(StatusCode::SERVICE_UNAVAILABLE, Some(&format!("audit trail unavailable: {e}")));
             }
+            c.count_sessions();
             let mut r = Redirect::to("/").into_response();
             if let Ok(v) = session::set_cookie(&id, c.secure_cookies).parse() {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -219,6 +220,7 @@ pub(super) async fn logout(
     {
         c.sessions.end(id);
     }
+    c.count_sessions();
     let _ = c.record_action(&caller, EventKind::Login, Outcome::Success, serde_json::json!({"action": "logout"}));
     let mut r = Redirect::to("/login").into_response();
     if let Ok(v) = session::clear_cookie(c.secure_cookies).parse() {

@@ -70,6 +70,13 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Live sessions now.
+    pub fn live(&self) -> usize {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, s| s.last.elapsed() < IDLE && s.created.elapsed() < ABSOLUTE);
+        m.len()
+    }
+
     /// Ends the session of cookie value `id`.
     pub fn end(&self, id: &str) -> Option<WebSession> {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id)

@@ -107,6 +107,7 @@ use crate::schema::Catalog;
 pub struct PgServer {
     shared: Arc<Shared>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Debug for PgServer {
@@ -166,7 +167,14 @@ impl PgServer {
             cert_pem,
             fake_key: rand::random(),
         };
-        Ok(PgServer { shared: Arc::new(shared), tls })
+        Ok(PgServer { shared: Arc::new(shared), tls, metrics: None })
+    }
+
+    /// Counts connections in `metrics` (`lianqin_pgwire_sessions`, open;
+    /// `lianqin_pgwire_connections_total`, accepted).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Accepts connections on `listener` until `shutdown` turns true.
@@ -199,9 +207,17 @@ impl PgServer {
                         authenticated: Arc::new(OnceLock::new()),
                     });
                     let tls = self.tls.clone();
+                    let metrics = self.metrics.clone();
+                    if let Some(m) = &metrics {
+                        m.pgwire_connections.inc();
+                        m.pgwire_sessions.inc();
+                    }
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, tls, conn).await {
                             warn!(%peer, "connection ended with an error: {e}");
+                        }
+                        if let Some(m) = metrics {
+                            m.pgwire_sessions.dec();
                         }
                     });
                 }
