@@ -248,8 +248,20 @@ impl LibraryStore {
     /// disk — nothing is vacuumed (§7.4.3) — so every earlier version stays
     /// readable by time travel. Returns (table, files removed, files added).
     pub async fn compact(&self) -> Result<Vec<(String, u64, u64)>, PipelineError> {
+        self.compact_with(|_, _, _| {}).await
+    }
+
+    /// [`compact`](Self::compact), calling `before(i, n, table)` before
+    /// each of the `n` tables (progress).
+    pub async fn compact_with(
+        &self,
+        mut before: impl FnMut(usize, usize, &str),
+    ) -> Result<Vec<(String, u64, u64)>, PipelineError> {
         let mut out = Vec::new();
-        for (name, slot) in self.slots().await {
+        let slots = self.slots().await;
+        let n = slots.len();
+        for (i, (name, slot)) in slots.into_iter().enumerate() {
+            before(i, n, &name);
             let mut current = slot.lock().await;
             let (t, m) = current
                 .clone()

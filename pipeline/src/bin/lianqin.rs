@@ -875,10 +875,10 @@ async fn run(cmd: Cmd) -> Result<()> {
                 )
             })?;
             let who = format!("local:{}", lianqin_pipeline::cli::session::os_user());
-            let p = lianqin_pipeline::replay::publish(&hub, &who, &source, &filter, |done, total| {
-                eprintln!("replay {source}: published {done}/{total}");
-            })
-            .await?;
+            let mut bar = lianqin_pipeline::cli::progress::Progress::new(format!("replay {source}: published"), 0);
+            let p = lianqin_pipeline::replay::publish(&hub, &who, &source, &filter, |done, total| bar.set(done, total))
+                .await?;
+            bar.finish();
             let resumed = if p.resumed { " (an unfinished run, taken up again)" } else { "" };
             println!("replay run {}{resumed}: {} record(s) of `{source}` published", p.run, p.published);
             if publish_only {
@@ -905,7 +905,11 @@ async fn run(cmd: Cmd) -> Result<()> {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
             let store = LibraryStore::open_existing(&data_dir, Arc::clone(&catalog)).await?;
-            for (t, removed, added) in store.compact().await? {
+            let mut bar = lianqin_pipeline::cli::progress::Progress::new("compact: tables", 0);
+            let done = store.compact_with(|i, n, _| bar.set(i as u64, n as u64)).await?;
+            bar.set(done.len() as u64, done.len() as u64);
+            bar.finish();
+            for (t, removed, added) in done {
                 println!("{t:<28} {removed:>5} small files → {added:>3} (history kept)");
             }
         }

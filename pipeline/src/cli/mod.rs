@@ -6,7 +6,8 @@
 //! interactive SQL shell ([`shell`]), whether the built-in demo users may
 //! be served ([`check_demo_users`]) or run flows ([`check_demo_flows`]),
 //! token resolution ([`token`]), joint-matter explanations and operator
-//! decisions ([`matter`]), the second callback ([`recheck`]), station reports ([`report`]) and how errors reach the user
+//! decisions ([`matter`]), the second callback ([`recheck`]), station reports ([`report`]), progress of long work
+//! ([`progress`]) and how errors reach the user
 //! ([`report`]).
 //!
 //! `src/bin/lianqin.rs` keeps only the command tree and calls in here.
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod confirm;
 pub mod matter;
+pub mod progress;
 pub mod recheck;
 pub mod report;
 pub mod session;
