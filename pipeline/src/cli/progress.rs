@@ -49,7 +49,7 @@ impl Progress {
             let _ = err.flush();
             return;
         }
-        let tenth = if total == 0 { 10 } else { done.min(total) * 10 / total };
+        let tenth = (done.min(total) * 10).checked_div(total).unwrap_or(10);
         if self.last_tenth != Some(tenth) {
             self.last_tenth = Some(tenth);
             let _ = writeln!(err, "{} {}", self.label, bar(done, total, 20));
