@@ -243,11 +243,13 @@ pub struct RunStats {
     /// Requests retried after a transient failure.
     pub retries: u64,
     /// For reconciliation: how many records the source itself reported for
-    /// this pass (HTTP: the `total` its first page named), when it reports
-    /// one and the pass read to the end; `None` otherwise.
+    /// this pass, when it reports one and the pass read to the end: HTTP,
+    /// the `total` its first page named; JSON-lines files, their physical
+    /// lines (counted in the scan pass). `None` otherwise.
     pub reported: Option<u64>,
-    /// Distinct record keys published in this pass (what `reported` is
-    /// compared with: a page boundary may deliver a record twice).
+    /// What `reported` is compared with: HTTP, the distinct record keys
+    /// published (a page boundary may deliver a record twice); files, the
+    /// lines the reader went through.
     pub distinct: u64,
 }
 

@@ -313,6 +313,8 @@ pub struct Pass {
     pub reported: Option<u64>,
     /// Distinct keys published (compared with `reported`).
     pub distinct: u64,
+    /// Requests retried during the pass.
+    pub retries: u64,
 }
 
 /// Every successful connector pass of `sources` in the audit trail of
@@ -342,6 +344,7 @@ pub fn connector_passes(data_dir: &Path, sources: &[SourceRef]) -> Result<Vec<Pa
                 records: n("records").unwrap_or(0),
                 reported: n("reported"),
                 distinct: n("distinct").unwrap_or(0),
+                retries: n("retries").unwrap_or(0),
             });
         }
     }

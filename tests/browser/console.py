@@ -98,7 +98,12 @@ def sources_failing(page, source):
 
 def sources_recovered(page, source):
     login(page, "xu.ops")
-    wait_for(page, "/sources", lambda p: row_class(p, source) == "state-ok", f"{source} recovered (state ok)")
+    def ok_with_checkpoint(p):
+        if row_class(p, source) != "state-ok":
+            return False
+        cells = p.locator(f"#src-{source} td").all()
+        return "since" in cells[12].inner_text() and int(cells[5].inner_text()) > 0
+    wait_for(page, "/sources", ok_with_checkpoint, f"{source} recovered (state ok, records, its checkpoint shown)")
 
 
 def quarantine_open(page, source, n):
@@ -129,7 +134,7 @@ def replay(page, source, n):
     wait_for(page, f"/quarantine?source={source}", lambda p: p.inner_text("#open-count") == "0", "nothing open after the replay")
 
 
-def reconcile(page, http_source, file_source):
+def reconcile(page, http_source, file_source, file_lines):
     """Per source and day: raw vs libraries vs quarantine balance once the
     replay landed everything; the HTTP source's own totals match."""
     login(page, "xu.ops")
@@ -143,8 +148,9 @@ def reconcile(page, http_source, file_source):
     check(rep, f"{http_source} has source-reported rows: {page.inner_text('#reported')}")
     check(all(r[6].startswith("平") for r in rep) and any(int(r[3]) > 0 for r in rep),
           f"{http_source}: the API's totals match what was published: {rep}")
-    files = page.locator(f"#reported tbody tr[data-source={file_source}]").all()
-    check(all("not reported" in r.inner_text() for r in files), "a drop folder reports no count")
+    files = [[c.inner_text() for c in r.locator("td").all()] for r in page.locator(f"#reported tbody tr[data-source={file_source}]").all()]
+    check(files and all(r[6].startswith("平") for r in files) and sum(int(r[3]) for r in files) == int(file_lines),
+          f"{file_source}: the file's {file_lines} lines were all read: {files}")
 
 
 def analyst(page):

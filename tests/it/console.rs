@@ -9,7 +9,8 @@
 //!   the fix (new mapping, hub restarted after a SIGKILL) the IT user replays
 //!   them in the browser and they land exactly once;
 //! * reconciliation balances raw, libraries and quarantine per day, and the
-//!   110 API's own totals match what its connector published;
+//!   110 API's own totals match what its connector published, the drop
+//!   file's line count what its reader went through;
 //! * an analyst sees only permitted rows and masked columns, downloads CSV,
 //!   the map; an auditor finds those queries, and every stream verifies;
 //! * a POST without the CSRF token, from another origin, with a foreign or a
@@ -210,7 +211,7 @@ listen = "127.0.0.1:{port}"
         "nothing is removed from quarantine"
     );
 
-    step(&url, d, "reconcile", &["police_110", "police_drop"]);
+    step(&url, d, "reconcile", &["police_110", "police_drop", "500"]);
 
     // 3. Analysts, auditors, refusals.
     step(&url, d, "analyst", &[]);

@@ -519,6 +519,12 @@ impl PollingSource for FileSource {
                     continue;
                 }
                 stats.units += 1;
+                // Reconciliation: the file's own line count vs the lines the
+                // reader went through (JSON lines; CSV rows may span lines).
+                if let Some(read) = records.lines_read() {
+                    stats.reported = Some(stats.reported.unwrap_or(0) + scan.lines);
+                    stats.distinct += read;
+                }
                 info!(source = %self.id, file = %name, records = published, "file ingested");
                 self.move_to(&path, &self.cfg.processed(), None)?;
             }

@@ -35,6 +35,9 @@ pub(super) struct Scan {
     pub hash: String,
     /// Whether the whole content is valid UTF-8.
     pub utf8: bool,
+    /// Physical lines (newlines, plus an unterminated last line): the
+    /// file's own count for reconciliation.
+    pub lines: u64,
 }
 
 /// Reads `reader` to the end in 1 MiB blocks: SHA-256 and UTF-8 validity.
@@ -43,12 +46,15 @@ pub(super) fn scan(mut reader: impl Read) -> std::io::Result<Scan> {
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     let mut utf8 = true;
+    let (mut lines, mut last) = (0u64, b'\n');
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[n - 1];
         if utf8 {
             carry.extend_from_slice(&buf[..n]);
             match std::str::from_utf8(&carry) {
@@ -61,7 +67,10 @@ pub(super) fn scan(mut reader: impl Read) -> std::io::Result<Scan> {
             }
         }
     }
-    Ok(Scan { hash: hex::encode(h.finalize()), utf8: utf8 && carry.is_empty() })
+    if last != b'\n' {
+        lines += 1;
+    }
+    Ok(Scan { hash: hex::encode(h.finalize()), utf8: utf8 && carry.is_empty(), lines })
 }
 
 /// Records of one file, in file order, a chunk at a time.
@@ -70,6 +79,12 @@ pub(super) trait RecordStream: Send {
     /// An error is an I/O error reading the file (the file is left for the
     /// next pass, which resumes after what was published).
     fn next_chunk(&mut self, max: usize) -> Result<Vec<Envelope>, String>;
+
+    /// Physical lines read so far, where the stream knows them (JSON lines:
+    /// one record per non-blank line) — compared with [`Scan::lines`].
+    fn lines_read(&self) -> Option<u64> {
+        None
+    }
 
     /// Skips `n` records (already published by an earlier pass).
     fn skip(&mut self, mut n: u64) -> Result<(), String> {
@@ -162,6 +177,10 @@ impl<R: BufRead + Send> JsonlStream<R> {
 }
 
 impl<R: BufRead + Send> RecordStream for JsonlStream<R> {
+    fn lines_read(&self) -> Option<u64> {
+        Some(self.line_no as u64)
+    }
+
     fn next_chunk(&mut self, max: usize) -> Result<Vec<Envelope>, String> {
         let mut out = Vec::with_capacity(max.min(65_536));
         while out.len() < max {
@@ -524,6 +543,10 @@ mod tests {
         let s = scan(Cursor::new(&bytes)).unwrap();
         assert!(s.utf8);
         assert_eq!(s.hash, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(s.lines, 1);
+        assert_eq!(scan(Cursor::new(b"a\n\nb\n")).unwrap().lines, 3);
+        assert_eq!(scan(Cursor::new(b"a\nb")).unwrap().lines, 2);
+        assert_eq!(scan(Cursor::new(b"")).unwrap().lines, 0);
         let (gbk, _, _) = encoding_rs::GBK.encode("编号,太湖\n");
         assert!(!scan(Cursor::new(gbk.as_ref())).unwrap().utf8);
         // A file ending in the middle of a sequence is not UTF-8.

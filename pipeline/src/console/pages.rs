@@ -289,13 +289,33 @@ pub(super) async fn sources(State(c): St, ConnectInfo(a): Addr, headers: HeaderM
     if rows.is_empty() {
         body.push_str(&note("info", "没有可管理的数据源 no sources of your department in this hub"));
     }
+    // Today's retries (successful passes) and each source's checkpoint on the bus.
+    let today = (now + chrono::Duration::hours(8)).date_naive();
+    let mut retries: BTreeMap<String, u64> = BTreeMap::new();
+    for p in crate::status::connector_passes(&c.data_dir, &mine).unwrap_or_default() {
+        if (p.at + chrono::Duration::hours(8)).date_naive() == today {
+            *retries.entry(p.source).or_default() += p.retries;
+        }
+    }
+    let mut checkpoints: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(hub) = &c.hub {
+        for s in &mine {
+            if let Ok(Some(v)) = hub.bus().load_checkpoint(&s.id).await {
+                let mut t = v.to_string();
+                if t.chars().count() > 120 {
+                    t = t.chars().take(117).collect::<String>() + "…";
+                }
+                checkpoints.insert(s.id.clone(), t);
+            }
+        }
+    }
     let t = |x: &Option<chrono::DateTime<chrono::Utc>>| {
         x.map(|t| (t + chrono::Duration::hours(8)).format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| "—".into())
     };
     let secs = |x: Option<f64>| x.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into());
     body.push_str(
-        r#"<table id="sources"><thead><tr><th>数据源 Source</th><th>部门 Dept</th><th>状态 State</th><th>最近成功 Last success</th><th>错误 Last error</th><th>记录 Records</th><th>今日 Today</th><th>今日隔离 Quarantined today</th><th>待处理隔离 Open quarantine</th><th>延迟 Lag p50 / p99</th><th>最近提交 Last commit</th></tr></thead><tbody>"#,
+        r#"<table id="sources"><thead><tr><th>数据源 Source</th><th>部门 Dept</th><th>状态 State</th><th>最近成功 Last success</th><th>错误 Last error</th><th>记录 Records</th><th>今日 Today</th><th>今日隔离 Quarantined today</th><th>待处理隔离 Open quarantine</th><th>延迟 Lag p50 / p99</th><th>最近提交 Last commit</th><th>今日重试 Retries today</th><th>检查点 Checkpoint</th></tr></thead><tbody>"#,
     );
     for r in &rows {
         let state = match r.state {
@@ -312,7 +332,7 @@ pub(super) async fn sources(State(c): St, ConnectInfo(a): Addr, headers: HeaderM
         let open: i64 = r.quarantine.iter().map(|(_, n)| n).sum();
         let kinds: String = r.quarantine.iter().map(|(k, n)| format!("<li>{n} × {}</li>", esc(k))).collect();
         body.push_str(&format!(
-            r#"<tr id="src-{id}" class="state-{state}"><td><a href="/quarantine?source={idq}">{id}</a></td><td>{dept}</td><td class="state">{label}</td><td>{ok}</td><td class="error">{err}</td><td>{rec}</td><td>{today}</td><td>{qt}</td><td><span class="open">{open}</span><ul>{kinds}</ul></td><td>{p50} / {p99}</td><td>{lc}</td></tr>"#,
+            r#"<tr id="src-{id}" class="state-{state}"><td><a href="/quarantine?source={idq}">{id}</a></td><td>{dept}</td><td class="state">{label}</td><td>{ok}</td><td class="error">{err}</td><td>{rec}</td><td>{today}</td><td>{qt}</td><td><span class="open">{open}</span><ul>{kinds}</ul></td><td>{p50} / {p99}</td><td>{lc}</td><td>{rt}</td><td><code>{cp}</code></td></tr>"#,
             id = esc(&r.source),
             idq = url_enc(&r.source),
             dept = esc(&r.department),
@@ -324,9 +344,11 @@ pub(super) async fn sources(State(c): St, ConnectInfo(a): Addr, headers: HeaderM
             p50 = secs(r.lag_p50_s),
             p99 = secs(r.lag_p99_s),
             lc = t(&r.last_committed),
+            rt = retries.get(&r.source).copied().unwrap_or(0),
+            cp = esc(checkpoints.get(&r.source).map(String::as_str).unwrap_or("—")),
         ));
     }
-    body.push_str("</tbody></table><p class=\"hint\">每 5 秒刷新 refreshes every 5 s. 终端: <code>lianqin status --config HUB.toml</code></p>");
+    body.push_str("</tbody></table><p class=\"hint\">每 5 秒刷新 refreshes every 5 s. 每日记录 records per day: <a href=\"/reconcile\">对账 Reconciliation</a>. 终端: <code>lianqin status --config HUB.toml</code></p>");
     html(StatusCode::OK, page("数据源 Sources", "/sources", Some(&viewer(&caller)), &body, Some(5)))
 }
 
