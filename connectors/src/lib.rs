@@ -244,11 +244,12 @@ pub struct RunStats {
     pub retries: u64,
     /// For reconciliation: how many records the source itself reported for
     /// this pass, when it reports one and the pass read to the end: HTTP,
-    /// the `total` its first page named; JSON-lines files, their physical
-    /// lines (counted in the scan pass). `None` otherwise.
+    /// the `total` its first page named; SQL, `count(*)` of the rows after
+    /// the checkpoint; JSON-lines files, their physical lines (counted in
+    /// the scan pass). `None` otherwise.
     pub reported: Option<u64>,
-    /// What `reported` is compared with: HTTP, the distinct record keys
-    /// published (a page boundary may deliver a record twice); files, the
+    /// What `reported` is compared with: HTTP and SQL, the distinct record
+    /// keys published (a page boundary may deliver a record twice); files, the
     /// lines the reader went through.
     pub distinct: u64,
 }

@@ -127,6 +127,8 @@ async fn rows_sharing_a_timestamp_across_pages_arrive_exactly_once_and_updates_f
     let stats = src.sync_once(&ctx).await.unwrap();
     assert_eq!(stats.records, 130);
     assert_eq!(stats.units, 19, "ceil(130 / 7) pages");
+    // Reconciliation: the database counted 130 rows to read, 130 distinct were published.
+    assert_eq!((stats.reported, stats.distinct), (Some(130), 130));
     let envs = read_all(&bus, topic).await;
     let m = by_key(&envs);
     assert_eq!(envs.len(), 130, "every row exactly once");
@@ -166,6 +168,7 @@ async fn rows_sharing_a_timestamp_across_pages_arrive_exactly_once_and_updates_f
     .unwrap();
     let more = src.sync_once(&ctx).await.unwrap();
     assert_eq!(more.records, 4);
+    assert_eq!((more.reported, more.distinct), (Some(4), 4), "counted after the checkpoint");
     let envs = read_all(&bus, topic).await;
     assert_eq!(envs.len(), 134);
     let m = by_key(&envs);

@@ -367,6 +367,13 @@ trait Dialect: Send {
         plan: &Self::Plan,
         page_desc: &str,
     ) -> Result<(Envelope, SqlCheckpoint), ConnectorError>;
+    /// How many rows the source holds after `after` (the database's own
+    /// count for reconciliation); `None` when it cannot be counted.
+    fn count(
+        &mut self,
+        plan: &Self::Plan,
+        after: Option<&SqlCheckpoint>,
+    ) -> impl std::future::Future<Output = Option<u64>> + Send;
     /// Forgets a broken connection (reconnect on the next pass).
     fn reset(&mut self);
 }
@@ -391,6 +398,11 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
         };
         let (batch_size, max_pages) = (d.settings().batch_size, d.settings().max_pages);
         let mut stats = RunStats::default();
+        // Reconciliation: the database's count of what this pass should read,
+        // and the distinct keys it published; claimed only for a pass read to the end.
+        let reported = d.count(&plan, cp.as_ref()).await;
+        let mut keys = std::collections::HashSet::new();
+        let mut finished = false;
         for page in 0..max_pages {
             let rows = match d.fetch(&plan, cp.as_ref()).await {
                 Ok(r) => r,
@@ -402,6 +414,7 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
                 }
             };
             if rows.is_empty() {
+                finished = true;
                 break;
             }
             let desc = format!("page {} of this pass", page + 1);
@@ -414,11 +427,17 @@ async fn walk<D: Dialect>(d: &mut D, ctx: &SourceContext, db: &'static str) -> R
             }
             let Some(last) = last else { break };
             publish_page(&id, ctx, &envelopes, &last, &mut stats).await?;
+            keys.extend(envelopes.iter().map(|e| e.key.clone()));
             let short = (rows.len() as u32) < batch_size;
             cp = Some(last);
             if short {
+                finished = true;
                 break;
             }
+        }
+        if finished && reported.is_some() {
+            stats.reported = reported;
+            stats.distinct = keys.len() as u64;
         }
         if stats.records > 0 {
             info!(source = %id, records = stats.records, pages = stats.units, "sql pass done");

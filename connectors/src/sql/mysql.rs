@@ -213,6 +213,9 @@ pub(super) struct Plan {
     columns: Vec<String>,
     /// Per output column: a MariaDB JSON column (text checked by `json_valid`).
     json: Vec<bool>,
+    /// `first` / `next` as a row count (no order, no limit).
+    count_first: String,
+    count_next: String,
     /// The real names of the watermark, key and delete columns.
     wm: String,
     key: String,
@@ -385,7 +388,10 @@ impl super::Dialect for MySqlSource {
             key.name_str(),
             type_name(key)
         );
+        let count_head = format!("SELECT COUNT(*) FROM ({base}) AS src");
         let mut plan = Plan {
+            count_first: format!("{count_head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL"),
+            count_next: format!("{count_head} WHERE ({wm_q} > {pw} OR ({wm_q} = {pw} AND {key_q} > {pk}))"),
             first: format!("{head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL {tail}"),
             next: format!("{head} WHERE ({wm_q} > {pw} OR ({wm_q} = {pw} AND {key_q} > {pk})) {tail}"),
             columns: names,
@@ -416,6 +422,17 @@ impl super::Dialect for MySqlSource {
         }
         self.plan = Some(plan.clone());
         Ok(plan)
+    }
+    async fn count(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Option<u64> {
+        let conn = self.conn.as_mut()?;
+        let n: Option<i64> = match after {
+            None => conn.exec_first(plan.count_first.as_str(), ()).await,
+            Some(cp) => {
+                conn.exec_first(plan.count_next.as_str(), (cp.wm.as_str(), cp.wm.as_str(), cp.key.as_str())).await
+            }
+        }
+        .ok()?;
+        n.map(|n| n.max(0) as u64)
     }
     async fn fetch(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Result<Vec<Row>, ConnectorError> {
         let conn = self.conn.as_mut().expect("connected");

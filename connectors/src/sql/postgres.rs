@@ -41,6 +41,9 @@ pub(super) struct Plan {
     next: String,
     /// Output columns, in order (without the helper columns).
     columns: Vec<String>,
+    /// `first` / `next` as a row count (no order, no limit).
+    count_first: String,
+    count_next: String,
 }
 
 /// Types decoded natively; everything else is selected as `::text`.
@@ -305,14 +308,15 @@ impl Dialect for PgSource {
         select.push(format!("{key_q}::text AS {KEY_ALIAS}"));
         let head = format!("SELECT {} FROM ({base}) AS src", select.join(", "));
         let tail = format!("ORDER BY {wm_q}, {key_q} LIMIT {}", self.cfg.batch_size);
+        let count_head = format!("SELECT count(*) FROM ({base}) AS src");
+        let after =
+            format!("({wm_q}, {key_q}) > ($1::text::{}, $2::text::{})", type_sql(wm.type_()), type_sql(key.type_()));
         let plan = Plan {
             first: format!("{head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL {tail}"),
-            next: format!(
-                "{head} WHERE ({wm_q}, {key_q}) > ($1::text::{}, $2::text::{}) {tail}",
-                type_sql(wm.type_()),
-                type_sql(key.type_())
-            ),
+            next: format!("{head} WHERE {after} {tail}"),
             columns: names,
+            count_first: format!("{count_head} WHERE {wm_q} IS NOT NULL AND {key_q} IS NOT NULL"),
+            count_next: format!("{count_head} WHERE {after}"),
         };
         // Prepare both so that a type without a text cast fails now, with the column named.
         for (q, which) in [(&plan.first, "first page"), (&plan.next, "next page")] {
@@ -367,6 +371,15 @@ impl Dialect for PgSource {
                 }
             }
         })
+    }
+    async fn count(&mut self, plan: &Plan, after: Option<&SqlCheckpoint>) -> Option<u64> {
+        let client = self.client.as_ref()?;
+        let row = match after {
+            None => client.query_one(&plan.count_first, &[]).await,
+            Some(cp) => client.query_one(&plan.count_next, &[&cp.wm, &cp.key]).await,
+        }
+        .ok()?;
+        row.try_get::<_, i64>(0).ok().map(|n| n.max(0) as u64)
     }
     fn to_envelope(
         &self,
