@@ -221,3 +221,40 @@ pub fn cli_refused(d: &Path, user: Option<&str>, args: &[&str], why: &str) {
     assert!(cli_text(&o).contains(why), "{args:?}: {}", cli_text(&o));
     assert!(!cli_text(&o).contains("panicked"), "{}", cli_text(&o));
 }
+
+/// A mapping whose `note` cast fails at run time for `n = '一百'` (with
+/// [`POISON_STRICT`]) — the poison record of the quarantine and replay tests.
+pub const POISON_STRICT: &str = "CAST(CAST(n AS INT) + 1 AS VARCHAR)";
+/// The fix: Chinese numerals of a hundred are read.
+pub const POISON_FIXED: &str = "CAST(CASE WHEN n = '一百' THEN 100 ELSE CAST(n AS INT) END + 1 AS VARCHAR)";
+
+/// The poison-test mapping `name` at `version` with `note` as the cast.
+pub fn poison_mapping(name: &str, version: &str, note: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+version = "{version}"
+key_field = "id"
+[fields]
+id = {{ type = "utf8", required = true }}
+n = "utf8"
+[[outputs]]
+library = "matter_event"
+sql = "SELECT _row, 'pt:' || id AS event_id, 'pt:' || id AS matter_id, 'intake' AS stage, {note} AS note FROM raw"
+"#
+    )
+}
+
+/// Writes `dir/name` atomically: one JSON line `{"id": "r<i>", "n": …}` per
+/// `i` in `ids`, `n` = `一百` where `bad(i)`, else `i`.
+pub fn drop_lines(dir: &Path, name: &str, ids: std::ops::Range<usize>, bad: impl Fn(usize) -> bool) {
+    let mut text = String::new();
+    for i in ids {
+        let n = if bad(i) { "一百".to_string() } else { i.to_string() };
+        text.push_str(&serde_json::json!({"id": format!("r{i}"), "n": n}).to_string());
+        text.push('\n');
+    }
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}

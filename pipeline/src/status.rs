@@ -269,10 +269,11 @@ pub struct Runs {
     pub last_error: Option<(DateTime<Utc>, String)>,
 }
 
-/// The connector passes of every source in the audit trail of `data_dir`.
-pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, PipelineError> {
-    use lianqin_audit::{AuditFilter, EventKind, Outcome};
-    let mut out: BTreeMap<String, Runs> = BTreeMap::new();
+/// Every `connector_run` entry in the audit trail of `data_dir`, with the
+/// source it names.
+fn connector_run_events(data_dir: &Path) -> Result<Vec<(String, lianqin_audit::AuditEvent)>, PipelineError> {
+    use lianqin_audit::{AuditFilter, EventKind};
+    let mut out = Vec::new();
     let streams = crate::audit::streams(data_dir);
     if streams.is_empty() {
         return Ok(out);
@@ -283,18 +284,27 @@ pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, Pipelin
             lianqin_audit::read(&st, &key, AuditFilter { kind: Some(EventKind::ConnectorRun), ..Default::default() })
                 .map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?;
         for r in records {
-            let r = r.map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?;
-            let ev = r.event;
-            let Some(source) = ev.detail.get("source").and_then(|v| v.as_str()) else { continue };
-            let e = out.entry(source.to_string()).or_default();
-            if ev.outcome == Outcome::Success {
-                if e.last_success.is_none_or(|t| t < ev.time) {
-                    e.last_success = Some(ev.time);
-                }
-            } else if e.last_error.as_ref().is_none_or(|(t, _)| *t < ev.time) {
-                let msg = ev.detail.get("error").and_then(|v| v.as_str()).unwrap_or("").to_string();
-                e.last_error = Some((ev.time, msg));
+            let ev = r.map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?.event;
+            if let Some(source) = ev.detail.get("source").and_then(|v| v.as_str()) {
+                out.push((source.to_string(), ev));
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The connector passes of every source in the audit trail of `data_dir`.
+pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, PipelineError> {
+    let mut out: BTreeMap<String, Runs> = BTreeMap::new();
+    for (source, ev) in connector_run_events(data_dir)? {
+        let e = out.entry(source).or_default();
+        if ev.outcome == lianqin_audit::Outcome::Success {
+            if e.last_success.is_none_or(|t| t < ev.time) {
+                e.last_success = Some(ev.time);
+            }
+        } else if e.last_error.as_ref().is_none_or(|(t, _)| *t < ev.time) {
+            let msg = ev.detail.get("error").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            e.last_error = Some((ev.time, msg));
         }
     }
     Ok(out)
@@ -320,33 +330,20 @@ pub struct Pass {
 /// Every successful connector pass of `sources` in the audit trail of
 /// `data_dir`, oldest first (reconciliation of source-reported counts).
 pub fn connector_passes(data_dir: &Path, sources: &[SourceRef]) -> Result<Vec<Pass>, PipelineError> {
-    use lianqin_audit::{AuditFilter, EventKind, Outcome};
     let mut out = Vec::new();
-    let streams = crate::audit::streams(data_dir);
-    if streams.is_empty() {
-        return Ok(out);
-    }
-    let key = crate::audit::master_key(data_dir, false)?;
-    for st in streams {
-        let records =
-            lianqin_audit::read(&st, &key, AuditFilter { kind: Some(EventKind::ConnectorRun), ..Default::default() })
-                .map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?;
-        for r in records {
-            let ev = r.map_err(|e| PipelineError::Library(format!("audit {}: {e}", st.display())))?.event;
-            let Some(source) = ev.detail.get("source").and_then(|v| v.as_str()) else { continue };
-            if ev.outcome != Outcome::Success || !sources.iter().any(|s| s.id == source) {
-                continue;
-            }
-            let n = |k: &str| ev.detail.get(k).and_then(|v| v.as_u64());
-            out.push(Pass {
-                source: source.to_string(),
-                at: ev.time,
-                records: n("records").unwrap_or(0),
-                reported: n("reported"),
-                distinct: n("distinct").unwrap_or(0),
-                retries: n("retries").unwrap_or(0),
-            });
+    for (source, ev) in connector_run_events(data_dir)? {
+        if ev.outcome != lianqin_audit::Outcome::Success || !sources.iter().any(|s| s.id == source) {
+            continue;
         }
+        let n = |k: &str| ev.detail.get(k).and_then(|v| v.as_u64());
+        out.push(Pass {
+            at: ev.time,
+            records: n("records").unwrap_or(0),
+            reported: n("reported"),
+            distinct: n("distinct").unwrap_or(0),
+            retries: n("retries").unwrap_or(0),
+            source,
+        });
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.source.cmp(&b.source)));
     Ok(out)

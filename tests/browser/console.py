@@ -29,7 +29,9 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CITIZEN_ID = re.compile(r"(?<![0-9A-Z])[1-8]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Z])")
+# Bounded by anything but letters and digits: a run of digits inside a hex
+# token or hash is not an identifier.
+CITIZEN_ID = re.compile(r"(?<![0-9A-Za-z])[1-8]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])")
 WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 
 
@@ -42,7 +44,7 @@ def citizen_ids(text):
         if "10X98765432"[s % 11] == m[17].upper():
             out.append(m)
     return out
-PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+PHONE = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d{9}(?![0-9A-Za-z])")
 
 
 class Failed(Exception):

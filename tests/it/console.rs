@@ -30,24 +30,8 @@ async fn try_count(d: &Path, sql: &str) -> i64 {
     }
 }
 
-/// Strict cast: `一百` fails at run time. The fix reads it.
-const STRICT: &str = "CAST(CAST(n AS INT) + 1 AS VARCHAR)";
-const FIXED: &str = "CAST(CASE WHEN n = '一百' THEN 100 ELSE CAST(n AS INT) END + 1 AS VARCHAR)";
-
 fn mapping(version: &str, note: &str) -> String {
-    format!(
-        r#"
-name = "police_drop"
-version = "{version}"
-key_field = "id"
-[fields]
-id = {{ type = "utf8", required = true }}
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = "SELECT _row, 'pt:' || id AS event_id, 'pt:' || id AS matter_id, 'intake' AS stage, {note} AS note FROM raw"
-"#
-    )
+    lianqin_tests::poison_mapping("police_drop", version, note)
 }
 
 /// Is the browser there? Under CI its absence is a failure.
@@ -132,15 +116,9 @@ async fn the_console_in_a_browser_serves_it_teams_analysts_and_auditors() {
     sim.set_outage(true);
     let drop: PathBuf = d.join("police-drop");
     std::fs::create_dir_all(&drop).unwrap();
-    let mut text = String::new();
-    for i in 0..500 {
-        let n = if i % 100 == 7 { "一百".to_string() } else { i.to_string() };
-        text.push_str(&serde_json::json!({"id": format!("r{i}"), "n": n}).to_string());
-        text.push('\n');
-    }
-    std::fs::write(drop.join("a.jsonl"), text).unwrap();
+    lianqin_tests::drop_lines(&drop, "a.jsonl", 0..500, |i| i % 100 == 7);
     let m = d.join("police_drop.toml");
-    std::fs::write(&m, mapping("1", STRICT)).unwrap();
+    std::fs::write(&m, mapping("1", lianqin_tests::POISON_STRICT)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = d.join("hub.toml");
     let hub_toml = format!(
@@ -192,7 +170,7 @@ listen = "127.0.0.1:{port}"
     step(&url, d, "quarantine_open", &["police_drop", "5"]);
     let _ = hub.kill();
     let _ = hub.wait();
-    std::fs::write(&m, mapping("2", FIXED)).unwrap();
+    std::fs::write(&m, mapping("2", lianqin_tests::POISON_FIXED)).unwrap();
     hub = start_hub(&config, &data, d, &key);
     step(&url, d, "replay", &["police_drop", "5"]);
     let all = count(&data, "SELECT count(*) FROM matter_event_history WHERE source_id = 'police_drop'").await;

@@ -9,18 +9,6 @@ use std::time::Duration;
 
 use lianqin_tests::{lianqin_bin, try_engine, wait_until};
 
-const MAPPING: &str = r#"
-name = "metrics_test"
-version = "1"
-key_field = "id"
-[fields]
-id = { type = "utf8", required = true }
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = "SELECT _row, 'pt:' || id AS event_id, 'pt:' || id AS matter_id, 'intake' AS stage, CAST(CAST(n AS INT) + 1 AS VARCHAR) AS note FROM raw"
-"#;
-
 async fn count(d: &Path, sql: &str) -> i64 {
     match try_engine(d).await {
         Ok(e) => e.scalar_i64(sql).await.unwrap_or(-1),
@@ -56,14 +44,12 @@ async fn metrics_match_the_libraries_and_show_a_failing_source() {
     let drop = d.join("drop");
     let missing = d.join("not-yet");
     std::fs::create_dir_all(&drop).unwrap();
-    let mut text = String::new();
-    for i in 0..500 {
-        let n = if i % 100 == 7 { "一百".to_string() } else { i.to_string() };
-        text.push_str(&serde_json::json!({"id": format!("r{i}"), "n": n}).to_string());
-        text.push('\n');
-    }
-    std::fs::write(drop.join("a.jsonl"), text).unwrap();
-    std::fs::write(d.join("metrics_test.toml"), MAPPING).unwrap();
+    lianqin_tests::drop_lines(&drop, "a.jsonl", 0..500, |i| i % 100 == 7);
+    std::fs::write(
+        d.join("metrics_test.toml"),
+        lianqin_tests::poison_mapping("metrics_test", "1", lianqin_tests::POISON_STRICT),
+    )
+    .unwrap();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (port, pg_port, console_port) = (free(), free(), free());
     let config = d.join("hub.toml");

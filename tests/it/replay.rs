@@ -12,40 +12,14 @@ use lianqin_pipeline::config::HubConfig;
 use lianqin_pipeline::hub::Hub;
 use lianqin_pipeline::query::QueryEngine;
 use lianqin_pipeline::replay::{self, Filter};
-use lianqin_tests::{count, lianqin_bin};
+use lianqin_tests::{count, drop_lines, lianqin_bin};
 use serde_json::Value;
 
-/// Version 1 casts `n` strictly: `一百` fails at run time.
-const STRICT: &str = "CAST(CAST(n AS INT) + 1 AS VARCHAR)";
-/// Version 2, the fix: Chinese numerals of a hundred are read.
-const FIXED: &str = "CAST(CASE WHEN n = '一百' THEN 100 ELSE CAST(n AS INT) END + 1 AS VARCHAR)";
+const STRICT: &str = lianqin_tests::POISON_STRICT;
+const FIXED: &str = lianqin_tests::POISON_FIXED;
 
 fn mapping(version: &str, note: &str) -> String {
-    format!(
-        r#"
-name = "replay_test"
-version = "{version}"
-key_field = "id"
-[fields]
-id = {{ type = "utf8", required = true }}
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = "SELECT _row, 'pt:' || id AS event_id, 'pt:' || id AS matter_id, 'intake' AS stage, {note} AS note FROM raw"
-"#
-    )
-}
-
-fn drop_lines(dir: &Path, name: &str, ids: std::ops::Range<usize>, bad: impl Fn(usize) -> bool) {
-    let mut text = String::new();
-    for i in ids {
-        let n = if bad(i) { "一百".to_string() } else { i.to_string() };
-        text.push_str(&serde_json::json!({"id": format!("r{i}"), "n": n}).to_string());
-        text.push('\n');
-    }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    lianqin_tests::poison_mapping("replay_test", version, note)
 }
 
 /// Writes the hub config (and the mapping at `note`) into `d`.

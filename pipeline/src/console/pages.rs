@@ -643,7 +643,7 @@ pub(super) async fn reconcile(State(c): St, ConnectInfo(a): Addr, headers: Heade
     body.push_str("</tbody></table>");
     // What the sources themselves report (HTTP `total`), per source and day.
     body.push_str(
-        r#"<h2>来源报告 Source-reported counts</h2><p class="hint">Per connector pass read to the end: the count the source reports (HTTP APIs with a <code>total</code> pointer) vs the distinct records the connector published. A pass where they differ is flagged. Sources that report no count show —.</p><table id="reported"><thead><tr><th>数据源 Source</th><th>日期 Day</th><th>轮次 Passes</th><th>来源报告 Reported</th><th>已发布 Published (distinct)</th><th>不符轮次 Passes differing</th><th>结果 Result</th></tr></thead><tbody>"#,
+        r#"<h2>来源报告 Source-reported counts</h2><p class="hint">Per connector pass read to the end: the count the source itself reports — an HTTP API's <code>total</code>, a database's <code>count(*)</code> after the checkpoint, a JSON-lines file's line count — vs the distinct records (file: lines) the connector went through. A pass where they differ is flagged. Sources that report no count (CSV/XLSX drops) show —.</p><table id="reported"><thead><tr><th>数据源 Source</th><th>日期 Day</th><th>轮次 Passes</th><th>来源报告 Reported</th><th>已发布 Published (distinct)</th><th>不符轮次 Passes differing</th><th>结果 Result</th></tr></thead><tbody>"#,
     );
     match crate::status::connector_passes(&c.data_dir, &mine) {
         Ok(passes) => {
