@@ -198,12 +198,13 @@ listen = "127.0.0.1:{port}"
     kill(hub);
     sim.shutdown().await;
 
-    // Every login and action is in the console's audit stream.
+    // Every login and action is in the console's audit stream (one per node).
     let key = lianqin_pipeline::audit::master_key(&data, false).unwrap();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     let mut replayed = false;
     for r in
-        lianqin_audit::read(data.join("audit").join("console"), &key, lianqin_audit::AuditFilter::default()).unwrap()
+        lianqin_audit::read(data.join("audit").join("console-demo-hub"), &key, lianqin_audit::AuditFilter::default())
+            .unwrap()
     {
         let r = r.unwrap();
         *kinds.entry(r.event.kind.as_str().to_string()).or_default() += 1;

@@ -777,6 +777,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                 let con = Arc::new(
                     lianqin_pipeline::console::Console::new(
                         &dir,
+                        &format!("console-{}", hub.config().node.as_deref().unwrap_or("hub")),
                         PolicySource::from_env(),
                         console_sources,
                         Some(Arc::clone(&hub)),
@@ -939,6 +940,7 @@ async fn run(cmd: Cmd) -> Result<()> {
                 };
                 let con = Arc::new(lianqin_pipeline::console::Console::new(
                     &data_dir,
+                    "console",
                     PolicySource::from_env(),
                     sources,
                     None,

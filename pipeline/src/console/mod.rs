@@ -5,7 +5,8 @@
 //!
 //! * **Logins** are the users of users.toml with their argon2id password
 //!   (the same accounts as the Postgres server); every attempt, logout and
-//!   action is an audit entry in the `console` stream, with the session's
+//!   action is an audit entry in the console's stream (`console-<node>`
+//!   beside a hub, `console` for `lianqin serve`), with the session's
 //!   audit id and the client address.
 //! * **Sessions** ([`session`]): random id in an `HttpOnly`,
 //!   `SameSite=Strict`, `Secure` cookie; every POST carries the session's
@@ -90,17 +91,20 @@ pub(crate) struct Caller {
 }
 
 impl Console {
-    /// A console over `data_dir` with the policy of `policies`; `sources`
+    /// A console over `data_dir` writing the audit stream `stream` (one
+    /// per process: `console-<node>` beside a hub, `console` for `serve`),
+    /// with the policy of `policies`; `sources`
     /// are the hub config's sources (for the Sources pages); `hub`, when
     /// the console runs beside it, allows replay.
     pub fn new(
         data_dir: &Path,
+        stream: &str,
         policies: PolicySource,
         sources: Vec<SourceRef>,
         hub: Option<Arc<Hub>>,
         secure_cookies: bool,
     ) -> Result<Console, PipelineError> {
-        let audit = Audit::open(data_dir, "console", "console", Duration::from_secs(3))?;
+        let audit = Audit::open(data_dir, stream, stream, Duration::from_secs(3))?;
         Ok(Console {
             data_dir: data_dir.to_path_buf(),
             catalog: Catalog::builtin()?,
