@@ -248,8 +248,9 @@ pub struct RunStats {
     /// the checkpoint; JSON-lines files, their physical lines (counted in
     /// the scan pass). `None` otherwise.
     pub reported: Option<u64>,
-    /// What `reported` is compared with: HTTP and SQL, the distinct record
-    /// keys published (a page boundary may deliver a record twice); files, the
+    /// What `reported` is compared with: HTTP, the distinct record keys
+    /// published (a page boundary may deliver a record twice); SQL, the rows
+    /// published (keyset pages never repeat one); files, the
     /// lines the reader went through.
     pub distinct: u64,
 }

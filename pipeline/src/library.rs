@@ -343,6 +343,24 @@ fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties
     b.build()
 }
 
+/// The library rows of `source`'s record versions (`source_key`,
+/// `content_hash`, `t` = ingested µs) from each history table in `tables`,
+/// as one `UNION ALL`; `None` when no history table is there yet. What
+/// replay, status and reconciliation call "landed".
+pub fn landed_versions_sql(tables: &[String], source: &str) -> Option<String> {
+    let s = source.replace('\'', "''");
+    let parts: Vec<String> = ["element_history", "matter_history", "matter_event_history"]
+        .iter()
+        .filter(|t| tables.iter().any(|n| n == *t))
+        .map(|t| {
+            format!(
+                "SELECT source_key, content_hash, CAST(ingested_at AS BIGINT) AS t FROM {t} WHERE source_id = '{s}'"
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" UNION ALL "))
+}
+
 /// The raw table name of a source.
 pub fn raw_table(source: &str) -> String {
     format!("raw_{source}")

@@ -113,21 +113,10 @@ pub fn select_sql(
     if let Some(t) = filter.since_micros {
         cond.push(format!("CAST(ingested_at AS BIGINT) >= {t}"));
     }
-    let landed: Vec<String> = ["element_history", "matter_history", "matter_event_history"]
-        .iter()
-        .filter(|t| engine_tables.iter().any(|n| n == *t))
-        .map(|t| {
-            format!(
-                "SELECT source_key, content_hash, CAST(ingested_at AS BIGINT) AS t FROM {t} WHERE source_id = '{s}'"
-            )
-        })
-        .collect();
-    let landed = if landed.is_empty() {
+    let landed = crate::library::landed_versions_sql(engine_tables, source).unwrap_or_else(|| {
         "SELECT CAST(NULL AS VARCHAR) AS source_key, CAST(NULL AS VARCHAR) AS content_hash, CAST(NULL AS BIGINT) AS t"
             .to_string()
-    } else {
-        landed.join(" UNION ALL ")
-    };
+    });
     let after = match after {
         Some((p, o)) => format!("AND (r.bus_partition > {p} OR (r.bus_partition = {p} AND r.bus_offset > {o}))"),
         None => String::new(),

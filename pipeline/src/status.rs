@@ -139,21 +139,15 @@ pub async fn collect(
             quarantined_today = r.first().copied().flatten().unwrap_or(0.0) as i64;
             // Open: the version's newest quarantine row is newer than any
             // library row of that version (what `lianqin replay` replays).
-            let landed: Vec<String> = ["element_history", "matter_history", "matter_event_history"]
-                .iter()
-                .filter(|t| has(t))
-                .map(|t| format!("SELECT source_key, content_hash, CAST(ingested_at AS BIGINT) AS t FROM {t} WHERE source_id = '{id}'"))
-                .collect();
-            let landed_join = if landed.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "LEFT JOIN (SELECT source_key, content_hash, max(t) AS t FROM ({}) GROUP BY 1, 2) l \
-                     ON l.source_key = q.source_key AND l.content_hash = q.content_hash",
-                    landed.join(" UNION ALL ")
-                )
+            let landed = crate::library::landed_versions_sql(engine.tables(), &s.id);
+            let landed_join = match &landed {
+                None => String::new(),
+                Some(l) => format!(
+                    "LEFT JOIN (SELECT source_key, content_hash, max(t) AS t FROM ({l}) GROUP BY 1, 2) l \
+                     ON l.source_key = q.source_key AND l.content_hash = q.content_hash"
+                ),
             };
-            let landed_cond = if landed.is_empty() { "TRUE" } else { "(l.t IS NULL OR l.t < q.t)" };
+            let landed_cond = if landed.is_none() { "TRUE" } else { "(l.t IS NULL OR l.t < q.t)" };
             let sql = format!(
                 "WITH q AS (SELECT source_key, content_hash, \
                                    split_part(regexp_replace(reason, '^source `[^`]*` record `[^`]*`( \\([^)]*\\))?: ', ''), ': ', 1) AS reason, \
@@ -270,8 +264,8 @@ pub struct Runs {
 }
 
 /// Every `connector_run` entry in the audit trail of `data_dir`, with the
-/// source it names.
-fn connector_run_events(data_dir: &Path) -> Result<Vec<(String, lianqin_audit::AuditEvent)>, PipelineError> {
+/// source it names (read once, then [`runs_of`] / [`passes_of`]).
+pub fn connector_run_events(data_dir: &Path) -> Result<Vec<(String, lianqin_audit::AuditEvent)>, PipelineError> {
     use lianqin_audit::{AuditFilter, EventKind};
     let mut out = Vec::new();
     let streams = crate::audit::streams(data_dir);
@@ -295,9 +289,14 @@ fn connector_run_events(data_dir: &Path) -> Result<Vec<(String, lianqin_audit::A
 
 /// The connector passes of every source in the audit trail of `data_dir`.
 pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, PipelineError> {
+    Ok(runs_of(&connector_run_events(data_dir)?))
+}
+
+/// Last success and last failure per source of `events` ([`connector_run_events`]).
+pub fn runs_of(events: &[(String, lianqin_audit::AuditEvent)]) -> BTreeMap<String, Runs> {
     let mut out: BTreeMap<String, Runs> = BTreeMap::new();
-    for (source, ev) in connector_run_events(data_dir)? {
-        let e = out.entry(source).or_default();
+    for (source, ev) in events {
+        let e = out.entry(source.clone()).or_default();
         if ev.outcome == lianqin_audit::Outcome::Success {
             if e.last_success.is_none_or(|t| t < ev.time) {
                 e.last_success = Some(ev.time);
@@ -307,7 +306,7 @@ pub fn connector_runs(data_dir: &Path) -> Result<BTreeMap<String, Runs>, Pipelin
             e.last_error = Some((ev.time, msg));
         }
     }
-    Ok(out)
+    out
 }
 
 /// One successful connector pass as the audit trail has it.
@@ -330,9 +329,14 @@ pub struct Pass {
 /// Every successful connector pass of `sources` in the audit trail of
 /// `data_dir`, oldest first (reconciliation of source-reported counts).
 pub fn connector_passes(data_dir: &Path, sources: &[SourceRef]) -> Result<Vec<Pass>, PipelineError> {
+    Ok(passes_of(&connector_run_events(data_dir)?, sources))
+}
+
+/// The successful passes of `sources` among `events` ([`connector_run_events`]), oldest first.
+pub fn passes_of(events: &[(String, lianqin_audit::AuditEvent)], sources: &[SourceRef]) -> Vec<Pass> {
     let mut out = Vec::new();
-    for (source, ev) in connector_run_events(data_dir)? {
-        if ev.outcome != lianqin_audit::Outcome::Success || !sources.iter().any(|s| s.id == source) {
+    for (source, ev) in events {
+        if ev.outcome != lianqin_audit::Outcome::Success || !sources.iter().any(|s| s.id == *source) {
             continue;
         }
         let n = |k: &str| ev.detail.get(k).and_then(|v| v.as_u64());
@@ -342,11 +346,11 @@ pub fn connector_passes(data_dir: &Path, sources: &[SourceRef]) -> Result<Vec<Pa
             reported: n("reported"),
             distinct: n("distinct").unwrap_or(0),
             retries: n("retries").unwrap_or(0),
-            source,
+            source: source.clone(),
         });
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.source.cmp(&b.source)));
-    Ok(out)
+    out
 }
 
 /// The table `lianqin status` prints.

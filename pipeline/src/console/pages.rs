@@ -242,10 +242,12 @@ pub(super) async fn sources(State(c): St, ConnectInfo(a): Addr, headers: HeaderM
         );
     };
     let now = chrono::Utc::now();
-    let runs = match crate::status::connector_runs(&c.data_dir) {
+    // The audit trail's connector passes, read once for states and retries.
+    let events = match crate::status::connector_run_events(&c.data_dir) {
         Ok(r) => r,
         Err(e) => return frame(&caller, "数据源 Sources", "/sources", &note("error", &e.to_string())),
     };
+    let runs = crate::status::runs_of(&events);
     // Reading connector results from the audit trail is an audit read.
     if let Err(e) = c.record_action(
         &caller,
@@ -292,7 +294,7 @@ pub(super) async fn sources(State(c): St, ConnectInfo(a): Addr, headers: HeaderM
     // Today's retries (successful passes) and each source's checkpoint on the bus.
     let today = (now + chrono::Duration::hours(8)).date_naive();
     let mut retries: BTreeMap<String, u64> = BTreeMap::new();
-    for p in crate::status::connector_passes(&c.data_dir, &mine).unwrap_or_default() {
+    for p in crate::status::passes_of(&events, &mine) {
         if (p.at + chrono::Duration::hours(8)).date_naive() == today {
             *retries.entry(p.source).or_default() += p.retries;
         }
@@ -691,16 +693,9 @@ fn reconcile_sql(tables: &[String], source: &str) -> Option<String> {
         return None;
     }
     let s = quote(source);
-    let landed: Vec<String> = ["element_history", "matter_history", "matter_event_history"]
-        .iter()
-        .filter(|t| tables.iter().any(|n| n == *t))
-        .map(|t| format!("SELECT source_key, content_hash FROM {t} WHERE source_id = '{s}'"))
-        .collect();
-    let landed = if landed.is_empty() {
+    let landed = crate::library::landed_versions_sql(tables, source).unwrap_or_else(|| {
         "SELECT CAST(NULL AS VARCHAR) AS source_key, CAST(NULL AS VARCHAR) AS content_hash".to_string()
-    } else {
-        landed.join(" UNION ALL ")
-    };
+    });
     Some(format!(
         "WITH r AS (SELECT source_key, content_hash, max(CAST(fetched_at AS BIGINT)) AS t FROM {raw} GROUP BY source_key, content_hash), \
               l AS (SELECT DISTINCT source_key, content_hash, 1 AS landed FROM ({landed}) x), \
