@@ -221,8 +221,110 @@ pub struct FlowConfig {
     /// Libraries whose changes flow (default: element, matter, matter_event).
     #[serde(default = "flow_libraries")]
     pub libraries: Vec<String>,
-    /// Sink: a JSON-lines file, appended to (relative paths are under the data dir).
+    /// Sink: a JSON-lines file, appended to (relative paths are under the
+    /// data dir). It is also the flow's outbox: `push` and `topic` deliver
+    /// from it.
     pub sink: PathBuf,
+    /// A bus topic that receives the flow's events too: the receiving
+    /// department's own change feed (e.g. `feeds.ecology`; the topic prefix
+    /// of `[bus]` is put in front). Unlike `changes.<library>`, it carries
+    /// only what the flow's user may see.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Pushes the outbox into the department's system (`[flows.push]`,
+    /// `type = "http" | "postgres" | "mysql"`), see [`crate::flows::push`].
+    #[serde(default)]
+    pub push: Option<PushConfig>,
+}
+
+/// `[flows.push]`: where a flow's outbox is delivered, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PushConfig {
+    /// POST batches of events to a department endpoint ([`HttpPushConfig`]).
+    Http(HttpPushConfig),
+    /// Upsert events into a department PostgreSQL table ([`SqlPushConfig`]).
+    Postgres(SqlPushConfig),
+    /// Upsert events into a department MySQL/MariaDB table ([`SqlPushConfig`]).
+    Mysql(SqlPushConfig),
+}
+
+impl PushConfig {
+    /// Events per delivery.
+    pub fn batch_rows(&self) -> usize {
+        match self {
+            PushConfig::Http(h) => h.batch_rows,
+            PushConfig::Postgres(s) | PushConfig::Mysql(s) => s.batch_rows,
+        }
+        .max(1)
+    }
+}
+
+/// `type = "http"`: each delivery is one `POST` of a JSON array of events,
+/// signed like the `webhook` connector expects (HMAC-SHA256 over
+/// `<timestamp>.<body>`), with the delivery id as idempotency key; only a
+/// 2xx answer moves the flow on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPushConfig {
+    /// Endpoint URL (`${ENV}` allowed).
+    pub url: String,
+    /// HMAC-SHA256 key shared with the receiver (`${ENV}`; never logged).
+    pub secret: String,
+    /// Events per POST (default 500).
+    #[serde(default = "default_push_rows")]
+    pub batch_rows: usize,
+    /// Per-request timeout in milliseconds (default 10 000).
+    #[serde(default = "default_push_timeout")]
+    pub timeout_ms: u64,
+    /// Header carrying the signature (default `X-Signature`).
+    #[serde(default = "default_sig_header")]
+    pub signature_header: String,
+    /// Header carrying the unix-seconds timestamp (default `X-Timestamp`).
+    #[serde(default = "default_ts_header")]
+    pub timestamp_header: String,
+    /// Header carrying the delivery id (default `Idempotency-Key`).
+    #[serde(default = "default_idem_header")]
+    pub idempotency_header: String,
+}
+
+/// `type = "postgres" | "mysql"`: each delivery upserts its events into
+/// `table` (created when missing) in one transaction, keyed by
+/// `(library, id)`: a repeated delivery rewrites the same rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlPushConfig {
+    /// Connection string (`postgres://…` or `mysql://…`; `${ENV}` for the
+    /// password; never logged).
+    pub url: String,
+    /// Target table, `name` or `schema.name` (default `lianqin_feed`).
+    #[serde(default = "default_push_table")]
+    pub table: String,
+    /// Events per transaction (default 500).
+    #[serde(default = "default_push_rows")]
+    pub batch_rows: usize,
+    /// Connect timeout in milliseconds (default 10 000).
+    #[serde(default = "default_push_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_push_rows() -> usize {
+    500
+}
+fn default_push_timeout() -> u64 {
+    10_000
+}
+fn default_sig_header() -> String {
+    "X-Signature".into()
+}
+fn default_ts_header() -> String {
+    "X-Timestamp".into()
+}
+fn default_idem_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_push_table() -> String {
+    "lianqin_feed".into()
 }
 
 /// The libraries a flow may take (the default of `libraries`).
@@ -363,6 +465,46 @@ impl HubConfig {
             }
             s.connector.validate(&s.id).map_err(|e| PipelineError::Config(format!("{origin}: {e}")))?;
         }
+        let mut flow_names = BTreeSet::new();
+        for (i, f) in self.flows.iter().enumerate() {
+            let at = format!("{origin}: flows[{i}] (name = {:?})", f.name);
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(PipelineError::Config(format!("{at}: `name` must be letters, digits, _ and -")));
+            }
+            if !flow_names.insert(f.name.clone()) {
+                return Err(PipelineError::Config(format!("{at}: duplicate flow name")));
+            }
+            if let Some(t) = &f.topic
+                && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+            {
+                return Err(PipelineError::Config(format!("{at}: `topic` must be letters, digits, ., _ and -")));
+            }
+            match &f.push {
+                Some(PushConfig::Postgres(q) | PushConfig::Mysql(q)) => {
+                    let ok = |p: &str| {
+                        p.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                            && p.len() <= 63
+                    };
+                    let parts: Vec<&str> = q.table.split('.').collect();
+                    if parts.len() > 2 || !parts.iter().all(|p| ok(p)) {
+                        return Err(PipelineError::Config(format!(
+                            "{at}: [flows.push] `table` = {:?} must be `name` or `schema.name` (letters, digits, _)",
+                            q.table
+                        )));
+                    }
+                }
+                Some(PushConfig::Http(h))
+                    if !(h.url.starts_with("http://") || h.url.starts_with("https://") || h.url.starts_with("${")) =>
+                {
+                    return Err(PipelineError::Config(format!(
+                        "{at}: [flows.push] `url` must start with http:// or https://"
+                    )));
+                }
+                Some(PushConfig::Http(_)) => {}
+                None => {}
+            }
+        }
         if self.bus.partitions == 0 {
             return Err(PipelineError::Config(format!("{origin}: [bus] partitions must be >= 1")));
         }
@@ -412,5 +554,36 @@ key_columns = ["k"]
         assert!(HubConfig::parse(&ok, "h.toml", Path::new(".")).is_ok());
         let bad_id = ok.replace("id = \"a\"", "id = \"A-1\"");
         assert!(HubConfig::parse(&bad_id, "h.toml", Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn flow_push_settings_are_checked_with_their_line() {
+        let flow = |push: &str| {
+            format!("[[flows]]\nname = \"to-eco\"\nuser = \"chen.ecology\"\nsink = \"f.jsonl\"\n[flows.push]\n{push}")
+        };
+        let ok = flow("type = \"postgres\"\nurl = \"${PG}\"\ntable = \"dept.feed_1\"\n");
+        let cfg = HubConfig::parse(&ok, "h.toml", Path::new(".")).unwrap();
+        assert!(matches!(&cfg.flows[0].push, Some(PushConfig::Postgres(s)) if s.batch_rows == 500));
+        let e =
+            HubConfig::parse(&flow("type = \"mysql\"\nurl = \"x\"\ntable = \"a;drop\"\n"), "h.toml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("`table`") && e.contains("to-eco"), "{e}");
+        let e =
+            HubConfig::parse(&flow("type = \"http\"\nurl = \"ftp://x\"\nsecret = \"s\"\n"), "h.toml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("http://"), "{e}");
+        let e = HubConfig::parse(
+            &flow("type = \"http\"\nurl = \"http://x\"\nsecret = \"s\"\nretries = 3\n"),
+            "h.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("h.toml line") && e.contains("retries"), "{e}");
+        let twice = format!("{ok}{ok}");
+        let e = HubConfig::parse(&twice, "h.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("duplicate flow name"), "{e}");
     }
 }

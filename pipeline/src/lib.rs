@@ -132,6 +132,9 @@ pub enum PipelineError {
     /// The bus failed.
     #[error("bus: {0}")]
     Bus(#[from] lianqin_bus::BusError),
+    /// A department system a flow pushes into did not acknowledge (retried).
+    #[error("flow delivery: {0}")]
+    Unavailable(String),
     /// A bug: should not happen.
     #[error("internal: {0}")]
     Internal(String),

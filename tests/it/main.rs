@@ -19,6 +19,7 @@ mod metrics;
 mod pgwire;
 mod poison;
 mod policy;
+mod push;
 mod pushed_and_gateway;
 mod recheck;
 mod redteam;

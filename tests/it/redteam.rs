@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use lianqin_tests::{citizen_ids, phones};
 use lianqin_tests::{demo_password, lianqin_bin, wait_until_blocking};
 
 const DENY_MARKET_MATTERS: &str = "p, market_analyst, market, matter*, *, read, *, deny\n";
@@ -339,42 +340,6 @@ const MASKED_USERS: &[&str] =
 /// citizen IDs, phones and names of persons.
 const PERSONAL_RAW_FIELDS: &[&str] =
     &["bjrxm", "bjrsfzh", "bjrdh", "caller_name", "caller_phone", "party_id_card", "legal_rep", "sfzh"];
-
-/// Clear citizen IDs (GB 11643, 18 characters, valid check digit) in `s`.
-fn citizen_ids(s: &str) -> Vec<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    for i in 0..b.len().saturating_sub(17) {
-        let w = &b[i..i + 18];
-        let digits =
-            w[..17].iter().all(u8::is_ascii_digit) && (w[17].is_ascii_digit() || w[17] == b'X' || w[17] == b'x');
-        let bounded =
-            (i == 0 || !b[i - 1].is_ascii_alphanumeric()) && b.get(i + 18).is_none_or(|c| !c.is_ascii_alphanumeric());
-        if digits && bounded {
-            let id = String::from_utf8_lossy(w).to_string();
-            if lianqin_domain::validate_citizen_id(&id).is_ok() {
-                out.push(id);
-            }
-        }
-    }
-    out
-}
-
-/// Mobile phone numbers (`1[3-9]` + 9 digits, not inside a longer number
-/// or a hex hash/token).
-fn phones(s: &str) -> Vec<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    for i in 0..b.len().saturating_sub(10) {
-        let w = &b[i..i + 11];
-        let bounded =
-            (i == 0 || !b[i - 1].is_ascii_alphanumeric()) && b.get(i + 11).is_none_or(|c| !c.is_ascii_alphanumeric());
-        if bounded && w[0] == b'1' && (b'3'..=b'9').contains(&w[1]) && w.iter().all(u8::is_ascii_digit) {
-            out.push(String::from_utf8_lossy(w).to_string());
-        }
-    }
-    out
-}
 
 /// The planted personal values of the demo (read as the hub, no policy):
 /// names (at least two characters) and the count of IDs and phones, as a

@@ -219,6 +219,12 @@ enum Cmd {
         #[command(subcommand)]
         what: ReportCmd,
     },
+    /// Outbound flows (`[[flows]]`): deliver the outboxes now, make the
+    /// signed daily reconciliation receipt of a flow, verify a receipt.
+    Flow {
+        #[command(subcommand)]
+        what: FlowCmd,
+    },
     /// Sharing requests → approval → grants with expiry (申请-审批-授权):
     /// ask another department for its rows; its approver decides; an
     /// approved grant is enforced until it ends or is revoked. Audited.
@@ -422,6 +428,51 @@ enum TokenCmd {
         format: OutputFormat,
         /// The token (`pt:` and 64 hex digits, as in element_id).
         token: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FlowCmd {
+    /// Deliver the outbox of every flow with `[flows.push]` (or of --flow)
+    /// until it holds nothing new (`lianqin run` does this continuously).
+    Push {
+        /// Hub config file.
+        #[arg(long, default_value = "lianqin.toml")]
+        config: PathBuf,
+        /// Folder holding all state (default: the config's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Only this flow.
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// The signed reconciliation receipt of a flow for one China day: what
+    /// the hub holds for the flow's account vs what was sent/acknowledged.
+    Receipt {
+        /// Hub config file.
+        #[arg(long, default_value = "lianqin.toml")]
+        config: PathBuf,
+        /// Folder holding all state (default: the config's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The flow.
+        #[arg(long)]
+        flow: String,
+        /// The day, YYYY-MM-DD (China time, UTC+8).
+        #[arg(long)]
+        day: String,
+        /// Write the receipt here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a receipt's signature (and, with --key, that the hub's
+    /// published receipt key made it); exits non-zero when it fails.
+    Verify {
+        /// The hub's receipt public key (hex, from `<data dir>/keys/receipt.pub`).
+        #[arg(long)]
+        key: Option<String>,
+        /// The receipt file.
+        file: PathBuf,
     },
 }
 
@@ -805,11 +856,42 @@ async fn run(cmd: Cmd) -> Result<()> {
                     }
                 });
             }
+            if worker && hub.config().flows.iter().any(|f| f.push.is_some()) {
+                // `[flows.push]`: deliver each flow's outbox to its department.
+                let policy = lianqin_pipeline::flows::load_policies(&dir).await?;
+                for p in lianqin_pipeline::flows::push::open_all(&hub.config().flows, &dir, &policy, hub.audit())? {
+                    tracing::info!(flow = p.flow(), destination = %p.destination(), "pushing flow");
+                    tokio::spawn(p.run(std::time::Duration::from_millis(200), rx.clone()));
+                }
+            }
             tokio::spawn(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = tx.send(true);
             });
             hub.run_roles(rx, sources, worker).await?;
+        }
+        Cmd::Flow { what: FlowCmd::Push { config, data_dir, flow } } => {
+            init_tracing("warn");
+            let cfg = HubConfig::load(&config)?;
+            let dir = data_dir_of(&cfg, data_dir);
+            print!("{}", lianqin_pipeline::cli::flow::push(&cfg, &dir, flow.as_deref()).await?);
+        }
+        Cmd::Flow { what: FlowCmd::Receipt { config, data_dir, flow, day, out } } => {
+            init_tracing("warn");
+            let cfg = HubConfig::load(&config)?;
+            let dir = data_dir_of(&cfg, data_dir);
+            let text = lianqin_pipeline::cli::flow::receipt(&cfg, &dir, &flow, &day).await?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, format!("{text}\n")).with_context(|| p.display().to_string())?;
+                    println!("receipt of flow {flow} for {day} written to {}", p.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+        Cmd::Flow { what: FlowCmd::Verify { key, file } } => {
+            init_tracing("warn");
+            println!("{}", lianqin_pipeline::cli::flow::verify(&file, key.as_deref())?);
         }
         Cmd::Policy { what: PolicyCmd::Explain { data_dir, user, table } } => {
             init_tracing("warn");

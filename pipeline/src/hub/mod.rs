@@ -182,6 +182,7 @@ impl Hub {
         if let Some(flows) =
             crate::flows::Flows::open(&cfg.flows, data_dir, Arc::clone(&catalog), audit.clone()).await?
         {
+            let flows = flows.with_bus(Arc::clone(&bus), &cfg.bus.topic_prefix, cfg.bus.partitions).await?;
             post_commit.push(Arc::new(flows));
         }
         let hub = Hub {

@@ -11,6 +11,15 @@
 //!   destination). Guarantee: at-least-once, in order per key (the same as
 //!   the `changes.<library>` topics: after a crash the rows of the replayed
 //!   batch are delivered again; dedupe by `content_hash`).
+//!   The sink file is the flow's **outbox**: with `topic` the same events
+//!   also go to the department's own bus topic (`feeds.<department>`, a
+//!   change feed filtered like the file), and with `[flows.push]` a
+//!   [`push::Pusher`] delivers the outbox into the department's system
+//!   (HTTP, PostgreSQL, MySQL) from a saved cursor — at-least-once with
+//!   idempotent writes, every delivery audited and its receipt kept; a
+//!   department that is down gets everything once it is back.
+//!   [`receipt`] writes the signed daily reconciliation receipts (what was
+//!   sent vs what the hub holds for that account).
 //! * **Exports** ([`export`], `lianqin export --as USER`): one secured query
 //!   written to a CSV or JSON-lines file, audited as a `query` entry plus one
 //!   `export` entry naming user, department, tables, row count and
@@ -26,12 +35,16 @@ use datafusion::prelude::SessionContext;
 use lianqin_policies::{PolicyEngine, Principal};
 use tokio::sync::Mutex;
 
+pub mod push;
+pub mod receipt;
+mod sql_target;
+
 use crate::PipelineError;
 use crate::audit::Audit;
 use crate::query::{OutputFormat, Querier, QueryEngine, columns_of, format_batches};
 use crate::schema::Catalog;
 
-pub use crate::config::FlowConfig;
+pub use crate::config::{FlowConfig, PushConfig};
 
 /// Loads the policies for `data_dir` (see [`crate::policy::load`]).
 pub async fn load_policies(data_dir: &Path) -> Result<PolicyEngine, PipelineError> {
@@ -43,6 +56,8 @@ struct Flow {
     who: Principal,
     path: PathBuf,
     file: Mutex<std::fs::File>,
+    /// `<prefix><topic>` when the flow also feeds a bus topic.
+    topic: Option<String>,
 }
 
 /// The configured change flows of a hub.
@@ -51,6 +66,51 @@ pub struct Flows {
     policy: Arc<PolicyEngine>,
     catalog: Arc<Catalog>,
     audit: Audit,
+    bus: Option<Arc<dyn lianqin_bus::Bus>>,
+}
+
+/// The outbox file of flow `cfg` on `data_dir` (its `sink`).
+pub fn outbox_path(cfg: &FlowConfig, data_dir: &Path) -> PathBuf {
+    if cfg.sink.is_absolute() { cfg.sink.clone() } else { data_dir.join(&cfg.sink) }
+}
+
+/// Cuts an unterminated last line (a write cut by a crash) off the outbox
+/// at `path`, so the next event starts on a line of its own. The batch it
+/// belonged to is delivered again after the restart (at-least-once).
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Walk back in blocks to the last newline.
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                tracing::warn!(outbox = %path.display(), cut = len - keep, "flow outbox: cut an unterminated last line");
+                f.set_len(keep)?;
+                f.sync_all()?;
+            }
+            return Ok(());
+        }
+        if start == 0 {
+            f.set_len(0)?;
+            return f.sync_all();
+        }
+        end = start;
+    }
 }
 
 impl std::fmt::Debug for Flows {
@@ -72,6 +132,18 @@ impl Flows {
             return Ok(None);
         }
         let policy = Arc::new(load_policies(data_dir).await?);
+        Flows::open_with_policy(cfgs, data_dir, catalog, audit, policy).await.map(Some)
+    }
+
+    /// Opens the sinks of `cfgs` under `policy` (the loaded policy of the
+    /// data dir, or a test's).
+    pub async fn open_with_policy(
+        cfgs: &[FlowConfig],
+        data_dir: &Path,
+        catalog: Arc<Catalog>,
+        audit: Audit,
+        policy: Arc<PolicyEngine>,
+    ) -> Result<Flows, PipelineError> {
         let mut flows = Vec::new();
         for c in cfgs {
             let who = policy.principal(&c.user).ok_or_else(|| {
@@ -82,19 +154,40 @@ impl Flows {
                     return Err(PipelineError::Config(format!("flow `{}`: unknown library `{l}`", c.name)));
                 }
             }
-            let path = if c.sink.is_absolute() { c.sink.clone() } else { data_dir.join(&c.sink) };
+            let path = outbox_path(c, data_dir);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, dir.display())))?;
             }
+            cut_torn_tail(&path)
+                .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, path.display())))?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, path.display())))?;
-            flows.push(Flow { cfg: c.clone(), who, path, file: Mutex::new(file) });
+            flows.push(Flow { cfg: c.clone(), who, path, file: Mutex::new(file), topic: None });
         }
-        Ok(Some(Flows { flows, policy, catalog, audit }))
+        Ok(Flows { flows, policy, catalog, audit, bus: None })
+    }
+
+    /// Also publishes the events of every flow with a `topic` to
+    /// `<prefix><topic>` on `bus` (created with `partitions` when missing).
+    pub async fn with_bus(
+        mut self,
+        bus: Arc<dyn lianqin_bus::Bus>,
+        prefix: &str,
+        partitions: u32,
+    ) -> Result<Flows, PipelineError> {
+        for f in &mut self.flows {
+            if let Some(t) = &f.cfg.topic {
+                let topic = format!("{prefix}{t}");
+                bus.ensure_topic(&topic, partitions).await.map_err(PipelineError::Bus)?;
+                f.topic = Some(topic);
+            }
+        }
+        self.bus = Some(bus);
+        Ok(self)
     }
 
     /// Delivers the committed rows `batch` of `library` to every flow that
@@ -113,13 +206,17 @@ impl Flows {
                 Ok(b) => {
                     let n: usize = b.iter().map(RecordBatch::num_rows).sum();
                     if n > 0 {
-                        write_events(f, library, &self.catalog, b).await?;
+                        let at = receipt::committed_at(batch);
+                        let items = write_events(f, library, &self.catalog, b, at.as_deref()).await?;
+                        if let (Some(topic), Some(bus)) = (&f.topic, &self.bus) {
+                            bus.publish_raw(topic, &items).await.map_err(PipelineError::Bus)?;
+                        }
                     }
-                    (
-                        Outcome::Success,
-                        n as u64,
-                        serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "offered": batch.num_rows()}),
-                    )
+                    let mut d = serde_json::json!({"flow": f.cfg.name, "destination": f.path.display().to_string(), "offered": batch.num_rows()});
+                    if let Some(t) = &f.topic {
+                        d["topic"] = serde_json::json!(t);
+                    }
+                    (Outcome::Success, n as u64, d)
                 }
                 Err(e) => (
                     Outcome::Deny,
@@ -147,12 +244,25 @@ pub async fn secured_rows(
     table: &str,
     batch: &RecordBatch,
 ) -> Result<Vec<RecordBatch>, PipelineError> {
+    secured_batches(policy, catalog, who, table, std::slice::from_ref(batch)).await
+}
+
+/// The rows of `batches` (rows of `table`, one schema) that `who` may see,
+/// masked.
+pub async fn secured_batches(
+    policy: &PolicyEngine,
+    catalog: &Catalog,
+    who: &Principal,
+    table: &str,
+    batches: &[RecordBatch],
+) -> Result<Vec<RecordBatch>, PipelineError> {
+    let Some(first) = batches.first() else { return Ok(vec![]) };
     let ctx = SessionContext::new();
     crate::udf::register(&ctx, catalog);
     crate::udf::forbid_oracles(&ctx);
     policy.mask_functions().register(&ctx);
-    let mem = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
-        .map_err(|e| PipelineError::Query(e.to_string()))?;
+    let mem =
+        MemTable::try_new(first.schema(), vec![batches.to_vec()]).map_err(|e| PipelineError::Query(e.to_string()))?;
     ctx.register_table(table, Arc::new(mem)).map_err(|e| PipelineError::Query(e.to_string()))?;
     let plan = ctx
         .state()
@@ -166,28 +276,43 @@ pub async fn secured_rows(
     df.collect().await.map_err(|e| PipelineError::Query(e.to_string()))
 }
 
+/// Appends the events of `batches` to the outbox of `f` (fsynced) and
+/// returns them as (key, event) for the flow's topic.
 async fn write_events(
     f: &Flow,
     library: &str,
     catalog: &Catalog,
     batches: &[RecordBatch],
-) -> Result<(), PipelineError> {
+    committed_at: Option<&str>,
+) -> Result<Vec<(String, Vec<u8>)>, PipelineError> {
     let key = catalog.library(library)?.key.clone();
     let text = format_batches(batches, OutputFormat::Json)?;
     let mut out = Vec::with_capacity(text.len() + 64 * batches.len());
+    let mut items = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let row: serde_json::Value =
             serde_json::from_str(line).map_err(|e| PipelineError::Internal(format!("flow {}: {e}", f.cfg.name)))?;
         let id = row.get(&key).cloned().unwrap_or(serde_json::Value::Null);
         let op = if row.get("deleted").and_then(|d| d.as_bool()) == Some(true) { "delete" } else { "upsert" };
-        let ev = serde_json::json!({"flow": f.cfg.name, "library": library, "id": id, "op": op, "row": row});
-        out.extend_from_slice(ev.to_string().as_bytes());
+        let ev = serde_json::json!({
+            "flow": f.cfg.name, "library": library, "id": id, "op": op, "committed_at": committed_at, "row": row,
+        });
+        let text = ev.to_string();
+        out.extend_from_slice(text.as_bytes());
         out.push(b'\n');
+        if f.topic.is_some() {
+            let k = match &id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            items.push((k, text.into_bytes()));
+        }
     }
     let mut file = f.file.lock().await;
     file.write_all(&out)
         .and_then(|_| file.sync_data())
-        .map_err(|e| PipelineError::Internal(format!("flow {}: {}: {e}", f.cfg.name, f.path.display())))
+        .map_err(|e| PipelineError::Internal(format!("flow {}: {}: {e}", f.cfg.name, f.path.display())))?;
+    Ok(items)
 }
 
 /// What to export.
