@@ -97,14 +97,6 @@ pub enum PushError {
         /// Status and answer.
         detail: String,
     },
-    /// The flow's settings are wrong (retrying will not help).
-    #[error("flow `{flow}`: {detail}")]
-    Config {
-        /// The flow.
-        flow: String,
-        /// What is wrong.
-        detail: String,
-    },
 }
 
 /// A department system a flow pushes into.
@@ -332,12 +324,6 @@ impl Pusher {
         read_cursor(&self.data_dir, &self.flow)
     }
 
-    /// Outbox bytes not yet acknowledged.
-    pub fn backlog_bytes(&self) -> Result<u64, PipelineError> {
-        let len = std::fs::metadata(&self.outbox).map(|m| m.len()).unwrap_or(0);
-        Ok(len.saturating_sub(self.cursor()?))
-    }
-
     /// Attempts one delivery. `Ok(n)`: `n` events acknowledged (0: the
     /// outbox holds nothing new); `Err`: the target did not acknowledge —
     /// the same delivery is tried again on the next call.
@@ -395,9 +381,8 @@ impl Pusher {
                     self.audit.record(ev)?;
                     self.last_error = Some(msg.clone());
                 }
-                let config = matches!(e, PushError::Config { .. });
                 self.pending = Some(d);
-                Err(if config { PipelineError::Config(msg) } else { PipelineError::Unavailable(msg) })
+                Err(PipelineError::Unavailable(msg))
             }
         }
     }
