@@ -17,6 +17,13 @@
 //! * rewrites titles and contents built from a party's name as the new
 //!   mappings do (`个人涉嫌<violation>案`, `个人违法用地案`).
 //!
+//! Rows written by the mapping versions listed in [`LEGACY_FREE_TEXT`]
+//! (before their free text was labelled `free_text`) carry IDs, phones and
+//! plates inside text: their `attributes` free-text fields, `matter.title`,
+//! `matter.content` and `matter_event.note` are read scrubbed
+//! ([`crate::mapping::personal::scrub`]; in `attributes` also of the
+//! record's own personal values found beside them).
+//!
 //! The view's scan keeps the table's name, so the policy rewrite applies the
 //! table's row filters and masks to it as before (the view is inlined);
 //! the functions of the view are not registered in the session, so a query
@@ -50,10 +57,53 @@ pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
     ("nr_land_violation", &["1"], &["wfzt", "sfzh"]),
 ];
 
+/// Mapping versions written before their free text was labelled
+/// `free_text`: (mapping, versions, the free-text fields).
+pub const LEGACY_FREE_TEXT: &[(&str, &[&str], &[&str])] = &[
+    ("police_110", &["1", "2", "3", "4", "5"], &["bjnr"]),
+    ("hotline_12345", &["1", "2", "3"], &["title", "content", "reply"]),
+    ("hotline_12345_orders", &["1"], &["title", "content"]),
+    ("env_complaint", &["1", "2", "3"], &["content", "reject_reason"]),
+    ("law_enforcement_case", &["1", "2", "3"], &["violation"]),
+    ("irs_market_penalty", &["1", "2", "3"], &["cfnr"]),
+];
+
+/// What a legacy `mapping_version` (`name@version`) needs fixed.
+struct Legacy {
+    mapping: &'static str,
+    /// Personal fields to remove from `attributes`.
+    personal: &'static [&'static str],
+    /// Free-text fields to scrub (empty: the version already scrubbed).
+    free: &'static [&'static str],
+}
+
 /// The legacy entry of a `mapping_version` (`name@version`), if any.
-fn legacy_of(mapping_version: &str) -> Option<(&'static str, &'static [&'static str])> {
+fn legacy_of(mapping_version: &str) -> Option<Legacy> {
     let (name, version) = mapping_version.rsplit_once('@')?;
-    LEGACY.iter().find(|(n, vs, _)| *n == name && vs.contains(&version)).map(|(n, _, f)| (*n, *f))
+    let find = |t: &'static [(&'static str, &'static [&'static str], &'static [&'static str])]| {
+        t.iter().find(|(n, vs, _)| *n == name && vs.contains(&version)).map(|(n, _, f)| (*n, *f))
+    };
+    let (personal, free) = (find(LEGACY), find(LEGACY_FREE_TEXT));
+    let mapping = personal.or(free)?.0;
+    Some(Legacy { mapping, personal: personal.map_or(&[], |p| p.1), free: free.map_or(&[], |f| f.1) })
+}
+
+/// Legacy `attributes`: without the personal fields, free text scrubbed of
+/// patterns and of the personal values the record held beside it.
+fn fix_attributes(value: &str, l: &Legacy) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(value).ok()?;
+    let known: Vec<String> =
+        l.personal.iter().filter_map(|f| v.get(*f).and_then(|x| x.as_str()).map(str::to_string)).collect();
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    if let Some(o) = v.as_object_mut() {
+        for f in l.free {
+            if let Some(serde_json::Value::String(t)) = o.get_mut(*f) {
+                *t = personal::scrub(t, &known).into_owned();
+            }
+        }
+    }
+    let p: PersonalFields<'_> = l.personal.iter().map(|f| (*f, None, PersonalKind::Name)).collect();
+    personal::public_text(&v, &p, &[])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +116,9 @@ enum Fix {
     Title,
     /// `(content, mapping_version, party_element_id)` → content.
     Content,
+    /// `(text, mapping_version)` → the text scrubbed when written before
+    /// free text was (`matter_event.note`).
+    FreeText,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -110,10 +163,13 @@ impl ScalarUDFImpl for LegacyUdf {
         let mut b = StringBuilder::with_capacity(n, n * 32);
         for i in 0..n {
             let value = get(0, i);
-            let Some((mapping, fields)) = get(1, i).and_then(legacy_of) else {
+            let Some(l) = get(1, i).and_then(legacy_of) else {
                 b.append_option(value);
                 continue;
             };
+            // The party rewrites are for the `LEGACY` versions only.
+            let mapping = if l.personal.is_empty() { "" } else { l.mapping };
+            let free = !l.free.is_empty();
             let out: Option<String> = match self.fix {
                 Fix::Id => match value {
                     Some(v) if v.starts_with("cid:") || v.starts_with("plate:") => {
@@ -125,21 +181,21 @@ impl ScalarUDFImpl for LegacyUdf {
                     }
                     other => other.map(str::to_string),
                 },
-                Fix::Attributes => {
-                    let p: PersonalFields<'_> = fields.iter().map(|f| (*f, None, PersonalKind::Name)).collect();
-                    value.and_then(|v| personal::strip_personal(v, &p))
-                }
+                Fix::Attributes => value.and_then(|v| fix_attributes(v, &l)),
+                Fix::FreeText => value.map(|v| if free { personal::scrub(v, &[]).into_owned() } else { v.to_string() }),
                 Fix::Title => match mapping {
                     "law_enforcement_case" if person_party(get(2, i)) => {
-                        Some(format!("个人涉嫌{}案", get(3, i).unwrap_or_default()))
+                        Some(format!("个人涉嫌{}案", personal::scrub(get(3, i).unwrap_or_default(), &[])))
                     }
                     "nr_land_violation" if person_party(get(2, i)) => Some("个人违法用地案".to_string()),
+                    _ if free => value.map(|v| personal::scrub(v, &[]).into_owned()),
                     _ => value.map(str::to_string),
                 },
                 Fix::Content => match (mapping, value) {
                     ("nr_land_violation", Some(v)) if person_party(get(2, i)) => Some(
                         v.split_once(" 违法用地 ").map(|(_, rest)| format!("个人 违法用地 {rest}")).unwrap_or_default(),
                     ),
+                    (_, Some(v)) if free => Some(personal::scrub(v, &[]).into_owned()),
                     (_, v) => v.map(str::to_string),
                 },
             };
@@ -175,6 +231,7 @@ fn fixed(library: &str, column: &str, key: &KeyScope) -> Option<Expr> {
         ("matter", "content") => {
             udf("lianqin_legacy_content", Fix::Content, key).call(vec![col(column), mv(), col("party_element_id")])
         }
+        ("matter_event", "note") => udf("lianqin_legacy_text", Fix::FreeText, key).call(vec![col(column), mv()]),
         _ => return None,
     })
 }
@@ -189,7 +246,7 @@ pub fn history_view(
     provider: Arc<dyn TableProvider>,
     key: &KeyScope,
 ) -> Result<Arc<dyn TableProvider>, PipelineError> {
-    if !matches!(library, "element" | "matter") {
+    if !matches!(library, "element" | "matter" | "matter_event") {
         return Ok(provider);
     }
     let err = |e: DataFusionError| PipelineError::Query(format!("{sql_name}: legacy view: {e}"));
@@ -224,7 +281,12 @@ mod tests {
         ];
         for (name, text) in BUILTIN_MAPPINGS.iter().chain(shipped) {
             let m = Mapping::parse(text, name).unwrap();
-            let declared: Vec<&str> = m.personal_fields().iter().map(|(n, _, _)| *n).collect();
+            let declared: Vec<&str> = m
+                .personal_fields()
+                .iter()
+                .filter(|(_, _, k)| *k != PersonalKind::FreeText)
+                .map(|(n, _, _)| *n)
+                .collect();
             if declared.is_empty() {
                 continue;
             }
@@ -233,5 +295,50 @@ mod tests {
                 assert!(legacy.contains(&d), "{name}: personal field {d} missing from LEGACY");
             }
         }
+    }
+
+    /// Every free-text field is scrubbed in the rows of every earlier
+    /// version of its mapping (a field labelled later must be listed).
+    #[test]
+    fn legacy_free_text_covers_every_earlier_version() {
+        let shipped: &[(&str, &str)] =
+            &[("irs_market_penalty", include_str!("../../schemas/mappings/irs_market_penalty.toml"))];
+        for (name, text) in BUILTIN_MAPPINGS.iter().chain(shipped) {
+            let m = Mapping::parse(text, name).unwrap();
+            let free: Vec<&str> = m
+                .personal_fields()
+                .iter()
+                .filter(|(_, _, k)| *k == PersonalKind::FreeText)
+                .map(|(n, _, _)| *n)
+                .collect();
+            if free.is_empty() {
+                continue;
+            }
+            let (_, versions, fields) =
+                LEGACY_FREE_TEXT.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("{name}"));
+            for f in free {
+                assert!(fields.contains(&f), "{name}: free-text field {f} missing from LEGACY_FREE_TEXT");
+            }
+            let current: u32 = m.version.parse().unwrap();
+            assert!(!versions.contains(&m.version.as_str()), "{name}: the current version is not legacy");
+            for v in 1..current {
+                assert!(versions.contains(&v.to_string().as_str()), "{name}: version {v} missing");
+            }
+        }
+    }
+
+    /// Legacy attributes lose personal fields and get free text scrubbed,
+    /// also of the caller's name found beside it; current versions pass.
+    #[test]
+    fn legacy_attributes_and_text_are_scrubbed() {
+        let l = legacy_of("police_110@1").unwrap();
+        let a = r#"{"bjrxm":"张三","bjnr":"张三报警：浙E12345倾倒","cph":"浙E12345","x":1}"#;
+        // The plate is also the record's own `cph`: masked whole.
+        assert_eq!(fix_attributes(a, &l).unwrap(), r#"{"bjnr":"**报警：*******倾倒","x":1}"#);
+        let l = legacy_of("police_110@5").unwrap();
+        assert!(l.personal.is_empty() && l.free == ["bjnr"]);
+        let a = r#"{"bjnr":"车辆浙E12345，电话13812345678"}"#;
+        assert_eq!(fix_attributes(a, &l).unwrap(), r#"{"bjnr":"车辆浙E*****，电话138****5678"}"#);
+        assert!(legacy_of("police_110@6").is_none());
     }
 }

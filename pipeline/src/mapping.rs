@@ -479,6 +479,20 @@ pub fn build_raw_batch(
     let with_payload = mapping.uses_payload();
     let with_public = personal::uses_public_payload(mapping);
     let personal = mapping.personal_fields();
+    // Free-text fields (by position in `specs`) and the other personal
+    // fields whose values are masked inside them.
+    let free: Vec<usize> = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, s))| s.personal() == Some(PersonalKind::FreeText))
+        .map(|(i, _)| i)
+        .collect();
+    let known_of: Vec<usize> = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, s))| s.personal().is_some_and(|k| k != PersonalKind::FreeText))
+        .map(|(i, _)| i)
+        .collect();
     let mut public = StringBuilder::with_capacity(n, if with_public { n * 256 } else { 0 });
     'records: for (env, &index) in envelopes.iter().zip(indices) {
         // Only rejections print these.
@@ -541,6 +555,33 @@ pub fn build_raw_batch(
             }
             convs.push(conv);
         }
+        // Personal data inside free text (see `personal`): masked in the
+        // column the mapping reads and in `_public_payload`.
+        let known: Vec<&str> = if free.is_empty() {
+            Vec::new()
+        } else {
+            known_of
+                .iter()
+                .filter_map(|&i| if let Conv::Utf8(v) = &convs[i] { Some(v.as_str()) } else { None })
+                .collect()
+        };
+        let scrubbed: Vec<(usize, String)> = free
+            .iter()
+            .filter_map(|&i| match &convs[i] {
+                Conv::Utf8(v) => match personal::scrub(v, &known) {
+                    std::borrow::Cow::Owned(s) => Some((i, s)),
+                    std::borrow::Cow::Borrowed(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        // Personal data (see `personal`): the record without its personal
+        // fields, free text scrubbed.
+        public.append_option(if with_public { personal::public_text(&env.payload, &personal, &known) } else { None });
+        drop(known);
+        for (i, s) in scrubbed {
+            convs[i] = Conv::Utf8(s);
+        }
         row.append_value(index as i64);
         key.append_value(&env.key);
         op.append_value(env.op.as_str());
@@ -551,8 +592,6 @@ pub fn build_raw_batch(
         } else {
             payload.append_null();
         }
-        // Personal data (see `personal`): the record without its personal fields.
-        public.append_option(if with_public { personal::public_text(&env.payload, &personal) } else { None });
         if row_flags.is_empty() {
             flags.append_null();
         } else {

@@ -337,13 +337,14 @@ const MASKED_USERS: &[&str] =
     &["zhao.aux", "chen.ecology", "liu.market", "sun.law", "zhou.natres", "wu.agri", "zheng.hotline", "he.office"];
 
 /// Raw fields the simulators fill with personal data (their ground truth):
-/// citizen IDs, phones and names of persons.
+/// citizen IDs, phones, names of persons and vehicle plates (which the
+/// simulators also write into the 110 报警内容 and 12345 texts).
 const PERSONAL_RAW_FIELDS: &[&str] =
-    &["bjrxm", "bjrsfzh", "bjrdh", "caller_name", "caller_phone", "party_id_card", "legal_rep", "sfzh"];
+    &["bjrxm", "bjrsfzh", "bjrdh", "caller_name", "caller_phone", "party_id_card", "legal_rep", "sfzh", "cph"];
 
 /// The planted personal values of the demo (read as the hub, no policy):
-/// names (at least two characters) and the count of IDs and phones, as a
-/// cross-check that there is something to find. A name that is part of a
+/// names (at least two characters) and plates, and the count of IDs and
+/// phones, as a cross-check that there is something to find. A name that is part of a
 /// registered enterprise name (个体工商户 trade names carry the owner's
 /// name, published by the register) is public register data, not a hit.
 async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
@@ -360,7 +361,7 @@ async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
                 let Ok(serde_json::Value::Object(o)) = serde_json::from_str(col.value(i)) else { continue };
                 for f in PERSONAL_RAW_FIELDS {
                     let Some(v) = o.get(*f).and_then(|v| v.as_str()) else { continue };
-                    if f.ends_with("xm") || f.ends_with("name") || *f == "legal_rep" {
+                    if f.ends_with("xm") || f.ends_with("name") || *f == "legal_rep" || *f == "cph" {
                         if v.chars().count() >= 2 {
                             names.insert(v.to_string());
                         }
@@ -395,7 +396,7 @@ fn scan(user: &str, table: &str, text: &str, names: &[String]) -> Vec<String> {
             hits.push(format!("{user} {table}: phone {p} in {line}"));
         }
         for n in names.iter().filter(|n| line.contains(n.as_str())) {
-            hits.push(format!("{user} {table}: name {n} in {line}"));
+            hits.push(format!("{user} {table}: planted name or plate {n} in {line}"));
         }
     }
     hits
@@ -422,13 +423,15 @@ fn sql_as(d: &Path, user: &str, table: &str) -> Option<String> {
 
 /// Issue 11 item 1: every column of every table each demo user may read,
 /// through the CLI, holds no clear citizen ID, no phone number and no name
-/// planted in the simulators' records. Fails on the old mappings (`'cid:' ||
+/// or plate planted in the simulators' records (also inside free text: the
+/// 110 报警内容 names the plate). Fails on the old mappings (`'cid:' ||
 /// bjrsfzh` ids, `_payload AS attributes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_clear_personal_data_reaches_masked_users() {
     let d = demo_dir();
     let (names, ids_and_phones) = planted_personal_values(d).await;
     assert!(names.len() > 20 && ids_and_phones > 20, "the demo plants personal data ({} names)", names.len());
+    assert!(names.iter().filter(|n| n.starts_with('浙')).count() > 10, "the demo plants plates");
     let tables: Vec<String> = lianqin_tests::engine(d).await.tables().to_vec();
     let d = d.to_path_buf();
     let names = Arc::new(names);
@@ -543,10 +546,11 @@ async fn person_token_is_not_an_oracle() {
 
 /// Library history written by the mappings before personal data was
 /// classified (`tests/it/fixtures/*_v1.toml`: `'cid:' || id` ids, the whole
-/// record in `attributes`, the party's name in titles) is read through the
-/// new rules: ids as keyed tokens, attributes without personal fields,
-/// titles without names — for everyone, and masked users see no personal
-/// value at all.
+/// record in `attributes`, the party's name in titles) and by `police_110`
+/// v5 (a plate, phone and ID inside 报警内容, before `free_text`) is read
+/// through the new rules: ids as keyed tokens, attributes without personal
+/// fields, titles without names, free text scrubbed — for everyone, and
+/// masked users see no personal value at all.
 #[tokio::test]
 async fn history_written_before_the_labels_is_read_through_them() {
     use lianqin_bus::{BusRecord, Envelope};
@@ -569,6 +573,14 @@ async fn history_written_before_the_labels_is_read_through_them() {
                 "cph": "浙E3K729", "updated_at": "2025-10-08 09:40:00"}),
         ),
         (
+            include_str!("fixtures/police_110_v5.toml"),
+            "police",
+            "J5",
+            serde_json::json!({"jjdbh": "J5", "bjsj": "2025-10-08 10:12:37",
+                "bjnr": "一辆渣土车（浙E3K729）倾倒建筑垃圾，司机电话13957216688，身份证11010519491231002X",
+                "xzqh": "330502", "jqzt": "接警", "cph": "浙E3K729", "updated_at": "2025-10-08 10:40:00"}),
+        ),
+        (
             include_str!("fixtures/law_enforcement_case_v1.toml"),
             "law_enforcement",
             "C1",
@@ -579,7 +591,7 @@ async fn history_written_before_the_labels_is_read_through_them() {
     ];
     for (text, dept, key, payload) in inputs {
         let m = Mapping::parse(text, "v1").unwrap();
-        assert_eq!(m.version, "1");
+        assert!(m.version == "1" || m.version == "5");
         let source = m.name.clone();
         let rec = BusRecord {
             topic: format!("raw.{source}"),

@@ -16,6 +16,7 @@
 //! | [`plate`] | GA 36-2018 |
 //! | [`phone`] | MIIT numbering plan |
 //! | [`text`] | Unicode NFKC (UAX #15), ISO 8601 |
+//! | [`scrub`] | GB 11643, MIIT numbering plan, GA 36 (found inside free text) |
 //! | [`geo`] | GCJ-02 / BD-09 published algorithms, CGCS2000 |
 //! | [`calendar`] | 国务院办公厅 holiday notices 2025, 2026 |
 //! | [`water`] | GB 3838-2002 Table 1, HJ 212-2017 factor codes |
@@ -30,6 +31,7 @@ pub mod error;
 pub mod geo;
 pub mod phone;
 pub mod plate;
+pub mod scrub;
 pub mod text;
 pub mod uscc;
 pub mod water;
@@ -43,6 +45,7 @@ pub use geo::{
 };
 pub use phone::{Phone, PhoneKind, normalize_phone, normalize_phone_digits};
 pub use plate::{Plate, PlateKind, normalize_plate, validate_plate};
+pub use scrub::scrub_personal_text;
 pub use text::{normalize_name, normalize_text, parse_date_cn, parse_datetime_cn};
 pub use uscc::{Uscc, normalize_uscc, uscc_org_code, validate_org_code, validate_uscc};
 pub use water::{WaterClass, classify, worse_than_target};

@@ -9,7 +9,7 @@ use lianqin_domain::calendar::{add_working_days, is_working_day, working_days_be
 use lianqin_domain::citizen_id::{self, Sex};
 use lianqin_domain::geo::{self, Crs};
 use lianqin_domain::water::{self, Factor, Reading, WaterBody, WaterClass};
-use lianqin_domain::{check_field, codes, phone, plate, text, uscc};
+use lianqin_domain::{check_field, codes, phone, plate, scrub, text, uscc};
 use proptest::prelude::*;
 
 const USCC_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -418,6 +418,7 @@ proptest! {
         let _ = uscc::normalize_uscc(&s);
         let _ = uscc::uscc_org_code(&s);
         let _ = plate::normalize_plate(&s);
+        let _ = scrub::scrub_personal_text(&s, &["张三", &s]);
         let _ = phone::normalize_phone_digits(&s);
         let _ = text::normalize_name(&s);
         let _ = geo::parse_degrees(&s);
@@ -488,5 +489,98 @@ proptest! {
             let _ = working_days_between(d, NaiveDate::from_ymd_opt(2025, 6, 1).unwrap());
         }
         let _ = add_working_days(NaiveDate::MAX, n);
+    }
+}
+
+/// A personal value as written into a sentence, and the characters of it
+/// that must not survive (its clear serial).
+fn planted() -> impl Strategy<Value = (String, String)> {
+    let id = valid_id().prop_map(|(id, _, _)| (id.clone(), id[6..].to_string()));
+    let mobile = ("1[3-9][0-9]{9}", 0usize..3).prop_map(|(m, form)| {
+        let shown = match form {
+            0 => m.clone(),
+            1 => format!("{}-{}-{}", &m[..3], &m[3..7], &m[7..]),
+            _ => format!("+86{m}"),
+        };
+        (shown, m[3..7].to_string())
+    });
+    let landline = ("0[3-9][0-9]{2}", "[2-8][0-9]{6}", 0usize..3).prop_map(|(area, n, form)| {
+        let shown = match form {
+            0 => format!("{area}{n}"),
+            1 => format!("{area}-{n}"),
+            _ => format!("（{area}）{n}"),
+        };
+        (shown, n)
+    });
+    let plate = (prop::sample::select(codes::PLATE_PROVINCES.to_vec()), "[A-HJ-NP-Z]", "[A-HJ-NP-Z0-9][0-9]{4}")
+        .prop_map(|((p, _), a, serial)| (format!("{p}{a}{serial}"), serial));
+    (prop_oneof![id, mobile, landline, plate], any::<bool>()).prop_map(|((shown, secret), wide)| {
+        if wide { (full_width(&shown), full_width(&secret)) } else { (shown, secret) }
+    })
+}
+
+/// Sentence pieces without personal data (keywords, places, codes, amounts).
+fn filler() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "有人在河边倾倒垃圾",
+        "，",
+        "。",
+        "吴兴区织里镇",
+        "据110警情J33050220250319000012称",
+        "罚款50000元",
+        "2025年3月19日",
+        "湖吴综执立〔2025〕00012号",
+        "浙江省湖州市",
+        "（",
+        "）",
+        " ",
+        "10086",
+        "GB3838-2002",
+        "工单202503190000123456",
+        "第3次",
+        "联系人",
+        "电话：",
+    ])
+    .prop_map(str::to_string)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Planted IDs, phones and plates never survive in clear; the text
+    /// around them is kept character for character; scrubbing is
+    /// idempotent.
+    #[test]
+    fn scrub_masks_every_planted_value(
+        parts in prop::collection::vec((filler(), prop::option::weighted(0.4, planted())), 1..8),
+        name in "[赵钱孙李周吴郑王][一-龥]{1,2}",
+    ) {
+        let mut text = String::new();
+        let mut secrets = Vec::new();
+        let mut kept = String::new();
+        for (f, p) in &parts {
+            text.push_str(f);
+            kept.push_str(f);
+            if let Some((shown, secret)) = p {
+                text.push('：');
+                kept.push('：');
+                text.push_str(shown);
+                secrets.push(secret.clone());
+                // Separate the value from the next piece as a sentence would.
+                text.push('；');
+                kept.push('；');
+            }
+        }
+        text.push_str(&name);
+        let out = scrub::scrub_personal_text(&text, &[name.as_str()]).into_owned();
+        prop_assert_eq!(out.chars().count(), text.chars().count());
+        for secret in &secrets {
+            prop_assert!(!out.contains(secret.as_str()), "{secret} survived in {out} (from {text})");
+        }
+        prop_assert!(!out.contains(name.as_str()), "{name} survived in {out}");
+        // What is not a personal value is unchanged.
+        let filler_only: String = kept.clone();
+        prop_assert_eq!(scrub::scrub_personal_text(&filler_only, &[]).into_owned(), filler_only);
+        prop_assert_eq!(scrub::scrub_personal_text(&out, &[]).into_owned(), out.clone());
     }
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Labels: [`PersonalKind`] (`citizen_id`, `phone`, `name`, `address`,
-//! `plate`). What follows from a declaration:
+//! `plate`, and `free_text` for text that may *contain* such values). What
+//! follows from a declaration:
 //!
 //! * **Ids are keyed tokens.** `person_token(value)` (a SQL function in every
 //!   mapping and query session) is `pt:` + lowercase hex of
@@ -24,6 +25,16 @@
 //!   JSON pointer). Mappings select `_public_payload AS attributes`; the
 //!   whole record stays in the department's raw table (`payload`, labelled
 //!   sensitive). It is computed only when an output query mentions it.
+//! * **Free text is scrubbed, not removed.** A `free_text` field (报警内容,
+//!   工单内容, 违法事实 …) is what other departments need to read, but people
+//!   write IDs, phones and plates into it. Its value — in the mapping's
+//!   column of that name *and* in `_public_payload` — is the text with every
+//!   citizen ID, mobile, landline and plate masked, and every occurrence of
+//!   the record's own personal values (the caller's name from `bjrxm`, …)
+//!   masked too ([`lianqin_domain::scrub_personal_text`]). The clear text
+//!   stays in the department's raw table only. Mapping versions that wrote
+//!   such text before it was labelled are scrubbed on read
+//!   ([`crate::legacy`]).
 //!
 //! ## The hub secret
 //!
@@ -75,12 +86,20 @@ pub enum PersonalKind {
     Address,
     /// Vehicle plate number.
     Plate,
+    /// Free text that may contain any of the above (kept, scrubbed).
+    FreeText,
 }
 
 impl PersonalKind {
     /// Every label, as written in mappings and schemas.
-    pub const ALL: [PersonalKind; 5] =
-        [PersonalKind::CitizenId, PersonalKind::Phone, PersonalKind::Name, PersonalKind::Address, PersonalKind::Plate];
+    pub const ALL: [PersonalKind; 6] = [
+        PersonalKind::CitizenId,
+        PersonalKind::Phone,
+        PersonalKind::Name,
+        PersonalKind::Address,
+        PersonalKind::Plate,
+        PersonalKind::FreeText,
+    ];
 
     /// The label as written (`citizen_id`, …).
     pub fn as_str(self) -> &'static str {
@@ -90,6 +109,7 @@ impl PersonalKind {
             PersonalKind::Name => "name",
             PersonalKind::Address => "address",
             PersonalKind::Plate => "plate",
+            PersonalKind::FreeText => "free_text",
         }
     }
 
@@ -365,40 +385,81 @@ fn load_or_create(path: &Path) -> Result<TokenKey, PipelineError> {
 /// `None` for top level, label).
 pub type PersonalFields<'a> = Vec<(&'a str, Option<&'a str>, PersonalKind)>;
 
-/// `payload` (JSON text) without the personal fields; non-JSON or
-/// non-object payloads give `None` (nothing is passed on that cannot be
-/// checked).
+/// `payload` (JSON text) without the personal fields (free text scrubbed);
+/// non-JSON or non-object payloads give `None` (nothing is passed on that
+/// cannot be checked).
 pub fn strip_personal(payload: &str, personal: &PersonalFields<'_>) -> Option<String> {
     let v: Value = serde_json::from_str(payload).ok()?;
-    public_text(&v, personal)
+    public_text(&v, personal, &[])
+}
+
+/// A free-text value scrubbed: strings masked ([`scrub`]), other JSON
+/// values (numbers …) scrubbed as their text.
+fn scrub_value(v: &Value, known: &[&str]) -> Value {
+    match v {
+        Value::String(s) => Value::String(scrub(s, known).into_owned()),
+        Value::Null => Value::Null,
+        Value::Array(_) | Value::Object(_) | Value::Number(_) | Value::Bool(_) => {
+            Value::String(scrub(&v.to_string(), known).into_owned())
+        }
+    }
+}
+
+/// Free text with the personal data in it masked, including the record's
+/// own personal values `known` (see the module docs).
+pub fn scrub<'a>(text: &'a str, known: &[&str]) -> std::borrow::Cow<'a, str> {
+    lianqin_domain::scrub_personal_text(text, known)
 }
 
 /// [`strip_personal`] of a record already parsed: its canonical JSON text
-/// without the personal fields, `None` when it is not an object. Top-level
-/// fields are left out while serializing (no copy of the record).
-pub fn public_text(payload: &Value, personal: &PersonalFields<'_>) -> Option<String> {
+/// without the personal fields and with its free-text fields scrubbed
+/// (`known`: the record's personal values), `None` when it is not an
+/// object. Top-level fields are left out while serializing (no copy of the
+/// record).
+pub fn public_text(payload: &Value, personal: &PersonalFields<'_>, known: &[&str]) -> Option<String> {
     let obj = payload.as_object()?;
     if personal.iter().any(|(_, path, _)| path.is_some()) {
         let mut v = payload.clone();
-        for (name, path, _) in personal {
-            match path {
-                None => {
+        for (name, path, kind) in personal {
+            match (path, kind) {
+                (None, PersonalKind::FreeText) => {
+                    if let Some(o) = v.as_object_mut()
+                        && let Some(x) = o.get_mut(*name)
+                    {
+                        *x = scrub_value(x, known);
+                    }
+                }
+                (Some(p), PersonalKind::FreeText) => {
+                    if let Some(x) = v.pointer_mut(p) {
+                        *x = scrub_value(x, known);
+                    }
+                }
+                (None, _) => {
                     if let Some(o) = v.as_object_mut() {
                         o.remove(*name);
                     }
                 }
-                Some(p) => remove_pointer(&mut v, p),
+                (Some(p), _) => remove_pointer(&mut v, p),
             }
         }
         return Some(v.to_string());
     }
-    struct Without<'a>(&'a serde_json::Map<String, Value>, &'a PersonalFields<'a>);
+    struct Without<'a>(&'a serde_json::Map<String, Value>, &'a PersonalFields<'a>, &'a [&'a str]);
     impl serde::Serialize for Without<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_map(self.0.iter().filter(|(k, _)| !self.1.iter().any(|(n, _, _)| n == k)))
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(None)?;
+            for (k, v) in self.0 {
+                match self.1.iter().find(|(n, _, _)| n == k) {
+                    None => m.serialize_entry(k, v)?,
+                    Some((_, _, PersonalKind::FreeText)) => m.serialize_entry(k, &scrub_value(v, self.2))?,
+                    Some(_) => {}
+                }
+            }
+            m.end()
         }
     }
-    serde_json::to_string(&Without(obj, personal)).ok()
+    serde_json::to_string(&Without(obj, personal, known)).ok()
 }
 
 fn remove_pointer(v: &mut Value, pointer: &str) {
@@ -494,7 +555,7 @@ mod tests {
     fn labels_parse_and_name_the_valid_ones() {
         assert_eq!(PersonalKind::parse("citizen_id").unwrap(), PersonalKind::CitizenId);
         let e = PersonalKind::parse("cid").unwrap_err();
-        assert!(e.contains("\"cid\"") && e.contains("citizen_id, phone, name, address, plate"), "{e}");
+        assert!(e.contains("\"cid\"") && e.contains("citizen_id, phone, name, address, plate, free_text"), "{e}");
     }
 
     fn mapping(field: &str, sql: &str) -> Result<Mapping, PipelineError> {
@@ -533,6 +594,14 @@ mod tests {
         let out = strip_personal(r#"{"sfzh":"x","a":1,"caller":{"tel":"13800000000","n":2}}"#, &p).unwrap();
         assert_eq!(out, r#"{"a":1,"caller":{"n":2}}"#);
         assert_eq!(strip_personal("[1]", &p), None);
+        // Free text stays, scrubbed, also of the record's own values.
+        let p: PersonalFields<'_> = vec![("xm", None, PersonalKind::Name), ("nr", None, PersonalKind::FreeText)];
+        let v: Value =
+            serde_json::from_str(r#"{"xm":"张三","nr":"张三称浙E12345倾倒，电话13812345678","a":1}"#).unwrap();
+        assert_eq!(public_text(&v, &p, &["张三"]).unwrap(), r#"{"a":1,"nr":"**称浙E*****倾倒，电话138****5678"}"#);
+        let p: PersonalFields<'_> = vec![("nr", Some("/d/nr"), PersonalKind::FreeText)];
+        let v: Value = serde_json::from_str(r#"{"d":{"nr":"浙E12345"}}"#).unwrap();
+        assert_eq!(public_text(&v, &p, &[]).unwrap(), r#"{"d":{"nr":"浙E*****"}}"#);
         assert_eq!(strip_personal("not json", &p), None);
     }
 
