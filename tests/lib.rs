@@ -39,6 +39,27 @@ pub async fn engine(data_dir: &Path) -> QueryEngine {
     QueryEngine::new(&store, &catalog).await.expect("engine")
 }
 
+/// `count(*)`-style scalar of `sql` as `user`, through the same policy
+/// enforcement as `lianqin sql --as` (the data dir's sealed policies).
+pub async fn secured_count(data_dir: &Path, user: &str, sql: &str) -> i64 {
+    let policy = Arc::new(lianqin_pipeline::flows::load_policies(data_dir).await.expect("policies"));
+    let who = policy.principal(user).expect("user");
+    engine(data_dir).await.with_policy(policy, who).scalar_i64(sql).await.expect("query")
+}
+
+/// Every entry of every audit stream of a data dir, decrypted with its
+/// master key.
+pub fn audit_events(data_dir: &Path) -> Vec<lianqin_audit::AuditEvent> {
+    let key = lianqin_pipeline::audit::master_key(data_dir, false).expect("audit key");
+    let mut out = Vec::new();
+    for s in lianqin_pipeline::audit::streams(data_dir) {
+        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::default()).expect("audit stream") {
+            out.push(r.expect("audit entry").event);
+        }
+    }
+    out
+}
+
 /// Like [`engine`], but reports failures (e.g. while a hub is committing).
 pub async fn try_engine(data_dir: &Path) -> Result<QueryEngine, String> {
     let catalog = Catalog::builtin().map_err(|e| e.to_string())?;

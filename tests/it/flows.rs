@@ -3,13 +3,12 @@
 //! runs with the user's permissions; both are audited.
 
 use std::process::Command;
-use std::sync::Arc;
 
 use lianqin_pipeline::config::HubConfig;
 use lianqin_pipeline::demo;
 use lianqin_pipeline::hub::Hub;
 use lianqin_sim::SimConfig;
-use lianqin_tests::lianqin_bin;
+use lianqin_tests::{audit_events, lianqin_bin, secured_count};
 use serde_json::Value;
 
 fn small() -> SimConfig {
@@ -27,24 +26,6 @@ fn small() -> SimConfig {
 /// A keyed hash as the policy's `hash` mask writes it (64 hex digits).
 fn hashed(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Rows of `sql` as `user` through the same enforcement as `lianqin sql --as`.
-async fn secured_count(dir: &std::path::Path, user: &str, sql: &str) -> i64 {
-    let policy = Arc::new(lianqin_pipeline::flows::load_policies(dir).await.unwrap());
-    let who = policy.principal(user).unwrap();
-    lianqin_tests::engine(dir).await.with_policy(policy, who).scalar_i64(sql).await.unwrap()
-}
-
-fn audit_events(dir: &std::path::Path) -> Vec<lianqin_audit::AuditEvent> {
-    let key = lianqin_pipeline::audit::master_key(dir, false).unwrap();
-    let mut out = Vec::new();
-    for s in lianqin_pipeline::audit::streams(dir) {
-        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::default()).unwrap() {
-            out.push(r.unwrap().event);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

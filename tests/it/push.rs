@@ -20,7 +20,7 @@ use lianqin_pipeline::demo;
 use lianqin_pipeline::flows::{push, receipt};
 use lianqin_pipeline::hub::Hub;
 use lianqin_sim::SimConfig;
-use lianqin_tests::{citizen_ids, cli_text, lianqin_bin, phones};
+use lianqin_tests::{audit_events, citizen_ids, cli_text, lianqin_bin, phones, secured_count};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -136,23 +136,6 @@ fn outbox(d: &Path, name: &str) -> Vec<String> {
 fn ident(ev: &Value) -> (String, String, String) {
     let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
     (s(&ev["library"]), s(&ev["id"]), s(&ev["row"]["content_hash"]))
-}
-
-async fn secured_count(dir: &Path, user: &str, sql: &str) -> i64 {
-    let policy = Arc::new(lianqin_pipeline::flows::load_policies(dir).await.unwrap());
-    let who = policy.principal(user).unwrap();
-    lianqin_tests::engine(dir).await.with_policy(policy, who).scalar_i64(sql).await.unwrap()
-}
-
-fn audit_events(dir: &Path) -> Vec<lianqin_audit::AuditEvent> {
-    let key = lianqin_pipeline::audit::master_key(dir, false).unwrap();
-    let mut out = Vec::new();
-    for s in lianqin_pipeline::audit::streams(dir) {
-        for r in lianqin_audit::read(&s, &key, lianqin_audit::AuditFilter::default()).unwrap() {
-            out.push(r.unwrap().event);
-        }
-    }
-    out
 }
 
 /// The China day of the first event (the receipts' day).
