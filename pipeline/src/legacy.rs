@@ -89,21 +89,18 @@ fn legacy_of(mapping_version: &str) -> Option<Legacy> {
 }
 
 /// Legacy `attributes`: without the personal fields, free text scrubbed of
-/// patterns and of the personal values the record held beside it.
+/// patterns and of the personal values the record held beside it (the
+/// same [`personal::public_text`] as new records).
 fn fix_attributes(value: &str, l: &Legacy) -> Option<String> {
-    let mut v: serde_json::Value = serde_json::from_str(value).ok()?;
-    let known: Vec<String> =
-        l.personal.iter().filter_map(|f| v.get(*f).and_then(|x| x.as_str()).map(str::to_string)).collect();
-    let known: Vec<&str> = known.iter().map(String::as_str).collect();
-    if let Some(o) = v.as_object_mut() {
-        for f in l.free {
-            if let Some(serde_json::Value::String(t)) = o.get_mut(*f) {
-                *t = personal::scrub(t, &known).into_owned();
-            }
-        }
-    }
-    let p: PersonalFields<'_> = l.personal.iter().map(|f| (*f, None, PersonalKind::Name)).collect();
-    personal::public_text(&v, &p, &[])
+    let v: serde_json::Value = serde_json::from_str(value).ok()?;
+    let known: Vec<&str> = l.personal.iter().filter_map(|f| v.get(*f).and_then(|x| x.as_str())).collect();
+    let p: PersonalFields<'_> = l
+        .personal
+        .iter()
+        .map(|f| (*f, None, PersonalKind::Name))
+        .chain(l.free.iter().map(|f| (*f, None, PersonalKind::FreeText)))
+        .collect();
+    personal::public_text(&v, &p, &known)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -578,7 +578,6 @@ pub fn build_raw_batch(
         // Personal data (see `personal`): the record without its personal
         // fields, free text scrubbed.
         public.append_option(if with_public { personal::public_text(&env.payload, &personal, &known) } else { None });
-        drop(known);
         for (i, s) in scrubbed {
             convs[i] = Conv::Utf8(s);
         }
