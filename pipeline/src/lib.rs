@@ -35,6 +35,8 @@
 //! * [`report`] — monthly and half-yearly station reports (XLSX + PDF via
 //!   `lianqin-report`) from the KPI views, with the reader's permissions.
 //! * [`kpi`] — station supervision KPIs as SQL views over `matter` (registered by [`query`]).
+//! * [`sealed`] — sensitive columns sealed at rest with per-department data
+//!   keys (`lianqin-seal`): sealed on append, opened where queries read.
 //! * [`udf`] — domain SQL functions (check digits, coordinates, calendar).
 //! * [`config`] — the TOML config: owns every config type.
 //! * [`audit`] — the audit writer (a leaf: the hub and servers call it), the
@@ -55,8 +57,9 @@
 //! audit                   ← the writer: imports nothing of the runtime
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
-//! library → schema;  confirm → journal;  current → legacy, mapping::personal, schema;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
-//! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, udf
+//! sealed → audit (master key), schema, (lianqin-seal)
+//! library → schema, sealed;  confirm → journal;  current → legacy, mapping::personal, schema, sealed;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
+//! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, sealed, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal, sharing;  sharing → journal
 //! flows → audit, config, library, query, schema, udf
@@ -97,6 +100,7 @@ pub mod recheck;
 pub mod replay;
 pub mod report;
 pub mod schema;
+pub mod sealed;
 pub mod server;
 pub mod sharing;
 pub mod status;

@@ -53,6 +53,8 @@ pub struct LibraryStore {
     /// Positions already read, per table and application id, with the table
     /// version they were read at ([`LibraryStore::position`]).
     positions: std::sync::Mutex<PositionCache>,
+    /// Data keys sealing sensitive columns ([`crate::sealed`]).
+    keys: crate::sealed::Keys,
 }
 
 impl std::fmt::Debug for LibraryStore {
@@ -70,7 +72,9 @@ impl LibraryStore {
     pub async fn open(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
         let root = data_dir.join("lake");
         std::fs::create_dir_all(&root).map_err(|e| PipelineError::Library(format!("{}: {e}", root.display())))?;
-        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default() };
+        let keys = crate::sealed::Keys::new(data_dir);
+        let store =
+            LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default(), keys };
         for lib in LIBRARIES {
             let schema = store.catalog.arrow_schema(lib)?;
             store.ensure(lib, schema).await?;
@@ -83,7 +87,9 @@ impl LibraryStore {
     /// writes).
     pub async fn open_existing(data_dir: &Path, catalog: Arc<Catalog>) -> Result<Self, PipelineError> {
         let root = data_dir.join("lake");
-        let store = LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default() };
+        let keys = crate::sealed::Keys::new(data_dir);
+        let store =
+            LibraryStore { root, catalog, tables: Mutex::new(BTreeMap::new()), positions: Default::default(), keys };
         let mut names: Vec<String> = LIBRARIES.iter().map(|s| s.to_string()).collect();
         names.extend(store.raw_tables_on_disk());
         for name in names {
@@ -102,6 +108,11 @@ impl LibraryStore {
     /// Directory of a table.
     pub fn table_dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// The data keys of this data dir (for readers that open sealed columns).
+    pub fn keys(&self) -> &crate::sealed::Keys {
+        &self.keys
     }
 
     /// The `lake` directory.
@@ -157,13 +168,23 @@ impl LibraryStore {
     }
 
     /// Appends rows in one commit that records `positions` (topic,
-    /// partition, next offset) as application transactions.
+    /// partition, next offset) as application transactions. Sensitive
+    /// columns are sealed first ([`crate::sealed`]).
     pub async fn append(
         &self,
         name: &str,
         batches: Vec<RecordBatch>,
         positions: &[(String, u32, u64)],
     ) -> Result<(), PipelineError> {
+        let sealed = crate::sealed::sealed_columns(&self.catalog, name);
+        let batches = if sealed.is_empty() {
+            batches
+        } else {
+            batches
+                .into_iter()
+                .map(|b| crate::sealed::seal_batch(&self.keys, name, &sealed, b))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let slot = self.slot(name).await.ok_or_else(|| delta_err(name, "not opened"))?;
         let mut current = slot.lock().await;
         let txns: Vec<Transaction> =

@@ -177,7 +177,9 @@ impl QueryEngine {
             let provider = table.table_provider().await.map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
             let sql_name =
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
-            // Rows written before personal data was classified: read through the new rules.
+            // Sealed columns opened, then rows written before personal data
+            // was classified read through the new rules.
+            let provider = crate::sealed::open_table(store.keys(), catalog, &name, &name, provider);
             let provider = crate::legacy::history_view(&name, &sql_name, provider, &key)?;
             if name == "matter" {
                 matter_history = Some(Arc::clone(&provider));
@@ -196,6 +198,7 @@ impl QueryEngine {
                     store.root().join(&name),
                     files,
                     dir,
+                    store.keys(),
                 )
                 .await?;
                 current.push((name.clone(), Arc::new(t)));

@@ -232,6 +232,13 @@ impl MasterKey {
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// A 32-byte key for another purpose (`label`), derived with
+    /// HMAC-SHA-256 over `lianqin/v1/subkey/<label>`: distinct labels give
+    /// independent keys, and none equals a key the audit log derives.
+    pub fn derive_subkey(&self, label: &str) -> [u8; 32] {
+        CryptoSuite::Standard.hmac(&self.0, &[b"lianqin/v1/subkey/", label.as_bytes()])
+    }
 }
 
 impl fmt::Debug for MasterKey {

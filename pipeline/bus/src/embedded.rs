@@ -20,6 +20,12 @@
 //!
 //! One process owns the store at a time (redb takes a file lock), which is
 //! the embedded default's single-machine deployment.
+//!
+//! Opened with [`EmbeddedBus::open_sealed`] (the hub does), every `batches`
+//! value is sealed at rest ([`lianqin_seal`] blob, AES-256-GCM with the
+//! `_bus` data key, bound to its topic, partition and first offset), so the
+//! bus file holds no record in clear. Values written unsealed (earlier hubs,
+//! [`EmbeddedBus::open`]) are read as they are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +61,16 @@ pub struct EmbeddedBus {
     db: Arc<Database>,
     path: PathBuf,
     notify: Arc<Notify>,
+    /// Seals batch values at rest (None: stored as they are).
+    seal: Option<Arc<lianqin_seal::Keyring>>,
+}
+
+/// The data key department of bus batches.
+const BUS_KEY: &str = "_bus";
+
+/// What a sealed batch value is bound to.
+fn batch_context(topic: &str, partition: u32, first: u64) -> String {
+    format!("bus/{topic}/{partition}/{first}")
 }
 
 impl std::fmt::Debug for EmbeddedBus {
@@ -66,10 +82,19 @@ impl std::fmt::Debug for EmbeddedBus {
 impl EmbeddedBus {
     /// Opens (or creates) the bus store at `dir/bus.redb`.
     pub fn open(dir: &Path) -> Result<Self, BusError> {
+        Self::open_with(dir, None)
+    }
+
+    /// Opens the store with batch values sealed by `keys` (see the module docs).
+    pub fn open_sealed(dir: &Path, keys: Arc<lianqin_seal::Keyring>) -> Result<Self, BusError> {
+        Self::open_with(dir, Some(keys))
+    }
+
+    fn open_with(dir: &Path, seal: Option<Arc<lianqin_seal::Keyring>>) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
         let path = dir.join("bus.redb");
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| store_err(&path, e))?;
-        let bus = EmbeddedBus { db: Arc::new(db), path, notify: Arc::new(Notify::new()) };
+        let bus = EmbeddedBus { db: Arc::new(db), path, notify: Arc::new(Notify::new()), seal };
         // Create all tables up front so readers never see a missing table.
         let tx = bus.db.begin_write().map_err(|e| bus.err(e))?;
         {
@@ -116,8 +141,9 @@ impl EmbeddedBus {
         for item in b.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let (topic, p, first) = k.value();
-            n += batch_records(v.value()).map_err(|e| self.err(format!("{topic}/{p} batch at {first}: {e}")))?.len()
-                as u64;
+            let value = self.open_value(topic, p, first, v.value())?;
+            n +=
+                batch_records(&value).map_err(|e| self.err(format!("{topic}/{p} batch at {first}: {e}")))?.len() as u64;
         }
         Ok(n)
     }
@@ -140,7 +166,14 @@ impl EmbeddedBus {
             for (p, records) in by_partition {
                 let mut off = ends.get((topic, p)).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
                 for chunk in batch_chunks(&records) {
-                    batches.insert((topic, p, off), encode_batch(chunk).as_slice()).map_err(|e| self.err(e))?;
+                    let value = encode_batch(chunk);
+                    let value = match &self.seal {
+                        Some(k) => k
+                            .seal_blob(BUS_KEY, &batch_context(topic, p, off), &value)
+                            .map_err(|e| self.err(format!("sealing: {e}")))?,
+                        None => value,
+                    };
+                    batches.insert((topic, p, off), value.as_slice()).map_err(|e| self.err(e))?;
                     off += chunk.len() as u64;
                 }
                 ends.insert((topic, p), off).map_err(|e| self.err(e))?;
@@ -189,7 +222,8 @@ impl EmbeddedBus {
         for item in range {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let first = k.value().2;
-            let records = batch_records(v.value())
+            let value = self.open_value(topic, partition, first, v.value())?;
+            let records = batch_records(&value)
                 .map_err(|e| self.err(format!("topic `{topic}` partition {partition} batch at offset {first}: {e}")))?;
             for (i, bytes) in records.into_iter().enumerate() {
                 let offset = first + i as u64;
@@ -215,6 +249,26 @@ impl EmbeddedBus {
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, BusError> {
         self.read_from(topic, partition, from, max)
+    }
+
+    /// A `batches` value in clear (opened when sealed).
+    fn open_value<'a>(
+        &self,
+        topic: &str,
+        partition: u32,
+        first: u64,
+        value: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, BusError> {
+        if !lianqin_seal::is_sealed_blob(value) {
+            return Ok(std::borrow::Cow::Borrowed(value));
+        }
+        let at = || format!("topic `{topic}` partition {partition} batch at offset {first}");
+        let Some(k) = &self.seal else {
+            return Err(self.err(format!("{}: sealed, and the bus was opened without data keys", at())));
+        };
+        k.open_blob(&batch_context(topic, partition, first), value)
+            .map(|v| std::borrow::Cow::Owned(v.into_owned()))
+            .map_err(|e| self.err(format!("{}: {e}", at())))
     }
 
     fn group_offset(&self, group: &str, topic: &str, p: u32) -> Result<Option<u64>, BusError> {
@@ -443,6 +497,29 @@ mod tests {
 
     fn env(k: &str) -> Envelope {
         Envelope::upsert("s", "police", k, serde_json::json!({ "k": k }), None)
+    }
+
+    /// A sealed bus holds no record in clear, reads back what was
+    /// published, and refuses (naming the batch) without its keys.
+    #[tokio::test]
+    async fn sealed_batches_hold_no_clear_bytes() {
+        use crate::Bus as _;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(lianqin_seal::Keyring::open(dir.path().join("keys"), [9; 32]).unwrap());
+        {
+            let bus = EmbeddedBus::open_sealed(dir.path(), Arc::clone(&keys)).unwrap();
+            bus.ensure_topic("t", 1).await.unwrap();
+            let items: Vec<(String, Vec<u8>)> =
+                (0..3).map(|i| (format!("k{i}"), format!("secret 1381234567{i}").into_bytes())).collect();
+            bus.publish_raw("t", &items).await.unwrap();
+            let got = bus.read_raw("t", 0, 1, 10).unwrap();
+            assert_eq!(got, vec![(1, b"secret 13812345671".to_vec()), (2, b"secret 13812345672".to_vec())]);
+        }
+        let file = std::fs::read(dir.path().join("bus.redb")).unwrap();
+        assert!(!file.windows(10).any(|w| w == b"1381234567"), "clear record in bus.redb");
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let e = bus.read_raw("t", 0, 0, 10).unwrap_err().to_string();
+        assert!(e.contains("batch at offset 0") && e.contains("without data keys"), "{e}");
     }
 
     #[tokio::test]

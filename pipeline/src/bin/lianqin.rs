@@ -248,6 +248,31 @@ enum Cmd {
         #[command(subcommand)]
         what: AuditCmd,
     },
+    /// Data keys sealing sensitive columns at rest (per department).
+    Keys {
+        #[command(subcommand)]
+        what: KeysCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// List the data keys (ids, versions, which seal new values; never key bytes).
+    List {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+    },
+    /// Start a new data key version for a department: new values use it,
+    /// older values keep opening with theirs; nothing is rewritten. Audited.
+    Rotate {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// Department code (code table `department`), or `_hub` / `_bus`.
+        #[arg(long)]
+        department: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1058,6 +1083,20 @@ async fn run(cmd: Cmd) -> Result<()> {
             let req = lianqin_pipeline::flows::ExportRequest { sql: query, format: format.output(), out: out.clone() };
             let n = lianqin_pipeline::flows::export(&data_dir, &as_user, &req).await?;
             eprintln!("exported {n} rows to {}", out.display());
+        }
+        Cmd::Keys { what: KeysCmd::List { data_dir } } => {
+            init_tracing("warn");
+            print!("{}", lianqin_pipeline::cli::keys::list(&data_dir)?);
+        }
+        Cmd::Keys { what: KeysCmd::Rotate { data_dir, department } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let known = catalog.codes.get("department").is_some_and(|t| t.contains(&department));
+            if !known && !matches!(department.as_str(), "_hub" | "_bus") {
+                bail!("department `{department}` is not in code table department (nor `_hub` / `_bus`)");
+            }
+            let who = format!("local:{}", lianqin_pipeline::cli::session::os_user());
+            print!("{}", lianqin_pipeline::cli::keys::rotate(&data_dir, &department, &who)?);
         }
         Cmd::Audit { what } => {
             init_tracing("warn");

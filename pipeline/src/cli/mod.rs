@@ -5,7 +5,7 @@
 //! `audit … --as`), the security officers' `audit` commands ([`audit`]), the
 //! interactive SQL shell ([`shell`]), whether the built-in demo users may
 //! be served ([`check_demo_users`]) or run flows ([`check_demo_flows`]),
-//! flow deliveries and receipts ([`flow`]), token resolution ([`token`]), joint-matter explanations and operator
+//! flow deliveries and receipts ([`flow`]), data keys ([`keys`]), token resolution ([`token`]), joint-matter explanations and operator
 //! decisions ([`matter`]), the second callback ([`recheck`]), station reports ([`report`]), progress of long work
 //! ([`progress`]) and how errors reach the user
 //! ([`report`]).
@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod confirm;
 pub mod flow;
+pub mod keys;
 pub mod matter;
 pub mod progress;
 pub mod recheck;

@@ -31,7 +31,8 @@
 //! The snapshot is a cache: deleting `current/` loses nothing; a data dir
 //! that cannot be written still answers (the state is computed per query).
 //! It holds what `<library>_history` holds (already tokenized; masks apply
-//! when read) and nothing else.
+//! when read) and nothing else, its sensitive columns sealed as in the
+//! lake ([`crate::sealed`]).
 //!
 //! Only libraries whose key belongs to one source ([`SNAPSHOT_LIBRARIES`]:
 //! a matter id is `<source>:<key>`, an event id contains its source) are
@@ -188,6 +189,8 @@ pub struct CurrentTable {
     /// Snapshot folder (None: compute per query).
     dir: Option<PathBuf>,
     schema: SchemaRef,
+    /// Seals the snapshot's sensitive columns, opens them when read.
+    keys: crate::sealed::Keys,
 }
 
 impl std::fmt::Debug for CurrentTable {
@@ -207,6 +210,7 @@ impl CurrentTable {
         table_dir: PathBuf,
         files: Vec<String>,
         dir: Option<PathBuf>,
+        keys: &crate::sealed::Keys,
     ) -> Result<Self, PipelineError> {
         let history_schema = history.schema();
         let ctx = SessionContext::new();
@@ -222,7 +226,13 @@ impl CurrentTable {
             files,
             dir,
             schema,
+            keys: keys.clone(),
         })
+    }
+
+    /// A snapshot file read back, its sealed columns opened.
+    fn open_snapshot(&self, df: DataFrame) -> Arc<dyn TableProvider> {
+        crate::sealed::open_table(&self.keys, &self.catalog, &self.library, &self.library, df.into_view())
     }
 
     fn schema_tag(&self) -> String {
@@ -263,17 +273,19 @@ impl CurrentTable {
                     .await
                     .map_err(|e| df_err(lib, e))?;
                 if new.is_empty() {
-                    return Ok(Plan::Reused(snap_df));
+                    return Ok(Plan::Reused(self.open_snapshot(snap_df)));
                 }
                 let new_df = ctx
                     .read_parquet(new, ParquetReadOptions::default().schema(&self.history_schema))
                     .await
                     .map_err(|e| df_err(lib, e))?;
-                // Legacy rows read through the same rules as `<library>_history`.
+                // Sealed columns opened, legacy rows read through the same
+                // rules as `<library>_history`.
+                let new_provider = crate::sealed::open_table(&self.keys, &self.catalog, lib, lib, new_df.into_view());
                 let new_provider =
-                    crate::legacy::history_view(lib, &format!("{lib}_history"), new_df.into_view(), &self.key_scope())?;
+                    crate::legacy::history_view(lib, &format!("{lib}_history"), new_provider, &self.key_scope())?;
                 ctx.register_table("new", new_provider).map_err(|e| df_err(lib, e))?;
-                ctx.register_table("snap", snap_df.into_view()).map_err(|e| df_err(lib, e))?;
+                ctx.register_table("snap", self.open_snapshot(snap_df)).map_err(|e| df_err(lib, e))?;
                 let min_new = scalar_i64(ctx, "SELECT CAST(min(ingested_at) AS BIGINT) FROM new").await?;
                 if let (Some(min_new), Some(max_old)) = (min_new, meta.max_ingested_at)
                     && min_new > max_old
@@ -288,7 +300,7 @@ impl CurrentTable {
                     return Ok(Plan::Build {
                         keep: Some(keep),
                         fold: Box::new(fold),
-                        meta,
+                        meta: Box::new(meta),
                         kind: Refresh::Incremental,
                     });
                 }
@@ -307,7 +319,7 @@ impl CurrentTable {
             schema: self.schema_tag(),
             rows: 0,
         };
-        Ok(Plan::Build { keep: None, fold: Box::new(fold), meta, kind: Refresh::Full })
+        Ok(Plan::Build { keep: None, fold: Box::new(fold), meta: Box::new(meta), kind: Refresh::Full })
     }
 
     fn key_scope(&self) -> crate::mapping::personal::KeyScope {
@@ -323,14 +335,18 @@ impl CurrentTable {
         let lib = self.library.as_str();
         let ctx = bounded_context()?;
         let (keep, fold, mut meta, kind) = match self.compute(&ctx).await? {
-            Plan::Reused(df) => return Ok((df.into_view(), Refresh::Reused)),
-            Plan::Build { keep, fold, meta, kind } => (keep, fold, meta, kind),
+            Plan::Reused(t) => return Ok((t, Refresh::Reused)),
+            Plan::Build { keep, fold, meta, kind } => (keep, fold, *meta, kind),
         };
         let Some(dir) = self.dir.as_ref() else {
             return self.per_query().await;
         };
         let started = std::time::Instant::now();
-        match write_snapshot(dir, &self.schema, keep, *fold, &mut meta).await {
+        let seal = |b| {
+            let columns = crate::sealed::sealed_columns(&self.catalog, lib);
+            crate::sealed::seal_batch(&self.keys, lib, &columns, b)
+        };
+        match write_snapshot(dir, &self.schema, keep, *fold, &mut meta, &seal).await {
             Ok(path) => {
                 tracing::debug!(
                     library = lib,
@@ -346,7 +362,7 @@ impl CurrentTable {
                     )
                     .await
                     .map_err(|e| df_err(lib, e))?;
-                Ok((snap.into_view(), kind))
+                Ok((self.open_snapshot(snap), kind))
             }
             Err(e) => {
                 // A read-only data dir still answers: computed per query.
@@ -369,11 +385,11 @@ impl CurrentTable {
 
 /// What [`CurrentTable::compute`] found to do.
 enum Plan {
-    /// The snapshot covers every history file.
-    Reused(DataFrame),
+    /// The snapshot covers every history file (read, sealed columns opened).
+    Reused(Arc<dyn TableProvider>),
     /// Write a new snapshot: the rows of `keep` as they are, then the
     /// rows of `fold` (sorted versions) folded into current rows.
-    Build { keep: Option<DataFrame>, fold: Box<DataFrame>, meta: Meta, kind: Refresh },
+    Build { keep: Option<DataFrame>, fold: Box<DataFrame>, meta: Box<Meta>, kind: Refresh },
 }
 
 /// Memory a snapshot build may hold before its sort spills to disk.
@@ -424,6 +440,7 @@ async fn write_snapshot(
     keep: Option<DataFrame>,
     fold: DataFrame,
     meta: &mut Meta,
+    seal: &(dyn Fn(arrow::array::RecordBatch) -> Result<arrow::array::RecordBatch, PipelineError> + Send + Sync),
 ) -> Result<PathBuf, PipelineError> {
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -445,7 +462,7 @@ async fn write_snapshot(
         while let Some(b) = s.next().await {
             let b = conform(&b.map_err(|e| df_err("current state", e))?, schema).map_err(ar)?;
             rows += b.num_rows() as u64;
-            w.write(&b).map_err(pq)?;
+            w.write(&seal(b)?).map_err(pq)?;
         }
     }
     let mut folder = fold::Folder::new(Arc::clone(schema)).map_err(ar)?;
@@ -454,12 +471,12 @@ async fn write_snapshot(
         let b = b.map_err(|e| df_err("current state", e))?;
         if let Some(o) = folder.push(b).map_err(ar)? {
             rows += o.num_rows() as u64;
-            w.write(&o).map_err(pq)?;
+            w.write(&seal(o)?).map_err(pq)?;
         }
     }
     if let Some(o) = folder.finish().map_err(ar)? {
         rows += o.num_rows() as u64;
-        w.write(&o).map_err(pq)?;
+        w.write(&seal(o)?).map_err(pq)?;
     }
     w.close().map_err(pq)?;
     meta.rows = rows;

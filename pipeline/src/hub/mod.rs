@@ -112,7 +112,11 @@ impl std::fmt::Debug for Hub {
 /// Opens the bus selected by the config.
 pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, PipelineError> {
     match cfg.bus.kind {
-        BusKind::Embedded => Ok(Arc::new(EmbeddedBus::open(&data_dir.join("bus")).map_err(PipelineError::Bus)?)),
+        BusKind::Embedded => {
+            // Batches are sealed at rest with the data dir's `_bus` key.
+            let keys = crate::sealed::Keys::new(data_dir).ring(true)?;
+            Ok(Arc::new(EmbeddedBus::open_sealed(&data_dir.join("bus"), keys).map_err(PipelineError::Bus)?))
+        }
         #[cfg(feature = "kafka")]
         BusKind::Kafka => {
             let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
