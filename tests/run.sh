@@ -70,6 +70,13 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
   python3 -m pip install --quiet "psycopg[binary]"
 fi
 
+# Encryption at rest (tests/it/at_rest.rs): DuckDB reads the data dir's
+# Parquet files as an outside reader would; installed only when missing.
+if ! python3 -c 'import duckdb' >/dev/null 2>&1; then
+  echo "==> installing duckdb (pip)"
+  python3 -m pip install --quiet duckdb
+fi
+
 # Reports (tests/it/report.rs): a CJK TrueType font for the PDF and
 # poppler-utils (pdftotext, pdftoppm) to read it back; installed only when missing.
 if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || ! command -v pdftotext >/dev/null 2>&1; then

@@ -2,6 +2,7 @@
 //!
 //! Run everything (and provision the services) with `tests/run.sh`.
 
+mod at_rest;
 mod audit;
 mod cli;
 mod confirm;

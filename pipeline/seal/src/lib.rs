@@ -229,7 +229,13 @@ pub struct Keyring {
     dir: PathBuf,
     kek: Aes256Gcm,
     state: RwLock<State>,
+    /// When the folder was last read (a rotation by another process is
+    /// picked up within [`RELOAD_EVERY`]).
+    read_at: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often [`Keyring::current`] looks for keys another process created.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -253,7 +259,12 @@ impl Keyring {
     pub fn open(dir: impl Into<PathBuf>, mut kek: [u8; 32]) -> Result<Keyring, SealError> {
         let cipher = Aes256Gcm::new_from_slice(&kek).expect("32-byte key");
         kek.zeroize();
-        let ring = Keyring { dir: dir.into(), kek: cipher, state: RwLock::new(State::default()) };
+        let ring = Keyring {
+            dir: dir.into(),
+            kek: cipher,
+            state: RwLock::new(State::default()),
+            read_at: std::sync::Mutex::new(std::time::Instant::now()),
+        };
         ring.reload()?;
         Ok(ring)
     }
@@ -305,6 +316,9 @@ impl Keyring {
 
     /// Reads the key folder again (keys another process created).
     pub fn reload(&self) -> Result<(), SealError> {
+        if let Ok(mut t) = self.read_at.lock() {
+            *t = std::time::Instant::now();
+        }
         let files = self.read_files()?;
         let mut fresh = Vec::new();
         {
@@ -328,8 +342,13 @@ impl Keyring {
     }
 
     /// The key that seals `department`'s new values, created (version 1)
-    /// when the department has none.
+    /// when the department has none. A key rotated by another process
+    /// (`lianqin keys rotate` beside a running hub) is used from at most
+    /// [`RELOAD_EVERY`] later.
     pub fn current(&self, department: &str) -> Result<DataKey, SealError> {
+        if self.read_at.lock().is_ok_and(|t| t.elapsed() >= RELOAD_EVERY) {
+            self.reload()?;
+        }
         {
             let st = self.state.read().expect("keyring lock");
             if let Some((_, id)) = st.current.get(department) {
