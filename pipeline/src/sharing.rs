@@ -12,8 +12,11 @@
 //! `lianqin sql --as` and `export` load per command, the Postgres server
 //! reloads when the journal changes and when a grant ends.
 //!
-//! A grant gives rows, not columns: the grantee sees the granted rows'
-//! columns as their standing column rules show them (masks included).
+//! A grant gives rows, and may be limited to columns (`--columns`): on the
+//! rows only the grant admits, the grantee sees the listed columns (and
+//! `deleted`, which the current views read) as their standing column rules
+//! show them (masks included) and NULL in the others;
+//! without `--columns`, every column as the standing rules show it.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +52,9 @@ pub struct Request {
     /// Extra row condition in the policy's rule syntax (`category=a`), on
     /// top of `department=<from_department>`.
     pub rows: Option<String>,
+    /// The only columns asked for (None: every column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
     /// The department whose rows are asked for (it approves).
     pub from_department: String,
     /// Why (shown to the approver, kept in the audit trail).
@@ -136,6 +142,14 @@ impl Shared {
             user: r.by.clone(),
             department: r.department.clone(),
             rules: vec![format!("{role}, {}, {}, *, read, {rule}, allow", r.department, r.table)],
+            // `deleted` is read by the current views themselves (`WHERE NOT
+            // deleted`): always with the rows.
+            columns: r.columns.clone().map(|mut c| {
+                if !c.iter().any(|x| x == "deleted") {
+                    c.push("deleted".into());
+                }
+                c
+            }),
         }
     }
 }
@@ -205,6 +219,7 @@ pub async fn request(
     department: &str,
     table: &str,
     rows: Option<String>,
+    columns: Option<Vec<String>>,
     from_department: &str,
     purpose: &str,
     until: DateTime<Utc>,
@@ -214,6 +229,19 @@ pub async fn request(
         return Err(refuse(format!(
             "--table `{table}`: only the shared libraries element, matter, matter_event (optionally with *)"
         )));
+    }
+    if let Some(cols) = &columns {
+        let catalog = crate::schema::Catalog::builtin()?;
+        let lib = catalog.library(base)?;
+        let known: Vec<&str> = lib.all_columns(&catalog.provenance).map(|c| c.name.as_str()).collect();
+        if cols.is_empty() {
+            return Err(refuse("--columns: name at least one column (or leave it out for every column)".into()));
+        }
+        for c in cols {
+            if !known.contains(&c.as_str()) {
+                return Err(refuse(format!("--columns: `{c}` is not a column of {base} ({})", known.join(", "))));
+            }
+        }
     }
     if !lianqin_policies::is_department(from_department) {
         return Err(refuse(format!("--from `{from_department}` is not in code table department")));
@@ -241,6 +269,7 @@ pub async fn request(
         department: department.to_string(),
         table: table.to_string(),
         rows,
+        columns,
         from_department: from_department.to_string(),
         purpose: purpose.trim().to_string(),
         until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -316,7 +345,7 @@ pub fn audit_event(action: &str, r: &Request, d: Option<&Decision>) -> lianqin_a
     ev.tables = vec![r.table.clone()];
     ev.detail = serde_json::json!({
         "action": action, "request": r.id, "requester": r.by, "requester_department": r.department,
-        "from_department": r.from_department, "table": r.table, "rows": r.rows, "purpose": r.purpose,
+        "from_department": r.from_department, "table": r.table, "rows": r.rows, "columns": r.columns, "purpose": r.purpose,
         "until": r.until, "decided_by": d.map(|d| d.by.clone()), "reason": d.and_then(|d| d.reason.clone()),
     });
     ev

@@ -312,6 +312,7 @@ fn secure_scan(
         )));
     }
     let output_schema: DFSchemaRef = Arc::clone(&scan.projected_schema);
+    let stored_schema = Arc::new(DFSchema::try_from(scan.source.schema())?);
     let source = match decision.row_filter {
         None => Arc::clone(&scan.source),
         Some(f) => {
@@ -342,11 +343,13 @@ fn secure_scan(
                 | arrow::datatypes::DataType::Utf8View
         );
         let null = || -> Result<Expr, PolicyError> { Ok(lit(ScalarValue::try_new_null(field.data_type())?)) };
+        let condition = decision.column_conditions.get(field.name());
         let e = match action {
-            ColumnAction::Show => {
+            ColumnAction::Show if condition.is_none() => {
                 exprs.push(Expr::Column(column));
                 continue;
             }
+            ColumnAction::Show => Expr::Column(column),
             ColumnAction::MaskPartial(kind) if is_string => {
                 Expr::ScalarFunction(ScalarFunction::new_udf(masks.partial(kind), vec![Expr::Column(column)]))
             }
@@ -356,6 +359,15 @@ fn secure_scan(
             },
             // Non-string columns cannot keep their type under a string mask: NULL.
             ColumnAction::MaskPartial(_) | ColumnAction::HashToken | ColumnAction::Null | ColumnAction::Deny => null()?,
+        };
+        // A column shown only on the rows of some read rules (a
+        // column-limited grant admits the others): NULL elsewhere.
+        let e = match condition {
+            Some(c) if !matches!(action, ColumnAction::Null | ColumnAction::Deny) => {
+                let c = retype_literals(c.clone(), &stored_schema)?;
+                datafusion::logical_expr::when(c, e).otherwise(null()?)?
+            }
+            _ => e,
         };
         exprs.push(e.alias_qualified(q.cloned(), field.name()));
     }

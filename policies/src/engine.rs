@@ -49,6 +49,11 @@ pub struct Grant {
     pub department: String,
     /// Its rules.
     pub rules: Vec<String>,
+    /// The only columns the grant shows (`None`: every column, as the
+    /// user's standing column rules show it). On rows the grant alone
+    /// admits, other columns read as NULL ([`TableDecision::column_conditions`]);
+    /// a listed column keeps the user's standing action (a mask stays a mask).
+    pub columns: Option<Vec<String>>,
 }
 
 struct Inner {
@@ -60,6 +65,8 @@ struct Inner {
     /// added to them, [`PolicyEngine::with_grants`]).
     texts: [String; 3],
     cache: Mutex<HashMap<CacheKey, TableDecision>>,
+    /// Grant role → the only columns it shows (column-limited grants).
+    grant_columns: BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -122,6 +129,9 @@ impl PolicyEngine {
                 all.push_str(&format!("p, {r}\n"));
                 h.update(r.as_bytes());
                 h.update(b"\n");
+            }
+            if let Some(c) = &g.columns {
+                h.update(format!("columns:{}\n", c.join("|")).as_bytes());
             }
             h.update(format!("{}|{}|{}\n", g.user, g.role, g.department).as_bytes());
         }
@@ -219,6 +229,10 @@ impl PolicyEngine {
                 version,
                 texts: [model.to_string(), policy.to_string(), users.to_string()],
                 cache: Mutex::new(HashMap::new()),
+                grant_columns: grants
+                    .iter()
+                    .filter_map(|g| g.columns.as_ref().map(|c| (g.role.clone(), c.clone())))
+                    .collect(),
             }),
             masks,
         })
@@ -375,6 +389,8 @@ impl PolicyEngine {
         // Rows: OR of the conditions of every allowing read rule.
         let mut disjuncts: Vec<Expr> = Vec::new();
         let mut all_rows = false;
+        // (condition, the only columns it shows) per read rule.
+        let mut reads: Vec<(Option<Expr>, Option<&Vec<String>>)> = Vec::new();
         for r in rules.iter().filter(|r| !r.is_deny()) {
             if let RuleKind::Read(cond) = &r.kind {
                 let (e, notes) = cond.to_expr(who, columns);
@@ -382,7 +398,12 @@ impl PolicyEngine {
                 for n in notes {
                     desc.push_str(&format!(" [{n}]"));
                 }
+                let limit = self.inner.grant_columns.get(r.sub());
+                if let Some(l) = limit {
+                    desc.push_str(&format!(" [columns: {}]", l.join(", ")));
+                }
                 matched.push(desc);
+                reads.push((e.clone(), limit));
                 match e {
                     None => all_rows = true,
                     Some(e) => disjuncts.push(e),
@@ -399,9 +420,26 @@ impl PolicyEngine {
         };
         // Columns: one casbin call each.
         let mut cols = BTreeMap::new();
+        let mut column_conditions = BTreeMap::new();
         let mut reasons = Vec::new();
         for c in columns {
-            let (action, why) = self.column_action(who, table, c)?;
+            let (mut action, mut why) = self.column_action(who, table, c)?;
+            // A column-limited grant: the column shows only on the rows of
+            // the read rules that do not leave it out.
+            if reads.iter().any(|(_, l)| l.is_some()) {
+                let covering: Vec<&Option<Expr>> =
+                    reads.iter().filter(|(_, l)| l.is_none_or(|l| l.contains(&c.name))).map(|(e, _)| e).collect();
+                if covering.is_empty() {
+                    action = ColumnAction::Deny;
+                    why = "outside every column-limited grant that admits rows".into();
+                } else if covering.len() < reads.len() && covering.iter().all(|e| e.is_some()) {
+                    let mut it = covering.into_iter().flatten().cloned();
+                    let first = it.next().expect("not empty");
+                    let cond = it.fold(first, |acc, e| acc.or(e));
+                    why.push_str(&format!("; only where {cond}"));
+                    column_conditions.insert(c.name.clone(), cond);
+                }
+            }
             reasons.push(format!("{}: {} ({why})", c.name, action));
             cols.insert(c.name.clone(), action);
         }
@@ -410,6 +448,7 @@ impl PolicyEngine {
             allowed: true,
             row_filter,
             columns: cols,
+            column_conditions,
             matched_rules: matched,
             reason: format!("read granted on {table}"),
         })

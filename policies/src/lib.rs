@@ -146,6 +146,10 @@ pub struct TableDecision {
     pub row_filter: Option<Expr>,
     /// Action per column; columns absent from the map are denied (NULL).
     pub columns: BTreeMap<String, ColumnAction>,
+    /// Columns shown (with their action) only on the rows where the
+    /// condition holds, NULL elsewhere: rows admitted only by a
+    /// column-limited sharing grant ([`crate::Grant::columns`]).
+    pub column_conditions: BTreeMap<String, Expr>,
     /// The rules that matched, as `policy.csv:LINE p, ...`, and per-column reasons.
     pub matched_rules: Vec<String>,
     /// Human-readable reason for the verdict.
@@ -155,6 +159,13 @@ pub struct TableDecision {
 impl TableDecision {
     /// A denial with a reason.
     pub fn deny(reason: String) -> Self {
-        TableDecision { allowed: false, row_filter: None, columns: BTreeMap::new(), matched_rules: vec![], reason }
+        TableDecision {
+            allowed: false,
+            row_filter: None,
+            columns: BTreeMap::new(),
+            column_conditions: BTreeMap::new(),
+            matched_rules: vec![],
+            reason,
+        }
     }
 }

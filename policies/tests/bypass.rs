@@ -412,6 +412,7 @@ async fn grants_give_one_user_one_rule_and_bad_grants_are_refused() {
         user: user.into(),
         department: dept.into(),
         rules: vec![format!("grant_sr_1, {dept}, matter*, *, read, {rule}, allow")],
+        columns: None,
     };
     let market = base.principal("liu.market").unwrap();
     let before = base.decide(&market, "matter", &matter_meta()).await;
@@ -421,6 +422,17 @@ async fn grants_give_one_user_one_rule_and_bad_grants_are_refused() {
     assert!(after.allowed);
     assert_ne!(format!("{:?}", before.row_filter), format!("{:?}", after.row_filter), "the grant adds rows");
     assert!(format!("{:?}", after.row_filter).contains("police"), "{:?}", after.row_filter);
+    // A column-limited grant: the columns it leaves out show only on the
+    // rows of the standing rules; a listed column everywhere.
+    let mut limited = grant("liu.market", "market", "department=police & category=a");
+    limited.columns = Some(vec!["matter_id".into(), "deleted".into()]);
+    let el = base.clone().with_grants(&[limited]).await.unwrap();
+    assert_ne!(el.version(), e.version(), "the columns are part of the version");
+    let d = el.decide(&market, "matter", &matter_meta()).await;
+    assert_eq!(format!("{:?}", d.row_filter), format!("{:?}", after.row_filter), "the same rows");
+    assert!(!d.column_conditions.contains_key("matter_id"), "{:?}", d.column_conditions);
+    let title = d.column_conditions.get("title").map(|c| c.to_string()).unwrap_or_default();
+    assert!(!title.is_empty() && !title.contains("police"), "title only on the standing rows: {title}");
     // Another market user gains nothing.
     let eco = e.principal("chen.ecology").unwrap();
     assert_eq!(

@@ -520,6 +520,11 @@ enum ShareCmd {
         /// Extra row condition in the policy's syntax, e.g. `category=a`.
         #[arg(long)]
         rows: Option<String>,
+        /// Only these columns (comma-separated, e.g. `matter_id,stage,category`);
+        /// the others read as NULL on the granted rows. Default: every column
+        /// as your standing column rules show it.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
         /// What the rows are for.
         #[arg(long)]
         purpose: String,
@@ -1317,15 +1322,27 @@ async fn share(what: ShareCmd) -> Result<()> {
     };
     use lianqin_pipeline::sharing;
     match what {
-        ShareCmd::Request { data_dir, as_user, table, from, rows, purpose, until } => {
+        ShareCmd::Request { data_dir, as_user, table, from, rows, columns, purpose, until } => {
             let until = sharing::parse_until(&until)?;
             let (d, audit, policy, who) = login(data_dir, as_user).await?;
             let _sync = SyncOnDrop(audit.clone());
-            let r =
-                sharing::request(&d, &policy, &who.name, &who.department, &table, rows, &from, &purpose, until).await?;
+            let r = sharing::request(
+                &d,
+                &policy,
+                &who.name,
+                &who.department,
+                &table,
+                rows,
+                columns,
+                &from,
+                &purpose,
+                until,
+            )
+            .await?;
             audit.record_durable(sharing::audit_event("share_request", &r, None))?;
+            let cols = r.columns.as_ref().map(|c| format!(" (columns {})", c.join(", "))).unwrap_or_default();
             println!(
-                "request {} filed: {} rows of `{}` for {} until {} — waiting for a sharing_approver of {}",
+                "request {} filed: {} rows of `{}`{cols} for {} until {} — waiting for a sharing_approver of {}",
                 r.id, r.table, r.from_department, r.by, r.until, r.from_department
             );
         }
@@ -1365,13 +1382,14 @@ async fn share(what: ShareCmd) -> Result<()> {
                 } else {
                     let r = &s.request;
                     println!(
-                        "{} {:<8} {} ({}) ← {} `{}`{} until {} — {}",
+                        "{} {:<8} {} ({}) ← {} `{}`{}{} until {} — {}",
                         r.id,
                         format!("{status:?}").to_lowercase(),
                         r.by,
                         r.department,
                         r.from_department,
                         r.table,
+                        r.columns.as_ref().map(|c| format!(" ({})", c.join(", "))).unwrap_or_default(),
                         r.rows.as_deref().map(|x| format!(" where {x}")).unwrap_or_default(),
                         r.until,
                         r.purpose
