@@ -57,7 +57,18 @@ pub async fn receipt(cfg: &HubConfig, data_dir: &Path, name: &str, day: &str) ->
     let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
         .map_err(|e| PipelineError::Config(format!("--day {day:?}: expected YYYY-MM-DD: {e}")))?;
     let audit = Audit::open(data_dir, "cli", "cli", Duration::from_secs(3))?;
-    let r = receipt::make(f, data_dir, day, &audit).await;
+    // A flow with a feed topic: what the topic carries is counted too.
+    let bus = match &f.topic {
+        Some(t) => Some(crate::hub::open_bus_reader(cfg, data_dir).await.map_err(|e| {
+            PipelineError::Config(format!(
+                "flow `{name}` feeds topic `{t}`: the bus could not be opened to count it ({e}); \
+                 on the embedded bus make the receipt while `lianqin run` is stopped"
+            ))
+        })?),
+        None => None,
+    };
+    let feed = bus.as_ref().map(|(b, _)| (b.as_ref(), cfg.bus.topic_prefix.as_str()));
+    let r = receipt::make_with_feed(f, data_dir, day, &audit, feed).await;
     audit.sync();
     serde_json::to_string_pretty(&r?).map_err(|e| PipelineError::Internal(e.to_string()))
 }
@@ -79,7 +90,10 @@ pub fn verify(path: &Path, trusted: Option<&str>) -> Result<String, PipelineErro
     for (lib, t) in &r.libraries {
         let sent = t.acknowledged.as_ref().unwrap_or(&t.written);
         s.push_str(&format!("\n  {lib:<13} held {:>7}  sent {:>7}", t.held.rows, sent.rows));
-        if t.held != *sent {
+        if let Some(p) = &t.published {
+            s.push_str(&format!("  on the feed topic {:>7}", p.rows));
+        }
+        if t.held != *sent || t.published.as_ref().is_some_and(|p| *p != t.held) {
             s.push_str("  (differs)");
         }
     }

@@ -3,9 +3,12 @@
 //! for the flow's account (the history rows committed that day, through
 //! the flow's policy, as the flow would carry them), what the flow
 //! **wrote** to its outbox and, with `[flows.push]`, what the department
-//! **acknowledged** — each as a distinct row count and a checksum
-//! (SHA-256 over the sorted `id \t content_hash` lines). `balanced` is true
-//! when the department received exactly what it may hold.
+//! **acknowledged** and, for a flow with a `topic`, what its feed topic
+//! **published** (read back from the bus, Kafka or embedded, from the
+//! topic's first offset to its end: [`feed_sets`]) — each as a distinct row
+//! count and a checksum (SHA-256 over the sorted `id \t content_hash`
+//! lines). `balanced` is true when the department received exactly what it
+//! may hold, on every way out.
 //!
 //! The receipt is signed with the hub's ed25519 receipt key
 //! (`<data dir>/secrets/receipt.key`, created on first use; its public half
@@ -60,6 +63,10 @@ pub struct LibraryTally {
     pub written: Tally,
     /// What the department acknowledged (flows with `[flows.push]`).
     pub acknowledged: Option<Tally>,
+    /// What the flow's feed topic carries (flows with a `topic`, when the
+    /// receipt was made with the bus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Tally>,
 }
 
 /// A daily reconciliation receipt (see the module docs).
@@ -78,8 +85,8 @@ pub struct DailyReceipt {
     pub day: String,
     /// Per library.
     pub libraries: BTreeMap<String, LibraryTally>,
-    /// Every library's delivered tally (acknowledged, else written) equals
-    /// its held tally.
+    /// Every library's delivered tally (acknowledged, else written) and its
+    /// published tally (when counted) equal its held tally.
     pub balanced: bool,
     /// The policy version the rows were filtered with.
     pub policy_version: String,
@@ -224,14 +231,86 @@ fn outbox_sets(
     Ok(out)
 }
 
+/// Per library, the distinct tally lines of the events on `topic` whose
+/// `committed_at` falls in `bounds`: every partition read from offset 0 to
+/// the end it had when the reading began, by a consumer group of its own
+/// (nothing is committed). Events are the flow's JSON; the bus hands them
+/// over as records it could not decode as envelopes, with their text.
+pub async fn feed_sets(
+    bus: &dyn lianqin_bus::Bus,
+    topic: &str,
+    keys: &BTreeMap<String, String>,
+    bounds: (i64, i64),
+) -> Result<BTreeMap<String, BTreeSet<String>>, PipelineError> {
+    let ends = bus.end_offsets(topic).await.map_err(PipelineError::Bus)?;
+    let mut out: BTreeMap<String, BTreeSet<String>> = keys.keys().map(|l| (l.clone(), BTreeSet::new())).collect();
+    if ends.iter().all(|e| *e == 0) {
+        return Ok(out);
+    }
+    let group = format!("lianqin-receipt-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let mut consumer = bus
+        .consumer(&group, &[topic.to_string()], Arc::new(|_: &str, _: u32| Some(0)))
+        .await
+        .map_err(PipelineError::Bus)?;
+    let mut next: Vec<u64> = vec![0; ends.len()];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        if std::time::Instant::now() > deadline {
+            return Err(PipelineError::Bus(lianqin_bus::BusError::Config(format!(
+                "{topic}: read up to {next:?} of {ends:?} in 120 s; the receipt needs the whole topic"
+            ))));
+        }
+        for r in consumer.poll(10_000, std::time::Duration::from_millis(500)).await.map_err(PipelineError::Bus)? {
+            let p = r.partition as usize;
+            if p >= ends.len() || r.offset >= ends[p] {
+                continue;
+            }
+            next[p] = next[p].max(r.offset + 1);
+            let text = match (&r.envelope.error, &r.envelope.payload) {
+                (Some(_), serde_json::Value::String(t)) => t.clone(),
+                _ => {
+                    return Err(PipelineError::Internal(format!(
+                        "{topic}/{p}/{}: not a flow event (an envelope)",
+                        r.offset
+                    )));
+                }
+            };
+            let ev: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| PipelineError::Internal(format!("{topic}/{p}/{}: not a flow event: {e}", r.offset)))?;
+            let lib = ev.get("library").and_then(|v| v.as_str()).unwrap_or_default();
+            if let (Some(key), Some(t)) = (keys.get(lib), committed_micros(&ev))
+                && t >= bounds.0
+                && t < bounds.1
+            {
+                let line = line_of(key, ev.get("row").unwrap_or(&serde_json::Value::Null));
+                out.entry(lib.to_string()).or_default().insert(line);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Makes, signs and returns the receipt of flow `cfg` for `day`, reading
 /// the libraries of `data_dir`. `cursor` is the flow's acknowledged outbox
-/// offset (`None` for a flow without `[flows.push]`).
+/// offset (`None` for a flow without `[flows.push]`). Without the bus, a
+/// flow's feed topic is not counted ([`make_with_feed`] counts it).
 pub async fn make(
     cfg: &FlowConfig,
     data_dir: &Path,
     day: NaiveDate,
     audit: &Audit,
+) -> Result<DailyReceipt, PipelineError> {
+    make_with_feed(cfg, data_dir, day, audit, None).await
+}
+
+/// [`make`], also counting what the flow's feed topic (`<prefix><topic>`)
+/// carries on `feed` = (bus, topic prefix) when the flow has a `topic`.
+pub async fn make_with_feed(
+    cfg: &FlowConfig,
+    data_dir: &Path,
+    day: NaiveDate,
+    audit: &Audit,
+    feed: Option<(&dyn lianqin_bus::Bus, &str)>,
 ) -> Result<DailyReceipt, PipelineError> {
     let catalog = Catalog::builtin()?;
     let policy = Arc::new(super::load_policies(data_dir).await?);
@@ -247,6 +326,10 @@ pub async fn make(
     }
     let cursor = if cfg.push.is_some() { Some(super::push::read_cursor(data_dir, &cfg.name)?) } else { None };
     let sets = outbox_sets(&super::outbox_path(cfg, data_dir), &keys, bounds, cursor.unwrap_or(0))?;
+    let published = match (feed, &cfg.topic) {
+        (Some((bus, prefix)), Some(t)) => Some(feed_sets(bus, &format!("{prefix}{t}"), &keys, bounds).await?),
+        _ => None,
+    };
     let mut libraries = BTreeMap::new();
     let mut held_rows = 0u64;
     for (lib, key) in &keys {
@@ -278,10 +361,13 @@ pub async fn make(
                 held: Tally::of(&held),
                 written: Tally::of(&written),
                 acknowledged: cursor.map(|_| Tally::of(&acked)),
+                published: published.as_ref().map(|p| Tally::of(p.get(lib).unwrap_or(&BTreeSet::new()))),
             },
         );
     }
-    let balanced = libraries.values().all(|t| t.acknowledged.as_ref().unwrap_or(&t.written) == &t.held);
+    let balanced = libraries.values().all(|t| {
+        t.acknowledged.as_ref().unwrap_or(&t.written) == &t.held && t.published.as_ref().is_none_or(|p| p == &t.held)
+    });
     let key = signing_key(data_dir)?;
     let mut r = DailyReceipt {
         version: 1,
@@ -377,6 +463,7 @@ mod tests {
                     held: Tally { rows: 3, checksum: "aa".into() },
                     written: Tally { rows: 3, checksum: "aa".into() },
                     acknowledged: None,
+                    published: None,
                 },
             )]),
             balanced: true,

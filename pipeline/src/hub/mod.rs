@@ -133,6 +133,26 @@ pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, 
     }
 }
 
+/// The bus for a process that only reads topics (receipts): on Kafka with a
+/// checkpoint store of its own in a temporary folder, so it runs beside a
+/// hub of the same node; the embedded bus is [`open_bus`] (one process at a
+/// time). Keep the returned folder as long as the bus.
+pub async fn open_bus_reader(
+    cfg: &HubConfig,
+    data_dir: &Path,
+) -> Result<(Arc<dyn Bus>, Option<tempfile::TempDir>), PipelineError> {
+    match cfg.bus.kind {
+        #[cfg(feature = "kafka")]
+        BusKind::Kafka => {
+            let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
+            let tmp = tempfile::tempdir().map_err(|e| PipelineError::Config(format!("temporary folder: {e}")))?;
+            let bus = lianqin_bus::kafka::KafkaBus::connect(k, tmp.path()).map_err(PipelineError::Bus)?;
+            Ok((Arc::new(bus), Some(tmp)))
+        }
+        _ => Ok((open_bus(cfg, data_dir).await?, None)),
+    }
+}
+
 impl Hub {
     /// Opens the data dir, the bus and the libraries; checks every mapping.
     pub async fn open(cfg: HubConfig, data_dir: &Path) -> Result<Hub, PipelineError> {
