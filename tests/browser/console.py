@@ -285,6 +285,49 @@ def csrf(page, browser):
     check("/login" in page.url and "Login failed" in page.inner_text("main"), "wrong password refused")
 
 
+def sharing(page, category):
+    """A sharing request filed, approved and in force, all in the browser:
+    the ecology analyst asks the police for category `category` matters
+    (only four columns); the police approver sees it addressed to police
+    and approves; the analyst then sees it granted."""
+    import datetime
+    login(page, "chen.ecology")
+    page.goto(URL + "/sharing")
+    page.select_option("#share-table", "matter*")
+    page.select_option("#share-from", "police")
+    page.fill("#share-rows", f"category={category}")
+    page.fill("#share-columns", "matter_id,stage,category,department")
+    page.fill("#share-purpose", "联合巡查统计")
+    page.fill("#share-until", (datetime.date.today() + datetime.timedelta(days=2)).isoformat())
+    page.click("#share-submit")
+    page.wait_for_load_state()
+    text = page.inner_text("main")
+    m = re.search(r"sr-[0-9a-f]{10}", text)
+    check(m and "filed" in text, f"the request is filed: {text[:1500]}")
+    rid = m.group(0)
+    check("pending" in page.inner_text(f"#mine #req-{rid}"), f"{rid} pending in My requests")
+    check(page.locator(f"#req-{rid} button[value=approve]").count() == 0, "the requester cannot approve")
+    page.click("#logout")
+    page.wait_for_load_state()
+
+    login(page, "wang.police")
+    page.goto(URL + "/sharing")
+    row = page.locator(f"#to-us #req-{rid}")
+    check(row.count() == 1, f"{rid} addressed to police: {page.inner_text('main')[:1500]}")
+    check("matter_id, stage, category, department" in row.inner_text(), "the asked columns are shown")
+    row.locator("button[value=approve]").click()
+    page.wait_for_load_state()
+    check("approve" in page.inner_text("main"), f"approved: {page.inner_text('main')[:1500]}")
+    check("granted" in page.inner_text(f"#to-us #req-{rid}"), f"{rid} granted")
+    page.click("#logout")
+    page.wait_for_load_state()
+
+    login(page, "chen.ecology")
+    page.goto(URL + "/sharing")
+    check("granted" in page.inner_text(f"#mine #req-{rid}"), f"{rid} granted for the analyst")
+    print(rid)
+
+
 def main():
     step, args = sys.argv[1], sys.argv[2:]
     with sync_playwright() as p:

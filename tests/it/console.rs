@@ -195,6 +195,26 @@ listen = "127.0.0.1:{port}"
     step(&url, d, "analyst", &[]);
     step(&url, d, "auditor", &["chen.ecology"]);
     step(&url, d, "csrf", &[]);
+
+    // 4. Sharing in the browser: the ecology analyst asks the police for a
+    //    category it cannot read, limited to four columns; the police
+    //    approver approves; the grant is in force for her queries.
+    let police = |cat: &str| format!("SELECT count(*) FROM matter WHERE department = 'police' AND category = '{cat}'");
+    let mut cat = None;
+    for c in ["c", "e", "d"] {
+        if count(&data, &police(c)).await > 0
+            && lianqin_tests::secured_count(&data, "chen.ecology", &police(c)).await == 0
+        {
+            cat = Some(c);
+            break;
+        }
+    }
+    let cat = cat.expect("police matters the ecology analyst may not read");
+    step(&url, d, "sharing", &[cat]);
+    let all = count(&data, &police(cat)).await;
+    assert_eq!(lianqin_tests::secured_count(&data, "chen.ecology", &police(cat)).await, all, "the grant is in force");
+    let titles = police(cat).replace("count(*)", "count(title)");
+    assert_eq!(lianqin_tests::secured_count(&data, "chen.ecology", &titles).await, 0, "only the asked columns");
     kill(hub);
     sim.shutdown().await;
 
@@ -202,6 +222,7 @@ listen = "127.0.0.1:{port}"
     let key = lianqin_pipeline::audit::master_key(&data, false).unwrap();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     let mut replayed = false;
+    let mut shared = std::collections::BTreeSet::new();
     for r in
         lianqin_audit::read(data.join("audit").join("console-demo-hub"), &key, lianqin_audit::AuditFilter::default())
             .unwrap()
@@ -209,8 +230,15 @@ listen = "127.0.0.1:{port}"
         let r = r.unwrap();
         *kinds.entry(r.event.kind.as_str().to_string()).or_default() += 1;
         replayed |= r.event.detail["action"] == "replay" && r.event.user == "xu.ops";
+        if let Some(a) = r.event.detail["action"].as_str().filter(|a| a.starts_with("share_")) {
+            shared.insert(format!("{a} {}", r.event.user));
+        }
     }
     assert!(replayed, "the replay is audited with its operator: {kinds:?}");
+    assert!(
+        shared.contains("share_request chen.ecology") && shared.contains("share_approve wang.police"),
+        "sharing steps audited with both people: {shared:?}"
+    );
     for k in ["login", "query", "denial", "export", "audit_read"] {
         assert!(kinds.get(k).copied().unwrap_or(0) > 0, "no `{k}` entry from the console: {kinds:?}");
     }

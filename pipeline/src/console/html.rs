@@ -46,6 +46,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/libraries", "要素/事项库 Libraries"),
     ("/sql", "SQL"),
     ("/map", "地图 Map"),
+    ("/sharing", "共享 Sharing"),
     ("/audit", "审计 Audit"),
 ];
 

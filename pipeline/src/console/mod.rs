@@ -23,6 +23,9 @@
 //!     exactly what `lianqin sql --as USER` gives them.
 //!   - *Audit*: users the policy lets read the `audit` table; search,
 //!     verification of every stream, export of a range with its proof.
+//!   - *Sharing* (`share`): any user files sharing requests and revokes
+//!     their own; a department's `sharing_approver`s approve, reject or
+//!     revoke the requests addressed to it ([`crate::sharing`]).
 //! * **Assets** are embedded in the binary (no CDN: the machines are
 //!   offline); the map draws on an offline base (graticule and the
 //!   divisions' seats), no tile server.
@@ -33,10 +36,12 @@
 //! | `session` | sessions, cookies, CSRF tokens |
 //! | `html` | escaping, page frame, tables |
 //! | `pages` | the handlers of every page |
+//! | `share` | the sharing page (requests, approvals, revocations) |
 
 mod html;
 mod pages;
 pub mod session;
+mod share;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -146,6 +151,9 @@ impl Console {
             .route("/sql.csv", post(pages::sql_csv))
             .route("/map", get(pages::map))
             .route("/audit", get(pages::audit))
+            .route("/sharing", get(share::page))
+            .route("/sharing/request", post(share::request))
+            .route("/sharing/decide", post(share::decide))
             .route("/audit/prove", post(pages::audit_prove))
             .route("/assets/console.css", get(pages::css))
             .route("/assets/console.js", get(pages::js))
@@ -234,6 +242,14 @@ impl Console {
         ev.session = session.map(str::to_string);
         ev.client_addr = Some(client.to_string());
         ev.detail = detail;
+        self.audit.record_durable(ev).map(|_| ())
+    }
+
+    /// Records `ev` (built elsewhere, e.g. a sharing step) as an action of
+    /// `c`'s web session.
+    pub(crate) fn record_event(&self, c: &Caller, mut ev: AuditEvent) -> Result<(), PipelineError> {
+        ev.session = Some(c.session.audit_id.clone());
+        ev.client_addr = Some(c.client.clone());
         self.audit.record_durable(ev).map(|_| ())
     }
 

@@ -27,7 +27,7 @@ fn quote(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-fn to_login() -> Response {
+pub(super) fn to_login() -> Response {
     secured(Redirect::to("/login").into_response())
 }
 
@@ -35,7 +35,7 @@ fn viewer(c: &Caller) -> Viewer<'_> {
     Viewer { user: &c.who.name, department: &c.who.department, csrf: &c.session.csrf }
 }
 
-fn frame(c: &Caller, title: &str, active: &str, body: &str) -> Response {
+pub(super) fn frame(c: &Caller, title: &str, active: &str, body: &str) -> Response {
     html(StatusCode::OK, page(title, active, Some(&viewer(c)), body, None))
 }
 
@@ -43,7 +43,7 @@ fn refused(c: &Caller, title: &str, active: &str, why: &str) -> Response {
     html(StatusCode::FORBIDDEN, page(title, active, Some(&viewer(c)), &note("error", why), None))
 }
 
-fn csrf_field(c: &Caller) -> String {
+pub(super) fn csrf_field(c: &Caller) -> String {
     format!(r#"<input type="hidden" name="_csrf" value="{}">"#, esc(&c.session.csrf))
 }
 
@@ -60,7 +60,7 @@ impl Console {
     /// The caller of a POST: a live session whose CSRF token `token` is,
     /// from this console's origin. Anything else is refused with 403 and
     /// recorded as a `denial`.
-    async fn post_caller(
+    pub(super) async fn post_caller(
         &self,
         headers: &HeaderMap,
         addr: SocketAddr,
