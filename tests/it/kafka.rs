@@ -85,6 +85,25 @@ async fn sources_through_kafka_to_libraries_and_change_feeds() {
         events.push(serde_json::from_slice(&bytes).unwrap());
     }
     assert_eq!(events.len() as i64, before + changed, "one event per library change");
+    // Every department's rows: their sensitive columns are sealed on the topic.
+    let contents: Vec<&str> = events.iter().filter_map(|e| e["row"]["content"].as_str()).collect();
+    assert!(!contents.is_empty() && contents.iter().all(|c| c.starts_with("lqe1:")), "{:?}", contents.first());
+    for e in &events {
+        // (decimal fractions dropped: a longitude's digits are no phone)
+        let mut t = String::new();
+        let text = e.to_string();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '.' && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            } else {
+                t.push(c);
+            }
+        }
+        assert!(lianqin_tests::citizen_ids(&t).is_empty() && lianqin_tests::phones(&t).is_empty(), "{t}");
+    }
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     for e in &events {
         let id = e["id"].as_str().unwrap().to_string();

@@ -201,7 +201,10 @@ impl Hub {
                 let t = lianqin_bus::change_topic(&cfg.bus.topic_prefix, lib);
                 bus.ensure_topic(&t, cfg.bus.partitions).await.map_err(PipelineError::Bus)?;
             }
-            post_commit.push(Arc::new(ChangeFeed::new(Arc::clone(&bus), Arc::clone(&catalog), &cfg.bus.topic_prefix)));
+            post_commit.push(Arc::new(
+                ChangeFeed::new(Arc::clone(&bus), Arc::clone(&catalog), &cfg.bus.topic_prefix)
+                    .with_sealing(crate::sealed::Keys::new(data_dir)),
+            ));
         }
         if let Some(flows) =
             crate::flows::Flows::open(&cfg.flows, data_dir, Arc::clone(&catalog), audit.clone()).await?

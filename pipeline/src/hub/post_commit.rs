@@ -32,18 +32,29 @@ pub trait PostCommit: Send + Sync {
 
 /// The change feeds: one event per library row to `<prefix>changes.<library>`,
 /// keyed by the library id (so per-key order holds on every partition).
-/// Quarantine rows are not published.
+/// Quarantine rows are not published. The feeds carry every department's
+/// rows (they are the hub's own, not a department's: those are the flows'
+/// `feeds.<department>` topics), so their sensitive columns are sealed as
+/// in the lake ([`crate::sealed`]) when the feed has the data keys: a
+/// reader of the topic without them sees `lqe1:…`.
 pub struct ChangeFeed {
     bus: Arc<dyn Bus>,
     catalog: Arc<Catalog>,
     prefix: String,
+    keys: Option<crate::sealed::Keys>,
 }
 
 impl ChangeFeed {
     /// Change feeds on `bus` under the topic prefix `prefix` (the topics must
     /// exist).
     pub fn new(bus: Arc<dyn Bus>, catalog: Arc<Catalog>, prefix: &str) -> ChangeFeed {
-        ChangeFeed { bus, catalog, prefix: prefix.to_string() }
+        ChangeFeed { bus, catalog, prefix: prefix.to_string(), keys: None }
+    }
+
+    /// Seals the sensitive columns of every event with `keys`.
+    pub fn with_sealing(mut self, keys: crate::sealed::Keys) -> ChangeFeed {
+        self.keys = Some(keys);
+        self
     }
 }
 
@@ -58,6 +69,15 @@ impl PostCommit for ChangeFeed {
             return Ok(());
         }
         let key_col = self.catalog.library(lib)?.key.clone();
+        let sealed;
+        let batch = match &self.keys {
+            Some(keys) => {
+                let columns = crate::sealed::sealed_columns(&self.catalog, lib);
+                sealed = crate::sealed::seal_batch(keys, lib, &columns, batch.clone())?;
+                &sealed
+            }
+            None => batch,
+        };
         let mut buf = Vec::new();
         {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
