@@ -11,6 +11,12 @@
 //!   by librdkafka's internal retries for up to
 //!   [`KafkaBusConfig::message_timeout_ms`]; after that `publish` returns an
 //!   error and the checkpoint is left unchanged.
+//! * **Sealing** — with [`KafkaBus::with_sealing`] (the hub does) every
+//!   envelope [`crate::Bus::publish`] sends is a sealed blob
+//!   ([`lianqin_seal`], the `_bus` data key, bound to its topic), so the
+//!   brokers' logs hold no record in clear; consumers of the bus open them
+//!   (messages written unsealed are read as they are). `publish_raw`
+//!   (change feeds, departments' feed topics) is sent as given.
 //! * **Checkpoints** — Kafka cannot store them atomically with the records,
 //!   so they live in a small local redb database,
 //!   `<checkpoint_dir>/kafka-checkpoints.redb` (table `checkpoints`: source
@@ -188,6 +194,15 @@ pub struct KafkaBus {
     checkpoint_path: PathBuf,
     /// Partition counts of topics known to exist.
     known: Arc<Mutex<HashMap<String, u32>>>,
+    /// Seals published envelopes, opens consumed ones.
+    seal: Option<Arc<lianqin_seal::Keyring>>,
+}
+
+/// The data key department of sealed bus messages.
+const BUS_KEY: &str = "_bus";
+
+fn message_context(topic: &str) -> String {
+    format!("kafka/{topic}")
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -250,7 +265,15 @@ impl KafkaBus {
             checkpoints: Arc::new(db),
             checkpoint_path,
             known: Arc::new(Mutex::new(HashMap::new())),
+            seal: None,
         })
+    }
+
+    /// Seals every published envelope with `keys` and opens consumed ones
+    /// (see the module docs).
+    pub fn with_sealing(mut self, keys: Arc<lianqin_seal::Keyring>) -> KafkaBus {
+        self.seal = Some(keys);
+        self
     }
 
     /// The configuration the bus was connected with.
@@ -458,7 +481,14 @@ impl crate::Bus for KafkaBus {
 
     async fn publish(&self, topic: &str, records: &[Envelope], checkpoint: Option<Checkpoint>) -> Result<(), BusError> {
         self.partitions(topic).await?;
-        let bytes: Vec<Vec<u8>> = records.iter().map(Envelope::to_bytes).collect();
+        let mut bytes: Vec<Vec<u8>> = records.iter().map(Envelope::to_bytes).collect();
+        if let Some(k) = &self.seal {
+            let key = k.current(BUS_KEY).map_err(|e| BusError::Config(format!("sealing for {topic}: {e}")))?;
+            let context = message_context(topic);
+            for b in &mut bytes {
+                *b = key.seal_blob(&context, b);
+            }
+        }
         let items: Vec<(&str, &[u8])> =
             records.iter().zip(&bytes).map(|(r, b)| (r.key.as_str(), b.as_slice())).collect();
         self.send_all(topic, &items).await?;
@@ -532,6 +562,7 @@ impl crate::Bus for KafkaBus {
             .map_err(|e| kafka_err(format!("consumer group `{group}`: subscribe {topics:?}"), e))?;
         Ok(Box::new(KafkaConsumer {
             inner: Some(Arc::new(consumer)),
+            seal: self.seal.clone(),
             state,
             group: group.to_string(),
             in_flight: None,
@@ -712,6 +743,8 @@ type PollOutcome = (Vec<BusRecord>, Option<BusError>);
 struct KafkaConsumer {
     /// `Option` only so that `Drop` can move it to a blocking thread.
     inner: Option<Arc<BaseConsumer<GroupContext>>>,
+    /// Opens sealed messages.
+    seal: Option<Arc<lianqin_seal::Keyring>>,
     state: Arc<GroupState>,
     group: String,
     /// A poll running on the blocking pool. Kept across a cancelled `poll`
@@ -722,7 +755,13 @@ struct KafkaConsumer {
 }
 
 /// Polls up to `max` records, waiting at most `wait` for the first.
-fn poll_batch(c: &BaseConsumer<GroupContext>, state: &GroupState, max: usize, wait: Duration) -> PollOutcome {
+fn poll_batch(
+    c: &BaseConsumer<GroupContext>,
+    state: &GroupState,
+    seal: Option<&lianqin_seal::Keyring>,
+    max: usize,
+    wait: Duration,
+) -> PollOutcome {
     let deadline = Instant::now() + wait;
     let mut out: Vec<BusRecord> = Vec::new();
     let mut generation = state.generation();
@@ -760,10 +799,17 @@ fn poll_batch(c: &BaseConsumer<GroupContext>, state: &GroupState, max: usize, wa
                 // envelope (to quarantine, with its bytes) instead of
                 // stopping the consumer at its offset.
                 let bytes = m.payload().unwrap_or_default();
-                let envelope = match m.payload() {
-                    Some(b) => Envelope::from_bytes(b)
-                        .unwrap_or_else(|e| Envelope::undecodable(&topic, partition, offset, b, &e.to_string())),
-                    None => Envelope::undecodable(&topic, partition, offset, bytes, "empty payload"),
+                let opened = match seal {
+                    Some(k) if lianqin_seal::is_sealed_blob(bytes) => {
+                        k.open_blob(&message_context(&topic), bytes).map_err(|e| e.to_string())
+                    }
+                    _ => Ok(std::borrow::Cow::Borrowed(bytes)),
+                };
+                let envelope = match (m.payload(), opened) {
+                    (Some(_), Ok(b)) => Envelope::from_bytes(&b)
+                        .unwrap_or_else(|e| Envelope::undecodable(&topic, partition, offset, &b, &e.to_string())),
+                    (Some(b), Err(e)) => Envelope::undecodable(&topic, partition, offset, b, &format!("sealed: {e}")),
+                    (None, _) => Envelope::undecodable(&topic, partition, offset, bytes, "empty payload"),
                 };
                 out.push(BusRecord { topic, partition, offset, envelope });
             }
@@ -804,7 +850,9 @@ impl Consumer for KafkaConsumer {
             }
             let c = Arc::clone(inner);
             let state = Arc::clone(&self.state);
-            self.in_flight = Some(tokio::task::spawn_blocking(move || poll_batch(&c, &state, max, wait)));
+            let seal = self.seal.clone();
+            self.in_flight =
+                Some(tokio::task::spawn_blocking(move || poll_batch(&c, &state, seal.as_deref(), max, wait)));
         }
         // If this future is dropped here, `in_flight` survives for the next call.
         let Some(handle) = self.in_flight.as_mut() else { return Ok(Vec::new()) };

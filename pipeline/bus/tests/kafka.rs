@@ -450,3 +450,47 @@ async fn survives_broker_stop_and_start() {
     sorted.sort_by_key(|r| (r.partition, r.offset));
     check_exactly_once(&sorted, &BTreeMap::new());
 }
+
+/// A sealing bus: what the brokers keep is ciphertext (read back with a
+/// bus without the keys, the records are undecodable and their bytes hold
+/// no payload), while a consumer of the sealing bus gets every envelope
+/// as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_envelopes_are_ciphertext_on_the_brokers() {
+    let Some(b) = brokers("sealed_envelopes_are_ciphertext_on_the_brokers") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(lianqin_seal::Keyring::open(dir.path().join("keys"), [5; 32]).unwrap());
+    let sealing = bus(config(&b), &dir.path().join("a")).with_sealing(Arc::clone(&keys));
+    let topic = unique("sealed");
+    sealing.ensure_topic(&topic, 2).await.unwrap();
+    let records: Vec<Envelope> = (0..20)
+        .map(|i| {
+            Envelope::upsert(
+                "s",
+                "police",
+                format!("k{i}"),
+                serde_json::json!({"sfzh": "330502199001011236", "seq": i}),
+                None,
+            )
+        })
+        .collect();
+    sealing.publish(&topic, &records, None).await.unwrap();
+
+    let store = Store::default();
+    let mut c = sealing.consumer(&unique("g"), &[topic.clone()], store.lookup()).await.unwrap();
+    let got = drain(&mut c, 20, Duration::from_secs(60)).await;
+    let mut seqs: Vec<u64> = got.iter().map(seq_of).collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+    assert!(got.iter().all(|r| r.envelope.payload["sfzh"] == "330502199001011236" && r.envelope.error.is_none()));
+    drop(c);
+
+    let plain = bus(config(&b), &dir.path().join("b"));
+    let mut c = plain.consumer(&unique("g"), &[topic.clone()], Store::default().lookup()).await.unwrap();
+    let got = drain(&mut c, 20, Duration::from_secs(60)).await;
+    for r in &got {
+        assert!(r.envelope.error.is_some(), "a sealed message decoded without the keys");
+        let text = r.envelope.payload.to_string();
+        assert!(!text.contains("330502199001011236"), "clear payload on the broker: {text}");
+    }
+}

@@ -125,7 +125,9 @@ pub async fn open_bus(cfg: &HubConfig, data_dir: &Path) -> Result<Arc<dyn Bus>, 
             let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
             let dir = data_dir.join("nodes").join(node);
             std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Config(format!("{}: {e}", dir.display())))?;
-            let bus = lianqin_bus::kafka::KafkaBus::connect(k, &dir).map_err(PipelineError::Bus)?;
+            // Envelopes are sealed on the brokers with the data dir's `_bus` key.
+            let keys = crate::sealed::Keys::new(data_dir).ring(true)?;
+            let bus = lianqin_bus::kafka::KafkaBus::connect(k, &dir).map_err(PipelineError::Bus)?.with_sealing(keys);
             Ok(Arc::new(bus))
         }
         #[cfg(not(feature = "kafka"))]
@@ -146,7 +148,9 @@ pub async fn open_bus_reader(
         BusKind::Kafka => {
             let k = cfg.bus.kafka.clone().ok_or_else(|| PipelineError::Config("[bus.kafka] missing".into()))?;
             let tmp = tempfile::tempdir().map_err(|e| PipelineError::Config(format!("temporary folder: {e}")))?;
-            let bus = lianqin_bus::kafka::KafkaBus::connect(k, tmp.path()).map_err(PipelineError::Bus)?;
+            let keys = crate::sealed::Keys::new(data_dir).ring(false)?;
+            let bus =
+                lianqin_bus::kafka::KafkaBus::connect(k, tmp.path()).map_err(PipelineError::Bus)?.with_sealing(keys);
             Ok((Arc::new(bus), Some(tmp)))
         }
         _ => Ok((open_bus(cfg, data_dir).await?, None)),
