@@ -477,7 +477,7 @@ async fn sealed_envelopes_are_ciphertext_on_the_brokers() {
     sealing.publish(&topic, &records, None).await.unwrap();
 
     let store = Store::default();
-    let mut c = sealing.consumer(&unique("g"), &[topic.clone()], store.lookup()).await.unwrap();
+    let mut c = sealing.consumer(&unique("g"), std::slice::from_ref(&topic), store.lookup()).await.unwrap();
     let got = drain(&mut c, 20, Duration::from_secs(60)).await;
     let mut seqs: Vec<u64> = got.iter().map(seq_of).collect();
     seqs.sort();
