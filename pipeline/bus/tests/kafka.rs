@@ -486,7 +486,7 @@ async fn sealed_envelopes_are_ciphertext_on_the_brokers() {
     drop(c);
 
     let plain = bus(config(&b), &dir.path().join("b"));
-    let mut c = plain.consumer(&unique("g"), &[topic.clone()], Store::default().lookup()).await.unwrap();
+    let mut c = plain.consumer(&unique("g"), std::slice::from_ref(&topic), Store::default().lookup()).await.unwrap();
     let got = drain(&mut c, 20, Duration::from_secs(60)).await;
     for r in &got {
         assert!(r.envelope.error.is_some(), "a sealed message decoded without the keys");
