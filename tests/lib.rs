@@ -315,3 +315,15 @@ pub fn phones(s: &str) -> Vec<String> {
     }
     out
 }
+
+/// The events of flow `flow`'s outbox `<d>/flows/<file>`, each line opened
+/// with the data dir's keys (the outbox is sealed at rest).
+pub fn outbox_lines(d: &Path, flow: &str, file: &str) -> Vec<String> {
+    let keys = lianqin_pipeline::sealed::Keys::new(d);
+    std::fs::read_to_string(d.join("flows").join(file))
+        .unwrap_or_else(|e| panic!("outbox {file}: {e}"))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| lianqin_pipeline::flows::open_line(&keys, flow, l.to_string()).expect("outbox line opens"))
+        .collect()
+}

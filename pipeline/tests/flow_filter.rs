@@ -242,6 +242,13 @@ async fn actual(c: &Case) -> Result<(Vec<Vec<String>>, usize, Vec<serde_json::Va
     flows.deliver("element", &batch(c)).await.map_err(|e| e.to_string())?;
     let outbox = dir.path().join("flows/prop.jsonl");
     let (lines, end) = read_lines(&outbox, 0, 1_000).map_err(|e| e.to_string())?;
+    // Sealed at rest; opened as the pusher does.
+    let keys = lianqin_pipeline::sealed::Keys::new(dir.path());
+    let lines = lines
+        .into_iter()
+        .map(|l| lianqin_pipeline::flows::open_line(&keys, "prop", l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for l in &lines {
         let ev: serde_json::Value = serde_json::from_str(l).map_err(|e| e.to_string())?;

@@ -43,9 +43,11 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
     demo::cycle(&hub).await.unwrap();
     hub.audit().sync();
 
-    let lines: Vec<Value> = std::fs::read_to_string(d.join("flows/market.jsonl"))
-        .unwrap()
-        .lines()
+    // The outbox is sealed at rest: no event reads in clear from the file.
+    let raw = std::fs::read_to_string(d.join("flows/market.jsonl")).unwrap();
+    assert!(raw.lines().all(|l| l.starts_with("lqe1:market.")), "outbox sealed with market's key");
+    let lines: Vec<Value> = lianqin_tests::outbox_lines(d, "to-market", "market.jsonl")
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let elements: Vec<&Value> = lines.iter().filter(|v| v["library"] == "element").collect();
@@ -67,9 +69,8 @@ async fn department_flow_carries_only_its_rows_and_masked_columns() {
         assert!(r["category"] == "d" || r["department"] == "market", "matter leaked to market: {r}");
     }
     // The ecology flow: matters of categories a/b or ecology's own only.
-    let eco: Vec<Value> = std::fs::read_to_string(d.join("flows/ecology.jsonl"))
-        .unwrap()
-        .lines()
+    let eco: Vec<Value> = lianqin_tests::outbox_lines(d, "to-ecology", "ecology.jsonl")
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(!eco.is_empty(), "ecology flow delivered nothing");

@@ -235,8 +235,8 @@ async fn a_departments_kafka_feed_is_reconciled_by_the_daily_receipt() {
         hub.audit().sync();
     }
     sim.shutdown().await;
-    let outbox = std::fs::read_to_string(d.join("flows/ecology.jsonl")).unwrap();
-    let first: Value = serde_json::from_str(outbox.lines().next().expect("the flow wrote events")).unwrap();
+    let outbox = lianqin_tests::outbox_lines(d, "to-ecology", "ecology.jsonl");
+    let first: Value = serde_json::from_str(outbox.first().expect("the flow wrote events")).unwrap();
     let day = chrono::DateTime::parse_from_rfc3339(first["committed_at"].as_str().unwrap())
         .unwrap()
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())

@@ -128,8 +128,9 @@ fn http_flow(url: &str, rows: usize) -> String {
     )
 }
 
+/// The outbox `flows/<name>` of flow `to-<name without .jsonl>`, opened.
 fn outbox(d: &Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(d.join("flows").join(name)).unwrap().lines().map(str::to_string).collect()
+    lianqin_tests::outbox_lines(d, &format!("to-{}", name.trim_end_matches(".jsonl")), name)
 }
 
 /// (library, id, content_hash) of an event.

@@ -11,7 +11,10 @@
 //!   destination). Guarantee: at-least-once, in order per key (the same as
 //!   the `changes.<library>` topics: after a crash the rows of the replayed
 //!   batch are delivered again; dedupe by `content_hash`).
-//!   The sink file is the flow's **outbox**: with `topic` the same events
+//!   The sink file is the flow's **outbox**, one event per line, each
+//!   sealed with the receiving department's data key ([`crate::sealed`];
+//!   [`open_line`] reads it back): the data dir holds no event in clear.
+//!   With `topic` the same events
 //!   also go to the department's own bus topic (`feeds.<department>`, a
 //!   change feed filtered like the file), and with `[flows.push]` a
 //!   [`push::Pusher`] delivers the outbox into the department's system
@@ -67,6 +70,26 @@ pub struct Flows {
     catalog: Arc<Catalog>,
     audit: Audit,
     bus: Option<Arc<dyn lianqin_bus::Bus>>,
+    /// Seals the outbox lines.
+    keys: crate::sealed::Keys,
+}
+
+/// What an outbox line of flow `flow` is bound to.
+fn line_context(flow: &str) -> String {
+    format!("flow/{flow}")
+}
+
+/// An outbox line of flow `flow` in clear (a sealed line opened with the
+/// data dir's keys; a line written before sealing as it is).
+pub fn open_line(keys: &crate::sealed::Keys, flow: &str, line: String) -> Result<String, PipelineError> {
+    if !lianqin_seal::is_sealed(&line) {
+        return Ok(line);
+    }
+    let ring = keys.ring(false)?;
+    let clear = ring
+        .open_text(&line_context(flow), &line)
+        .map_err(|e| PipelineError::Internal(format!("flow {flow}: outbox line: {e}")))?;
+    Ok(clear.into_owned())
 }
 
 /// The outbox file of flow `cfg` on `data_dir` (its `sink`).
@@ -168,7 +191,7 @@ impl Flows {
                 .map_err(|e| PipelineError::Config(format!("flow `{}`: {}: {e}", c.name, path.display())))?;
             flows.push(Flow { cfg: c.clone(), who, path, file: Mutex::new(file), topic: None });
         }
-        Ok(Flows { flows, policy, catalog, audit, bus: None })
+        Ok(Flows { flows, policy, catalog, audit, bus: None, keys: crate::sealed::Keys::new(data_dir) })
     }
 
     /// Also publishes the events of every flow with a `topic` to
@@ -207,7 +230,7 @@ impl Flows {
                     let n: usize = b.iter().map(RecordBatch::num_rows).sum();
                     if n > 0 {
                         let at = receipt::committed_at(batch);
-                        let items = write_events(f, library, &self.catalog, b, at.as_deref()).await?;
+                        let items = write_events(f, library, &self.catalog, &self.keys, b, at.as_deref()).await?;
                         if let (Some(topic), Some(bus)) = (&f.topic, &self.bus) {
                             bus.publish_raw(topic, &items).await.map_err(PipelineError::Bus)?;
                         }
@@ -282,10 +305,16 @@ async fn write_events(
     f: &Flow,
     library: &str,
     catalog: &Catalog,
+    keys: &crate::sealed::Keys,
     batches: &[RecordBatch],
     committed_at: Option<&str>,
 ) -> Result<Vec<(String, Vec<u8>)>, PipelineError> {
     let key = catalog.library(library)?.key.clone();
+    let seal = keys
+        .ring(true)?
+        .current(&f.who.department)
+        .map_err(|e| PipelineError::Config(format!("flow {}: data key: {e}", f.cfg.name)))?;
+    let context = line_context(&f.cfg.name);
     let text = format_batches(batches, OutputFormat::Json)?;
     let mut out = Vec::with_capacity(text.len() + 64 * batches.len());
     let mut items = Vec::new();
@@ -298,7 +327,7 @@ async fn write_events(
             "flow": f.cfg.name, "library": library, "id": id, "op": op, "committed_at": committed_at, "row": row,
         });
         let text = ev.to_string();
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(seal.seal_text(&context, &text).as_bytes());
         out.push(b'\n');
         if f.topic.is_some() {
             let k = match &id {

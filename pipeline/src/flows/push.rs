@@ -333,6 +333,11 @@ impl Pusher {
             None => {
                 let start = self.cursor()?;
                 let (events, end) = read_lines(&self.outbox, start, self.batch_rows)?;
+                let keys = crate::sealed::Keys::new(&self.data_dir);
+                let events = events
+                    .into_iter()
+                    .map(|l| super::open_line(&keys, &self.flow, l))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if events.is_empty() {
                     if end > start {
                         // Only blank lines: move past them.

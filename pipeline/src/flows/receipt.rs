@@ -192,6 +192,7 @@ fn committed_micros(ev: &serde_json::Value) -> Option<i64> {
 type OutboxSets = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
 
 fn outbox_sets(
+    (flow, data_keys): (&str, &crate::sealed::Keys),
     outbox: &Path,
     keys: &BTreeMap<String, String>,
     (from, to): (i64, i64),
@@ -208,7 +209,8 @@ fn outbox_sets(
         let mut at = pos;
         for l in &lines {
             let line_end = at + l.len() as u64 + 1;
-            let ev: serde_json::Value = serde_json::from_str(l).map_err(|e| {
+            let l = super::open_line(data_keys, flow, l.clone())?;
+            let ev: serde_json::Value = serde_json::from_str(&l).map_err(|e| {
                 PipelineError::Internal(format!("{}: byte {at}: not a flow event: {e}", outbox.display()))
             })?;
             let lib = ev.get("library").and_then(|v| v.as_str()).unwrap_or_default();
@@ -325,7 +327,9 @@ pub async fn make_with_feed(
         keys.insert(l.clone(), catalog.library(l)?.key.clone());
     }
     let cursor = if cfg.push.is_some() { Some(super::push::read_cursor(data_dir, &cfg.name)?) } else { None };
-    let sets = outbox_sets(&super::outbox_path(cfg, data_dir), &keys, bounds, cursor.unwrap_or(0))?;
+    let data_keys = crate::sealed::Keys::new(data_dir);
+    let sets =
+        outbox_sets((&cfg.name, &data_keys), &super::outbox_path(cfg, data_dir), &keys, bounds, cursor.unwrap_or(0))?;
     let published = match (feed, &cfg.topic) {
         (Some((bus, prefix)), Some(t)) => Some(feed_sets(bus, &format!("{prefix}{t}"), &keys, bounds).await?),
         _ => None,
