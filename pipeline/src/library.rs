@@ -195,7 +195,7 @@ impl LibraryStore {
             .clone()
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_writer_properties(writer_properties())
+            .with_writer_properties(writer_properties(&sealed))
             .with_commit_properties(props)
             .await
             .map_err(|e| delta_err(name, e))?;
@@ -350,16 +350,25 @@ const DISTINCT_COLUMNS: &[&str] = &[
 ];
 
 /// Parquet settings of every commit: Snappy (Delta's default) and no
-/// dictionary for [`DISTINCT_COLUMNS`].
-fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+/// dictionary for [`DISTINCT_COLUMNS`]; the `sealed` columns (ciphertext,
+/// [`crate::sealed`]) neither compressed (it would not shrink), nor
+/// dictionary-encoded, nor with statistics (min/max of ciphertext serve no
+/// query and need not sit in the Delta log).
+fn writer_properties(sealed: &[String]) -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::Compression;
-    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
     use deltalake::parquet::schema::types::ColumnPath;
     let mut b = WriterProperties::builder()
         .set_created_by(format!("lianqin {}", env!("CARGO_PKG_VERSION")))
         .set_compression(Compression::SNAPPY);
     for c in DISTINCT_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+    }
+    for c in sealed {
+        b = b
+            .set_column_compression(ColumnPath::from(c.as_str()), Compression::UNCOMPRESSED)
+            .set_column_dictionary_enabled(ColumnPath::from(c.as_str()), false)
+            .set_column_statistics_enabled(ColumnPath::from(c.as_str()), EnabledStatistics::None);
     }
     b.build()
 }
