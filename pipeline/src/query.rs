@@ -179,7 +179,7 @@ impl QueryEngine {
                 if name == "quarantine" || name.starts_with("raw_") { name.clone() } else { format!("{name}_history") };
             // Sealed columns opened, then rows written before personal data
             // was classified read through the new rules.
-            let provider = crate::sealed::open_table(store.keys(), catalog, &name, &name, provider);
+            let provider = crate::sealed::open_table(store.keys(), catalog, &name, provider);
             let provider = crate::legacy::history_view(&name, &sql_name, provider, &key)?;
             if name == "matter" {
                 matter_history = Some(Arc::clone(&provider));

@@ -109,6 +109,29 @@ fn as_strings(a: &ArrayRef) -> Result<StringArray, arrow::error::ArrowError> {
     Ok(c.as_any().downcast_ref::<StringArray>().cloned().expect("cast to Utf8"))
 }
 
+/// The text column `values` mapped value by value (`f(row, value)`; nulls
+/// stay null), in
+/// the column type `ty`; `capacity` bytes reserved for the new values.
+fn map_text<S: AsRef<str>>(
+    values: &StringArray,
+    ty: &DataType,
+    capacity: usize,
+    mut f: impl FnMut(usize, &str) -> Result<S, PipelineError>,
+) -> Result<ArrayRef, PipelineError> {
+    let mut b = StringBuilder::with_capacity(values.len(), capacity);
+    for (row, v) in values.iter().enumerate() {
+        match v {
+            None => b.append_null(),
+            Some(v) => b.append_value(f(row, v)?),
+        }
+    }
+    let out: ArrayRef = Arc::new(b.finish());
+    if ty == &DataType::Utf8 {
+        return Ok(out);
+    }
+    arrow::compute::cast(&out, ty).map_err(|e| PipelineError::Internal(format!("sealed column: {e}")))
+}
+
 /// `batch` with the `columns` of `table` sealed, each value with the data
 /// key of its row's `department`.
 pub fn seal_batch(
@@ -135,21 +158,15 @@ pub fn seal_batch(
         let values = as_strings(&cols[i]).map_err(|e| err(&e))?;
         // `lqe1:<id>:` + base64 of nonce (12) ‖ value ‖ tag (16): ≈ 4/3 of
         // the value plus ~60 bytes.
-        let mut b = StringBuilder::with_capacity(values.len(), values.value_data().len() / 3 * 4 + values.len() * 64);
-        for row in 0..values.len() {
-            if values.is_null(row) {
-                b.append_null();
-                continue;
-            }
-            let v = values.value(row);
+        let capacity = values.value_data().len() / 3 * 4 + values.len() * 64;
+        cols[i] = map_text(&values, schema.field(i).data_type(), capacity, |r, v| {
             if lianqin_seal::is_sealed(v) {
-                b.append_value(v);
-                continue;
+                return Ok(v.to_string());
             }
             let dept = departments
                 .as_ref()
-                .filter(|d| d.is_valid(row) && !d.value(row).is_empty())
-                .map_or(NO_DEPARTMENT, |d| d.value(row));
+                .filter(|d| d.is_valid(r) && !d.value(r).is_empty())
+                .map_or(NO_DEPARTMENT, |d| d.value(r));
             let key = match by_department.iter().find(|(d, _)| d == dept) {
                 Some((_, k)) => k.clone(),
                 None => {
@@ -158,14 +175,8 @@ pub fn seal_batch(
                     k
                 }
             };
-            b.append_value(key.seal_text(&context, v));
-        }
-        let sealed: ArrayRef = Arc::new(b.finish());
-        cols[i] = if schema.field(i).data_type() == &DataType::Utf8 {
-            sealed
-        } else {
-            arrow::compute::cast(&sealed, schema.field(i).data_type()).map_err(|e| err(&e))?
-        };
+            Ok(key.seal_text(&context, v))
+        })?;
     }
     RecordBatch::try_new(schema, cols).map_err(|e| err(&e))
 }
@@ -182,34 +193,16 @@ pub fn open_batch(
     let targets: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     let err = |e: &dyn fmt::Display| PipelineError::Query(format!("{table}: {e}"));
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    let mut ring = None;
     for i in targets {
         let values = as_strings(&cols[i]).map_err(|e| err(&e))?;
         if !values.iter().flatten().any(lianqin_seal::is_sealed) {
             continue;
         }
-        let ring = match &ring {
-            Some(r) => Arc::clone(r),
-            None => {
-                let r = keys.ring(false)?;
-                ring = Some(Arc::clone(&r));
-                r
-            }
-        };
+        let ring = keys.ring(false)?;
         let context = format!("{table}.{}", schema.field(i).name());
-        let mut b = StringBuilder::with_capacity(values.len(), values.value_data().len());
-        for v in values.iter() {
-            match v {
-                None => b.append_null(),
-                Some(v) => b.append_value(ring.open_text(&context, v).map_err(|e| err(&e))?),
-            }
-        }
-        let opened: ArrayRef = Arc::new(b.finish());
-        cols[i] = if schema.field(i).data_type() == &DataType::Utf8 {
-            opened
-        } else {
-            arrow::compute::cast(&opened, schema.field(i).data_type()).map_err(|e| err(&e))?
-        };
+        cols[i] = map_text(&values, schema.field(i).data_type(), values.value_data().len(), |_, v| {
+            ring.open_text(&context, v).map(std::borrow::Cow::into_owned).map_err(|e| err(&e))
+        })?;
     }
     RecordBatch::try_new(schema, cols).map_err(|e| err(&e))
 }
@@ -220,7 +213,6 @@ pub fn open_table(
     keys: &Keys,
     catalog: &Catalog,
     table: &str,
-    context_table: &str,
     inner: Arc<dyn TableProvider>,
 ) -> Arc<dyn TableProvider> {
     let columns = sealed_columns(catalog, table);
@@ -228,7 +220,7 @@ pub fn open_table(
     if present.is_empty() {
         return inner;
     }
-    Arc::new(OpenTable { inner, table: context_table.to_string(), columns: present, keys: keys.clone() })
+    Arc::new(OpenTable { inner, table: table.to_string(), columns: present, keys: keys.clone() })
 }
 
 /// See [`open_table`].

@@ -35,6 +35,18 @@ fn police_rows(d: &Path, user: Option<&str>, cat: &str) -> i64 {
     ok(d, user, &args).lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
+/// `<dir>/data` after one demo cycle over the small simulation.
+async fn demo_data(dir: &Path) -> std::path::PathBuf {
+    let d = dir.join("data");
+    let sim = demo::start_simulation(&d, small()).await.unwrap();
+    {
+        let hub = demo::open_demo_hub(&d, &sim).await.unwrap();
+        demo::cycle(&hub).await.unwrap();
+    }
+    sim.shutdown().await;
+    d
+}
+
 fn request_id(out: &str) -> String {
     out.split_whitespace().find(|w| w.starts_with("sr-")).expect("a request id").to_string()
 }
@@ -42,13 +54,7 @@ fn request_id(out: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_is_enforced_until_it_ends_and_every_step_is_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let d = &dir.path().join("data");
-    let sim = demo::start_simulation(d, small()).await.unwrap();
-    {
-        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
-        demo::cycle(&hub).await.unwrap();
-    }
-    sim.shutdown().await;
+    let d = &demo_data(dir.path()).await;
     // Police matters the market analyst may not read (market reads category d).
     let cat = ["c", "a", "e", "b"]
         .into_iter()
@@ -237,13 +243,7 @@ fn scalar(d: &Path, user: &str, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_limited_grant_shows_only_its_columns_on_its_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let d = &dir.path().join("data");
-    let sim = demo::start_simulation(d, small()).await.unwrap();
-    {
-        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
-        demo::cycle(&hub).await.unwrap();
-    }
-    sim.shutdown().await;
+    let d = &demo_data(dir.path()).await;
     // The ecology analyst reads its own rows and categories a/b of others.
     let m = "chen.ecology";
     let cat = ["c", "e", "d"]

@@ -266,9 +266,7 @@ impl EmbeddedBus {
         let Some(k) = &self.seal else {
             return Err(self.err(format!("{}: sealed, and the bus was opened without data keys", at())));
         };
-        k.open_blob(&batch_context(topic, partition, first), value)
-            .map(|v| std::borrow::Cow::Owned(v.into_owned()))
-            .map_err(|e| self.err(format!("{}: {e}", at())))
+        k.open_blob(&batch_context(topic, partition, first), value).map_err(|e| self.err(format!("{}: {e}", at())))
     }
 
     fn group_offset(&self, group: &str, topic: &str, p: u32) -> Result<Option<u64>, BusError> {

@@ -17,7 +17,7 @@ use crate::sealed::Keys;
 
 fn when(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
-        .map(|t| t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8")).to_rfc3339())
+        .map(|t| t.with_timezone(&crate::time::beijing()).to_rfc3339())
         .unwrap_or_else(|| secs.to_string())
 }
 

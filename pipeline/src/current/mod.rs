@@ -232,7 +232,7 @@ impl CurrentTable {
 
     /// A snapshot file read back, its sealed columns opened.
     fn open_snapshot(&self, df: DataFrame) -> Arc<dyn TableProvider> {
-        crate::sealed::open_table(&self.keys, &self.catalog, &self.library, &self.library, df.into_view())
+        crate::sealed::open_table(&self.keys, &self.catalog, &self.library, df.into_view())
     }
 
     fn schema_tag(&self) -> String {
@@ -281,7 +281,7 @@ impl CurrentTable {
                     .map_err(|e| df_err(lib, e))?;
                 // Sealed columns opened, legacy rows read through the same
                 // rules as `<library>_history`.
-                let new_provider = crate::sealed::open_table(&self.keys, &self.catalog, lib, lib, new_df.into_view());
+                let new_provider = crate::sealed::open_table(&self.keys, &self.catalog, lib, new_df.into_view());
                 let new_provider =
                     crate::legacy::history_view(lib, &format!("{lib}_history"), new_provider, &self.key_scope())?;
                 ctx.register_table("new", new_provider).map_err(|e| df_err(lib, e))?;

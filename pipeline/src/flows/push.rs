@@ -233,6 +233,8 @@ pub struct Pusher {
     user: String,
     department: String,
     data_dir: PathBuf,
+    /// Opens the sealed outbox lines.
+    keys: crate::sealed::Keys,
     outbox: PathBuf,
     batch_rows: usize,
     target: Box<dyn Target>,
@@ -299,6 +301,7 @@ impl Pusher {
             user: cfg.user.clone(),
             department: department.to_string(),
             data_dir: data_dir.to_path_buf(),
+            keys: crate::sealed::Keys::new(data_dir),
             outbox: super::outbox_path(cfg, data_dir),
             batch_rows: batch_rows.max(1),
             target,
@@ -333,11 +336,11 @@ impl Pusher {
             None => {
                 let start = self.cursor()?;
                 let (events, end) = read_lines(&self.outbox, start, self.batch_rows)?;
-                let keys = crate::sealed::Keys::new(&self.data_dir);
-                let events = events
-                    .into_iter()
-                    .map(|l| super::open_line(&keys, &self.flow, l))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let events = events.into_iter().map(|l| super::open_line(&self.keys, &self.flow, l)).collect::<Result<
+                    Vec<_>,
+                    _,
+                >>(
+                )?;
                 if events.is_empty() {
                     if end > start {
                         // Only blank lines: move past them.

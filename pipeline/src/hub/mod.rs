@@ -207,7 +207,7 @@ impl Hub {
             }
             post_commit.push(Arc::new(
                 ChangeFeed::new(Arc::clone(&bus), Arc::clone(&catalog), &cfg.bus.topic_prefix)
-                    .with_sealing(crate::sealed::Keys::new(data_dir)),
+                    .with_sealing(store.keys().clone()),
             ));
         }
         if let Some(flows) =
