@@ -27,6 +27,8 @@
 //! * [`current`] — the current state of `matter`/`matter_event` kept as a
 //!   snapshot refreshed from new history files (not re-aggregated per query).
 //! * [`joint`] — joint matters (`matter_group`).
+//! * [`persons`] — person elements resolved into persons (`element_link`,
+//!   `element_review`).
 //! * [`recheck`] — the half-yearly second callback (`matter_recheck`), kept in a
 //!   [`journal`] (append-only JSON lines, also the joint-matter decisions).
 //! * [`confirm`] — record confirmation (效力互认): signed confirmations of a
@@ -58,8 +60,8 @@
 //! audit::ship, audit::table → audit
 //! udf → mapping::personal (person_token), schema, time;  mapping → schema, time;  normalize → mapping, schema, udf
 //! sealed → audit (master key), schema, (lianqin-seal)
-//! library → schema, sealed;  confirm → journal;  current → legacy, mapping::personal, schema, sealed;  joint → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
-//! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, recheck, audit::table, legacy, library, mapping::personal, schema, sealed, udf
+//! library → schema, sealed;  confirm → journal;  current → legacy, mapping::personal, schema, sealed;  joint → journal, (lianqin-resolve);  persons → journal, (lianqin-resolve);  recheck → journal, mapping::personal, schema;  kpi ← leaf (SQL text)
+//! report → query, kpi, recheck, (lianqin-report);  query → audit, confirm, current, joint, kpi, persons, recheck, audit::table, legacy, library, mapping::personal, schema, sealed, udf
 //! server → audit, audit::table, library, query, schema, config
 //! config → schema;  policy → mapping::personal, sharing;  sharing → journal
 //! flows → audit, config, library, query, schema, udf
@@ -94,6 +96,7 @@ pub mod library;
 pub mod mapping;
 pub mod metrics;
 pub mod normalize;
+pub mod persons;
 pub mod policy;
 pub mod query;
 pub mod recheck;

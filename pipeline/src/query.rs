@@ -112,6 +112,14 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             })
             .collect();
     }
+    if table == crate::persons::LINK_TABLE || table == crate::persons::REVIEW_TABLE {
+        let labels = if table == crate::persons::LINK_TABLE {
+            crate::persons::link_labels()
+        } else {
+            crate::persons::review_labels()
+        };
+        return labels.into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
+    }
     if table == crate::confirm::TABLE || table == crate::confirm::LOG_TABLE {
         return crate::confirm::column_labels().into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
     }
@@ -168,6 +176,7 @@ impl QueryEngine {
         };
         let mut tables = Vec::new();
         let mut matter_history = None;
+        let mut element_history = None;
         let mut current = Vec::new();
         let mut names: Vec<String> = ["element", "matter", "matter_event", "quarantine"].map(String::from).to_vec();
         names.extend(store.raw_tables_on_disk());
@@ -183,6 +192,9 @@ impl QueryEngine {
             let provider = crate::legacy::history_view(&name, &sql_name, provider, &key)?;
             if name == "matter" {
                 matter_history = Some(Arc::clone(&provider));
+            }
+            if name == "element" {
+                element_history = Some(Arc::clone(&provider));
             }
             if crate::current::SNAPSHOT_LIBRARIES.contains(&name.as_str()) {
                 let files: Vec<String> = table
@@ -208,6 +220,7 @@ impl QueryEngine {
             tables.push(sql_name);
         }
         let matter_current = current.iter().find(|(l, _)| l == "matter").map(|(_, t)| Arc::clone(t));
+        let element_current = current.iter().find(|(l, _)| l == "element").map(|(_, t)| Arc::clone(t));
         for (lib, t) in current {
             let name = crate::current::table_name(&lib);
             ctx.register_table(name.as_str(), t).map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
@@ -247,6 +260,25 @@ impl QueryEngine {
             ctx.register_table(crate::joint::TABLE, Arc::new(table))
                 .map_err(|e| PipelineError::Query(format!("{}: {e}", crate::joint::TABLE)))?;
             tables.push(crate::joint::TABLE.to_string());
+        }
+        // Persons: element resolution over every person element in a
+        // session of its own (no policy), then filtered by the caller's
+        // policy like any `element*` table.
+        if let Some(history) = element_history {
+            let inner = SessionContext::new();
+            inner.register_table("element_history", history).map_err(|e| PipelineError::Query(e.to_string()))?;
+            let view = match element_current {
+                Some(t) => {
+                    inner.register_table("element_current", t).map_err(|e| PipelineError::Query(e.to_string()))?;
+                    "SELECT * FROM element_current WHERE NOT deleted".to_string()
+                }
+                None => current_view_sql(catalog, "element")?,
+            };
+            inner
+                .sql(&format!("CREATE VIEW element AS {view}"))
+                .await
+                .map_err(|e| PipelineError::Query(format!("view element: {e}")))?;
+            crate::persons::register(&ctx, inner, store.root().parent().map(Path::to_path_buf), &mut tables)?;
         }
         // Second callbacks (the journal of the data dir; empty without one).
         if tables.iter().any(|t| t == "matter")

@@ -26,7 +26,9 @@ pub const TOKEN_FN: &str = "lianqin_hash_token";
 
 /// Mask one string value (by characters, so Chinese text is safe).
 ///
-/// * `CitizenId`: keep the first 6 and last 4 (`330502********123X`);
+/// * `CitizenId`: keep the first 6 and last 4 (`330502********123X`); a
+///   value shorter than a 15-digit ID (a phone number kept as the
+///   identifier of a person element without an ID) as a phone;
 /// * `Phone`: keep the first 3 and last 4 (`138****5678`);
 /// * `Keep { first, last }`: keep those many characters at each end.
 ///
@@ -34,8 +36,8 @@ pub const TOKEN_FN: &str = "lianqin_hash_token";
 /// masked entirely.
 pub fn mask_value(kind: MaskKind, s: &str) -> String {
     let (first, last) = match kind {
-        MaskKind::CitizenId => (6, 4),
-        MaskKind::Phone => (3, 4),
+        MaskKind::CitizenId if s.chars().count() >= 15 => (6, 4),
+        MaskKind::CitizenId | MaskKind::Phone => (3, 4),
         MaskKind::Keep { first, last } => (first, last),
     };
     let chars: Vec<char> = s.chars().collect();
@@ -266,6 +268,9 @@ mod tests {
         assert_eq!(mask_value(MaskKind::Phone, "13812345678"), "138****5678");
         assert_eq!(mask_value(MaskKind::Keep { first: 1, last: 0 }, "张三丰"), "张**");
         assert_eq!(mask_value(MaskKind::CitizenId, "12345"), "*****");
+        // A phone as a person element's identifier: no more shown than a phone mask shows.
+        assert_eq!(mask_value(MaskKind::CitizenId, "13812345678"), "138****5678");
+        assert_eq!(mask_value(MaskKind::CitizenId, "330502800101123"), "330502*****1123");
         assert_eq!(mask_value(MaskKind::Keep { first: 1, last: 1 }, ""), "");
     }
 

@@ -17,6 +17,7 @@ mod joint;
 mod kafka;
 mod kpi;
 mod metrics;
+mod persons;
 mod pgwire;
 mod poison;
 mod policy;

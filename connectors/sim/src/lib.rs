@@ -152,6 +152,11 @@ pub struct Truth {
     /// the Spring Festival, on make-up working days, in an unpublished calendar year, and a
     /// re-handled ticket), with their callback deadline worked out by hand. Also in `tickets`.
     pub planted: Vec<PlantedRecord>,
+    /// Who is who (issue 13): `<source>:<key>` → person number, for every
+    /// 110 reporter, 12345 caller and individual law-enforcement party. Two
+    /// records with one number are one citizen, however they are written
+    /// (15-digit or full-width ID, a typo in the name, `+86`, an old phone).
+    pub persons: std::collections::BTreeMap<String, usize>,
 }
 
 /// A record planted with a known timeline (also served, and in its source's list in [`Truth`]).
@@ -320,6 +325,13 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     Ok(())
 }
 
+/// Who is who in the records a simulation with `cfg` serves — the same as
+/// [`Truth::persons`] — without starting one (the simulation is a function
+/// of its config).
+pub fn persons(cfg: &SimConfig) -> std::collections::BTreeMap<String, usize> {
+    world::World::generate(cfg).person_of
+}
+
 /// Generate the data, start the four HTTP servers on `127.0.0.1` (ephemeral ports), create
 /// `env_drop_dir` if needed and, when `cfg.env_files > 0`, write the first env batch
 /// (`cfg.env_files` CSV files and one complaints `.jsonl`). Must be called inside a tokio runtime.
@@ -370,6 +382,7 @@ impl Simulation {
             broken,
             flagged: w.http_flagged(),
             planted: w.http_planted(),
+            persons: w.person_of.clone(),
         }
     }
 

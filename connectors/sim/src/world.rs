@@ -100,6 +100,8 @@ pub(crate) struct World {
     pub complaint_seq: usize,
     /// Round-robin cursor over the three staged sources for `advance`.
     pub advance_cursor: usize,
+    /// Who is who: `<source>:<key>` → person (see [`crate::identity::overlay`]).
+    pub person_of: std::collections::BTreeMap<String, usize>,
 }
 
 fn base_time(month: u32, day: u32, hour: u32) -> NaiveDateTime {
@@ -714,10 +716,13 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
 
 impl World {
     pub fn generate(cfg: &SimConfig) -> World {
-        let incidents = gen_incidents(cfg);
-        let tickets = gen_tickets(cfg);
+        let mut incidents = gen_incidents(cfg);
+        let mut tickets = gen_tickets(cfg);
         let enterprises = gen_enterprises(cfg);
-        let cases = gen_cases(cfg, &enterprises);
+        let mut cases = gen_cases(cfg, &enterprises);
+        // The people named in the records come from one identity world, so
+        // the same citizen calls 110, 12345 and is a party to a case.
+        let person_of = crate::identity::overlay(cfg.seed, &mut incidents, &mut tickets, &mut cases);
         let latest = [&incidents, &tickets, &enterprises, &cases]
             .iter()
             .filter_map(|v| v.last().map(|r| r.updated_at))
@@ -738,6 +743,7 @@ impl World {
             csv_files: 0,
             complaint_seq: 0,
             advance_cursor: 0,
+            person_of,
         }
     }
 

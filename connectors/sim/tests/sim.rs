@@ -4,7 +4,7 @@ use lianqin_sim::ids::{citizen_id_is_valid, uscc_is_valid};
 use lianqin_sim::{Faults, SimConfig, Simulation, start};
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -473,7 +473,8 @@ async fn env_csv_is_gbk_with_expected_rows_and_broken_line() -> TestResult {
 #[tokio::test]
 async fn check_digits_and_broken_records_are_as_documented() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let sim = start(SimConfig::default(), dir.path()).await?;
+    let cfg = SimConfig::default();
+    let sim = start(cfg.clone(), dir.path()).await?;
     let truth = sim.truth();
     assert_eq!(truth.enterprises.len(), 200);
     let invalid = truth.enterprises.iter().filter(|e| !uscc_is_valid(e["uscc"].as_str().unwrap_or(""))).count();
@@ -482,10 +483,27 @@ async fn check_digits_and_broken_records_are_as_documented() -> TestResult {
     let usccs: HashSet<&str> = truth.enterprises.iter().filter_map(|e| e["uscc"].as_str()).collect();
     let linked = truth.cases.iter().filter(|c| c["party_uscc"].as_str().is_some_and(|u| usccs.contains(u))).count();
     assert!(linked * 2 > truth.cases.len(), "{linked} of {}", truth.cases.len());
-    // Citizen IDs: a few percent invalid.
+    // Citizen IDs: a few percent of the 18-digit ones invalid; some written
+    // in the 15-digit form; about a third of 110 reporters give none.
     let ids: Vec<&str> = truth.incidents.iter().filter_map(|v| v["bjrsfzh"].as_str()).collect();
-    let bad = ids.iter().filter(|id| !citizen_id_is_valid(id)).count();
-    assert!(bad > 0 && bad * 10 < ids.len(), "{bad} of {}", ids.len());
+    let id18: Vec<&&str> = ids.iter().filter(|id| id.len() == 18).collect();
+    let bad = id18.iter().filter(|id| !citizen_id_is_valid(id)).count();
+    assert!(bad > 0 && bad * 10 < id18.len(), "{bad} of {}", id18.len());
+    assert!(ids.iter().any(|id| id.len() == 15), "some 15-digit IDs");
+    let without = truth.incidents.len() - ids.len();
+    assert!(without * 5 > truth.incidents.len() && without * 2 < truth.incidents.len(), "{without} without an ID");
+    // Who is who: every reporter, caller and individual party has a
+    // person; some citizens appear in several systems.
+    let persons = &truth.persons;
+    let keyed = truth.incidents.iter().filter(|v| v.get("jjdbh").is_some()).count();
+    let individual = truth.cases.iter().filter(|c| c["party_uscc"].is_null()).count();
+    assert_eq!(persons.len(), keyed + truth.tickets.len() + individual);
+    assert_eq!(persons, &lianqin_sim::persons(&cfg), "the truth is a function of the config");
+    let mut sources_of: HashMap<usize, HashSet<&str>> = HashMap::new();
+    for (k, p) in persons {
+        sources_of.entry(*p).or_default().insert(k.split(':').next().unwrap());
+    }
+    assert!(sources_of.values().filter(|s| s.len() >= 2).count() > 20, "citizens known to several systems");
     // Coordinates inside Huzhou, of the right type except the one flagged item.
     for v in truth.incidents.iter().chain(&truth.tickets).chain(&truth.enterprises).chain(&truth.cases) {
         let (lng, lat) = (v.get("jd").or(v.get("lng")), v.get("wd").or(v.get("lat")));

@@ -103,13 +103,35 @@ pub fn person(raw: &BTreeMap<String, String>) -> BTreeMap<String, String> {
             out.insert(k.clone(), n);
         }
     }
-    if !out.contains_key("birth_date")
-        && let Some(c) = out.get("citizen_id")
-    {
-        let b = &c[6..14];
-        out.insert("birth_date".into(), format!("{}-{}-{}", &b[0..4], &b[4..6], &b[6..8]));
+    if !out.contains_key("birth_date") {
+        // A valid ID's birth date; an ID whose check character is wrong
+        // still carries its birth date (the ID itself stays out of the
+        // comparison).
+        let birth = match out.get("citizen_id") {
+            Some(c) => Some(format!("{}-{}-{}", &c[6..10], &c[10..12], &c[12..14])),
+            None => raw.get("citizen_id").and_then(|c| birth_date_of_id(c)),
+        };
+        if let Some(b) = birth {
+            out.insert("birth_date".into(), b);
+        }
     }
     out
+}
+
+/// The birth date inside an 18-character citizen ID (`YYYYMMDD` at 7–14)
+/// or a 15-digit one (`YYMMDD` at 7–12, 19YY), whatever its check
+/// character; `None` when the digits are not a date.
+pub fn birth_date_of_id(s: &str) -> Option<String> {
+    let t: String = normalize_text(s).chars().filter(|c| !c.is_whitespace()).collect();
+    let all_digits = |p: &str| p.chars().all(|c| c.is_ascii_digit());
+    let ymd = match t.len() {
+        18 if all_digits(&t[0..17]) && (all_digits(&t[17..]) || t[17..].eq_ignore_ascii_case("x")) => {
+            t[6..14].to_string()
+        }
+        15 if all_digits(&t) => format!("19{}", &t[6..12]),
+        _ => return None,
+    };
+    chrono_like(ymd[0..4].parse().ok()?, ymd[4..6].parse().ok()?, ymd[6..8].parse().ok()?)
 }
 
 #[cfg(test)]
@@ -131,6 +153,18 @@ mod tests {
             assert_eq!(date(d).as_deref(), Some("2025-03-19"), "{d}");
         }
         assert_eq!(date("2025-02-30"), None);
+    }
+
+    #[test]
+    fn an_id_with_a_wrong_check_character_still_gives_its_birth_date() {
+        // 330502198001011231 is valid; …1232 has a wrong check character.
+        let raw = BTreeMap::from([("citizen_id".to_string(), "330502198001011232".to_string())]);
+        let p = person(&raw);
+        assert_eq!(p.get("citizen_id"), None, "never guessed");
+        assert_eq!(p.get("birth_date").map(String::as_str), Some("1980-01-01"));
+        assert_eq!(birth_date_of_id("３３０５０２８００１０１１２３"), Some("1980-01-01".into()));
+        assert_eq!(birth_date_of_id("330502198013011231"), None, "month 13");
+        assert_eq!(birth_date_of_id("33050219800101123"), None, "17 characters");
     }
 
     #[test]

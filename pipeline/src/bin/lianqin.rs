@@ -206,6 +206,12 @@ enum Cmd {
         #[command(subcommand)]
         what: MatterCmd,
     },
+    /// Persons: person elements of several departments resolved into one
+    /// person (the `element_link` and `element_review` tables).
+    Element {
+        #[command(subcommand)]
+        what: ElementCmd,
+    },
     /// The half-yearly second callback (§8.1.3–8.1.4): draw at least 30% of
     /// each station's callback records, record the results, reopen
     /// dissatisfied cases for another handler (the `matter_recheck` table).
@@ -348,6 +354,74 @@ enum MatterCmd {
         #[arg(long)]
         reason: String,
         /// The matter id to split off.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ElementCmd {
+    /// The person of an element (or a person id): every element, its
+    /// department and the rule that joined it, as USER's policy shows them;
+    /// without --as (the local operator) also each linked pair's
+    /// comparisons and weights.
+    Explain {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// As this user (password as for `sql --as`); without it the local
+        /// operator, unrestricted, recorded as local:<os user>.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// An element id (`pt:…`) or a person id (`person:…`).
+        id: String,
+    },
+    /// The review queue: uncertain pairs still apart, strongest first.
+    Review {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// As this user (password as for `sql --as`).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// At most this many pairs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Operator decision: elements A and B are one person (kept, audited).
+    Merge {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The officer who decided.
+        #[arg(long)]
+        by: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+        /// An element id.
+        a: String,
+        /// Another element id.
+        b: String,
+    },
+    /// Operator decision: element ID is not the person of the other
+    /// elements of its cluster; it never re-joins them (kept, audited).
+    Split {
+        /// Folder holding all state.
+        #[arg(long, default_value = "lianqin-data")]
+        data_dir: PathBuf,
+        /// The officer who decided.
+        #[arg(long)]
+        by: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+        /// The element id to split off.
         id: String,
     },
 }
@@ -1239,6 +1313,54 @@ async fn run(cmd: Cmd) -> Result<()> {
             let _sync = SyncOnDrop(audit.clone());
             let what = lianqin_pipeline::joint::Decide::Split { report: id };
             let d = lianqin_pipeline::cli::matter::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            println!("decided: {}", serde_json::to_string(&d)?);
+        }
+        Cmd::Element { what: ElementCmd::Explain { data_dir, as_user, format, id } } => {
+            init_tracing("warn");
+            lianqin_pipeline::cli::element::check_id(&id)?;
+            let catalog = Catalog::builtin()?;
+            let operator = as_user.is_none();
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
+            let _sync = SyncOnDrop(audit);
+            let batches = lianqin_pipeline::cli::element::explain(&engine, &id).await?;
+            if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
+                bail!("{id}: no person element with this id that you may read");
+            }
+            print!("{}", format_batches(&batches, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+            if operator && format == OutputFormat::Table {
+                print!("{}", lianqin_pipeline::cli::element::explain_weights(&engine, &data_dir, &id).await?);
+            }
+        }
+        Cmd::Element { what: ElementCmd::Review { data_dir, as_user, format, limit } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
+            let _sync = SyncOnDrop(audit);
+            let batches = engine.sql(&lianqin_pipeline::cli::element::review_sql(limit)).await?;
+            print!("{}", format_batches(&batches, format)?);
+            if format == OutputFormat::Table {
+                println!();
+            }
+        }
+        Cmd::Element { what: ElementCmd::Merge { data_dir, by, reason, a, b } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let what = lianqin_pipeline::persons::Decide::Merge { a, b };
+            let d = lianqin_pipeline::cli::element::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            println!("decided: {}", serde_json::to_string(&d)?);
+        }
+        Cmd::Element { what: ElementCmd::Split { data_dir, by, reason, id } } => {
+            init_tracing("warn");
+            let catalog = Catalog::builtin()?;
+            let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
+            let _sync = SyncOnDrop(audit.clone());
+            let what = lianqin_pipeline::persons::Decide::Split { element: id };
+            let d = lianqin_pipeline::cli::element::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
             println!("decided: {}", serde_json::to_string(&d)?);
         }
         Cmd::Recheck { what: RecheckCmd::Draw { data_dir, half, seed, by } } => {

@@ -6,7 +6,7 @@
 //! interactive SQL shell ([`shell`]), whether the built-in demo users may
 //! be served ([`check_demo_users`]) or run flows ([`check_demo_flows`]),
 //! flow deliveries and receipts ([`flow`]), data keys ([`keys`]), token resolution ([`token`]), joint-matter explanations and operator
-//! decisions ([`matter`]), the second callback ([`recheck`]), station reports ([`report`]), progress of long work
+//! decisions ([`matter`]), resolved persons ([`element`]), the second callback ([`recheck`]), station reports ([`report`]), progress of long work
 //! ([`progress`]) and how errors reach the user
 //! ([`report`]).
 //!
@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod confirm;
+pub mod element;
 pub mod flow;
 pub mod keys;
 pub mod matter;

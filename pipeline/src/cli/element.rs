@@ -1,0 +1,123 @@
+//! `lianqin element explain|review|merge|split`: resolved persons
+//! ([`crate::persons`]) for analysts and officers.
+//!
+//! `explain ID` shows the person of an element (or a person id): every
+//! element of the person, its department and the rule that joined it, and
+//! — for the local operator, who may see the whole cluster — each linked
+//! pair's comparisons (field, level, weight; never the values). Through
+//! `--as` it is a query over `element_link` with the user's policy, so an
+//! analyst sees only the elements they may read; audited as a query.
+//!
+//! `review` lists the uncertain pairs (`element_review`), again through the
+//! caller's policy.
+//!
+//! `merge A B` and `split ID` are operator decisions: they need `--by` (the
+//! officer who decided) and `--reason`, run as the local operator (whoever
+//! can write the data dir), are kept in the append-only decision log and
+//! written to the audit trail before the command reports success.
+
+use arrow::array::RecordBatch;
+
+use crate::PipelineError;
+use crate::persons::{Decide, LoggedDecision};
+use crate::query::QueryEngine;
+
+/// Checks an element id (`pt:<hex>`, `uscc:…`) or a person id
+/// (`person:<element id>`): letters, digits and `:_-./` only (it is put in
+/// SQL).
+pub fn check_id(id: &str) -> Result<&str, PipelineError> {
+    let t = id.trim();
+    if !t.is_empty() && t.contains(':') && t.chars().all(|c| c.is_alphanumeric() || ":_-./".contains(c)) {
+        Ok(t)
+    } else {
+        Err(PipelineError::Config(format!(
+            "{id:?} is not an element id (as in element_id, e.g. pt:…) or a person id (person:…)"
+        )))
+    }
+}
+
+/// The SQL that lists the person of `id` (checked).
+pub fn explain_sql(id: &str) -> Result<String, PipelineError> {
+    let id = check_id(id)?;
+    Ok(format!(
+        "SELECT person_id, element_id, department, source_id, division, rule, match_weight FROM {t} \
+         WHERE person_id IN (SELECT person_id FROM {t} WHERE element_id = '{id}' OR person_id = '{id}') \
+         ORDER BY element_id",
+        t = crate::persons::LINK_TABLE
+    ))
+}
+
+/// The SQL of the review queue, strongest pairs first.
+pub fn review_sql(limit: usize) -> String {
+    format!(
+        "SELECT element_id, other_element_id, department, other_department, match_weight, probability, comparisons \
+         FROM {} ORDER BY match_weight DESC, element_id, other_element_id LIMIT {limit}",
+        crate::persons::REVIEW_TABLE
+    )
+}
+
+/// Explains `id` with `engine` (the caller's policy and audit).
+pub async fn explain(engine: &QueryEngine, id: &str) -> Result<Vec<RecordBatch>, PipelineError> {
+    engine.sql(&explain_sql(id)?).await
+}
+
+/// The comparisons behind the person of `id`, for the local operator
+/// (unrestricted engine): [`lianqin_resolve::Explanation::render`].
+pub async fn explain_weights(
+    engine: &QueryEngine,
+    data_dir: &std::path::Path,
+    id: &str,
+) -> Result<String, PipelineError> {
+    let id = check_id(id)?;
+    let (r, _) = crate::persons::resolve(engine.context(), Some(data_dir)).await?;
+    let cluster = if id.starts_with("person:") { id.to_string() } else { r.cluster_of(id).map_err(not_found)? };
+    Ok(r.explain(&cluster).map_err(not_found)?.render())
+}
+
+fn not_found(e: lianqin_resolve::ResolveError) -> PipelineError {
+    PipelineError::Config(format!("no person element with this id: {e}"))
+}
+
+/// Records an operator decision: checked against the current resolution,
+/// appended to the decision log, then audited (durably).
+pub async fn decide(
+    engine: &QueryEngine,
+    audit: &crate::audit::Audit,
+    data_dir: &std::path::Path,
+    what: &Decide,
+    by: &str,
+    reason: &str,
+) -> Result<LoggedDecision, PipelineError> {
+    match what {
+        Decide::Merge { a, b } => {
+            check_id(a)?;
+            check_id(b)?;
+        }
+        Decide::Split { element } => {
+            check_id(element)?;
+        }
+    }
+    let logged = crate::persons::decide(engine.context(), data_dir, what, by, reason).await?;
+    use lianqin_audit::{AuditEvent, EventKind, Outcome};
+    let mut ev =
+        AuditEvent::new(EventKind::Other, format!("local:{}", super::session::os_user()), "", Outcome::Success);
+    ev.tables = vec![crate::persons::LINK_TABLE.to_string()];
+    ev.detail = serde_json::json!({ "action": "element_decision", "logged": logged });
+    audit.record_durable(ev)?;
+    Ok(logged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_ids_reach_sql() {
+        assert!(explain_sql("pt:0a1b").unwrap().contains("'pt:0a1b'"));
+        assert!(explain_sql("person:pt:0a1b").is_ok());
+        for bad in ["", "0a1b", "pt:a' OR '1'='1", "pt:a;DROP", "pt:a b"] {
+            let e = explain_sql(bad).unwrap_err().to_string();
+            assert!(e.contains("not an element id"), "{bad}: {e}");
+        }
+    }
+}
