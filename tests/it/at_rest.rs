@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, RecordBatch, StringArray};
+use lianqin_domain::citizen_id::validate_citizen_id;
 use lianqin_tests::{citizen_ids, cli_ok, cli_run, cli_text, lianqin_bin, phones};
 
 fn demo_dir() -> &'static Path {
@@ -42,6 +43,29 @@ async fn planted(d: &Path) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The smallest valid 18-character ID a 110 reporter gave (`bjrsfzh`) in
+/// a record that was not quarantined (the simulators plant broken ones).
+async fn reporter_id(d: &Path) -> String {
+    let engine = lianqin_tests::engine(d).await;
+    let mut quarantined = String::new();
+    for b in engine.sql("SELECT raw FROM quarantine WHERE raw IS NOT NULL").await.unwrap() {
+        for v in strings(&b, 0).iter().flatten() {
+            quarantined.push_str(v);
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for b in engine.sql("SELECT payload FROM raw_police_110 WHERE payload IS NOT NULL").await.unwrap() {
+        for v in strings(&b, 0).iter().flatten() {
+            let p: serde_json::Value = serde_json::from_str(v).unwrap();
+            let usable = |id: &&str| id.len() == 18 && validate_citizen_id(id).is_ok() && !quarantined.contains(*id);
+            if let Some(id) = p["bjrsfzh"].as_str().filter(usable) {
+                ids.insert(id.to_string());
+            }
+        }
+    }
+    ids.into_iter().next().expect("110 reporters with a valid ID")
 }
 
 /// (file, column, value) of every non-null value of every Parquet file
@@ -120,7 +144,8 @@ async fn files_hold_no_clear_personal_data_and_users_still_query_it() {
     assert!(hits.is_empty(), "clear personal data in files:\n{}", hits.join("\n"));
 
     // The local operator's SQL sees the values, filters on sealed columns work.
-    let id = planted.iter().find(|v| v.len() == 18).unwrap();
+    // A 110 reporter's valid ID (each becomes a person element).
+    let id = reporter_id(d).await;
     let out = cli_ok(
         d,
         None,

@@ -329,7 +329,8 @@ fn corrupt_check(id: &str) -> String {
 ///
 /// The 110 reporter (`bjrxm`, `bjrsfzh`, `bjrdh`), the 12345 caller
 /// (`caller_name`, `caller_phone`) and an individual law-enforcement party
-/// (`party_name`, `party_id_card`, and the name inside `case_name`) are
+/// (`party_name`, `party_id_card`, `party_phone`, and the name inside
+/// `case_name`) are
 /// written the way [`identity_world`] writes that source (30 % of 110
 /// reporters give no ID, 10 % of callers no name, 15-digit and full-width
 /// IDs, typos, `+86` phones, old numbers). A 110 ID that the generator made
@@ -395,6 +396,7 @@ pub(crate) fn overlay(
                         }
                         v["party_name"] = json!(name);
                         v["party_id_card"] = text(f.get("citizen_id"));
+                        v["party_phone"] = text(f.get("phone"));
                     }
                 }
                 world.person_of[&r.id]

@@ -651,18 +651,20 @@ fn gen_enterprises(cfg: &SimConfig) -> Vec<Rec> {
 
 fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
     let mut rng = sub_rng(cfg.seed, 4300);
+    // Party phones from their own stream: the cases stay as they were.
+    let mut phones = sub_rng(cfg.seed, 4301);
     let times = timeline(&mut rng, cfg.cases, base_time(3, 1, 10), 60);
     let mut out = Vec::with_capacity(cfg.cases);
     for (i, updated_at) in times.into_iter().enumerate() {
         let (viol, basis, lo, hi, company) = VIOLATIONS[rng.random_range(0..VIOLATIONS.len())];
         let link = !enterprises.is_empty() && rng.random_bool(if company { 0.95 } else { 0.6 });
-        let (d, party_name, party_uscc, party_id, lng, lat) = if link {
+        let (d, party_name, party_uscc, party_id, party_phone, lng, lat) = if link {
             let e = &enterprises[rng.random_range(0..enterprises.len())].value;
             let div = e["division"].as_str().unwrap_or("330502");
             let d = DIVISIONS.iter().find(|d| d.code == div).unwrap_or(&DIVISIONS[0]);
             let lng = e["lng"].as_f64().unwrap_or(120.1) + rng.random_range(-0.002..0.002);
             let lat = e["lat"].as_f64().unwrap_or(30.9) + rng.random_range(-0.002..0.002);
-            (d, e["name"].as_str().unwrap_or_default().to_string(), Some(e["uscc"].clone()), None, lng, lat)
+            (d, e["name"].as_str().unwrap_or_default().to_string(), Some(e["uscc"].clone()), None, None, lng, lat)
         } else {
             let d = division(&mut rng);
             let (lng, lat) = data::point_in(&mut rng, d);
@@ -672,7 +674,8 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
             } else {
                 None
             };
-            (d, data::person_name(&mut rng), None, id, lng, lat)
+            let phone = phones.random_bool(0.8).then(|| data::phone(&mut phones));
+            (d, data::person_name(&mut rng), None, id, phone, lng, lat)
         };
         let stage = initial_stage(&mut rng);
         let amount = (rng.random_range(lo..=hi) / 100) * 100;
@@ -689,6 +692,7 @@ fn gen_cases(cfg: &SimConfig, enterprises: &[Rec]) -> Vec<Rec> {
             "party_name": party_name,
             "party_uscc": party_uscc,
             "party_id_card": party_id,
+            "party_phone": party_phone,
             "amount": if stage >= 2 { json!(amount) } else { Value::Null },
             "stage": CASE_STAGES[stage],
             "agency": format!("{}综合行政执法局", d.name),
