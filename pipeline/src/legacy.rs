@@ -53,7 +53,7 @@ pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
     ("hotline_12345", &["1", "2"], &["caller_name", "caller_phone", "handler"]),
     ("hotline_12345_orders", &["1"], &["callerName", "callerPhone", "enterpriseName"]),
     ("market_enterprise", &["1"], &["legal_rep"]),
-    ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card"]),
+    ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card", "party_phone"]),
     ("nr_land_violation", &["1"], &["wfzt", "sfzh"]),
 ];
 
@@ -64,7 +64,7 @@ pub const LEGACY_FREE_TEXT: &[(&str, &[&str], &[&str])] = &[
     ("hotline_12345", &["1", "2", "3", "4"], &["title", "content", "reply"]),
     ("hotline_12345_orders", &["1"], &["title", "content"]),
     ("env_complaint", &["1", "2", "3"], &["content", "reject_reason"]),
-    ("law_enforcement_case", &["1", "2", "3"], &["violation"]),
+    ("law_enforcement_case", &["1", "2", "3", "4"], &["violation"]),
     ("irs_market_penalty", &["1", "2", "3"], &["cfnr"]),
 ];
 

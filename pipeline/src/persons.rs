@@ -8,7 +8,8 @@
 //!
 //! Two SQL tables, computed from the current `element` view when read (so
 //! they always agree with the libraries and survive any restart or
-//! replay), then filtered by the caller's policy like any `element*` table
+//! replay; a process resolves again only when the person elements or the
+//! decisions changed, see [`resolved`]), then filtered by the caller's policy like any `element*` table
 //! (rows by department, kind, division):
 //!
 //! * [`LINK_TABLE`] (`element_link`): one row per current person element —
@@ -181,19 +182,70 @@ fn records(batch: &RecordBatch) -> Result<Vec<Record>, PipelineError> {
 /// warning.
 pub async fn resolve(ctx: &SessionContext, data_dir: Option<&Path>) -> Result<(Resolver, RecordBatch), PipelineError> {
     let batch = read_elements(ctx).await?;
+    let decisions = match data_dir {
+        Some(dir) => load_decisions(dir)?,
+        None => Vec::new(),
+    };
+    Ok((build(&batch, &decisions)?, batch))
+}
+
+fn build(batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<Resolver, PipelineError> {
     let mut r = Resolver::new(Model::person());
-    for rec in records(&batch)? {
+    for rec in records(batch)? {
         let id = rec.id.clone();
         r.add(rec).map_err(|e| PipelineError::Query(format!("{LINK_TABLE}: element {id}: {e}")))?;
     }
-    if let Some(dir) = data_dir {
-        for d in load_decisions(dir)? {
-            if let Err(e) = r.apply(&d.decision) {
-                tracing::warn!(decided_at = %d.at, by = %d.by, error = %e, "element resolution: a decision could not be replayed");
+    for d in decisions {
+        if let Err(e) = r.apply(&d.decision) {
+            tracing::warn!(decided_at = %d.at, by = %d.by, error = %e, "element resolution: a decision could not be replayed");
+        }
+    }
+    Ok(r)
+}
+
+/// A resolution and the elements it was computed from.
+type Resolved = Arc<(Resolver, RecordBatch)>;
+
+/// The last resolution of this process and its key (SHA-256 of the person
+/// elements read and of the decisions): a long-lived server (`lianqin
+/// serve`) resolves again only when an element or a decision changed.
+static LAST: std::sync::Mutex<Option<([u8; 32], Resolved)>> = std::sync::Mutex::new(None);
+
+/// As [`resolve`], for reading: the same elements and decisions as the
+/// last call of this process give the same (shared) resolution without
+/// computing it again.
+pub async fn resolved(ctx: &SessionContext, data_dir: Option<&Path>) -> Result<Resolved, PipelineError> {
+    use sha2::{Digest, Sha256};
+    let batch = read_elements(ctx).await?;
+    let decisions = match data_dir {
+        Some(dir) => load_decisions(dir)?,
+        None => Vec::new(),
+    };
+    let mut h = Sha256::new();
+    for c in batch.columns() {
+        let c = c.as_string::<i32>();
+        for i in 0..arrow::array::Array::len(c) {
+            // Length-prefixed, NULL distinct from empty.
+            match arrow::array::Array::is_null(c, i) {
+                true => h.update(u64::MAX.to_le_bytes()),
+                false => {
+                    h.update((c.value(i).len() as u64).to_le_bytes());
+                    h.update(c.value(i).as_bytes());
+                }
             }
         }
     }
-    Ok((r, batch))
+    h.update(serde_json::to_vec(&decisions).map_err(|e| PipelineError::Internal(format!("{LINK_TABLE}: {e}")))?);
+    let key: [u8; 32] = h.finalize().into();
+    if let Some((k, r)) = LAST.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))?.as_ref()
+        && *k == key
+    {
+        return Ok(Arc::clone(r));
+    }
+    let r: Resolved = Arc::new((build(&batch, &decisions)?, batch));
+    *LAST.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))? =
+        Some((key, Arc::clone(&r)));
+    Ok(r)
 }
 
 /// The rule of a link as text and its match weight.
@@ -351,10 +403,11 @@ impl TableProvider for PersonTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let ext = |e: PipelineError| DataFusionError::External(Box::new(e));
-        let (r, batch) = resolve(&self.ctx, self.data_dir.as_deref()).await.map_err(ext)?;
+        let resolved = resolved(&self.ctx, self.data_dir.as_deref()).await.map_err(ext)?;
+        let (r, batch) = &*resolved;
         let rows = match self.which {
-            Which::Links => link_batch(&r, &batch),
-            Which::Review => review_batch(&r, &batch),
+            Which::Links => link_batch(r, batch),
+            Which::Review => review_batch(r, batch),
         }
         .map_err(ext)?;
         let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![rows]])?;
@@ -453,6 +506,65 @@ mod tests {
         // A phone as the identifier is not a citizen ID.
         let r = element_record("pt:2", &[("id_type", Some("phone")), ("id_value", Some("13805721234"))]);
         assert!(!r.fields.contains_key("citizen_id"), "{:?}", r.fields);
+    }
+
+    /// A session whose `element` table holds two person elements: one
+    /// citizen, once by ID and once as a caller by mobile and name.
+    fn two_elements() -> SessionContext {
+        let rows: [[Option<&str>; 10]; 2] = [
+            [
+                Some("pt:a"),
+                Some("张三"),
+                Some("cid"),
+                Some("330502198001011231"),
+                Some("13805721234"),
+                None,
+                Some("person"),
+                Some("police"),
+                Some("330502"),
+                Some("police_110"),
+            ],
+            [
+                Some("pt:b"),
+                Some("张三"),
+                Some("phone"),
+                Some("13805721234"),
+                Some("13805721234"),
+                None,
+                Some("person"),
+                Some("hotline_12345"),
+                Some("330502"),
+                Some("hotline_12345"),
+            ],
+        ];
+        let fields: Vec<Field> = READ_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let columns: Vec<ArrayRef> = (0..READ_COLUMNS.len())
+            .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c]).collect::<Vec<_>>())) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("element", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        ctx
+    }
+
+    #[tokio::test]
+    async fn a_resolution_is_computed_again_only_when_elements_or_decisions_change() {
+        let ctx = two_elements();
+        let dir = tempfile::tempdir().unwrap();
+        let first = resolved(&ctx, Some(dir.path())).await.unwrap();
+        assert_eq!(first.0.cluster_of("pt:a").unwrap(), first.0.cluster_of("pt:b").unwrap(), "one citizen");
+        let again = resolved(&ctx, Some(dir.path())).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "nothing changed: the same resolution");
+        let split = Decision::Split { record: "pt:b".into(), from: vec!["pt:a".into()], reason: "li: no".into() };
+        append_decision(
+            dir.path(),
+            &LoggedDecision { at: "2026-12-06T00:00:00Z".into(), by: "li".into(), decision: split },
+        )
+        .unwrap();
+        let after = resolved(&ctx, Some(dir.path())).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &after), "a new decision: resolved again");
+        assert_ne!(after.0.cluster_of("pt:a").unwrap(), after.0.cluster_of("pt:b").unwrap(), "the split holds");
     }
 
     #[test]
