@@ -6,7 +6,7 @@
 //! numbers). Pairwise precision and recall of the person clusters over the
 //! person elements; the caller's policy filters the tables; operator
 //! decisions hold across processes and are audited; the tables show no
-//! personal value.
+//! personal value; the same elements in any order give the same persons.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -251,4 +251,85 @@ fn the_policy_filters_persons_and_operator_decisions_hold() {
     assert!(!market.status.success() && text(&market).contains("no person element"), "{}", text(&market));
     let bad = lianqin(d, None, &["element", "explain", "pt:x' OR '1'='1"]);
     assert!(!bad.status.success() && text(&bad).contains("not an element id"), "{}", text(&bad));
+}
+
+/// The `element` rows of identity-world records (element id = record id),
+/// in the given order, as a session the hub's resolution reads.
+fn element_session(records: &[&lianqin_sim::identity::IdentityRecord]) -> datafusion::prelude::SessionContext {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let columns = [
+        "element_id",
+        "name",
+        "id_type",
+        "id_value",
+        "phone",
+        "address",
+        "kind",
+        "department",
+        "division",
+        "source_id",
+    ];
+    let value = |r: &lianqin_sim::identity::IdentityRecord, c: &str| -> Option<String> {
+        let f = |k: &str| r.fields.get(k).cloned();
+        match c {
+            "element_id" => Some(r.id.clone()),
+            "id_type" => Some(if f("citizen_id").is_some() { "cid" } else { "phone" }.to_string()),
+            "id_value" => f("citizen_id").or_else(|| f("phone")),
+            "kind" => Some("person".into()),
+            "department" | "source_id" => Some(r.source.to_string()),
+            "division" => Some("330502".into()),
+            other => f(other),
+        }
+    };
+    let schema =
+        Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|c| Arc::new(records.iter().map(|r| value(r, c)).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.register_table("element", Arc::new(table)).unwrap();
+    ctx
+}
+
+/// (element, person, rule) of every row of `element_link` as the hub
+/// computes it from `ctx`'s `element` rows.
+async fn link_rows(ctx: &datafusion::prelude::SessionContext) -> Vec<(String, String, String)> {
+    use arrow::array::{Array, AsArray};
+    let (r, batch) = lianqin_pipeline::persons::resolve(ctx, None).await.unwrap();
+    let links = lianqin_pipeline::persons::link_batch(&r, &batch).unwrap();
+    let col = |n: &str| links.column_by_name(n).unwrap().as_string::<i32>().clone();
+    let (e, p, rule) = (col("element_id"), col("person_id"), col("rule"));
+    let mut out: Vec<_> = (0..links.num_rows())
+        .map(|i| {
+            let rule = if rule.is_null(i) { String::new() } else { rule.value(i).to_string() };
+            (e.value(i).to_string(), p.value(i).to_string(), rule)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The same elements stored in any order give the same persons, ids and
+/// rules (issue 13: resolution does not depend on arrival order).
+#[tokio::test]
+async fn the_same_elements_in_any_order_give_the_same_persons() {
+    let world = lianqin_sim::identity::identity_world(7, 400);
+    let records: Vec<_> = world.records.iter().collect();
+    let first = link_rows(&element_session(&records)).await;
+    assert_eq!(first.len(), records.len());
+    let persons: BTreeSet<&String> = first.iter().map(|(_, p, _)| p).collect();
+    assert!(persons.len() < records.len() && persons.len() >= 300, "{} persons", persons.len());
+    let mut reversed = records.clone();
+    reversed.reverse();
+    assert_eq!(link_rows(&element_session(&reversed)).await, first, "reversed");
+    // Interleaved: every third record first, then the rest.
+    let (a, b): (Vec<_>, Vec<_>) = records.iter().enumerate().partition(|(i, _)| i % 3 == 0);
+    let interleaved: Vec<_> = a.into_iter().chain(b).map(|(_, r)| *r).collect();
+    assert_eq!(link_rows(&element_session(&interleaved)).await, first, "interleaved");
 }
