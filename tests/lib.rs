@@ -217,6 +217,28 @@ pub fn cli_text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// A fresh data dir after `lianqin demo --once` (its own simulators and
+/// libraries).
+pub fn demo_once() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(lianqin_bin())
+        .args(["demo", "--once", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run lianqin demo");
+    assert!(out.status.success(), "{}", cli_text(&out));
+    dir
+}
+
+/// [`cli_run`] logged in with `--as user` when a user is given.
+pub fn cli_as(d: &Path, user: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut a = args.to_vec();
+    if let Some(u) = user {
+        a.extend(["--as", u]);
+    }
+    cli_run(d, user, &a)
+}
+
 /// Runs `lianqin <args> --data-dir d` with the built-in policy, as `user`
 /// (their demo password in `LIANQIN_PASSWORD`) when given.
 pub fn cli_run(d: &Path, user: Option<&str>, args: &[&str]) -> std::process::Output {

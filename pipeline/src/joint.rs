@@ -41,7 +41,6 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use lianqin_resolve::{MatterDecision, MatterGrouper, MatterRules, Report};
-use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
 
@@ -76,16 +75,7 @@ pub fn decisions_path(data_dir: &Path) -> PathBuf {
 }
 
 /// One line of the decision log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoggedDecision {
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// Who decided (the officer named with `--by`) and as which login.
-    pub by: String,
-    /// The decision.
-    pub decision: MatterDecision,
-}
+pub type LoggedDecision = crate::journal::Decided<MatterDecision>;
 
 /// Reads the decision log (empty when there is none; see [`crate::journal`]).
 pub fn load_decisions(data_dir: &Path) -> Result<Vec<LoggedDecision>, PipelineError> {
@@ -281,11 +271,8 @@ pub async fn decide(
     by: &str,
     reason: &str,
 ) -> Result<LoggedDecision, PipelineError> {
-    if by.trim().is_empty() || reason.trim().is_empty() {
-        return Err(PipelineError::Config("a decision needs --by (who decides) and --reason".into()));
-    }
+    let reason = crate::journal::operator_reason(by, reason)?;
     let (mut g, _) = group(ctx, Some(data_dir)).await?;
-    let reason = format!("{}: {}", by.trim(), reason.trim());
     let bad = |e: lianqin_resolve::ResolveError| PipelineError::Config(e.to_string());
     match what {
         Decide::Confirm { a, b } => {
@@ -300,7 +287,7 @@ pub async fn decide(
     }
     let decision =
         g.decisions().last().cloned().ok_or_else(|| PipelineError::Internal("the decision was not kept".into()))?;
-    let logged = LoggedDecision { at: chrono::Utc::now().to_rfc3339(), by: by.trim().to_string(), decision };
+    let logged = LoggedDecision::now(by, decision);
     append_decision(data_dir, &logged)?;
     Ok(logged)
 }

@@ -1,6 +1,7 @@
 //! Append-only JSON-lines journals for operator decisions that must never be
 //! destroyed (§7.4.3): joint-matter confirmations and splits
-//! ([`crate::joint`]), second-callback draws and results
+//! ([`crate::joint`]), person merges and splits ([`crate::persons`]), both
+//! as [`Decided`] entries, second-callback draws and results
 //! ([`crate::recheck`]).
 //!
 //! One entry per line, appended with fsync and never rewritten. An
@@ -11,10 +12,38 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
+
+/// One operator decision as a journal keeps it: when, who, what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decided<D> {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Who decided (the officer named with `--by`).
+    pub by: String,
+    /// The decision.
+    pub decision: D,
+}
+
+impl<D> Decided<D> {
+    /// `decision` by `by`, now.
+    pub fn now(by: &str, decision: D) -> Self {
+        Decided { at: chrono::Utc::now().to_rfc3339(), by: by.trim().to_string(), decision }
+    }
+}
+
+/// The reason an operator decision keeps, `<by>: <reason>`; both are
+/// required.
+pub fn operator_reason(by: &str, reason: &str) -> Result<String, PipelineError> {
+    if by.trim().is_empty() || reason.trim().is_empty() {
+        return Err(PipelineError::Config("a decision needs --by (who decides) and --reason".into()));
+    }
+    Ok(format!("{}: {}", by.trim(), reason.trim()))
+}
 
 /// Reads every entry of the journal at `path` (none when it does not exist).
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, PipelineError> {

@@ -47,7 +47,6 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use lianqin_resolve::{Decision, Model, Record, Resolver, Rule};
-use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
 
@@ -91,16 +90,7 @@ pub fn decisions_path(data_dir: &Path) -> PathBuf {
 }
 
 /// One line of the decision log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoggedDecision {
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// Who decided (the officer named with `--by`).
-    pub by: String,
-    /// The decision.
-    pub decision: Decision,
-}
+pub type LoggedDecision = crate::journal::Decided<Decision>;
 
 /// Reads the decision log (empty when there is none; see [`crate::journal`]).
 pub fn load_decisions(data_dir: &Path) -> Result<Vec<LoggedDecision>, PipelineError> {
@@ -458,11 +448,8 @@ pub async fn decide(
     by: &str,
     reason: &str,
 ) -> Result<LoggedDecision, PipelineError> {
-    if by.trim().is_empty() || reason.trim().is_empty() {
-        return Err(PipelineError::Config("a decision needs --by (who decides) and --reason".into()));
-    }
+    let reason = crate::journal::operator_reason(by, reason)?;
     let (mut r, _) = resolve(ctx, Some(data_dir)).await?;
-    let reason = format!("{}: {}", by.trim(), reason.trim());
     let bad = |e: lianqin_resolve::ResolveError| PipelineError::Config(e.to_string());
     match what {
         Decide::Merge { a, b } => {
@@ -477,7 +464,7 @@ pub async fn decide(
     }
     let decision =
         r.decisions().last().cloned().ok_or_else(|| PipelineError::Internal("the decision was not kept".into()))?;
-    let logged = LoggedDecision { at: chrono::Utc::now().to_rfc3339(), by: by.trim().to_string(), decision };
+    let logged = LoggedDecision::now(by, decision);
     append_decision(data_dir, &logged)?;
     Ok(logged)
 }

@@ -5,29 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-use lianqin_tests::{demo_password, lianqin_bin};
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn demo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(lianqin_bin()).args(["demo", "--once", "--data-dir"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    dir
-}
-
-fn lianqin(dir: &Path, user: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(lianqin_bin());
-    c.args(args).env_remove("LIANQIN_POLICIES").stdin(Stdio::null());
-    if let Some(u) = user {
-        c.args(["--as", u]).env("LIANQIN_PASSWORD", demo_password(u));
-    }
-    c.arg("--data-dir").arg(dir).output().unwrap()
-}
+use lianqin_tests::{cli_as as lianqin, cli_text as text, demo_once as demo};
 
 /// CSV rows (header skipped) of a query.
 fn rows(dir: &Path, user: Option<&str>, sql: &str) -> Vec<Vec<String>> {

@@ -98,12 +98,7 @@ pub async fn decide(
         }
     }
     let logged = crate::persons::decide(engine.context(), data_dir, what, by, reason).await?;
-    use lianqin_audit::{AuditEvent, EventKind, Outcome};
-    let mut ev =
-        AuditEvent::new(EventKind::Other, format!("local:{}", super::session::os_user()), "", Outcome::Success);
-    ev.tables = vec![crate::persons::LINK_TABLE.to_string()];
-    ev.detail = serde_json::json!({ "action": "element_decision", "logged": logged });
-    audit.record_durable(ev)?;
+    super::audit_decision(audit, crate::persons::LINK_TABLE, "element_decision", &logged)?;
     Ok(logged)
 }
 

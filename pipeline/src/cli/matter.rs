@@ -66,12 +66,7 @@ pub async fn decide(
         }
     }
     let logged = crate::joint::decide(engine.context(), data_dir, what, by, reason).await?;
-    use lianqin_audit::{AuditEvent, EventKind, Outcome};
-    let mut ev =
-        AuditEvent::new(EventKind::Other, format!("local:{}", super::session::os_user()), "", Outcome::Success);
-    ev.tables = vec![crate::joint::TABLE.to_string()];
-    ev.detail = serde_json::json!({ "action": "matter_decision", "logged": logged });
-    audit.record_durable(ev)?;
+    super::audit_decision(audit, crate::joint::TABLE, "matter_decision", &logged)?;
     Ok(logged)
 }
 

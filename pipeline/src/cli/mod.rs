@@ -27,6 +27,21 @@ pub mod token;
 
 use crate::query::OutputFormat;
 
+/// Audits an operator decision durably (`action`, the logged decision, the
+/// table it changes), as the local operator `local:<os user>`.
+pub(crate) fn audit_decision(
+    audit: &crate::audit::Audit,
+    table: &str,
+    action: &str,
+    logged: &impl serde::Serialize,
+) -> Result<(), crate::PipelineError> {
+    use lianqin_audit::{AuditEvent, EventKind, Outcome};
+    let mut ev = AuditEvent::new(EventKind::Other, format!("local:{}", session::os_user()), "", Outcome::Success);
+    ev.tables = vec![table.to_string()];
+    ev.detail = serde_json::json!({ "action": action, "logged": logged });
+    audit.record_durable(ev).map(|_| ())
+}
+
 /// Whether a server started by `lianqin serve` / `lianqin run` (`[server]`)
 /// may use the policy of `source` on `listen`.
 ///
