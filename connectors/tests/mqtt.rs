@@ -159,16 +159,16 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
     let fresh: Vec<_> = fresh.into_iter().filter(|e| !e.key.starts_with("probe|")).collect();
     assert_eq!(fresh.len(), 9, "{fresh:#?}");
     let w = fresh.iter().find(|e| e.key == "WQ-001|2025-03-15T10:02:00+08:00").expect("reading on the bus");
-    assert_eq!(w.payload["do_mg_l"], 6.8);
-    assert_eq!(w.payload["_topic"], format!("{prefix}/water/WQ-001"));
+    assert_eq!(w.payload()["do_mg_l"], 6.8);
+    assert_eq!(w.payload()["_topic"], format!("{prefix}/water/WQ-001"));
     assert_eq!(w.source_time.as_deref(), Some("2025-03-15T10:02:00+08:00"));
     assert!(w.error.is_none());
-    assert!(fresh.iter().any(|e| e.key == "SO-7|1742005260" && e.payload["cd_mg_kg"] == 0.22));
+    assert!(fresh.iter().any(|e| e.key == "SO-7|1742005260" && e.payload()["cd_mg_kg"] == 0.22));
     let bad: Vec<_> = fresh.iter().filter(|e| e.error.is_some()).collect();
     assert_eq!(bad.len(), 2, "{bad:#?}");
     let not_json = bad.iter().find(|e| e.error.as_deref().unwrap().contains("not JSON")).expect("bad JSON kept");
     assert!(not_json.error.as_deref().unwrap().contains(&format!("{prefix}/water/WQ-002")));
-    assert_eq!(not_json.payload, json!("{\"device_id\": \"WQ-002\", \"ts\": "));
+    assert_eq!(not_json.payload(), &json!("{\"device_id\": \"WQ-002\", \"ts\": "));
     let no_key = bad.iter().find(|e| e.error.as_deref().unwrap().contains("device_id")).expect("missing key kept");
     assert!(no_key.locator.as_deref().unwrap().contains("WQ-003"));
 

@@ -74,7 +74,7 @@ async fn read_all(bus: &EmbeddedBus, topic: &str) -> Vec<Envelope> {
 fn by_key(envs: &[Envelope]) -> BTreeMap<String, Vec<Value>> {
     let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in envs {
-        m.entry(e.key.clone()).or_default().push(e.payload.clone());
+        m.entry(e.key.clone()).or_default().push(e.payload().clone());
     }
     m
 }

@@ -82,7 +82,7 @@ async fn read_all(bus: &EmbeddedBus, topic: &str) -> Vec<Envelope> {
 fn by_key(envs: &[Envelope]) -> BTreeMap<String, Vec<Value>> {
     let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in envs {
-        m.entry(e.key.clone()).or_default().push(e.payload.clone());
+        m.entry(e.key.clone()).or_default().push(e.payload().clone());
     }
     m
 }
@@ -223,7 +223,7 @@ async fn rows_sharing_a_timestamp_across_pages_arrive_exactly_once_and_updates_f
     assert!(m.contains_key("131"));
     let tomb = envs.iter().rfind(|e| e.key == "7").unwrap();
     assert_eq!(tomb.op, Op::Delete);
-    assert_eq!(tomb.payload["is_deleted"], true);
+    assert_eq!(tomb.payload()["is_deleted"], true);
 
     // A new source instance (a restart) resumes from the checkpoint: nothing re-read.
     drop(src);
@@ -235,7 +235,7 @@ async fn rows_sharing_a_timestamp_across_pages_arrive_exactly_once_and_updates_f
     assert_eq!(restarted.sync_once(&ctx).await.unwrap().records, 1);
     let envs = read_all(&bus, topic).await;
     assert_eq!(envs.len(), 135);
-    assert_eq!(envs.iter().rfind(|e| e.key == "99").unwrap().payload["note"], "复核");
+    assert_eq!(envs.iter().rfind(|e| e.key == "99").unwrap().payload()["note"], "复核");
     exec(&mut c, &format!("DROP TABLE {table}")).await;
 }
 
@@ -267,8 +267,8 @@ async fn undecodable_cells_are_quarantined_and_zero_dates_are_null() {
     assert!(!reason.contains("lianqin-test"));
     let zero = envs.iter().find(|e| e.key == "3").unwrap();
     assert!(zero.error.is_none());
-    assert_eq!(zero.payload["found"], Value::Null);
-    assert_eq!(envs.iter().find(|e| e.key == "1").unwrap().payload["found"], "2025-03-15");
+    assert_eq!(zero.payload()["found"], Value::Null);
+    assert_eq!(envs.iter().find(|e| e.key == "1").unwrap().payload()["found"], "2025-03-15");
     // The checkpoint moved past the quarantined row.
     assert_eq!(bus.load_checkpoint("hj_cases").await.unwrap().unwrap()["key"], "3");
     exec(&mut c, &format!("DROP TABLE {table}")).await;
@@ -337,7 +337,7 @@ async fn a_query_source_with_an_integer_watermark_and_chinese_text_keys() {
     assert_eq!(restarted.sync_once(&ctx).await.unwrap().records, 1);
     let envs = read_all(&bus, topic).await;
     assert_eq!(envs.len(), 61);
-    assert_eq!(envs.last().unwrap().payload["区域"], "新市");
+    assert_eq!(envs.last().unwrap().payload()["区域"], "新市");
     assert_eq!(restarted.sync_once(&ctx).await.unwrap().records, 0);
     exec(&mut c, &format!("DROP TABLE {table}")).await;
 }

@@ -125,18 +125,18 @@ async fn hj212_frames_over_tcp_reach_the_bus() {
     assert_eq!(e.department, "environment");
     assert!(e.error.is_none());
     assert_eq!(e.source_time.as_deref(), Some("2024-11-15T19:04:08+08:00"));
-    assert_eq!(e.payload["mn"], "AQI2411132600332");
-    assert_eq!(e.payload["cn"], "2011");
-    assert_eq!(e.payload["flag"], 5);
-    assert_eq!(e.payload["peer"], "127.0.0.1");
-    assert!(e.payload.get("pw").is_none(), "PW must never be published");
+    assert_eq!(e.payload()["mn"], "AQI2411132600332");
+    assert_eq!(e.payload()["cn"], "2011");
+    assert_eq!(e.payload()["flag"], 5);
+    assert_eq!(e.payload()["peer"], "127.0.0.1");
+    assert!(e.payload().get("pw").is_none(), "PW must never be published");
     // Unknown factor codes are kept.
-    assert_eq!(e.payload["factors"]["LA"]["rtd"], 49.0);
-    assert_eq!(e.payload["factors"]["o31104"]["rtd"], 29.0);
-    assert_eq!(e.payload["factors"]["a21026"]["rtd"], 117.0);
+    assert_eq!(e.payload()["factors"]["LA"]["rtd"], 49.0);
+    assert_eq!(e.payload()["factors"]["o31104"]["rtd"], 29.0);
+    assert_eq!(e.payload()["factors"]["a21026"]["rtd"], 117.0);
     let minute = got.iter().find(|r| r.envelope.key.ends_with("|20250315102003")).unwrap();
-    assert_eq!(minute.envelope.payload["factors"]["w01018"]["avg"], 21.5);
-    assert_eq!(minute.envelope.payload["factors"]["w00000"]["cou"], 12.6);
+    assert_eq!(minute.envelope.payload()["factors"]["w01018"]["avg"], 21.5);
+    assert_eq!(minute.envelope.payload()["factors"]["w00000"]["cou"], 12.6);
 
     let s = stats.snapshot();
     assert_eq!(s.bad_crc, 1);
@@ -306,7 +306,7 @@ async fn webhook_signed_pushes_idempotent_across_restart() {
     let e = &got[0].envelope;
     assert_eq!(e.key, "J3305002025031500001");
     assert_eq!(e.department, "police");
-    assert_eq!(e.payload, order);
+    assert_eq!(e.payload(), &order);
     assert_eq!(e.source_time.as_deref(), Some("2025-03-15 10:22:00"));
 
     // Plain hex signature (no prefix) works too; an array is one record each.

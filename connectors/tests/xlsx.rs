@@ -103,16 +103,16 @@ async fn xlsx_rows_with_chinese_headers_and_dates_once_per_content() {
     let recs = read_all(&bus, "raw.agri").await;
     assert_eq!(recs.len(), 11);
     let r = recs.iter().find(|e| e.key == "330523000103").expect("row 4");
-    assert_eq!(r.payload["村名"], "递铺");
-    assert_eq!(r.payload["面积（亩）"], json!(4.5));
-    assert_eq!(r.payload["地类"], "0103 旱地");
-    assert_eq!(r.payload["登记日期"], "2025-03-04");
-    assert_eq!(r.payload["巡查时间"], "2025-10-08 09:33:15");
-    assert_eq!(r.payload["是否非粮化"], json!(false));
+    assert_eq!(r.payload()["村名"], "递铺");
+    assert_eq!(r.payload()["面积（亩）"], json!(4.5));
+    assert_eq!(r.payload()["地类"], "0103 旱地");
+    assert_eq!(r.payload()["登记日期"], "2025-03-04");
+    assert_eq!(r.payload()["巡查时间"], "2025-10-08 09:33:15");
+    assert_eq!(r.payload()["是否非粮化"], json!(false));
     assert_eq!(r.locator.as_deref(), Some("耕地台账-2025.xlsx!耕地台账:6"));
     let keyless = recs.iter().find(|e| e.key.is_empty()).expect("keyless row kept");
-    assert_eq!(keyless.payload["村名"], "无编码地块");
-    assert_eq!(keyless.payload["地块编码"], Value::Null);
+    assert_eq!(keyless.payload()["村名"], "无编码地块");
+    assert_eq!(keyless.payload()["地块编码"], Value::Null);
     assert!(drop.path().join("processed").join("耕地台账-2025.xlsx").exists());
 
     // The same content dropped again under another name is not ingested twice.

@@ -39,6 +39,7 @@
 pub mod personal;
 pub mod reference;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use lianqin_bus::Envelope;
+use lianqin_bus::{Envelope, Member, Members};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -321,70 +322,68 @@ fn is_null_sentinel(s: &str) -> bool {
     matches!(s.trim(), "" | "无" | "/" | "-" | "暂无" | "NULL" | "null" | "N/A")
 }
 
-enum Conv {
+enum Conv<'a> {
     Null,
-    Utf8(String),
+    Utf8(Cow<'a, str>),
     Int(i64),
     Float(f64),
     Bool(bool),
     Ts(i64),
 }
 
-fn convert(v: &Value, ty: ColumnType) -> Result<Conv, String> {
+fn convert<'a>(v: Member<'a>, ty: ColumnType) -> Result<Conv<'a>, String> {
     match (ty, v) {
-        (_, Value::Null) => Ok(Conv::Null),
-        (ColumnType::Utf8, Value::String(s)) => {
-            Ok(if is_null_sentinel(s) { Conv::Null } else { Conv::Utf8(s.clone()) })
-        }
-        (ColumnType::Utf8, Value::Number(n)) => Ok(Conv::Utf8(n.to_string())),
-        (ColumnType::Utf8, Value::Bool(b)) => Ok(Conv::Utf8(b.to_string())),
-        (ColumnType::Utf8, other) => Ok(Conv::Utf8(other.to_string())),
-        (ColumnType::Int64, Value::Number(n)) => {
+        (_, Member::Null) => Ok(Conv::Null),
+        (ColumnType::Utf8, Member::Str(s)) => Ok(if is_null_sentinel(&s) { Conv::Null } else { Conv::Utf8(s) }),
+        (ColumnType::Utf8, Member::Number(n)) => Ok(Conv::Utf8(n.to_string().into())),
+        (ColumnType::Utf8, Member::Bool(b)) => Ok(Conv::Utf8(b.to_string().into())),
+        (ColumnType::Utf8, Member::Nested(v)) => Ok(Conv::Utf8(v.to_string().into())),
+        (ColumnType::Int64, Member::Number(n)) => {
             n.as_i64().map(Conv::Int).ok_or_else(|| format!("expected an integer, got {n}"))
         }
-        (ColumnType::Int64, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
-        (ColumnType::Int64, Value::String(s)) => {
+        (ColumnType::Int64, Member::Str(s)) if is_null_sentinel(&s) => Ok(Conv::Null),
+        (ColumnType::Int64, Member::Str(s)) => {
             s.trim().parse::<i64>().map(Conv::Int).map_err(|_| format!("expected an integer, got {s:?}"))
         }
-        (ColumnType::Float64, Value::Number(n)) => {
+        (ColumnType::Float64, Member::Number(n)) => {
             n.as_f64().map(Conv::Float).ok_or_else(|| format!("expected a number, got {n}"))
         }
-        (ColumnType::Float64, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
-        (ColumnType::Float64, Value::String(s)) => match s.trim().parse::<f64>() {
+        (ColumnType::Float64, Member::Str(s)) if is_null_sentinel(&s) => Ok(Conv::Null),
+        (ColumnType::Float64, Member::Str(s)) => match s.trim().parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Conv::Float(f)),
             // Coordinates typed as text: `东经120.1度`, `北纬30°30′`.
-            _ if s.contains(['度', '°', '经', '纬']) => lianqin_domain::parse_degrees(s)
+            _ if s.contains(['度', '°', '经', '纬']) => lianqin_domain::parse_degrees(&s)
                 .map(Conv::Float)
                 .map_err(|e| format!("expected a number, got {s:?} ({})", e.rule)),
             _ => Err(format!("expected a number, got {s:?}")),
         },
-        (ColumnType::Bool, Value::Bool(b)) => Ok(Conv::Bool(*b)),
-        (ColumnType::Bool, Value::Number(n)) => Ok(Conv::Bool(n.as_f64().unwrap_or(0.0) != 0.0)),
-        (ColumnType::Bool, Value::String(s)) => match s.trim() {
+        (ColumnType::Bool, Member::Bool(b)) => Ok(Conv::Bool(b)),
+        (ColumnType::Bool, Member::Number(n)) => Ok(Conv::Bool(n.as_f64().unwrap_or(0.0) != 0.0)),
+        (ColumnType::Bool, Member::Str(s)) => match s.trim() {
             "1" | "true" | "TRUE" | "是" | "Y" | "y" => Ok(Conv::Bool(true)),
             "0" | "false" | "FALSE" | "否" | "N" | "n" => Ok(Conv::Bool(false)),
             t if is_null_sentinel(t) => Ok(Conv::Null),
             _ => Err(format!("expected a boolean, got {s:?}")),
         },
-        (ColumnType::Timestamp, Value::String(s)) if is_null_sentinel(s) => Ok(Conv::Null),
-        (ColumnType::Timestamp, Value::String(s)) => parse_time_utc_micros(s).map(Conv::Ts),
-        (ColumnType::Timestamp, Value::Number(n)) => match n.as_i64() {
+        (ColumnType::Timestamp, Member::Str(s)) if is_null_sentinel(&s) => Ok(Conv::Null),
+        (ColumnType::Timestamp, Member::Str(s)) => parse_time_utc_micros(&s).map(Conv::Ts),
+        (ColumnType::Timestamp, Member::Number(n)) => match n.as_i64() {
             // Epoch milliseconds, as gateways send.
             Some(ms) => Ok(Conv::Ts(ms * 1000)),
             None => Err(format!("expected a time, got {n}")),
         },
-        (t, other) => Err(format!("expected {}, got {}", t.name(), kind_of(other))),
+        (t, other) => Err(format!("expected {}, got {}", t.name(), kind_of(&other))),
     }
 }
 
-fn kind_of(v: &Value) -> String {
+fn kind_of(v: &Member<'_>) -> String {
     match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("text {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
+        Member::Null => "null".into(),
+        Member::Bool(b) => format!("boolean {b}"),
+        Member::Number(n) => format!("number {n}"),
+        Member::Str(s) => format!("text {s:?}"),
+        Member::Nested(v) if v.is_array() => "an array".into(),
+        Member::Nested(_) => "an object".into(),
     }
 }
 
@@ -494,6 +493,9 @@ pub fn build_raw_batch(
         .map(|(i, _)| i)
         .collect();
     let mut public = StringBuilder::with_capacity(n, if with_public { n * 256 } else { 0 });
+    // Paths and `_public_payload` read the parsed tree; else members are read
+    // straight from the text.
+    let tree_needed = with_public || specs.iter().any(|(_, s)| s.path().is_some());
     'records: for (env, &index) in envelopes.iter().zip(indices) {
         // Only rejections print these.
         let who = Who(source, &env.key);
@@ -502,13 +504,26 @@ pub fn build_raw_batch(
             rejections.push(Rejection { index, field: None, reason: format!("{who}: unparsable: {err}") });
             continue;
         }
-        let Value::Object(obj) = &env.payload else {
-            rejections.push(Rejection {
-                index,
-                field: None,
-                reason: format!("{who}{where_}: record is {}, not a JSON object", kind_of(&env.payload)),
-            });
-            continue;
+        // The record's members: read from its canonical text without building
+        // a tree, or — for paths into nested members, `_public_payload`, or a
+        // text that is not a JSON object — from the parsed tree.
+        let members = if tree_needed { None } else { Members::parse(env.payload_text()).ok() };
+        let obj = match &members {
+            Some(_) => None,
+            None => match env.payload() {
+                Value::Object(o) => Some(o),
+                other => {
+                    rejections.push(Rejection {
+                        index,
+                        field: None,
+                        reason: format!(
+                            "{who}{where_}: record is {}, not a JSON object",
+                            kind_of(&Member::from_value(other))
+                        ),
+                    });
+                    continue;
+                }
+            },
         };
         if env.key.trim().is_empty() {
             rejections.push(Rejection {
@@ -521,9 +536,10 @@ pub fn build_raw_batch(
         convs.clear();
         let mut row_flags: Vec<String> = Vec::new();
         for (name, spec) in &specs {
-            let v = match spec.path() {
-                Some(p) => env.payload.pointer(p),
-                None => obj.get(name.as_str()),
+            let v = match (&members, spec.path()) {
+                (Some(m), _) => m.get(name),
+                (None, Some(p)) => env.payload().pointer(p).map(Member::from_value),
+                (None, None) => obj.and_then(|o| o.get(name.as_str())).map(Member::from_value),
             };
             let conv = match v {
                 None => Conv::Null,
@@ -562,7 +578,7 @@ pub fn build_raw_batch(
         } else {
             known_of
                 .iter()
-                .filter_map(|&i| if let Conv::Utf8(v) = &convs[i] { Some(v.as_str()) } else { None })
+                .filter_map(|&i| if let Conv::Utf8(v) = &convs[i] { Some(v.as_ref()) } else { None })
                 .collect()
         };
         let scrubbed: Vec<(usize, String)> = free
@@ -577,9 +593,9 @@ pub fn build_raw_batch(
             .collect();
         // Personal data (see `personal`): the record without its personal
         // fields, free text scrubbed.
-        public.append_option(if with_public { personal::public_text(&env.payload, &personal, &known) } else { None });
+        public.append_option(if with_public { personal::public_text(env.payload(), &personal, &known) } else { None });
         for (i, s) in scrubbed {
-            convs[i] = Conv::Utf8(s);
+            convs[i] = Conv::Utf8(Cow::Owned(s));
         }
         row.append_value(index as i64);
         key.append_value(&env.key);

@@ -453,7 +453,7 @@ impl Normalizer {
             id.append_value(format!("{}/{}/{}", rec.topic, rec.partition, rec.offset));
             reason.append_value(&r.reason);
             field.append_option(r.field.as_deref());
-            match &rec.envelope.payload {
+            match rec.envelope.payload() {
                 serde_json::Value::String(s) => raw.append_value(s),
                 _ => raw.append_value(rec.envelope.payload_text()),
             }
@@ -571,10 +571,7 @@ pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch
         let e = &r.envelope;
         key.append_value(&e.key);
         op.append_value(e.op.as_str());
-        match &e.payload {
-            serde_json::Value::String(s) if e.error.is_some() => payload.append_value(s),
-            _ => payload.append_value(e.payload_text()),
-        }
+        payload.append_value(e.raw_text());
         st.append_option(e.source_time.as_deref());
         err.append_option(e.error.as_deref());
         loc.append_option(e.locator.as_deref());

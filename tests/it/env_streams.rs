@@ -197,7 +197,7 @@ time_field = "ts"
     let mut last_seen = false;
     while !last_seen && std::time::Instant::now() < deadline {
         for r in reader.poll(100, Duration::from_millis(200)).await.unwrap() {
-            last_seen |= r.envelope.payload.get("ts").and_then(|t| t.as_str()) == Some(last_ts.as_str());
+            last_seen |= r.envelope.payload().get("ts").and_then(|t| t.as_str()) == Some(last_ts.as_str());
         }
     }
     assert!(last_seen, "the last probe never reached the bus");

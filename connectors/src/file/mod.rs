@@ -580,12 +580,12 @@ mod tests {
         let recs = src(TextEncoding::Gbk).parse(Path::new("w.csv"), &bytes).unwrap();
         assert_eq!(recs.len(), 4);
         assert_eq!(recs[0].key, "A1");
-        assert_eq!(recs[1].payload["名称"], "东苕溪");
+        assert_eq!(recs[1].payload()["名称"], "东苕溪");
         assert!(recs[2].error.as_ref().unwrap().contains("w.csv:4"), "{:?}", recs[2].error);
         assert_eq!(recs[3].key, "A4");
         // auto detects GB18030 for non-UTF-8 input.
         let recs = src(TextEncoding::Auto).parse(Path::new("w.csv"), &bytes).unwrap();
-        assert_eq!(recs[0].payload["名称"], "太湖");
+        assert_eq!(recs[0].payload()["名称"], "太湖");
     }
 
     #[test]

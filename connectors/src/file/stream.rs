@@ -23,7 +23,7 @@ use std::io::{BufRead, Read};
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
-use lianqin_model::Envelope;
+use lianqin_model::{Envelope, Member, Members};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -131,6 +131,30 @@ impl RecordMaker {
         parts.join("|")
     }
 
+    /// The key of a record read as members (as [`RecordMaker::key_of`]).
+    fn key_of_members(&self, m: &Members<'_>) -> String {
+        let mut parts = Vec::with_capacity(self.key_columns.len());
+        for k in &self.key_columns {
+            match m.get(k) {
+                Some(Member::Str(s)) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
+                Some(Member::Number(n)) => parts.push(n.to_string()),
+                _ => return String::new(),
+            }
+        }
+        parts.join("|")
+    }
+
+    /// A record read as members (a JSON object parsed without a tree): the
+    /// same envelope as [`RecordMaker::record`] of the parsed object.
+    pub(super) fn record_members(&self, m: &Members<'_>, locator: String) -> Envelope {
+        let key = self.key_of_members(m);
+        let updated = self.updated_field.as_ref().and_then(|f| match m.get(f) {
+            Some(Member::Str(s)) => Some(s.into_owned()),
+            _ => None,
+        });
+        Envelope::upsert_members(&self.id, &self.department, key, m, updated).with_locator(locator)
+    }
+
     /// A parsed record (its key from the key columns; empty when one is missing).
     pub(super) fn record(&self, obj: Map<String, Value>, locator: String) -> Envelope {
         let key = self.key_of(&obj);
@@ -141,6 +165,20 @@ impl RecordMaker {
     /// A record that could not be parsed: its raw text and the reason.
     pub(super) fn unparsable(&self, raw: String, reason: String, locator: String) -> Envelope {
         Envelope::unparsable(&self.id, &self.department, "", raw, reason).with_locator(locator)
+    }
+
+    /// A line that is not a JSON object (or holds one [`Members`] could not
+    /// read): serde_json's verdict, as a record or an unparsable one.
+    fn not_an_object(&self, text: &str, loc: String) -> Envelope {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(o)) => self.record(o, loc),
+            Ok(other) => self.unparsable(
+                text.to_string(),
+                format!("{loc}: expected a JSON object, got {}", super::json_kind(&other)),
+                loc,
+            ),
+            Err(e) => self.unparsable(text.to_string(), format!("{loc}: bad JSON: {e}"), loc),
+        }
     }
 }
 
@@ -163,14 +201,10 @@ impl<R: BufRead + Send> JsonlStream<R> {
         let m = &self.maker;
         match std::str::from_utf8(line) {
             Err(e) => m.unparsable(hex::encode(line), format!("{loc}: not UTF-8: {e}"), loc),
-            Ok(text) => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(o)) => m.record(o, loc),
-                Ok(other) => m.unparsable(
-                    text.to_string(),
-                    format!("{loc}: expected a JSON object, got {}", super::json_kind(&other)),
-                    loc,
-                ),
-                Err(e) => m.unparsable(text.to_string(), format!("{loc}: bad JSON: {e}"), loc),
+            Ok(text) => match Members::parse(text) {
+                Ok(members) => m.record_members(&members, loc),
+                // Not a JSON object: parsed again for serde_json's message.
+                Err(_) => m.not_an_object(text, loc),
             },
         }
     }
@@ -465,6 +499,40 @@ mod tests {
         }
     }
 
+    /// A line read without a tree gives the envelope the parsed object
+    /// gives: key (string, number, trimmed, missing), source time, canonical
+    /// text and content hash.
+    #[test]
+    fn lines_read_as_members_equal_parsed_records() {
+        let lines = [
+            r#"{"id": " A-1 ", "t": "2025-03-15", "lng": 119.928741, "n": 12, "s": "湖州\n\u0041", "x": null}"#,
+            r#"{"t": 1, "id": 7, "nested": {"b": [1, 2.50, "c"], "a": true}, "id": 8}"#,
+            r#"{"other": "no key", "t": "2025"}"#,
+            r#"{"id": "", "big": 123456789012345678901234567890, "neg": -0, "exp": 1E3}"#,
+        ];
+        let mut m = maker("id");
+        m.updated_field = Some("t".into());
+        let text = lines.join(
+            "
+",
+        );
+        let mut s = JsonlStream::new(m.clone(), "f.jsonl", Cursor::new(text.into_bytes()));
+        let got = s.next_chunk(10).unwrap();
+        assert_eq!(got.len(), lines.len());
+        for (e, line) in got.iter().zip(lines) {
+            let Value::Object(o) = serde_json::from_str::<Value>(line).unwrap() else { panic!("{line}") };
+            let want = m.record(o, e.locator.clone().unwrap());
+            assert_eq!(e.key, want.key, "{line}");
+            assert_eq!(e.source_time, want.source_time, "{line}");
+            assert_eq!(e.payload_text(), want.payload_text(), "{line}");
+            assert_eq!(e.hash, want.hash, "{line}");
+            assert_eq!(e.payload(), want.payload(), "{line}");
+        }
+        assert_eq!(got[0].key, "A-1");
+        assert_eq!(got[1].key, "8");
+        assert_eq!(got[2].key, "");
+    }
+
     fn big_jsonl(lines: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..lines {
@@ -528,7 +596,7 @@ mod tests {
             all.extend(c);
         }
         assert_eq!(all.len(), 4, "{all:?}");
-        assert_eq!(all[0].payload["说明"], "第一行\n第二行");
+        assert_eq!(all[0].payload()["说明"], "第一行\n第二行");
         assert!(all[1].error.as_ref().unwrap().contains("q.csv:4: bytes not valid UTF-8"), "{:?}", all[1].error);
         assert_eq!(all[2].key, "A3");
         assert_eq!(all[2].locator.as_deref(), Some("q.csv:5"));

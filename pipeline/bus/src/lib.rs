@@ -30,7 +30,9 @@ use std::time::Duration;
 pub use embedded::EmbeddedBus;
 /// The record contract lives in `lianqin-model`; re-exported so pipeline code
 /// names it through the bus.
-pub use lianqin_model::{Checkpoint, Envelope, Op, REPLAY_PREFIX, RecordSink, SinkError, content_hash, partition_for};
+pub use lianqin_model::{
+    Checkpoint, Envelope, Member, Members, Op, REPLAY_PREFIX, RecordSink, SinkError, content_hash, partition_for,
+};
 
 /// Errors from the bus. Each names the topic (and partition/offset where known).
 #[derive(Debug, thiserror::Error)]

@@ -65,7 +65,7 @@ fn env(key: &str, seq: u64) -> Envelope {
 }
 
 fn seq_of(r: &BusRecord) -> u64 {
-    r.envelope.payload["seq"].as_u64().unwrap_or(u64::MAX)
+    r.envelope.payload()["seq"].as_u64().unwrap_or(u64::MAX)
 }
 
 /// The pipeline's authoritative offsets (stand-in for the Delta commit).
@@ -180,7 +180,7 @@ async fn publish_and_consume_exactly_once_in_order() {
     let e = &bad[0].envelope;
     assert!(e.key.starts_with(&format!("bus:{topic}/")), "key names the bus position: {}", e.key);
     assert!(e.error.as_deref().is_some_and(|r| r.contains("undecodable")), "reason: {:?}", e.error);
-    assert_eq!(e.payload, serde_json::Value::String("not json".into()));
+    assert_eq!(e.payload(), &serde_json::Value::String("not json".into()));
     assert!(bad[0].partition < 3);
 }
 
@@ -482,7 +482,7 @@ async fn sealed_envelopes_are_ciphertext_on_the_brokers() {
     let mut seqs: Vec<u64> = got.iter().map(seq_of).collect();
     seqs.sort();
     assert_eq!(seqs, (0..20).collect::<Vec<_>>());
-    assert!(got.iter().all(|r| r.envelope.payload["sfzh"] == "330502199001011236" && r.envelope.error.is_none()));
+    assert!(got.iter().all(|r| r.envelope.payload()["sfzh"] == "330502199001011236" && r.envelope.error.is_none()));
     drop(c);
 
     let plain = bus(config(&b), &dir.path().join("b"));
@@ -490,7 +490,7 @@ async fn sealed_envelopes_are_ciphertext_on_the_brokers() {
     let got = drain(&mut c, 20, Duration::from_secs(60)).await;
     for r in &got {
         assert!(r.envelope.error.is_some(), "a sealed message decoded without the keys");
-        let text = r.envelope.payload.to_string();
+        let text = r.envelope.payload().to_string();
         assert!(!text.contains("330502199001011236"), "clear payload on the broker: {text}");
     }
 }

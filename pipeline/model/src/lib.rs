@@ -12,9 +12,11 @@
 
 #![warn(missing_docs)]
 
+mod canonical;
 mod envelope;
 pub mod wire;
 
+pub use canonical::{Member, Members, Name};
 pub use envelope::{Envelope, Op, REPLAY_PREFIX, content_hash, content_hash_bytes, partition_for, replay_run_of};
 
 /// A connector's checkpoint saved together with a publish: the source id and

@@ -171,20 +171,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
     if r.at != bytes.len() {
         return Err(WireError::Invalid { field: "payload", detail: format!("{} bytes after it", bytes.len() - r.at) });
     }
-    let payload: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| WireError::Invalid { field: "payload", detail: format!("not JSON: {e}") })?;
+    // The payload text is parsed only when asked for (`Envelope::payload`);
+    // the mapping reads its members straight from the text and quarantines a
+    // text that is not a JSON object.
     Ok(Envelope::from_parts(
         source,
         department,
         key,
         op,
-        payload,
+        Arc::from(text),
         source_time,
         fetched_at,
         hash,
         error,
         locator,
-        Some(Arc::from(text)),
     ))
 }
 

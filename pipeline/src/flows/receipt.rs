@@ -268,7 +268,7 @@ pub async fn feed_sets(
                 continue;
             }
             next[p] = next[p].max(r.offset + 1);
-            let text = match (&r.envelope.error, &r.envelope.payload) {
+            let text = match (&r.envelope.error, r.envelope.payload()) {
                 (Some(_), serde_json::Value::String(t)) => t.clone(),
                 _ => {
                     return Err(PipelineError::Internal(format!(

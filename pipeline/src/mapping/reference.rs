@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema};
+use lianqin_bus::Member;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{ColBuilder, Conv, convert};
 use crate::PipelineError;
@@ -154,7 +154,7 @@ impl ReferenceSpec {
                 .zip(&types)
                 .zip(&header)
                 .map(|((c, t), h)| {
-                    convert(&Value::String(c.trim().to_string()), *t)
+                    convert(Member::Str(std::borrow::Cow::Borrowed(c.trim())), *t)
                         .map_err(|why| err(line, format!("key `{key}`: column `{h}`: {why}")))
                 })
                 .collect::<Result<_, _>>()?;
