@@ -22,6 +22,11 @@ use tokio::sync::watch;
 /// mimalloc: the hot path allocates and frees many small buffers (JSON
 /// values, strings, Arrow builders) across threads; glibc malloc spent about
 /// a fifth of the ingest profile in its own bookkeeping (BENCHMARKS.md).
+/// Built with `no_thp` (workspace `Cargo.toml`): mimalloc does not ask for
+/// transparent huge pages. The hub frees and reallocates buffers of several
+/// MiB per batch (Parquet files, sealed columns, bus values), and the kernel
+/// zeroing each fresh 2 MiB page took 38–45 % of the ingest profile
+/// (BENCHMARKS.md, "Transparent huge pages").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -788,7 +793,6 @@ fn data_dir_of(cfg: &HubConfig, cli: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    no_transparent_huge_pages();
     let cli = Cli::parse();
     match run(cli.cmd).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -797,19 +801,6 @@ async fn main() -> ExitCode {
             eprintln!("{}", lianqin_pipeline::cli::report(&e));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Transparent huge pages off for this process. The hub allocates and frees
-/// buffers of several MiB per batch (Parquet files, sealed columns, bus
-/// values); with THP each fresh 2 MiB page is zeroed by the kernel on first
-/// touch, which took 38–45 % of the ingest profile on the benchmark machine
-/// (BENCHMARKS.md, "Transparent huge pages"). Small pages cost nothing of
-/// the kind; the analyst queries measured the same.
-fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::debug!("transparent huge pages stay on: {e}");
     }
 }
 
