@@ -268,10 +268,13 @@ impl Envelope {
     /// The text an unparsable record carries (its payload is that text as
     /// a JSON string), else the payload's canonical text.
     pub fn raw_text(&self) -> &str {
-        match (&self.error, self.payload()) {
-            (Some(_), serde_json::Value::String(s)) => s,
-            _ => self.payload_text(),
+        // Only an unparsable record's payload is parsed (a JSON string).
+        if self.error.is_some()
+            && let serde_json::Value::String(s) = self.payload()
+        {
+            return s;
         }
+        self.payload_text()
     }
 
     /// Serializes to the bus wire format: the binary frame of
@@ -365,6 +368,17 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(r#"{"b":"x","a":1}"#).unwrap();
         assert_eq!(content_hash(&a), "724a582427b9c9a67ccf902d0d19f6c9");
         assert_eq!(content_hash(&a), content_hash_bytes(br#"{"a":1,"b":"x"}"#));
+    }
+
+    #[test]
+    fn raw_text_parses_only_unparsable_payloads() {
+        let good = Envelope::from_bytes(&Envelope::upsert("s", "d", "k", serde_json::json!({"a": 1}), None).to_bytes())
+            .unwrap();
+        assert_eq!(good.raw_text(), r#"{"a":1}"#);
+        assert!(good.payload.tree.get().is_none(), "raw_text built the tree of a good record");
+        let bad = Envelope::unparsable("s", "d", "", "{\"a\": ".into(), "cut short".into());
+        let bad = Envelope::from_bytes(&bad.to_bytes()).unwrap();
+        assert_eq!(bad.raw_text(), "{\"a\": ");
     }
 
     #[test]
