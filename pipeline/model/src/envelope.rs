@@ -254,12 +254,6 @@ impl Envelope {
         self.payload.tree()
     }
 
-    /// Replaces the payload (and its content hash).
-    pub fn set_payload(&mut self, payload: serde_json::Value) {
-        self.payload = Payload::of_value(payload);
-        self.hash = content_hash_bytes(self.payload.text.as_bytes());
-    }
-
     /// The payload's canonical JSON text (the text [`content_hash`] hashes).
     pub fn payload_text(&self) -> &str {
         &self.payload.text
