@@ -119,46 +119,37 @@ impl RecordMaker {
         }
     }
 
-    fn key_of(&self, obj: &Map<String, Value>) -> String {
+    /// The key (from the key columns; empty when one is missing or blank)
+    /// and the source time of a record whose members `get` reads.
+    fn key_and_time<'a>(&self, get: impl Fn(&str) -> Option<Member<'a>>) -> (String, Option<String>) {
         let mut parts = Vec::with_capacity(self.key_columns.len());
         for k in &self.key_columns {
-            match obj.get(k) {
-                Some(Value::String(s)) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
-                Some(Value::Number(n)) => parts.push(n.to_string()),
-                _ => return String::new(),
-            }
-        }
-        parts.join("|")
-    }
-
-    /// The key of a record read as members (as [`RecordMaker::key_of`]).
-    fn key_of_members(&self, m: &Members<'_>) -> String {
-        let mut parts = Vec::with_capacity(self.key_columns.len());
-        for k in &self.key_columns {
-            match m.get(k) {
+            match get(k) {
                 Some(Member::Str(s)) if !s.trim().is_empty() => parts.push(s.trim().to_string()),
                 Some(Member::Number(n)) => parts.push(n.to_string()),
-                _ => return String::new(),
+                _ => {
+                    parts.clear();
+                    break;
+                }
             }
         }
-        parts.join("|")
+        let updated = self.updated_field.as_deref().and_then(|f| match get(f) {
+            Some(Member::Str(s)) => Some(s.into_owned()),
+            _ => None,
+        });
+        (parts.join("|"), updated)
     }
 
     /// A record read as members (a JSON object parsed without a tree): the
     /// same envelope as [`RecordMaker::record`] of the parsed object.
     pub(super) fn record_members(&self, m: &Members<'_>, locator: String) -> Envelope {
-        let key = self.key_of_members(m);
-        let updated = self.updated_field.as_ref().and_then(|f| match m.get(f) {
-            Some(Member::Str(s)) => Some(s.into_owned()),
-            _ => None,
-        });
+        let (key, updated) = self.key_and_time(|k| m.get(k));
         Envelope::upsert_members(&self.id, &self.department, key, m, updated).with_locator(locator)
     }
 
-    /// A parsed record (its key from the key columns; empty when one is missing).
+    /// A parsed record.
     pub(super) fn record(&self, obj: Map<String, Value>, locator: String) -> Envelope {
-        let key = self.key_of(&obj);
-        let updated = self.updated_field.as_ref().and_then(|f| obj.get(f)).and_then(|v| v.as_str()).map(str::to_string);
+        let (key, updated) = self.key_and_time(|k| obj.get(k).map(Member::from_value));
         Envelope::upsert(&self.id, &self.department, key, Value::Object(obj), updated).with_locator(locator)
     }
 

@@ -137,6 +137,31 @@ impl PartialEq for Envelope {
 }
 
 impl Envelope {
+    /// A record fetched now (op upsert), its content hash computed from the
+    /// payload text.
+    fn fetched(
+        source: &str,
+        department: &str,
+        key: String,
+        payload: Payload,
+        source_time: Option<String>,
+        error: Option<String>,
+    ) -> Self {
+        let hash = content_hash_bytes(payload.text.as_bytes());
+        Envelope {
+            source: source.to_string(),
+            department: department.to_string(),
+            key,
+            op: Op::Upsert,
+            payload,
+            source_time,
+            fetched_at: Utc::now(),
+            hash,
+            error,
+            locator: None,
+        }
+    }
+
     /// Builds an upsert envelope for a parsed record, computing its content hash.
     pub fn upsert(
         source: &str,
@@ -145,20 +170,7 @@ impl Envelope {
         payload: serde_json::Value,
         source_time: Option<String>,
     ) -> Self {
-        let payload = Payload::of_value(payload);
-        let hash = content_hash_bytes(payload.text.as_bytes());
-        Envelope {
-            source: source.to_string(),
-            department: department.to_string(),
-            key: key.into(),
-            op: Op::Upsert,
-            payload,
-            source_time,
-            fetched_at: Utc::now(),
-            hash,
-            error: None,
-            locator: None,
-        }
+        Envelope::fetched(source, department, key.into(), Payload::of_value(payload), source_time, None)
     }
 
     /// Builds an upsert envelope for a record read as [`Members`] (a JSON
@@ -172,19 +184,7 @@ impl Envelope {
         source_time: Option<String>,
     ) -> Self {
         let payload = Payload::of_text(Arc::from(members.canonical()));
-        let hash = content_hash_bytes(payload.text.as_bytes());
-        Envelope {
-            source: source.to_string(),
-            department: department.to_string(),
-            key: key.into(),
-            op: Op::Upsert,
-            payload,
-            source_time,
-            fetched_at: Utc::now(),
-            hash,
-            error: None,
-            locator: None,
-        }
+        Envelope::fetched(source, department, key.into(), payload, source_time, None)
     }
 
     /// Builds an envelope for a record that could not be parsed; it carries
@@ -197,19 +197,7 @@ impl Envelope {
         reason: String,
     ) -> Self {
         let payload = Payload::of_value(serde_json::Value::String(raw_text));
-        let hash = content_hash_bytes(payload.text.as_bytes());
-        Envelope {
-            source: source.to_string(),
-            department: department.to_string(),
-            key: key.into(),
-            op: Op::Upsert,
-            payload,
-            source_time: None,
-            fetched_at: Utc::now(),
-            hash,
-            error: Some(reason),
-            locator: None,
-        }
+        Envelope::fetched(source, department, key.into(), payload, None, Some(reason))
     }
 
     /// Builds the envelope standing for bytes on the bus at `topic`/`partition`/
