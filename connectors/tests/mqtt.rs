@@ -21,10 +21,6 @@ fn broker() -> Option<(String, u16)> {
     Some((h.to_string(), p.parse().expect("LIANQIN_MQTT_BROKER port")))
 }
 
-fn unique() -> String {
-    format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
-}
-
 /// A test publisher: publishes QoS 1 and waits for the broker's PUBACKs.
 struct Publisher {
     client: AsyncClient,
@@ -96,7 +92,7 @@ async fn poll_until(c: &mut Box<dyn Consumer>, got: &mut Vec<BusRecord>, want: u
 #[tokio::test]
 async fn mqtt_readings_with_manual_acks_and_persistent_session() {
     let Some((host, port)) = broker() else { return };
-    let run = unique();
+    let run = common::unique("acks");
     let prefix = format!("lianqin-test/{run}");
     let client_id = format!("lianqin-src-{run}");
     let cfg = match serde_json::from_value::<ConnectorConfig>(json!({
@@ -207,7 +203,7 @@ async fn mqtt_readings_with_manual_acks_and_persistent_session() {
 #[tokio::test]
 async fn mqtt_unacked_when_not_durable_is_redelivered() {
     let Some((host, port)) = broker() else { return };
-    let run = unique();
+    let run = common::unique("redeliver");
     let prefix = format!("lianqin-test/{run}");
     let client_id = format!("lianqin-src2-{run}");
     let cfg = match serde_json::from_value::<ConnectorConfig>(json!({

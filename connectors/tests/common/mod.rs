@@ -43,3 +43,15 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A name no other test shares: `tag`, process id, a per-process counter
+/// and the clock. The clock alone is not enough: on a coarse clocksource
+/// two tests started on two threads can read the same nanosecond, and two
+/// MQTT tests then subscribed to each other's topics.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{tag}-{}-{n}-{nanos}", std::process::id())
+}
