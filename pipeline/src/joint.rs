@@ -88,11 +88,11 @@ pub fn append_decision(data_dir: &Path, d: &LoggedDecision) -> Result<(), Pipeli
 }
 
 /// The report rows (columns [`REPORT_COLUMNS`] plus title, content, lon,
-/// lat, party) of the current matters, read with `ctx` (unrestricted).
+/// lat, party, address) of the current matters, read with `ctx` (unrestricted).
 async fn read_reports(ctx: &SessionContext) -> Result<RecordBatch, PipelineError> {
     let cols: Vec<String> = REPORT_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
     let sql = format!(
-        "SELECT {}, title, content, lon, lat, party_element_id FROM matter ORDER BY matter_id",
+        "SELECT {}, title, content, lon, lat, party_element_id, address FROM matter ORDER BY matter_id",
         cols.join(", ")
     );
     let df = ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("{TABLE}: {e}")))?;
@@ -116,7 +116,7 @@ fn float(b: &RecordBatch, name: &str, i: usize) -> Option<f64> {
 /// The reports of `batch` as the grouper sees them.
 fn reports(batch: &RecordBatch) -> Vec<Report> {
     let at = batch.column_by_name("reported_at").and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
-    let cols: Vec<Option<StringArray>> = ["matter_id", "title", "content", "category", "party_element_id"]
+    let cols: Vec<Option<StringArray>> = ["matter_id", "title", "content", "category", "party_element_id", "address"]
         .iter()
         .map(|n| text_column(batch, n))
         .collect();
@@ -132,6 +132,7 @@ fn reports(batch: &RecordBatch) -> Vec<Report> {
                 // A report without a time joins only by number or party.
                 reported_at: at.filter(|a| a.is_valid(i)).map(|a| a.value(i).div_euclid(1_000_000)).unwrap_or(0),
                 party: text(4, i),
+                address: text(5, i),
                 text: format!("{} {}", text(1, i).unwrap_or_default(), text(2, i).unwrap_or_default()),
                 id,
             })

@@ -10,13 +10,21 @@
 //! and — days later — a law-enforcement case (the party, often the 110
 //! number in its text). Noise: coordinates missing (10–20 %) or jittered (up
 //! to 100–300 m), a wrong category (5 %), parties not always known.
+//!
+//! Every incident has a site: the party's registered address, a road and
+//! house number near the hotspot (`凤凰路88号`), or a landmark
+//! (`义皋村东苕溪南侧排口`). Each report writes it its own way — with or
+//! without province, city, district and town, `#` for `号`, full-width
+//! digits, `附近`, a building and room — and some give only a vague place
+//! (a town and village: callers do not know the number) or a neighbouring
+//! house number.
 
 use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::data::DIVISIONS;
+use crate::data::{DIVISIONS, pick};
 
 /// One report of an incident.
 #[derive(Debug, Clone)]
@@ -37,6 +45,8 @@ pub struct IncidentReport {
     pub reported_at: i64,
     /// Party element id (`uscc:…`) when known.
     pub party: Option<String>,
+    /// Where it happened, as the report writes it.
+    pub address: Option<String>,
     /// Title and content.
     pub text: String,
 }
@@ -75,21 +85,139 @@ fn jitter(rng: &mut StdRng, lon: f64, lat: f64, metres: f64) -> (f64, f64) {
     (lon + dlon, lat + dlat)
 }
 
+/// An incident's site.
+#[derive(Debug, Clone)]
+struct Site {
+    /// Division index into [`DIVISIONS`].
+    division: usize,
+    town: &'static str,
+    village: &'static str,
+    /// `凤凰路88号` or `义皋村东苕溪南侧排口`.
+    place: String,
+    /// The house number, when the place has one (`place` ends `{n}号`).
+    number: Option<u32>,
+}
+
+/// A hotspot: where incidents crowd, in one village of one town.
+#[derive(Debug, Clone)]
+struct Hotspot {
+    lon: f64,
+    lat: f64,
+    division: usize,
+    town: &'static str,
+    village: &'static str,
+}
+
+impl Hotspot {
+    fn numbered(&self, rng: &mut StdRng) -> Site {
+        // The division's main roads, or one of the town's own
+        // (`织里东路`): a district has hundreds of roads.
+        let road = if rng.random_bool(0.3) {
+            pick(rng, DIVISIONS[self.division].roads).to_string()
+        } else {
+            let stem = self.town.trim_end_matches("街道").trim_end_matches(['镇', '乡']);
+            format!("{stem}{}路", ["东", "西", "南", "北", "中", "新"][rng.random_range(0..6)])
+        };
+        let n = rng.random_range(1..800);
+        Site {
+            division: self.division,
+            town: self.town,
+            village: self.village,
+            place: format!("{road}{n}号"),
+            number: Some(n),
+        }
+    }
+
+    fn landmark(&self, rng: &mut StdRng) -> Site {
+        let water = pick(rng, DIVISIONS[self.division].waters);
+        let side = ["东侧", "西侧", "南侧", "北侧", "上游", "下游"][rng.random_range(0..6)];
+        let what = ["河段", "桥", "码头", "闸", "排口"][rng.random_range(0..5)];
+        Site {
+            division: self.division,
+            town: self.town,
+            village: self.village,
+            place: format!("{}{water}{side}{what}", self.village),
+            number: None,
+        }
+    }
+}
+
+/// `site` as one report writes it; with probability `vague` only the town
+/// and village, with probability `neighbour` (a caller standing next door)
+/// a house number a few doors away.
+fn write_site(rng: &mut StdRng, site: &Site, vague: f64, neighbour: f64) -> String {
+    let d = &DIVISIONS[site.division];
+    if rng.random_bool(vague) {
+        return match rng.random_range(0..3) {
+            0 => format!("{}{}附近", site.town, site.village),
+            1 => format!("{}{}", d.name, site.town),
+            _ => format!("{}一带", site.village),
+        };
+    }
+    let mut place = site.place.clone();
+    if let Some(n) = site.number
+        && rng.random_bool(neighbour)
+    {
+        let other = if rng.random_bool(0.5) {
+            n + rng.random_range(1..6)
+        } else {
+            n.saturating_sub(rng.random_range(1..6)).max(1)
+        };
+        place = place.replacen(&format!("{n}号"), &format!("{other}号"), 1);
+    }
+    place = match rng.random_range(0..10) {
+        0 => place.replace('号', "#"),
+        1 => place
+            .chars()
+            .map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c) } else { c })
+            .collect(),
+        2 => format!("{place}附近"),
+        3 if site.number.is_some() => format!("{place}{}幢{}室", rng.random_range(1..20), rng.random_range(101..1500)),
+        4 => format!("{place}旁"),
+        _ => place,
+    };
+    match rng.random_range(0..5) {
+        0 => format!("浙江省湖州市{}{}{place}", d.name, site.town),
+        1 => format!("湖州市{}{place}", d.name),
+        2 => format!("{}{}{place}", d.name, site.town),
+        3 => format!("{}{place}", site.town),
+        _ => format!("{}{place}", d.name),
+    }
+}
+
+/// The shortest time between two incidents of one enterprise (30 days).
+const PARTY_GAP: i64 = 30 * 86_400;
+
 /// Generates `incidents` incidents over a year and their reports, seeded.
 pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
     let mut rng = StdRng::seed_from_u64(seed);
     // Hotspots: a few per county.
-    let hotspots: Vec<(f64, f64)> = (0..(incidents / 15).max(10))
+    let hotspots: Vec<Hotspot> = (0..(incidents / 15).max(10))
         .map(|_| {
-            let d = &DIVISIONS[rng.random_range(0..DIVISIONS.len())];
+            let division = rng.random_range(0..DIVISIONS.len());
+            let d = &DIVISIONS[division];
             let (x0, x1, y0, y1) = d.bbox;
-            (rng.random_range(x0..x1), rng.random_range(y0..y1))
+            Hotspot {
+                lon: rng.random_range(x0..x1),
+                lat: rng.random_range(y0..y1),
+                division,
+                town: pick(&mut rng, d.towns),
+                village: pick(&mut rng, d.villages),
+            }
         })
         .collect();
-    let parties: Vec<String> = (0..(incidents / 3).max(20)).map(|i| format!("uscc:91330500MA2{i:07}")).collect();
+    // Enterprises: each registered at a house number near one hotspot.
+    let parties: Vec<(String, usize, Site)> = (0..(incidents / 3).max(20))
+        .map(|i| {
+            let h = rng.random_range(0..hotspots.len());
+            let site = hotspots[h].numbered(&mut rng);
+            (format!("uscc:91330500MA2{i:07}"), h, site)
+        })
+        .collect();
     let start = 1_735_660_800i64; // 2025-01-01 00:00 +08:00
     let mut reports = Vec::new();
     let mut incident_of = HashMap::new();
+    let mut party_times: HashMap<usize, Vec<i64>> = HashMap::new();
     let mut n = HashMap::<&str, usize>::new();
     let mut next = |src: &'static str| {
         let c = n.entry(src).or_default();
@@ -97,19 +225,40 @@ pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
         *c
     };
     for i in 0..incidents {
-        let (hx, hy) = hotspots[rng.random_range(0..hotspots.len())];
-        let (lon, lat) = jitter(&mut rng, hx, hy, 1500.0);
         let t0 = start + rng.random_range(0..365 * 86_400);
+        // An enterprise's next incident comes at least a month after the
+        // last (before that it is the same matter, still being handled).
+        let party = rng
+            .random_bool(0.5)
+            .then(|| {
+                (0..10).map(|_| rng.random_range(0..parties.len())).find(|p| {
+                    party_times.get(p).is_none_or(|ts: &Vec<i64>| ts.iter().all(|t| (t - t0).abs() >= PARTY_GAP))
+                })
+            })
+            .flatten();
+        if let Some(p) = party {
+            party_times.entry(p).or_default().push(t0);
+        }
+        let party = party.map(|p| parties[p].clone());
+        let hotspot = &hotspots[party.as_ref().map(|p| p.1).unwrap_or_else(|| rng.random_range(0..hotspots.len()))];
+        let (lon, lat) = jitter(&mut rng, hotspot.lon, hotspot.lat, 1500.0);
         let cat = category(&mut rng);
-        let party = rng.random_bool(0.5).then(|| parties[rng.random_range(0..parties.len())].clone());
+        let site = match &party {
+            Some(p) => p.2.clone(),
+            None if rng.random_bool(0.7) => hotspot.numbered(&mut rng),
+            None => hotspot.landmark(&mut rng),
+        };
+        let party = party.map(|p| p.0);
         let mut emit = |rng: &mut StdRng,
                         source: &'static str,
                         number: String,
                         at: i64,
                         pos: Option<f64>,
                         party_p: f64,
+                        (vague, neighbour): (f64, f64),
                         text: String| {
             let position = pos.filter(|_| rng.random_bool(0.999)).map(|m| jitter(rng, lon, lat, m));
+            let address = write_site(rng, &site, vague, neighbour);
             let category = if rng.random_bool(0.05) { "f".to_string() } else { cat.to_string() };
             let id = format!("{source}:{number}");
             incident_of.insert(id.clone(), i);
@@ -122,6 +271,7 @@ pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
                 lat: position.map(|p| p.1),
                 reported_at: at,
                 party: party.clone().filter(|_| rng.random_bool(party_p)),
+                address: Some(address),
                 text,
             });
         };
@@ -129,7 +279,7 @@ pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
         if let Some(num) = &police {
             let at = t0 + rng.random_range(0..3600);
             let pos = rng.random_bool(0.9).then_some(200.0);
-            emit(&mut rng, "police_110", num.clone(), at, pos, 0.3, "群众报警：河道有污水排放".into());
+            emit(&mut rng, "police_110", num.clone(), at, pos, 0.3, (0.04, 0.1), "群众报警：河道有污水排放".into());
         }
         if rng.random_bool(0.5) {
             let num = format!("HZ12345{:07}", next("hotline_12345"));
@@ -140,13 +290,13 @@ pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
                 Some(p) if rng.random_bool(0.1) => format!("市民来电反映排污问题，已报110（{p}）"),
                 _ => "市民来电反映排污问题".to_string(),
             };
-            emit(&mut rng, "hotline_12345", num, at, pos, 0.2, text);
+            emit(&mut rng, "hotline_12345", num, at, pos, 0.2, (0.03, 0.05), text);
         }
         if rng.random_bool(0.4) {
             let num = format!("HZ12369{:07}", next("env_12369"));
             let at = t0 + rng.random_range(0..40 * 3600);
             let pos = rng.random_bool(0.8).then_some(300.0);
-            emit(&mut rng, "env_12369", num, at, pos, 0.5, "环保举报：企业偷排".into());
+            emit(&mut rng, "env_12369", num, at, pos, 0.5, (0.03, 0.03), "环保举报：企业偷排".into());
         }
         if rng.random_bool(0.35) {
             let num = format!("HZZF2025{:06}", next("law_enforcement"));
@@ -157,7 +307,7 @@ pub fn incident_world(seed: u64, incidents: usize) -> IncidentWorld {
                 Some(p) if rng.random_bool(0.5) => format!("根据110警情{p}立案调查"),
                 _ => "立案调查".to_string(),
             };
-            emit(&mut rng, "law_enforcement", num, at, pos, 0.95, text);
+            emit(&mut rng, "law_enforcement", num, at, pos, 0.95, (0.01, 0.0), text);
         }
     }
     IncidentWorld { reports, incident_of, incidents }
@@ -179,5 +329,7 @@ mod tests {
         assert!(per.values().any(|&n| n >= 3));
         assert!(a.reports.iter().any(|r| r.lon.is_none()));
         assert!(a.reports.iter().any(|r| r.text.contains("J2025") && r.source == "law_enforcement"));
+        assert!(a.reports.iter().all(|r| r.address.is_some()));
+        assert!(a.reports.iter().any(|r| r.address.as_deref().is_some_and(|x| x.contains('#'))));
     }
 }

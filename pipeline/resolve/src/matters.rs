@@ -10,12 +10,21 @@
 //! * **party** — both name the same party element (an enterprise's
 //!   `uscc:…`, a person token) with the same category within
 //!   `party_window_hours`;
+//! * **site** — the same site within the time of a `[[site]]` tier (the
+//!   first days' tier may not ask for the same category):
+//!   the road and house number or the landmark their addresses name
+//!   ([`crate::normalize::site`]: `浙江省湖州市吴兴区凤凰路88号` and
+//!   `凤凰路８８号附近` are one site), in the same district and town when
+//!   both name one;
 //! * **nearby** — same category, within the distance and time of one
 //!   `[[nearby]]` tier (coordinates in WGS-84, as the matter library keeps
 //!   them): wide for the first days, tight for a case opened weeks later.
 //!
-//! Groups are the connected parts of those links, computed in a fixed order
-//! (operator decisions, references, parties, nearness by distance) so the
+//! Reports naming two different parties, or whose addresses name two
+//! different places (another road or landmark, or house numbers 20 or more
+//! apart), are never linked by nearness; different parties are not linked
+//! by site either. Groups are the connected parts of those links, computed in a fixed order
+//! (operator decisions, references, parties, sites, nearness by distance) so the
 //! same reports in any order give the same groups; a group's id is `mg:` +
 //! its smallest report id. Operators confirm (link two reports) or split (a
 //! report is not part of the others) with a reason; a split holds against
@@ -40,6 +49,27 @@ pub struct MatterRules {
     /// Link a report whose text cites another's number.
     #[serde(default = "yes")]
     pub references: bool,
+    /// Reports at the same site: any tier whose time window holds (and
+    /// whose category condition, when it has one). None: addresses are
+    /// not compared.
+    #[serde(default)]
+    pub site: Vec<SiteTier>,
+}
+
+/// One tier of the site rule: reports whose addresses name one site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteTier {
+    /// At most this far apart in time (hours).
+    pub window_hours: f64,
+    /// Whether the categories must agree (departments file one incident
+    /// under different categories, so the first days' tier may not ask).
+    #[serde(default = "yes")]
+    pub same_category: bool,
+    /// How far apart two house numbers on one road may be (a caller next
+    /// door gives his own number); 0: the same number.
+    #[serde(default)]
+    pub house_numbers: u32,
 }
 
 fn yes() -> bool {
@@ -64,9 +94,10 @@ impl MatterRules {
         if r.nearby.is_empty()
             || !r.nearby.iter().all(|n| n.distance_m > 0.0 && n.window_hours > 0.0)
             || r.party_window_hours <= 0.0
+            || r.site.iter().any(|s| s.window_hours <= 0.0)
         {
             return Err(ResolveError::Config(format!(
-                "{origin}: at least one [[nearby]] tier; distances and windows must be positive"
+                "{origin}: at least one [[nearby]] tier; distances and windows (also [[site]]'s) must be positive"
             )));
         }
         Ok(r)
@@ -96,6 +127,8 @@ pub struct Report {
     pub reported_at: i64,
     /// Party element id, if any.
     pub party: Option<String>,
+    /// Where it happened, as written (compared as a site).
+    pub address: Option<String>,
     /// Free text (title, content) searched for cited numbers.
     pub text: String,
 }
@@ -121,6 +154,16 @@ pub enum MatterRule {
         /// Hours apart.
         hours: f64,
     },
+    /// Same category at the same site (the address is not repeated here:
+    /// rules are shown to readers the address may be hidden from).
+    Site {
+        /// Hours apart.
+        hours: f64,
+        /// Whether the categories agree.
+        same_category: bool,
+        /// House numbers apart on one road (0: the same site).
+        numbers_apart: u32,
+    },
     /// Same category, near in space and time.
     Nearby {
         /// Metres apart.
@@ -136,7 +179,8 @@ impl MatterRule {
             MatterRule::Operator { .. } => (0, 0.0),
             MatterRule::Reference { .. } => (1, 0.0),
             MatterRule::Party { hours, .. } => (2, *hours),
-            MatterRule::Nearby { metres, .. } => (3, *metres),
+            MatterRule::Site { hours, .. } => (3, *hours),
+            MatterRule::Nearby { metres, .. } => (4, *metres),
         }
     }
 
@@ -146,6 +190,14 @@ impl MatterRule {
             MatterRule::Operator { reason } => format!("operator confirmed ({reason})"),
             MatterRule::Reference { number } => format!("cites {number}"),
             MatterRule::Party { party, hours } => format!("same party {party}, {hours:.1} h apart"),
+            MatterRule::Site { hours, same_category, numbers_apart } => {
+                let what = if *same_category { "same category " } else { "" };
+                let at = match numbers_apart {
+                    0 => "at the same site".to_string(),
+                    n => format!("{n} house numbers apart on one road"),
+                };
+                format!("{what}{at}, {hours:.1} h apart")
+            }
             MatterRule::Nearby { metres, hours } => format!("same category, {metres:.0} m and {hours:.1} h apart"),
         }
     }
@@ -175,6 +227,9 @@ pub enum MatterDecision {
     },
 }
 
+/// Two house numbers on one road this far apart or more are two places.
+const OTHER_PLACE_NUMBERS: u32 = 20;
+
 /// Metres per degree of latitude (for the grid).
 const M_PER_DEG: f64 = 111_320.0;
 
@@ -187,6 +242,10 @@ pub struct MatterGrouper {
     /// Grid cell (size ≥ distance) → reports with coordinates.
     grid: HashMap<(i64, i64), Vec<usize>>,
     by_party: HashMap<String, Vec<usize>>,
+    /// Each report's site ([`crate::normalize::site`]).
+    sites: Vec<Option<Site>>,
+    /// Road (or landmark) → reports there.
+    by_site: HashMap<String, Vec<usize>>,
     /// Number → the report that owns it.
     numbers: HashMap<String, usize>,
     /// Token in some text → reports citing it.
@@ -196,6 +255,59 @@ pub struct MatterGrouper {
     decisions: Vec<MatterDecision>,
     group: Vec<usize>,
     joined_by: Vec<Option<MatterRule>>,
+}
+
+/// Where a report's address says it happened.
+#[derive(Debug, Clone)]
+struct Site {
+    /// The road of a road and number, or the landmark
+    /// ([`crate::normalize::site`]).
+    road: String,
+    /// The house number on the road.
+    number: Option<u32>,
+    /// The district or county, when the address names one.
+    division: Option<&'static str>,
+    /// The town, when the address names one ([`crate::normalize::town`]).
+    town: Option<String>,
+}
+
+impl Site {
+    fn of(address: &str) -> Option<Site> {
+        let place = crate::normalize::site(address)?;
+        let head = place.strip_suffix('号').unwrap_or(&place);
+        let road = head.trim_end_matches(|c: char| c.is_ascii_digit());
+        let number =
+            (place.ends_with('号') && road.len() < head.len()).then(|| head[road.len()..].parse().ok()).flatten();
+        Some(Site {
+            road: if number.is_some() { road.to_string() } else { place.clone() },
+            number,
+            division: lianqin_domain::division_from_address(address),
+            town: crate::normalize::town(address),
+        })
+    }
+
+    /// How many house numbers apart two sites on one road are (0 for one
+    /// landmark); `None` when they are not on one road: another road or
+    /// landmark, or a district or town named by both that differs (the
+    /// city's own code `330500` agrees with any district).
+    fn numbers_apart(&self, o: &Site) -> Option<u32> {
+        let division = match (self.division, o.division) {
+            (Some(x), Some(y)) => x == y || x == "330500" || y == "330500",
+            _ => true,
+        };
+        let town = match (&self.town, &o.town) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        };
+        if self.road != o.road || !division || !town {
+            return None;
+        }
+        match (self.number, o.number) {
+            (Some(a), Some(b)) => Some(a.abs_diff(b)),
+            (None, None) => Some(0),
+            _ => None,
+        }
+    }
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -219,6 +331,8 @@ impl MatterGrouper {
             by_id: HashMap::new(),
             grid: HashMap::new(),
             by_party: HashMap::new(),
+            sites: Vec::new(),
+            by_site: HashMap::new(),
             numbers: HashMap::new(),
             cited: HashMap::new(),
             edges: Vec::new(),
@@ -235,8 +349,10 @@ impl MatterGrouper {
         ((lon * lat.to_radians().cos() / size).floor() as i64, (lat / size).floor() as i64)
     }
 
-    /// The rule linking `a` and `b`, if any (not counting operators).
-    fn link(&self, a: &Report, b: &Report) -> Option<MatterRule> {
+    /// The rule linking reports `ia` and `ib`, if any (not counting
+    /// operators).
+    fn link(&self, ia: usize, ib: usize) -> Option<MatterRule> {
+        let (a, b) = (&self.reports[ia], &self.reports[ib]);
         if self.rules.references {
             for (x, y) in [(a, b), (b, a)] {
                 if let Some(n) = &y.number
@@ -254,6 +370,28 @@ impl MatterGrouper {
             && hours <= self.rules.party_window_hours
         {
             return Some(MatterRule::Party { party: p.clone(), hours });
+        }
+        // Two different parties are two incidents, however close.
+        if let (Some(p), Some(q)) = (&a.party, &b.party)
+            && p != q
+        {
+            return None;
+        }
+        let apart = match (&self.sites[ia], &self.sites[ib]) {
+            (Some(x), Some(y)) => Some(x.numbers_apart(y)),
+            _ => None,
+        };
+        if let Some(Some(numbers_apart)) = apart
+            && self.rules.site.iter().any(|t| {
+                hours <= t.window_hours && (same_category || !t.same_category) && numbers_apart <= t.house_numbers
+            })
+        {
+            return Some(MatterRule::Site { hours, same_category, numbers_apart });
+        }
+        // Addresses naming two different places are two incidents, however
+        // near their coordinates.
+        if !self.rules.site.is_empty() && apart.is_some_and(|n| n.is_none_or(|n| n > OTHER_PLACE_NUMBERS)) {
+            return None;
         }
         if same_category && let (Some(x1), Some(y1), Some(x2), Some(y2)) = (a.lon, a.lat, b.lon, b.lat) {
             let metres = lianqin_domain::geo::distance_m(x1, y1, x2, y2);
@@ -297,6 +435,12 @@ impl MatterGrouper {
         {
             candidates.extend(v.iter().copied());
         }
+        let site = report.address.as_deref().filter(|_| !self.rules.site.is_empty()).and_then(Site::of);
+        if let Some(s) = &site
+            && let Some(v) = self.by_site.get(&s.road)
+        {
+            candidates.extend(v.iter().copied());
+        }
         // Index it.
         if let (Some(lon), Some(lat)) = (report.lon, report.lat) {
             let c = self.cell(lon, lat);
@@ -311,13 +455,17 @@ impl MatterGrouper {
         for t in toks {
             self.cited.entry(t).or_default().push(idx);
         }
+        if let Some(s) = &site {
+            self.by_site.entry(s.road.clone()).or_default().push(idx);
+        }
+        self.sites.push(site);
         self.by_id.insert(report.id.clone(), idx);
         self.reports.push(report);
         self.edges.push(Vec::new());
         self.group.push(idx);
         self.joined_by.push(None);
         for c in candidates {
-            if let Some(rule) = self.link(&self.reports[c], &self.reports[idx]) {
+            if let Some(rule) = self.link(c, idx) {
                 self.edges[c].push((idx, rule.clone()));
                 self.edges[idx].push((c, rule));
             }
@@ -502,6 +650,21 @@ impl MatterGrouper {
             }
         }
         Ok(())
+    }
+
+    /// Every link found between two reports, each once (operators'
+    /// confirmations too): what the groups are built from, for tuning the
+    /// rules against a truth.
+    pub fn edges(&self) -> Vec<(&str, &str, &MatterRule)> {
+        let mut out = Vec::new();
+        for (a, es) in self.edges.iter().enumerate() {
+            for (b, r) in es {
+                if a < *b {
+                    out.push((self.reports[a].id.as_str(), self.reports[*b].id.as_str(), r));
+                }
+            }
+        }
+        out
     }
 
     /// Decisions so far.

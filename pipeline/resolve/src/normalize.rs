@@ -46,6 +46,87 @@ pub fn address(s: &str) -> Option<String> {
     (!a.is_empty()).then_some(a)
 }
 
+/// Words after a place that only say "around it" (`凤凰路88号附近`).
+const AROUND: &[&str] = &["附近", "旁边", "周边", "一带", "对面", "门口", "旁", "处"];
+
+/// Endings of a landmark that names a site without a house number (a river
+/// section, a bridge, a pond): `义皋村东苕溪河段`.
+const LANDMARKS: &[&str] =
+    &["河段", "桥", "港", "溪", "湖", "山", "塘", "漾", "浜", "闸", "码头", "渡口", "水库", "排口", "闸口"];
+
+/// The end (byte offset) of the last administrative part in `s`: a
+/// district or county (`区`, `县`), a town (`镇`, `乡`, `街道`) or a
+/// village (`村`, when `village`). A street ending in `街` is not `街道`.
+fn after_admin(s: &str, village: bool) -> usize {
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        let next = i + c.len_utf8();
+        let admin = match c {
+            '区' | '县' | '镇' | '乡' => true,
+            '村' => village,
+            '道' => s[..i].ends_with('街'),
+            _ => false,
+        };
+        if admin {
+            end = next;
+        }
+    }
+    end
+}
+
+/// The site an address names, as joint matters compare it (issue 13,
+/// item 4): the road and house number (`凤凰路88号`), or a landmark without
+/// a number with its village (`义皋村东苕溪河段`); `None` for a vague place
+/// (`织里镇义皋村附近`, a town, nothing).
+///
+/// Province, city, district, county and town are dropped, and so are the
+/// building and room after the number (`88号3幢201室`) and words like
+/// `附近`; `#` is `号`, digits may be full-width. Which district an address
+/// names is [`lianqin_domain::division_from_address`]'s business; the
+/// caller compares it beside the site.
+pub fn site(s: &str) -> Option<String> {
+    let a = address(s)?.replace('#', "号");
+    // A road and house number: the digits just before the first `号`.
+    if let Some(hao) = a.find('号') {
+        let head = &a[..hao];
+        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            let road_part = &head[..head.len() - digits];
+            let road = &road_part[after_admin(road_part, true)..];
+            if road.chars().count() >= 2 {
+                return Some(format!("{road}{}号", &head[head.len() - digits..]));
+            }
+            return None;
+        }
+    }
+    let mut place = a.as_str();
+    while let Some(p) = AROUND.iter().find_map(|w| place.strip_suffix(w)) {
+        place = p;
+    }
+    let landmark = &place[after_admin(place, false)..];
+    let named = LANDMARKS.iter().any(|l| landmark.ends_with(l));
+    (named && landmark.chars().count() >= 3).then(|| landmark.to_string())
+}
+
+/// The town (`镇`, `乡` or `街道`) an address names, if it names one:
+/// `织里镇` in `湖州市吴兴区织里镇凤凰路88号`. Two sites of one road and
+/// number in different towns are different places (many towns have a
+/// `人民路`).
+pub fn town(s: &str) -> Option<String> {
+    let a = address(s)?;
+    let mut rest = a.as_str();
+    if let Some((i, c)) = rest.char_indices().take(4).find(|(_, c)| matches!(c, '区' | '县')) {
+        rest = &rest[i + c.len_utf8()..];
+    }
+    let end = rest.char_indices().find_map(|(i, c)| match c {
+        '镇' | '乡' => Some(i + c.len_utf8()),
+        '道' if rest[..i].ends_with('街') => Some(i + c.len_utf8()),
+        _ => None,
+    })?;
+    let t = &rest[..end];
+    (2..=6).contains(&t.chars().count()).then(|| t.to_string())
+}
+
 /// A date as `YYYY-MM-DD` from the usual forms (`2025-03-19`,
 /// `2025.03.19`, `2025/3/19`, `20250319`, `2025年3月19日`).
 pub fn date(s: &str) -> Option<String> {
@@ -153,6 +234,33 @@ mod tests {
             assert_eq!(date(d).as_deref(), Some("2025-03-19"), "{d}");
         }
         assert_eq!(date("2025-02-30"), None);
+    }
+
+    #[test]
+    fn a_site_is_its_road_and_number_or_its_landmark() {
+        let one = Some("凤凰路88号".to_string());
+        for a in [
+            "浙江省湖州市吴兴区织里镇凤凰路88号",
+            "湖州市吴兴区凤凰路88号",
+            "织里镇凤凰路８８号附近",
+            "凤凰路88#",
+            "吴兴区 凤凰路88号3幢201室",
+            "凤凰路88号对面",
+        ] {
+            assert_eq!(site(a), one, "{a}");
+        }
+        assert_eq!(site("凤凰路89号"), Some("凤凰路89号".into()));
+        // A street, not a 街道 (sub-district), and a 街道 before it.
+        assert_eq!(site("德清县武康街道北湖街12号"), Some("北湖街12号".into()));
+        assert_eq!(site("吴兴区织里镇义皋村东苕溪河段附近"), Some("义皋村东苕溪河段".into()));
+        assert_eq!(site("义皋村东苕溪河段"), Some("义皋村东苕溪河段".into()));
+        assert_eq!(town("浙江省湖州市吴兴区织里镇凤凰路88号").as_deref(), Some("织里镇"));
+        assert_eq!(town("德清县武康街道北湖街12号").as_deref(), Some("武康街道"));
+        assert_eq!(town("吴兴区凤凰路88号"), None);
+        assert_eq!(town("长兴县白岘村合溪港桥"), None);
+        for vague in ["织里镇义皋村附近", "吴兴区", "织里镇", "", "88号", "路1号"] {
+            assert_eq!(site(vague), None, "{vague}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Joint matters against the simulators' truth (`lianqin_sim::incidents`):
 //! pairwise precision and recall of the groups, order independence,
-//! operator decisions.
+//! operator decisions; the site rule on hand-written reports.
 
 use lianqin_resolve::matters::pairwise_quality;
 use lianqin_resolve::{MatterGrouper, MatterRules, Report};
@@ -19,6 +19,7 @@ fn reports(w: &IncidentWorld) -> Vec<Report> {
             lat: r.lat,
             reported_at: r.reported_at,
             party: r.party.clone(),
+            address: r.address.clone(),
             text: r.text.clone(),
         })
         .collect()
@@ -45,7 +46,7 @@ fn joint_matters_on_the_simulators_truth() {
             g.groups().len()
         );
         assert!(p >= 0.98, "seed {seed}: precision {p:.4}");
-        assert!(r >= 0.50, "seed {seed}: recall {r:.4}");
+        assert!(r >= 0.95, "seed {seed}: recall {r:.4}");
     }
 }
 
@@ -88,4 +89,84 @@ fn confirm_and_split_hold_and_replay() {
         replay.apply(d).unwrap();
     }
     assert_eq!(replay.groups(), g.groups());
+}
+
+/// A report at `address`, `hours` after a fixed time.
+fn at(id: &str, category: &str, hours: i64, address: &str, party: Option<&str>) -> Report {
+    Report {
+        id: id.into(),
+        number: Some(id.rsplit(':').next().unwrap().into()),
+        category: Some(category.into()),
+        lon: None,
+        lat: None,
+        reported_at: 1_742_000_000 + hours * 3600,
+        party: party.map(str::to_string),
+        address: Some(address.into()),
+        text: String::new(),
+    }
+}
+
+fn together(reps: &[Report], a: &str, b: &str) -> bool {
+    let g = group(reps);
+    g.group_of(a).unwrap() == g.group_of(b).unwrap()
+}
+
+#[test]
+fn the_site_rule_reads_addresses_as_places() {
+    let call = at("police_110:J1", "a", 0, "浙江省湖州市吴兴区织里镇凤凰路88号", None);
+    // One site written another way, another category, the next day.
+    let ticket = at("hotline_12345:H1", "f", 20, "织里镇凤凰路８８号附近", None);
+    assert!(together(&[call.clone(), ticket.clone()], "police_110:J1", "hotline_12345:H1"));
+    let g = group(&[call.clone(), ticket]);
+    let text = g.explain(&g.group_of("police_110:J1").unwrap()).unwrap();
+    assert!(text.contains("at the same site, 20.0 h apart"), "{text}");
+    assert!(!text.contains("凤凰路"), "the rule never repeats the address: {text}");
+    // A case opened two weeks later at the same site, same category.
+    let case = at("law_enforcement:C1", "a", 14 * 24, "吴兴区凤凰路88号3幢201室", Some("uscc:X"));
+    assert!(together(&[call.clone(), case.clone()], "police_110:J1", "law_enforcement:C1"));
+    // ... but not under another category that late, nor after the window.
+    let other = at("law_enforcement:C1", "c", 14 * 24, "吴兴区凤凰路88号", None);
+    assert!(!together(&[call.clone(), other], "police_110:J1", "law_enforcement:C1"));
+    let late = at("law_enforcement:C1", "a", 30 * 24, "吴兴区凤凰路88号", None);
+    assert!(!together(&[call.clone(), late], "police_110:J1", "law_enforcement:C1"));
+    // A caller next door, the same day and category; not across the road's length.
+    let next_door = at("env_12369:E1", "a", 5, "凤凰路91号", None);
+    assert!(together(&[call.clone(), next_door], "police_110:J1", "env_12369:E1"));
+    let far = at("env_12369:E1", "a", 5, "凤凰路140号", None);
+    assert!(!together(&[call.clone(), far], "police_110:J1", "env_12369:E1"));
+    // The same road and number in another town or district is another place.
+    let town = at("env_12369:E1", "a", 5, "八里店镇凤凰路88号", None);
+    assert!(!together(&[call.clone(), town], "police_110:J1", "env_12369:E1"));
+    let county = at("env_12369:E1", "a", 5, "德清县凤凰路88号", None);
+    assert!(!together(&[call.clone(), county], "police_110:J1", "env_12369:E1"));
+    // Two different parties at one address are two incidents.
+    let a = at("env_12369:E1", "a", 0, "凤凰路88号", Some("uscc:A"));
+    let b = at("env_12369:E2", "a", 3, "凤凰路88号", Some("uscc:B"));
+    assert!(!together(&[a, b], "env_12369:E1", "env_12369:E2"));
+    // A vague place is no site.
+    let vague = at("env_12369:E1", "a", 1, "织里镇义皋村附近", None);
+    assert!(!together(&[call, vague], "police_110:J1", "env_12369:E1"));
+}
+
+#[test]
+fn near_coordinates_do_not_join_two_named_places() {
+    let mut x = at("police_110:J1", "a", 0, "吴兴区凤凰路88号", None);
+    let mut y = at("hotline_12345:H1", "a", 2, "吴兴区人民路12号", None);
+    (x.lon, x.lat, y.lon, y.lat) = (Some(120.1), Some(30.9), Some(120.1005), Some(30.9));
+    assert!(!together(&[x.clone(), y.clone()], "police_110:J1", "hotline_12345:H1"), "two named places ~50 m apart");
+    // With one place unknown, nearness decides as before.
+    y.address = Some("织里镇附近".into());
+    assert!(together(&[x, y], "police_110:J1", "hotline_12345:H1"));
+}
+
+#[test]
+fn site_tiers_are_checked() {
+    let bad =
+        "party_window_hours = 1.0\n[[nearby]]\ndistance_m = 1.0\nwindow_hours = 1.0\n[[site]]\nwindow_hours = 0.0\n";
+    let e = MatterRules::parse(bad, "m.toml").unwrap_err().to_string();
+    assert!(e.contains("m.toml") && e.contains("[[site]]"), "{e}");
+    let typo =
+        "party_window_hours = 1.0\n[[nearby]]\ndistance_m = 1.0\nwindow_hours = 1.0\n[[site]]\nwindow_hour = 1.0\n";
+    let e = MatterRules::parse(typo, "m.toml").unwrap_err().to_string();
+    assert!(e.contains("window_hour"), "{e}");
 }
