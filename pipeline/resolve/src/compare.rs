@@ -80,7 +80,9 @@ pub fn score(model: &Model, a: &BTreeMap<String, String>, b: &BTreeMap<String, S
         .find(|s| matches!((a.get(&s.field), b.get(&s.field)), (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() && x != y))
         .map(|s| s.field.clone());
     let mut weight = model.prior_weight();
-    let mut parts = Vec::with_capacity(model.comparisons.len());
+    let mut parts: Vec<Part> = Vec::with_capacity(model.comparisons.len());
+    // Per group: the part with the largest positive weight so far.
+    let mut best: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &model.comparisons {
         let (level, w) = match level_of(c, a.get(&c.field).map(String::as_str), b.get(&c.field).map(String::as_str)) {
             Some(i) => {
@@ -91,8 +93,27 @@ pub fn score(model: &Model, a: &BTreeMap<String, String>, b: &BTreeMap<String, S
             }
             None => ("null".to_string(), 0.0),
         };
-        weight += w;
-        parts.push(Part { field: c.field.clone(), level, weight: w });
+        let mut part = Part { field: c.field.clone(), level, weight: w };
+        if let Some(g) = c.group.as_deref().filter(|_| w > 0.0) {
+            match best.get(g) {
+                Some(&j) if parts[j].weight >= w => {
+                    part.level = format!("{} (group {g}: counted once)", part.level);
+                    part.weight = 0.0;
+                }
+                Some(&j) => {
+                    let p: &mut Part = &mut parts[j];
+                    weight -= p.weight;
+                    p.level = format!("{} (group {g}: counted once)", p.level);
+                    p.weight = 0.0;
+                    best.insert(g, parts.len());
+                }
+                None => {
+                    best.insert(g, parts.len());
+                }
+            }
+        }
+        weight += part.weight;
+        parts.push(part);
     }
     if strong.is_some() {
         conflict = None;
@@ -120,6 +141,32 @@ mod tests {
         let birth = s.parts.iter().find(|p| p.field == "birth_date").unwrap();
         assert_eq!((birth.level.as_str(), birth.weight), ("null", 0.0));
         assert!(s.parts.iter().find(|p| p.field == "name").unwrap().weight > 0.0);
+    }
+
+    #[test]
+    fn a_households_landline_and_address_count_once() {
+        let m = Model::person();
+        let home = [("landline", "05722615128"), ("address", "安吉县灵芝路20号")];
+        // Siblings: one character apart, the household's phone and address.
+        let a = rec(&[("name", "钱平"), home[0], home[1]]);
+        let b = rec(&[("name", "钱艳"), home[0], home[1]]);
+        let s = score(&m, &a, &b);
+        let landline = s.parts.iter().find(|p| p.field == "landline").unwrap();
+        assert_eq!(landline.weight, 0.0, "{s:?}");
+        assert!(landline.level.contains("group household: counted once"), "{s:?}");
+        let sum: f64 = m.prior_weight() + s.parts.iter().map(|p| p.weight).sum::<f64>();
+        assert!((s.weight - sum).abs() < 1e-9);
+        assert!(s.probability < m.accept, "siblings are not linked: {s:?}");
+        // One person: the same mobile and a typo in a two-character name.
+        let c = rec(&[("name", "钱平"), ("mobile", "13805721234")]);
+        let d = rec(&[("name", "钱苹"), ("mobile", "13805721234")]);
+        assert!(score(&m, &c, &d).probability >= m.accept);
+        // Negative weights all count: a different mobile beside the household.
+        let e = rec(&[("name", "钱平"), ("mobile", "13805721234"), home[0], home[1]]);
+        let f = rec(&[("name", "钱平"), ("mobile", "13905720000"), home[0], home[1]]);
+        let s = score(&m, &e, &f);
+        assert!(s.parts.iter().any(|p| p.field == "mobile" && p.weight < 0.0));
+        assert!(s.probability >= m.accept, "same name, same home, a changed mobile: {s:?}");
     }
 
     #[test]

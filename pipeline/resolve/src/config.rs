@@ -77,6 +77,12 @@ pub struct Blocking {
 pub struct Comparison {
     /// The field compared.
     pub field: String,
+    /// Comparisons of one group describe one thing and are not
+    /// independent evidence (a household's landline and its address): of
+    /// their positive weights only the largest counts. Negative weights
+    /// all count.
+    #[serde(default)]
+    pub group: Option<String>,
     /// Levels, most specific first; the last is usually `else`.
     pub levels: Vec<Level>,
 }
