@@ -44,6 +44,7 @@ pub mod identity;
 pub mod ids;
 pub mod incidents;
 pub mod irs;
+pub mod units;
 mod world;
 
 use serde_json::Value;

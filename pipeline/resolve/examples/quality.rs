@@ -1,20 +1,42 @@
-//! Precision/recall of the shipped person model on the simulators' truth,
-//! with samples of wrong and missed links and their scores:
-//! `cargo run -p lianqin-resolve --example quality -- [persons] [seed]`.
+//! Precision/recall of the shipped person (or enterprise) model on the
+//! simulators' truth, with samples of wrong and missed links and their
+//! scores: `cargo run -p lianqin-resolve --example quality -- [entities] [seed] [person|unit]`.
 
 use std::collections::HashMap;
 
 use lianqin_resolve::{Model, Record, Resolver, normalize, pairwise_quality, score};
 use lianqin_sim::identity::identity_world;
+use lianqin_sim::units::unit_world;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let persons: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3000);
     let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let w = identity_world(seed, persons);
-    let model = Model::person();
-    let recs: Vec<Record> =
-        w.records.iter().map(|r| Record { id: r.id.clone(), fields: normalize::person(&r.fields) }).collect();
+    let unit = args.get(3).is_some_and(|k| k == "unit");
+    struct World {
+        records: Vec<(String, std::collections::BTreeMap<String, String>)>,
+        person_of: HashMap<String, usize>,
+        persons: usize,
+    }
+    type Fields = std::collections::BTreeMap<String, String>;
+    let (w, model, norm): (World, Model, fn(&Fields) -> Fields) = if unit {
+        let u = unit_world(seed, persons);
+        let w = World {
+            records: u.records.into_iter().map(|r| (r.id, r.fields)).collect(),
+            person_of: u.unit_of,
+            persons: u.units,
+        };
+        (w, Model::unit(), normalize::unit)
+    } else {
+        let p = identity_world(seed, persons);
+        let w = World {
+            records: p.records.into_iter().map(|r| (r.id, r.fields)).collect(),
+            person_of: p.person_of,
+            persons: p.persons,
+        };
+        (w, Model::person(), normalize::person)
+    };
+    let recs: Vec<Record> = w.records.iter().map(|(id, f)| Record { id: id.clone(), fields: norm(f) }).collect();
     let rss_before = rss_mib();
     let t = std::time::Instant::now();
     let mut r = Resolver::new(model.clone());
@@ -35,7 +57,7 @@ fn main() {
         r.review_queue().len()
     );
     let by_id: HashMap<&str, &Record> = recs.iter().map(|x| (x.id.as_str(), x)).collect();
-    let raw: HashMap<&str, _> = w.records.iter().map(|x| (x.id.as_str(), &x.fields)).collect();
+    let raw: HashMap<&str, _> = w.records.iter().map(|(id, f)| (id.as_str(), f)).collect();
     let show = |a: &str, b: &str| {
         let s = score(&model, &by_id[a].fields, &by_id[b].fields);
         println!("  {a} {:?}\n  {b} {:?}", raw[a], raw[b]);

@@ -135,6 +135,12 @@ impl Model {
         Ok(m)
     }
 
+    /// The shipped enterprise model (`schemas/resolution/unit.toml`).
+    pub fn unit() -> Model {
+        Model::parse(include_str!("../../../schemas/resolution/unit.toml"), "schemas/resolution/unit.toml")
+            .expect("the shipped unit model is valid (tested)")
+    }
+
     /// The shipped person model (`schemas/resolution/person.toml`).
     pub fn person() -> Model {
         Model::parse(include_str!("../../../schemas/resolution/person.toml"), "schemas/resolution/person.toml")
@@ -208,6 +214,7 @@ mod tests {
         let m = Model::person();
         assert_eq!(m.kind, "person");
         assert!(m.prior_weight() < -10.0);
+        assert_eq!(Model::unit().kind, "unit");
     }
 
     #[test]

@@ -127,6 +127,96 @@ pub fn town(s: &str) -> Option<String> {
     (2..=6).contains(&t.chars().count()).then(|| t.to_string())
 }
 
+/// Administrative prefixes of a registered enterprise name.
+const NAME_PREFIXES: &[&str] = &[
+    "浙江省",
+    "浙江",
+    "湖州市",
+    "湖州",
+    "吴兴区",
+    "南浔区",
+    "德清县",
+    "长兴县",
+    "安吉县",
+    "吴兴",
+    "南浔",
+    "德清",
+    "长兴",
+    "安吉",
+];
+
+/// Legal forms, longest first (`厂` is how people name a works).
+const LEGAL_FORMS: &[&str] = &["股份有限公司", "有限责任公司", "有限公司", "公司", "厂"];
+
+/// An enterprise's name as resolution compares it: NFKC, no spaces, the
+/// administrative prefix (`湖州`, `湖州市吴兴区`, `浙江`) and the legal form
+/// (`有限公司`, `股份有限公司`, `公司`, `厂`) dropped, a branch kept
+/// (`湖州鑫达化工有限公司吴兴分公司` → `鑫达化工吴兴分公司`, another legal unit).
+/// `鑫达化工`, `鑫达化工厂` and `湖州市吴兴区鑫达化工有限公司` compare equal.
+pub fn unit_name(s: &str) -> Option<String> {
+    let mut n: String = normalize_text(s).chars().filter(|c| !c.is_whitespace()).collect();
+    while let Some(rest) = NAME_PREFIXES.iter().find_map(|p| n.strip_prefix(p)) {
+        n = rest.to_string();
+    }
+    // The first legal form that is not the `公司` of a `分公司`.
+    let found = LEGAL_FORMS.iter().find_map(|f| {
+        n.match_indices(f).find(|(i, _)| !(*f == "公司" && n[..*i].ends_with('分'))).map(|(i, _)| (i, f.len()))
+    });
+    if let Some((i, len)) = found {
+        n = format!("{}{}", &n[..i], &n[i + len..]);
+    }
+    (!n.is_empty()).then_some(n)
+}
+
+/// A GB 11714 organisation code as nine characters (`XXXXXXXX-X` read
+/// too), `None` when its check character is wrong.
+pub fn org_code(s: &str) -> Option<String> {
+    lianqin_domain::validate_org_code(s).ok()
+}
+
+/// Normalizes an enterprise record's fields (`name`, `uscc`, `org_code`,
+/// `address`, `phone`, `legal_rep`): a valid USCC also gives its
+/// organisation code (characters 9–17), so a record that knows only the
+/// old code meets the one with the USCC; `division` is the district the
+/// record is filed in or, failing that, the one its address or name's
+/// prefix names (not a branch's: that prefix is its parent's). Invalid values are left out.
+pub fn unit(raw: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        let n = match k.as_str() {
+            "name" => unit_name(v),
+            "uscc" => uscc(v),
+            "org_code" => org_code(v),
+            "address" => address(v),
+            "phone" => phone(v),
+            "legal_rep" => name(v),
+            // The district a record is filed in (a GB/T 2260 code).
+            "division" => Some(normalize_code(v)).filter(|d| d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit())),
+            _ => Some(normalize_code(v)).filter(|s| !s.is_empty()),
+        };
+        if let Some(n) = n {
+            out.insert(k.clone(), n);
+        }
+    }
+    if let Some(code) = out.get("uscc").and_then(|u| lianqin_domain::uscc_org_code(u).ok()) {
+        out.insert("org_code".into(), code);
+    }
+    let division = raw
+        .get("address")
+        .and_then(|a| lianqin_domain::division_from_address(a))
+        // A branch's name carries its parent's prefix (`湖州市安吉县…长兴分公司`).
+        .or_else(|| {
+            raw.get("name").filter(|n| !n.contains("分公司")).and_then(|n| lianqin_domain::division_from_address(n))
+        })
+        .filter(|d| *d != "330500");
+    if let Some(d) = division
+        && !out.contains_key("division")
+    {
+        out.insert("division".into(), d.to_string());
+    }
+    out
+}
+
 /// A date as `YYYY-MM-DD` from the usual forms (`2025-03-19`,
 /// `2025.03.19`, `2025/3/19`, `20250319`, `2025年3月19日`).
 pub fn date(s: &str) -> Option<String> {
@@ -261,6 +351,34 @@ mod tests {
         for vague in ["织里镇义皋村附近", "吴兴区", "织里镇", "", "88号", "路1号"] {
             assert_eq!(site(vague), None, "{vague}");
         }
+    }
+
+    #[test]
+    fn enterprise_names_compare_without_prefix_and_legal_form() {
+        let one = Some("鑫达化工".to_string());
+        for n in [
+            "湖州鑫达化工有限公司",
+            "湖州市吴兴区鑫达化工有限公司",
+            "浙江鑫达化工股份有限公司",
+            "鑫达化工厂",
+            "鑫达化工",
+            "鑫达化工 有限公司",
+            "吴兴鑫达化工有限责任公司",
+        ] {
+            assert_eq!(unit_name(n), one, "{n}");
+        }
+        assert_eq!(unit_name("湖州鑫达化工有限公司吴兴分公司").as_deref(), Some("鑫达化工吴兴分公司"));
+        assert_eq!(unit_name("鑫达化工吴兴分公司").as_deref(), Some("鑫达化工吴兴分公司"));
+        assert_eq!(unit_name("有限公司"), None);
+        let raw = BTreeMap::from([
+            ("name".to_string(), "湖州市吴兴区鑫达化工有限公司".to_string()),
+            ("uscc".to_string(), "91350200776049653a".to_string()),
+        ]);
+        let u = unit(&raw);
+        assert_eq!(u.get("org_code").map(String::as_str), Some("776049653"));
+        assert_eq!(u.get("division").map(String::as_str), Some("330502"));
+        let old = unit(&BTreeMap::from([("org_code".to_string(), "77604965-3".to_string())]));
+        assert_eq!(old.get("org_code"), u.get("org_code"), "the old code meets the USCC");
     }
 
     #[test]
