@@ -48,7 +48,7 @@ fn main() {
     let clusters = r.clusters();
     let (p, rc) = pairwise_quality(&clusters, &w.person_of);
     println!(
-        "{} records, {} persons, {} clusters, {} comparisons, {:.1} µs/record, resolver +{rss_resolver:.0} MiB RSS; precision {p:.4}, recall {rc:.4}, review queue {}",
+        "{} records, {} entities, {} clusters, {} comparisons, {:.1} µs/record, resolver +{rss_resolver:.0} MiB RSS; precision {p:.4}, recall {rc:.4}, review queue {}",
         recs.len(),
         w.persons,
         clusters.len(),
@@ -114,6 +114,18 @@ fn main() {
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     println!("-- missed pairs by evidence:");
     for (k, n) in kinds.iter().take(15) {
+        println!("  {n:>5}  {k}");
+    }
+    let mut review: HashMap<String, usize> = HashMap::new();
+    for item in r.review_queue() {
+        let k: Vec<String> =
+            item.score.parts.iter().filter(|p| p.level != "null").map(|p| format!("{}={}", p.field, p.level)).collect();
+        *review.entry(k.join(" ")).or_default() += 1;
+    }
+    let mut review: Vec<_> = review.into_iter().collect();
+    review.sort_by_key(|k| std::cmp::Reverse(k.1));
+    println!("-- review queue by evidence:");
+    for (k, n) in review.iter().take(8) {
         println!("  {n:>5}  {k}");
     }
 }
