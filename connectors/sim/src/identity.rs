@@ -31,7 +31,8 @@ use rand::{Rng, SeedableRng};
 use crate::data::{DIVISIONS, GIVEN, SURNAMES, pick};
 use crate::ids::citizen_id_check_char;
 
-/// One source record about a person.
+/// One source record about a person (or, in [`crate::units`], an
+/// enterprise).
 #[derive(Debug, Clone)]
 pub struct IdentityRecord {
     /// `<source>:<n>`.
@@ -116,7 +117,8 @@ fn person(rng: &mut StdRng, household: &str, shared_phone: Option<&str>, surname
     Person { name, id18, birth, phone, old_phone: mobile(rng), address: household.to_string(), moved_to: address(rng) }
 }
 
-fn fullwidth(s: &str) -> String {
+/// ASCII letters and digits in their full-width forms (`３３０５`).
+pub(crate) fn fullwidth(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
         .collect()

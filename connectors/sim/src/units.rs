@@ -28,20 +28,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::data::{DIVISIONS, GIVEN, INDUSTRIES, SURNAMES, pick};
+use crate::data::{DIVISIONS, GIVEN, INDUSTRIES, SURNAMES, pick, weighted};
+use crate::identity::fullwidth;
 use crate::world::{UsccKind, uscc};
 
-/// One source record about an enterprise.
-#[derive(Debug, Clone)]
-pub struct UnitRecord {
-    /// `<source>:<n>`.
-    pub id: String,
-    /// The department system.
-    pub source: &'static str,
-    /// Field values as that system writes them (not normalized): `name`,
-    /// `uscc`, `org_code`, `address`, `phone`, `legal_rep`.
-    pub fields: BTreeMap<String, String>,
-}
+/// One source record about an enterprise; its fields (not normalized):
+/// `name`, `uscc`, `org_code`, `address`, `phone`, `legal_rep`, `division`.
+pub type UnitRecord = crate::identity::IdentityRecord;
 
 /// The records and the truth.
 #[derive(Debug, Clone)]
@@ -121,12 +114,6 @@ fn unit(rng: &mut StdRng, division: usize, common: String, branch: Option<&Unit>
     }
 }
 
-fn fullwidth(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
-        .collect()
-}
-
 /// A USCC as a system keeps it: 3 % with a wrong check character.
 fn write_uscc(rng: &mut StdRng, u: &Unit) -> String {
     if rng.random_bool(0.03) {
@@ -199,7 +186,6 @@ pub fn unit_world(seed: u64, units: usize) -> UnitWorld {
     }
     let sources: [(&str, u32); 5] =
         [("market", 30), ("irs", 15), ("law_enforcement", 20), ("env_12369", 20), ("hotline_12345", 15)];
-    let total: u32 = sources.iter().map(|s| s.1).sum();
     let mut records = Vec::new();
     let mut unit_of = HashMap::new();
     let mut counters: HashMap<&str, usize> = HashMap::new();
@@ -207,23 +193,7 @@ pub fn unit_world(seed: u64, units: usize) -> UnitWorld {
         // Every enterprise is in the register; more records elsewhere.
         let n = [1usize, 2, 2, 3, 3, 4][rng.random_range(0..6)];
         for k in 0..=n {
-            let source = if k == 0 {
-                "market"
-            } else {
-                let mut x = rng.random_range(0..total);
-                sources
-                    .iter()
-                    .find(|(_, w)| {
-                        if x < *w {
-                            true
-                        } else {
-                            x -= w;
-                            false
-                        }
-                    })
-                    .map(|s| s.0)
-                    .unwrap_or("market")
-            };
+            let source = if k == 0 { "market" } else { weighted(&mut rng, &sources, "market") };
             let mut f = BTreeMap::new();
             let mut put = |k: &str, v: String| {
                 f.insert(k.to_string(), v);
