@@ -25,6 +25,12 @@
 //!   comparison (field, level, weight — never the values): the queue an
 //!   officer works through with `lianqin element merge|split`.
 //!
+//! Enterprises the same way ([`UNITS`], model `schemas/resolution/unit.toml`):
+//! [`UNIT_LINK_TABLE`] (`element_unit_link`: each enterprise element — by
+//! USCC, or by the name a complaint gave (`id_type = unit_name`) — and its
+//! `unit_id`) and [`UNIT_REVIEW_TABLE`] (`element_unit_review`). Their names
+//! start with `element` so the policy's `element*` rules reach them.
+//!
 //! The resolver is order-independent, so the same elements give the same
 //! persons and ids whatever order they arrived in. Operator decisions
 //! ([`decide`]) are kept in `<data dir>/resolution/element_decisions.jsonl`
@@ -54,25 +60,96 @@ use crate::PipelineError;
 pub const LINK_TABLE: &str = "element_link";
 /// Uncertain pairs for an officer.
 pub const REVIEW_TABLE: &str = "element_review";
+/// Enterprise element → resolved enterprise.
+pub const UNIT_LINK_TABLE: &str = "element_unit_link";
+/// Uncertain enterprise pairs.
+pub const UNIT_REVIEW_TABLE: &str = "element_unit_review";
+
+/// What is resolved: persons or enterprises.
+#[derive(Debug)]
+pub struct Entity {
+    /// `person` or `unit` (logs).
+    pub kind: &'static str,
+    /// The link table.
+    pub link_table: &'static str,
+    /// The review table.
+    pub review_table: &'static str,
+    /// The resolved id's column (`person_id`, `unit_id`).
+    pub id_column: &'static str,
+    /// The other side's id column in the review table.
+    pub other_id_column: &'static str,
+    /// Which elements (a condition on the `element` view).
+    where_clause: &'static str,
+    /// The decision log's file name under `<data dir>/resolution/`.
+    decisions_file: &'static str,
+    model: fn() -> Model,
+    record: RecordOf,
+    /// The last resolution of this process (see [`resolved`]).
+    last: &'static Cache,
+}
+
+/// Builds the resolver's record of one element row (its id and columns).
+type RecordOf = fn(&str, &[(&str, Option<&str>)]) -> Record;
+
+type Cache = std::sync::Mutex<Option<([u8; 32], Resolved)>>;
+static LAST_PERSONS: Cache = std::sync::Mutex::new(None);
+static LAST_UNITS: Cache = std::sync::Mutex::new(None);
+
+/// Persons: `element_link`, `element_review`.
+pub static PERSONS: Entity = Entity {
+    kind: "person",
+    link_table: LINK_TABLE,
+    review_table: REVIEW_TABLE,
+    id_column: "person_id",
+    other_id_column: "other_person_id",
+    where_clause: "kind = 'person'",
+    decisions_file: "element_decisions.jsonl",
+    model: Model::person,
+    record: element_record,
+    last: &LAST_PERSONS,
+};
+
+/// Enterprises: `element_unit_link`, `element_unit_review` — the elements
+/// known by USCC or by name (monitoring sites and other places are not
+/// enterprises).
+pub static UNITS: Entity = Entity {
+    kind: "unit",
+    link_table: UNIT_LINK_TABLE,
+    review_table: UNIT_REVIEW_TABLE,
+    id_column: "unit_id",
+    other_id_column: "other_unit_id",
+    where_clause: "kind = 'unit_place' AND id_type IN ('uscc', 'unit_name')",
+    decisions_file: "unit_decisions.jsonl",
+    model: Model::unit,
+    record: unit_record,
+    last: &LAST_UNITS,
+};
+
+impl Entity {
+    /// Which resolution a table belongs to.
+    pub fn of_table(table: &str) -> Option<&'static Entity> {
+        [&PERSONS, &UNITS].into_iter().find(|e| e.link_table == table || e.review_table == table)
+    }
+}
 
 /// Element columns copied into both tables (the policy filters on them).
 const ELEMENT_COLUMNS: &[&str] = &["kind", "department", "division", "source_id"];
 
-/// Columns of [`LINK_TABLE`] with their sensitivity label.
-pub fn link_labels() -> Vec<(&'static str, &'static str)> {
-    let mut v = vec![("element_id", "public"), ("person_id", "public")];
+/// Columns of a link table with their sensitivity label.
+pub fn link_labels(e: &Entity) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("element_id", "public"), (e.id_column, "public")];
     v.extend(ELEMENT_COLUMNS.iter().map(|c| (*c, "public")));
     v.extend([("rule", "internal"), ("match_weight", "internal")]);
     v
 }
 
-/// Columns of [`REVIEW_TABLE`] with their sensitivity label.
-pub fn review_labels() -> Vec<(&'static str, &'static str)> {
+/// Columns of a review table with their sensitivity label.
+pub fn review_labels(e: &Entity) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
         ("element_id", "public"),
         ("other_element_id", "public"),
-        ("person_id", "public"),
-        ("other_person_id", "public"),
+        (e.id_column, "public"),
+        (e.other_id_column, "public"),
     ];
     v.extend(ELEMENT_COLUMNS.iter().map(|c| (*c, "public")));
     v.extend([
@@ -84,41 +161,55 @@ pub fn review_labels() -> Vec<(&'static str, &'static str)> {
     v
 }
 
-/// The decision log of a data dir.
+/// The person decision log of a data dir.
 pub fn decisions_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("resolution").join("element_decisions.jsonl")
+    decisions_path_of(&PERSONS, data_dir)
+}
+
+/// The decision log of `e` in a data dir.
+pub fn decisions_path_of(e: &Entity, data_dir: &Path) -> PathBuf {
+    data_dir.join("resolution").join(e.decisions_file)
 }
 
 /// One line of the decision log.
 pub type LoggedDecision = crate::journal::Decided<Decision>;
 
-/// Reads the decision log (empty when there is none; see [`crate::journal`]).
+/// Reads the person decision log (empty when there is none; see
+/// [`crate::journal`]).
 pub fn load_decisions(data_dir: &Path) -> Result<Vec<LoggedDecision>, PipelineError> {
     crate::journal::load(&decisions_path(data_dir))
 }
 
-/// Appends `d` to the decision log durably (fsync).
+/// Appends `d` to the person decision log durably (fsync).
 pub fn append_decision(data_dir: &Path, d: &LoggedDecision) -> Result<(), PipelineError> {
     crate::journal::append(&decisions_path(data_dir), d)
 }
 
-/// Text columns read from the `element` view for each person element.
+fn load_decisions_of(e: &Entity, data_dir: Option<&Path>) -> Result<Vec<LoggedDecision>, PipelineError> {
+    match data_dir {
+        Some(dir) => crate::journal::load(&decisions_path_of(e, dir)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Text columns read from the `element` view for each element resolved.
 const READ_COLUMNS: &[&str] =
     &["element_id", "name", "id_type", "id_value", "phone", "address", "kind", "department", "division", "source_id"];
 
-/// The current person elements, read with `ctx` (unrestricted: sealed
+/// The current elements of `e`, read with `ctx` (unrestricted: sealed
 /// values opened, nothing masked — resolution compares clear values and
 /// shows none of them).
-async fn read_elements(ctx: &SessionContext) -> Result<RecordBatch, PipelineError> {
+async fn read_elements(ctx: &SessionContext, e: &Entity) -> Result<RecordBatch, PipelineError> {
     let cols: Vec<String> = READ_COLUMNS.iter().map(|c| format!("CAST(\"{c}\" AS VARCHAR) AS \"{c}\"")).collect();
-    let sql = format!("SELECT {} FROM element WHERE kind = 'person' ORDER BY element_id", cols.join(", "));
-    let q = |e: DataFusionError| PipelineError::Query(format!("{LINK_TABLE}: {e}"));
+    let sql = format!("SELECT {} FROM element WHERE {} ORDER BY element_id", cols.join(", "), e.where_clause);
+    let table = e.link_table;
+    let q = |e: DataFusionError| PipelineError::Query(format!("{table}: {e}"));
     let df = ctx.sql(&sql).await.map_err(q)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(q)?;
-    let batch = concat_batches(&schema, &batches).map_err(|e| PipelineError::Query(format!("{LINK_TABLE}: {e}")))?;
+    let batch = concat_batches(&schema, &batches).map_err(|e| PipelineError::Query(format!("{table}: {e}")))?;
     // `VARCHAR` may plan as `Utf8View`; the resolver reads plain `Utf8`.
-    let internal = |e: arrow::error::ArrowError| PipelineError::Internal(format!("{LINK_TABLE}: {e}"));
+    let internal = |e: arrow::error::ArrowError| PipelineError::Internal(format!("{table}: {e}"));
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
@@ -153,15 +244,34 @@ pub fn element_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
     Record { id: id.to_string(), fields: lianqin_resolve::normalize::person(&raw) }
 }
 
-/// The person elements of `batch` as resolver records.
-fn records(batch: &RecordBatch) -> Result<Vec<Record>, PipelineError> {
+/// The resolver's record of one enterprise element row: `uscc` from a
+/// `uscc` identifier, the name, district, address and phone, normalized
+/// ([`lianqin_resolve::normalize::unit`]).
+pub fn unit_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
+    let get = |k: &str| fields.iter().find(|(n, _)| *n == k).and_then(|(_, v)| *v).filter(|v| !v.trim().is_empty());
+    let mut raw = BTreeMap::new();
+    if get("id_type") == Some("uscc")
+        && let Some(v) = get("id_value")
+    {
+        raw.insert("uscc".to_string(), v.to_string());
+    }
+    for k in ["name", "division", "address", "phone"] {
+        if let Some(v) = get(k) {
+            raw.insert(k.to_string(), v.to_string());
+        }
+    }
+    Record { id: id.to_string(), fields: lianqin_resolve::normalize::unit(&raw) }
+}
+
+/// The elements of `batch` as resolver records.
+fn records(batch: &RecordBatch, e: &Entity) -> Result<Vec<Record>, PipelineError> {
     let cols: Vec<&StringArray> = READ_COLUMNS.iter().map(|c| column(batch, c)).collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let value = |c: usize| (!arrow::array::Array::is_null(cols[c], i)).then(|| cols[c].value(i));
         let Some(id) = value(0) else { continue };
         let fields: Vec<(&str, Option<&str>)> = READ_COLUMNS.iter().enumerate().map(|(c, n)| (*n, value(c))).collect();
-        out.push(element_record(id, &fields));
+        out.push((e.record)(id, &fields));
     }
     Ok(out)
 }
@@ -171,23 +281,29 @@ fn records(batch: &RecordBatch) -> Result<Vec<Record>, PipelineError> {
 /// that is no longer (or not yet) in the library are skipped with a
 /// warning.
 pub async fn resolve(ctx: &SessionContext, data_dir: Option<&Path>) -> Result<(Resolver, RecordBatch), PipelineError> {
-    let batch = read_elements(ctx).await?;
-    let decisions = match data_dir {
-        Some(dir) => load_decisions(dir)?,
-        None => Vec::new(),
-    };
-    Ok((build(&batch, &decisions)?, batch))
+    resolve_entity(&PERSONS, ctx, data_dir).await
 }
 
-fn build(batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<Resolver, PipelineError> {
-    let mut r = Resolver::new(Model::person());
-    for rec in records(batch)? {
+/// As [`resolve`], for persons or enterprises.
+pub async fn resolve_entity(
+    e: &Entity,
+    ctx: &SessionContext,
+    data_dir: Option<&Path>,
+) -> Result<(Resolver, RecordBatch), PipelineError> {
+    let batch = read_elements(ctx, e).await?;
+    let decisions = load_decisions_of(e, data_dir)?;
+    Ok((build(e, &batch, &decisions)?, batch))
+}
+
+fn build(e: &Entity, batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<Resolver, PipelineError> {
+    let mut r = Resolver::new((e.model)());
+    for rec in records(batch, e)? {
         let id = rec.id.clone();
-        r.add(rec).map_err(|e| PipelineError::Query(format!("{LINK_TABLE}: element {id}: {e}")))?;
+        r.add(rec).map_err(|err| PipelineError::Query(format!("{}: element {id}: {err}", e.link_table)))?;
     }
     for d in decisions {
-        if let Err(e) = r.apply(&d.decision) {
-            tracing::warn!(decided_at = %d.at, by = %d.by, error = %e, "element resolution: a decision could not be replayed");
+        if let Err(err) = r.apply(&d.decision) {
+            tracing::warn!(kind = e.kind, decided_at = %d.at, by = %d.by, error = %err, "element resolution: a decision could not be replayed");
         }
     }
     Ok(r)
@@ -196,21 +312,15 @@ fn build(batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<Resolver, 
 /// A resolution and the elements it was computed from.
 type Resolved = Arc<(Resolver, RecordBatch)>;
 
-/// The last resolution of this process and its key (SHA-256 of the person
-/// elements read and of the decisions): a long-lived server (`lianqin
-/// serve`) resolves again only when an element or a decision changed.
-static LAST: std::sync::Mutex<Option<([u8; 32], Resolved)>> = std::sync::Mutex::new(None);
-
-/// As [`resolve`], for reading: the same elements and decisions as the
-/// last call of this process give the same (shared) resolution without
-/// computing it again.
-pub async fn resolved(ctx: &SessionContext, data_dir: Option<&Path>) -> Result<Resolved, PipelineError> {
+/// As [`resolve_entity`], for reading: the same elements and decisions as
+/// the last call of this process give the same (shared) resolution without
+/// computing it again. The key is SHA-256 of the elements read and of the
+/// decisions, kept per [`Entity`]: a long-lived server (`lianqin serve`)
+/// resolves again only when an element or a decision changed.
+pub async fn resolved(e: &Entity, ctx: &SessionContext, data_dir: Option<&Path>) -> Result<Resolved, PipelineError> {
     use sha2::{Digest, Sha256};
-    let batch = read_elements(ctx).await?;
-    let decisions = match data_dir {
-        Some(dir) => load_decisions(dir)?,
-        None => Vec::new(),
-    };
+    let batch = read_elements(ctx, e).await?;
+    let decisions = load_decisions_of(e, data_dir)?;
     let mut h = Sha256::new();
     for c in batch.columns() {
         let c = c.as_string::<i32>();
@@ -225,15 +335,18 @@ pub async fn resolved(ctx: &SessionContext, data_dir: Option<&Path>) -> Result<R
             }
         }
     }
-    h.update(serde_json::to_vec(&decisions).map_err(|e| PipelineError::Internal(format!("{LINK_TABLE}: {e}")))?);
+    h.update(
+        serde_json::to_vec(&decisions).map_err(|err| PipelineError::Internal(format!("{}: {err}", e.link_table)))?,
+    );
     let key: [u8; 32] = h.finalize().into();
-    if let Some((k, r)) = LAST.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))?.as_ref()
+    if let Some((k, r)) =
+        e.last.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))?.as_ref()
         && *k == key
     {
         return Ok(Arc::clone(r));
     }
-    let r: Resolved = Arc::new((build(&batch, &decisions)?, batch));
-    *LAST.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))? =
+    let r: Resolved = Arc::new((build(e, &batch, &decisions)?, batch));
+    *e.last.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))? =
         Some((key, Arc::clone(&r)));
     Ok(r)
 }
@@ -247,17 +360,17 @@ fn rule_parts(rule: Option<&Rule>) -> (Option<String>, Option<f64>) {
     }
 }
 
-fn link_schema() -> SchemaRef {
+fn link_schema(e: &Entity) -> SchemaRef {
     let mut fields: Vec<Field> =
-        vec![Field::new("element_id", DataType::Utf8, false), Field::new("person_id", DataType::Utf8, false)];
+        vec![Field::new("element_id", DataType::Utf8, false), Field::new(e.id_column, DataType::Utf8, false)];
     fields.extend(ELEMENT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)));
     fields.push(Field::new("rule", DataType::Utf8, true));
     fields.push(Field::new("match_weight", DataType::Float64, true));
     Arc::new(Schema::new(fields))
 }
 
-fn review_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = ["element_id", "other_element_id", "person_id", "other_person_id"]
+fn review_schema(e: &Entity) -> SchemaRef {
+    let mut fields: Vec<Field> = ["element_id", "other_element_id", e.id_column, e.other_id_column]
         .iter()
         .map(|c| Field::new(*c, DataType::Utf8, false))
         .collect();
@@ -283,6 +396,11 @@ fn element_columns(batch: &RecordBatch) -> Result<BTreeMap<String, Vec<Option<St
 
 /// The rows of [`LINK_TABLE`].
 pub fn link_batch(r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, PipelineError> {
+    link_batch_of(&PERSONS, r, batch)
+}
+
+/// The rows of `e`'s link table.
+pub fn link_batch_of(e: &Entity, r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, PipelineError> {
     let meta = element_columns(batch)?;
     let links = r.links();
     let mut cols: Vec<ArrayRef> = vec![
@@ -296,14 +414,16 @@ pub fn link_batch(r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, Pipe
     let parts: Vec<_> = links.iter().map(|l| rule_parts(l.rule.as_ref())).collect();
     cols.push(Arc::new(parts.iter().map(|p| p.0.clone()).collect::<StringArray>()));
     cols.push(Arc::new(parts.iter().map(|p| p.1).collect::<Float64Array>()));
-    RecordBatch::try_new(link_schema(), cols).map_err(|e| PipelineError::Internal(format!("{LINK_TABLE}: {e}")))
+    RecordBatch::try_new(link_schema(e), cols)
+        .map_err(|err| PipelineError::Internal(format!("{}: {err}", e.link_table)))
 }
 
-/// The rows of [`REVIEW_TABLE`].
-pub fn review_batch(r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, PipelineError> {
+/// The rows of `e`'s review table.
+pub fn review_batch(e: &Entity, r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, PipelineError> {
     let meta = element_columns(batch)?;
     let items = r.review_queue();
-    let cluster = |id: &str| r.cluster_of(id).map_err(|e| PipelineError::Internal(format!("{REVIEW_TABLE}: {e}")));
+    let table = e.review_table;
+    let cluster = |id: &str| r.cluster_of(id).map_err(|err| PipelineError::Internal(format!("{table}: {err}")));
     let persons: Vec<(String, String)> =
         items.iter().map(|i| Ok((cluster(&i.a)?, cluster(&i.b)?))).collect::<Result<_, PipelineError>>()?;
     let mut cols: Vec<ArrayRef> = vec![
@@ -334,44 +454,49 @@ pub fn review_batch(r: &Resolver, batch: &RecordBatch) -> Result<RecordBatch, Pi
         })
         .collect();
     cols.push(Arc::new(text));
-    RecordBatch::try_new(review_schema(), cols).map_err(|e| PipelineError::Internal(format!("{REVIEW_TABLE}: {e}")))
+    RecordBatch::try_new(review_schema(e), cols).map_err(|err| PipelineError::Internal(format!("{table}: {err}")))
 }
 
 /// Which of the two tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// [`LINK_TABLE`].
+    /// The link table.
     Links,
-    /// [`REVIEW_TABLE`].
+    /// The review table.
     Review,
 }
 
-/// `element_link` or `element_review` (see the module docs): computed when
-/// read.
+/// A link or review table of persons or enterprises (see the module docs):
+/// computed when read.
 pub struct PersonTable {
     ctx: SessionContext,
     data_dir: Option<PathBuf>,
+    entity: &'static Entity,
     which: Which,
     schema: SchemaRef,
 }
 
 impl std::fmt::Debug for PersonTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersonTable").field("which", &self.which).field("data_dir", &self.data_dir).finish()
+        f.debug_struct("PersonTable")
+            .field("kind", &self.entity.kind)
+            .field("which", &self.which)
+            .field("data_dir", &self.data_dir)
+            .finish()
     }
 }
 
 impl PersonTable {
     /// The table over the `element` view of `ctx` (a session without any
-    /// policy: resolution sees every person element; the caller's policy
-    /// applies to this table's rows afterwards). `data_dir` holds the
-    /// decisions.
-    pub fn new(ctx: SessionContext, data_dir: Option<PathBuf>, which: Which) -> Self {
+    /// policy: resolution sees every element of its kind; the caller's
+    /// policy applies to this table's rows afterwards). `data_dir` holds
+    /// the decisions.
+    pub fn new(ctx: SessionContext, data_dir: Option<PathBuf>, entity: &'static Entity, which: Which) -> Self {
         let schema = match which {
-            Which::Links => link_schema(),
-            Which::Review => review_schema(),
+            Which::Links => link_schema(entity),
+            Which::Review => review_schema(entity),
         };
-        PersonTable { ctx, data_dir, which, schema }
+        PersonTable { ctx, data_dir, entity, which, schema }
     }
 }
 
@@ -393,11 +518,11 @@ impl TableProvider for PersonTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let ext = |e: PipelineError| DataFusionError::External(Box::new(e));
-        let resolved = resolved(&self.ctx, self.data_dir.as_deref()).await.map_err(ext)?;
+        let resolved = resolved(self.entity, &self.ctx, self.data_dir.as_deref()).await.map_err(ext)?;
         let (r, batch) = &*resolved;
         let rows = match self.which {
-            Which::Links => link_batch(r, batch),
-            Which::Review => review_batch(r, batch),
+            Which::Links => link_batch_of(self.entity, r, batch),
+            Which::Review => review_batch(self.entity, r, batch),
         }
         .map_err(ext)?;
         let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![rows]])?;
@@ -405,18 +530,21 @@ impl TableProvider for PersonTable {
     }
 }
 
-/// Registers both tables in `ctx` over `inner` (a session whose `element`
-/// view is unrestricted) and names them in `tables`.
+/// Registers the four tables (persons' and enterprises' links and reviews)
+/// in `ctx` over `inner` (a session whose `element` view is unrestricted)
+/// and names them in `tables`.
 pub fn register(
     ctx: &SessionContext,
     inner: SessionContext,
     data_dir: Option<PathBuf>,
     tables: &mut Vec<String>,
 ) -> Result<(), PipelineError> {
-    for (name, which) in [(LINK_TABLE, Which::Links), (REVIEW_TABLE, Which::Review)] {
-        let t = PersonTable::new(inner.clone(), data_dir.clone(), which);
-        ctx.register_table(name, Arc::new(t)).map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
-        tables.push(name.to_string());
+    for entity in [&PERSONS, &UNITS] {
+        for (name, which) in [(entity.link_table, Which::Links), (entity.review_table, Which::Review)] {
+            let t = PersonTable::new(inner.clone(), data_dir.clone(), entity, which);
+            ctx.register_table(name, Arc::new(t)).map_err(|e| PipelineError::Query(format!("{name}: {e}")))?;
+            tables.push(name.to_string());
+        }
     }
     Ok(())
 }
@@ -539,9 +667,9 @@ mod tests {
     async fn a_resolution_is_computed_again_only_when_elements_or_decisions_change() {
         let ctx = two_elements();
         let dir = tempfile::tempdir().unwrap();
-        let first = resolved(&ctx, Some(dir.path())).await.unwrap();
+        let first = resolved(&PERSONS, &ctx, Some(dir.path())).await.unwrap();
         assert_eq!(first.0.cluster_of("pt:a").unwrap(), first.0.cluster_of("pt:b").unwrap(), "one citizen");
-        let again = resolved(&ctx, Some(dir.path())).await.unwrap();
+        let again = resolved(&PERSONS, &ctx, Some(dir.path())).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "nothing changed: the same resolution");
         let split = Decision::Split { record: "pt:b".into(), from: vec!["pt:a".into()], reason: "li: no".into() };
         append_decision(
@@ -549,9 +677,65 @@ mod tests {
             &LoggedDecision { at: "2026-12-06T00:00:00Z".into(), by: "li".into(), decision: split },
         )
         .unwrap();
-        let after = resolved(&ctx, Some(dir.path())).await.unwrap();
+        let after = resolved(&PERSONS, &ctx, Some(dir.path())).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &after), "a new decision: resolved again");
         assert_ne!(after.0.cluster_of("pt:a").unwrap(), after.0.cluster_of("pt:b").unwrap(), "the split holds");
+    }
+
+    /// An `element` table of `rows` (READ_COLUMNS order).
+    fn elements(rows: &[[Option<&str>; 10]]) -> SessionContext {
+        let fields: Vec<Field> = READ_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let columns: Vec<ArrayRef> = (0..READ_COLUMNS.len())
+            .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c]).collect::<Vec<_>>())) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("element", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
+        ctx
+    }
+
+    #[tokio::test]
+    async fn a_complaints_named_target_resolves_to_the_registered_enterprise() {
+        let unit = |id, name, id_type, id_value, dept, div| {
+            [
+                Some(id),
+                Some(name),
+                Some(id_type),
+                Some(id_value),
+                None,
+                None,
+                Some("unit_place"),
+                Some(dept),
+                Some(div),
+                None,
+            ]
+        };
+        let ctx = elements(&[
+            unit(
+                "uscc:91350200776049653A",
+                "湖州吴兴华美印染有限公司",
+                "uscc",
+                "91350200776049653A",
+                "market",
+                "330502",
+            ),
+            unit("unit:330502:华美印染", "华美印染厂", "unit_name", "华美印染", "ecology", "330502"),
+            // The same brand in another county is another enterprise.
+            unit("unit:330522:华美印染", "华美印染", "unit_name", "华美印染", "ecology", "330522"),
+            // A monitoring site is a place, not an enterprise.
+            unit("site:W1", "华美印染", "site", "W1", "ecology", "330502"),
+        ]);
+        let (r, batch) = resolve_entity(&UNITS, &ctx, None).await.unwrap();
+        let c = |id: &str| r.cluster_of(id).unwrap();
+        assert_eq!(c("unit:330502:华美印染"), c("uscc:91350200776049653A"));
+        assert_ne!(c("unit:330522:华美印染"), c("uscc:91350200776049653A"));
+        assert!(r.cluster_of("site:W1").is_err(), "sites are not resolved as enterprises");
+        let links = link_batch_of(&UNITS, &r, &batch).unwrap();
+        assert_eq!(links.num_rows(), 3);
+        assert_eq!(links.schema().field(1).name(), "unit_id");
+        // Persons are not touched.
+        assert!(resolve_entity(&PERSONS, &ctx, None).await.unwrap().0.clusters().is_empty());
     }
 
     #[test]

@@ -112,12 +112,9 @@ pub fn columns_of(catalog: &Catalog, table: &str) -> Vec<lianqin_policies::Colum
             })
             .collect();
     }
-    if table == crate::persons::LINK_TABLE || table == crate::persons::REVIEW_TABLE {
-        let labels = if table == crate::persons::LINK_TABLE {
-            crate::persons::link_labels()
-        } else {
-            crate::persons::review_labels()
-        };
+    if let Some(e) = crate::persons::Entity::of_table(table) {
+        let labels =
+            if table == e.link_table { crate::persons::link_labels(e) } else { crate::persons::review_labels(e) };
         return labels.into_iter().map(|(n, l)| ColumnMeta::new(n, l, None)).collect();
     }
     if table == crate::confirm::TABLE || table == crate::confirm::LOG_TABLE {

@@ -13,6 +13,7 @@
 //! | `norm_name(text)` | text | a name NFKC-folded, whitespace collapsed and trimmed |
 //! | `org_code_of_uscc(text)` | text | the 9-character GB 11714 organisation code inside a valid USCC (characters 9–17); NULL when the USCC is invalid |
 //! | `norm_org_code(text)` | text | a stand-alone organisation code, `XXXXXXXX-X` or `XXXXXXXXX`, as 9 characters; NULL when its check character is wrong — joins `org_code_of_uscc` |
+//! | `norm_unit_name(text)` | text | an enterprise's name as people use it: NFKC, no spaces, no administrative prefix or legal form (`湖州市吴兴区鑫达化工有限公司` and `鑫达化工厂` → `鑫达化工`; a branch keeps its label) — see [`lianqin_resolve::normalize::unit_name`] |
 //! | `wgs84_lon(lon, lat, crs)` / `wgs84_lat(…)` | float | coordinates converted from `crs` (WGS-84, GCJ-02, BD-09, CGCS2000) to WGS-84 |
 //! | `division_from_point(lon, lat)` | text | Huzhou district/county code for a WGS-84 point (approximate) |
 //! | `division_from_address(text)` | text | district/county code from an address |
@@ -63,6 +64,7 @@ enum Kind {
     NormName,
     OrgCodeOfUscc,
     NormOrgCode,
+    NormUnitName,
     Wgs84Lon,
     Wgs84Lat,
     DivisionFromPoint,
@@ -274,7 +276,8 @@ impl ScalarUDFImpl for LianqinUdf {
             | Kind::NormPhone
             | Kind::NormName
             | Kind::OrgCodeOfUscc
-            | Kind::NormOrgCode => {
+            | Kind::NormOrgCode
+            | Kind::NormUnitName => {
                 arity(1)?;
                 let s = utf8(&arrays[0])?;
                 let mut b = StringBuilder::with_capacity(n, n * 18);
@@ -302,6 +305,7 @@ fn normalized(kind: Kind, v: &str) -> Option<String> {
         Kind::NormName => Some(lianqin_domain::normalize_name(v)),
         Kind::OrgCodeOfUscc => lianqin_domain::uscc_org_code(v).ok(),
         Kind::NormOrgCode => lianqin_domain::validate_org_code(v).ok(),
+        Kind::NormUnitName => lianqin_resolve::normalize::unit_name(v),
         _ => None,
     };
     out.filter(|s| !s.is_empty())
@@ -341,6 +345,7 @@ pub fn register(ctx: &SessionContext, catalog: &Catalog) {
         ("norm_name", Kind::NormName, any(1)),
         ("org_code_of_uscc", Kind::OrgCodeOfUscc, any(1)),
         ("norm_org_code", Kind::NormOrgCode, any(1)),
+        ("norm_unit_name", Kind::NormUnitName, any(1)),
         ("wgs84_lon", Kind::Wgs84Lon, any(3)),
         ("wgs84_lat", Kind::Wgs84Lat, any(3)),
         ("division_from_point", Kind::DivisionFromPoint, any(2)),
@@ -409,6 +414,9 @@ mod norm_tests {
             ("norm_org_code('77604965-3')", Some("776049653")),
             ("norm_org_code('776049654')", None),
             ("norm_org_code('77604965-3') = org_code_of_uscc('91350200776049653A')", Some("true")),
+            ("norm_unit_name('湖州市吴兴区鑫达化工有限公司')", Some("鑫达化工")),
+            ("norm_unit_name('鑫达化工厂') = norm_unit_name('浙江鑫达化工股份有限公司')", Some("true")),
+            ("norm_unit_name('无')", None),
         ] {
             assert_eq!(one(expr).await.as_deref(), want, "{expr}");
         }

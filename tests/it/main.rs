@@ -29,3 +29,4 @@ mod replay;
 mod report;
 mod sharing;
 mod sql_source;
+mod units;

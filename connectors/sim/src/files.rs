@@ -6,6 +6,7 @@ use chrono::{Duration, NaiveDate, NaiveDateTime};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::{self, DIVISIONS, POINTS, POLLUTION_TYPES, pick, weighted};
@@ -241,7 +242,37 @@ fn complaint_text(sub: &str) -> &'static str {
 /// (name, uscc, division, lng, lat) of enterprises complaints may point at.
 type Target = (String, String, String, f64, f64);
 
-fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) -> Value {
+/// The name people use for a registered company (`湖州吴兴鑫达化工有限公司`
+/// → `鑫达化工`): no administrative prefix, no legal form. `None` for other
+/// registrations (an individual business's name carries its owner's name).
+fn common_name(t: &Target) -> Option<String> {
+    let core = t.0.strip_suffix("有限公司")?;
+    let d = DIVISIONS.iter().find(|d| d.code == t.2)?;
+    let long = format!("湖州{}", d.short);
+    let core = [long.as_str(), d.name, "湖州", "浙江"].iter().find_map(|p| core.strip_prefix(p)).unwrap_or(core);
+    Some(core.to_string())
+}
+
+/// Targets a complainant can name without a USCC: companies whose common
+/// name no other company of their district shares.
+fn nameable(targets: &[Target]) -> Vec<usize> {
+    let key = |t: &Target| common_name(t).map(|c| (t.2.clone(), c));
+    let mut count: HashMap<(String, String), usize> = HashMap::new();
+    for k in targets.iter().filter_map(key) {
+        *count.entry(k).or_default() += 1;
+    }
+    (0..targets.len()).filter(|&i| key(&targets[i]).is_some_and(|k| count[&k] == 1)).collect()
+}
+
+/// A complaint; with the USCC of the company it names by name only (the
+/// truth for enterprise resolution), if it does.
+fn complaint(
+    rng: &mut StdRng,
+    seq: usize,
+    date: NaiveDate,
+    targets: &[Target],
+    nameable: &[usize],
+) -> (Value, Option<String>) {
     let primary = rng.random_range(0..POLLUTION_TYPES.len());
     let weights: Vec<(usize, u32)> = POLLUTION_TYPES.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
     let primary = weighted(rng, &weights, primary);
@@ -257,6 +288,7 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
     let report = date.and_hms_opt(7, 0, 0).unwrap_or_default() + Duration::minutes(rng.random_range(0..14 * 60));
     let updated: NaiveDateTime = report + Duration::minutes(rng.random_range(5..240));
     let linked = !targets.is_empty() && rng.random_bool(0.6);
+    let mut named = None;
     let (target_name, target_uscc, div_code, lng, lat) = if linked {
         let t = &targets[rng.random_range(0..targets.len())];
         (
@@ -266,6 +298,13 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
             t.3 + rng.random_range(-0.003..0.003),
             t.4 + rng.random_range(-0.003..0.003),
         )
+    } else if !nameable.is_empty() && rng.random_bool(0.5) {
+        // A company named the way people name it, without a USCC.
+        let t = &targets[nameable[rng.random_range(0..nameable.len())]];
+        let common = common_name(t).unwrap_or_default();
+        let common = if rng.random_bool(0.3) { format!("{common}厂") } else { common };
+        named = Some(t.1.clone());
+        (Some(common), None, t.2.clone(), t.3 + rng.random_range(-0.003..0.003), t.4 + rng.random_range(-0.003..0.003))
     } else {
         let d = &DIVISIONS[rng.random_range(0..DIVISIONS.len())];
         let (lng, lat) = data::point_in(rng, d);
@@ -276,7 +315,7 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
     let place = format!("湖州市{}{}{}", d.name, town, pick(rng, d.roads));
     let who = target_name.clone().unwrap_or_else(|| "一家工厂".to_string());
     let accepted = !rng.random_bool(0.2);
-    json!({
+    let v = json!({
         "complaint_no": format!("HZ12369{}{:04}", date.format("%Y%m%d"), seq),
         "report_time": fmt_iso(report),
         "channel": weighted(rng, &[("电话", 44), ("微信", 45), ("网络", 10), ("其他", 1)], "电话"),
@@ -294,7 +333,8 @@ fn complaint(rng: &mut StdRng, seq: usize, date: NaiveDate, targets: &[Target]) 
         "accepted": accepted,
         "reject_reason": if accepted { Value::Null } else { json!(pick(rng, &["线索不详", "不属于受理范围"])) },
         "updated_at": fmt_iso(updated),
-    })
+    });
+    (v, named)
 }
 
 /// Write one batch: `n_files` GBK CSV files and one complaints JSON-lines file.
@@ -326,6 +366,7 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
             .collect();
         (b, f, c, targets)
     };
+    let nameable = nameable(&targets);
     let mut rng = sub_rng(cfg.seed, 12369 + batch as u64);
     let date = batch_date(batch);
     let ymd = date.format("%Y%m%d").to_string();
@@ -348,7 +389,7 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
     let mut seq = first_complaint;
     for line in 1..=n_complaints + 1 {
         seq += 1;
-        let v = complaint(&mut rng, seq, date, &targets);
+        let (v, named_uscc) = complaint(&mut rng, seq, date, &targets, &nameable);
         if line == bad_line {
             let full = v.to_string();
             let mut cut = full.len() / 2;
@@ -367,7 +408,7 @@ pub(crate) fn write_batch(sh: &Shared, dir: &Path, n_files: usize) -> Result<Vec
             });
         } else {
             text.push_str(&v.to_string());
-            rows.push(ComplaintRow { file: name.clone(), line, value: v });
+            rows.push(ComplaintRow { file: name.clone(), line, value: v, named_uscc });
         }
         text.push('\n');
     }

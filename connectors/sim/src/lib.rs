@@ -256,6 +256,10 @@ pub struct ComplaintRow {
     pub line: usize,
     /// The parsed object.
     pub value: Value,
+    /// When the complaint names its target company by name only (no
+    /// `target_uscc`), that company's USCC: the truth enterprise resolution
+    /// is measured against.
+    pub named_uscc: Option<String>,
 }
 
 /// Requests served so far, per server.

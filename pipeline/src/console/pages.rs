@@ -769,7 +769,7 @@ pub(super) async fn libraries(
 
 fn sql_page(caller: &Caller, sql: &str, result: &str) -> Response {
     let body = format!(
-        r#"<form method="post" action="/sql">{csrf}<textarea name="sql" id="sql" rows="6" cols="100">{s}</textarea><br><button type="submit" id="run">运行 Run</button> <button type="submit" formaction="/sql.csv" id="csv">下载 CSV</button></form><p class="hint">按你的权限执行，每条查询记入审计 Runs with your permissions; every query is audited. 表 tables: element, element_link, element_review, matter, matter_event, matter_group, kpi_matter, quarantine, raw_&lt;source&gt;, codes …</p>{result}"#,
+        r#"<form method="post" action="/sql">{csrf}<textarea name="sql" id="sql" rows="6" cols="100">{s}</textarea><br><button type="submit" id="run">运行 Run</button> <button type="submit" formaction="/sql.csv" id="csv">下载 CSV</button></form><p class="hint">按你的权限执行，每条查询记入审计 Runs with your permissions; every query is audited. 表 tables: element, element_link, element_review, element_unit_link, matter, matter_event, matter_group, kpi_matter, quarantine, raw_&lt;source&gt;, codes …</p>{result}"#,
         csrf = csrf_field(caller),
         s = esc(sql),
     );
