@@ -63,7 +63,7 @@ pub const LEGACY_FREE_TEXT: &[(&str, &[&str], &[&str])] = &[
     ("police_110", &["1", "2", "3", "4", "5", "6"], &["bjnr"]),
     ("hotline_12345", &["1", "2", "3", "4"], &["title", "content", "reply"]),
     ("hotline_12345_orders", &["1"], &["title", "content"]),
-    ("env_complaint", &["1", "2", "3"], &["content", "reject_reason"]),
+    ("env_complaint", &["1", "2", "3", "4"], &["content", "reject_reason"]),
     ("law_enforcement_case", &["1", "2", "3", "4"], &["violation"]),
     ("irs_market_penalty", &["1", "2", "3"], &["cfnr"]),
 ];

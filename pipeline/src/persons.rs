@@ -652,15 +652,7 @@ mod tests {
                 Some("hotline_12345"),
             ],
         ];
-        let fields: Vec<Field> = READ_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
-        let schema = Arc::new(Schema::new(fields));
-        let columns: Vec<ArrayRef> = (0..READ_COLUMNS.len())
-            .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c]).collect::<Vec<_>>())) as ArrayRef)
-            .collect();
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table("element", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())).unwrap();
-        ctx
+        elements(&rows)
     }
 
     #[tokio::test]
