@@ -261,7 +261,7 @@ pub struct MatterGrouper {
 #[derive(Debug, Clone)]
 struct Site {
     /// The road of a road and number, or the landmark
-    /// ([`crate::normalize::site`]).
+    /// ([`crate::normalize::site_in`]).
     road: String,
     /// The house number on the road.
     number: Option<u32>,
@@ -273,16 +273,14 @@ struct Site {
 
 impl Site {
     fn of(address: &str) -> Option<Site> {
-        let place = crate::normalize::site(address)?;
-        let head = place.strip_suffix('号').unwrap_or(&place);
-        let road = head.trim_end_matches(|c: char| c.is_ascii_digit());
-        let number =
-            (place.ends_with('号') && road.len() < head.len()).then(|| head[road.len()..].parse().ok()).flatten();
+        // Normalized once for the site, the town and the district.
+        let a = crate::normalize::address(address)?;
+        let (road, number) = crate::normalize::site_in(&a)?;
         Some(Site {
-            road: if number.is_some() { road.to_string() } else { place.clone() },
+            road,
             number,
-            division: lianqin_domain::division_from_address(address),
-            town: crate::normalize::town(address),
+            division: lianqin_domain::division_from_address(&a),
+            town: crate::normalize::town_in(&a),
         })
     }
 

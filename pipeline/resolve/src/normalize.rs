@@ -85,7 +85,16 @@ fn after_admin(s: &str, village: bool) -> usize {
 /// names is [`lianqin_domain::division_from_address`]'s business; the
 /// caller compares it beside the site.
 pub fn site(s: &str) -> Option<String> {
-    let a = address(s)?.replace('#', "号");
+    site_in(&address(s)?).map(|(place, number)| match number {
+        Some(n) => format!("{place}{n}号"),
+        None => place,
+    })
+}
+
+/// [`site`] in parts, of an address already in [`address`]'s form: the
+/// road and its house number, or the landmark and no number.
+pub fn site_in(a: &str) -> Option<(String, Option<u32>)> {
+    let a = a.replace('#', "号");
     // A road and house number: the digits just before the first `号`.
     if let Some(hao) = a.find('号') {
         let head = &a[..hao];
@@ -93,10 +102,8 @@ pub fn site(s: &str) -> Option<String> {
         if digits > 0 {
             let road_part = &head[..head.len() - digits];
             let road = &road_part[after_admin(road_part, true)..];
-            if road.chars().count() >= 2 {
-                return Some(format!("{road}{}号", &head[head.len() - digits..]));
-            }
-            return None;
+            let number: u32 = head[head.len() - digits..].parse().ok()?;
+            return (road.chars().count() >= 2).then(|| (road.to_string(), Some(number)));
         }
     }
     let mut place = a.as_str();
@@ -105,7 +112,7 @@ pub fn site(s: &str) -> Option<String> {
     }
     let landmark = &place[after_admin(place, false)..];
     let named = LANDMARKS.iter().any(|l| landmark.ends_with(l));
-    (named && landmark.chars().count() >= 3).then(|| landmark.to_string())
+    (named && landmark.chars().count() >= 3).then(|| (landmark.to_string(), None))
 }
 
 /// The town (`镇`, `乡` or `街道`) an address names, if it names one:
@@ -113,8 +120,12 @@ pub fn site(s: &str) -> Option<String> {
 /// number in different towns are different places (many towns have a
 /// `人民路`).
 pub fn town(s: &str) -> Option<String> {
-    let a = address(s)?;
-    let mut rest = a.as_str();
+    town_in(&address(s)?)
+}
+
+/// [`town`] of an address already in [`address`]'s form.
+pub fn town_in(a: &str) -> Option<String> {
+    let mut rest = a;
     if let Some((i, c)) = rest.char_indices().take(4).find(|(_, c)| matches!(c, '区' | '县')) {
         rest = &rest[i + c.len_utf8()..];
     }
