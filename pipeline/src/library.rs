@@ -44,6 +44,21 @@ pub fn txn_app_id(topic: &str, partition: u32) -> String {
 /// (table, application id) → (table version read at, next offset).
 type PositionCache = HashMap<(String, String), (Option<u64>, Option<u64>)>;
 
+/// Parquet files written for a table and not yet committed
+/// ([`LibraryStore::stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    table: String,
+    adds: Vec<deltalake::kernel::Add>,
+}
+
+impl Staged {
+    /// The table the files belong to.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
 /// The Delta tables of one data dir.
 pub struct LibraryStore {
     root: PathBuf,
@@ -169,13 +184,26 @@ impl LibraryStore {
 
     /// Appends rows in one commit that records `positions` (topic,
     /// partition, next offset) as application transactions. Sensitive
-    /// columns are sealed first ([`crate::sealed`]).
+    /// columns are sealed first ([`crate::sealed`]). The same as
+    /// [`stage`](Self::stage) then [`commit_staged`](Self::commit_staged).
     pub async fn append(
         &self,
         name: &str,
         batches: Vec<RecordBatch>,
         positions: &[(String, u32, u64)],
     ) -> Result<(), PipelineError> {
+        let staged = self.stage(name, batches).await?;
+        self.commit_staged(staged, positions).await
+    }
+
+    /// Writes rows as Parquet files of a table without committing them:
+    /// sealing and encoding, the costly part of an append, can run beside
+    /// other work while the commit waits for its turn (the hub stages the
+    /// raw table while the libraries commit; the raw commit must come last).
+    /// Files of a stage never committed (a crash, a failed batch) are not
+    /// part of any table version: readers never see them.
+    pub async fn stage(&self, name: &str, batches: Vec<RecordBatch>) -> Result<Staged, PipelineError> {
+        use deltalake::writer::{DeltaWriter, RecordBatchWriter};
         let sealed = crate::sealed::sealed_columns(&self.catalog, name);
         let batches = if sealed.is_empty() {
             batches
@@ -186,20 +214,39 @@ impl LibraryStore {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let slot = self.slot(name).await.ok_or_else(|| delta_err(name, "not opened"))?;
+        let table = slot.lock().await.clone();
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| delta_err(name, e))?
+            .with_writer_properties(writer_properties(&sealed));
+        for b in batches {
+            writer.write(b).await.map_err(|e| delta_err(name, e))?;
+        }
+        let adds = writer.flush().await.map_err(|e| delta_err(name, e))?;
+        Ok(Staged { table: name.to_string(), adds })
+    }
+
+    /// Commits a [`stage`](Self::stage) in one Delta commit that records
+    /// `positions` (topic, partition, next offset) as application
+    /// transactions.
+    pub async fn commit_staged(&self, staged: Staged, positions: &[(String, u32, u64)]) -> Result<(), PipelineError> {
+        use deltalake::kernel::Action;
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::protocol::DeltaOperation;
+        let name = staged.table.as_str();
+        let slot = self.slot(name).await.ok_or_else(|| delta_err(name, "not opened"))?;
         let mut current = slot.lock().await;
         let txns: Vec<Transaction> =
             positions.iter().map(|(t, p, o)| Transaction::new(txn_app_id(t, *p), *o as i64)).collect();
         let props = CommitProperties::default().with_application_transactions(txns);
         let before = current.version();
-        let table = current
-            .clone()
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_writer_properties(writer_properties(&sealed))
-            .with_commit_properties(props)
+        let snapshot = current.snapshot().map_err(|e| delta_err(name, e))?;
+        let operation = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+        let finalized = CommitBuilder::from(props)
+            .with_actions(staged.adds.into_iter().map(Action::Add).collect())
+            .build(Some(snapshot), current.log_store(), operation)
             .await
             .map_err(|e| delta_err(name, e))?;
-        *current = table;
+        current.state = Some(finalized.snapshot());
         self.remember_commit(name, before, current.version(), positions);
         Ok(())
     }

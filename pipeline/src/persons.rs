@@ -576,13 +576,27 @@ pub async fn decide(
     by: &str,
     reason: &str,
 ) -> Result<LoggedDecision, PipelineError> {
+    decide_entity(&PERSONS, ctx, data_dir, what, by, reason).await
+}
+
+/// As [`decide`], for persons or enterprises (each has its own decision
+/// log, [`decisions_path_of`]).
+pub async fn decide_entity(
+    e: &Entity,
+    ctx: &SessionContext,
+    data_dir: &Path,
+    what: &Decide,
+    by: &str,
+    reason: &str,
+) -> Result<LoggedDecision, PipelineError> {
     let reason = crate::journal::operator_reason(by, reason)?;
-    let (mut r, _) = resolve(ctx, Some(data_dir)).await?;
+    let (mut r, _) = resolve_entity(e, ctx, Some(data_dir)).await?;
     let bad = |e: lianqin_resolve::ResolveError| PipelineError::Config(e.to_string());
     match what {
         Decide::Merge { a, b } => {
             if r.cluster_of(a).map_err(bad)? == r.cluster_of(b).map_err(bad)? {
-                return Err(PipelineError::Config(format!("{a} and {b} are already one person")));
+                let one = if e.kind == "unit" { "enterprise" } else { "person" };
+                return Err(PipelineError::Config(format!("{a} and {b} are already one {one}")));
             }
             r.merge(a, b, &reason).map_err(bad)?;
         }
@@ -593,7 +607,7 @@ pub async fn decide(
     let decision =
         r.decisions().last().cloned().ok_or_else(|| PipelineError::Internal("the decision was not kept".into()))?;
     let logged = LoggedDecision::now(by, decision);
-    append_decision(data_dir, &logged)?;
+    crate::journal::append(&decisions_path_of(e, data_dir), &logged)?;
     Ok(logged)
 }
 

@@ -2,14 +2,15 @@
 //! resolve, through `element_unit_link`, to the enterprise the market
 //! register knows by USCC: precision and recall against the simulator's
 //! truth (`ComplaintRow::named_uscc`), and the policy filters the table
-//! like `element`.
+//! like `element`. Operator decisions on enterprises (`lianqin element
+//! split|merge --kind unit`) hold in a new process and are audited.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::{Array, AsArray};
 use lianqin_pipeline::demo;
 use lianqin_sim::SimConfig;
-use lianqin_tests::{engine, secured_count};
+use lianqin_tests::{cli_as, cli_text, engine, secured_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complaint_targets_named_without_a_uscc_resolve_to_the_register() {
@@ -109,4 +110,76 @@ async fn complaint_targets_named_without_a_uscc_resolve_to_the_register() {
     assert_eq!(secured_count(d, "liu.market", "SELECT count(*) FROM element_unit_link").await, all);
     assert_eq!(secured_count(d, "chen.ecology", "SELECT count(*) FROM element_unit_link").await, ecology);
     assert_eq!(secured_count(d, "wang.police", "SELECT count(*) FROM element_unit_link").await, all);
+    drop(e);
+    drop(hub);
+
+    // Operator decisions on enterprises, through the CLI (new processes).
+    let units = || -> BTreeMap<String, String> {
+        let o = cli_as(d, None, &["sql", "--format", "csv", "SELECT element_id, unit_id FROM element_unit_link"]);
+        assert!(o.status.success(), "{}", cli_text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let before = units();
+    assert_eq!(before, unit_of, "the CLI reads the same resolution");
+    // A named complaint target resolved to its registered enterprise.
+    let (no, uscc) = named
+        .iter()
+        .find(|(no, uscc)| unit_of.get(&party[*no]) == unit_of.get(&format!("uscc:{uscc}")))
+        .expect("a target resolved right");
+    let (named_el, registered) = (party[no].clone(), format!("uscc:{uscc}"));
+    let explained = cli_as(d, None, &["element", "explain", "--kind", "unit", &named_el]);
+    assert!(explained.status.success(), "{}", cli_text(&explained));
+    let t = cli_text(&explained);
+    assert!(t.contains(&registered) && t.contains("weight"), "{t}");
+    // As a person, the enterprise element is unknown.
+    let as_person = cli_as(d, None, &["element", "split", "--by", "li", "--reason", "x", &named_el]);
+    assert!(!as_person.status.success(), "{}", cli_text(&as_person));
+    let split = cli_as(
+        d,
+        None,
+        &[
+            "element",
+            "split",
+            "--kind",
+            "unit",
+            "--by",
+            "officer li",
+            "--reason",
+            "another company, same name",
+            &named_el,
+        ],
+    );
+    assert!(split.status.success(), "{}", cli_text(&split));
+    let after = units();
+    assert_ne!(after[&named_el], after[&registered], "split off");
+    // Merge it back into another registered enterprise; merging twice is refused.
+    let other = unit_of.keys().find(|k| k.starts_with("uscc:") && **k != registered).unwrap().clone();
+    let merge = cli_as(
+        d,
+        None,
+        &["element", "merge", "--kind", "unit", "--by", "officer wang", "--reason", "licence seen", &named_el, &other],
+    );
+    assert!(merge.status.success(), "{}", cli_text(&merge));
+    let again = cli_as(
+        d,
+        None,
+        &["element", "merge", "--kind", "unit", "--by", "wang", "--reason", "again", &named_el, &other],
+    );
+    assert!(!again.status.success() && cli_text(&again).contains("already one enterprise"), "{}", cli_text(&again));
+    let after = units();
+    assert_eq!(after[&named_el], after[&other], "merged");
+    assert_ne!(after[&named_el], after[&registered], "the split still holds");
+    // Kept apart from the person decisions, append-only, and audited.
+    let log = std::fs::read_to_string(d.join("resolution/unit_decisions.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(!d.join("resolution/element_decisions.jsonl").exists());
+    let audited: Vec<_> =
+        lianqin_tests::audit_events(d).into_iter().filter(|e| e.detail["action"] == "unit_decision").collect();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited[0].tables, vec!["element_unit_link".to_string()]);
 }

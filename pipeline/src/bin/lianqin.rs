@@ -365,7 +365,7 @@ enum MatterCmd {
 
 #[derive(Subcommand, Debug)]
 enum ElementCmd {
-    /// The person of an element (or a person id): every element, its
+    /// The person (or enterprise) of an element or a resolved id: every element, its
     /// department and the rule that joined it, as USER's policy shows them;
     /// without --as (the local operator) also each linked pair's
     /// comparisons and weights.
@@ -373,6 +373,10 @@ enum ElementCmd {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
+        /// What is resolved: persons (`element_link`) or enterprises
+        /// (`element_unit_link`, decisions kept apart).
+        #[arg(long, value_enum, default_value = "person")]
+        kind: EntityKind,
         /// As this user (password as for `sql --as`); without it the local
         /// operator, unrestricted, recorded as local:<os user>.
         #[arg(long = "as")]
@@ -388,6 +392,10 @@ enum ElementCmd {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
+        /// What is resolved: persons (`element_link`) or enterprises
+        /// (`element_unit_link`, decisions kept apart).
+        #[arg(long, value_enum, default_value = "person")]
+        kind: EntityKind,
         /// As this user (password as for `sql --as`).
         #[arg(long = "as")]
         as_user: Option<String>,
@@ -398,11 +406,16 @@ enum ElementCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Operator decision: elements A and B are one person (kept, audited).
+    /// Operator decision: elements A and B are one person (or enterprise;
+    /// kept, audited).
     Merge {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
+        /// What is resolved: persons (`element_link`) or enterprises
+        /// (`element_unit_link`, decisions kept apart).
+        #[arg(long, value_enum, default_value = "person")]
+        kind: EntityKind,
         /// The officer who decided.
         #[arg(long)]
         by: String,
@@ -420,6 +433,10 @@ enum ElementCmd {
         /// Folder holding all state.
         #[arg(long, default_value = "lianqin-data")]
         data_dir: PathBuf,
+        /// What is resolved: persons (`element_link`) or enterprises
+        /// (`element_unit_link`, decisions kept apart).
+        #[arg(long, value_enum, default_value = "person")]
+        kind: EntityKind,
         /// The officer who decided.
         #[arg(long)]
         by: String,
@@ -429,6 +446,24 @@ enum ElementCmd {
         /// The element id to split off.
         id: String,
     },
+}
+
+/// `--kind` of `lianqin element`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum EntityKind {
+    /// Persons: `element_link`, `element_review`.
+    Person,
+    /// Enterprises: `element_unit_link`, `element_unit_review`.
+    Unit,
+}
+
+impl EntityKind {
+    fn entity(self) -> &'static lianqin_pipeline::persons::Entity {
+        match self {
+            EntityKind::Person => &lianqin_pipeline::persons::PERSONS,
+            EntityKind::Unit => &lianqin_pipeline::persons::UNITS,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -1320,52 +1355,60 @@ async fn run(cmd: Cmd) -> Result<()> {
             let d = lianqin_pipeline::cli::matter::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
             println!("decided: {}", serde_json::to_string(&d)?);
         }
-        Cmd::Element { what: ElementCmd::Explain { data_dir, as_user, format, id } } => {
+        Cmd::Element { what: ElementCmd::Explain { data_dir, kind, as_user, format, id } } => {
             init_tracing("warn");
             lianqin_pipeline::cli::element::check_id(&id)?;
             let catalog = Catalog::builtin()?;
             let operator = as_user.is_none();
             let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
             let _sync = SyncOnDrop(audit);
-            let batches = lianqin_pipeline::cli::element::explain(&engine, &id).await?;
+            let batches = lianqin_pipeline::cli::element::explain(&engine, kind.entity(), &id).await?;
             if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
-                bail!("{id}: no person element with this id that you may read");
+                let what = if kind == EntityKind::Unit { "enterprise" } else { "person" };
+                bail!("{id}: no {what} element with this id that you may read");
             }
             print!("{}", format_batches(&batches, format)?);
             if format == OutputFormat::Table {
                 println!();
             }
             if operator && format == OutputFormat::Table {
-                print!("{}", lianqin_pipeline::cli::element::explain_weights(&engine, &data_dir, &id).await?);
+                print!(
+                    "{}",
+                    lianqin_pipeline::cli::element::explain_weights(&engine, kind.entity(), &data_dir, &id).await?
+                );
             }
         }
-        Cmd::Element { what: ElementCmd::Review { data_dir, as_user, format, limit } } => {
+        Cmd::Element { what: ElementCmd::Review { data_dir, kind, as_user, format, limit } } => {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
             let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
             let _sync = SyncOnDrop(audit);
-            let batches = engine.sql(&lianqin_pipeline::cli::element::review_sql(limit)).await?;
+            let batches = engine.sql(&lianqin_pipeline::cli::element::review_sql_of(kind.entity(), limit)).await?;
             print!("{}", format_batches(&batches, format)?);
             if format == OutputFormat::Table {
                 println!();
             }
         }
-        Cmd::Element { what: ElementCmd::Merge { data_dir, by, reason, a, b } } => {
+        Cmd::Element { what: ElementCmd::Merge { data_dir, kind, by, reason, a, b } } => {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
             let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
             let _sync = SyncOnDrop(audit.clone());
             let what = lianqin_pipeline::persons::Decide::Merge { a, b };
-            let d = lianqin_pipeline::cli::element::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            let d =
+                lianqin_pipeline::cli::element::decide(&engine, &audit, kind.entity(), &data_dir, &what, &by, &reason)
+                    .await?;
             println!("decided: {}", serde_json::to_string(&d)?);
         }
-        Cmd::Element { what: ElementCmd::Split { data_dir, by, reason, id } } => {
+        Cmd::Element { what: ElementCmd::Split { data_dir, kind, by, reason, id } } => {
             init_tracing("warn");
             let catalog = Catalog::builtin()?;
             let (engine, audit) = query_engine(&data_dir, &catalog, None).await?;
             let _sync = SyncOnDrop(audit.clone());
             let what = lianqin_pipeline::persons::Decide::Split { element: id };
-            let d = lianqin_pipeline::cli::element::decide(&engine, &audit, &data_dir, &what, &by, &reason).await?;
+            let d =
+                lianqin_pipeline::cli::element::decide(&engine, &audit, kind.entity(), &data_dir, &what, &by, &reason)
+                    .await?;
             println!("decided: {}", serde_json::to_string(&d)?);
         }
         Cmd::Recheck { what: RecheckCmd::Draw { data_dir, half, seed, by } } => {

@@ -1,5 +1,7 @@
-//! `lianqin element explain|review|merge|split`: resolved persons
-//! ([`crate::persons`]) for analysts and officers.
+//! `lianqin element explain|review|merge|split`: resolved persons and,
+//! with `--kind unit`, enterprises ([`crate::persons`]; the
+//! [`Entity`] says which tables and which decision log) for analysts and
+//! officers.
 //!
 //! `explain ID` shows the person of an element (or a person id): every
 //! element of the person, its department and the rule that joined it, and
@@ -19,70 +21,92 @@
 use arrow::array::RecordBatch;
 
 use crate::PipelineError;
-use crate::persons::{Decide, LoggedDecision};
+use crate::persons::{Decide, Entity, LoggedDecision};
 use crate::query::QueryEngine;
 
-/// Checks an element id (`pt:<hex>`, `uscc:…`) or a person id
-/// (`person:<element id>`): letters, digits and `:_-./` only (it is put in
-/// SQL).
+/// Checks an element id (`pt:<hex>`, `uscc:…`, `unit:<hex>`) or a
+/// resolved id (`person:<element id>`, `unit:<element id>`): letters,
+/// digits and `:_-./` only (it is put in SQL).
 pub fn check_id(id: &str) -> Result<&str, PipelineError> {
     let t = id.trim();
     if !t.is_empty() && t.contains(':') && t.chars().all(|c| c.is_alphanumeric() || ":_-./".contains(c)) {
         Ok(t)
     } else {
         Err(PipelineError::Config(format!(
-            "{id:?} is not an element id (as in element_id, e.g. pt:…) or a person id (person:…)"
+            "{id:?} is not an element id (as in element_id, e.g. pt:… or uscc:…) or a resolved id (person:…, unit:…)"
         )))
     }
 }
 
 /// The SQL that lists the person of `id` (checked).
 pub fn explain_sql(id: &str) -> Result<String, PipelineError> {
+    explain_sql_of(&crate::persons::PERSONS, id)
+}
+
+/// The SQL that lists the person or enterprise (`e`) of `id` (checked).
+pub fn explain_sql_of(e: &Entity, id: &str) -> Result<String, PipelineError> {
     let id = check_id(id)?;
     Ok(format!(
-        "SELECT person_id, element_id, department, source_id, division, rule, match_weight FROM {t} \
-         WHERE person_id IN (SELECT person_id FROM {t} WHERE element_id = '{id}' OR person_id = '{id}') \
+        "SELECT {c}, element_id, department, source_id, division, rule, match_weight FROM {t} \
+         WHERE {c} IN (SELECT {c} FROM {t} WHERE element_id = '{id}' OR {c} = '{id}') \
          ORDER BY element_id",
-        t = crate::persons::LINK_TABLE
+        t = e.link_table,
+        c = e.id_column
     ))
 }
 
-/// The SQL of the review queue, strongest pairs first.
+/// The SQL of the person review queue, strongest pairs first.
 pub fn review_sql(limit: usize) -> String {
+    review_sql_of(&crate::persons::PERSONS, limit)
+}
+
+/// The SQL of the review queue of `e`, strongest pairs first.
+pub fn review_sql_of(e: &Entity, limit: usize) -> String {
     format!(
         "SELECT element_id, other_element_id, department, other_department, match_weight, probability, comparisons \
          FROM {} ORDER BY match_weight DESC, element_id, other_element_id LIMIT {limit}",
-        crate::persons::REVIEW_TABLE
+        e.review_table
     )
 }
 
 /// Explains `id` with `engine` (the caller's policy and audit).
-pub async fn explain(engine: &QueryEngine, id: &str) -> Result<Vec<RecordBatch>, PipelineError> {
-    engine.sql(&explain_sql(id)?).await
+pub async fn explain(engine: &QueryEngine, e: &Entity, id: &str) -> Result<Vec<RecordBatch>, PipelineError> {
+    engine.sql(&explain_sql_of(e, id)?).await
 }
 
-/// The comparisons behind the person of `id`, for the local operator
-/// (unrestricted engine): [`lianqin_resolve::Explanation::render`].
+/// The comparisons behind the person or enterprise of `id`, for the local
+/// operator (unrestricted engine): [`lianqin_resolve::Explanation::render`].
 pub async fn explain_weights(
     engine: &QueryEngine,
+    e: &Entity,
     data_dir: &std::path::Path,
     id: &str,
 ) -> Result<String, PipelineError> {
     let id = check_id(id)?;
-    let (r, _) = crate::persons::resolve(engine.context(), Some(data_dir)).await?;
-    let cluster = if id.starts_with("person:") { id.to_string() } else { r.cluster_of(id).map_err(not_found)? };
-    Ok(r.explain(&cluster).map_err(not_found)?.render())
+    let (r, _) = crate::persons::resolve_entity(e, engine.context(), Some(data_dir)).await?;
+    let prefix = format!("{}:", e.kind);
+    // An enterprise element id may itself start with `unit:`: a resolved id
+    // is recognized by naming a cluster.
+    let cluster = match r.cluster_of(id) {
+        Ok(c) => c,
+        Err(_) if id.starts_with(&prefix) => id.to_string(),
+        Err(err) => return Err(not_found(e, err)),
+    };
+    Ok(r.explain(&cluster).map_err(|err| not_found(e, err))?.render())
 }
 
-fn not_found(e: lianqin_resolve::ResolveError) -> PipelineError {
-    PipelineError::Config(format!("no person element with this id: {e}"))
+fn not_found(e: &Entity, err: lianqin_resolve::ResolveError) -> PipelineError {
+    let what = if e.kind == "unit" { "enterprise" } else { "person" };
+    PipelineError::Config(format!("no {what} element with this id: {err}"))
 }
 
-/// Records an operator decision: checked against the current resolution,
-/// appended to the decision log, then audited (durably).
+/// Records an operator decision on persons or enterprises (`e`): checked
+/// against the current resolution, appended to `e`'s decision log, then
+/// audited (durably).
 pub async fn decide(
     engine: &QueryEngine,
     audit: &crate::audit::Audit,
+    e: &Entity,
     data_dir: &std::path::Path,
     what: &Decide,
     by: &str,
@@ -97,8 +121,9 @@ pub async fn decide(
             check_id(element)?;
         }
     }
-    let logged = crate::persons::decide(engine.context(), data_dir, what, by, reason).await?;
-    super::audit_decision(audit, crate::persons::LINK_TABLE, "element_decision", &logged)?;
+    let logged = crate::persons::decide_entity(e, engine.context(), data_dir, what, by, reason).await?;
+    let action = if e.kind == "unit" { "unit_decision" } else { "element_decision" };
+    super::audit_decision(audit, e.link_table, action, &logged)?;
     Ok(logged)
 }
 

@@ -12,7 +12,9 @@
 //!    holds are skipped; each commit carries the next bus offsets), each
 //!    followed by the [post-commit steps](super::post_commit);
 //! 6. **raw table** last, once every library has committed — this commit is
-//!    what marks the batch done;
+//!    what marks the batch done (its files are written beside steps 4 and 5,
+//!    [`LibraryStore::stage`](crate::library::LibraryStore::stage); only the
+//!    commit waits);
 //! 7. **audit** the quarantine decisions and **remember** the new versions
 //!    in the repeat index.
 //!
@@ -29,7 +31,7 @@ use arrow::compute::filter_record_batch;
 use lianqin_bus::BusRecord;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::repeat::{SeenVersion, Split};
+use super::repeat::SeenVersion;
 use super::{Hub, ProcessStats, SourceRuntime};
 use crate::PipelineError;
 use crate::library::raw_table;
@@ -106,6 +108,19 @@ impl Hub {
                 self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)));
             stats.repeats = split.repeats;
             let ingested_at = self.next_ingest_time().await;
+            // The raw table's files are written (sealed, encoded) beside
+            // normalization and the library commits; only its commit waits
+            // for them (step 6).
+            let t_stage = Instant::now();
+            let raw = crate::normalize::raw_batch(&split.raw_records(), ingested_at)?;
+            let staging = {
+                let (store, name) = (Arc::clone(&self.store), raw_name.clone());
+                let fut = async move {
+                    let staged = store.stage(&name, vec![raw]).await;
+                    (staged, t_stage.elapsed().as_millis() as u64)
+                };
+                tokio::spawn(fut.instrument(tracing::Span::current()))
+            };
             let t_norm = Instant::now();
             let norm = src.normalizer.normalize(&split.fresh, ingested_at).await?;
             let norm_ms = t_norm.elapsed().as_millis() as u64;
@@ -116,7 +131,9 @@ impl Hub {
             let feeds_ms = self.commit_libraries(&norm.libraries, &held, &positions).await?;
             let libraries_ms = t_commit.elapsed().as_millis() as u64;
             let t_raw = Instant::now();
-            let mark = self.commit_raw(&raw_name, &split, ingested_at, &positions, raw_base).await?;
+            let (staged, stage_ms) =
+                staging.await.map_err(|e| PipelineError::Internal(format!("staging {raw_name}: {e}")))?;
+            let mark = self.commit_raw(staged?, &positions, raw_base).await?;
             let raw_ms = t_raw.elapsed().as_millis() as u64;
             // Quarantine decisions are audited (after the commit that made them).
             if let Some(q) = norm.libraries.get("quarantine") {
@@ -140,6 +157,7 @@ impl Hub {
                 normalize_ms = norm_ms,
                 libraries_ms,
                 raw_ms,
+                stage_ms,
                 feeds_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"
@@ -263,8 +281,10 @@ impl Hub {
         }
     }
 
-    /// Step 6. Commits the raw table: each distinct version once (the fresh
-    /// records plus repeats that fill a crash gap, in bus order). Returns
+    /// Step 6. Commits the raw table's stage: each distinct version once
+    /// (the fresh records plus repeats that fill a crash gap, in bus order;
+    /// written by [`crate::library::LibraryStore::stage`] while the
+    /// libraries committed). Returns
     /// the raw-table version the repeat index may be marked with: `None`
     /// when another worker committed in between (our append landed after
     /// theirs), so the next batch reloads the index — otherwise a re-fetched
@@ -272,15 +292,13 @@ impl Hub {
     /// would be stored a second time.
     async fn commit_raw(
         &self,
-        raw_name: &str,
-        split: &Split<'_>,
-        ingested_at: i64,
+        staged: crate::library::Staged,
         positions: &[(String, u32, u64)],
         raw_base: Option<Option<i64>>,
     ) -> Result<Option<Option<i64>>, PipelineError> {
-        let raw = crate::normalize::raw_batch(&split.raw_records(), ingested_at)?;
-        self.store.append(raw_name, vec![raw], positions).await?;
-        let v = self.store.version(raw_name).await;
+        let raw_name = staged.table().to_string();
+        self.store.commit_staged(staged, positions).await?;
+        let v = self.store.version(&raw_name).await;
         let only_ours = match raw_base {
             None => true,
             Some(base) => v.zip(base).is_some_and(|(v, b)| v == b + 1),
