@@ -32,7 +32,7 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lianqin_bus::BusRecord;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::PipelineError;
 use crate::mapping::personal::KeyScope;
@@ -51,10 +51,31 @@ pub struct Normalized {
 }
 
 /// Runs a source's mapping over batches.
+///
+/// A large batch is cut into as many parts as there are lanes (one per
+/// core, at most [`MAX_LANES`]) when every output query is row-wise
+/// ([`row_wise`]: each output row depends on one `raw` row): each part's
+/// `raw` columns are built on its own thread and its queries run on its own
+/// lane, side by side; the outputs are joined in part order, which is the
+/// order one lane gives. A batch with a run-time failure is run again
+/// whole on the first lane, which isolates the failing records.
 pub struct Normalizer {
     catalog: Arc<Catalog>,
     mapping: Arc<Mapping>,
     source: String,
+    /// The planned queries, each over its own `raw` slot; `lanes[0]` runs
+    /// every batch that is not cut into parts.
+    lanes: Vec<Arc<Lane>>,
+}
+
+/// Batches smaller than this run on one lane.
+const MIN_ROWS_TO_SPLIT: usize = 4096;
+/// At most this many lanes per source.
+const MAX_LANES: usize = 4;
+
+/// One planned copy of a mapping's queries, over its own `raw` table.
+struct Lane {
+    mapping: Arc<Mapping>,
     ctx: SessionContext,
     /// The batch the plans read (the `raw` table).
     slot: raw_slot::Slot,
@@ -62,6 +83,16 @@ pub struct Normalizer {
     plans: Vec<Arc<dyn ExecutionPlan>>,
     /// One batch at a time runs through the slot.
     running: tokio::sync::Mutex<()>,
+}
+
+/// Whether `plan` computes each output row from one `raw` row alone
+/// (projections and filters over the `raw` slot, nothing that groups,
+/// sorts, limits, joins or windows): then running it on parts of a batch
+/// and joining the outputs in part order gives what one run gives.
+fn row_wise(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    const ROW_WISE: &[&str] =
+        &["RawSlotExec", "ProjectionExec", "FilterExec", "CoalesceBatchesExec", "CooperativeExec"];
+    ROW_WISE.contains(&plan.name()) && plan.children().into_iter().all(row_wise)
 }
 
 impl std::fmt::Debug for Normalizer {
@@ -89,79 +120,26 @@ impl Normalizer {
         source: &str,
         key: KeyScope,
     ) -> Result<Self, PipelineError> {
-        // Plans are executed again and again (see `raw_slot`): no dynamic
-        // filters, which live in a plan between executions.
-        let config = SessionConfig::new().set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
-        let ctx = SessionContext::new_with_config(config);
-        crate::udf::register(&ctx, &catalog);
-        ctx.register_udf(crate::mapping::personal::person_token_udf(key));
-        for t in &mapping.tables {
-            ctx.register_batch(t.name.as_str(), t.batch.clone()).map_err(|e| {
-                PipelineError::Config(format!("mapping {}: reference `{}` ({}): {e}", mapping.origin, t.name, t.origin))
-            })?;
+        let first = Lane::new(&catalog, &mapping, key.clone())?;
+        let plans = check_and_plan(&catalog, &mapping, &first.ctx).await?;
+        let first = Arc::new(Lane { plans, ..first });
+        let mut lanes = vec![Arc::clone(&first)];
+        if first.plans.iter().all(row_wise) {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            for _ in 1..cores.min(MAX_LANES) {
+                let lane = Lane::new(&catalog, &mapping, key.clone())?;
+                let plans = check_and_plan(&catalog, &mapping, &lane.ctx).await?;
+                lanes.push(Arc::new(Lane { plans, ..lane }));
+            }
         }
-        let raw = raw_slot::RawSlot::new(mapping.raw_schema());
-        let slot = raw.slot();
-        ctx.register_table("raw", Arc::new(raw))
-            .map_err(|e| PipelineError::Internal(format!("mapping {}: register raw: {e}", mapping.origin)))?;
-        let mut n = Normalizer {
-            catalog,
-            mapping,
-            source: source.to_string(),
-            ctx,
-            slot,
-            plans: Vec::new(),
-            running: tokio::sync::Mutex::new(()),
-        };
-        n.plans = n.check_and_plan().await?;
-        Ok(n)
+        tracing::debug!(source, mapping = %mapping.origin, lanes = lanes.len(), "mapping planned");
+        Ok(Normalizer { catalog, mapping, source: source.to_string(), lanes })
     }
 
-    /// Checks every output query (see [`Normalizer::new`]) and plans it.
-    async fn check_and_plan(&self) -> Result<Vec<Arc<dyn ExecutionPlan>>, PipelineError> {
-        let mut plans = Vec::with_capacity(self.mapping.outputs.len());
-        for (i, out) in self.mapping.outputs.iter().enumerate() {
-            let whr = format!("mapping {} output #{} ({})", self.mapping.origin, i + 1, out.library);
-            if out.library == "quarantine" {
-                return Err(PipelineError::Config(format!("{whr}: `quarantine` is written by the pipeline only")));
-            }
-            let lib = self.catalog.library(&out.library).map_err(|e| PipelineError::Config(format!("{whr}: {e}")))?;
-            let df = self.ctx.sql(&out.sql).await.map_err(|e| PipelineError::Config(format!("{whr}: SQL: {e}")))?;
-            let schema = df.schema();
-            if schema.field_with_unqualified_name("_row").is_err() {
-                return Err(PipelineError::Config(format!("{whr}: the query must select `_row`")));
-            }
-            for f in schema.fields() {
-                if f.name() == "_row" {
-                    continue;
-                }
-                let Some(col) = lib.column(f.name()) else {
-                    return Err(PipelineError::Config(format!(
-                        "{whr}: column `{}` is not in library `{}` (columns: {})",
-                        f.name(),
-                        lib.table,
-                        lib.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                    )));
-                };
-                if !arrow::compute::can_cast_types(f.data_type(), &col.ty.arrow()) {
-                    return Err(PipelineError::Config(format!(
-                        "{whr}: column `{}` is {} but the library wants {}",
-                        f.name(),
-                        f.data_type(),
-                        col.ty.name()
-                    )));
-                }
-            }
-            for c in &lib.columns {
-                if c.required && schema.field_with_unqualified_name(&c.name).is_err() {
-                    return Err(PipelineError::Config(format!("{whr}: required column `{}` is not selected", c.name)));
-                }
-            }
-            let plan =
-                df.create_physical_plan().await.map_err(|e| PipelineError::Config(format!("{whr}: plan: {e}")))?;
-            plans.push(plan);
-        }
-        Ok(plans)
+    /// How many lanes a batch of this source may use (1: its queries are
+    /// not row-wise, or one core).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     /// Normalizes records (all of this normalizer's source). `ingested_at`
@@ -169,9 +147,49 @@ impl Normalizer {
     pub async fn normalize(&self, records: &[&BusRecord], ingested_at: i64) -> Result<Normalized, PipelineError> {
         let envs: Vec<&lianqin_bus::Envelope> = records.iter().map(|r| &r.envelope).collect();
         let indices: Vec<usize> = (0..records.len()).collect();
-        let (raw, mut rejections) = build_raw_batch(&self.mapping, &self.source, &envs, &indices)?;
-        let outputs =
-            if raw.num_rows() > 0 { self.run_isolating(&raw, records, &mut rejections).await? } else { Vec::new() };
+        let lanes = if records.len() >= MIN_ROWS_TO_SPLIT { self.lanes.len() } else { 1 };
+        // The `raw` columns of each part, each on its own thread.
+        let size = records.len().div_ceil(lanes).max(1);
+        let built: Vec<Result<(RecordBatch, Vec<Rejection>), PipelineError>> = if lanes == 1 {
+            vec![build_raw_batch(&self.mapping, &self.source, &envs, &indices)]
+        } else {
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = envs
+                    .chunks(size)
+                    .zip(indices.chunks(size))
+                    .map(|(e, i)| scope.spawn(move || build_raw_batch(&self.mapping, &self.source, e, i)))
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| {
+                        t.join()
+                            .unwrap_or_else(|_| Err(PipelineError::Internal("building raw columns panicked".into())))
+                    })
+                    .collect()
+            })
+        };
+        let mut parts = Vec::with_capacity(built.len());
+        let mut rejections = Vec::new();
+        for b in built {
+            let (part, rej) = b?;
+            parts.push(part);
+            rejections.extend(rej);
+        }
+        let rows: usize = parts.iter().map(RecordBatch::num_rows).sum();
+        let outputs = if rows == 0 {
+            Vec::new()
+        } else if parts.len() == 1 {
+            self.run_isolating(&parts[0], records, &mut rejections).await?
+        } else {
+            match self.run_parts(&parts).await {
+                Some(outputs) => outputs,
+                None => {
+                    let whole = concat_batches(&parts[0].schema(), &parts)
+                        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+                    self.run_isolating(&whole, records, &mut rejections).await?
+                }
+            }
+        };
         // Validate and cast each output; collect failing records.
         let mut shaped: Vec<(String, RecordBatch, Vec<i64>)> = Vec::new();
         let mut cast_flags: Vec<(i64, String)> = Vec::new();
@@ -182,7 +200,10 @@ impl Normalizer {
         }
         let bad_rows: BTreeSet<usize> = rejections.iter().map(|r| r.index).collect();
         let mut out = Normalized { quarantined: bad_rows.len(), accepted: 0, ..Default::default() };
-        let mut raw_flags = flags_by_row(&raw);
+        let mut raw_flags = BTreeMap::new();
+        for part in &parts {
+            raw_flags.extend(flags_by_row(part));
+        }
         for (row, flag) in cast_flags {
             let v = raw_flags.entry(row).or_default();
             if !v.contains(&flag) {
@@ -193,7 +214,9 @@ impl Normalizer {
             let keep: BooleanArray = rows.iter().map(|r| Some(!bad_rows.contains(&(*r as usize)))).collect();
             let batch = filter_record_batch(&batch, &keep).map_err(|e| PipelineError::Internal(e.to_string()))?;
             let rows: Vec<i64> = rows.into_iter().filter(|r| !bad_rows.contains(&(*r as usize))).collect();
-            let full = self.with_provenance(&lib, &batch, &rows, records, ingested_at, &raw_flags)?;
+            // `row_seq` counts on across the outputs (and parts) of a library.
+            let first_seq = out.libraries.get(&lib).map_or(0, RecordBatch::num_rows);
+            let full = self.with_provenance(&lib, &batch, &rows, records, ingested_at, &raw_flags, first_seq)?;
             let entry = out.libraries.remove(&lib);
             let merged = match entry {
                 Some(prev) => {
@@ -215,32 +238,31 @@ impl Normalizer {
         Ok(out)
     }
 
-    /// Runs every output query of the mapping over `raw` (registered as the
-    /// table `raw`). Returns the rows per output, or the first error.
+    /// Runs every output query of the mapping over `raw` on the first lane.
     async fn run_outputs(&self, raw: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, String> {
-        let _one_at_a_time = self.running.lock().await;
-        *self.slot.lock().map_err(|_| "raw slot poisoned".to_string())? = Some(raw.clone());
-        let result = self.execute_plans().await;
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = None;
-        }
-        result
+        self.lanes[0].run(raw).await
     }
 
-    /// Executes every output's plan over the batch in the slot.
-    async fn execute_plans(&self) -> Result<Vec<(String, RecordBatch)>, String> {
-        let mut outputs = Vec::with_capacity(self.mapping.outputs.len());
-        for ((i, out), plan) in self.mapping.outputs.iter().enumerate().zip(&self.plans) {
-            let whr = |e: datafusion::error::DataFusionError| {
-                format!("mapping {} output #{} ({}): {e}", self.mapping.origin, i + 1, out.library)
-            };
-            let plan = reset_plan_states(Arc::clone(plan)).map_err(whr)?;
-            let batches = collect(plan, self.ctx.task_ctx()).await.map_err(whr)?;
-            let Some(first) = batches.first() else { continue };
-            let b = concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
-            outputs.push((out.library.clone(), b));
+    /// Runs the parts of a batch side by side, one lane each; `None` when a
+    /// part failed (the caller runs the batch again whole, isolating).
+    async fn run_parts(&self, parts: &[RecordBatch]) -> Option<Vec<(String, RecordBatch)>> {
+        let runs: Vec<_> = parts
+            .iter()
+            .zip(&self.lanes)
+            .map(|(part, lane)| {
+                let (lane, part) = (Arc::clone(lane), part.clone());
+                tokio::spawn(async move { lane.run(&part).await }.in_current_span())
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        let mut failed = false;
+        for run in runs {
+            match run.await {
+                Ok(Ok(o)) => outputs.extend(o),
+                _ => failed = true,
+            }
         }
-        Ok(outputs)
+        (!failed).then_some(outputs)
     }
 
     /// Runs the mapping over `raw`; when that fails at run time (a CAST that
@@ -408,6 +430,10 @@ impl Normalizer {
         }
     }
 
+    /// The library columns of `batch` plus provenance; `row_seq` starts at
+    /// `first_seq` (the rows of this library already in the batch's
+    /// commit), so `(ingested_at, row_seq)` orders every row of a commit.
+    #[allow(clippy::too_many_arguments)]
     fn with_provenance(
         &self,
         lib_name: &str,
@@ -416,6 +442,7 @@ impl Normalizer {
         records: &[&BusRecord],
         ingested_at: i64,
         raw_flags: &BTreeMap<i64, Vec<String>>,
+        first_seq: usize,
     ) -> Result<RecordBatch, PipelineError> {
         let schema = self.catalog.arrow_schema(lib_name)?;
         let lib = self.catalog.library(lib_name)?;
@@ -430,7 +457,7 @@ impl Normalizer {
         }
         let tag = self.mapping.version_tag();
         let recs: Vec<&BusRecord> = rows.iter().map(|r| records[*r as usize]).collect();
-        arrays.extend(provenance_arrays(&recs, &tag, ingested_at));
+        arrays.extend(provenance_arrays(&recs, &tag, ingested_at, first_seq));
         RecordBatch::try_new(schema, arrays).map_err(|e| PipelineError::Internal(format!("library {lib_name}: {e}")))
     }
 
@@ -467,7 +494,7 @@ impl Normalizer {
             Arc::new(raw.finish()),
             Arc::new(loc.finish()),
         ];
-        arrays.extend(provenance_arrays(&recs, &self.mapping.version_tag(), ingested_at));
+        arrays.extend(provenance_arrays(&recs, &self.mapping.version_tag(), ingested_at, 0));
         RecordBatch::try_new(schema, arrays).map_err(|e| PipelineError::Internal(format!("quarantine: {e}")))
     }
 }
@@ -507,8 +534,9 @@ fn merge_flags(col: &ArrayRef, rows: &[i64], raw_flags: &BTreeMap<i64, Vec<Strin
     Arc::new(b.finish())
 }
 
-/// Provenance columns (schemas/libraries/provenance.toml order) + `row_seq`.
-fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64) -> Vec<ArrayRef> {
+/// Provenance columns (schemas/libraries/provenance.toml order) + `row_seq`
+/// (from `first_seq`).
+fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64, first_seq: usize) -> Vec<ArrayRef> {
     let n = recs.len();
     let mut source = StringBuilder::with_capacity(n, n * 12);
     let mut key = StringBuilder::with_capacity(n, n * 16);
@@ -533,7 +561,7 @@ fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64) -
         topic.append_value(&r.topic);
         part.append_value(i64::from(r.partition));
         off.append_value(r.offset as i64);
-        seq.append_value(i as i64);
+        seq.append_value((first_seq + i) as i64);
     }
     vec![
         Arc::new(source.finish()),
@@ -601,6 +629,110 @@ pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch
     RecordBatch::try_new(Catalog::raw_schema(), arrays).map_err(|e| PipelineError::Internal(format!("raw: {e}")))
 }
 
+impl Lane {
+    /// A session with the mapping's functions, its reference tables and an
+    /// empty `raw` slot (planned by [`check_and_plan`]).
+    fn new(catalog: &Arc<Catalog>, mapping: &Arc<Mapping>, key: KeyScope) -> Result<Lane, PipelineError> {
+        // Plans are executed again and again (see `raw_slot`): no dynamic
+        // filters, which live in a plan between executions. One partition:
+        // a batch is one `raw` batch, and lanes (not repartitioning) spread
+        // it over the cores.
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
+        let ctx = SessionContext::new_with_config(config);
+        crate::udf::register(&ctx, catalog);
+        ctx.register_udf(crate::mapping::personal::person_token_udf(key));
+        for t in &mapping.tables {
+            ctx.register_batch(t.name.as_str(), t.batch.clone()).map_err(|e| {
+                PipelineError::Config(format!("mapping {}: reference `{}` ({}): {e}", mapping.origin, t.name, t.origin))
+            })?;
+        }
+        let raw = raw_slot::RawSlot::new(mapping.raw_schema());
+        let slot = raw.slot();
+        ctx.register_table("raw", Arc::new(raw))
+            .map_err(|e| PipelineError::Internal(format!("mapping {}: register raw: {e}", mapping.origin)))?;
+        Ok(Lane { mapping: Arc::clone(mapping), ctx, slot, plans: Vec::new(), running: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Runs every output query of the mapping over `raw` (registered as the
+    /// table `raw`). Returns the rows per output, or the first error.
+    async fn run(&self, raw: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, String> {
+        let _one_at_a_time = self.running.lock().await;
+        *self.slot.lock().map_err(|_| "raw slot poisoned".to_string())? = Some(raw.clone());
+        let result = self.execute_plans().await;
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = None;
+        }
+        result
+    }
+
+    async fn execute_plans(&self) -> Result<Vec<(String, RecordBatch)>, String> {
+        let mut outputs = Vec::with_capacity(self.mapping.outputs.len());
+        for ((i, out), plan) in self.mapping.outputs.iter().enumerate().zip(&self.plans) {
+            let whr = |e: datafusion::error::DataFusionError| {
+                format!("mapping {} output #{} ({}): {e}", self.mapping.origin, i + 1, out.library)
+            };
+            let plan = reset_plan_states(Arc::clone(plan)).map_err(whr)?;
+            let batches = collect(plan, self.ctx.task_ctx()).await.map_err(whr)?;
+            let Some(first) = batches.first() else { continue };
+            let b = concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
+            outputs.push((out.library.clone(), b));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Checks every output query (see [`Normalizer::new`]) and plans it.
+async fn check_and_plan(
+    catalog: &Catalog,
+    mapping: &Mapping,
+    ctx: &SessionContext,
+) -> Result<Vec<Arc<dyn ExecutionPlan>>, PipelineError> {
+    let mut plans = Vec::with_capacity(mapping.outputs.len());
+    for (i, out) in mapping.outputs.iter().enumerate() {
+        let whr = format!("mapping {} output #{} ({})", mapping.origin, i + 1, out.library);
+        if out.library == "quarantine" {
+            return Err(PipelineError::Config(format!("{whr}: `quarantine` is written by the pipeline only")));
+        }
+        let lib = catalog.library(&out.library).map_err(|e| PipelineError::Config(format!("{whr}: {e}")))?;
+        let df = ctx.sql(&out.sql).await.map_err(|e| PipelineError::Config(format!("{whr}: SQL: {e}")))?;
+        let schema = df.schema();
+        if schema.field_with_unqualified_name("_row").is_err() {
+            return Err(PipelineError::Config(format!("{whr}: the query must select `_row`")));
+        }
+        for f in schema.fields() {
+            if f.name() == "_row" {
+                continue;
+            }
+            let Some(col) = lib.column(f.name()) else {
+                return Err(PipelineError::Config(format!(
+                    "{whr}: column `{}` is not in library `{}` (columns: {})",
+                    f.name(),
+                    lib.table,
+                    lib.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            };
+            if !arrow::compute::can_cast_types(f.data_type(), &col.ty.arrow()) {
+                return Err(PipelineError::Config(format!(
+                    "{whr}: column `{}` is {} but the library wants {}",
+                    f.name(),
+                    f.data_type(),
+                    col.ty.name()
+                )));
+            }
+        }
+        for c in &lib.columns {
+            if c.required && schema.field_with_unqualified_name(&c.name).is_err() {
+                return Err(PipelineError::Config(format!("{whr}: required column `{}` is not selected", c.name)));
+            }
+        }
+        let plan = df.create_physical_plan().await.map_err(|e| PipelineError::Config(format!("{whr}: plan: {e}")))?;
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,6 +769,57 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// A batch cut into parts, each run on its own lane, gives exactly the
+    /// rows (and quarantine) one lane gives — also when a record of the
+    /// second part fails at run time (the batch runs again whole and the
+    /// record is isolated); a query that groups or joins `raw` runs on one
+    /// lane.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_on_lanes_give_what_one_lane_gives() {
+        let catalog = Catalog::builtin().unwrap();
+        let mut lanes = Normalizer::new(Arc::clone(&catalog), Arc::new(casting_mapping()), "t").await.unwrap();
+        lanes.lanes = (0..2).map(|_| Arc::clone(&lanes.lanes[0])).collect();
+        let mut one = Normalizer::new(Arc::clone(&catalog), Arc::new(casting_mapping()), "t").await.unwrap();
+        one.lanes.truncate(1);
+        for bad in [vec![], vec![3], vec![MIN_ROWS_TO_SPLIT - 2, MIN_ROWS_TO_SPLIT + 5]] {
+            let recs = records(MIN_ROWS_TO_SPLIT + 10, &bad);
+            let refs: Vec<&BusRecord> = recs.iter().collect();
+            let a = lanes.normalize(&refs, 7).await.unwrap();
+            let b = one.normalize(&refs, 7).await.unwrap();
+            assert_eq!((a.accepted, a.quarantined), (b.accepted, b.quarantined), "{bad:?}");
+            assert_eq!(a.quarantined, bad.len());
+            assert_eq!(a.libraries.keys().collect::<Vec<_>>(), b.libraries.keys().collect::<Vec<_>>());
+            for (lib, x) in &a.libraries {
+                let y = &b.libraries[lib];
+                assert_eq!(x.schema(), y.schema(), "{lib}");
+                for (f, (c, d)) in x.schema().fields().iter().zip(x.columns().iter().zip(y.columns())) {
+                    let (c, d) = (
+                        arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default()).unwrap(),
+                        arrow::util::display::ArrayFormatter::try_new(d.as_ref(), &Default::default()).unwrap(),
+                    );
+                    for i in 0..x.num_rows() {
+                        assert_eq!(
+                            c.value(i).to_string(),
+                            d.value(i).to_string(),
+                            "{lib}.{} row {i}, bad {bad:?}",
+                            f.name()
+                        );
+                    }
+                }
+            }
+        }
+        let grouped = mapping_with(
+            "SELECT r._row, 'm:' || r.id AS event_id, 'm:' || r.id AS matter_id, 'intake' AS stage, \
+               CAST(g.c AS VARCHAR) AS note \
+             FROM raw r JOIN (SELECT n, count(*) AS c FROM raw GROUP BY n) g ON r.n = g.n",
+        );
+        let n = Normalizer::new(Arc::clone(&catalog), Arc::new(grouped), "t").await.unwrap();
+        assert_eq!(n.lanes(), 1, "a query over the whole batch is not cut");
+        let row_wise = Normalizer::new(catalog, Arc::new(casting_mapping()), "t").await.unwrap();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert_eq!(row_wise.lanes(), cores.clamp(1, MAX_LANES));
     }
 
     /// The plans are made once and executed per batch: operators that keep
