@@ -144,36 +144,35 @@ impl<'a> Members<'a> {
     /// The canonical text: byte for byte `serde_json::to_string` of the
     /// object parsed as a `serde_json::Value`.
     pub fn canonical(&self) -> String {
-        let mut out: Vec<u8> = Vec::with_capacity(self.0.values().map(|v| v.get().len() + 24).sum::<usize>() + 2);
-        out.push(b'{');
+        let mut out = String::with_capacity(self.0.values().map(|v| v.get().len() + 24).sum::<usize>() + 2);
+        out.push('{');
         for (i, (name, raw)) in self.0.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.push(',');
             }
             write_str(&mut out, &name.0);
-            out.push(b':');
+            out.push(':');
             write_member(&mut out, raw.get());
         }
-        out.push(b'}');
-        // Only whole UTF-8 texts were copied or written.
-        String::from_utf8(out).unwrap_or_default()
+        out.push('}');
+        out
     }
 }
 
 /// A string as serde_json writes it (copied when nothing needs escaping).
-fn write_str(out: &mut Vec<u8>, s: &str) {
+fn write_str(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     } else {
-        // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        // Serializing a str cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
 /// One member's value as serde_json writes the value it parses from `t`.
-fn write_member(out: &mut Vec<u8>, t: &str) {
+fn write_member(out: &mut String, t: &str) {
     let b = t.as_bytes();
     let verbatim = match b.first() {
         // A valid JSON string without a backslash has nothing to escape.
@@ -186,14 +185,12 @@ fn write_member(out: &mut Vec<u8>, t: &str) {
         _ => false,
     };
     if verbatim {
-        out.extend_from_slice(b);
+        out.push_str(t);
     } else {
         match serde_json::from_str::<Value>(t) {
-            // Writing a Value into a Vec cannot fail.
-            Ok(v) => {
-                let _ = serde_json::to_writer(&mut *out, &v);
-            }
-            Err(_) => out.extend_from_slice(b),
+            // Serializing a Value cannot fail.
+            Ok(v) => out.push_str(&serde_json::to_string(&v).unwrap_or_default()),
+            Err(_) => out.push_str(t),
         }
     }
 }
