@@ -32,6 +32,9 @@ use crate::library::raw_table;
 /// a moment to join its group).
 const NO_PROGRESS: Duration = Duration::from_secs(60);
 
+/// A batch being read in its own task: the consumer comes back with it.
+type ReadAhead = tokio::task::JoinHandle<(Box<dyn Consumer>, Result<Vec<BusRecord>, BusError>)>;
+
 /// When the consume loop stops, and what it does with failures.
 enum Until {
     /// Every partition reached these ends (next offsets), or [`NO_PROGRESS`]
@@ -138,8 +141,7 @@ impl Hub {
         let mut consumer: Option<Box<dyn Consumer>> = None;
         // A batch being read ahead (embedded bus) and the positions to
         // acknowledge to its consumer once it is back.
-        let mut prefetched: Option<tokio::task::JoinHandle<(Box<dyn Consumer>, Result<Vec<BusRecord>, BusError>)>> =
-            None;
+        let mut prefetched: Option<ReadAhead> = None;
         let mut unacked: Option<Vec<(String, u32, u64)>> = None;
         while !until.done() {
             if consumer.is_none() && prefetched.is_none() {
