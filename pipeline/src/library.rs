@@ -442,3 +442,57 @@ pub fn landed_versions_sql(tables: &[String], source: &str) -> Option<String> {
 pub fn raw_table(source: &str) -> String {
     format!("raw_{source}")
 }
+
+#[cfg(test)]
+mod tests {
+    use lianqin_bus::{BusRecord, Envelope};
+
+    use super::*;
+
+    fn records(n: usize) -> Vec<BusRecord> {
+        (0..n)
+            .map(|i| BusRecord {
+                topic: "raw.s".into(),
+                partition: 0,
+                offset: i as u64,
+                envelope: Envelope::upsert("s", "police", i.to_string(), serde_json::json!({"id": i}), None),
+            })
+            .collect()
+    }
+
+    async fn rows(s: &LibraryStore, catalog: &Catalog) -> i64 {
+        let e = crate::query::QueryEngine::new(s, catalog).await.unwrap();
+        e.scalar_i64(&format!("SELECT count(*) FROM {}", raw_table("s"))).await.unwrap()
+    }
+
+    /// Files staged and never committed (a crash, a failed batch) belong to
+    /// no version: readers, positions and a reopened store see only the
+    /// committed stage, once, with its positions.
+    #[tokio::test]
+    async fn a_stage_is_invisible_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let store = LibraryStore::open(dir.path(), Arc::clone(&catalog)).await.unwrap();
+        store.ensure_raw("s").await.unwrap();
+        let name = raw_table("s");
+        let recs = records(5);
+        let refs: Vec<&BusRecord> = recs.iter().collect();
+        let batch = crate::normalize::raw_batch(&refs, 1).unwrap();
+        let created = store.version(&name).await;
+
+        let abandoned = store.stage(&name, vec![batch.clone()]).await.unwrap();
+        drop(abandoned);
+        let staged = store.stage(&name, vec![batch]).await.unwrap();
+        assert_eq!(store.version(&name).await, created, "staging commits nothing");
+        assert_eq!(store.position(&name, "raw.s", 0).await.unwrap(), None);
+        assert_eq!(rows(&store, &catalog).await, 0);
+
+        store.commit_staged(staged, &[("raw.s".into(), 0, 5)]).await.unwrap();
+        assert_eq!(store.version(&name).await, created.map(|v| v + 1));
+        assert_eq!(store.position(&name, "raw.s", 0).await.unwrap(), Some(5));
+        assert_eq!(rows(&store, &catalog).await, 5);
+        let reopened = LibraryStore::open_existing(dir.path(), Arc::clone(&catalog)).await.unwrap();
+        assert_eq!(reopened.position(&name, "raw.s", 0).await.unwrap(), Some(5));
+        assert_eq!(rows(&reopened, &catalog).await, 5, "the abandoned stage's files are in no version");
+    }
+}
