@@ -566,22 +566,12 @@ pub enum Decide {
     },
 }
 
-/// Applies `what` to the current resolution (checking that the elements
-/// exist and the decision makes sense), then logs it durably; returns the
-/// logged decision. `by` names the officer; `reason` is required.
+/// Applies `what` to the current resolution of `e` (persons or
+/// enterprises; checking that the elements exist and the decision makes
+/// sense), then logs it durably in `e`'s decision log
+/// ([`decisions_path_of`]); returns the logged decision. `by` names the
+/// officer; `reason` is required.
 pub async fn decide(
-    ctx: &SessionContext,
-    data_dir: &Path,
-    what: &Decide,
-    by: &str,
-    reason: &str,
-) -> Result<LoggedDecision, PipelineError> {
-    decide_entity(&PERSONS, ctx, data_dir, what, by, reason).await
-}
-
-/// As [`decide`], for persons or enterprises (each has its own decision
-/// log, [`decisions_path_of`]).
-pub async fn decide_entity(
     e: &Entity,
     ctx: &SessionContext,
     data_dir: &Path,

@@ -1383,7 +1383,7 @@ async fn run(cmd: Cmd) -> Result<()> {
             let catalog = Catalog::builtin()?;
             let (engine, audit) = query_engine(&data_dir, &catalog, as_user).await?;
             let _sync = SyncOnDrop(audit);
-            let batches = engine.sql(&lianqin_pipeline::cli::element::review_sql_of(kind.entity(), limit)).await?;
+            let batches = engine.sql(&lianqin_pipeline::cli::element::review_sql(kind.entity(), limit)).await?;
             print!("{}", format_batches(&batches, format)?);
             if format == OutputFormat::Table {
                 println!();

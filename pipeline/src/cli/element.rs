@@ -38,13 +38,8 @@ pub fn check_id(id: &str) -> Result<&str, PipelineError> {
     }
 }
 
-/// The SQL that lists the person of `id` (checked).
-pub fn explain_sql(id: &str) -> Result<String, PipelineError> {
-    explain_sql_of(&crate::persons::PERSONS, id)
-}
-
 /// The SQL that lists the person or enterprise (`e`) of `id` (checked).
-pub fn explain_sql_of(e: &Entity, id: &str) -> Result<String, PipelineError> {
+pub fn explain_sql(e: &Entity, id: &str) -> Result<String, PipelineError> {
     let id = check_id(id)?;
     Ok(format!(
         "SELECT {c}, element_id, department, source_id, division, rule, match_weight FROM {t} \
@@ -55,13 +50,8 @@ pub fn explain_sql_of(e: &Entity, id: &str) -> Result<String, PipelineError> {
     ))
 }
 
-/// The SQL of the person review queue, strongest pairs first.
-pub fn review_sql(limit: usize) -> String {
-    review_sql_of(&crate::persons::PERSONS, limit)
-}
-
 /// The SQL of the review queue of `e`, strongest pairs first.
-pub fn review_sql_of(e: &Entity, limit: usize) -> String {
+pub fn review_sql(e: &Entity, limit: usize) -> String {
     format!(
         "SELECT element_id, other_element_id, department, other_department, match_weight, probability, comparisons \
          FROM {} ORDER BY match_weight DESC, element_id, other_element_id LIMIT {limit}",
@@ -71,7 +61,7 @@ pub fn review_sql_of(e: &Entity, limit: usize) -> String {
 
 /// Explains `id` with `engine` (the caller's policy and audit).
 pub async fn explain(engine: &QueryEngine, e: &Entity, id: &str) -> Result<Vec<RecordBatch>, PipelineError> {
-    engine.sql(&explain_sql_of(e, id)?).await
+    engine.sql(&explain_sql(e, id)?).await
 }
 
 /// The comparisons behind the person or enterprise of `id`, for the local
@@ -121,7 +111,7 @@ pub async fn decide(
             check_id(element)?;
         }
     }
-    let logged = crate::persons::decide_entity(e, engine.context(), data_dir, what, by, reason).await?;
+    let logged = crate::persons::decide(e, engine.context(), data_dir, what, by, reason).await?;
     let action = if e.kind == "unit" { "unit_decision" } else { "element_decision" };
     super::audit_decision(audit, e.link_table, action, &logged)?;
     Ok(logged)
@@ -133,10 +123,10 @@ mod tests {
 
     #[test]
     fn only_well_formed_ids_reach_sql() {
-        assert!(explain_sql("pt:0a1b").unwrap().contains("'pt:0a1b'"));
-        assert!(explain_sql("person:pt:0a1b").is_ok());
+        assert!(explain_sql(&crate::persons::PERSONS, "pt:0a1b").unwrap().contains("'pt:0a1b'"));
+        assert!(explain_sql(&crate::persons::PERSONS, "person:pt:0a1b").is_ok());
         for bad in ["", "0a1b", "pt:a' OR '1'='1", "pt:a;DROP", "pt:a b"] {
-            let e = explain_sql(bad).unwrap_err().to_string();
+            let e = explain_sql(&crate::persons::PERSONS, bad).unwrap_err().to_string();
             assert!(e.contains("not an element id"), "{bad}: {e}");
         }
     }
