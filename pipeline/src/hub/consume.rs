@@ -11,17 +11,14 @@
 //!
 //! Either way the consumer starts from the positions stored in the raw
 //! tables ([`OffsetLookup`]); the group offsets it commits are informational.
-//! On the embedded bus the next batch is read (opened, decompressed,
-//! decoded) in its own task while the current one commits; a failed commit
-//! drops it with the consumer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lianqin_bus::{BusError, BusRecord, Consumer, OffsetLookup};
+use lianqin_bus::{BusRecord, Consumer, OffsetLookup};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, error, warn};
+use tracing::{debug, error, warn};
 
 use super::{Hub, ProcessStats};
 use crate::PipelineError;
@@ -31,9 +28,6 @@ use crate::library::raw_table;
 /// gives up on reaching the end of every partition (a Kafka consumer needs
 /// a moment to join its group).
 const NO_PROGRESS: Duration = Duration::from_secs(60);
-
-/// A batch being read in its own task: the consumer comes back with it.
-type ReadAhead = tokio::task::JoinHandle<(Box<dyn Consumer>, Result<Vec<BusRecord>, BusError>)>;
 
 /// When the consume loop stops, and what it does with failures.
 enum Until {
@@ -139,12 +133,8 @@ impl Hub {
         let topics = self.topics();
         let mut total = ProcessStats::default();
         let mut consumer: Option<Box<dyn Consumer>> = None;
-        // A batch being read ahead (embedded bus) and the positions to
-        // acknowledge to its consumer once it is back.
-        let mut prefetched: Option<ReadAhead> = None;
-        let mut unacked: Option<Vec<(String, u32, u64)>> = None;
         while !until.done() {
-            if consumer.is_none() && prefetched.is_none() {
+            if consumer.is_none() {
                 match self.open_consumer(&topics, lookup.take()).await {
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
@@ -155,27 +145,9 @@ impl Hub {
                     }
                 }
             }
+            let Some(c) = consumer.as_mut() else { continue };
             let t_poll = std::time::Instant::now();
-            let polled = match prefetched.take() {
-                // The batch read while the previous one committed.
-                Some(read) => match read.await {
-                    Ok((mut c, r)) => {
-                        if let Some(positions) = unacked.take()
-                            && let Err(e) = c.commit(&positions).await
-                        {
-                            warn!("group offset commit (informational) failed: {e}");
-                        }
-                        consumer = Some(c);
-                        Some(r.map_err(PipelineError::Bus))
-                    }
-                    Err(e) => Some(Err(PipelineError::Internal(format!("reading the next batch: {e}")))),
-                },
-                None => {
-                    let Some(c) = consumer.as_mut() else { continue };
-                    until.poll(&mut **c, self).await
-                }
-            };
-            let batch = match polled {
+            let batch = match until.poll(&mut **c, self).await {
                 None => break,
                 Some(Ok(b)) => {
                     if !b.is_empty() {
@@ -197,48 +169,25 @@ impl Hub {
             if batch.is_empty() {
                 continue;
             }
-            // On the embedded bus (one worker, no rebalancing) the next batch
-            // is read, opened and decoded beside this one's commit.
-            if self.bus.kind() == "embedded"
-                && let Some(mut c) = consumer.take()
-            {
-                let (max, wait) =
-                    (self.cfg.pipeline.batch_max_records, Duration::from_millis(self.cfg.pipeline.batch_wait_ms));
-                let read = async move {
-                    let r = c.poll(max, wait).await;
-                    (c, r)
-                };
-                prefetched = Some(tokio::spawn(read.in_current_span()));
-            }
             match self.commit_batch(batch).await {
                 Ok((stats, positions)) => {
                     total.add(&stats);
                     until.progressed(&positions);
-                    if let Some(c) = consumer.as_mut() {
-                        if let Err(e) = c.commit(&positions).await {
-                            warn!("group offset commit (informational) failed: {e}");
-                        }
-                    } else {
-                        unacked = Some(positions);
+                    if let Some(c) = consumer.as_mut()
+                        && let Err(e) = c.commit(&positions).await
+                    {
+                        warn!("group offset commit (informational) failed: {e}");
                     }
                 }
                 Err(e) => {
                     // Nothing of the failed part is acknowledged; rebuild the
-                    // consumer from the committed positions and retry (a
-                    // batch read ahead is dropped with its consumer).
-                    if let Some(read) = prefetched.take() {
-                        read.abort();
-                    }
+                    // consumer from the committed positions and retry.
                     consumer = None;
                     if until.after_failure(e, |e| error!("batch failed, retrying from the last commit: {e}")).await? {
                         break;
                     }
                 }
             }
-        }
-        // Stopped (caught up or shut down): a read ahead is not needed.
-        if let Some(read) = prefetched.take() {
-            read.abort();
         }
         Ok(total)
     }
