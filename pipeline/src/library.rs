@@ -12,6 +12,15 @@
 //! is a tombstone row (`deleted = true`), and nothing is ever vacuumed away
 //! (§7.4.3). The current view of a library is computed over its history.
 //!
+//! ## Every version stays addressable
+//! Tables are created with [`HISTORY_PROPERTIES`]: the Delta log is never
+//! cleaned up (delta-rs and Spark default to deleting log entries older
+//! than 30 days at each checkpoint, after which a table can no longer be
+//! read *as of* an older version), retention durations are a century for
+//! engines that honour them, and a checkpoint every 100 commits keeps
+//! opening a long log fast. Tables made by an older release get these
+//! properties when a hub opens them ([`LibraryStore::ensure`]).
+//!
 //! ## Exactly-once commits
 //! Every commit carries, as Delta application transactions, the next bus
 //! offset of each partition it covers (`app_id = lianqin:<topic>:<partition>`,
@@ -76,6 +85,22 @@ impl std::fmt::Debug for LibraryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LibraryStore").field("root", &self.root).finish()
     }
+}
+
+/// Table properties every table is created with (module docs: every
+/// version stays addressable).
+pub const HISTORY_PROPERTIES: [(&str, &str); 4] = [
+    ("delta.enableExpiredLogCleanup", "false"),
+    ("delta.logRetentionDuration", "interval 36500 days"),
+    ("delta.deletedFileRetentionDuration", "interval 36500 days"),
+    ("delta.checkpointInterval", "100"),
+];
+
+/// Whether a table's log is kept (never cleaned up).
+fn keeps_history(table: &DeltaTable) -> bool {
+    table.snapshot().is_ok_and(|s| {
+        s.metadata().configuration().get("delta.enableExpiredLogCleanup").map(String::as_str) == Some("false")
+    })
 }
 
 fn delta_err(table: &str, e: impl std::fmt::Display) -> PipelineError {
@@ -160,13 +185,27 @@ impl LibraryStore {
                 .write(vec![RecordBatch::new_empty(schema)])
                 .with_save_mode(SaveMode::Append)
                 .with_table_name(name)
+                .with_configuration(HISTORY_PROPERTIES.iter().map(|(k, v)| (*k, Some(*v))))
                 .await
                 .map_err(|e| delta_err(name, e))?
-        } else {
+        } else if keeps_history(&table) {
             table
+        } else {
+            // Made by an older release: its log would be cleaned up.
+            let props = HISTORY_PROPERTIES.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let t = table.set_tbl_properties().with_properties(props).await.map_err(|e| delta_err(name, e))?;
+            tracing::info!(table = name, "table properties set so that every version stays addressable");
+            t
         };
         tables.insert(name.to_string(), Arc::new(Mutex::new(table)));
         Ok(())
+    }
+
+    /// The Delta table properties of a table (`delta.*` and others).
+    pub async fn properties(&self, name: &str) -> Option<HashMap<String, String>> {
+        let slot = self.slot(name).await?;
+        let t = slot.lock().await;
+        t.snapshot().ok().map(|s| s.metadata().configuration().clone())
     }
 
     async fn slot(&self, name: &str) -> Option<Arc<Mutex<DeltaTable>>> {
@@ -343,6 +382,14 @@ impl LibraryStore {
         Ok(out)
     }
 
+    /// The id of a table (its Delta metadata id): another id means the
+    /// table was deleted and created again.
+    pub async fn table_id(&self, name: &str) -> Option<String> {
+        let slot = self.slot(name).await?;
+        let t = slot.lock().await;
+        t.snapshot().ok().map(|s| s.metadata().id().to_string())
+    }
+
     /// Current Delta version of a table as loaded.
     pub async fn version(&self, name: &str) -> Option<i64> {
         let slot = self.slot(name).await?;
@@ -494,5 +541,83 @@ mod tests {
         let reopened = LibraryStore::open_existing(dir.path(), Arc::clone(&catalog)).await.unwrap();
         assert_eq!(reopened.position(&name, "raw.s", 0).await.unwrap(), Some(5));
         assert_eq!(rows(&reopened, &catalog).await, 5, "the abandoned stage's files are in no version");
+    }
+
+    /// Appends `n` one-row commits to raw table `s`.
+    async fn commits(store: &LibraryStore, source: &str, n: u64) {
+        let name = raw_table(source);
+        for _ in 0..n {
+            let from = store.position(&name, "raw.s", 0).await.unwrap().unwrap_or(0);
+            let recs: Vec<BusRecord> = records(1)
+                .into_iter()
+                .map(|mut r| {
+                    r.offset = from;
+                    r
+                })
+                .collect();
+            let refs: Vec<&BusRecord> = recs.iter().collect();
+            let batch = crate::normalize::raw_batch(&refs, 1).unwrap();
+            store.append(&name, vec![batch], &[("raw.s".into(), 0, from + 1)]).await.unwrap();
+        }
+    }
+
+    async fn version_zero_readable(store: &LibraryStore, source: &str) -> bool {
+        let url = store.url(&raw_table(source)).unwrap();
+        deltalake::DeltaTableBuilder::from_url(url).unwrap().with_version(0).load().await.is_ok()
+    }
+
+    /// With a retention as short as a second and checkpoints every two
+    /// commits, every version of a hub's table stays readable; the same
+    /// table with log cleanup on (delta-rs' default) loses its first
+    /// versions — what the properties prevent.
+    #[tokio::test]
+    async fn every_version_stays_addressable_with_a_short_log_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let store = LibraryStore::open(dir.path(), Arc::clone(&catalog)).await.unwrap();
+        for (source, cleanup) in [("kept", "false"), ("cleaned", "true")] {
+            store.ensure_raw(source).await.unwrap();
+            let props = store.properties(&raw_table(source)).await.unwrap();
+            for (k, v) in HISTORY_PROPERTIES {
+                assert_eq!(props.get(k).map(String::as_str), Some(v), "{k}");
+            }
+            let t = DeltaTable::try_from_url(store.url(&raw_table(source)).unwrap()).await.unwrap();
+            let short: HashMap<String, String> = [
+                ("delta.logRetentionDuration", "interval 1 second"),
+                ("delta.checkpointInterval", "2"),
+                ("delta.enableExpiredLogCleanup", cleanup),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            t.set_tbl_properties().with_properties(short).await.unwrap();
+        }
+        store.refresh().await.unwrap();
+        for source in ["kept", "cleaned"] {
+            commits(&store, source, 3).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        for source in ["kept", "cleaned"] {
+            commits(&store, source, 3).await;
+        }
+        assert!(version_zero_readable(&store, "kept").await, "a hub table keeps version 0 addressable");
+        assert!(!version_zero_readable(&store, "cleaned").await, "with log cleanup on, version 0 is gone");
+    }
+
+    /// A table made without the properties (an older release) gets them
+    /// when a hub opens it.
+    #[tokio::test]
+    async fn tables_of_an_older_release_get_the_history_properties() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::builtin().unwrap();
+        let path = dir.path().join("lake").join(raw_table("old"));
+        std::fs::create_dir_all(&path).unwrap();
+        let url = url::Url::from_directory_path(path.canonicalize().unwrap()).unwrap();
+        let t = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+        t.write(vec![RecordBatch::new_empty(Catalog::raw_schema())]).with_save_mode(SaveMode::Append).await.unwrap();
+        let store = LibraryStore::open(dir.path(), Arc::clone(&catalog)).await.unwrap();
+        store.ensure_raw("old").await.unwrap();
+        let props = store.properties(&raw_table("old")).await.unwrap();
+        assert_eq!(props.get("delta.enableExpiredLogCleanup").map(String::as_str), Some("false"));
     }
 }

@@ -98,6 +98,7 @@ pub struct Metrics {
     retries: Family<SourceLabel, Counter>,
     last_success: Family<SourceLabel, Gauge>,
     backlog: Family<TopicLabel, Gauge>,
+    repeat_rebuilds: Family<SourceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +124,7 @@ impl Metrics {
             retries: Family::default(),
             last_success: Family::default(),
             backlog: Family::default(),
+            repeat_rebuilds: Family::default(),
             pgwire_sessions: Gauge::default(),
             pgwire_connections: Counter::default(),
             console_sessions: Gauge::default(),
@@ -156,6 +158,11 @@ impl Metrics {
             m.last_success.clone(),
         );
         registry.register("bus_backlog", "Records on the bus not yet committed (at scrape time)", m.backlog.clone());
+        registry.register(
+            "repeat_index_rebuilds",
+            "Times a source's repeat index was rebuilt from a scan of its tables (missing or stale)",
+            m.repeat_rebuilds.clone(),
+        );
         registry.register("pgwire_sessions", "Open Postgres-wire connections", m.pgwire_sessions.clone());
         registry.register("pgwire_connections", "Postgres-wire connections accepted", m.pgwire_connections.clone());
         registry.register("console_sessions", "Live web-console sessions", m.console_sessions.clone());
@@ -174,6 +181,16 @@ impl Metrics {
         if let Some(lag) = b.lag_seconds {
             self.lag_seconds.get_or_create(&l).observe(lag.max(0.0));
         }
+    }
+
+    /// The repeat index of `source` was rebuilt from a scan.
+    pub fn repeat_index_rebuilt(&self, source: &str) {
+        self.repeat_rebuilds.get_or_create(&SourceLabel { source: source.to_string() }).inc();
+    }
+
+    /// How often the repeat index of `source` was rebuilt since start.
+    pub fn repeat_index_rebuilds(&self, source: &str) -> u64 {
+        self.repeat_rebuilds.get_or_create(&SourceLabel { source: source.to_string() }).get()
     }
 
     /// A connector pass of `source` ended: `Ok((records, retries))` or an error.

@@ -220,6 +220,108 @@ async fn replays_leave_the_libraries_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repeat_index_is_kept_across_restarts_and_rebuilt_only_when_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = demo::start_simulation(d, small()).await.unwrap();
+    let snapshot = |d: std::path::PathBuf| async move {
+        let e = engine(&d).await;
+        let mut v = Vec::new();
+        for t in ["element_history", "matter_history", "matter_event_history", "quarantine", "raw_police_110"] {
+            v.push(e.scalar_i64(&format!("SELECT count(*) FROM {t}")).await.unwrap());
+        }
+        v
+    };
+    let sources = ["police_110", "hotline_12345", "market_enterprise", "law_enforcement_case"];
+    let rebuilds =
+        |hub: &lianqin_pipeline::hub::Hub| sources.iter().map(|s| hub.metrics().repeat_index_rebuilds(s)).sum::<u64>();
+    let index = d.join("nodes").join("hub").join("repeats.redb");
+    // Connector checkpoints lost: every record is published again.
+    let forget_checkpoints = |hub: &lianqin_pipeline::hub::Hub| {
+        let bus = hub.bus();
+        async move {
+            for src in sources {
+                let cp = lianqin_bus::Checkpoint { source: src.into(), value: serde_json::json!({ "since": "" }) };
+                bus.publish(&lianqin_bus::raw_topic("lianqin.", src), &[], Some(cp)).await.unwrap();
+            }
+        }
+    };
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        assert_eq!(rebuilds(&hub), 4, "a new data dir: every source's index is built");
+        demo::cycle(&hub).await.unwrap();
+    }
+    assert!(index.is_file(), "the index is a file beside the node's state");
+    let before = snapshot(d.to_path_buf()).await;
+    assert!(before[0] > 0 && before[1] > 0);
+
+    // 1. A restart keeps the index: no scan, and re-fetched records are
+    //    still repeats.
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        assert_eq!(rebuilds(&hub), 0, "the kept index needs no scan");
+        forget_checkpoints(&hub).await;
+        let (_, p) = demo::cycle(&hub).await.unwrap();
+        assert!(p.repeats > 0 && p.accepted == 0 && p.quarantined == 0, "{p:?}");
+        assert_eq!(rebuilds(&hub), 0);
+    }
+    assert_eq!(snapshot(d.to_path_buf()).await, before);
+
+    // 2. An index update lost (a crash between the raw commit and the
+    //    index's own commit) is an older copy of the index: its mark is
+    //    behind the raw table, so it is rebuilt, and the versions the old
+    //    copy never saw are still repeats.
+    let old = std::fs::read(&index).unwrap();
+    assert!(sim.advance(5) > 0);
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        let (_, p) = demo::cycle(&hub).await.unwrap();
+        assert!(p.accepted > 0, "{p:?}");
+    }
+    let before = snapshot(d.to_path_buf()).await;
+    std::fs::write(&index, old).unwrap();
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        assert!(rebuilds(&hub) >= 1, "a stale index is rebuilt");
+        forget_checkpoints(&hub).await;
+        let (_, p) = demo::cycle(&hub).await.unwrap();
+        assert!(p.repeats > 0 && p.accepted == 0 && p.quarantined == 0, "{p:?}");
+    }
+    assert_eq!(snapshot(d.to_path_buf()).await, before);
+
+    // 3. The index file lost: rebuilt from the tables, same decisions.
+    std::fs::remove_file(&index).unwrap();
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        assert_eq!(rebuilds(&hub), 4);
+        forget_checkpoints(&hub).await;
+        let (_, p) = demo::cycle(&hub).await.unwrap();
+        assert!(p.repeats > 0 && p.accepted == 0 && p.quarantined == 0, "{p:?}");
+    }
+    assert_eq!(snapshot(d.to_path_buf()).await, before);
+
+    // 4. The tables deleted (the libraries rebuilt from the bus) while the
+    //    index stays: the index belongs to the old tables and is not
+    //    trusted, so every record lands again, once.
+    std::fs::remove_dir_all(d.join("lake")).unwrap();
+    let _ = std::fs::remove_dir_all(d.join("current"));
+    {
+        let hub = demo::open_demo_hub(d, &sim).await.unwrap();
+        assert_eq!(rebuilds(&hub), 4, "an index made for other tables is rebuilt");
+        let topics: Vec<String> = sources.iter().map(|s| lianqin_bus::raw_topic("lianqin.", s)).collect();
+        let zero: lianqin_bus::OffsetLookup = std::sync::Arc::new(|_, _| Some(0));
+        let mut c = hub.bus().consumer("lianqin-pipeline", &topics, zero).await.unwrap();
+        c.commit(&topics.iter().map(|t| (t.clone(), 0u32, 0u64)).collect::<Vec<_>>()).await.unwrap();
+        drop(c);
+        let (_, p) = demo::cycle(&hub).await.unwrap();
+        assert!(p.accepted > 0, "{p:?}");
+    }
+    let after = snapshot(d.to_path_buf()).await;
+    assert_eq!(after, before, "every version landed again, once");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_sources_recover_without_losing_or_skipping_pages() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -790,6 +790,10 @@ enum BenchCmd {
         /// Records the connector reads and publishes at a time.
         #[arg(long, default_value_t = 20_000)]
         chunk: usize,
+        /// Then ingest the same records again from a second copy of the
+        /// file, through a reopened hub (all repeats), and report that pass.
+        #[arg(long)]
+        again: bool,
         /// Folder for the run (default: a temporary folder, removed after).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -874,11 +878,11 @@ async fn run(cmd: Cmd) -> Result<()> {
             print!("{}", report.render());
         }
         #[cfg(feature = "demo")]
-        Cmd::Bench { what: BenchCmd::File { input, batch, chunk, data_dir, json } } => {
+        Cmd::Bench { what: BenchCmd::File { input, batch, chunk, again, data_dir, json } } => {
             init_tracing("warn");
             let tmp = tempfile::tempdir()?;
             let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let report = lianqin_pipeline::bench::file(&dir, &input, batch, chunk).await?;
+            let report = lianqin_pipeline::bench::file(&dir, &input, batch, chunk, again).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -105,7 +105,7 @@ impl Hub {
             }
             let oldest = recs.iter().map(|r| r.envelope.fetched_at).min();
             let split =
-                self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)));
+                self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)))?;
             stats.repeats = split.repeats;
             let ingested_at = self.next_ingest_time().await;
             // The raw table's files are written (sealed, encoded) beside
@@ -146,9 +146,14 @@ impl Hub {
                 .and_then(|q| q.column_by_name("quarantine_id").and_then(strings))
                 .map(|ids| ids.iter().flatten().map(str::to_string).collect())
                 .unwrap_or_default();
-            self.repeats.committed(id, &split, mark, |r| {
+            let remembered = self.repeats.committed(id, &split, mark, |r| {
                 !quarantined.is_empty() && quarantined.contains(&format!("{}/{}/{}", r.topic, r.partition, r.offset))
             });
+            if let Err(e) = remembered {
+                // The batch is durable; the index forgot its mark, so the
+                // next batch rebuilds it from the tables.
+                warn!("{e}; the repeat index of {id} is rebuilt before the next batch");
+            }
             info!(
                 read = stats.read,
                 repeats = stats.repeats,
@@ -181,7 +186,8 @@ impl Hub {
 
     /// Step 1. Kafka: other workers may have committed this source's
     /// partitions since we last looked: reload the tables before comparing
-    /// positions, and rebuild the repeat index when someone else wrote.
+    /// positions, and rebuild the repeat index when someone else wrote
+    /// (on either bus, also when an index update was lost).
     /// Returns the raw table's version when this batch began (the repeat
     /// index reflects it), to tell our commit from others'; `None` on the
     /// embedded bus (one worker).
@@ -197,6 +203,11 @@ impl Hub {
         raw_name: &str,
     ) -> Result<Option<Option<i64>>, PipelineError> {
         if self.bus.kind() != "kafka" {
+            // One worker: only a lost index update moves the raw table
+            // past the index.
+            if !self.repeats.reflects(id, self.store.version(raw_name).await) {
+                self.load_repeats(Some(id)).await?;
+            }
             return Ok(None);
         }
         self.store.refresh().await?;
@@ -334,10 +345,55 @@ impl Hub {
         *last
     }
 
+    /// At start: keeps each source's persisted repeat index when it
+    /// reflects the raw table's current version and no library is ahead of
+    /// the raw table (a crash between the library commits and the raw
+    /// commit leaves gaps only a scan finds); rebuilds it otherwise.
+    pub(super) async fn open_repeats(&self) -> Result<(), PipelineError> {
+        for (id, src) in &self.sources {
+            let raw_name = raw_table(id);
+            let now = self.store.version(&raw_name).await;
+            let table_id = self.store.table_id(&raw_name).await.unwrap_or_default();
+            let same_table = self.repeats.bind(id, &table_id)?;
+            let why = match self.repeats.mark(id) {
+                None if !same_table => Some("the index was made for another raw table (or none)"),
+                None => Some("no index yet"),
+                Some(m) if m != now => Some("the raw table moved past the index"),
+                Some(_) if self.libraries_ahead(src, &raw_name).await? => Some("a library is ahead of the raw table"),
+                Some(_) => None,
+            };
+            match why {
+                None => tracing::debug!(source = %id, "repeat index kept"),
+                Some(why) => {
+                    info!(source = %id, reason = why, "rebuilding the repeat index from the raw table and libraries");
+                    self.load_repeats(Some(id)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether some library holds a bus position of `src` that its raw
+    /// table does not.
+    async fn libraries_ahead(&self, src: &SourceRuntime, raw_name: &str) -> Result<bool, PipelineError> {
+        let partitions = self.bus.end_offsets(&src.topic).await?.len() as u32;
+        for p in 0..partitions {
+            let raw = self.store.position(raw_name, &src.topic, p).await?.unwrap_or(0);
+            for lib in LIBRARIES {
+                if self.store.position(lib, &src.topic, p).await?.unwrap_or(0) > raw {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// (Re)builds the repeat index of every source (`None`) or of one, from
     /// the raw table and the libraries: the newest decided version per key
-    /// (a crash can leave a library commit without its raw commit).
+    /// (a crash can leave a library commit without its raw commit). The scan
+    /// streams into the index batch by batch.
     pub(super) async fn load_repeats(&self, only: Option<&str>) -> Result<(), PipelineError> {
+        use futures::StreamExt;
         if self.sources.is_empty() {
             return Ok(());
         }
@@ -375,8 +431,13 @@ impl Hub {
             );
             // The version of the raw table this scan reflects (read first).
             let raw_version = self.store.version(&t).await;
-            let mut seen = Vec::new();
-            for b in engine.sql(&sql).await? {
+            let query_err =
+                |e: datafusion::error::DataFusionError| PipelineError::Query(format!("repeat index of {id}: {e}"));
+            let mut stream =
+                engine.context().sql(&sql).await.map_err(query_err)?.execute_stream().await.map_err(query_err)?;
+            let mut loader = self.repeats.begin_load(id)?;
+            while let Some(b) = stream.next().await {
+                let b = b.map_err(query_err)?;
                 let ints = |i: usize| {
                     arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Int64)
                         .ok()
@@ -393,6 +454,7 @@ impl Hub {
                 ) else {
                     return Err(PipelineError::Internal(format!("version index of {id}: unexpected column types")));
                 };
+                let mut seen = Vec::with_capacity(b.num_rows());
                 for i in 0..b.num_rows() {
                     if !k.is_valid(i) || !h.is_valid(i) {
                         continue;
@@ -406,8 +468,10 @@ impl Hub {
                         open: open.is_valid(i) && open.value(i) != 0,
                     });
                 }
+                loader.add(&seen)?;
             }
-            let gaps = self.repeats.load(id, raw_version, seen);
+            let gaps = loader.finish(raw_version)?;
+            self.metrics.repeat_index_rebuilt(id);
             if gaps > 0 {
                 info!(source = %id, versions = gaps, "library versions missing from the raw table (crash between commits); the next copies fill them in");
             }

@@ -171,7 +171,7 @@ impl Hub {
         let catalog = Catalog::builtin()?;
         let store = Arc::new(LibraryStore::open(data_dir, Arc::clone(&catalog)).await?);
         // Person tokens keyed by this data dir's secret (created 0600 on first use).
-        crate::mapping::personal::data_dir_key(data_dir)?;
+        let token_key = crate::mapping::personal::data_dir_key(data_dir)?;
         let key = KeyScope::DataDir(data_dir.to_path_buf());
         let mut sources = BTreeMap::new();
         let mut by_topic = HashMap::new();
@@ -190,6 +190,9 @@ impl Hub {
             );
         }
         let node = cfg.node.clone().unwrap_or_else(|| "hub".to_string());
+        // The repeat index is per node, beside its bus state; its key ids
+        // are seeded from the data dir's key.
+        let repeats = RepeatIndex::open(&data_dir.join("nodes").join(&node).join(repeat::FILE), token_key.bytes())?;
         // One audit stream per node (several nodes may share a data dir).
         let suite = match cfg.audit.suite {
             Some(s) => s.crypto(),
@@ -217,7 +220,7 @@ impl Hub {
             post_commit.push(Arc::new(flows));
         }
         let hub = Hub {
-            repeats: RepeatIndex::new(),
+            repeats,
             post_commit,
             audit,
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -230,7 +233,7 @@ impl Hub {
             by_topic,
             last_ingest: Mutex::new(0),
         };
-        hub.load_repeats(None).await?;
+        hub.open_repeats().await?;
         Ok(hub)
     }
 
