@@ -306,8 +306,10 @@ async fn the_repeat_index_is_kept_across_restarts_and_rebuilt_only_when_stale() 
     assert_eq!(snapshot(d.to_path_buf()).await, before);
 
     // 4. The tables deleted (the libraries rebuilt from the bus) while the
-    //    index stays: the index belongs to the old tables and is not
-    //    trusted, so every record lands again, once.
+    //    index stays: the index belongs to the old tables (other table ids,
+    //    other versions; `repeat::tests::another_raw_table_drops_the_mark`
+    //    covers equal versions) and is not trusted, so every record lands
+    //    again, once.
     std::fs::remove_dir_all(d.join("lake")).unwrap();
     let _ = std::fs::remove_dir_all(d.join("current"));
     {
