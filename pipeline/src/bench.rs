@@ -409,8 +409,9 @@ impl FileReport {
 /// the same normalization as the DuckDB peer, plus provenance, repeat check
 /// and quarantine) and commits to the Delta libraries. `data_dir` should be
 /// empty; the input is linked into its drop folder, never modified. With
-/// `again`, a second copy of the file is then ingested by a reopened hub:
-/// the same records, all repeats (the re-ingest figure of issue 12).
+/// `again`, a second copy of the file is then ingested by a reopened hub
+/// whose file connector lost its checkpoint: the same records, all repeats
+/// (the re-ingest figure of issue 12).
 pub async fn file(
     data_dir: &Path,
     input: &Path,
@@ -457,6 +458,12 @@ chunk_rows = {chunk}
         let opened = Instant::now();
         let hub = std::sync::Arc::new(Hub::open(cfg, data_dir).await?);
         let open_seconds = opened.elapsed().as_secs_f64();
+        // The connector would skip a file it has ingested (same content):
+        // its checkpoint is lost, as after a restore or a mapping fix.
+        let source = "hotline_12345_orders";
+        let topic = lianqin_bus::raw_topic(&hub.config().bus.topic_prefix, source);
+        let reset = lianqin_bus::Checkpoint { source: source.into(), value: serde_json::json!({ "files": {} }) };
+        hub.bus().publish(&topic, &[], Some(reset)).await?;
         let p = ingest_pass(&hub).await?;
         Some(AgainReport {
             records: p.records,

@@ -350,6 +350,17 @@ impl LibraryStore {
         Ok(())
     }
 
+    /// Reloads the named tables from disk (a worker before a batch: only
+    /// the tables the batch writes, not every source's raw table).
+    pub async fn refresh_tables(&self, names: &[&str]) -> Result<(), PipelineError> {
+        for name in names {
+            if let Some(slot) = self.slot(name).await {
+                slot.lock().await.update_state().await.map_err(|e| delta_err(name, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Compacts small files of every loaded table (bin-packing into larger
     /// Parquet files). The old files stay in the Delta log's history and on
     /// disk — nothing is vacuumed (§7.4.3) — so every earlier version stays

@@ -104,8 +104,10 @@ impl Hub {
                 return Ok(stats);
             }
             let oldest = recs.iter().map(|r| r.envelope.fetched_at).min();
+            let t_classify = Instant::now();
             let split =
                 self.repeats.classify(id, &recs, |r| LIBRARIES.iter().any(|l| r.offset < held.of(l, r.partition)))?;
+            let classify_ms = t_classify.elapsed().as_millis() as u64;
             stats.repeats = split.repeats;
             let ingested_at = self.next_ingest_time().await;
             // The raw table's files are written (sealed, encoded) beside
@@ -146,6 +148,7 @@ impl Hub {
                 .and_then(|q| q.column_by_name("quarantine_id").and_then(strings))
                 .map(|ids| ids.iter().flatten().map(str::to_string).collect())
                 .unwrap_or_default();
+            let t_index = Instant::now();
             let remembered = self.repeats.committed(id, &split, mark, |r| {
                 !quarantined.is_empty() && quarantined.contains(&format!("{}/{}/{}", r.topic, r.partition, r.offset))
             });
@@ -154,16 +157,19 @@ impl Hub {
                 // next batch rebuilds it from the tables.
                 warn!("{e}; the repeat index of {id} is rebuilt before the next batch");
             }
+            let index_ms = t_index.elapsed().as_millis() as u64;
             info!(
                 read = stats.read,
                 repeats = stats.repeats,
                 accepted = stats.accepted,
                 quarantined = stats.quarantined,
+                classify_ms,
                 normalize_ms = norm_ms,
                 libraries_ms,
                 raw_ms,
                 stage_ms,
                 feeds_ms,
+                index_ms,
                 ms = started.elapsed().as_millis() as u64,
                 "batch committed"
             );
@@ -210,7 +216,9 @@ impl Hub {
             }
             return Ok(None);
         }
-        self.store.refresh().await?;
+        // Only the tables this batch writes.
+        let touched: Vec<&str> = LIBRARIES.iter().copied().chain([raw_name]).collect();
+        self.store.refresh_tables(&touched).await?;
         let now = self.store.version(raw_name).await;
         if !self.repeats.reflects(id, now) {
             self.load_repeats(Some(id)).await?;
