@@ -93,7 +93,7 @@ async fn crash_and_restart(kafka: Option<String>) {
     .await;
     child.kill().expect("kill -9"); // SIGKILL on Unix
     let _ = child.wait();
-    assert!(mid, "never observed the hub mid-ingest");
+    assert!(mid, "never observed the hub mid-ingest; hub log:\n{}", hub_log_tail(d));
     let at_kill = raw_rows(d).await;
 
     // Restart and let it finish.

@@ -141,19 +141,26 @@ async fn sources_to_libraries_to_sql_with_known_counts() {
     sim.shutdown().await;
 }
 
+/// The tables whose row counts show whether anything was stored twice.
+const HISTORIES: [&str; 5] =
+    ["element_history", "matter_history", "matter_event_history", "quarantine", "raw_police_110"];
+
+/// Row counts of `tables`, in order.
+async fn row_counts(d: &std::path::Path, tables: &[&str]) -> Vec<i64> {
+    let e = engine(d).await;
+    let mut v = Vec::new();
+    for t in tables {
+        v.push(e.scalar_i64(&format!("SELECT count(*) FROM {t}")).await.unwrap());
+    }
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_leave_the_libraries_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sim = demo::start_simulation(d, small()).await.unwrap();
-    let snapshot = |d: std::path::PathBuf| async move {
-        let e = engine(&d).await;
-        let mut v = Vec::new();
-        for t in ["element_history", "matter_history", "matter_event_history", "quarantine"] {
-            v.push(e.scalar_i64(&format!("SELECT count(*) FROM {t}")).await.unwrap());
-        }
-        v
-    };
+    let snapshot = |d: std::path::PathBuf| async move { row_counts(&d, &HISTORIES[..4]).await };
     {
         let hub = demo::open_demo_hub(d, &sim).await.unwrap();
         demo::cycle(&hub).await.unwrap();
@@ -224,14 +231,7 @@ async fn the_repeat_index_is_kept_across_restarts_and_rebuilt_only_when_stale() 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sim = demo::start_simulation(d, small()).await.unwrap();
-    let snapshot = |d: std::path::PathBuf| async move {
-        let e = engine(&d).await;
-        let mut v = Vec::new();
-        for t in ["element_history", "matter_history", "matter_event_history", "quarantine", "raw_police_110"] {
-            v.push(e.scalar_i64(&format!("SELECT count(*) FROM {t}")).await.unwrap());
-        }
-        v
-    };
+    let snapshot = |d: std::path::PathBuf| async move { row_counts(&d, &HISTORIES).await };
     let sources = ["police_110", "hotline_12345", "market_enterprise", "law_enforcement_case"];
     // Every source of the demo config (also those the test does not re-fetch).
     let all = |hub: &lianqin_pipeline::hub::Hub| -> Vec<String> {
