@@ -212,7 +212,7 @@ impl Hub {
             // One worker: only a lost index update moves the raw table
             // past the index.
             if !self.repeats.reflects(id, self.store.version(raw_name).await) {
-                self.load_repeats(Some(id)).await?;
+                self.load_repeats(&[id]).await?;
             }
             return Ok(None);
         }
@@ -221,7 +221,7 @@ impl Hub {
         self.store.refresh_tables(&touched).await?;
         let now = self.store.version(raw_name).await;
         if !self.repeats.reflects(id, now) {
-            self.load_repeats(Some(id)).await?;
+            self.load_repeats(&[id]).await?;
         }
         Ok(Some(now))
     }
@@ -358,6 +358,7 @@ impl Hub {
     /// the raw table (a crash between the library commits and the raw
     /// commit leaves gaps only a scan finds); rebuilds it otherwise.
     pub(super) async fn open_repeats(&self) -> Result<(), PipelineError> {
+        let mut stale = Vec::new();
         for (id, src) in &self.sources {
             let raw_name = raw_table(id);
             let now = self.store.version(&raw_name).await;
@@ -374,11 +375,12 @@ impl Hub {
                 None => tracing::debug!(source = %id, "repeat index kept"),
                 Some(why) => {
                     info!(source = %id, reason = why, "rebuilding the repeat index from the raw table and libraries");
-                    self.load_repeats(Some(id)).await?;
+                    stale.push(id.as_str());
                 }
             }
         }
-        Ok(())
+        // One query engine for every source to rebuild.
+        self.load_repeats(&stale).await
     }
 
     /// Whether some library holds a bus position of `src` that its raw
@@ -396,17 +398,17 @@ impl Hub {
         Ok(false)
     }
 
-    /// (Re)builds the repeat index of every source (`None`) or of one, from
+    /// (Re)builds the repeat index of the sources `ids`, from
     /// the raw table and the libraries: the newest decided version per key
     /// (a crash can leave a library commit without its raw commit). The scan
     /// streams into the index batch by batch.
-    pub(super) async fn load_repeats(&self, only: Option<&str>) -> Result<(), PipelineError> {
+    pub(super) async fn load_repeats(&self, ids: &[&str]) -> Result<(), PipelineError> {
         use futures::StreamExt;
-        if self.sources.is_empty() {
+        if ids.is_empty() {
             return Ok(());
         }
         let engine = crate::query::QueryEngine::new(&self.store, &self.catalog).await?;
-        for id in self.sources.keys().filter(|k| only.is_none_or(|o| o == k.as_str())) {
+        for id in ids.iter().copied().filter(|id| self.sources.contains_key(*id)) {
             let t = raw_table(id);
             // Records without a usable key are known by their content hash
             // alone (`repeat::version_key`).
