@@ -93,6 +93,7 @@ impl Hub {
         let span = info_span!("batch", source = %id, batch = %batch_id, records = recs.len());
         async move {
             let started = Instant::now();
+            self.settle_index().await;
             let raw_name = raw_table(id);
             let raw_base = self.catch_up_with_other_workers(id, &raw_name).await?;
             let held = self.table_positions(src, &raw_name, &recs).await?;
@@ -148,15 +149,14 @@ impl Hub {
                 .and_then(|q| q.column_by_name("quarantine_id").and_then(strings))
                 .map(|ids| ids.iter().flatten().map(str::to_string).collect())
                 .unwrap_or_default();
+            // The index write (one fsynced transaction) runs while the next
+            // batch is polled; that batch waits for it before it is
+            // classified ([`Hub::settle_index`]).
             let t_index = Instant::now();
-            let remembered = self.repeats.committed(id, &split, mark, |r| {
+            let update = super::repeat::RepeatIndex::update(id, &split, mark, |r| {
                 !quarantined.is_empty() && quarantined.contains(&format!("{}/{}/{}", r.topic, r.partition, r.offset))
             });
-            if let Err(e) = remembered {
-                // The batch is durable; the index forgot its mark, so the
-                // next batch rebuilds it from the tables.
-                warn!("{e}; the repeat index of {id} is rebuilt before the next batch");
-            }
+            self.write_index(update).await;
             let index_ms = t_index.elapsed().as_millis() as u64;
             info!(
                 read = stats.read,
@@ -188,6 +188,33 @@ impl Hub {
         }
         .instrument(span)
         .await
+    }
+
+    /// Starts writing a committed batch's index `update` on the blocking
+    /// pool, after the write before it.
+    async fn write_index(&self, update: super::repeat::Update) {
+        let mut pending = self.index_write.lock().await;
+        if let Some(previous) = pending.take() {
+            let _ = previous.await;
+        }
+        let repeats = Arc::clone(&self.repeats);
+        *pending = Some(tokio::task::spawn_blocking(move || {
+            let source = update.source().to_string();
+            if let Err(e) = repeats.apply(update) {
+                // The batch is durable; the index forgot its mark, so the
+                // next batch rebuilds it from the tables.
+                warn!("{e}; the repeat index of {source} is rebuilt before the next batch");
+            }
+        }));
+    }
+
+    /// Waits for the index write of the last committed batch (before a
+    /// batch is classified, and before a consume loop returns, so a caller
+    /// that reopens the hub finds the index written).
+    pub(super) async fn settle_index(&self) {
+        if let Some(pending) = self.index_write.lock().await.take() {
+            let _ = pending.await;
+        }
     }
 
     /// Step 1. Kafka: other workers may have committed this source's

@@ -103,7 +103,9 @@ impl Hub {
             }
         }
         let mut until = Until::CaughtUp { pending, last_progress: Instant::now() };
-        let total = self.consume(&mut until, Some(lookup)).await?;
+        let total = self.consume(&mut until, Some(lookup)).await;
+        self.settle_index().await;
+        let total = total?;
         if let Until::CaughtUp { pending, .. } = &until
             && !pending.is_empty()
         {
@@ -120,7 +122,9 @@ impl Hub {
     /// them, waits a second and resumes from the positions committed in the
     /// libraries, so nothing is lost or doubled.
     pub async fn run_worker(&self, shutdown: watch::Receiver<bool>) -> Result<ProcessStats, PipelineError> {
-        self.consume(&mut Until::Shutdown(shutdown), None).await
+        let total = self.consume(&mut Until::Shutdown(shutdown), None).await;
+        self.settle_index().await;
+        total
     }
 
     /// The consume loop (module docs). `lookup`: positions already read for

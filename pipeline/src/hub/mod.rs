@@ -94,7 +94,10 @@ pub struct Hub {
     sources: BTreeMap<String, SourceRuntime>,
     by_topic: HashMap<String, String>,
     /// Which versions are decided (repeats, raw gaps).
-    repeats: RepeatIndex,
+    repeats: Arc<RepeatIndex>,
+    /// The index write of the last committed batch, running while the next
+    /// batch is polled ([`Hub::settle_index`] waits for it).
+    index_write: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     last_ingest: Mutex<i64>,
     audit: Audit,
     /// Run after each library commit (change feeds, flows, …), in order.
@@ -220,7 +223,8 @@ impl Hub {
             post_commit.push(Arc::new(flows));
         }
         let hub = Hub {
-            repeats,
+            repeats: Arc::new(repeats),
+            index_write: tokio::sync::Mutex::new(None),
             post_commit,
             audit,
             metrics: Arc::new(crate::metrics::Metrics::new()),

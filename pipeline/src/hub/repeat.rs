@@ -457,7 +457,8 @@ impl RepeatIndex {
     /// committed in between, so the next batch reloads). `quarantined(r)`
     /// says whether fresh record `r` went to quarantine. One durable redb
     /// transaction; when it fails, the source's mark is dropped so that
-    /// the next batch rebuilds the index.
+    /// the next batch rebuilds the index. The same as
+    /// [`RepeatIndex::apply`] of [`RepeatIndex::update`].
     pub fn committed(
         &self,
         source: &str,
@@ -465,33 +466,58 @@ impl RepeatIndex {
         raw_version: Option<Option<i64>>,
         quarantined: impl Fn(&BusRecord) -> bool,
     ) -> Result<(), PipelineError> {
-        let done = self.write_committed(source, split, raw_version, quarantined);
+        self.apply(Self::update(source, split, raw_version, quarantined))
+    }
+
+    /// What [`RepeatIndex::committed`] writes, taken out of `split` (which
+    /// borrows the batch), so the write can run on another thread while the
+    /// worker polls its next batch ([`crate::hub::Hub`] waits for it before
+    /// that batch is classified).
+    pub fn update(
+        source: &str,
+        split: &Split<'_>,
+        raw_version: Option<Option<i64>>,
+        quarantined: impl Fn(&BusRecord) -> bool,
+    ) -> Update {
+        // In key order: neighbouring pages.
+        let mut order: Vec<usize> = (0..split.fresh.len()).collect();
+        order.sort_by_key(|&i| split.ids[i].0);
+        let fresh = order
+            .into_iter()
+            .map(|i| {
+                let (r, (kid, hid)) = (split.fresh[i], split.ids[i]);
+                let flags = if quarantined(r) { OPEN } else { 0 };
+                (kid, hid, flags, r.envelope.replay_run().map(str::to_string))
+            })
+            .collect();
+        Update { source: source.to_string(), fresh, gaps: split.gaps.clone(), raw_version }
+    }
+
+    /// Writes `update` (one durable redb transaction) and moves the
+    /// in-memory mark; see [`RepeatIndex::committed`].
+    pub fn apply(&self, update: Update) -> Result<(), PipelineError> {
+        let done = self.write_update(&update);
         let mut mem = self.mem();
         match &done {
             Ok(()) => {
-                if let Some(g) = mem.gaps.get_mut(source) {
-                    for gap in &split.gaps {
+                if let Some(g) = mem.gaps.get_mut(&update.source) {
+                    for gap in &update.gaps {
                         g.remove(gap);
                     }
                 }
-                if let Some(v) = raw_version {
-                    mem.marks.insert(source.to_string(), v);
+                if let Some(v) = update.raw_version {
+                    mem.marks.insert(update.source.clone(), v);
                 }
             }
             Err(_) => {
-                mem.marks.remove(source);
+                mem.marks.remove(&update.source);
             }
         }
         done
     }
 
-    fn write_committed(
-        &self,
-        source: &str,
-        split: &Split<'_>,
-        raw_version: Option<Option<i64>>,
-        quarantined: impl Fn(&BusRecord) -> bool,
-    ) -> Result<(), PipelineError> {
+    fn write_update(&self, u: &Update) -> Result<(), PipelineError> {
+        let source = u.source.as_str();
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(Durability::Immediate);
         {
@@ -501,37 +527,52 @@ impl RepeatIndex {
                 tx.open_table(TableDefinition::<u128, NewestValue>::new(&newest_name)).map_err(|e| self.err(e))?;
             let mut replays =
                 tx.open_table(TableDefinition::<u128, &str>::new(&replays_name)).map_err(|e| self.err(e))?;
-            // In key order: neighbouring pages.
-            let mut order: Vec<usize> = (0..split.fresh.len()).collect();
-            order.sort_by_key(|&i| split.ids[i].0);
-            for i in order {
-                let (r, (kid, hid)) = (split.fresh[i], split.ids[i]);
-                let flags = if quarantined(r) { OPEN } else { 0 };
-                newest.insert(kid, (hid, flags)).map_err(|e| self.err(e))?;
-                match r.envelope.replay_run() {
+            let mut any_replays = !replays.is_empty().map_err(|e| self.err(e))?;
+            for (kid, hid, flags, run) in &u.fresh {
+                newest.insert(*kid, (*hid, *flags)).map_err(|e| self.err(e))?;
+                match run {
                     Some(run) => {
-                        replays.insert(kid, run).map_err(|e| self.err(e))?;
+                        replays.insert(*kid, run.as_str()).map_err(|e| self.err(e))?;
+                        any_replays = true;
                     }
                     // Decided by the source again: no run decided it.
-                    None if !replays.is_empty().map_err(|e| self.err(e))? => {
-                        replays.remove(kid).map_err(|e| self.err(e))?;
+                    None if any_replays => {
+                        replays.remove(*kid).map_err(|e| self.err(e))?;
                     }
                     None => {}
                 }
             }
             drop((newest, replays));
-            if !split.gaps.is_empty() {
+            if !u.gaps.is_empty() {
                 let mut g =
                     tx.open_table(TableDefinition::<(u128, u128), ()>::new(&gaps_name)).map_err(|e| self.err(e))?;
-                for gap in &split.gaps {
+                for gap in &u.gaps {
                     g.remove(*gap).map_err(|e| self.err(e))?;
                 }
             }
-            if let Some(v) = raw_version {
+            if let Some(v) = u.raw_version {
                 tx.open_table(MARKS).map_err(|e| self.err(e))?.insert(source, v).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+/// The index changes of one committed batch ([`RepeatIndex::update`]).
+#[derive(Debug)]
+pub struct Update {
+    source: String,
+    /// Per fresh version, in key-id order: key id, content id, flags and
+    /// the replay run that decided it.
+    fresh: Vec<(u128, u128, u8, Option<String>)>,
+    gaps: Vec<Gap>,
+    raw_version: Option<Option<i64>>,
+}
+
+impl Update {
+    /// The source whose index it changes.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }
 
