@@ -25,6 +25,13 @@
 //!   comparison (field, level, weight — never the values): the queue an
 //!   officer works through with `lianqin element merge|split`.
 //!
+//! What a person element gives resolution: its name, its identifier (a
+//! citizen ID, or the phone it is known by), its phone, and — from
+//! `attributes` — the keyed token of the household address the caller,
+//! reporter or party gave (`address_token`, written by the mappings with
+//! `person_token`; the address itself is personal and stays in the
+//! department's raw table). Equal tokens are equal normalized addresses.
+//!
 //! Enterprises the same way ([`UNITS`], model `schemas/resolution/unit.toml`):
 //! [`UNIT_LINK_TABLE`] (`element_unit_link`: each enterprise element — by
 //! USCC, or by the name a complaint gave (`id_type = unit_name`) — and its
@@ -83,6 +90,8 @@ pub struct Entity {
     /// The decision log's file name under `<data dir>/resolution/`.
     decisions_file: &'static str,
     model: fn() -> Model,
+    /// Text columns read from the `element` view for each element.
+    columns: &'static [&'static str],
     record: RecordOf,
     /// The last resolution of this process (see [`resolved`]).
     last: &'static Cache,
@@ -105,6 +114,7 @@ pub static PERSONS: Entity = Entity {
     where_clause: "kind = 'person'",
     decisions_file: "element_decisions.jsonl",
     model: Model::person,
+    columns: PERSON_COLUMNS,
     record: element_record,
     last: &LAST_PERSONS,
 };
@@ -121,6 +131,7 @@ pub static UNITS: Entity = Entity {
     where_clause: "kind = 'unit_place' AND id_type IN ('uscc', 'unit_name')",
     decisions_file: "unit_decisions.jsonl",
     model: Model::unit,
+    columns: READ_COLUMNS,
     record: unit_record,
     last: &LAST_UNITS,
 };
@@ -192,15 +203,35 @@ fn load_decisions_of(e: &Entity, data_dir: Option<&Path>) -> Result<Vec<LoggedDe
     }
 }
 
-/// Text columns read from the `element` view for each element resolved.
+/// Text columns read from the `element` view for each element resolved
+/// (the first is the element id).
 const READ_COLUMNS: &[&str] =
     &["element_id", "name", "id_type", "id_value", "phone", "address", "kind", "department", "division", "source_id"];
+
+/// [`READ_COLUMNS`] and, for persons, `attributes`: the keyed tokens a
+/// mapping wrote there of personal fields the element has no column for
+/// (`address_token`: the household address a caller, reporter or party
+/// gave, `person_token('addr:' || <normalized address>)`, never the
+/// address).
+const PERSON_COLUMNS: &[&str] = &[
+    "element_id",
+    "name",
+    "id_type",
+    "id_value",
+    "phone",
+    "address",
+    "kind",
+    "department",
+    "division",
+    "source_id",
+    "attributes",
+];
 
 /// The current elements of `e`, read with `ctx` (unrestricted: sealed
 /// values opened, nothing masked — resolution compares clear values and
 /// shows none of them).
 async fn read_elements(ctx: &SessionContext, e: &Entity) -> Result<RecordBatch, PipelineError> {
-    let cols: Vec<String> = READ_COLUMNS.iter().map(|c| format!("CAST(\"{c}\" AS VARCHAR) AS \"{c}\"")).collect();
+    let cols: Vec<String> = e.columns.iter().map(|c| format!("CAST(\"{c}\" AS VARCHAR) AS \"{c}\"")).collect();
     let sql = format!("SELECT {} FROM element WHERE {} ORDER BY element_id", cols.join(", "), e.where_clause);
     let table = e.link_table;
     let q = |e: DataFusionError| PipelineError::Query(format!("{table}: {e}"));
@@ -215,7 +246,7 @@ async fn read_elements(ctx: &SessionContext, e: &Entity) -> Result<RecordBatch, 
         .iter()
         .map(|c| arrow::compute::cast(c, &DataType::Utf8).map_err(internal))
         .collect::<Result<_, _>>()?;
-    let fields: Vec<Field> = READ_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+    let fields: Vec<Field> = e.columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)
 }
 
@@ -227,7 +258,8 @@ fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, Pipelin
 
 /// The resolver's record of one element row: its raw fields
 /// (`citizen_id` from a `cid` identifier, `phone`, `name`, `address`)
-/// normalized per identifier type ([`lianqin_resolve::normalize::person`]).
+/// normalized per identifier type ([`lianqin_resolve::normalize::person`]),
+/// and the `address_token` of its `attributes` (see [`PERSON_COLUMNS`]).
 pub fn element_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
     let get = |k: &str| fields.iter().find(|(n, _)| *n == k).and_then(|(_, v)| *v).filter(|v| !v.trim().is_empty());
     let mut raw = BTreeMap::new();
@@ -241,7 +273,17 @@ pub fn element_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
             raw.insert(k.to_string(), v.to_string());
         }
     }
+    if let Some(t) = get("attributes").and_then(address_token) {
+        raw.insert("address_token".to_string(), t);
+    }
     Record { id: id.to_string(), fields: lianqin_resolve::normalize::person(&raw) }
+}
+
+/// The `address_token` of a person element's `attributes` (JSON), when it
+/// is a keyed token (`pt:…`): a clear value is never compared.
+fn address_token(attributes: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(attributes).ok()?;
+    v.get("address_token")?.as_str().filter(|t| t.starts_with("pt:") && t.len() > 3).map(str::to_string)
 }
 
 /// The resolver's record of one enterprise element row: `uscc` from a
@@ -265,12 +307,12 @@ pub fn unit_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
 
 /// The elements of `batch` as resolver records.
 fn records(batch: &RecordBatch, e: &Entity) -> Result<Vec<Record>, PipelineError> {
-    let cols: Vec<&StringArray> = READ_COLUMNS.iter().map(|c| column(batch, c)).collect::<Result<_, _>>()?;
+    let cols: Vec<&StringArray> = e.columns.iter().map(|c| column(batch, c)).collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let value = |c: usize| (!arrow::array::Array::is_null(cols[c], i)).then(|| cols[c].value(i));
         let Some(id) = value(0) else { continue };
-        let fields: Vec<(&str, Option<&str>)> = READ_COLUMNS.iter().enumerate().map(|(c, n)| (*n, value(c))).collect();
+        let fields: Vec<(&str, Option<&str>)> = e.columns.iter().enumerate().map(|(c, n)| (*n, value(c))).collect();
         out.push((e.record)(id, &fields));
     }
     Ok(out)
@@ -625,6 +667,17 @@ mod tests {
         // A phone as the identifier is not a citizen ID.
         let r = element_record("pt:2", &[("id_type", Some("phone")), ("id_value", Some("13805721234"))]);
         assert!(!r.fields.contains_key("citizen_id"), "{:?}", r.fields);
+        // The household address is compared by its keyed token only.
+        let token = |attributes: &str| {
+            element_record("pt:3", &[("id_type", Some("phone")), ("attributes", Some(attributes))])
+                .fields
+                .get("address_token")
+                .cloned()
+        };
+        assert!(token(r#"{"address_token":"pt:0a1b"}"#).is_some_and(|t| t.ends_with("0A1B")));
+        assert_eq!(token(r#"{"address_token":"吴兴区凤凰路12号"}"#), None, "a clear value is never compared");
+        assert_eq!(token(r#"{"jjdbh":"J1"}"#), None);
+        assert_eq!(token("not json"), None);
     }
 
     /// A session whose `element` table holds two person elements: one
@@ -678,12 +731,16 @@ mod tests {
         assert_ne!(after.0.cluster_of("pt:a").unwrap(), after.0.cluster_of("pt:b").unwrap(), "the split holds");
     }
 
-    /// An `element` table of `rows` (READ_COLUMNS order).
+    /// An `element` table of `rows` (READ_COLUMNS order; `attributes`
+    /// NULL).
     fn elements(rows: &[[Option<&str>; 10]]) -> SessionContext {
-        let fields: Vec<Field> = READ_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+        let fields: Vec<Field> = PERSON_COLUMNS.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
         let schema = Arc::new(Schema::new(fields));
-        let columns: Vec<ArrayRef> = (0..READ_COLUMNS.len())
-            .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c]).collect::<Vec<_>>())) as ArrayRef)
+        let columns: Vec<ArrayRef> = (0..PERSON_COLUMNS.len())
+            .map(|c| {
+                Arc::new(StringArray::from(rows.iter().map(|r| r.get(c).copied().flatten()).collect::<Vec<_>>()))
+                    as ArrayRef
+            })
             .collect();
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
         let ctx = SessionContext::new();

@@ -104,8 +104,18 @@ fn persons_across_departments_are_resolved_against_the_simulators_truth() {
     assert!(actual > 50, "the demo has citizens known to several systems: {actual} pairs");
     assert!(precision >= 0.98, "precision {precision:.4}");
     // Recall as measured on the demo (BENCHMARKS.md); the issue's 0.95 is
-    // not met yet: pairs sharing one field only stay apart or go to review.
-    assert!(recall >= 0.80, "recall {recall:.4}");
+    // not met yet: the pairs still apart share one field only (a name with
+    // a changed number and no address on one side, a household landline
+    // without a name) and stay apart or go to review.
+    assert!(recall >= 0.90, "recall {recall:.4}");
+    // Household addresses reach resolution as keyed tokens only.
+    let tokens = rows(
+        d,
+        None,
+        "SELECT count(*) FROM element WHERE kind = 'person' AND attributes LIKE '{\"address_token\":\"pt:%'",
+    );
+    let tokens: usize = tokens[0][0].parse().unwrap();
+    assert!(tokens * 2 > elements.len(), "{tokens} of {} person elements carry an address token", elements.len());
 
     // Without resolution these are separate elements: the 110 reporter
     // with an ID and the same citizen calling 12345 by phone.
@@ -250,6 +260,7 @@ fn element_session(records: &[&lianqin_sim::identity::IdentityRecord]) -> datafu
         "department",
         "division",
         "source_id",
+        "attributes",
     ];
     let value = |r: &lianqin_sim::identity::IdentityRecord, c: &str| -> Option<String> {
         let f = |k: &str| r.fields.get(k).cloned();
@@ -260,6 +271,12 @@ fn element_session(records: &[&lianqin_sim::identity::IdentityRecord]) -> datafu
             "kind" => Some("person".into()),
             "department" | "source_id" => Some(r.source.to_string()),
             "division" => Some("330502".into()),
+            // What a mapping writes: a token of the household address (a
+            // stand-in for `person_token`: hex of its text without spaces).
+            "attributes" => f("address").map(|a| {
+                let hex: String = a.bytes().filter(|b| !b.is_ascii_whitespace()).map(|b| format!("{b:02x}")).collect();
+                format!(r#"{{"address_token":"pt:{hex}"}}"#)
+            }),
             other => f(other),
         }
     };

@@ -337,6 +337,31 @@ pub fn persons(cfg: &SimConfig) -> std::collections::BTreeMap<String, usize> {
     world::World::generate(cfg).person_of
 }
 
+/// What a simulation with `cfg` serves when it starts (before any
+/// [`Simulation::advance`] or env batch), without starting one: the same as
+/// [`Simulation::truth`] right after [`start`].
+pub fn generate(cfg: &SimConfig) -> Truth {
+    truth_of(&world::World::generate(cfg))
+}
+
+fn truth_of(w: &world::World) -> Truth {
+    let values = |recs: &[world::Rec]| recs.iter().map(|r| r.value.clone()).collect::<Vec<_>>();
+    let mut broken = w.http_broken();
+    broken.extend(w.file_broken.iter().cloned());
+    Truth {
+        incidents: values(&w.incidents),
+        tickets: values(&w.tickets),
+        enterprises: values(&w.enterprises),
+        cases: values(&w.cases),
+        env_rows: w.env_rows.clone(),
+        complaints: w.complaints.clone(),
+        broken,
+        flagged: w.http_flagged(),
+        planted: w.http_planted(),
+        persons: w.person_of.clone(),
+    }
+}
+
 /// Generate the data, start the four HTTP servers on `127.0.0.1` (ephemeral ports), create
 /// `env_drop_dir` if needed and, when `cfg.env_files > 0`, write the first env batch
 /// (`cfg.env_files` CSV files and one complaints `.jsonl`). Must be called inside a tokio runtime.
@@ -373,22 +398,7 @@ pub async fn start(cfg: SimConfig, env_drop_dir: &Path) -> Result<Simulation, Si
 impl Simulation {
     /// The current state of every source (see [`Truth`]).
     pub fn truth(&self) -> Truth {
-        let w = self.shared.world();
-        let values = |recs: &[world::Rec]| recs.iter().map(|r| r.value.clone()).collect::<Vec<_>>();
-        let mut broken = w.http_broken();
-        broken.extend(w.file_broken.iter().cloned());
-        Truth {
-            incidents: values(&w.incidents),
-            tickets: values(&w.tickets),
-            enterprises: values(&w.enterprises),
-            cases: values(&w.cases),
-            env_rows: w.env_rows.clone(),
-            complaints: w.complaints.clone(),
-            broken,
-            flagged: w.http_flagged(),
-            planted: w.http_planted(),
-            persons: w.person_of.clone(),
-        }
+        truth_of(&self.shared.world())
     }
 
     /// Move up to `n` records to their next stage — round-robin over 110 incidents (jqzt),

@@ -297,7 +297,25 @@ pub fn person(raw: &BTreeMap<String, String>) -> BTreeMap<String, String> {
             out.insert("birth_date".into(), b);
         }
     }
+    // The body of the ID (its first 17 characters), whatever its check
+    // character: an ID typed with a wrong check character still meets the
+    // valid one, by a comparison of its own (never as the ID).
+    let body = match out.get("citizen_id") {
+        Some(c) => Some(c[..17].to_string()),
+        None => raw.get("citizen_id").and_then(|c| citizen_id_body(c)),
+    };
+    if let Some(b) = body {
+        out.insert("citizen_id_body".into(), b);
+    }
     out
+}
+
+/// The first 17 characters of an 18-character citizen ID (NFKC, spaces
+/// dropped) when they are digits, whatever its check character; `None`
+/// otherwise.
+pub fn citizen_id_body(s: &str) -> Option<String> {
+    let t: String = normalize_text(s).chars().filter(|c| !c.is_whitespace()).collect();
+    (t.len() == 18 && t[..17].bytes().all(|b| b.is_ascii_digit())).then(|| t[..17].to_string())
 }
 
 /// The birth date inside an 18-character citizen ID (`YYYYMMDD` at 7–14)
@@ -399,6 +417,13 @@ mod tests {
         let p = person(&raw);
         assert_eq!(p.get("citizen_id"), None, "never guessed");
         assert_eq!(p.get("birth_date").map(String::as_str), Some("1980-01-01"));
+        // Its body meets the valid ID's, in a comparison of its own.
+        let valid =
+            person(&BTreeMap::from([("citizen_id".to_string(), "３３０５０２１９８００１０１１２３１".to_string())]));
+        assert_eq!(p.get("citizen_id_body").map(String::as_str), Some("33050219800101123"));
+        assert_eq!(valid.get("citizen_id_body"), p.get("citizen_id_body"));
+        assert_eq!(citizen_id_body("33050219800101123"), None, "17 characters");
+        assert_eq!(citizen_id_body("3305021980010112X1"), None, "a letter in the body");
         assert_eq!(birth_date_of_id("３３０５０２８００１０１１２３"), Some("1980-01-01".into()));
         assert_eq!(birth_date_of_id("330502198013011231"), None, "month 13");
         assert_eq!(birth_date_of_id("33050219800101123"), None, "17 characters");

@@ -126,3 +126,50 @@ fn explanations_name_fields_levels_and_weights() {
     assert!(text.contains("name") && text.contains("weight"), "{text}");
     assert!(e.pairs.iter().all(|(_, _, _, s)| s.parts.len() == Model::person().comparisons.len()));
 }
+
+fn person(id: &str, fields: &[(&str, &str)]) -> Record {
+    let raw: BTreeMap<String, String> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Record { id: id.to_string(), fields: normalize::person(&raw) }
+}
+
+/// A citizen ID typed with a wrong check character is out of the ID
+/// comparison but meets the valid ID by its first 17 characters (a level of
+/// its own) — with the same or a mistyped name, never with another name.
+#[test]
+fn an_id_with_a_wrong_check_character_meets_the_valid_one_by_its_body() {
+    // 330502198001011231 is valid; …1232 and …123X are not.
+    let recs = [
+        person("le:1", &[("citizen_id", "330502198001011231"), ("name", "吴博林"), ("phone", "13496744970")]),
+        person("110:1", &[("citizen_id", "330502198001011232"), ("name", "吴博玉"), ("phone", "17312370458")]),
+        person("110:2", &[("citizen_id", "33050219800101123X"), ("name", "郑海"), ("phone", "15912345678")]),
+        // Another body: another person, whatever the name.
+        person("110:3", &[("citizen_id", "330502198001021232"), ("name", "吴博林")]),
+    ];
+    let r = resolve(&recs);
+    let c = |id: &str| r.cluster_of(id).unwrap();
+    assert_eq!(c("le:1"), c("110:1"), "{}", r.explain(&c("le:1")).unwrap().render());
+    assert_ne!(c("le:1"), c("110:2"), "another name");
+    assert_ne!(c("le:1"), c("110:3"), "another body");
+    let s = lianqin_resolve::score(&Model::person(), &recs[0].fields, &recs[1].fields);
+    assert!(s.parts.iter().any(|p| p.field == "citizen_id_body" && p.level == "exact"), "{s:?}");
+}
+
+/// The hub's household address is a keyed token (`address_token`): equal
+/// tokens count as an equal address (once with the household's landline),
+/// so a name with a changed mobile links when the household agrees.
+#[test]
+fn an_address_token_counts_as_the_household_once() {
+    let r = resolve(&[
+        person("110:1", &[("name", "陈俊梓"), ("phone", "19186062919"), ("address_token", "pt:0a1b")]),
+        person("12345:1", &[("name", "陈俊梓"), ("phone", "18921533860"), ("address_token", "pt:0a1b")]),
+        person("12345:2", &[("name", "陈俊梓"), ("phone", "13312345678"), ("address_token", "pt:ffff")]),
+        // A sibling: the household's landline and address, a name one
+        // character apart.
+        person("110:2", &[("name", "李立"), ("phone", "05722627383"), ("address_token", "pt:0c0c")]),
+        person("110:3", &[("name", "李杰"), ("phone", "05722627383"), ("address_token", "pt:0c0c")]),
+    ]);
+    let c = |id: &str| r.cluster_of(id).unwrap();
+    assert_eq!(c("110:1"), c("12345:1"));
+    assert_ne!(c("110:1"), c("12345:2"), "a name alone with another address and phone");
+    assert_ne!(c("110:2"), c("110:3"), "siblings stay apart");
+}
