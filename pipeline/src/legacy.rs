@@ -48,23 +48,23 @@ use crate::mapping::personal::{self, KeyScope, PersonalFields, PersonalKind};
 /// Mapping versions that wrote personal data outside personal columns:
 /// (mapping, versions, the raw fields that are personal).
 pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
-    ("police_110", &["1"], &["bjrxm", "bjrsfzh", "bjrdh", "cph"]),
+    ("police_110", &["1"], &["bjrxm", "bjrsfzh", "bjrdh", "bjrzz", "cph"]),
     // v2 rows may carry the handler (承办人) in `attributes`: declared personal in v3.
-    ("hotline_12345", &["1", "2"], &["caller_name", "caller_phone", "handler"]),
+    ("hotline_12345", &["1", "2"], &["caller_name", "caller_phone", "caller_address", "handler"]),
     ("hotline_12345_orders", &["1"], &["callerName", "callerPhone", "enterpriseName"]),
     ("market_enterprise", &["1"], &["legal_rep"]),
-    ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card", "party_phone"]),
+    ("law_enforcement_case", &["1"], &["case_name", "party_name", "party_id_card", "party_phone", "party_address"]),
     ("nr_land_violation", &["1"], &["wfzt", "sfzh"]),
 ];
 
 /// Mapping versions written before their free text was labelled
 /// `free_text`: (mapping, versions, the free-text fields).
 pub const LEGACY_FREE_TEXT: &[(&str, &[&str], &[&str])] = &[
-    ("police_110", &["1", "2", "3", "4", "5", "6"], &["bjnr"]),
-    ("hotline_12345", &["1", "2", "3", "4"], &["title", "content", "reply"]),
+    ("police_110", &["1", "2", "3", "4", "5", "6", "7"], &["bjnr"]),
+    ("hotline_12345", &["1", "2", "3", "4", "5"], &["title", "content", "reply"]),
     ("hotline_12345_orders", &["1"], &["title", "content"]),
     ("env_complaint", &["1", "2", "3", "4"], &["content", "reject_reason"]),
-    ("law_enforcement_case", &["1", "2", "3", "4"], &["violation"]),
+    ("law_enforcement_case", &["1", "2", "3", "4", "5"], &["violation"]),
     ("irs_market_penalty", &["1", "2", "3"], &["cfnr"]),
 ];
 
@@ -336,6 +336,6 @@ mod tests {
         assert!(l.personal.is_empty() && l.free == ["bjnr"]);
         let a = r#"{"bjnr":"车辆浙E12345，电话13812345678"}"#;
         assert_eq!(fix_attributes(a, &l).unwrap(), r#"{"bjnr":"车辆浙E*****，电话138****5678"}"#);
-        assert!(legacy_of("police_110@7").is_none());
+        assert!(legacy_of("police_110@8").is_none());
     }
 }

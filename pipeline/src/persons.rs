@@ -213,7 +213,7 @@ const READ_COLUMNS: &[&str] =
 /// (`address_token`: the household address a caller, reporter or party
 /// gave, `person_token('addr:' || <normalized address>)`, never the
 /// address).
-const PERSON_COLUMNS: &[&str] = &[
+pub const PERSON_COLUMNS: &[&str] = &[
     "element_id",
     "name",
     "id_type",

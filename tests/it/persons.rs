@@ -249,19 +249,8 @@ fn element_session(records: &[&lianqin_sim::identity::IdentityRecord]) -> datafu
 
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    let columns = [
-        "element_id",
-        "name",
-        "id_type",
-        "id_value",
-        "phone",
-        "address",
-        "kind",
-        "department",
-        "division",
-        "source_id",
-        "attributes",
-    ];
+    // The columns person resolution reads.
+    let columns = lianqin_pipeline::persons::PERSON_COLUMNS;
     let value = |r: &lianqin_sim::identity::IdentityRecord, c: &str| -> Option<String> {
         let f = |k: &str| r.fields.get(k).cloned();
         match c {
