@@ -342,14 +342,31 @@ const MASKED_USERS: &[&str] =
 const PERSONAL_RAW_FIELDS: &[&str] =
     &["bjrxm", "bjrsfzh", "bjrdh", "caller_name", "caller_phone", "party_id_card", "legal_rep", "sfzh", "cph"];
 
+/// Raw fields the simulators fill with a person's home address (报警人住址,
+/// the 12345 caller's 联系地址, a law-enforcement party's 住址).
+const ADDRESS_RAW_FIELDS: &[&str] = &["bjrzz", "caller_address", "party_address"];
+
+/// An address as a mapping may have normalized it: no spaces, without the
+/// province and city the simulators sometimes write before it.
+fn address_core(a: &str) -> String {
+    let a: String = a.chars().filter(|c| !c.is_whitespace()).collect();
+    let a = a.strip_prefix("浙江省").unwrap_or(&a);
+    a.strip_prefix("湖州市").unwrap_or(a).to_string()
+}
+
 /// The planted personal values of the demo (read as the hub, no policy):
-/// names (at least two characters) and plates, and the count of IDs and
-/// phones, as a cross-check that there is something to find. A name that is part of a
-/// registered enterprise name (个体工商户 trade names carry the owner's
-/// name, published by the register) is public register data, not a hit.
+/// names (at least two characters), plates and home addresses (as written
+/// and as normalized), and the count of IDs and phones, as a cross-check
+/// that there is something to find. A name that is part of a registered
+/// enterprise name (个体工商户 trade names carry the owner's name,
+/// published by the register) is public register data, not a hit; so is an
+/// address some non-personal field also holds (an enterprise's registered
+/// address, an incident's place), which may be shown.
 async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
     let engine = lianqin_tests::engine(d).await;
     let mut names = std::collections::BTreeSet::new();
+    let mut addresses = std::collections::BTreeSet::new();
+    let mut public_text = String::new();
     let mut trade_names = Vec::new();
     let mut ids_and_phones = 0;
     for t in engine.tables().iter().filter(|t| t.starts_with("raw_")) {
@@ -369,6 +386,18 @@ async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
                         ids_and_phones += 1;
                     }
                 }
+                for (k, v) in &o {
+                    let Some(v) = v.as_str() else { continue };
+                    if ADDRESS_RAW_FIELDS.contains(&k.as_str()) {
+                        if v.chars().count() >= 6 {
+                            addresses.insert(v.to_string());
+                            addresses.insert(address_core(v));
+                        }
+                    } else if !PERSONAL_RAW_FIELDS.contains(&k.as_str()) {
+                        public_text.push_str(&address_core(v));
+                        public_text.push('\n');
+                    }
+                }
                 if let Some(n) = o.get("uscc").and(o.get("name")).and_then(|v| v.as_str()) {
                     trade_names.push(n.to_string());
                 }
@@ -381,6 +410,10 @@ async fn planted_personal_values(d: &Path) -> (Vec<String>, usize) {
         }
     }
     names.retain(|n| !trade_names.iter().any(|t| t.contains(n.as_str())));
+    let before = addresses.len();
+    addresses.retain(|a| a.chars().count() >= 6 && !public_text.contains(a.as_str()));
+    assert!(addresses.len() * 2 > before, "most planted addresses are only personal ({} of {before})", addresses.len());
+    names.extend(addresses);
     (names.into_iter().collect(), ids_and_phones)
 }
 
@@ -401,7 +434,7 @@ fn scan(user: &str, table: &str, text: &str, names: &[String]) -> Vec<String> {
             hits.push(format!("{user} {table}: phone {p} in {line}"));
         }
         for n in names.iter().filter(|n| line.contains(n.as_str())) {
-            hits.push(format!("{user} {table}: planted name or plate {n} in {line}"));
+            hits.push(format!("{user} {table}: planted name, plate or address {n} in {line}"));
         }
     }
     hits
@@ -437,6 +470,7 @@ async fn no_clear_personal_data_reaches_masked_users() {
     let (names, ids_and_phones) = planted_personal_values(d).await;
     assert!(names.len() > 20 && ids_and_phones > 20, "the demo plants personal data ({} names)", names.len());
     assert!(names.iter().filter(|n| n.starts_with('浙')).count() > 10, "the demo plants plates");
+    assert!(names.iter().filter(|n| n.contains('号')).count() > 10, "the demo plants home addresses");
     let tables: Vec<String> = lianqin_tests::engine(d).await.tables().to_vec();
     let d = d.to_path_buf();
     let names = Arc::new(names);

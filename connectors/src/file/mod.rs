@@ -448,7 +448,11 @@ impl PollingSource for FileSource {
             for path in self.list()? {
                 let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
                 // Pass 1: identity and encoding, in fixed blocks.
-                let scan = match std::fs::File::open(&path).and_then(|f| stream::scan(std::io::BufReader::new(f))) {
+                let check_utf8 =
+                    self.format_of(&path) == Some(FileFormat::Csv) && self.cfg.encoding == TextEncoding::Auto;
+                let scan = match std::fs::File::open(&path)
+                    .and_then(|f| stream::scan(std::io::BufReader::new(f), check_utf8))
+                {
                     Ok(s) => s,
                     Err(e) => {
                         warn!(source = %self.id, path = %path.display(), "cannot read file: {e}");
@@ -485,33 +489,54 @@ impl PollingSource for FileSource {
                 if let Err(e) = records.skip(published) {
                     read_error = Some(e);
                 }
-                // One chunk ahead, so the last chunk's checkpoint says `done`.
-                let mut chunk = match &read_error {
-                    None => records.next_chunk(self.cfg.chunk_rows).unwrap_or_else(|e| {
-                        read_error = Some(e);
-                        Vec::new()
-                    }),
-                    Some(_) => Vec::new(),
-                };
+                // Two chunks ahead: the last chunk's checkpoint says `done`
+                // (the chunk after it is empty), and the chunk after next is
+                // parsed on the blocking pool while this one is published,
+                // so parsing and the durable write overlap.
+                let rows = self.cfg.chunk_rows;
+                let mut ahead = Vec::with_capacity(2);
+                while read_error.is_none() && ahead.len() < 2 {
+                    match records.next_chunk(rows) {
+                        Ok(c) => ahead.push(c),
+                        Err(e) => read_error = Some(e),
+                    }
+                }
+                let mut records = Some(records);
                 while read_error.is_none() {
-                    let next = match records.next_chunk(self.cfg.chunk_rows) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            read_error = Some(e);
-                            break;
-                        }
-                    };
+                    let next = ahead.pop().unwrap_or_default();
+                    let chunk = ahead.pop().unwrap_or_default();
                     let done = next.is_empty();
                     published += chunk.len() as u64;
                     cp.files.insert(hash.clone(), FileProgress { name: name.clone(), published, done });
                     let value = serde_json::to_value(&cp).unwrap_or(Value::Null);
-                    ctx.publish(&self.id, &chunk, value).await?;
+                    let reading = match (done, records.take()) {
+                        (false, Some(mut r)) => Some(tokio::task::spawn_blocking(move || {
+                            let c = r.next_chunk(rows);
+                            (r, c)
+                        })),
+                        (_, r) => {
+                            records = r;
+                            None
+                        }
+                    };
+                    let published_now = ctx.publish(&self.id, &chunk, value).await;
+                    let read = match reading {
+                        Some(h) => Some(h.await.map_err(|e| self.io(&path, format!("reader thread: {e}")))?),
+                        None => None,
+                    };
+                    published_now?;
                     stats.records += chunk.len() as u64;
                     stats.unparsable += chunk.iter().filter(|e| e.error.is_some()).count() as u64;
                     if done {
                         break;
                     }
-                    chunk = next;
+                    let Some((r, after)) = read else { break };
+                    records = Some(r);
+                    ahead.push(next);
+                    match after {
+                        Ok(c) => ahead.push(c),
+                        Err(e) => read_error = Some(e),
+                    }
                 }
                 if let Some(e) = read_error {
                     // Published chunks stay published; the next pass resumes after them.
@@ -521,7 +546,7 @@ impl PollingSource for FileSource {
                 stats.units += 1;
                 // Reconciliation: the file's own line count vs the lines the
                 // reader went through (JSON lines; CSV rows may span lines).
-                if let Some(read) = records.lines_read() {
+                if let Some(read) = records.as_ref().and_then(|r| r.lines_read()) {
                     stats.reported = Some(stats.reported.unwrap_or(0) + scan.lines);
                     stats.distinct += read;
                 }

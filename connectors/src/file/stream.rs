@@ -33,19 +33,22 @@ use super::FileSource;
 pub(super) struct Scan {
     /// SHA-256 (hex) of the content.
     pub hash: String,
-    /// Whether the whole content is valid UTF-8.
+    /// Whether the whole content is valid UTF-8 (when asked; else `true`).
     pub utf8: bool,
     /// Physical lines (newlines, plus an unterminated last line): the
     /// file's own count for reconciliation.
     pub lines: u64,
 }
 
-/// Reads `reader` to the end in 1 MiB blocks: SHA-256 and UTF-8 validity.
-pub(super) fn scan(mut reader: impl Read) -> std::io::Result<Scan> {
+/// Reads `reader` to the end in 1 MiB blocks: SHA-256, line count and —
+/// with `check_utf8`, for a CSV file whose encoding is `auto` — UTF-8
+/// validity. (JSON lines are UTF-8 by definition; each line is checked as
+/// it is read, and one that is not becomes an unparsable record.)
+pub(super) fn scan(mut reader: impl Read, check_utf8: bool) -> std::io::Result<Scan> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
-    let mut utf8 = true;
+    let mut utf8 = check_utf8;
     let (mut lines, mut last) = (0u64, b'\n');
     loop {
         let n = reader.read(&mut buf)?;
@@ -70,7 +73,7 @@ pub(super) fn scan(mut reader: impl Read) -> std::io::Result<Scan> {
     if last != b'\n' {
         lines += 1;
     }
-    Ok(Scan { hash: hex::encode(h.finalize()), utf8: utf8 && carry.is_empty(), lines })
+    Ok(Scan { hash: hex::encode(h.finalize()), utf8: !check_utf8 || (utf8 && carry.is_empty()), lines })
 }
 
 /// Records of one file, in file order, a chunk at a time.
@@ -173,6 +176,10 @@ impl RecordMaker {
     }
 }
 
+/// Fewer lines than this per core are parsed on one thread (a thread's
+/// start would cost more than it saves).
+const PART_MIN_LINES: usize = 1024;
+
 /// JSON lines, one record per non-blank line.
 pub(super) struct JsonlStream<R> {
     maker: RecordMaker,
@@ -187,9 +194,9 @@ impl<R: BufRead + Send> JsonlStream<R> {
         JsonlStream { maker, name: name.to_string(), reader, line_no: 0, buf: Vec::with_capacity(4096) }
     }
 
-    fn record(&self, line: &[u8]) -> Envelope {
-        let loc = format!("{}:{}", self.name, self.line_no);
-        let m = &self.maker;
+    /// The record of line `line_no` (1-based) of file `name`.
+    fn record(m: &RecordMaker, name: &str, line_no: usize, line: &[u8]) -> Envelope {
+        let loc = format!("{name}:{line_no}");
         match std::str::from_utf8(line) {
             Err(e) => m.unparsable(hex::encode(line), format!("{loc}: not UTF-8: {e}"), loc),
             Ok(text) => match Members::parse(text) {
@@ -206,10 +213,15 @@ impl<R: BufRead + Send> RecordStream for JsonlStream<R> {
         Some(self.line_no as u64)
     }
 
+    /// Reads up to `max` non-blank lines into one buffer, then turns them
+    /// into records on every core (a part each, joined in file order): the
+    /// parse, canonical text and content hash of each line are independent.
     fn next_chunk(&mut self, max: usize) -> Result<Vec<Envelope>, String> {
-        let mut out = Vec::with_capacity(max.min(65_536));
-        while out.len() < max {
-            self.buf.clear();
+        // (line number, start, end) of each non-blank line in `self.buf`.
+        let mut lines: Vec<(usize, usize, usize)> = Vec::with_capacity(max.min(65_536));
+        self.buf.clear();
+        while lines.len() < max {
+            let start = self.buf.len();
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.buf)
@@ -218,17 +230,43 @@ impl<R: BufRead + Send> RecordStream for JsonlStream<R> {
                 break;
             }
             self.line_no += 1;
-            let mut line: &[u8] = &self.buf;
+            let mut line: &[u8] = &self.buf[start..];
             line = line.strip_suffix(b"\n").unwrap_or(line);
             line = line.strip_suffix(b"\r").unwrap_or(line);
-            if self.line_no == 1 {
-                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            let mut from = start;
+            if self.line_no == 1 && line.starts_with(b"\xEF\xBB\xBF") {
+                line = &line[3..];
+                from += 3;
             }
             if line.iter().all(|b| b.is_ascii_whitespace()) {
+                self.buf.truncate(start);
                 continue;
             }
-            out.push(self.record(line));
+            lines.push((self.line_no, from, from + line.len()));
         }
+        let (m, name, buf) = (&self.maker, self.name.as_str(), self.buf.as_slice());
+        let parse = |part: &[(usize, usize, usize)]| -> Vec<Envelope> {
+            part.iter().map(|&(no, a, b)| Self::record(m, name, no, &buf[a..b])).collect()
+        };
+        let parts =
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(lines.len() / PART_MIN_LINES).max(1);
+        if parts == 1 {
+            return Ok(parse(&lines));
+        }
+        let per = lines.len().div_ceil(parts);
+        let mut out = Vec::with_capacity(lines.len());
+        std::thread::scope(|scope| {
+            let mut rest = lines.chunks(per);
+            let first = rest.next().unwrap_or_default();
+            let others: Vec<_> = rest.map(|part| scope.spawn(move || parse(part))).collect();
+            out.extend(parse(first));
+            for h in others {
+                match h.join() {
+                    Ok(v) => out.extend(v),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+        });
         Ok(out)
     }
 
@@ -560,6 +598,40 @@ mod tests {
         assert!(most_ahead <= 1 << 16, "read {most_ahead} bytes ahead of the chunks");
     }
 
+    /// A chunk parsed in parts on several threads is, record for record and
+    /// in order, what parsing each line alone gives: blank lines skipped,
+    /// bad lines kept with their own line numbers, the BOM stripped.
+    #[test]
+    fn a_chunk_parsed_in_parts_keeps_file_order() {
+        let mut text = String::from("\u{FEFF}");
+        let mut want = Vec::new();
+        for i in 1..=(4 * PART_MIN_LINES + 7) {
+            let line = match i % 97 {
+                0 => String::new(),
+                13 => format!("{{bad {i}"),
+                _ => format!("{{\"id\":\"{i}\",\"n\":{i},\"s\":\"湖州 {i}\"}}"),
+            };
+            if !line.is_empty() {
+                want.push((i, line.clone()));
+            }
+            text.push_str(&line);
+            text.push_str(if i % 5 == 0 { "\r\n" } else { "\n" });
+        }
+        let m = maker("id");
+        let mut s = JsonlStream::new(m.clone(), "p.jsonl", Cursor::new(text.into_bytes()));
+        let got = s.next_chunk(usize::MAX).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (e, (no, line)) in got.iter().zip(&want) {
+            let alone = JsonlStream::<Cursor<Vec<u8>>>::record(&m, "p.jsonl", *no, line.as_bytes());
+            assert_eq!(e.locator.as_deref(), Some(format!("p.jsonl:{no}").as_str()));
+            assert_eq!((&e.key, &e.hash, &e.error), (&alone.key, &alone.hash, &alone.error), "line {no}");
+            assert_eq!(e.payload_text(), alone.payload_text(), "line {no}");
+        }
+        assert_eq!(got[0].key, "1", "the BOM is not part of the first record");
+        assert!(got.iter().filter(|e| e.error.is_some()).count() >= 40);
+        assert_eq!(s.lines_read(), Some(4 * PART_MIN_LINES as u64 + 7));
+    }
+
     #[test]
     fn skip_resumes_after_what_was_published() {
         let bytes = b"{\"id\":\"1\"}\n\n{\"id\":\"2\"}\n{bad\n{\"id\":\"4\"}\n".to_vec();
@@ -599,16 +671,16 @@ mod tests {
         // A 3-byte character cut by the 1 MiB block boundary is still UTF-8.
         let mut bytes = vec![b'a'; (1 << 20) - 1];
         bytes.extend_from_slice("湖".as_bytes());
-        let s = scan(Cursor::new(&bytes)).unwrap();
+        let s = scan(Cursor::new(&bytes), true).unwrap();
         assert!(s.utf8);
         assert_eq!(s.hash, hex::encode(Sha256::digest(&bytes)));
         assert_eq!(s.lines, 1);
-        assert_eq!(scan(Cursor::new(b"a\n\nb\n")).unwrap().lines, 3);
-        assert_eq!(scan(Cursor::new(b"a\nb")).unwrap().lines, 2);
-        assert_eq!(scan(Cursor::new(b"")).unwrap().lines, 0);
+        assert_eq!(scan(Cursor::new(b"a\n\nb\n"), true).unwrap().lines, 3);
+        assert_eq!(scan(Cursor::new(b"a\nb"), true).unwrap().lines, 2);
+        assert_eq!(scan(Cursor::new(b""), true).unwrap().lines, 0);
         let (gbk, _, _) = encoding_rs::GBK.encode("编号,太湖\n");
-        assert!(!scan(Cursor::new(gbk.as_ref())).unwrap().utf8);
+        assert!(!scan(Cursor::new(gbk.as_ref()), true).unwrap().utf8);
         // A file ending in the middle of a sequence is not UTF-8.
-        assert!(!scan(Cursor::new(&"湖".as_bytes()[..2])).unwrap().utf8);
+        assert!(!scan(Cursor::new(&"湖".as_bytes()[..2]), true).unwrap().utf8);
     }
 }
