@@ -37,9 +37,13 @@ fn hub_log_tail(data: &std::path::Path) -> String {
 }
 
 async fn raw_rows(d: &std::path::Path) -> i64 {
-    // The hub may be mid-commit; a failed read counts as "not yet".
+    scalar_or_not_yet(d, "SELECT count(*) FROM raw_police_110").await
+}
+
+/// `sql`'s count; -1 while the hub is mid-commit (a failed read is "not yet").
+async fn scalar_or_not_yet(d: &std::path::Path, sql: &str) -> i64 {
     match lianqin_tests::try_engine(d).await {
-        Ok(e) => e.scalar_i64("SELECT count(*) FROM raw_police_110").await.unwrap_or(-1),
+        Ok(e) => e.scalar_i64(sql).await.unwrap_or(-1),
         Err(_) => -1,
     }
 }
@@ -150,26 +154,6 @@ async fn crash_and_restart(kafka: Option<String>) {
     sim.shutdown().await;
 }
 
-/// A mapping for the big-file crash test: one matter event per line.
-const BULK_MAPPING: &str = r#"
-name = "bulk_drop"
-version = "1"
-key_field = "id"
-[fields]
-id = { type = "utf8", required = true }
-n = "utf8"
-[[outputs]]
-library = "matter_event"
-sql = "SELECT _row, 'bulk:' || id AS event_id, 'bulk:' || id AS matter_id, 'intake' AS stage, n AS note FROM raw"
-"#;
-
-async fn bulk_rows(d: &std::path::Path, sql: &str) -> i64 {
-    match lianqin_tests::try_engine(d).await {
-        Ok(e) => e.scalar_i64(sql).await.unwrap_or(-1),
-        Err(_) => -1,
-    }
-}
-
 /// kill -9 while a large file is published chunk by chunk (and the chunk
 /// after next is read ahead): the restarted hub resumes after the last chunk
 /// the bus took, and every line lands exactly once.
@@ -180,15 +164,9 @@ async fn kill_9_mid_file_then_restart_lands_each_line_once() {
     let d = dir.path();
     let drop = d.join("drop");
     std::fs::create_dir_all(&drop).unwrap();
-    let mut text = String::with_capacity(LINES * 40);
-    for i in 0..LINES {
-        text.push_str(&serde_json::json!({"id": format!("r{i}"), "n": i.to_string()}).to_string());
-        text.push('\n');
-    }
-    std::fs::write(drop.join(".big.tmp"), text).unwrap();
-    std::fs::rename(drop.join(".big.tmp"), drop.join("big.jsonl")).unwrap();
+    lianqin_tests::drop_lines(&drop, "big.jsonl", 0..LINES, |_| false);
     let mapping = d.join("bulk_drop.toml");
-    std::fs::write(&mapping, BULK_MAPPING).unwrap();
+    std::fs::write(&mapping, lianqin_tests::poison_mapping("bulk_drop", "1", "n")).unwrap();
     let conf = d.join("lianqin.toml");
     std::fs::write(
         &conf,
@@ -215,23 +193,23 @@ chunk_rows = 500
         ),
     )
     .unwrap();
-    let events = "SELECT count(*) FROM matter_event_history WHERE matter_id LIKE 'bulk:%'";
+    let events = "SELECT count(*) FROM matter_event_history WHERE matter_id LIKE 'pt:%'";
     let total = LINES as i64;
 
     let mut child = spawn_hub(&conf, d, "");
     let mid = wait_until(Duration::from_secs(180), || async {
-        let n = bulk_rows(d, "SELECT count(*) FROM raw_bulk_drop").await;
+        let n = scalar_or_not_yet(d, "SELECT count(*) FROM raw_bulk_drop").await;
         n > 0 && n < total
     })
     .await;
     child.kill().expect("kill -9");
     let _ = child.wait();
     assert!(mid, "never observed the hub mid-file; hub log:\n{}", hub_log_tail(d));
-    let at_kill = bulk_rows(d, "SELECT count(*) FROM raw_bulk_drop").await;
+    let at_kill = scalar_or_not_yet(d, "SELECT count(*) FROM raw_bulk_drop").await;
     assert!(at_kill < total, "the file was done before the kill ({at_kill} rows)");
 
     let mut child = spawn_hub(&conf, d, "");
-    let done = wait_until(Duration::from_secs(240), || async { bulk_rows(d, events).await == total }).await;
+    let done = wait_until(Duration::from_secs(240), || async { scalar_or_not_yet(d, events).await == total }).await;
     // Nothing more may arrive: a doubled chunk would show up here.
     tokio::time::sleep(Duration::from_secs(3)).await;
     child.kill().ok();
@@ -244,7 +222,7 @@ chunk_rows = 500
 
     assert_eq!(count(d, events).await, total);
     assert_eq!(
-        count(d, "SELECT count(DISTINCT matter_id) FROM matter_event_history WHERE matter_id LIKE 'bulk:%'").await,
+        count(d, "SELECT count(DISTINCT matter_id) FROM matter_event_history WHERE matter_id LIKE 'pt:%'").await,
         total
     );
     assert_eq!(count(d, "SELECT count(*) FROM raw_bulk_drop").await, total, "raw holds each line once");
