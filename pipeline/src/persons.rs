@@ -204,11 +204,10 @@ fn load_decisions_of(e: &Entity, data_dir: Option<&Path>) -> Result<Vec<LoggedDe
 }
 
 /// Text columns read from the `element` view for each element resolved
-/// (the first is the element id).
-const READ_COLUMNS: &[&str] =
-    &["element_id", "name", "id_type", "id_value", "phone", "address", "kind", "department", "division", "source_id"];
+/// (the first is the element id): [`PERSON_COLUMNS`] without `attributes`.
+const READ_COLUMNS: &[&str] = PERSON_COLUMNS.split_at(PERSON_COLUMNS.len() - 1).0;
 
-/// [`READ_COLUMNS`] and, for persons, `attributes`: the keyed tokens a
+/// [`READ_COLUMNS`] and, last, for persons, `attributes`: the keyed tokens a
 /// mapping wrote there of personal fields the element has no column for
 /// (`address_token`: the household address a caller, reporter or party
 /// gave, `person_token('addr:' || <normalized address>)`, never the
