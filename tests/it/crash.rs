@@ -84,6 +84,11 @@ async fn crash_and_restart(kafka: Option<String>) {
             crate::kafka::kafka_config(&sim, b, &format!("crash{n}."))
         }
     };
+    // Small batches: the raw table grows commit by commit, so there is a
+    // "mid-ingest" to observe even when Kafka hands the worker every record
+    // of a source in one poll.
+    assert!(text.contains("batch_max_records = 50000\n"), "demo config layout changed");
+    let text = text.replace("batch_max_records = 50000\n", "batch_max_records = 100\n");
     std::fs::write(&conf, text).unwrap();
 
     let truth = sim.truth();
