@@ -582,9 +582,13 @@ fn provenance_arrays(recs: &[&BusRecord], mapping_tag: &str, ingested_at: i64, f
 /// their provenance and bus position.
 pub fn raw_batch(records: &[&BusRecord], ingested_at: i64) -> Result<RecordBatch, PipelineError> {
     let n = records.len();
-    let mut key = StringBuilder::with_capacity(n, n * 16);
+    // Exact sizes for the long columns: a builder that grows copies what it
+    // holds each time it doubles (and touches fresh pages for it).
+    let key_bytes: usize = records.iter().map(|r| r.envelope.key.len()).sum();
+    let payload_bytes: usize = records.iter().map(|r| r.envelope.raw_text().len()).sum();
+    let mut key = StringBuilder::with_capacity(n, key_bytes);
     let mut op = StringBuilder::with_capacity(n, n * 6);
-    let mut payload = StringBuilder::with_capacity(n, n * 256);
+    let mut payload = StringBuilder::with_capacity(n, payload_bytes);
     let mut st = StringBuilder::with_capacity(n, n * 20);
     let mut err = StringBuilder::new();
     let mut loc = StringBuilder::new();

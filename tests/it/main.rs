@@ -21,6 +21,7 @@ mod persons;
 mod pgwire;
 mod poison;
 mod policy;
+mod post_commit;
 mod push;
 mod pushed_and_gateway;
 mod recheck;

@@ -276,8 +276,9 @@ impl Hub {
 
     /// Step 5. Commits the libraries side by side (each table has its own
     /// commit and its own offsets; rows a table already holds are skipped),
-    /// then runs the post-commit steps on every row of each library, in
-    /// library order. Returns the milliseconds spent in post-commit steps.
+    /// then runs the post-commit steps on every row of each library: the
+    /// steps whose libraries are independent for all libraries at once, the
+    /// others in library order. Returns the milliseconds the steps added.
     async fn commit_libraries(
         &self,
         libraries: &BTreeMap<String, RecordBatch>,
@@ -299,6 +300,12 @@ impl Hub {
         }
         let mut first_err = None;
         let mut feeds_ms = 0u64;
+        // Steps whose libraries are independent (the change feeds) run for
+        // each library as soon as it committed, side by side; the others
+        // one library after the other, in `LIBRARIES` order.
+        let (side_by_side, in_turn): (Vec<_>, Vec<_>) =
+            self.post_commit.iter().cloned().partition(|s| s.libraries_independent());
+        let mut parallel = Vec::new();
         for (lib, batch, write) in writes {
             let done = match write {
                 Some(h) => {
@@ -315,12 +322,37 @@ impl Hub {
             }
             // Every row of the batch (also rows a table already held after
             // a crash): at-least-once, in order per key.
+            if !side_by_side.is_empty() {
+                let (steps, lib_name, rows) = (side_by_side.clone(), lib.to_string(), batch.clone());
+                let run = async move {
+                    for step in &steps {
+                        step.after_commit(&lib_name, &rows).await?;
+                    }
+                    Ok::<(), PipelineError>(())
+                };
+                parallel.push((lib, tokio::spawn(run.instrument(tracing::Span::current()))));
+            }
             let t_feed = Instant::now();
-            for step in &self.post_commit {
-                step.after_commit(lib, batch).await?;
+            for step in &in_turn {
+                if let Err(e) = step.after_commit(lib, batch).await {
+                    first_err.get_or_insert(e);
+                    break;
+                }
             }
             feeds_ms += t_feed.elapsed().as_millis() as u64;
         }
+        // Wait for every step started, also after an error: the batch is
+        // retried only once nothing of it is still in flight. `feeds_ms` is
+        // what the steps added to the batch: the in-turn steps plus the
+        // wait after the last library committed.
+        let t_wait = Instant::now();
+        for (lib, h) in parallel {
+            let done = h.await.map_err(|e| PipelineError::Internal(format!("after commit to {lib}: {e}")));
+            if let Err(e) = done.and_then(|r| r) {
+                first_err.get_or_insert(e);
+            }
+        }
+        feeds_ms += t_wait.elapsed().as_millis() as u64;
         match first_err {
             Some(e) => Err(e),
             None => Ok(feeds_ms),

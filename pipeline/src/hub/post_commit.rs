@@ -4,7 +4,12 @@
 //!
 //! A step implements [`PostCommit`]; the hub calls every registered step,
 //! in registration order, after each library commit of a batch and before
-//! the raw table commit ([`crate::hub::Hub::with_post_commit`] adds one). A
+//! the raw table commit ([`crate::hub::Hub::with_post_commit`] adds one).
+//! A step whose libraries do not share anything (each library its own
+//! topic: [`ChangeFeed`]) says so with
+//! [`PostCommit::libraries_independent`], and the hub then runs it for the
+//! batch's libraries side by side, each as soon as that library committed;
+//! the other steps run one library after the other. A
 //! step gets every row of the batch, also rows a library already held after
 //! a crash, so the guarantee of every step is **at-least-once, in order per
 //! key**; consumers dedupe by `content_hash`. A step that fails fails the
@@ -28,6 +33,14 @@ pub trait PostCommit: Send + Sync {
     /// Hands over the committed rows `batch` of `library` (`element`,
     /// `matter`, `matter_event` or `quarantine`).
     async fn after_commit(&self, library: &str, batch: &RecordBatch) -> Result<(), PipelineError>;
+
+    /// Whether the step may run for several libraries of one batch at the
+    /// same time (its work for one library touches nothing of another's).
+    /// Order per key still holds: a library's rows of one batch go in one
+    /// call, and the hub waits for every call before the next batch.
+    fn libraries_independent(&self) -> bool {
+        false
+    }
 }
 
 /// The change feeds: one event per library row to `<prefix>changes.<library>`,
@@ -62,6 +75,11 @@ impl ChangeFeed {
 impl PostCommit for ChangeFeed {
     fn name(&self) -> &str {
         "change feed"
+    }
+
+    /// Each library has its own topic.
+    fn libraries_independent(&self) -> bool {
+        true
     }
 
     async fn after_commit(&self, lib: &str, batch: &RecordBatch) -> Result<(), PipelineError> {
