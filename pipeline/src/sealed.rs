@@ -158,7 +158,11 @@ pub fn seal_batch(
         let values = as_strings(&cols[i]).map_err(|e| err(&e))?;
         // `lqe1:<id>:` + base64 of nonce (12) ‖ value ‖ tag (16): ≈ 4/3 of
         // the value plus ~60 bytes.
-        let capacity = values.value_data().len() / 3 * 4 + values.len() * 64;
+        // (The bytes of these rows only: `values` may be a slice of a
+        // larger array, whose whole buffer `value_data` would be.)
+        let offsets = values.value_offsets();
+        let bytes = (offsets[offsets.len() - 1] - offsets[0]) as usize;
+        let capacity = bytes / 3 * 4 + values.len() * 64;
         cols[i] = map_text(&values, schema.field(i).data_type(), capacity, |r, v| {
             if lianqin_seal::is_sealed(v) {
                 return Ok(v.to_string());
