@@ -88,11 +88,12 @@ pub fn append_decision(data_dir: &Path, d: &LoggedDecision) -> Result<(), Pipeli
 }
 
 /// The report rows (columns [`REPORT_COLUMNS`] plus title, content, lon,
-/// lat, party, address) of the current matters, read with `ctx` (unrestricted).
+/// lat, party, address, reopened_from) of the current matters, read with
+/// `ctx` (unrestricted).
 async fn read_reports(ctx: &SessionContext) -> Result<RecordBatch, PipelineError> {
     let cols: Vec<String> = REPORT_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
     let sql = format!(
-        "SELECT {}, title, content, lon, lat, party_element_id, address FROM matter ORDER BY matter_id",
+        "SELECT {}, title, content, lon, lat, party_element_id, address, reopened_from FROM matter ORDER BY matter_id",
         cols.join(", ")
     );
     let df = ctx.sql(&sql).await.map_err(|e| PipelineError::Query(format!("{TABLE}: {e}")))?;
@@ -116,10 +117,11 @@ fn float(b: &RecordBatch, name: &str, i: usize) -> Option<f64> {
 /// The reports of `batch` as the grouper sees them.
 fn reports(batch: &RecordBatch) -> Vec<Report> {
     let at = batch.column_by_name("reported_at").and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
-    let cols: Vec<Option<StringArray>> = ["matter_id", "title", "content", "category", "party_element_id", "address"]
-        .iter()
-        .map(|n| text_column(batch, n))
-        .collect();
+    let cols: Vec<Option<StringArray>> =
+        ["matter_id", "title", "content", "category", "party_element_id", "address", "reopened_from"]
+            .iter()
+            .map(|n| text_column(batch, n))
+            .collect();
     let text = |c: usize, i: usize| cols[c].as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
     (0..batch.num_rows())
         .filter_map(|i| {
@@ -133,7 +135,13 @@ fn reports(batch: &RecordBatch) -> Vec<Report> {
                 reported_at: at.filter(|a| a.is_valid(i)).map(|a| a.value(i).div_euclid(1_000_000)).unwrap_or(0),
                 party: text(4, i),
                 address: text(5, i),
-                text: format!("{} {}", text(1, i).unwrap_or_default(), text(2, i).unwrap_or_default()),
+                // A re-handled ticket cites its original (`12345:<number>`).
+                text: format!(
+                    "{} {} {}",
+                    text(1, i).unwrap_or_default(),
+                    text(2, i).unwrap_or_default(),
+                    text(6, i).as_deref().and_then(|r| r.split_once(':')).map(|(_, n)| n).unwrap_or_default()
+                ),
                 id,
             })
         })

@@ -60,11 +60,11 @@ pub const LEGACY: &[(&str, &[&str], &[&str])] = &[
 /// Mapping versions written before their free text was labelled
 /// `free_text`: (mapping, versions, the free-text fields).
 pub const LEGACY_FREE_TEXT: &[(&str, &[&str], &[&str])] = &[
-    ("police_110", &["1", "2", "3", "4", "5", "6", "7"], &["bjnr"]),
-    ("hotline_12345", &["1", "2", "3", "4", "5"], &["title", "content", "reply"]),
+    ("police_110", &["1", "2", "3", "4", "5", "6", "7", "8"], &["bjnr"]),
+    ("hotline_12345", &["1", "2", "3", "4", "5", "6"], &["title", "content", "reply"]),
     ("hotline_12345_orders", &["1"], &["title", "content"]),
     ("env_complaint", &["1", "2", "3", "4"], &["content", "reject_reason"]),
-    ("law_enforcement_case", &["1", "2", "3", "4", "5"], &["violation"]),
+    ("law_enforcement_case", &["1", "2", "3", "4", "5", "6"], &["violation"]),
     ("irs_market_penalty", &["1", "2", "3"], &["cfnr"]),
 ];
 
@@ -336,6 +336,6 @@ mod tests {
         assert!(l.personal.is_empty() && l.free == ["bjnr"]);
         let a = r#"{"bjnr":"车辆浙E12345，电话13812345678"}"#;
         assert_eq!(fix_attributes(a, &l).unwrap(), r#"{"bjnr":"车辆浙E*****，电话138****5678"}"#);
-        assert!(legacy_of("police_110@8").is_none());
+        assert!(legacy_of("police_110@9").is_none());
     }
 }

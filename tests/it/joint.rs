@@ -1,7 +1,8 @@
 //! Joint matters (`matter_group`, issue 13 item 4) over the demo's real
 //! libraries: every current report is in exactly one joint matter, the
 //! caller's policy filters the reports, `lianqin matter explain` shows the
-//! rules, and operator decisions hold across processes and are audited.
+//! rules, operator decisions hold across processes and are audited, and
+//! the groups match the simulators' truth of which reports are one incident.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -76,6 +77,74 @@ fn every_report_is_in_one_joint_matter_and_the_policy_filters_them() {
     assert!(!out.status.success() && text(&out).contains("no matter with this id that you may read"), "{}", text(&out));
     let out = lianqin(d, None, &["matter", "explain", "x' OR '1'='1"]);
     assert!(!out.status.success() && text(&out).contains("is not a matter id"), "{}", text(&out));
+}
+
+/// The demo's joint matters against the simulators' truth
+/// (`lianqin_sim::joint_matters`: 12345 tickets and law-enforcement cases
+/// that report an incident 110 took, each written its own way): pairwise
+/// precision and recall over the 110, 12345 and law-enforcement reports.
+#[test]
+fn joint_matters_match_the_simulators_truth() {
+    let d = demo();
+    let d = d.path();
+    let truth: std::collections::HashMap<String, usize> =
+        lianqin_sim::joint_matters(&lianqin_sim::SimConfig::default()).into_iter().collect();
+    let g = groups(d);
+    let clusters: BTreeMap<String, Vec<String>> =
+        g.into_iter().map(|(gid, m)| (gid, m.into_iter().filter(|m| truth.contains_key(m)).collect())).collect();
+    let grouped: usize = clusters.values().map(Vec::len).sum();
+    assert_eq!(grouped, truth.len(), "every report of the truth is a current matter");
+    let (precision, recall) = lianqin_resolve::pairwise_quality(&clusters, &truth);
+    let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
+    for i in truth.values() {
+        *sizes.entry(*i).or_default() += 1;
+    }
+    let pairs: usize = sizes.values().map(|n| n * (n - 1) / 2).sum();
+    eprintln!(
+        "joint matters: {} reports of {} incidents ({pairs} true pairs), {} groups; precision {precision:.4}, recall {recall:.4}",
+        truth.len(),
+        sizes.len(),
+        clusters.values().filter(|m| !m.is_empty()).count()
+    );
+    // What the pairs the groups get wrong share, to read when it fails.
+    let group_of: BTreeMap<&String, &String> =
+        clusters.iter().flat_map(|(g, m)| m.iter().map(move |m| (m, g))).collect();
+    let mut by_incident: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+    for (m, i) in &truth {
+        by_incident.entry(*i).or_default().push(m);
+    }
+    let show = |m: &str| {
+        rows(
+            d,
+            None,
+            &format!(
+                "SELECT g.rule, m.category, m.address, round(m.lon, 4), round(m.lat, 4), m.reported_at FROM matter m JOIN matter_group g USING (matter_id) WHERE m.matter_id = '{m}'"
+            ),
+        )
+        .concat()
+        .join(" | ")
+    };
+    for ms in by_incident.values() {
+        for (i, a) in ms.iter().enumerate() {
+            for b in &ms[i + 1..] {
+                if group_of[a] != group_of[b] {
+                    eprintln!("apart: {a}: {}\n       {b}: {}", show(a), show(b));
+                }
+            }
+        }
+    }
+    for (g, ms) in &clusters {
+        for (i, a) in ms.iter().enumerate() {
+            for b in &ms[i + 1..] {
+                if truth[a] != truth[b] {
+                    eprintln!("wrong ({g}): {a}: {}\n       {b}: {}", show(a), show(b));
+                }
+            }
+        }
+    }
+    assert!(pairs > 80, "the demo has incidents several departments saw: {pairs} pairs");
+    assert!(precision >= 0.98, "precision {precision:.4}");
+    assert!(recall >= 0.95, "recall {recall:.4}");
 }
 
 #[test]

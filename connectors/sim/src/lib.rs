@@ -44,6 +44,7 @@ pub mod identity;
 pub mod ids;
 pub mod incidents;
 pub mod irs;
+mod joint;
 pub mod units;
 mod world;
 
@@ -335,6 +336,14 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
 /// of its config).
 pub fn persons(cfg: &SimConfig) -> std::collections::BTreeMap<String, usize> {
     world::World::generate(cfg).person_of
+}
+
+/// Which of the demo's reports are one incident: the hub's matter id
+/// (`110:<jjdbh>`, `12345:<ticket_no>`, `zhzf:<case_no>`) → incident. Some
+/// 12345 tickets and law-enforcement cases report an incident 110 took
+/// (see the `joint` module); every other report is an incident of its own.
+pub fn joint_matters(cfg: &SimConfig) -> std::collections::BTreeMap<String, usize> {
+    world::World::generate(cfg).incident_of
 }
 
 /// What a simulation with `cfg` serves when it starts (before any

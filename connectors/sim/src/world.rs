@@ -102,6 +102,8 @@ pub(crate) struct World {
     pub advance_cursor: usize,
     /// Who is who: `<source>:<key>` → person (see [`crate::identity::overlay`]).
     pub person_of: std::collections::BTreeMap<String, usize>,
+    /// Which reports are one incident: matter id → incident (see [`crate::joint::overlay`]).
+    pub incident_of: std::collections::BTreeMap<String, usize>,
 }
 
 fn base_time(month: u32, day: u32, hour: u32) -> NaiveDateTime {
@@ -492,10 +494,13 @@ const PLANTED_TICKETS: &[PlantedTicket] = &[
 
 fn planted_tickets() -> Vec<Rec> {
     let local = |t: &str| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").unwrap_or_default();
+    // Each complaint is about its own spot on one road; a re-handling about its original's.
+    let spot = |no: &str| PLANTED_TICKETS.iter().position(|t| t.0 == no).unwrap_or(0) * 48 + 18;
     PLANTED_TICKETS
         .iter()
         .map(|&(no, accept, finish, callback, sat, stage, original, handler, why, due, flag)| {
             let updated = callback.or(finish).unwrap_or(accept);
+            let address = format!("湖州市吴兴区织里镇大港路{}号", spot(original.unwrap_or(no)));
             let value = json!({
                 "ticket_no": no,
                 "accept_time": accept,
@@ -503,7 +508,7 @@ fn planted_tickets() -> Vec<Rec> {
                 "appeal_type": "投诉",
                 "title": "河道边有人倾倒建筑垃圾",
                 "content": "市民反映吴兴区织里镇河道边有人倾倒建筑垃圾，请尽快处理",
-                "address": "湖州市吴兴区织里镇大港路18号",
+                "address": address,
                 "division": "330502",
                 "lng": 120.274915,
                 "lat": 30.843182,
@@ -543,7 +548,7 @@ fn planted_tickets() -> Vec<Rec> {
         .collect()
 }
 
-fn reply_text(cat: Cat) -> &'static str {
+pub(crate) fn reply_text(cat: Cat) -> &'static str {
     match cat {
         Cat::IllegalFishing => "经现场巡查，已查获电鱼工具并移交渔政部门处理，后续将加强夜间巡查。",
         Cat::SandMining => "经核查，已责令停止采砂作业，采砂船已扣押，案件移交水利部门处理。",
@@ -727,6 +732,8 @@ impl World {
         // The people named in the records come from one identity world, so
         // the same citizen calls 110, 12345 and is a party to a case.
         let person_of = crate::identity::overlay(cfg.seed, &mut incidents, &mut tickets, &mut cases);
+        // Some tickets and cases report an incident 110 took.
+        let incident_of = crate::joint::overlay(cfg.seed, &incidents, &mut tickets, &mut cases);
         let latest = [&incidents, &tickets, &enterprises, &cases]
             .iter()
             .filter_map(|v| v.last().map(|r| r.updated_at))
@@ -748,6 +755,7 @@ impl World {
             complaint_seq: 0,
             advance_cursor: 0,
             person_of,
+            incident_of,
         }
     }
 

@@ -20,6 +20,11 @@
 //!   `[[nearby]]` tier (coordinates in WGS-84, as the matter library keeps
 //!   them): wide for the first days, tight for a case opened weeks later.
 //!
+//! Two reports of one case-numbering system listed in `separate` (law
+//! enforcement, natural resources, IRS penalties: the department already
+//! decided they are two cases) link only by a cited number or an operator.
+//! The party of a system listed in `reporters` (a 110 call's caller) is
+//! not compared at all.
 //! Reports naming two different parties, or whose addresses name two
 //! different places (another road or landmark, or house numbers 20 or more
 //! apart), are never linked by nearness; different parties are not linked
@@ -54,6 +59,20 @@ pub struct MatterRules {
     /// not compared.
     #[serde(default)]
     pub site: Vec<SiteTier>,
+    /// Report systems (the matter id's prefix before `:`, e.g. `zhzf`)
+    /// that number each of their cases once: two reports of one such
+    /// system are two incidents, linked only by a cited number or an
+    /// operator (a department that opened two cases against one party has
+    /// already decided they are two).
+    #[serde(default)]
+    pub separate: Vec<String>,
+    /// Report systems whose party is who reported (a 110 call's party
+    /// element is the caller, 报警人), not whom the report is about: their
+    /// party is not compared (the same citizen calling about two incidents
+    /// does not make them one, and a caller is not "another party" than
+    /// the enterprise a case names).
+    #[serde(default)]
+    pub reporters: Vec<String>,
 }
 
 /// One tier of the site rule: reports whose addresses name one site.
@@ -70,6 +89,12 @@ pub struct SiteTier {
     /// door gives his own number); 0: the same number.
     #[serde(default)]
     pub house_numbers: u32,
+    /// When both reports have a position: at most this far apart (metres).
+    /// One address with positions kilometres apart is a mistyped number or
+    /// another village's road of the same name, not one site. None: the
+    /// positions are not compared.
+    #[serde(default)]
+    pub max_distance_m: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -94,7 +119,7 @@ impl MatterRules {
         if r.nearby.is_empty()
             || !r.nearby.iter().all(|n| n.distance_m > 0.0 && n.window_hours > 0.0)
             || r.party_window_hours <= 0.0
-            || r.site.iter().any(|s| s.window_hours <= 0.0)
+            || r.site.iter().any(|s| s.window_hours <= 0.0 || s.max_distance_m.is_some_and(|m| m <= 0.0))
         {
             return Err(ResolveError::Config(format!(
                 "{origin}: at least one [[nearby]] tier; distances and windows (also [[site]]'s) must be positive"
@@ -360,6 +385,12 @@ impl MatterGrouper {
                 }
             }
         }
+        if let (Some((sa, _)), Some((sb, _))) = (a.id.split_once(':'), b.id.split_once(':'))
+            && sa == sb
+            && self.rules.separate.iter().any(|s| s == sa)
+        {
+            return None;
+        }
         let hours = (a.reported_at - b.reported_at).abs() as f64 / 3600.0;
         let same_category = a.category.is_some() && a.category == b.category;
         if same_category
@@ -379,9 +410,16 @@ impl MatterGrouper {
             (Some(x), Some(y)) => Some(x.numbers_apart(y)),
             _ => None,
         };
+        let metres = match (a.lon, a.lat, b.lon, b.lat) {
+            (Some(x1), Some(y1), Some(x2), Some(y2)) => Some(lianqin_domain::geo::distance_m(x1, y1, x2, y2)),
+            _ => None,
+        };
         if let Some(Some(numbers_apart)) = apart
             && self.rules.site.iter().any(|t| {
-                hours <= t.window_hours && (same_category || !t.same_category) && numbers_apart <= t.house_numbers
+                hours <= t.window_hours
+                    && (same_category || !t.same_category)
+                    && numbers_apart <= t.house_numbers
+                    && t.max_distance_m.is_none_or(|max| metres.is_none_or(|m| m <= max))
             })
         {
             return Some(MatterRule::Site { hours, same_category, numbers_apart });
@@ -401,9 +439,14 @@ impl MatterGrouper {
     }
 
     /// Adds a report and regroups what it touched; returns its group id.
-    pub fn add(&mut self, report: Report) -> Result<String, ResolveError> {
+    pub fn add(&mut self, mut report: Report) -> Result<String, ResolveError> {
         if self.by_id.contains_key(&report.id) {
             return Err(ResolveError::Duplicate(report.id));
+        }
+        if let Some((system, _)) = report.id.split_once(':')
+            && self.rules.reporters.iter().any(|r| r == system)
+        {
+            report.party = None;
         }
         let idx = self.reports.len();
         let mut candidates = BTreeSet::new();

@@ -75,7 +75,8 @@ fn after_admin(s: &str, village: bool) -> usize {
 }
 
 /// The site an address names, as joint matters compare it (issue 13,
-/// item 4): the road and house number (`凤凰路88号`), or a landmark without
+/// item 4): the road and house number (`凤凰路88号`; in a village without
+/// roads, the village and its house number, `义皋村12号`), or a landmark without
 /// a number with its village (`义皋村东苕溪河段`); `None` for a vague place
 /// (`织里镇义皋村附近`, a town, nothing).
 ///
@@ -101,7 +102,11 @@ pub fn site_in(a: &str) -> Option<(String, Option<u32>)> {
         let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
         if digits > 0 {
             let road_part = &head[..head.len() - digits];
-            let road = &road_part[after_admin(road_part, true)..];
+            let mut road = &road_part[after_admin(road_part, true)..];
+            // A house in a village (`义皋村12号`): the village is the road.
+            if road.is_empty() && road_part.ends_with('村') {
+                road = &road_part[after_admin(road_part, false)..];
+            }
             let number: u32 = head[head.len() - digits..].parse().ok()?;
             return (road.chars().count() >= 2).then(|| (road.to_string(), Some(number)));
         }
@@ -373,6 +378,10 @@ mod tests {
         assert_eq!(site("德清县武康街道北湖街12号"), Some("北湖街12号".into()));
         assert_eq!(site("吴兴区织里镇义皋村东苕溪河段附近"), Some("义皋村东苕溪河段".into()));
         assert_eq!(site("义皋村东苕溪河段"), Some("义皋村东苕溪河段".into()));
+        // A house in a village.
+        for a in ["湖州市吴兴区织里镇义皋村12号", "织里镇义皋村１２号附近", "义皋村12#"] {
+            assert_eq!(site(a), Some("义皋村12号".into()), "{a}");
+        }
         assert_eq!(town("浙江省湖州市吴兴区织里镇凤凰路88号").as_deref(), Some("织里镇"));
         assert_eq!(town("德清县武康街道北湖街12号").as_deref(), Some("武康街道"));
         assert_eq!(town("吴兴区凤凰路88号"), None);
