@@ -8,8 +8,9 @@
 //!
 //! Two SQL tables, computed from the current `element` view when read (so
 //! they always agree with the libraries and survive any restart or
-//! replay; a process resolves again only when the person elements or the
-//! decisions changed, see [`resolved`]), then filtered by the caller's policy like any `element*` table
+//! replay; a process keeps its last resolution, and new elements join it
+//! as they arrive without the others being resolved again, see
+//! [`resolved`]), then filtered by the caller's policy like any `element*` table
 //! (rows by department, kind, division):
 //!
 //! * [`LINK_TABLE`] (`element_link`): one row per current person element —
@@ -100,7 +101,7 @@ pub struct Entity {
 /// Builds the resolver's record of one element row (its id and columns).
 type RecordOf = fn(&str, &[(&str, Option<&str>)]) -> Record;
 
-type Cache = std::sync::Mutex<Option<([u8; 32], Resolved)>>;
+type Cache = std::sync::Mutex<Option<Last>>;
 static LAST_PERSONS: Cache = std::sync::Mutex::new(None);
 static LAST_UNITS: Cache = std::sync::Mutex::new(None);
 
@@ -306,11 +307,19 @@ pub fn unit_record(id: &str, fields: &[(&str, Option<&str>)]) -> Record {
 
 /// The elements of `batch` as resolver records.
 fn records(batch: &RecordBatch, e: &Entity) -> Result<Vec<Record>, PipelineError> {
+    records_where(batch, e, |_| true)
+}
+
+/// The elements of `batch` whose id `keep` accepts, as resolver records.
+fn records_where(batch: &RecordBatch, e: &Entity, keep: impl Fn(&str) -> bool) -> Result<Vec<Record>, PipelineError> {
     let cols: Vec<&StringArray> = e.columns.iter().map(|c| column(batch, c)).collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let value = |c: usize| (!arrow::array::Array::is_null(cols[c], i)).then(|| cols[c].value(i));
         let Some(id) = value(0) else { continue };
+        if !keep(id) {
+            continue;
+        }
         let fields: Vec<(&str, Option<&str>)> = e.columns.iter().enumerate().map(|(c, n)| (*n, value(c))).collect();
         out.push((e.record)(id, &fields));
     }
@@ -353,21 +362,46 @@ fn build(e: &Entity, batch: &RecordBatch, decisions: &[LoggedDecision]) -> Resul
 /// A resolution and the elements it was computed from.
 type Resolved = Arc<(Resolver, RecordBatch)>;
 
-/// As [`resolve_entity`], for reading: the same elements and decisions as
-/// the last call of this process give the same (shared) resolution without
-/// computing it again. The key is SHA-256 of the elements read and of the
-/// decisions, kept per [`Entity`]: a long-lived server (`lianqin serve`)
-/// resolves again only when an element or a decision changed.
-pub async fn resolved(e: &Entity, ctx: &SessionContext, data_dir: Option<&Path>) -> Result<Resolved, PipelineError> {
+/// What a process keeps of its last resolution of an [`Entity`] (see
+/// [`resolved`]).
+#[derive(Debug)]
+struct Last {
+    /// SHA-256 of the decisions it replayed.
+    decisions: [u8; 32],
+    /// Each element's row digest (the first 16 bytes of SHA-256 over its
+    /// columns), by element id.
+    rows: std::collections::HashMap<String, [u8; 16]>,
+    resolved: Resolved,
+}
+
+/// How [`resolve_cached`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Nothing changed: the last resolution.
+    Unchanged,
+    /// Only new elements: they joined the last resolution (how many).
+    Joined(usize),
+    /// Resolved from scratch.
+    Built,
+}
+
+/// The digest of each row of `batch` (length-prefixed columns, NULL
+/// distinct from empty), by element id (the first column).
+fn row_digests(batch: &RecordBatch) -> Result<std::collections::HashMap<String, [u8; 16]>, PipelineError> {
     use sha2::{Digest, Sha256};
-    let batch = read_elements(ctx, e).await?;
-    let decisions = load_decisions_of(e, data_dir)?;
-    let mut h = Sha256::new();
-    for c in batch.columns() {
-        let c = c.as_string::<i32>();
-        for i in 0..arrow::array::Array::len(c) {
-            // Length-prefixed, NULL distinct from empty.
-            match arrow::array::Array::is_null(c, i) {
+    let cols: Vec<&StringArray> = batch
+        .columns()
+        .iter()
+        .map(|c| c.as_string_opt::<i32>().ok_or_else(|| PipelineError::Internal("element columns are text".into())))
+        .collect::<Result<_, _>>()?;
+    let mut out = std::collections::HashMap::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        if arrow::array::Array::is_null(cols[0], i) {
+            continue;
+        }
+        let mut h = Sha256::new();
+        for c in &cols {
+            match arrow::array::Array::is_null(*c, i) {
                 true => h.update(u64::MAX.to_le_bytes()),
                 false => {
                     h.update((c.value(i).len() as u64).to_le_bytes());
@@ -375,20 +409,82 @@ pub async fn resolved(e: &Entity, ctx: &SessionContext, data_dir: Option<&Path>)
                 }
             }
         }
+        let d: [u8; 32] = h.finalize().into();
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&d[..16]);
+        out.insert(cols[0].value(i).to_string(), short);
     }
-    h.update(
-        serde_json::to_vec(&decisions).map_err(|err| PipelineError::Internal(format!("{}: {err}", e.link_table)))?,
-    );
-    let key: [u8; 32] = h.finalize().into();
-    if let Some((k, r)) =
-        e.last.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))?.as_ref()
-        && *k == key
-    {
-        return Ok(Arc::clone(r));
+    Ok(out)
+}
+
+/// Whether records added after `decisions` give what adding them before
+/// would: yes unless a merge follows a split (a merge lifts the splits
+/// between the two clusters it joins, and which those are depends on the
+/// records there at the time). Splits name their members and merges their
+/// two records, so replaying either kind alone does not depend on when the
+/// other records arrived (`lianqin-resolve`'s
+/// `operator_decisions_hold_across_arrivals_and_replays`).
+fn joinable_after(decisions: &[LoggedDecision]) -> bool {
+    let first_split = decisions.iter().position(|d| matches!(d.decision, Decision::Split { .. }));
+    first_split.is_none_or(|s| !decisions[s..].iter().any(|d| matches!(d.decision, Decision::Merge { .. })))
+}
+
+/// The resolution of `batch` (the current elements) with `decisions`,
+/// reusing `last` when it can: unchanged when the elements and decisions
+/// are; the new elements added to it when the decisions are the same, no
+/// element changed or left, and [`joinable_after`] holds (then the result
+/// equals resolving from scratch); else resolved from scratch.
+fn resolve_cached(
+    e: &Entity,
+    last: &mut Option<Last>,
+    batch: RecordBatch,
+    decisions: &[LoggedDecision],
+) -> Result<(Resolved, Reuse), PipelineError> {
+    use sha2::{Digest, Sha256};
+    let rows = row_digests(&batch)?;
+    let key: [u8; 32] = Sha256::digest(
+        serde_json::to_vec(decisions).map_err(|err| PipelineError::Internal(format!("{}: {err}", e.link_table)))?,
+    )
+    .into();
+    if let Some(l) = last.take() {
+        let kept = l.decisions == key && l.rows.iter().all(|(id, d)| rows.get(id) == Some(d));
+        if kept && rows.len() == l.rows.len() {
+            let r = Arc::clone(&l.resolved);
+            *last = Some(l);
+            return Ok((r, Reuse::Unchanged));
+        }
+        if kept
+            && joinable_after(decisions)
+            && let Ok((mut r, _)) = Arc::try_unwrap(l.resolved)
+        {
+            let new = records_where(&batch, e, |id| !l.rows.contains_key(id))?;
+            let n = new.len();
+            for rec in new {
+                let id = rec.id.clone();
+                r.add(rec).map_err(|err| PipelineError::Query(format!("{}: element {id}: {err}", e.link_table)))?;
+            }
+            let resolved: Resolved = Arc::new((r, batch));
+            *last = Some(Last { decisions: key, rows, resolved: Arc::clone(&resolved) });
+            return Ok((resolved, Reuse::Joined(n)));
+        }
     }
-    let r: Resolved = Arc::new((build(e, &batch, &decisions)?, batch));
-    *e.last.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))? =
-        Some((key, Arc::clone(&r)));
+    let resolved: Resolved = Arc::new((build(e, &batch, decisions)?, batch));
+    *last = Some(Last { decisions: key, rows, resolved: Arc::clone(&resolved) });
+    Ok((resolved, Reuse::Built))
+}
+
+/// As [`resolve_entity`], for reading, as elements arrive: the same
+/// elements and decisions as the last call of this process give the same
+/// (shared) resolution without computing it again, and new elements join
+/// it without resolving the others again ([`resolve_cached`]: a long-lived
+/// server, `lianqin serve`, resolves only what arrived since its last
+/// read). What is kept is per [`Entity`].
+pub async fn resolved(e: &Entity, ctx: &SessionContext, data_dir: Option<&Path>) -> Result<Resolved, PipelineError> {
+    let batch = read_elements(ctx, e).await?;
+    let decisions = load_decisions_of(e, data_dir)?;
+    let mut last = e.last.lock().map_err(|_| PipelineError::Internal("resolution cache poisoned".into()))?;
+    let (r, how) = resolve_cached(e, &mut last, batch, &decisions)?;
+    tracing::debug!(kind = e.kind, reuse = ?how, elements = r.0.len(), "element resolution");
     Ok(r)
 }
 
@@ -728,6 +824,88 @@ mod tests {
         let after = resolved(&PERSONS, &ctx, Some(dir.path())).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &after), "a new decision: resolved again");
         assert_ne!(after.0.cluster_of("pt:a").unwrap(), after.0.cluster_of("pt:b").unwrap(), "the split holds");
+    }
+
+    /// A person element row (READ_COLUMNS order): a caller known by
+    /// mobile and name.
+    fn caller(id: &'static str, name: &'static str, mobile: &'static str) -> [Option<&'static str>; 10] {
+        [
+            Some(id),
+            Some(name),
+            Some("phone"),
+            Some(mobile),
+            Some(mobile),
+            None,
+            Some("person"),
+            Some("hotline_12345"),
+            Some("330502"),
+            Some("hotline_12345"),
+        ]
+    }
+
+    /// The person elements of `rows` as [`read_elements`] reads them.
+    async fn batch(rows: &[[Option<&str>; 10]]) -> RecordBatch {
+        read_elements(&elements(rows), &PERSONS).await.unwrap()
+    }
+
+    /// Links and review pairs of a resolution, to compare two.
+    fn outcome(r: &Resolver) -> (Vec<lianqin_resolve::Link>, Vec<(String, String)>) {
+        (r.links(), r.review_queue().into_iter().map(|i| (i.a, i.b)).collect())
+    }
+
+    /// New elements join the last resolution (the others are not resolved
+    /// again) and give what resolving all of them from scratch gives; a
+    /// changed element, or a merge after a split, resolves from scratch.
+    #[tokio::test]
+    async fn new_elements_join_the_last_resolution_as_they_arrive() {
+        let first = [caller("pt:1", "张三", "13805721234"), caller("pt:2", "李四", "13905720001")];
+        let more = [
+            caller("pt:1", "张三", "13805721234"),
+            caller("pt:2", "李四", "13905720001"),
+            caller("pt:3", "张三", "13805721234"),
+            caller("pt:4", "王五", "13705729999"),
+        ];
+        let none: Vec<LoggedDecision> = Vec::new();
+        let mut last = None;
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&first).await, &none).unwrap();
+        assert_eq!(how, Reuse::Built);
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&first).await, &none).unwrap();
+        assert_eq!(how, Reuse::Unchanged);
+        let (joined, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &none).unwrap();
+        assert_eq!(how, Reuse::Joined(2));
+        assert_eq!(joined.0.cluster_of("pt:3").unwrap(), joined.0.cluster_of("pt:1").unwrap(), "one caller");
+        let scratch = build(&PERSONS, &batch(&more).await, &none).unwrap();
+        assert_eq!(outcome(&joined.0), outcome(&scratch));
+
+        // A changed element: from scratch.
+        let mut changed = more;
+        changed[3] = caller("pt:4", "王五", "13705720000");
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&changed).await, &none).unwrap();
+        assert_eq!(how, Reuse::Built);
+
+        // Decisions: a split alone lets new elements join; a merge after
+        // it does not (a merge may lift the split, depending on who is
+        // there when it is replayed).
+        let logged = |d: Decision| LoggedDecision { at: "2026-12-08T00:00:00Z".into(), by: "li".into(), decision: d };
+        let split =
+            vec![logged(Decision::Split { record: "pt:3".into(), from: vec!["pt:1".into()], reason: "li: no".into() })];
+        let mut last = None;
+        resolve_cached(&PERSONS, &mut last, batch(&more[..3]).await, &split).unwrap();
+        let (joined, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &split).unwrap();
+        assert_eq!(how, Reuse::Joined(1));
+        assert_eq!(outcome(&joined.0), outcome(&build(&PERSONS, &batch(&more).await, &split).unwrap()));
+        let mut both = split.clone();
+        both.push(logged(Decision::Merge { a: "pt:3".into(), b: "pt:2".into(), reason: "wang: yes".into() }));
+        let mut last = None;
+        resolve_cached(&PERSONS, &mut last, batch(&more[..3]).await, &both).unwrap();
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &both).unwrap();
+        assert_eq!(how, Reuse::Built);
+        // A resolution a reader still holds is not changed under it.
+        let mut last = None;
+        let (held, _) = resolve_cached(&PERSONS, &mut last, batch(&first).await, &none).unwrap();
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &none).unwrap();
+        assert_eq!(how, Reuse::Built);
+        assert_eq!(held.0.len(), 2);
     }
 
     /// An `element` table of `rows` (READ_COLUMNS order; `attributes`
