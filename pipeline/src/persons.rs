@@ -342,21 +342,26 @@ pub async fn resolve_entity(
 ) -> Result<(Resolver, RecordBatch), PipelineError> {
     let batch = read_elements(ctx, e).await?;
     let decisions = load_decisions_of(e, data_dir)?;
-    Ok((build(e, &batch, &decisions)?, batch))
+    Ok((build(e, &batch, &decisions)?.0, batch))
 }
 
-fn build(e: &Entity, batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<Resolver, PipelineError> {
+/// Resolves the elements of `batch`, then replays `decisions`; also says
+/// whether every decision could be replayed (one naming an element not,
+/// or no longer, in the library is skipped with a warning).
+fn build(e: &Entity, batch: &RecordBatch, decisions: &[LoggedDecision]) -> Result<(Resolver, bool), PipelineError> {
     let mut r = Resolver::new((e.model)());
     for rec in records(batch, e)? {
         let id = rec.id.clone();
         r.add(rec).map_err(|err| PipelineError::Query(format!("{}: element {id}: {err}", e.link_table)))?;
     }
+    let mut all = true;
     for d in decisions {
         if let Err(err) = r.apply(&d.decision) {
+            all = false;
             tracing::warn!(kind = e.kind, decided_at = %d.at, by = %d.by, error = %err, "element resolution: a decision could not be replayed");
         }
     }
-    Ok(r)
+    Ok((r, all))
 }
 
 /// A resolution and the elements it was computed from.
@@ -371,6 +376,9 @@ struct Last {
     /// Each element's row digest (the first 16 bytes of SHA-256 over its
     /// columns), by element id.
     rows: std::collections::HashMap<String, [u8; 16]>,
+    /// Every decision could be replayed (else a new element may be the one
+    /// a skipped decision names: resolved from scratch).
+    complete: bool,
     resolved: Resolved,
 }
 
@@ -431,9 +439,10 @@ fn joinable_after(decisions: &[LoggedDecision]) -> bool {
 
 /// The resolution of `batch` (the current elements) with `decisions`,
 /// reusing `last` when it can: unchanged when the elements and decisions
-/// are; the new elements added to it when the decisions are the same, no
-/// element changed or left, and [`joinable_after`] holds (then the result
-/// equals resolving from scratch); else resolved from scratch.
+/// are; the new elements added to it when the decisions are the same and
+/// all were replayed, no element changed or left, and [`joinable_after`]
+/// holds (then the result equals resolving from scratch); else resolved
+/// from scratch.
 fn resolve_cached(
     e: &Entity,
     last: &mut Option<Last>,
@@ -454,6 +463,7 @@ fn resolve_cached(
             return Ok((r, Reuse::Unchanged));
         }
         if kept
+            && l.complete
             && joinable_after(decisions)
             && let Ok((mut r, _)) = Arc::try_unwrap(l.resolved)
         {
@@ -464,12 +474,13 @@ fn resolve_cached(
                 r.add(rec).map_err(|err| PipelineError::Query(format!("{}: element {id}: {err}", e.link_table)))?;
             }
             let resolved: Resolved = Arc::new((r, batch));
-            *last = Some(Last { decisions: key, rows, resolved: Arc::clone(&resolved) });
+            *last = Some(Last { decisions: key, rows, complete: true, resolved: Arc::clone(&resolved) });
             return Ok((resolved, Reuse::Joined(n)));
         }
     }
-    let resolved: Resolved = Arc::new((build(e, &batch, decisions)?, batch));
-    *last = Some(Last { decisions: key, rows, resolved: Arc::clone(&resolved) });
+    let (r, complete) = build(e, &batch, decisions)?;
+    let resolved: Resolved = Arc::new((r, batch));
+    *last = Some(Last { decisions: key, rows, complete, resolved: Arc::clone(&resolved) });
     Ok((resolved, Reuse::Built))
 }
 
@@ -874,7 +885,7 @@ mod tests {
         let (joined, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &none).unwrap();
         assert_eq!(how, Reuse::Joined(2));
         assert_eq!(joined.0.cluster_of("pt:3").unwrap(), joined.0.cluster_of("pt:1").unwrap(), "one caller");
-        let scratch = build(&PERSONS, &batch(&more).await, &none).unwrap();
+        let (scratch, _) = build(&PERSONS, &batch(&more).await, &none).unwrap();
         assert_eq!(outcome(&joined.0), outcome(&scratch));
 
         // A changed element: from scratch.
@@ -893,12 +904,20 @@ mod tests {
         resolve_cached(&PERSONS, &mut last, batch(&more[..3]).await, &split).unwrap();
         let (joined, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &split).unwrap();
         assert_eq!(how, Reuse::Joined(1));
-        assert_eq!(outcome(&joined.0), outcome(&build(&PERSONS, &batch(&more).await, &split).unwrap()));
+        assert_eq!(outcome(&joined.0), outcome(&build(&PERSONS, &batch(&more).await, &split).unwrap().0));
         let mut both = split.clone();
         both.push(logged(Decision::Merge { a: "pt:3".into(), b: "pt:2".into(), reason: "wang: yes".into() }));
         let mut last = None;
         resolve_cached(&PERSONS, &mut last, batch(&more[..3]).await, &both).unwrap();
         let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &both).unwrap();
+        assert_eq!(how, Reuse::Built);
+        // A decision naming an element not yet there: the element's arrival
+        // resolves from scratch, so the decision then holds.
+        let early =
+            vec![logged(Decision::Split { record: "pt:4".into(), from: vec!["pt:1".into()], reason: "li: no".into() })];
+        let mut last = None;
+        resolve_cached(&PERSONS, &mut last, batch(&more[..3]).await, &early).unwrap();
+        let (_, how) = resolve_cached(&PERSONS, &mut last, batch(&more).await, &early).unwrap();
         assert_eq!(how, Reuse::Built);
         // A resolution a reader still holds is not changed under it.
         let mut last = None;

@@ -8,14 +8,7 @@
 
 fn main() {
     let scale: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let cfg = lianqin_sim::SimConfig {
-        incidents: 300 * scale,
-        tickets: 300 * scale,
-        enterprises: 200 * scale,
-        cases: 150 * scale,
-        env_rows_per_file: 100 * scale,
-        ..Default::default()
-    };
+    let cfg = lianqin_sim::SimConfig::scaled(scale);
     println!("matter_id,incident");
     for (m, i) in lianqin_sim::joint_matters(&cfg) {
         println!("{m},{i}");

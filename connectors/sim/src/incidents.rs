@@ -165,23 +165,30 @@ fn write_site(rng: &mut StdRng, site: &Site, vague: f64, neighbour: f64) -> Stri
         };
         place = place.replacen(&format!("{n}号"), &format!("{other}号"), 1);
     }
-    place = match rng.random_range(0..10) {
-        0 => place.replace('号', "#"),
-        1 => place
-            .chars()
-            .map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c) } else { c })
-            .collect(),
-        2 => format!("{place}附近"),
-        3 if site.number.is_some() => format!("{place}{}幢{}室", rng.random_range(1..20), rng.random_range(101..1500)),
-        4 => format!("{place}旁"),
-        _ => place,
-    };
+    let place = restyle(rng, place, site.number.is_some());
     match rng.random_range(0..5) {
         0 => format!("浙江省湖州市{}{}{place}", d.name, site.town),
         1 => format!("湖州市{}{place}", d.name),
         2 => format!("{}{}{place}", d.name, site.town),
         3 => format!("{}{place}", site.town),
         _ => format!("{}{place}", d.name),
+    }
+}
+
+/// `place` as one writer has it: `#` for `号`, full-width digits, `附近`,
+/// `旁`, or (`rooms`: a numbered house) a building and room after it; most
+/// often as it is.
+pub(crate) fn restyle(rng: &mut StdRng, place: String, rooms: bool) -> String {
+    match rng.random_range(0..10) {
+        0 => place.replace('号', "#"),
+        1 => place
+            .chars()
+            .map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c) } else { c })
+            .collect(),
+        2 => format!("{place}附近"),
+        3 if rooms => format!("{place}{}幢{}室", rng.random_range(1..20), rng.random_range(101..1500)),
+        4 => format!("{place}旁"),
+        _ => place,
     }
 }
 

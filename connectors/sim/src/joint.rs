@@ -96,17 +96,7 @@ fn rewrite(rng: &mut StdRng, d: &Division, address: &str) -> String {
     {
         return format!("{t}{v}附近");
     }
-    let mut place = bare.to_string();
-    place = match rng.random_range(0..10) {
-        0 => place.replace('号', "#"),
-        1 => place
-            .chars()
-            .map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c) } else { c })
-            .collect(),
-        2 => format!("{place}附近"),
-        3 => format!("{place}旁"),
-        _ => place,
-    };
+    let place = crate::incidents::restyle(rng, bare.to_string(), false);
     match rng.random_range(0..4) {
         0 => format!("浙江省湖州市{place}"),
         1 => format!("湖州市{place}"),

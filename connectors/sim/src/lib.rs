@@ -97,6 +97,21 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The demo's simulation at `scale` (`lianqin demo --scale`): records
+    /// per source ≈ 300 × scale, everything else as [`SimConfig::default`].
+    pub fn scaled(scale: usize) -> SimConfig {
+        SimConfig {
+            incidents: 300 * scale,
+            tickets: 300 * scale,
+            enterprises: 200 * scale,
+            cases: 150 * scale,
+            env_rows_per_file: 100 * scale,
+            ..SimConfig::default()
+        }
+    }
+}
+
 /// Injected HTTP faults. Requests are counted per server over ALL requests (any path, any
 /// outcome); the Nth, 2Nth, 3Nth … request is affected. When several apply to one request:
 /// the slow-down happens first, then 500 wins over 429. Faults are answered before the API

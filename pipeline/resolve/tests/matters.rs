@@ -170,3 +170,47 @@ fn site_tiers_are_checked() {
     let e = MatterRules::parse(typo, "m.toml").unwrap_err().to_string();
     assert!(e.contains("window_hour"), "{e}");
 }
+
+/// The rules session 38 added (shipped in `schemas/resolution/matter.toml`):
+/// a 110 caller is not a party, two cases of one case system stay two, a
+/// site's positions may not be kilometres apart, and a village's house
+/// number is a site.
+#[test]
+fn callers_case_systems_and_far_positions_are_read_as_the_rules_say() {
+    // One citizen calls 110 about two incidents: the caller joins nothing.
+    let one = at("110:J1", "a", 0, "吴兴区凤凰路88号", Some("pt:caller"));
+    let two = at("110:J2", "a", 5, "吴兴区人民路12号", Some("pt:caller"));
+    assert!(!together(&[one.clone(), two], "110:J1", "110:J2"));
+    // ... and a 110 caller is not "another party" than the case's enterprise.
+    let mut call = one.clone();
+    let mut case = at("zhzf:C20250001", "a", 30, "", Some("uscc:X"));
+    case.address = None;
+    (call.lon, call.lat, case.lon, case.lat) = (Some(120.1), Some(30.9), Some(120.1002), Some(30.9));
+    assert!(together(&[call.clone(), case.clone()], "110:J1", "zhzf:C20250001"));
+    // The same without `reporters`: the caller's token vetoes the case.
+    let mut rules = MatterRules::shipped();
+    rules.reporters.clear();
+    let mut g = MatterGrouper::new(rules);
+    g.add(call).unwrap();
+    g.add(case.clone()).unwrap();
+    assert_ne!(g.group_of("110:J1").unwrap(), g.group_of("zhzf:C20250001").unwrap());
+
+    // Two cases against one enterprise stay two; a cited number joins them.
+    let other = at("zhzf:C20250002", "a", 40, "", Some("uscc:X"));
+    assert!(!together(&[case.clone(), other.clone()], "zhzf:C20250001", "zhzf:C20250002"));
+    let mut citing = other.clone();
+    citing.text = "并案 C20250001".into();
+    assert!(together(&[case.clone(), citing], "zhzf:C20250001", "zhzf:C20250002"));
+    // Reports of other systems against one enterprise still join.
+    let complaint = at("12369:E1", "a", 10, "", Some("uscc:X"));
+    assert!(together(&[case, complaint], "zhzf:C20250001", "12369:E1"));
+
+    // One house number, positions 10 km apart: not one site.
+    let mut x = at("110:J1", "a", 0, "织里镇义皋村12号", None);
+    let mut y = at("12345:H1", "c", 3, "义皋村12号附近", None);
+    assert!(together(&[x.clone(), y.clone()], "110:J1", "12345:H1"), "a village's house is a site");
+    (x.lon, x.lat, y.lon, y.lat) = (Some(120.1), Some(30.9), Some(120.2), Some(30.9));
+    assert!(!together(&[x.clone(), y.clone()], "110:J1", "12345:H1"));
+    y.lon = Some(120.105);
+    assert!(together(&[x, y], "110:J1", "12345:H1"), "500 m apart: one site");
+}

@@ -848,14 +848,7 @@ async fn run(cmd: Cmd) -> Result<()> {
         #[cfg(feature = "demo")]
         Cmd::Demo { once, data_dir, scale } => {
             init_tracing("warn");
-            let cfg = lianqin_sim::SimConfig {
-                incidents: 300 * scale,
-                tickets: 300 * scale,
-                enterprises: 200 * scale,
-                cases: 150 * scale,
-                env_rows_per_file: 100 * scale,
-                ..Default::default()
-            };
+            let cfg = lianqin_sim::SimConfig::scaled(scale);
             let text = lianqin_pipeline::demo::run_demo(&data_dir, once, cfg).await?;
             println!("{text}");
         }
