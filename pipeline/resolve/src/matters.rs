@@ -6,7 +6,9 @@
 //! Two reports are linked when (rules in `schemas/resolution/matter.toml`):
 //!
 //! * **reference** — one's text cites the other's number (`…据110警情
-//!   J20250315001…`; tokens of 8+ letters and digits are looked up);
+//!   J20250315001…`; tokens of 8+ letters and digits are looked up, and
+//!   document numbers such as `湖吴综执立〔2025〕00206号` however their
+//!   brackets and digits are typed, [`doc_numbers`]);
 //! * **party** — both name the same party element (an enterprise's
 //!   `uscc:…`, a person token) with the same category within
 //!   `party_window_hours`;
@@ -337,12 +339,65 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
     if a < b { (a, b) } else { (b, a) }
 }
 
-/// Tokens of 8+ ASCII letters and digits (numbers cited in text).
+/// Numbers cited in text: tokens of 8+ ASCII letters and digits
+/// (`J3305022025030100001`, `HZ20250301000037`), and document numbers
+/// (公文编号, [`doc_numbers`]).
 fn tokens(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !c.is_ascii_alphanumeric())
+    let mut out: BTreeSet<String> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| t.len() >= 8 && t.bytes().any(|b| b.is_ascii_digit()))
         .map(str::to_string)
-        .collect()
+        .collect();
+    out.extend(doc_numbers(text));
+    out
+}
+
+/// Document numbers (公文编号: issuer code, year in brackets, serial and
+/// `号`, as law-enforcement and penalty decisions are numbered:
+/// `湖吴综执立〔2025〕00206号`) in `text`, however the writer typed the
+/// brackets (`〔〕`, `[]`, `［］`, `()`, `（）`, `【】`), the digits
+/// (full-width) or the serial (`206` for `00206`), in one form:
+/// `<issuer>〔2025〕206号`. The issuer is the run of Han characters before
+/// the bracket; a citation's run may start earlier (`据湖吴综执立…`), so
+/// every ending of the run of two or more characters is given (at most 12).
+pub fn doc_numbers(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| if ('０'..='９').contains(&c) { char::from_u32(c as u32 - 0xFF10 + 0x30).unwrap_or(c) } else { c })
+        .collect();
+    let is_han = |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c);
+    let mut out = Vec::new();
+    for (i, &open) in chars.iter().enumerate() {
+        if !matches!(open, '〔' | '[' | '［' | '(' | '（' | '【') {
+            continue;
+        }
+        let year: String = chars[i + 1..].iter().take(4).collect();
+        let close = chars.get(i + 5).copied();
+        if year.len() != 4
+            || !year.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(close, Some('〕' | ']' | '］' | ')' | '）' | '】'))
+        {
+            continue;
+        }
+        let serial: String = chars[i + 6..].iter().take_while(|c| c.is_ascii_digit()).take(7).collect();
+        let Ok(n) = serial.parse::<u64>() else { continue };
+        if serial.is_empty() || serial.len() > 6 {
+            continue;
+        }
+        let start = chars[..i].iter().rev().take_while(|c| is_han(**c)).take(12).count();
+        for k in 2..=start {
+            let issuer: String = chars[i - k..i].iter().collect();
+            out.push(format!("{issuer}〔{year}〕{n}号"));
+        }
+    }
+    out
+}
+
+/// The form a report's own number is looked up by: a document number in
+/// [`doc_numbers`]'s form, any other number as it is.
+fn number_key(n: &str) -> String {
+    doc_numbers(n).into_iter().max_by_key(|d| d.chars().count()).unwrap_or_else(|| n.to_string())
 }
 
 impl MatterGrouper {
@@ -379,7 +434,7 @@ impl MatterGrouper {
         if self.rules.references {
             for (x, y) in [(a, b), (b, a)] {
                 if let Some(n) = &y.number
-                    && tokens(&x.text).contains(n)
+                    && tokens(&x.text).contains(&number_key(n))
                 {
                     return Some(MatterRule::Reference { number: n.clone() });
                 }
@@ -472,7 +527,7 @@ impl MatterGrouper {
             }
         }
         if let Some(n) = &report.number
-            && let Some(v) = self.cited.get(n)
+            && let Some(v) = self.cited.get(&number_key(n))
         {
             candidates.extend(v.iter().copied());
         }
@@ -491,7 +546,7 @@ impl MatterGrouper {
             self.by_party.entry(p.clone()).or_default().push(idx);
         }
         if let Some(n) = &report.number {
-            self.numbers.entry(n.clone()).or_insert(idx);
+            self.numbers.entry(number_key(n)).or_insert(idx);
         }
         for t in toks {
             self.cited.entry(t).or_default().push(idx);

@@ -214,3 +214,37 @@ fn callers_case_systems_and_far_positions_are_read_as_the_rules_say() {
     y.lon = Some(120.105);
     assert!(together(&[x, y], "110:J1", "12345:H1"), "500 m apart: one site");
 }
+
+/// A ticket that cites a law-enforcement case by its document number joins
+/// the case, however the caller's brackets, digits and zeros are typed.
+#[test]
+fn document_numbers_are_cited_however_typed() {
+    use lianqin_resolve::matters::doc_numbers;
+    let n = "湖吴综执立〔2025〕00206号";
+    for text in [
+        "已被综合执法立案（湖吴综执立〔2025〕00206号），至今仍在排放",
+        "据湖吴综执立[2025]206号处罚决定",
+        "案号：湖吴综执立（２０２５）００２０６号",
+        "湖吴综执立 【2025】 206 号",
+    ] {
+        assert!(doc_numbers(text).contains(&"湖吴综执立〔2025〕206号".to_string()), "{text}: {:?}", doc_numbers(text));
+    }
+    for text in [
+        "湖吴综执立〔2025〕207号",
+        "湖吴综执立〔2024〕206号",
+        "〔2025〕206号",
+        "湖吴综执立〔25〕206号",
+        "电话（0572）2345678",
+    ] {
+        assert!(!doc_numbers(text).contains(&"湖吴综执立〔2025〕206号".to_string()), "{text}");
+    }
+    let case = at(&format!("zhzf:{n}"), "a", 0, "", Some("uscc:X"));
+    let mut ticket = at("12345:HZ20250310000001", "c", 400, "织里镇人民路1号", None);
+    ticket.text = "市民反映：该厂已被立案（湖吴综执立[2025]206号），仍在夜间偷排".into();
+    assert!(together(&[case.clone(), ticket.clone()], &format!("zhzf:{n}"), "12345:HZ20250310000001"));
+    let g = group(&[ticket.clone(), case.clone()]);
+    let text = g.explain(&g.group_of("12345:HZ20250310000001").unwrap()).unwrap();
+    assert!(text.contains("cites"), "{text}");
+    ticket.text = "市民反映：该厂已被立案（湖吴综执立[2025]207号）".into();
+    assert!(!together(&[case, ticket], &format!("zhzf:{n}"), "12345:HZ20250310000001"));
+}
