@@ -56,6 +56,18 @@ pub fn gcj02_to_bd09(lng: f64, lat: f64) -> (f64, f64) {
     (z * theta.cos() + 0.0065, z * theta.sin() + 0.006)
 }
 
+/// GCJ-02 back to WGS-84: fixed-point steps on [`wgs84_to_gcj02`], well
+/// under a millimetre after three.
+pub(crate) fn gcj02_to_wgs84(lng: f64, lat: f64) -> (f64, f64) {
+    let (mut x, mut y) = (lng, lat);
+    for _ in 0..3 {
+        let (gx, gy) = wgs84_to_gcj02(x, y);
+        x -= gx - lng;
+        y -= gy - lat;
+    }
+    (x, y)
+}
+
 /// Round to 6 decimals (≈0.1 m), the precision the sources publish.
 pub(crate) fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
@@ -70,6 +82,13 @@ mod tests {
         let (lng, lat) = wgs84_to_gcj02(121.5272106, 31.1774276);
         assert!((lat - 31.17530398364597).abs() < 1e-9, "{lat}");
         assert!((lng - 121.531541859215).abs() < 1e-9, "{lng}");
+    }
+
+    #[test]
+    fn gcj02_round_trips() {
+        let (gx, gy) = wgs84_to_gcj02(120.1, 30.87);
+        let (x, y) = gcj02_to_wgs84(gx, gy);
+        assert!((x - 120.1).abs() < 1e-7 && (y - 30.87).abs() < 1e-7, "{x} {y}");
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn category(rng: &mut StdRng) -> &'static str {
 }
 
 /// A point up to `metres` from (lon, lat).
-fn jitter(rng: &mut StdRng, lon: f64, lat: f64, metres: f64) -> (f64, f64) {
+pub(crate) fn jitter(rng: &mut StdRng, lon: f64, lat: f64, metres: f64) -> (f64, f64) {
     let r = metres * rng.random::<f64>().sqrt();
     let t = rng.random::<f64>() * std::f64::consts::TAU;
     let dlat = r * t.sin() / 111_320.0;

@@ -34,7 +34,8 @@ use rand::rngs::StdRng;
 use serde_json::json;
 
 use crate::data::{CATS, Cat, DIVISIONS, Division, VIOLATIONS, fill, pick};
-use crate::geo::{gcj02_to_bd09, round6, wgs84_to_gcj02};
+use crate::geo::{gcj02_to_bd09, gcj02_to_wgs84, round6};
+use crate::incidents::jitter;
 use crate::world::{Rec, reply_text, sub_rng};
 
 /// Share of tickets that report a 110 incident.
@@ -61,24 +62,6 @@ struct Incident {
     address: String,
     /// GCJ-02 as 110 serves it.
     gcj: (f64, f64),
-}
-
-/// A point up to `metres` from (lng, lat), in the same datum.
-fn jitter(rng: &mut StdRng, lng: f64, lat: f64, metres: f64) -> (f64, f64) {
-    let r = metres * rng.random::<f64>().sqrt();
-    let t = rng.random::<f64>() * std::f64::consts::TAU;
-    (lng + r * t.cos() / (111_320.0 * lat.to_radians().cos()), lat + r * t.sin() / 111_320.0)
-}
-
-/// GCJ-02 back to WGS-84 (two fixed-point steps: well under a metre).
-fn gcj02_to_wgs84(lng: f64, lat: f64) -> (f64, f64) {
-    let (mut x, mut y) = (lng, lat);
-    for _ in 0..3 {
-        let (gx, gy) = wgs84_to_gcj02(x, y);
-        x -= gx - lng;
-        y -= gy - lat;
-    }
-    (x, y)
 }
 
 /// The town and village an address of [`crate::world`] names, if any.
@@ -314,12 +297,5 @@ mod tests {
             cited += usize::from(t.value["content"].as_str().unwrap_or_default().contains(k));
         }
         assert!(cited > 5, "{cited} tickets cite the 110 number");
-    }
-
-    #[test]
-    fn gcj_round_trips() {
-        let (gx, gy) = super::wgs84_to_gcj02(120.1, 30.87);
-        let (x, y) = super::gcj02_to_wgs84(gx, gy);
-        assert!((x - 120.1).abs() < 1e-7 && (y - 30.87).abs() < 1e-7, "{x} {y}");
     }
 }

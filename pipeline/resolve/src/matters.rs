@@ -277,6 +277,10 @@ pub struct MatterGrouper {
     numbers: HashMap<String, usize>,
     /// Token in some text → reports citing it.
     cited: HashMap<String, Vec<usize>>,
+    /// Each report's cited numbers ([`tokens`] of its text).
+    cites: Vec<BTreeSet<String>>,
+    /// Each report's own number as it is cited ([`number_key`]).
+    keys: Vec<Option<String>>,
     edges: Vec<Vec<(usize, MatterRule)>>,
     cannot: HashSet<(usize, usize)>,
     decisions: Vec<MatterDecision>,
@@ -410,6 +414,8 @@ impl MatterGrouper {
             grid: HashMap::new(),
             by_party: HashMap::new(),
             sites: Vec::new(),
+            cites: Vec::new(),
+            keys: Vec::new(),
             by_site: HashMap::new(),
             numbers: HashMap::new(),
             cited: HashMap::new(),
@@ -432,9 +438,9 @@ impl MatterGrouper {
     fn link(&self, ia: usize, ib: usize) -> Option<MatterRule> {
         let (a, b) = (&self.reports[ia], &self.reports[ib]);
         if self.rules.references {
-            for (x, y) in [(a, b), (b, a)] {
-                if let Some(n) = &y.number
-                    && tokens(&x.text).contains(&number_key(n))
+            for (x, y) in [(ia, ib), (ib, ia)] {
+                if let (Some(k), Some(n)) = (&self.keys[y], &self.reports[y].number)
+                    && self.cites[x].contains(k)
                 {
                     return Some(MatterRule::Reference { number: n.clone() });
                 }
@@ -526,8 +532,9 @@ impl MatterGrouper {
                 candidates.insert(o);
             }
         }
-        if let Some(n) = &report.number
-            && let Some(v) = self.cited.get(&number_key(n))
+        let key = report.number.as_deref().map(number_key);
+        if let Some(k) = &key
+            && let Some(v) = self.cited.get(k)
         {
             candidates.extend(v.iter().copied());
         }
@@ -545,12 +552,14 @@ impl MatterGrouper {
         if let Some(p) = &report.party {
             self.by_party.entry(p.clone()).or_default().push(idx);
         }
-        if let Some(n) = &report.number {
-            self.numbers.entry(number_key(n)).or_insert(idx);
+        if let Some(k) = &key {
+            self.numbers.entry(k.clone()).or_insert(idx);
         }
-        for t in toks {
-            self.cited.entry(t).or_default().push(idx);
+        for t in &toks {
+            self.cited.entry(t.clone()).or_default().push(idx);
         }
+        self.cites.push(toks);
+        self.keys.push(key);
         if let Some(s) = &site {
             self.by_site.entry(s.road.clone()).or_default().push(idx);
         }
